@@ -1,0 +1,38 @@
+# Two entry points for newcomers: `make run` and `make test`. Each creates ./.venv and
+# installs what it needs from scratch (pinned by constraints.txt) the first time.
+
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8080
+BIN := $(VENV)/bin
+
+.PHONY: run test demo sandbox clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + ")")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-run
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $@
+
+run: $(VENV)/.installed-run
+	$(BIN)/uvicorn relay.app:app --host $(HOST) --port $(PORT) --loop uvloop --http httptools --no-access-log
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+demo: $(VENV)/.installed-run
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash docs/demo.sh
+
+sandbox: $(VENV)/.installed-run
+	$(BIN)/relayctl sandbox --host $(HOST) --port 8090
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

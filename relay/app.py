@@ -1,0 +1,137 @@
+"""The ASGI application: routes, error handling, request ids and the lifespan that builds state.
+
+`uvicorn relay.app:app` serves it; `create_app(settings)` builds one for tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from typing import Any, AsyncIterator
+
+import anyio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .config import Settings, load_settings
+from .errors import RelayError, envelope, error_response
+from .proxy import forward_new_work, relay_state
+from .state import build_state, keep_fresh
+from .upstream import make_client
+
+log = logging.getLogger("relay")
+
+
+async def create_video(request: Request) -> Response:
+    return await forward_new_work(request, route="videos.create", upstream_path="/videos")
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    state = relay_state(request)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def video_routes() -> list[Route]:
+    return [Route("/videos", create_video, methods=["POST"])]
+
+
+async def relay_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RelayError)
+    return error_response(exc)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    messages = {404: "Unknown route.", 405: f"Method {request.method} is not allowed on this route."}
+    message = messages.get(exc.status_code, str(exc.detail))
+    error = RelayError(exc.status_code, message, code="not_found" if exc.status_code == 404 else "method_not_allowed")
+    error.headers.update(exc.headers or {})
+    return error_response(error)
+
+
+class RequestIdMiddleware:
+    """Gives every response an `x-request-id`, and turns any escaped exception into the envelope."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "req_" + secrets.token_hex(12)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error request_id=%s", request_id)
+            if started:
+                raise
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            body = envelope(
+                f"The relay failed to handle this request (request id {request_id}).",
+                status=500,
+                code="internal_error",
+            )
+            await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the relay. Settings default to the environment, read when the app starts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        configured = settings or load_settings()
+        async with make_client(configured) as http:
+            state = build_state(configured, http)
+            state.recorder.start()
+            app.state.relay = state
+            try:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(keep_fresh, state)
+                    yield {}
+                    tasks.cancel_scope.cancel()
+            finally:
+                state.recorder.close()
+                state.store.close()
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Mount("/openai/v1", routes=video_routes()),
+            Mount("/openai", routes=video_routes()),
+        ],
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={RelayError: relay_error, HTTPException: http_error},
+        lifespan=lifespan,
+    )
+
+
+app = create_app()

@@ -1,0 +1,64 @@
+"""Settings read once from the environment and passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+
+class ConfigError(ValueError):
+    """A setting has a value the relay cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: Path = Path("relay.db")
+    secret_key: str | None = None
+    sticky_ttl_seconds: float = 3600.0
+    default_cooldown_seconds: float = 60.0
+    max_cooldown_seconds: float = 7 * 24 * 3600.0
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 300.0
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_upstream_response_bytes: int = 16 * 1024 * 1024
+    refresh_interval_seconds: float = 0.5
+    max_upstream_connections: int = 256
+
+    @property
+    def key_file(self) -> Path:
+        return self.database.with_name(self.database.name + ".key")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
+    return value
+
+
+def database_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("RELAY_DATABASE") or "relay.db")
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    return Settings(
+        database=database_path(env),
+        secret_key=env.get("RELAY_SECRET_KEY") or None,
+        sticky_ttl_seconds=_number(env, "RELAY_STICKY_TTL_SECONDS", 3600.0, minimum=1.0),
+        default_cooldown_seconds=_number(env, "RELAY_DEFAULT_COOLDOWN_SECONDS", 60.0, minimum=1.0),
+        max_cooldown_seconds=_number(env, "RELAY_MAX_COOLDOWN_SECONDS", 7 * 24 * 3600.0, minimum=1.0),
+        connect_timeout_seconds=_number(env, "RELAY_CONNECT_TIMEOUT", 10.0, minimum=0.001),
+        read_timeout_seconds=_number(env, "RELAY_READ_TIMEOUT", 300.0, minimum=0.001),
+        max_body_bytes=int(_number(env, "RELAY_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1)),
+        refresh_interval_seconds=_number(env, "RELAY_REFRESH_INTERVAL_SECONDS", 0.5, minimum=0.05),
+    )

@@ -1,0 +1,102 @@
+"""Encryption at rest for upstream credentials (Fernet: AES-128-CBC + HMAC-SHA256).
+
+The key comes from RELAY_SECRET_KEY or, when that is unset, from a key file created
+beside the database with mode 0600. A check value stored in the database makes a wrong
+key fail loudly at start instead of sending garbage credentials upstream.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+_CHECK_PLAINTEXT = "video-relay secret check v1"
+
+
+class SecretKeyError(RuntimeError):
+    """The secret key is missing, malformed, or not the one the database was written with."""
+
+
+class SecretBox:
+    """Encrypts with the first key, decrypts with any (so keys can be rotated)."""
+
+    def __init__(self, keys: list[bytes]) -> None:
+        if not keys:
+            raise SecretKeyError("no secret key given")
+        self._fernet = MultiFernet([_fernet(key) for key in keys])
+
+    def encrypt(self, plaintext: str) -> str:
+        return self._fernet.encrypt(plaintext.encode()).decode()
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise SecretKeyError("a stored credential cannot be decrypted with the current secret key") from None
+
+    def check_value(self) -> str:
+        return self.encrypt(_CHECK_PLAINTEXT)
+
+    def verify_check_value(self, token: str) -> None:
+        if self.decrypt_or_none(token) != _CHECK_PLAINTEXT:
+            raise SecretKeyError(
+                "the secret key does not match the one this database was encrypted with "
+                "(check RELAY_SECRET_KEY or the key file beside the database)"
+            )
+
+    def decrypt_or_none(self, token: str) -> str | None:
+        try:
+            return self.decrypt(token)
+        except SecretKeyError:
+            return None
+
+
+def generate_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+def _fernet(key: bytes) -> Fernet:
+    try:
+        return Fernet(key)
+    except (ValueError, TypeError):
+        raise SecretKeyError(
+            "RELAY_SECRET_KEY must be 32 url-safe base64-encoded bytes "
+            "(make one with: relayctl secrets generate-key)"
+        ) from None
+
+
+def resolve_key(env_value: str | None, key_file: Path) -> tuple[bytes, str | None]:
+    """Return the key to use and, when a key file was just created, a line to log once."""
+    if env_value:
+        key = env_value.strip().encode()
+        _fernet(key)
+        return key, None
+    try:
+        return _read_key_file(key_file), None
+    except FileNotFoundError:
+        pass
+    key = Fernet.generate_key()
+    # Write a private temp file, then link it into place: link fails if another worker
+    # (or the CLI) won the race, and nobody ever reads a half-written key file.
+    temp = key_file.with_name(f".{key_file.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key + b"\n")
+    try:
+        os.link(temp, key_file)
+    except FileExistsError:
+        return _read_key_file(key_file), None
+    finally:
+        temp.unlink(missing_ok=True)
+    return key, (
+        f"RELAY_SECRET_KEY is not set: created a new secret key file {key_file} (mode 0600). "
+        "Back it up: credentials in the database cannot be decrypted without it."
+    )
+
+
+def _read_key_file(key_file: Path) -> bytes:
+    key = key_file.read_bytes().strip()
+    _fernet(key)
+    return key

@@ -1,0 +1,63 @@
+"""The one way the relay's own errors leave: the OpenAI error envelope."""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping
+
+from starlette.responses import Response
+
+# OpenAI's `type` for each status the relay itself answers with.
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "upstream_timeout",
+}
+
+
+class RelayError(Exception):
+    """An error the relay answers itself (as opposed to an upstream answer it passes on)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+
+def envelope(message: str, *, status: int, code: str | None, param: str | None = None) -> bytes:
+    body = {
+        "error": {
+            "message": message,
+            "type": _TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+            "param": param,
+            "code": code,
+        }
+    }
+    return json.dumps(body).encode()
+
+
+def error_response(error: RelayError) -> Response:
+    return Response(
+        envelope(error.message, status=error.status, code=error.code, param=error.param),
+        status_code=error.status,
+        media_type="application/json",
+        headers=error.headers,
+    )

@@ -1,0 +1,169 @@
+"""Relay keys: issue, parse, verify, and the permission check.
+
+A key looks like `rk-<16 hex id>-<secret>`. The id is stored in clear to find the record;
+the whole key is stored only as a salted SHA-256 and compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+import anyio.to_thread
+
+from .errors import RelayError
+from .store import KeyRecord, Store
+
+PREFIX = "rk-"
+_ID_HEX_LENGTH = 16
+# Service names a key may be granted; `all` covers every service. New services add theirs here.
+PERMISSIONS = ("all", "openai")
+
+
+class KeyInputError(ValueError):
+    """Bad input when issuing a key (name, permission, expiry)."""
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    record: KeyRecord
+    key: str
+
+
+def _hash(salt: str, key: str) -> str:
+    return hashlib.sha256(bytes.fromhex(salt) + key.encode()).hexdigest()
+
+
+def validate_permissions(permissions: list[str] | tuple[str, ...]) -> frozenset[str]:
+    unknown = sorted(set(permissions) - set(PERMISSIONS))
+    if unknown:
+        raise KeyInputError(f"unknown permission {unknown[0]!r}: choose from {', '.join(PERMISSIONS)}")
+    if not permissions:
+        raise KeyInputError(f"a key needs at least one permission ({', '.join(PERMISSIONS)})")
+    return frozenset(permissions)
+
+
+def validate_name(name: str) -> str:
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name):
+        raise KeyInputError("a name is 1-64 characters of letters, digits, '-', '_' or '.'")
+    return name
+
+
+def issue_key(
+    store: Store,
+    name: str,
+    permissions: list[str] | tuple[str, ...],
+    *,
+    expires_at: float | None = None,
+    note: str | None = None,
+    now: float | None = None,
+) -> IssuedKey:
+    validate_name(name)
+    granted = validate_permissions(permissions)
+    key_id = secrets.token_hex(_ID_HEX_LENGTH // 2)
+    key = f"{PREFIX}{key_id}-{secrets.token_urlsafe(32)}"
+    salt = secrets.token_hex(16)
+    record = KeyRecord(
+        id=key_id,
+        name=name,
+        salt=salt,
+        hash=_hash(salt, key),
+        permissions=granted,
+        created_at=time.time() if now is None else now,
+        expires_at=expires_at,
+        revoked_at=None,
+        last_used_at=None,
+        note=note,
+    )
+    store.insert_key(record)
+    return IssuedKey(record=record, key=key)
+
+
+def key_id_of(presented: str) -> str | None:
+    """The id part of a well-formed key, or None."""
+    if not presented.startswith(PREFIX) or len(presented) < len(PREFIX) + _ID_HEX_LENGTH + 2:
+        return None
+    key_id = presented[len(PREFIX) : len(PREFIX) + _ID_HEX_LENGTH]
+    if presented[len(PREFIX) + _ID_HEX_LENGTH] != "-" or not all(c in "0123456789abcdef" for c in key_id):
+        return None
+    return key_id
+
+
+def matches(record: KeyRecord, presented: str) -> bool:
+    return hmac.compare_digest(_hash(record.salt, presented), record.hash)
+
+
+def allows(record: KeyRecord, service: str) -> bool:
+    return "all" in record.permissions or service in record.permissions
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key from `Authorization: Bearer …` or, failing that, `x-api-key`."""
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    api_key = headers.get("x-api-key")
+    return api_key.strip() if api_key and api_key.strip() else None
+
+
+class AuthError(RelayError):
+    """401/403 with a reason from a closed set, for `relay_auth_failures_total{reason}`."""
+
+    def __init__(self, status: int, message: str, *, reason: str) -> None:
+        super().__init__(status, message, code="invalid_api_key" if status == 401 else "insufficient_permissions")
+        self.reason = reason
+
+
+AUTH_FAILURE_REASONS = ("missing", "malformed", "unknown", "revoked", "expired", "forbidden")
+
+
+class KeyCache:
+    """Key records by id, kept until the configuration changes (the refresher clears it)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._records: dict[str, KeyRecord] = {}
+
+    def clear(self) -> None:
+        self._records.clear()
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        record = self._records.get(key_id)
+        if record is None:
+            record = await anyio.to_thread.run_sync(self._store.key_by_id, key_id)
+            # Unknown ids are not cached: a flood of made-up keys must not grow memory.
+            if record is not None:
+                self._records[key_id] = record
+        return record
+
+
+async def authenticate(headers: Mapping[str, str], cache: KeyCache, *, service: str, now: float) -> KeyRecord:
+    presented = presented_key(headers)
+    if presented is None:
+        raise AuthError(
+            401,
+            "Missing relay key: send it as 'Authorization: Bearer <key>' or in the 'x-api-key' header.",
+            reason="missing",
+        )
+    key_id = key_id_of(presented)
+    if key_id is None:
+        raise AuthError(401, "Invalid relay key: it is not in the relay's key format.", reason="malformed")
+    record = await cache.get(key_id)
+    if record is None or not matches(record, presented):
+        raise AuthError(401, "Invalid relay key.", reason="unknown")
+    state = record.state(now)
+    if state != "active":
+        raise AuthError(401, f"This relay key is {state}.", reason=state)
+    if not allows(record, service):
+        raise AuthError(
+            403,
+            f"This relay key does not have the '{service}' permission (it has: {', '.join(sorted(record.permissions))}).",
+            reason="forbidden",
+        )
+    return record

@@ -1,0 +1,161 @@
+"""Classify an upstream answer and read its cooldown hint.
+
+Pure functions: no I/O, so every rule here is tested directly (and with hypothesis).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from email.utils import parsedate_to_datetime
+from typing import Any, Mapping
+
+ERROR_CLASSES = (
+    "none",
+    "rate_limited",
+    "unauthorized",
+    "payment_required",
+    "client_error",
+    "server_error",
+    "timeout",
+    "connection_error",
+)
+
+
+def error_class(status: int) -> str:
+    """The class of an upstream HTTP answer (transport failures are classed where they happen)."""
+    if status < 400:
+        return "none"
+    if status == 429:
+        return "rate_limited"
+    if status == 401:
+        return "unauthorized"
+    if status == 402:
+        return "payment_required"
+    if status < 500:
+        return "client_error"
+    return "server_error"
+
+
+def status_class(status: int | None) -> str:
+    return "none" if status is None else f"{status // 100}xx"
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_duration(value: str) -> float | None:
+    """Go-style durations as sent in `x-ratelimit-reset-*` (`6m0s`, `12ms`, `1h2m`, `0.5s`); a bare number is seconds."""
+    text = value.strip().lower()
+    if not text:
+        return None
+    bare = _finite_seconds(text)
+    if bare is not None:
+        return bare
+    position, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            return None
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if position != len(text) or not math.isfinite(total):
+        return None
+    return total
+
+
+def parse_retry_after(value: str, now: float) -> float | None:
+    """`Retry-After` as delay-seconds or an HTTP date."""
+    text = value.strip()
+    seconds = _finite_seconds(text)
+    if seconds is not None:
+        return seconds
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _finite_seconds(text: str) -> float | None:
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(seconds) or seconds < 0 or text.lower().startswith(("nan", "inf", "+", "-")):
+        return None
+    return seconds
+
+
+def _body_hint(body: bytes) -> float | None:
+    try:
+        payload: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(payload, dict):
+        return None
+    for holder in (payload, payload.get("error")):
+        if isinstance(holder, dict):
+            value = holder.get("resets_in_seconds")
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+                return float(value)
+            if isinstance(value, str):
+                seconds = _finite_seconds(value.strip())
+                if seconds is not None:
+                    return seconds
+    return None
+
+
+def cooldown_seconds(
+    headers: Mapping[str, str], body: bytes, *, now: float, default: float, maximum: float
+) -> tuple[float, str]:
+    """How long a 429'd account rests, and which hint said so.
+
+    Order: `resets_in_seconds` in the body (top level or in `error`), `Retry-After`,
+    `x-ratelimit-reset-requests`, then the configured default. The result is clamped to
+    [1 s, maximum] so a zero hint cannot cause a hammering loop nor a huge one a lockout.
+    """
+    candidates = (
+        ("resets_in_seconds", lambda: _body_hint(body)),
+        ("retry_after", lambda: _header(headers, "retry-after", lambda v: parse_retry_after(v, now))),
+        ("x_ratelimit_reset_requests", lambda: _header(headers, "x-ratelimit-reset-requests", parse_duration)),
+    )
+    for source, read in candidates:
+        seconds = read()
+        if seconds is not None:
+            return min(max(seconds, 1.0), maximum), source
+    return min(max(default, 1.0), maximum), "default"
+
+
+def _header(headers: Mapping[str, str], name: str, parse: Any) -> float | None:
+    value = headers.get(name)
+    return None if value is None else parse(value)
+
+
+def upstream_error(body: bytes, limit: int = 300) -> tuple[str | None, str | None]:
+    """(code, message) of an upstream error envelope; the message shortened and scrubbed of key-like text."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None, None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    code, message = error.get("code"), error.get("message")
+    return (
+        code if isinstance(code, str) else None,
+        redact(message[:limit]) if isinstance(message, str) else None,
+    )
+
+
+# Upstreams echo (partly masked) keys in messages like "Incorrect API key provided: sk-…".
+_KEY_LIKE = re.compile(r"\b(?:sk|rk|sess|eyJ)[A-Za-z0-9_\-\.\*]{6,}|Bearer\s+\S+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    return _KEY_LIKE.sub("[redacted]", text)

@@ -1,0 +1,96 @@
+"""The scheduler: this worker's view of the upstream accounts and the choice among them.
+
+The view is a snapshot of the accounts table (credentials decrypted once per load),
+reloaded whenever the database's config version moves. Choosing an account touches no
+disk: least-recently-used order is kept in memory and written back in batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable
+
+from .store import Account
+
+log = logging.getLogger("relay.pool")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An account together with its decrypted credential, ready to send with."""
+
+    account: Account
+    credential: str = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.account.name
+
+
+class Pool:
+    def __init__(self) -> None:
+        self._upstreams: dict[str, Upstream] = {}
+        self._last_used: dict[str, float] = {}
+        self._undecryptable: set[str] = set()
+
+    def load(self, accounts: Iterable[Account], decrypt: Callable[[str], str | None]) -> None:
+        upstreams = {}
+        for account in accounts:
+            credential = decrypt(account.credential_encrypted)
+            if credential is None:
+                if account.name not in self._undecryptable:
+                    log.error("account %r: its credential cannot be decrypted with this secret key; skipping it", account.name)
+                    self._undecryptable.add(account.name)
+                continue
+            self._undecryptable.discard(account.name)
+            upstreams[account.name] = Upstream(account, credential)
+            stored = account.last_used_at or 0.0
+            self._last_used[account.name] = max(stored, self._last_used.get(account.name, 0.0))
+        self._upstreams = upstreams
+        for name in list(self._last_used):
+            if name not in upstreams:
+                del self._last_used[name]
+
+    def get(self, name: str) -> Upstream | None:
+        return self._upstreams.get(name)
+
+    def all(self) -> list[Upstream]:
+        return list(self._upstreams.values())
+
+    def usable(self, name: str, now: float) -> Upstream | None:
+        upstream = self._upstreams.get(name)
+        return upstream if upstream is not None and upstream.account.is_usable(now) else None
+
+    def pick(self, now: float, *, exclude: Iterable[str] = ()) -> Upstream | None:
+        """Lowest priority number first, then least recently used (name breaks ties)."""
+        excluded = set(exclude)
+        candidates = [
+            u for u in self._upstreams.values() if u.account.is_usable(now) and u.name not in excluded
+        ]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda u: (u.account.priority, self._last_used.get(u.name, 0.0), u.name))
+
+    def mark_used(self, name: str, now: float) -> None:
+        self._last_used[name] = max(now, self._last_used.get(name, 0.0))
+
+    def apply_state(self, name: str, state: str, *, now: float, reason: str | None, until: float | None) -> None:
+        """Reflect a state change this worker just stored, before the next reload."""
+        upstream = self._upstreams.get(name)
+        if upstream is None:
+            return
+        account = upstream.account
+        since = account.state_since if account.state == state else now
+        self._upstreams[name] = replace(
+            upstream, account=replace(account, state=state, state_reason=reason, state_until=until, state_since=since)
+        )
+
+    def seconds_until_recovery(self, now: float) -> float | None:
+        """When the earliest rate-limited account comes back, if any will by itself."""
+        untils = [
+            u.account.state_until
+            for u in self._upstreams.values()
+            if u.account.enabled and u.account.state == "rate_limited" and u.account.state_until
+        ]
+        return max(0.0, min(untils) - now) if untils else None

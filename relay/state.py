@@ -1,0 +1,94 @@
+"""Everything a running relay holds, built once at start-up and passed to handlers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from .config import Settings
+from .crypto import SecretBox, resolve_key
+from .keys import KeyCache
+from .metrics import Metrics
+from .pool import Pool
+from .recorder import Recorder
+from .store import Store
+
+log = logging.getLogger("relay")
+
+T = TypeVar("T")
+
+
+@dataclass
+class RelayState:
+    settings: Settings
+    store: Store
+    box: SecretBox
+    pool: Pool
+    keys: KeyCache
+    http: httpx.AsyncClient
+    recorder: Recorder
+    metrics: Metrics
+    config_version: int = -1
+
+    async def db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store call in a worker thread so the event loop never waits on disk."""
+        return await anyio.to_thread.run_sync(lambda: function(*args, **kwargs))
+
+    def reload(self) -> None:
+        """Re-read keys and accounts if the database's configuration moved (blocking: call in a thread)."""
+        version = self.store.config_version()
+        if version == self.config_version:
+            return
+        self.pool.load(self.store.list_accounts(), self.box.decrypt_or_none)
+        self.keys.clear()
+        self.config_version = version
+
+
+def open_store(settings: Settings) -> tuple[Store, SecretBox]:
+    """Open the database and the secret box, failing loudly on a wrong or malformed key.
+
+    Shared by the relay and the CLI, so both find the same key the same way.
+    """
+    settings.database.parent.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database)
+    store.ensure_schema()
+    key, created_message = resolve_key(settings.secret_key, settings.key_file)
+    if created_message:
+        log.warning(created_message)
+    box = SecretBox([key])
+    check = store.set_meta_if_absent("secret_check", box.check_value())
+    box.verify_check_value(check)
+    return store, box
+
+
+def build_state(settings: Settings, http: httpx.AsyncClient) -> RelayState:
+    store, box = open_store(settings)
+    pool = Pool()
+    state = RelayState(
+        settings=settings,
+        store=store,
+        box=box,
+        pool=pool,
+        keys=KeyCache(store),
+        http=http,
+        recorder=Recorder(store),
+        metrics=Metrics(pool.all),
+    )
+    state.reload()
+    return state
+
+
+async def keep_fresh(state: RelayState) -> None:
+    """Poll the config version so CLI changes reach this worker within a second."""
+    while True:
+        await anyio.sleep(state.settings.refresh_interval_seconds)
+        try:
+            await anyio.to_thread.run_sync(state.reload)
+        except Exception:
+            log.exception("could not refresh keys and accounts; keeping the last good view")
+

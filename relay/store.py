@@ -1,0 +1,479 @@
+"""SQLite through sqlite-utils: the schema and every query the relay and the CLI run.
+
+Several uvicorn workers and the CLI share one database file, so:
+- WAL mode and a busy timeout let readers and one writer proceed together;
+- every read-modify-write runs in `BEGIN IMMEDIATE`, so two writers never interleave;
+- every change to keys or accounts bumps `meta.config_version`, which running relays poll
+  to refresh their in-memory snapshots within a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_SECONDS = 10.0
+
+ACCOUNT_TYPES = ("openai-responses", "openai")
+ACCOUNT_STATES = ("active", "rate_limited", "unauthorized", "disabled")
+# What the relay stores; `disabled` is how an account with enabled = 0 shows.
+STORED_STATES = ("active", "rate_limited", "unauthorized")
+
+
+class NotFound(LookupError):
+    """No row with that name."""
+
+
+class AlreadyExists(ValueError):
+    """A row with that name exists already."""
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    name: str
+    type: str
+    base_api: str
+    priority: int
+    enabled: bool
+    state: str
+    state_reason: str | None
+    state_since: float | None
+    state_until: float | None
+    last_error: str | None
+    last_used_at: float | None
+    created_at: float
+    credential_encrypted: str = field(repr=False)
+
+    def effective_state(self, now: float) -> str:
+        if not self.enabled:
+            return "disabled"
+        if self.state == "rate_limited" and (self.state_until is None or self.state_until <= now):
+            return "active"
+        return self.state
+
+    def is_usable(self, now: float) -> bool:
+        return self.effective_state(now) == "active"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    name: str
+    salt: str = field(repr=False)
+    hash: str = field(repr=False)
+    permissions: frozenset[str]
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+    note: str | None
+
+    def state(self, now: float) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ts: float
+    request_id: str
+    key_name: str | None
+    account: str | None
+    account_type: str | None
+    route: str
+    upstream_status: int | None
+    error_class: str
+    latency_ms: float | None
+
+
+class Store:
+    """One per process. Each thread gets its own connection to the same file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # -- connections and transactions ---------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        return sqlite_utils.Database(self._conn())
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        with self._write() as conn:
+            db = sqlite_utils.Database(conn)
+            db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+            db["keys"].create(
+                {
+                    "id": str,
+                    "name": str,
+                    "salt": str,
+                    "hash": str,
+                    "permissions": str,
+                    "created_at": float,
+                    "expires_at": float,
+                    "revoked_at": float,
+                    "last_used_at": float,
+                    "note": str,
+                },
+                pk="id",
+                not_null=["name", "salt", "hash", "permissions", "created_at"],
+                if_not_exists=True,
+            )
+            db["keys"].create_index(["name"], unique=True, if_not_exists=True)
+            db["accounts"].create(
+                {
+                    "id": int,
+                    "name": str,
+                    "type": str,
+                    "credential": str,
+                    "base_api": str,
+                    "priority": int,
+                    "enabled": int,
+                    "state": str,
+                    "state_reason": str,
+                    "state_since": float,
+                    "state_until": float,
+                    "last_error": str,
+                    "last_used_at": float,
+                    "created_at": float,
+                },
+                pk="id",
+                not_null=["name", "type", "credential", "base_api", "priority", "enabled", "state", "created_at"],
+                defaults={"priority": 100, "enabled": 1, "state": "active"},
+                if_not_exists=True,
+            )
+            db["accounts"].create_index(["name"], unique=True, if_not_exists=True)
+            db["sessions"].create(
+                {"session_hash": str, "account": str, "created_at": float, "last_used_at": float, "expires_at": float},
+                pk="session_hash",
+                not_null=["account", "created_at", "last_used_at", "expires_at"],
+                if_not_exists=True,
+            )
+            db["sessions"].create_index(["account"], if_not_exists=True)
+            db["outcomes"].create(
+                {
+                    "id": int,
+                    "ts": float,
+                    "request_id": str,
+                    "key_name": str,
+                    "account": str,
+                    "account_type": str,
+                    "route": str,
+                    "upstream_status": int,
+                    "error_class": str,
+                    "latency_ms": float,
+                },
+                pk="id",
+                not_null=["ts", "request_id", "route", "error_class"],
+                if_not_exists=True,
+            )
+            db["outcomes"].create_index(["ts"], if_not_exists=True)
+            db["outcomes"].create_index(["account", "ts"], if_not_exists=True)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?), ('config_version', '0')",
+                (str(SCHEMA_VERSION),),
+            )
+
+    # -- meta -----------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row["value"]
+
+    def set_meta_if_absent(self, key: str, value: str) -> str:
+        """Store `value` unless a value is there already; return the stored one."""
+        with self._write() as conn:
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            return conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()["value"]
+
+    def config_version(self) -> int:
+        return int(self.get_meta("config_version") or 0)
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'config_version'")
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    def insert_key(self, record: KeyRecord) -> None:
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM keys WHERE name = ?", (record.name,)).fetchone():
+                raise AlreadyExists(f"a key named {record.name!r} exists already")
+            conn.execute(
+                "INSERT INTO keys (id, name, salt, hash, permissions, created_at, expires_at, revoked_at, note)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.name,
+                    record.salt,
+                    record.hash,
+                    json.dumps(sorted(record.permissions)),
+                    record.created_at,
+                    record.expires_at,
+                    record.revoked_at,
+                    record.note,
+                ),
+            )
+            self._bump(conn)
+
+    def key_by_id(self, key_id: str) -> KeyRecord | None:
+        row = self._conn().execute("SELECT * FROM keys WHERE id = ?", (key_id,)).fetchone()
+        return None if row is None else _key(row)
+
+    def key_by_name(self, name: str) -> KeyRecord:
+        row = self._conn().execute("SELECT * FROM keys WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"no key named {name!r}")
+        return _key(row)
+
+    def list_keys(self) -> list[KeyRecord]:
+        return [_key(row) for row in self._conn().execute("SELECT * FROM keys ORDER BY name")]
+
+    def revoke_key(self, name: str, now: float) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE keys SET revoked_at = COALESCE(revoked_at, ?) WHERE name = ?", (now, name)
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"no key named {name!r}")
+            self._bump(conn)
+
+    # -- accounts ---------------------------------------------------------------------------------
+
+    def insert_account(
+        self, *, name: str, type: str, credential_encrypted: str, base_api: str, priority: int, now: float
+    ) -> Account:
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone():
+                raise AlreadyExists(f"an account named {name!r} exists already")
+            conn.execute(
+                "INSERT INTO accounts (name, type, credential, base_api, priority, enabled, state, state_since,"
+                " created_at) VALUES (?, ?, ?, ?, ?, 1, 'active', ?, ?)",
+                (name, type, credential_encrypted, base_api, priority, now, now),
+            )
+            self._bump(conn)
+        return self.account(name)
+
+    def set_account_enabled(self, name: str, enabled: bool) -> None:
+        with self._write() as conn:
+            cursor = conn.execute("UPDATE accounts SET enabled = ? WHERE name = ?", (int(enabled), name))
+            if cursor.rowcount == 0:
+                raise NotFound(f"no account named {name!r}")
+            self._bump(conn)
+
+    def account(self, name: str) -> Account:
+        row = self._conn().execute("SELECT * FROM accounts WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"no account named {name!r}")
+        return _account(row)
+
+    def list_accounts(self) -> list[Account]:
+        return [_account(row) for row in self._conn().execute("SELECT * FROM accounts ORDER BY priority, name")]
+
+    def set_account_state(
+        self,
+        name: str,
+        state: str,
+        *,
+        now: float,
+        reason: str | None = None,
+        until: float | None = None,
+        last_error: str | None = None,
+        evict_sessions: bool = False,
+    ) -> int:
+        """Move an account to `state`; return how many sticky sessions were evicted with it.
+
+        Repeats are idempotent: several workers that see the same 429 extend one cooldown to
+        the latest `until` instead of racing each other, and `state_since` keeps the start.
+        """
+        if state not in STORED_STATES:
+            raise ValueError(f"unknown account state {state!r}")
+        with self._write() as conn:
+            row = conn.execute("SELECT state, state_since, state_until FROM accounts WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no account named {name!r}")
+            same = row["state"] == state and (state != "rate_limited" or (row["state_until"] or 0) > now)
+            since = row["state_since"] if same else now
+            if same and state == "rate_limited" and until is not None:
+                until = max(until, row["state_until"] or 0)
+            conn.execute(
+                "UPDATE accounts SET state = ?, state_reason = ?, state_since = ?, state_until = ?,"
+                " last_error = COALESCE(?, last_error) WHERE name = ?",
+                (state, reason, since, until, last_error, name),
+            )
+            self._bump(conn)
+            if not evict_sessions:
+                return 0
+            return conn.execute("DELETE FROM sessions WHERE account = ?", (name,)).rowcount
+
+    # -- sticky sessions --------------------------------------------------------------------------
+
+    def session_account(self, session_hash: str, now: float) -> str | None:
+        row = self._conn().execute(
+            "SELECT account FROM sessions WHERE session_hash = ? AND expires_at > ?", (session_hash, now)
+        ).fetchone()
+        return None if row is None else row["account"]
+
+    def claim_session(
+        self, session_hash: str, candidate: str, *, replacing: str | None, now: float, ttl: float
+    ) -> str:
+        """Map a session to `candidate` unless another process mapped it meanwhile; return the mapping.
+
+        `replacing` is the account the caller saw and found unusable: that mapping is
+        overwritten, any other live mapping wins over the caller's candidate.
+        """
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT account FROM sessions WHERE session_hash = ? AND expires_at > ?", (session_hash, now)
+            ).fetchone()
+            if row is not None and row["account"] != replacing:
+                return str(row["account"])
+            conn.execute(
+                "INSERT INTO sessions (session_hash, account, created_at, last_used_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_hash) DO UPDATE SET account = excluded.account,"
+                " created_at = excluded.created_at, last_used_at = excluded.last_used_at,"
+                " expires_at = excluded.expires_at",
+                (session_hash, candidate, now, now, now + ttl),
+            )
+            return candidate
+
+    def list_sessions(self, now: float) -> list[dict[str, Any]]:
+        return [
+            dict(row)
+            for row in self._conn().execute(
+                "SELECT * FROM sessions WHERE expires_at > ? ORDER BY last_used_at DESC", (now,)
+            )
+        ]
+
+    # -- outcomes and usage timestamps ------------------------------------------------------------
+
+    def write_batch(
+        self,
+        outcomes: Sequence[Outcome],
+        key_last_used: dict[str, float],
+        account_last_used: dict[str, float],
+        session_touches: dict[str, tuple[float, float]],
+    ) -> None:
+        """Everything the recorder collected, in one transaction."""
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO outcomes (ts, request_id, key_name, account, account_type, route, upstream_status,"
+                " error_class, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        o.ts,
+                        o.request_id,
+                        o.key_name,
+                        o.account,
+                        o.account_type,
+                        o.route,
+                        o.upstream_status,
+                        o.error_class,
+                        o.latency_ms,
+                    )
+                    for o in outcomes
+                ],
+            )
+            conn.executemany(
+                "UPDATE keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                [(ts, key_id) for key_id, ts in key_last_used.items()],
+            )
+            conn.executemany(
+                "UPDATE accounts SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE name = ?",
+                [(ts, name) for name, ts in account_last_used.items()],
+            )
+            conn.executemany(
+                "UPDATE sessions SET last_used_at = MAX(last_used_at, ?), expires_at = MAX(expires_at, ?)"
+                " WHERE session_hash = ?",
+                [(used, expires, session_hash) for session_hash, (used, expires) in session_touches.items()],
+            )
+
+    def list_outcomes(self, *, limit: int = 100, account: str | None = None) -> list[dict[str, Any]]:
+        where, params = ("WHERE account = ?", [account]) if account else ("", [])
+        sql = f"SELECT * FROM outcomes {where} ORDER BY id DESC LIMIT ?"
+        return [dict(row) for row in self._conn().execute(sql, (*params, limit))]
+
+
+def _key(row: sqlite3.Row) -> KeyRecord:
+    return KeyRecord(
+        id=row["id"],
+        name=row["name"],
+        salt=row["salt"],
+        hash=row["hash"],
+        permissions=frozenset(json.loads(row["permissions"])),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+        last_used_at=row["last_used_at"],
+        note=row["note"],
+    )
+
+
+def _account(row: sqlite3.Row) -> Account:
+    return Account(
+        id=row["id"],
+        name=row["name"],
+        type=row["type"],
+        base_api=row["base_api"],
+        priority=row["priority"],
+        enabled=bool(row["enabled"]),
+        state=row["state"],
+        state_reason=row["state_reason"],
+        state_since=row["state_since"],
+        state_until=row["state_until"],
+        last_error=row["last_error"],
+        last_used_at=row["last_used_at"],
+        created_at=row["created_at"],
+        credential_encrypted=row["credential"],
+    )
+

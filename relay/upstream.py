@@ -1,0 +1,139 @@
+"""Talking to an upstream account: URL, headers, the shared HTTP client, one attempt."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+import httpx
+
+from .config import Settings
+
+DEFAULT_BASE_API = {
+    "openai-responses": "https://api.openai.com/v1",
+    "openai": "https://chatgpt.com/backend-api",
+}
+
+# The only client headers that travel upstream. Never authorization, cookies, x-api-key or
+# hop-by-hop headers; and nothing the client did not send (no invented device ids).
+FORWARDED_REQUEST_HEADERS = (
+    "user-agent",
+    "oai-device-id",
+    "oai-latency-trace-id",
+    "idempotency-key",
+    "openai-organization",
+    "openai-project",
+    "accept",
+)
+
+# Upstream response headers that carry meaning for API clients.
+RETURNED_RESPONSE_HEADERS = (
+    "retry-after",
+    "retry-after-ms",
+    "x-should-retry",
+    "openai-processing-ms",
+    "openai-version",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    latency_seconds: float
+
+
+class UpstreamFailure(Exception):
+    """No usable HTTP answer: `error_class` is `timeout` or `connection_error`."""
+
+    def __init__(self, error_class: str, message: str, latency_seconds: float) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+        self.latency_seconds = latency_seconds
+
+
+def make_client(settings: Settings) -> httpx.AsyncClient:
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=settings.connect_timeout_seconds,
+            read=settings.read_timeout_seconds,
+            write=settings.read_timeout_seconds,
+            pool=settings.connect_timeout_seconds,
+        ),
+        limits=httpx.Limits(
+            max_connections=settings.max_upstream_connections,
+            max_keepalive_connections=settings.max_upstream_connections,
+        ),
+        # Operators configure proxies per account, explicitly; ambient *_PROXY variables must not
+        # silently reroute credentials.
+        trust_env=False,
+        follow_redirects=False,
+    )
+    # httpx adds its own defaults; upstream must see only what the client sent.
+    del client.headers["user-agent"]
+    del client.headers["accept"]
+    client.headers["accept-encoding"] = "identity"
+    return client
+
+
+def url_for(base_api: str, path: str) -> str:
+    return base_api.rstrip("/") + path
+
+
+def request_headers(client_headers: Mapping[str, str], credential: str, content_type: str | None) -> dict[str, str]:
+    headers = {name: client_headers[name] for name in FORWARDED_REQUEST_HEADERS if name in client_headers}
+    if content_type:
+        headers["content-type"] = content_type
+    headers["authorization"] = f"Bearer {credential}"
+    return headers
+
+
+def response_headers(upstream_headers: httpx.Headers) -> dict[str, str]:
+    return {name: upstream_headers[name] for name in RETURNED_RESPONSE_HEADERS if name in upstream_headers}
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str],
+    body: bytes,
+    max_response_bytes: int,
+) -> Answer:
+    """One attempt; the whole (bounded) answer is read before returning."""
+    started = time.perf_counter()
+    try:
+        request = client.build_request(method, url, headers=headers, content=body)
+        response = await client.send(request, stream=True)
+        try:
+            received = bytearray()
+            async for chunk in response.aiter_raw():
+                received += chunk
+                if len(received) > max_response_bytes:
+                    raise UpstreamFailure(
+                        "server_error",
+                        f"upstream answer larger than {max_response_bytes} bytes",
+                        time.perf_counter() - started,
+                    )
+        finally:
+            await response.aclose()
+    except httpx.TimeoutException as exc:
+        raise UpstreamFailure("timeout", _describe(exc), time.perf_counter() - started) from None
+    except (httpx.TransportError, httpx.InvalidURL) as exc:
+        raise UpstreamFailure("connection_error", _describe(exc), time.perf_counter() - started) from None
+    return Answer(response.status_code, response.headers, bytes(received), time.perf_counter() - started)
+
+
+def _describe(exc: Exception) -> str:
+    # Exception texts from httpx name hosts and ports, never headers; keep only the kind.
+    return type(exc).__name__

@@ -1,0 +1,208 @@
+"""Shared fixtures: a sandbox upstream process, an in-process relay, real relay processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from relay.accounts import add_account
+from relay.app import create_app
+from relay.config import Settings
+from relay.crypto import generate_key
+from relay.keys import issue_key
+from relay.state import RelayState
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited with {process.returncode} before serving")
+        try:
+            httpx.get(url, timeout=0.5)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not start serving within {timeout} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@dataclass
+class Sandbox:
+    url: str
+
+    def base_api(self) -> str:
+        return f"{self.url}/v1"
+
+    def fault(self, **rule: Any) -> None:
+        httpx.post(f"{self.url}/_sandbox/faults", json=rule).raise_for_status()
+
+    def requests(self) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.url}/_sandbox/requests")
+        response.raise_for_status()
+        return response.json()  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        httpx.delete(f"{self.url}/_sandbox/faults").raise_for_status()
+        httpx.delete(f"{self.url}/_sandbox/requests").raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def sandbox_process() -> Iterator[Sandbox]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relay.sandbox", "--port", str(port), "--complete-after", "0.3"], cwd=ROOT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(f"{url}/_sandbox/faults", process)
+        yield Sandbox(url)
+    finally:
+        stop(process)
+
+
+@pytest.fixture
+def sandbox(sandbox_process: Sandbox) -> Iterator[Sandbox]:
+    sandbox_process.reset()
+    yield sandbox_process
+    sandbox_process.reset()
+
+
+@dataclass
+class Relay:
+    """An in-process relay (ASGI, through starlette's TestClient) on a fresh database."""
+
+    client: TestClient
+    state: RelayState
+    settings: Settings
+
+    def add_account(self, name: str, base_api: str, *, token: str | None = None, priority: int = 100, type: str = "openai-responses") -> None:
+        add_account(
+            self.state.store,
+            self.state.box,
+            name=name,
+            type=type,
+            credential=token or f"tok-{name}",
+            base_api=base_api,
+            priority=priority,
+        )
+        self.state.reload()
+
+    def issue_key(self, name: str = "alice", permissions: tuple[str, ...] = ("openai",), **options: Any) -> str:
+        return issue_key(self.state.store, name, permissions, **options).key
+
+    def flush(self) -> None:
+        assert self.state.recorder.flush()
+
+    def metrics(self) -> str:
+        return self.client.get("/metrics").text
+
+
+def relay_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database": tmp_path / "relay.db",
+        "secret_key": generate_key(),
+        "connect_timeout_seconds": 2.0,
+        "read_timeout_seconds": 5.0,
+        "refresh_interval_seconds": 0.2,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def make_relay(tmp_path: Path) -> Iterator[Any]:
+    opened: list[TestClient] = []
+
+    def make(**overrides: Any) -> Relay:
+        settings = relay_settings(tmp_path, **overrides)
+        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client.__enter__()
+        opened.append(client)
+        return Relay(client=client, state=client.app.state.relay, settings=settings)  # type: ignore[attr-defined]
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def relay(make_relay: Any) -> Relay:
+    return make_relay()  # type: ignore[no-any-return]
+
+
+@dataclass
+class RelayProcess:
+    url: str
+    env: dict[str, str]
+
+    def relayctl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "relayctl"), *args], env=self.env, input=input, capture_output=True, text=True, timeout=60
+        )
+
+
+@pytest.fixture
+def relay_process(tmp_path: Path) -> Iterator[Any]:
+    """Start real `uvicorn relay.app:app` processes (the way the Procfile does) on 127.0.0.1."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*, workers: int = 1, extra_env: dict[str, str] | None = None) -> RelayProcess:
+        port = free_port()
+        env = {
+            **os.environ,
+            "RELAY_DATABASE": str(tmp_path / "relay.db"),
+            "RELAY_SECRET_KEY": generate_key(),
+            **(extra_env or {}),
+        }
+        process = subprocess.Popen(
+            [
+                str(BIN / "uvicorn"),
+                "relay.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(f"{url}/healthz", process)
+        return RelayProcess(url=url, env=env)
+
+    yield start
+    for process in started:
+        stop(process)

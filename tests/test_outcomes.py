@@ -1,0 +1,144 @@
+"""Classification and cooldown hints: the rules operators rely on when an upstream pushes back."""
+
+from __future__ import annotations
+
+import json
+import math
+from email.utils import format_datetime
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from relay.outcomes import (
+    cooldown_seconds,
+    error_class,
+    parse_duration,
+    parse_retry_after,
+    redact,
+    upstream_error,
+)
+
+NOW = 1_800_000_000.0
+
+
+def hint(headers: dict[str, str] | None = None, body: object = None, default: float = 60.0) -> tuple[float, str]:
+    raw = b"" if body is None else json.dumps(body).encode()
+    return cooldown_seconds(headers or {}, raw, now=NOW, default=default, maximum=86400.0)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (200, "none"),
+        (202, "none"),
+        (400, "client_error"),
+        (401, "unauthorized"),
+        (402, "payment_required"),
+        (403, "client_error"),
+        (404, "client_error"),
+        (429, "rate_limited"),
+        (500, "server_error"),
+        (503, "server_error"),
+    ],
+)
+def test_error_class(status: int, expected: str) -> None:
+    assert error_class(status) == expected
+
+
+def test_body_hint_top_level_wins_over_headers() -> None:
+    assert hint({"retry-after": "30", "x-ratelimit-reset-requests": "6m0s"}, {"resets_in_seconds": 7}) == (
+        7.0,
+        "resets_in_seconds",
+    )
+
+
+def test_body_hint_inside_error() -> None:
+    assert hint({"retry-after": "30"}, {"error": {"message": "slow down", "resets_in_seconds": 12.5}}) == (
+        12.5,
+        "resets_in_seconds",
+    )
+
+
+def test_retry_after_seconds_beats_ratelimit_reset() -> None:
+    assert hint({"retry-after": "30", "x-ratelimit-reset-requests": "6m0s"}, {"error": {}}) == (30.0, "retry_after")
+
+
+def test_retry_after_http_date() -> None:
+    when = format_datetime(datetime.fromtimestamp(NOW + 90, tz=timezone.utc), usegmt=True)
+    seconds, source = hint({"retry-after": when})
+    assert source == "retry_after" and seconds == pytest.approx(90, abs=1)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("6m0s", 360.0), ("12ms", 1.0), ("1h2m3s", 3723.0), ("45s", 45.0)])
+def test_ratelimit_reset_durations(value: str, seconds: float) -> None:
+    # 12 ms is clamped up to the 1 s floor.
+    assert hint({"x-ratelimit-reset-requests": value}) == (seconds, "x_ratelimit_reset_requests")
+
+
+def test_default_when_no_hint_and_unparseable_hints_fall_through() -> None:
+    assert hint({}, default=60) == (60.0, "default")
+    assert hint({"retry-after": "soon", "x-ratelimit-reset-requests": "later"}, {"resets_in_seconds": "x"}) == (
+        60.0,
+        "default",
+    )
+
+
+def test_huge_hint_is_capped() -> None:
+    assert hint({"retry-after": "99999999999"})[0] == 86400.0
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("6m0s", 360.0), ("12ms", 0.012), ("1.5s", 1.5), ("2h", 7200.0), ("0s", 0.0), ("250us", 0.00025), ("5", 5.0)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "m", "6x", "-5s", "1h-2m", "nan", "inf", "s6", "6m 0s"])
+def test_parse_duration_rejects(text: str) -> None:
+    assert parse_duration(text) is None
+
+
+@given(st.text(max_size=40))
+def test_parse_duration_never_raises(text: str) -> None:
+    result = parse_duration(text)
+    assert result is None or (math.isfinite(result) and result >= 0)
+
+
+@given(st.text(max_size=60), st.floats(min_value=0, max_value=4e9))
+def test_parse_retry_after_never_raises(text: str, now: float) -> None:
+    result = parse_retry_after(text, now)
+    assert result is None or (math.isfinite(result) and result >= 0)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(["error", "resets_in_seconds", "x"]), children, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300)
+@given(
+    headers=st.dictionaries(
+        st.sampled_from(["retry-after", "x-ratelimit-reset-requests", "content-type"]), st.text(max_size=30), max_size=3
+    ),
+    body=st.one_of(st.binary(max_size=80), json_values.map(lambda v: json.dumps(v).encode())),
+)
+def test_cooldown_is_always_within_bounds(headers: dict[str, str], body: bytes) -> None:
+    seconds, source = cooldown_seconds(headers, body, now=NOW, default=60.0, maximum=3600.0)
+    assert 1.0 <= seconds <= 3600.0
+    assert source in ("resets_in_seconds", "retry_after", "x_ratelimit_reset_requests", "default")
+
+
+def test_upstream_error_scrubs_key_like_text() -> None:
+    body = json.dumps(
+        {"error": {"message": "Incorrect API key provided: sk-proj-abc123****wxyz.", "code": "invalid_api_key"}}
+    ).encode()
+    code, message = upstream_error(body)
+    assert code == "invalid_api_key"
+    assert message is not None and "sk-proj" not in message and "[redacted]" in message
+    assert upstream_error(b"not json") == (None, None)
+    assert "Bearer" not in redact("sent Bearer abc.def.ghi")
