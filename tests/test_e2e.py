@@ -1,0 +1,120 @@
+"""Real processes on 127.0.0.1: uvicorn serving the relay, the sandbox upstream, relayctl as an
+operator types it, and the official openai SDK as the client."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any, Callable
+
+import httpx
+import openai
+import pytest
+
+from conftest import RelayProcess, Sandbox
+
+pytestmark = pytest.mark.e2e
+
+
+def operator_setup(relay: RelayProcess, sandbox: Sandbox, *accounts: str) -> str:
+    for name in accounts:
+        done = relay.relayctl(
+            "accounts", "add", name, "--type", "openai-responses", "--token-stdin", "--base-api", sandbox.base_api(),
+            input=f"tok-{name}\n",
+        )
+        assert done.returncode == 0, done.stderr
+    issued = relay.relayctl("keys", "issue", "alice", "--permission", "openai", "--json")
+    assert issued.returncode == 0, issued.stderr
+    return json.loads(issued.stdout)["key"]  # type: ignore[no-any-return]
+
+
+def sdk(relay: RelayProcess, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{relay.url}/openai/v1", api_key=key, max_retries=0, timeout=20)
+
+
+def eventually(check: Callable[[], bool], within: float = 2.0) -> float:
+    """Seconds until `check()` held; fails if it did not within `within` seconds."""
+    started = time.monotonic()
+    while True:
+        if check():
+            return time.monotonic() - started
+        if time.monotonic() - started > within:
+            pytest.fail(f"condition not met within {within} s")
+        time.sleep(0.05)
+
+
+def test_openai_sdk_create_through_relay(relay_process: Any, sandbox: Sandbox) -> None:
+    relay = relay_process()
+    key = operator_setup(relay, sandbox, "main")
+    client = sdk(relay, key)
+    video = client.videos.create(
+        prompt="A drone shot of surfers riding sunrise waves", model="sora-2", seconds="8", size="1280x720"
+    )
+    assert video.id.startswith("video_") and video.status == "queued"
+    assert video.seconds == "8" and video.size == "1280x720"
+    [seen] = sandbox.requests()
+    assert seen["token"] == "tok-main"
+    assert seen["content_type"].startswith("multipart/form-data")  # what SDK >= 2.27 sends
+    raw = client.videos.with_raw_response.create(prompt="again")
+    assert raw.headers["x-request-id"].startswith("req_")
+
+    sandbox.fault(preset="rate_limited", resets_in_seconds=30, times=1)
+    with pytest.raises(openai.RateLimitError):
+        client.videos.create(prompt="limited")
+    with pytest.raises(openai.AuthenticationError):
+        sdk(relay, "rk-0123456789abcdef-wrong").videos.create(prompt="nope")
+    # The only account is cooling down: the relay says so in the envelope, as a 503.
+    with pytest.raises(openai.InternalServerError) as raised:
+        client.videos.create(prompt="none left")
+    assert raised.value.status_code == 503
+    assert "No upstream account" in str(raised.value)
+
+
+def test_cli_changes_reach_a_running_relay_with_two_workers(relay_process: Any, sandbox: Sandbox) -> None:
+    relay = relay_process(workers=2)
+    key = operator_setup(relay, sandbox)  # no account yet
+    headers = {"Authorization": f"Bearer {key}"}
+    create = {"prompt": "a cat"}
+
+    def status() -> int:
+        return httpx.post(f"{relay.url}/openai/v1/videos", json=create, headers=headers, timeout=10).status_code
+
+    def all_workers(expected: int) -> Callable[[], bool]:
+        # Several requests in a row land on both workers.
+        return lambda: all(status() == expected for _ in range(6))
+
+    assert status() == 503
+    assert relay.relayctl("accounts", "add", "a", "--type", "openai-responses", "--token", "tok-a", "--base-api", sandbox.base_api()).returncode == 0
+    eventually(all_workers(200))
+
+    sandbox.fault(preset="unauthorized", times=1)
+    assert status() == 401
+    cooldowns = json.loads(relay.relayctl("cooldowns", "--json").stdout)
+    assert [(c["account"], c["state"]) for c in cooldowns] == [("a", "unauthorized")]
+    eventually(all_workers(503))
+    assert relay.relayctl("accounts", "reset", "a").returncode == 0
+    eventually(all_workers(200))
+
+    assert relay.relayctl("accounts", "disable", "a").returncode == 0
+    eventually(all_workers(503))
+    assert relay.relayctl("accounts", "enable", "a").returncode == 0
+    eventually(all_workers(200))
+
+    assert relay.relayctl("keys", "revoke", "alice").returncode == 0
+    eventually(all_workers(401))
+
+    # Both workers recorded outcomes into the one database.
+    time.sleep(0.5)
+    rows = sqlite3.connect(relay.env["RELAY_DATABASE"]).execute("SELECT count(*) FROM outcomes").fetchone()[0]
+    assert rows == len(sandbox.requests())
+
+
+def test_metrics_and_health_from_a_process(relay_process: Any, sandbox: Sandbox) -> None:
+    relay = relay_process()
+    key = operator_setup(relay, sandbox, "main")
+    httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": "x"}, headers={"Authorization": f"Bearer {key}"})
+    assert httpx.get(f"{relay.url}/healthz").json() == {"status": "ok"}
+    text = httpx.get(f"{relay.url}/metrics").text
+    assert 'relay_upstream_requests_total{account="main",account_type="openai-responses",error_class="none",route="videos.create",status_class="2xx"} 1.0' in text
+    assert key not in text and "tok-main" not in text
