@@ -55,7 +55,7 @@ def database_options(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except (NotFound, AlreadyExists, KeyInputError, AccountInputError, SecretKeyError, ConfigError) as error:
-            raise click.ClickException(str(error).strip("'\"")) from None
+            raise click.ClickException(str(error)) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -1,0 +1,127 @@
+"""relayctl as an operator uses it: tables, --json, clear errors, and no secret in any output."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from ops.cli import main
+from relay.accounts import CONSUMER_BACKEND_WARNING
+from relay.crypto import generate_key
+
+TOKEN = "sk-test-UPSTREAM-credential-0123456789"
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("RELAY_DATABASE", str(tmp_path / "relay.db"))
+    monkeypatch.setenv("RELAY_SECRET_KEY", generate_key())
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None, code: int = 0) -> Any:
+        result = runner.invoke(main, list(args), input=input, catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        assert TOKEN not in result.output
+        return result
+
+    return run
+
+
+def test_keys_issue_list_revoke(cli: Any, tmp_path: Path) -> None:
+    issued = json.loads(cli("keys", "issue", "alice", "--json").output)
+    assert issued["name"] == "alice" and issued["permissions"] == ["openai"]
+    key = issued["key"]
+    assert key.startswith("rk-")
+    shown = cli("keys", "issue", "ops", "-p", "all", "--expires-in", "30d", "--note", "for the ops team").output
+    assert "Copy it now" in shown and "rk-" in shown
+    table = cli("keys", "list").output
+    assert table.splitlines()[0].split() == ["name", "permissions", "state", "created", "last_used", "expires", "note"]
+    assert "alice" in table and "ops" in table and key not in table
+    listed = json.loads(cli("keys", "list", "--json").output)
+    assert [k["name"] for k in listed] == ["alice", "ops"]
+    assert listed[1]["expires"] is not None and listed[1]["permissions"] == ["all"]
+    assert key not in json.dumps(listed)
+    cli("keys", "revoke", "alice")
+    assert json.loads(cli("keys", "list", "--json").output)[0]["state"] == "revoked"
+    raw = (tmp_path / "relay.db").read_bytes()
+    assert key.encode() not in raw and key.split("-", 2)[2].encode() not in raw
+
+
+def test_key_errors(cli: Any) -> None:
+    cli("keys", "issue", "alice")
+    assert "exists already" in cli("keys", "issue", "alice", code=1).output
+    assert "not one of" in cli("keys", "issue", "bob", "-p", "videos", code=2).output
+    assert "duration" in cli("keys", "issue", "bob", "--expires-in", "soon", code=2).output
+    assert "no key named 'nobody'" in cli("keys", "revoke", "nobody", code=1).output
+
+
+def test_accounts_add_list_reset(cli: Any, tmp_path: Path) -> None:
+    cli("accounts", "add", "main", "--type", "openai-responses", "--token-stdin", input=TOKEN + "\n")
+    cli("accounts", "add", "gw", "--type", "openai-responses", "--token", TOKEN, "--base-api", "http://127.0.0.1:9/v1/", "--priority", "5")
+    rows = json.loads(cli("accounts", "list", "--json").output)
+    assert [(r["name"], r["base_api"], r["priority"], r["state"]) for r in rows] == [
+        ("gw", "http://127.0.0.1:9/v1", 5, "active"),
+        ("main", "https://api.openai.com/v1", 100, "active"),
+    ]
+    table = cli("accounts", "list").output
+    assert table.splitlines()[0].split() == ["name", "type", "base_api", "priority", "state", "until", "last_used"]
+    assert "All accounts are active." in cli("cooldowns").output
+    cli("accounts", "disable", "gw")
+    cooldowns = json.loads(cli("cooldowns", "--json").output)
+    assert cooldowns[0]["account"] == "gw" and cooldowns[0]["state"] == "disabled"
+    assert "gw" in cli("cooldowns").output
+    cli("accounts", "enable", "gw")
+    cli("accounts", "reset", "gw")
+    assert json.loads(cli("cooldowns", "--json").output) == []
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("relay.db"))
+    assert TOKEN.encode() not in raw
+
+
+def test_account_errors(cli: Any) -> None:
+    cli("accounts", "add", "main", "--type", "openai-responses", "--token", TOKEN)
+    assert "exists already" in cli("accounts", "add", "main", "--type", "openai-responses", "--token", TOKEN, code=1).output
+    assert "empty" in cli("accounts", "add", "x", "--type", "openai-responses", "--token-stdin", input="\n", code=1).output
+    assert "base_api" in cli("accounts", "add", "x", "--type", "openai-responses", "--token", "t", "--base-api", "nope", code=1).output
+    assert "not one of" in cli("accounts", "add", "x", "--type", "gemini", "--token", "t", code=2).output
+    assert "not both" in cli("accounts", "add", "x", "--type", "openai-responses", "--token", "t", "--token-stdin", code=2).output
+    assert "no account named 'ghost'" in cli("accounts", "reset", "ghost", code=1).output
+
+
+def test_consumer_backend_type_warns_plainly(cli: Any) -> None:
+    result = cli("accounts", "add", "chat", "--type", "openai", "--token-stdin", input=TOKEN)
+    assert CONSUMER_BACKEND_WARNING in result.output
+    assert "terms" in CONSUMER_BACKEND_WARNING and "risk" in CONSUMER_BACKEND_WARNING
+    assert json.loads(cli("accounts", "list", "--json").output)[0]["base_api"] == "https://chatgpt.com/backend-api"
+    assert "terms" in cli("accounts", "add", "--help").output
+
+
+def test_wrong_secret_key_is_one_clear_line(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli("accounts", "add", "main", "--type", "openai-responses", "--token", TOKEN)
+    monkeypatch.setenv("RELAY_SECRET_KEY", generate_key())
+    result = cli("accounts", "list", code=1)
+    assert "does not match" in result.output
+    monkeypatch.setenv("RELAY_SECRET_KEY", "short")
+    assert "32 url-safe" in cli("accounts", "list", code=1).output
+
+
+def test_every_command_has_help_with_an_example(cli: Any) -> None:
+    commands = [
+        ("keys", "issue"), ("keys", "list"), ("keys", "revoke"),
+        ("accounts", "add"), ("accounts", "list"), ("accounts", "reset"), ("accounts", "enable"), ("accounts", "disable"),
+        ("cooldowns",), ("secrets", "generate-key"), ("sandbox",),
+    ]
+    for command in commands:
+        assert "Example" in cli(*command, "--help").output, command
+
+
+def test_db_option_overrides_environment(cli: Any, tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    cli("keys", "issue", "alice", "--db", str(other))
+    assert other.exists()
+    assert json.loads(cli("keys", "list", "--json").output) == []
+    assert os.environ["RELAY_DATABASE"] != str(other)
