@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .config import Settings, load_settings
+from .config import ConfigError, Settings, load_settings
+from .crypto import SecretKeyError
 from .errors import RelayError, envelope, error_response
 from .proxy import forward_new_work, relay_state
 from .state import build_state, keep_fresh
@@ -102,14 +103,31 @@ class RequestIdMiddleware:
             await send({"type": "http.response.body", "body": body})
 
 
+def configure_logging() -> None:
+    """Plain lines on stderr unless the host application configured the `relay` logger itself."""
+    logger = logging.getLogger("relay")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the relay. Settings default to the environment, read when the app starts."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        configured = settings or load_settings()
-        async with make_client(configured) as http:
-            state = build_state(configured, http)
+        configure_logging()
+        try:
+            configured = settings or load_settings()
+            state = build_state(configured, make_client(configured))
+        except (ConfigError, SecretKeyError) as error:
+            log.error("cannot start: %s", error)
+            raise
+        async with state.http:
             state.recorder.start()
             app.state.relay = state
             try:

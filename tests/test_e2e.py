@@ -4,7 +4,9 @@ operator types it, and the official openai SDK as the client."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
 import time
 from typing import Any, Callable
 
@@ -12,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import RelayProcess, Sandbox
+from conftest import BIN, ROOT, RelayProcess, Sandbox, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -118,3 +120,19 @@ def test_metrics_and_health_from_a_process(relay_process: Any, sandbox: Sandbox)
     text = httpx.get(f"{relay.url}/metrics").text
     assert 'relay_upstream_requests_total{account="main",account_type="openai-responses",error_class="none",route="videos.create",status_class="2xx"} 1.0' in text
     assert key not in text and "tok-main" not in text
+
+
+def test_demo_script_runs(tmp_path: Any) -> None:
+    """`make demo` (docs/demo.sh) is what the README points newcomers at: keep it working."""
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "DEMO_SANDBOX_PORT": str(free_port()),
+        "DEMO_RELAY_PORT": str(free_port()),
+    }
+    env.pop("RELAY_SECRET_KEY", None)
+    done = subprocess.run(["bash", str(ROOT / "docs" / "demo.sh")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "create -> HTTP 429" in done.stdout and "create -> HTTP 200" in done.stdout
+    assert "rate_limited" in done.stdout
+    assert 'relay_account_state{account="acct-a",state="rate_limited"} 1.0' in done.stdout

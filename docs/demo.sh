@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The whole flow in a throwaway directory: sandbox upstream, relay, operator commands, a user's
+# calls, a rate limit and how the relay rides it out. Run it with `make demo`.
+set -euo pipefail
+
+SANDBOX_PORT=${DEMO_SANDBOX_PORT:-8090}
+RELAY_PORT=${DEMO_RELAY_PORT:-8080}
+SANDBOX=http://127.0.0.1:$SANDBOX_PORT
+RELAY=http://127.0.0.1:$RELAY_PORT
+
+work=$(mktemp -d)
+export RELAY_DATABASE=$work/relay.db
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
+# Print the command as typed (the key as $KEY, it is a secret), then run it.
+show() { local line="$*"; [ -n "${KEY:-}" ] && line=${line//$KEY/\$KEY}; printf '$ %s\n' "$line"; "$@"; }
+wait_for() {
+    for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done
+    echo "nothing answers at $1" >&2; exit 1
+}
+
+step "Start the sandbox upstream (a local emulator of the Videos API) and the relay"
+relayctl sandbox --port "$SANDBOX_PORT" --complete-after 2 & pids+=($!)
+uvicorn relay.app:app --host 127.0.0.1 --port "$RELAY_PORT" --no-access-log --log-level warning & pids+=($!)
+wait_for "$SANDBOX/_sandbox/faults"
+wait_for "$RELAY/healthz"
+
+step "Operator: two upstream accounts and a relay key"
+echo "sandbox-token-a" | show relayctl accounts add acct-a --type openai-responses --token-stdin --base-api "$SANDBOX/v1"
+echo "sandbox-token-b" | show relayctl accounts add acct-b --type openai-responses --token-stdin --base-api "$SANDBOX/v1"
+show relayctl accounts list
+KEY=$(relayctl keys issue demo-user --permission openai --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+echo "issued a key for demo-user (shown once): ${KEY:0:22}..."
+
+step "User: create a video (the relay picks an account and forwards the request unchanged)"
+show curl -sS "$RELAY/openai/v1/videos" -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
+    -d '{"prompt": "A drone shot of surfers riding sunrise waves", "model": "sora-2", "seconds": "8", "size": "1280x720"}'
+echo
+
+step "User: a session id keeps related work on one account"
+for i in 1 2 3; do
+    curl -sS -o /dev/null "$RELAY/openai/v1/videos" -H "Authorization: Bearer $KEY" -H "Session-Id: storyboard-42" \
+        -H "Content-Type: application/json" -d '{"prompt": "scene '"$i"'"}'
+done
+curl -sS "$SANDBOX/_sandbox/requests" | python3 -c '
+import json, sys
+print("accounts used, in order:", [r["token"] for r in json.load(sys.stdin)])'
+
+step "The upstream rate-limits acct-a once: the relay passes the 429 on and cools the account down"
+show curl -sS -X POST "$SANDBOX/_sandbox/faults" -d '{"preset": "rate_limited", "resets_in_seconds": 30, "token": "sandbox-token-a", "times": 1}'
+echo
+for i in 1 2; do
+    curl -sS -o /dev/null -w "create -> HTTP %{http_code}\n" "$RELAY/openai/v1/videos" -H "Authorization: Bearer $KEY" \
+        -H "Content-Type: application/json" -d '{"prompt": "after the limit"}'
+done
+show relayctl cooldowns
+
+step "Metrics for Prometheus"
+curl -sS "$RELAY/metrics" | grep -E '^relay_(upstream_requests_total|account_state)' | grep -v ' 0.0$'
+
+step "Done: everything ran on 127.0.0.1 with a throwaway database"
