@@ -51,8 +51,8 @@ def add_account(
     credential = credential.strip()
     if not credential:
         raise AccountInputError("the credential is empty")
-    if any(c.isspace() for c in credential):
-        raise AccountInputError("the credential contains whitespace; paste the token alone")
+    if any(c.isspace() for c in credential) or not (credential.isascii() and credential.isprintable()):
+        raise AccountInputError("the credential contains whitespace or non-ASCII characters; paste the token alone")
     return store.insert_account(
         name=name,
         type=type,

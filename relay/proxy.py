@@ -59,7 +59,6 @@ async def forward_new_work(request: Request, *, route: str, upstream_path: str) 
         method="POST",
         path=upstream_path,
         body=body,
-        content_type=content_type,
     )
     headers = upstream_http.response_headers(answer.headers)
     if "content-type" in answer.headers:
@@ -119,7 +118,6 @@ async def attempt(
     method: str,
     path: str,
     body: bytes,
-    content_type: str | None,
 ) -> upstream_http.Answer:
     """One upstream attempt: send, then record it and let it change the account's state."""
     account = upstream.account
@@ -129,7 +127,7 @@ async def attempt(
             state.http,
             method,
             upstream_http.url_for(account.base_api, path),
-            headers=upstream_http.request_headers(request.headers, upstream.credential, content_type),
+            headers=upstream_http.request_headers(request.headers.raw, upstream.credential),
             body=body,
             max_response_bytes=state.settings.max_upstream_response_bytes,
         )

@@ -27,6 +27,8 @@ FORWARDED_REQUEST_HEADERS = (
     "accept",
 )
 
+_FORWARDED = frozenset(name.encode() for name in FORWARDED_REQUEST_HEADERS)
+
 # Upstream response headers that carry meaning for API clients.
 RETURNED_RESPONSE_HEADERS = (
     "retry-after",
@@ -89,11 +91,10 @@ def url_for(base_api: str, path: str) -> str:
     return base_api.rstrip("/") + path
 
 
-def request_headers(client_headers: Mapping[str, str], credential: str, content_type: str | None) -> dict[str, str]:
-    headers = {name: client_headers[name] for name in FORWARDED_REQUEST_HEADERS if name in client_headers}
-    if content_type:
-        headers["content-type"] = content_type
-    headers["authorization"] = f"Bearer {credential}"
+def request_headers(client_headers: list[tuple[bytes, bytes]], credential: str) -> list[tuple[bytes, bytes]]:
+    """The allowed client headers as raw bytes (byte-exact, whatever their encoding), plus upstream auth."""
+    headers = [(name, value) for name, value in client_headers if name in _FORWARDED or name == b"content-type"]
+    headers.append((b"authorization", b"Bearer " + credential.encode("ascii")))
     return headers
 
 
@@ -106,7 +107,7 @@ async def send(
     method: str,
     url: str,
     *,
-    headers: dict[str, str],
+    headers: list[tuple[bytes, bytes]],
     body: bytes,
     max_response_bytes: int,
 ) -> Answer:

@@ -441,3 +441,26 @@ def test_arbitrary_bodies_never_get_a_relay_500(relay: Relay, sandbox: Sandbox, 
     )
     assert response.status_code < 500, response.text
     assert response.headers["x-request-id"]
+
+
+def test_non_ascii_header_bytes_are_forwarded_exactly(relay: Relay, sandbox: Sandbox) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = relay.issue_key()
+    response = relay.client.post(
+        "/openai/v1/videos",
+        json=CREATE,
+        headers={"authorization": f"Bearer {key}", "user-agent": b"caf\xe9 \xff/1", "session-id": b"s\xe9ssion"},
+    )
+    assert response.status_code == 200, response.text
+    seen = dict(sandbox.requests()[0]["headers"])
+    # The test client re-encodes header bytes as UTF-8 on the way in; the relay passes on what arrived.
+    assert seen["user-agent"].encode("latin-1") == "caf\xe9 \xff/1".encode("utf-8")
+
+
+def test_reset_mid_answer_is_502(relay: Relay, sandbox: Sandbox) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = relay.issue_key()
+    sandbox.fault(action="reset", times=1)
+    assert_envelope(relay.client.post("/openai/v1/videos", json=CREATE, headers=auth(key)), 502, "upstream_unreachable")
+    assert [o["error_class"] for o in outcomes(relay)] == ["connection_error"]
+    assert relay.state.store.account("a").state == "active"
