@@ -163,6 +163,10 @@ def relay(make_relay: Any) -> Relay:
 class RelayProcess:
     url: str
     env: dict[str, str]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def relayctl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -183,6 +187,9 @@ def relay_process(tmp_path: Path) -> Iterator[Any]:
             "RELAY_SECRET_KEY": generate_key(),
             **(extra_env or {}),
         }
+        env = {name: value for name, value in env.items() if value != ""}
+        log_path = tmp_path / f"relay-{port}.log"
+        log_file = log_path.open("wb")
         process = subprocess.Popen(
             [
                 str(BIN / "uvicorn"),
@@ -197,11 +204,14 @@ def relay_process(tmp_path: Path) -> Iterator[Any]:
             ],
             cwd=ROOT,
             env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
+        log_file.close()
         started.append(process)
         url = f"http://127.0.0.1:{port}"
         wait_until_serving(f"{url}/healthz", process)
-        return RelayProcess(url=url, env=env)
+        return RelayProcess(url=url, env=env, log_path=log_path)
 
     yield start
     for process in started:

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from conftest import BIN, ROOT, RelayProcess, Sandbox, free_port
+from relay.crypto import generate_key
 
 pytestmark = pytest.mark.e2e
 
@@ -136,3 +137,34 @@ def test_demo_script_runs(tmp_path: Any) -> None:
     assert "create -> HTTP 429" in done.stdout and "create -> HTTP 200" in done.stdout
     assert "rate_limited" in done.stdout
     assert 'relay_account_state{account="acct-a",state="rate_limited"} 1.0' in done.stdout
+
+
+def test_key_file_announced_once_and_no_secret_in_logs(relay_process: Any, sandbox: Sandbox) -> None:
+    # An empty RELAY_SECRET_KEY counts as unset: the relay makes a key file and says so once.
+    relay = relay_process(workers=2, extra_env={"RELAY_SECRET_KEY": ""})
+    key_file = relay.env["RELAY_DATABASE"] + ".key"
+    assert oct(os.stat(key_file).st_mode & 0o777) == "0o600"
+    key = operator_setup(relay, sandbox, "a", "b")
+    headers = {"Authorization": f"Bearer {key}"}
+    for preset in ("rate_limited", "unauthorized", "server_error"):
+        sandbox.fault(preset=preset, times=1)
+        httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": "x"}, headers=headers, timeout=10)
+    httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": "x"}, headers={"Authorization": "Bearer rk-0123456789abcdef-guess"})
+    log = relay.log()
+    assert log.count("created a new secret key file") == 1, log
+    assert "upstream error" in log
+    secrets = [key, "tok-a", "tok-b", open(key_file).read().strip(), "rk-0123456789abcdef-guess"]
+    for secret in secrets:
+        assert secret not in log
+        assert secret not in httpx.get(f"{relay.url}/metrics").text
+
+
+def test_wrong_secret_key_stops_the_relay(relay_process: Any, sandbox: Sandbox) -> None:
+    relay = relay_process()
+    operator_setup(relay, sandbox, "a")
+    env = {**relay.env, "RELAY_SECRET_KEY": generate_key()}
+    done = subprocess.run(
+        [str(BIN / "uvicorn"), "relay.app:app", "--port", str(free_port())], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode != 0
+    assert "does not match" in done.stdout + done.stderr

@@ -103,7 +103,7 @@ def test_credentials_encrypted_and_wrong_key_fails_loudly(tmp_path: Path) -> Non
     store, box = open_store(Settings(database=tmp_path / "relay.db", secret_key=generate_key()))
     add(store, box, "a")
     store.close()
-    raw = (tmp_path / "relay.db").read_bytes() + (tmp_path / "relay.db-wal").read_bytes() if (tmp_path / "relay.db-wal").exists() else (tmp_path / "relay.db").read_bytes()
+    raw = b"".join(path.read_bytes() for path in tmp_path.glob("relay.db*"))
     assert b"sk-a-secret" not in raw
     with pytest.raises(SecretKeyError, match="does not match"):
         open_store(Settings(database=tmp_path / "relay.db", secret_key=generate_key()))
