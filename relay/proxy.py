@@ -76,6 +76,11 @@ async def choose_account(state: RelayState, sticky: str | None, *, now: float, r
             state.metrics.sticky_evictions.labels("account_unavailable").inc()
         chosen = pool.pick(now)
         if chosen is None:
+            # Before refusing, make sure the view is current: an operator may have just added
+            # or reset an account, and the periodic refresh may not have run yet.
+            await state.db(state.reload)
+            chosen = pool.pick(now)
+        if chosen is None:
             raise no_account_error(state, now, route)
         if sticky:
             winner = await state.db(

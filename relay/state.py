@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 import anyio
@@ -34,6 +35,7 @@ class RelayState:
     recorder: Recorder
     metrics: Metrics
     config_version: int = -1
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store call in a worker thread so the event loop never waits on disk."""
@@ -41,12 +43,13 @@ class RelayState:
 
     def reload(self) -> None:
         """Re-read keys and accounts if the database's configuration moved (blocking: call in a thread)."""
-        version = self.store.config_version()
-        if version == self.config_version:
-            return
-        self.pool.load(self.store.list_accounts(), self.box.decrypt_or_none)
-        self.keys.clear()
-        self.config_version = version
+        with self._reload_lock:
+            version = self.store.config_version()
+            if version == self.config_version:
+                return
+            self.pool.load(self.store.list_accounts(), self.box.decrypt_or_none)
+            self.keys.clear()
+            self.config_version = version
 
 
 def open_store(settings: Settings) -> tuple[Store, SecretBox]:
