@@ -20,18 +20,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import videos
 from .config import ConfigError, Settings, load_settings
 from .crypto import SecretKeyError
 from .errors import RelayError, envelope, error_response
-from .proxy import forward_new_work, relay_state
+from .proxy import relay_state
 from .state import build_state, keep_fresh
 from .upstream import make_client
 
 log = logging.getLogger("relay")
-
-
-async def create_video(request: Request) -> Response:
-    return await forward_new_work(request, route="videos.create", upstream_path="/videos")
 
 
 async def healthz(request: Request) -> Response:
@@ -43,8 +40,30 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+async def videos_collection(request: Request) -> Response:
+    if request.method == "POST":
+        return await videos.create_video(request)
+    return await videos.list_videos(request)
+
+
+async def video_item(request: Request) -> Response:
+    if request.method == "DELETE":
+        return await videos.delete_video(request)
+    return await videos.retrieve_video(request)
+
+
 def video_routes() -> list[Route]:
-    return [Route("/videos", create_video, methods=["POST"])]
+    # Fixed paths first: `/videos/edits` must not be read as a video id.
+    return [
+        Route("/videos", videos_collection, methods=["GET", "POST"]),
+        Route("/videos/edits", videos.edit_video, methods=["POST"]),
+        Route("/videos/extensions", videos.extend_video, methods=["POST"]),
+        Route("/videos/characters", videos.create_character, methods=["POST"]),
+        Route("/videos/characters/{character_id}", videos.retrieve_character, methods=["GET"]),
+        Route("/videos/{video_id}", video_item, methods=["GET", "DELETE"]),
+        Route("/videos/{video_id}/content", videos.video_content, methods=["GET"]),
+        Route("/videos/{video_id}/remix", videos.remix_video, methods=["POST"]),
+    ]
 
 
 async def relay_error(request: Request, exc: Exception) -> Response:

@@ -69,12 +69,21 @@ def _json_fields(body: bytes, names: frozenset[str]) -> dict[str, str]:
         return {}
     found = {}
     for name in names:
-        value = payload.get(name)
+        value = _json_value(payload, name)
         if isinstance(value, str):
             found[name] = value
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             found[name] = json.dumps(value)
     return found
+
+
+def _json_value(payload: dict[str, Any], name: str) -> Any:
+    """`video[id]` names `payload["video"]["id"]`, as the SDK's multipart keys name JSON's nesting."""
+    outer, bracket, rest = name.partition("[")
+    value = payload.get(outer)
+    if bracket and rest.endswith("]"):
+        return value.get(rest[:-1]) if isinstance(value, dict) else None
+    return value
 
 
 def _boundary(content_type: str) -> bytes:

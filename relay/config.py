@@ -25,6 +25,7 @@ class Settings:
     max_upstream_response_bytes: int = 16 * 1024 * 1024
     refresh_interval_seconds: float = 0.5
     max_upstream_connections: int = 256
+    poll_after_ms: int = 2000
 
     @property
     def key_file(self) -> Path:
@@ -61,4 +62,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         read_timeout_seconds=_number(env, "RELAY_READ_TIMEOUT", 300.0, minimum=0.001),
         max_body_bytes=int(_number(env, "RELAY_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1)),
         refresh_interval_seconds=_number(env, "RELAY_REFRESH_INTERVAL_SECONDS", 0.5, minimum=0.05),
+        poll_after_ms=int(_number(env, "RELAY_POLL_AFTER_MS", 2000, minimum=0)),
     )

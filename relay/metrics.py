@@ -73,4 +73,16 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        self.videos = Counter(
+            "relay_videos_total",
+            "Video jobs that reached a final status, counted once when the relay first sees it.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.video_seconds = Counter(
+            "relay_video_seconds_total",
+            "Seconds of video rendered by completed jobs (key = the relay key's name).",
+            ["account", "key", "model"],
+            registry=self.registry,
+        )
         self.registry.register(AccountStateCollector(upstreams))

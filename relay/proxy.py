@@ -1,28 +1,27 @@
-"""The request path for new work: key → body → session → account → upstream → outcome → answer."""
+"""The request path shared by every route: key, account, one upstream attempt, its effects, the answer."""
 
 from __future__ import annotations
 
 import logging
 import time
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
 from . import upstream as upstream_http
-from .body import body_fields, read_body
+from .body import read_body
 from .errors import RelayError
 from .keys import AuthError, authenticate
 from .outcomes import cooldown_seconds, error_class, status_class, upstream_error
 from .pool import Upstream
 from .recorder import AccountUse, KeyUse, SessionUse
-from .sessions import SESSION_FIELD, session_hash, session_id
 from .state import RelayState
 from .store import KeyRecord, NotFound, Outcome
 
 log = logging.getLogger("relay.proxy")
 
 SERVICE = "openai"
-_FIELDS = frozenset({SESSION_FIELD})
 
 
 def relay_state(request: Request) -> RelayState:
@@ -39,35 +38,14 @@ async def authorize(request: Request, state: RelayState, now: float) -> KeyRecor
     return key
 
 
-async def forward_new_work(request: Request, *, route: str, upstream_path: str) -> Response:
-    """Forward a create-type request, byte for byte, to the account the scheduler picks."""
-    state = relay_state(request)
-    now = time.time()
-    key = await authorize(request, state, now)
-    content_type = request.headers.get("content-type")
-    body = await read_body(
+async def request_body(request: Request, state: RelayState) -> bytes:
+    return await read_body(
         request.stream(), declared_length=request.headers.get("content-length"), limit=state.settings.max_body_bytes
     )
-    session = session_id(body_fields(body, content_type, _FIELDS), request.headers)
-    upstream = await choose_account(state, session_hash(session) if session else None, now=now, route=route)
-    answer = await attempt(
-        state,
-        upstream,
-        request,
-        route=route,
-        key=key,
-        method="POST",
-        path=upstream_path,
-        body=body,
-    )
-    headers = upstream_http.response_headers(answer.headers)
-    if "content-type" in answer.headers:
-        headers["content-type"] = answer.headers["content-type"]
-    return Response(answer.body, status_code=answer.status, headers=headers)
 
 
 async def choose_account(state: RelayState, sticky: str | None, *, now: float, route: str) -> Upstream:
-    """The session's account while it is usable; otherwise priority, then least recently used."""
+    """For new work: the session's account while it is usable; otherwise priority, then least recently used."""
     pool, store = state.pool, state.store
     mapped = await state.db(store.session_account, sticky, now) if sticky else None
     chosen = pool.usable(mapped, now) if mapped else None
@@ -93,6 +71,28 @@ async def choose_account(state: RelayState, sticky: str | None, *, now: float, r
     pool.mark_used(chosen.name, now)
     state.recorder.put(AccountUse(chosen.name, now))
     return chosen
+
+
+async def owner_account(state: RelayState, name: str) -> Upstream:
+    """The account that owns existing work. Rate limits and `disabled` do not stop reads of it."""
+    owner = state.pool.get(name)
+    if owner is None:
+        await state.db(state.reload)
+        owner = state.pool.get(name)
+    if owner is None:
+        raise RelayError(
+            410,
+            "The upstream account that created this video has been removed from the relay; its jobs cannot be reached.",
+            code="video_account_removed",
+        )
+    if owner.account.state == "unauthorized":
+        raise RelayError(
+            503,
+            "The upstream account that owns this video is unauthorized; an operator must rotate its credential or "
+            "reset it (relayctl accounts rotate/reset) before this video can be reached again.",
+            code="video_account_unauthorized",
+        )
+    return owner
 
 
 def no_account_error(state: RelayState, now: float, route: str) -> RelayError:
@@ -122,34 +122,100 @@ async def attempt(
     key: KeyRecord,
     method: str,
     path: str,
-    body: bytes,
+    body: bytes | None,
 ) -> upstream_http.Answer:
-    """One upstream attempt: send, then record it and let it change the account's state."""
-    account = upstream.account
-    request_id: str = request.state.request_id
+    """One upstream attempt with a bounded answer: send, record it, let it change the account's state."""
+    answer = await fetch(state, upstream, request, route=route, key=key, method=method, path=path, body=body)
+    await settle(state, upstream, key, request, route, answer)
+    return answer
+
+
+async def fetch(
+    state: RelayState,
+    upstream: Upstream,
+    request: Request,
+    *,
+    route: str,
+    key: KeyRecord,
+    method: str,
+    path: str,
+    body: bytes | None,
+) -> upstream_http.Answer:
+    """Send and read the whole (bounded) answer; the caller settles it."""
+    response, started = await open_attempt(state, upstream, request, route=route, key=key, method=method, path=path, body=body)
+    return await read_attempt(state, upstream, key, request, route, response, started)
+
+
+async def read_attempt(
+    state: RelayState,
+    upstream: Upstream,
+    key: KeyRecord,
+    request: Request,
+    route: str,
+    response: httpx.Response,
+    started: float,
+) -> upstream_http.Answer:
     try:
-        answer = await upstream_http.send(
+        return await upstream_http.read_answer(response, started, max_bytes=state.settings.max_upstream_response_bytes)
+    except upstream_http.UpstreamFailure as failure:
+        raise failed(state, upstream, key, request, route, failure) from None
+
+
+async def open_attempt(
+    state: RelayState,
+    upstream: Upstream,
+    request: Request,
+    *,
+    route: str,
+    key: KeyRecord,
+    method: str,
+    path: str,
+    body: bytes | None,
+    content: bool = False,
+) -> tuple[httpx.Response, float]:
+    """Send and wait for the answer's head; transport failures are recorded and become 502/504."""
+    account = upstream.account
+    try:
+        return await upstream_http.open_response(
             state.http,
             method,
             upstream_http.url_for(account.base_api, path),
-            headers=upstream_http.request_headers(request.headers.raw, upstream.credential),
+            headers=upstream_http.request_headers(request.headers.raw, upstream.credential, content=content),
             body=body,
-            max_response_bytes=state.settings.max_upstream_response_bytes,
         )
     except upstream_http.UpstreamFailure as failure:
-        record(state, upstream, key, request_id, route, None, failure.error_class, failure.latency_seconds)
-        log.warning(
-            "upstream failure request_id=%s account=%s route=%s error_class=%s detail=%s",
-            request_id, account.name, route, failure.error_class, failure.message,
-        )
-        if failure.error_class == "timeout":
-            raise RelayError(504, "The upstream did not answer in time.", code="upstream_timeout") from None
-        raise RelayError(502, "The upstream could not be reached or broke off the answer.", code="upstream_unreachable") from None
+        raise failed(state, upstream, key, request, route, failure) from None
+
+
+def failed(
+    state: RelayState, upstream: Upstream, key: KeyRecord, request: Request, route: str, failure: upstream_http.UpstreamFailure
+) -> RelayError:
+    request_id: str = request.state.request_id
+    record(state, upstream, key, request_id, route, None, failure.error_class, failure.latency_seconds)
+    log.warning(
+        "upstream failure request_id=%s account=%s route=%s error_class=%s detail=%s",
+        request_id, upstream.name, route, failure.error_class, failure.message,
+    )
+    if failure.error_class == "timeout":
+        return RelayError(504, "The upstream did not answer in time.", code="upstream_timeout")
+    return RelayError(502, "The upstream could not be reached or broke off the answer.", code="upstream_unreachable")
+
+
+async def settle(
+    state: RelayState,
+    upstream: Upstream,
+    key: KeyRecord,
+    request: Request,
+    route: str,
+    answer: upstream_http.Answer,
+    *,
+    job_status: str | None = None,
+) -> None:
+    """Record an HTTP answer and apply what it means for the account."""
     kind = error_class(answer.status)
-    record(state, upstream, key, request_id, route, answer.status, kind, answer.latency_seconds)
+    record(state, upstream, key, request.state.request_id, route, answer.status, kind, answer.latency_seconds, job_status)
     if kind != "none":
-        await apply_error(state, upstream, answer, kind, request_id=request_id, route=route)
-    return answer
+        await apply_error(state, upstream, answer, kind, request_id=request.state.request_id, route=route)
 
 
 def record(
@@ -161,6 +227,7 @@ def record(
     status: int | None,
     kind: str,
     latency_seconds: float,
+    job_status: str | None = None,
 ) -> None:
     account = upstream.account
     state.metrics.upstream_requests.labels(account.name, account.type, route, status_class(status), kind).inc()
@@ -176,6 +243,7 @@ def record(
             upstream_status=status,
             error_class=kind,
             latency_ms=round(latency_seconds * 1000, 3),
+            job_status=job_status,
         )
     )
 
@@ -220,3 +288,13 @@ async def apply_error(
     state.pool.apply_state(name, new_state, now=now, reason=reason, until=until)
     if evicted:
         state.metrics.sticky_evictions.labels(new_state).inc(evicted)
+
+
+def passthrough(answer: upstream_http.Answer, extra_headers: dict[str, str] | None = None) -> Response:
+    """The upstream's status, body and content type, unchanged, with the headers clients rely on."""
+    headers = upstream_http.response_headers(answer.headers)
+    if answer.status == 429 and upstream_error(answer.body)[0] == "insufficient_quota":
+        # Quota exhaustion does not pass with a retry; tell SDKs not to burn attempts on it.
+        headers["x-should-retry"] = "false"
+    headers.update(extra_headers or {})
+    return Response(answer.body, status_code=answer.status, headers=headers)

@@ -96,6 +96,31 @@ class Outcome:
     upstream_status: int | None
     error_class: str
     latency_ms: float | None
+    # Set on the retrieve that saw a job reach `completed` or `failed`.
+    job_status: str | None = None
+
+
+TERMINAL_STATUSES = ("completed", "failed")
+
+
+@dataclass(frozen=True)
+class Video:
+    id: str
+    account: str
+    key_name: str
+    kind: str
+    source_video_id: str | None
+    model: str | None
+    seconds: str | None
+    billable_seconds: float | None
+    size: str | None
+    status: str
+    progress: int | None
+    created_at: float
+    recorded_at: float
+    finished_at: float | None
+    deleted_at: float | None
+    resource: str
 
 
 class Store:
@@ -212,6 +237,7 @@ class Store:
                     "upstream_status": int,
                     "error_class": str,
                     "latency_ms": float,
+                    "job_status": str,
                 },
                 pk="id",
                 not_null=["ts", "request_id", "route", "error_class"],
@@ -219,6 +245,38 @@ class Store:
             )
             db["outcomes"].create_index(["ts"], if_not_exists=True)
             db["outcomes"].create_index(["account", "ts"], if_not_exists=True)
+            db["videos"].create(
+                {
+                    "id": str,
+                    "account": str,
+                    "key_name": str,
+                    "kind": str,
+                    "source_video_id": str,
+                    "model": str,
+                    "seconds": str,
+                    "billable_seconds": float,
+                    "size": str,
+                    "status": str,
+                    "progress": int,
+                    "created_at": float,
+                    "recorded_at": float,
+                    "updated_at": float,
+                    "finished_at": float,
+                    "deleted_at": float,
+                    "resource": str,
+                },
+                pk="id",
+                not_null=["account", "key_name", "kind", "status", "created_at", "recorded_at", "resource"],
+                if_not_exists=True,
+            )
+            db["videos"].create_index(["key_name", "created_at"], if_not_exists=True)
+            db["videos"].create_index(["account"], if_not_exists=True)
+            db["characters"].create(
+                {"id": str, "account": str, "key_name": str, "created_at": float},
+                pk="id",
+                not_null=["account", "key_name", "created_at"],
+                if_not_exists=True,
+            )
             conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?), ('config_version', '0')",
                 (str(SCHEMA_VERSION),),
@@ -309,6 +367,14 @@ class Store:
             cursor = conn.execute("UPDATE accounts SET enabled = ? WHERE name = ?", (int(enabled), name))
             if cursor.rowcount == 0:
                 raise NotFound(f"no account named {name!r}")
+            self._bump(conn)
+
+    def remove_account(self, name: str) -> None:
+        """Delete an account and its sticky sessions; its videos keep naming it (for history)."""
+        with self._write() as conn:
+            if conn.execute("DELETE FROM accounts WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFound(f"no account named {name!r}")
+            conn.execute("DELETE FROM sessions WHERE account = ?", (name,))
             self._bump(conn)
 
     def account(self, name: str) -> Account:
@@ -408,7 +474,7 @@ class Store:
         with self._write() as conn:
             conn.executemany(
                 "INSERT INTO outcomes (ts, request_id, key_name, account, account_type, route, upstream_status,"
-                " error_class, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " error_class, latency_ms, job_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         o.ts,
@@ -420,6 +486,7 @@ class Store:
                         o.upstream_status,
                         o.error_class,
                         o.latency_ms,
+                        o.job_status,
                     )
                     for o in outcomes
                 ],
@@ -437,6 +504,89 @@ class Store:
                 " WHERE session_hash = ?",
                 [(used, expires, session_hash) for session_hash, (used, expires) in session_touches.items()],
             )
+
+    # -- videos and characters (job affinity) -----------------------------------------------------
+
+    def insert_video(self, video: Video) -> None:
+        """Record who owns a new job. A replayed id keeps its first owner."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO videos (id, account, key_name, kind, source_video_id, model, seconds, billable_seconds,"
+                " size, status, progress, created_at, recorded_at, updated_at, resource)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (
+                    video.id,
+                    video.account,
+                    video.key_name,
+                    video.kind,
+                    video.source_video_id,
+                    video.model,
+                    video.seconds,
+                    video.billable_seconds,
+                    video.size,
+                    video.status,
+                    video.progress,
+                    video.created_at,
+                    video.recorded_at,
+                    video.recorded_at,
+                    video.resource,
+                ),
+            )
+
+    def video(self, video_id: str) -> Video | None:
+        row = self._conn().execute("SELECT * FROM videos WHERE id = ?", (video_id,)).fetchone()
+        return None if row is None else _video(row)
+
+    def update_video(self, video_id: str, *, status: str, progress: int | None, resource: str, now: float) -> bool:
+        """Store the latest status; True only for the one call that moved the job to a final status.
+
+        The compare-and-set (`status` not already final) means a completion is counted once,
+        however many workers or polls see it.
+        """
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE videos SET status = ?, progress = ?, resource = ?, updated_at = ?,"
+                " finished_at = CASE WHEN ? IN ('completed', 'failed') THEN ? ELSE NULL END"
+                " WHERE id = ? AND status NOT IN ('completed', 'failed')",
+                (status, progress, resource, now, status, now, video_id),
+            )
+            return cursor.rowcount == 1 and status in TERMINAL_STATUSES
+
+    def mark_video_deleted(self, video_id: str, now: float) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE videos SET deleted_at = COALESCE(deleted_at, ?) WHERE id = ?", (now, video_id))
+
+    def list_videos(
+        self, key_name: str, *, after: Video | None, limit: int, order: str
+    ) -> tuple[list[Video], bool]:
+        """A page of the key's live videos by creation time (id breaks ties), and whether more follow."""
+        descending = order == "desc"
+        where = "key_name = ? AND deleted_at IS NULL"
+        params: list[Any] = [key_name]
+        if after is not None:
+            where += " AND (created_at, id) < (?, ?)" if descending else " AND (created_at, id) > (?, ?)"
+            params += [after.created_at, after.id]
+        direction = "DESC" if descending else "ASC"
+        rows = self._conn().execute(
+            f"SELECT * FROM videos WHERE {where} ORDER BY created_at {direction}, id {direction} LIMIT ?",
+            (*params, limit + 1),
+        ).fetchall()
+        return [_video(row) for row in rows[:limit]], len(rows) > limit
+
+    def insert_character(self, character_id: str, *, account: str, key_name: str, now: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO characters (id, account, key_name, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                (character_id, account, key_name, now),
+            )
+
+    def character_owner(self, character_id: str) -> tuple[str, str] | None:
+        """(account, key name) of a character, if the relay created it."""
+        row = self._conn().execute(
+            "SELECT account, key_name FROM characters WHERE id = ?", (character_id,)
+        ).fetchone()
+        return None if row is None else (row["account"], row["key_name"])
 
     def list_outcomes(self, *, limit: int = 100, account: str | None = None) -> list[dict[str, Any]]:
         where, params = ("WHERE account = ?", [account]) if account else ("", [])
@@ -456,6 +606,27 @@ def _key(row: sqlite3.Row) -> KeyRecord:
         revoked_at=row["revoked_at"],
         last_used_at=row["last_used_at"],
         note=row["note"],
+    )
+
+
+def _video(row: sqlite3.Row) -> Video:
+    return Video(
+        id=row["id"],
+        account=row["account"],
+        key_name=row["key_name"],
+        kind=row["kind"],
+        source_video_id=row["source_video_id"],
+        model=row["model"],
+        seconds=row["seconds"],
+        billable_seconds=row["billable_seconds"],
+        size=row["size"],
+        status=row["status"],
+        progress=row["progress"],
+        created_at=row["created_at"],
+        recorded_at=row["recorded_at"],
+        finished_at=row["finished_at"],
+        deleted_at=row["deleted_at"],
+        resource=row["resource"],
     )
 
 

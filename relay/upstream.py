@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import AsyncIterator
 
 import httpx
 
@@ -27,7 +28,21 @@ FORWARDED_REQUEST_HEADERS = (
     "accept",
 )
 
+# Downloads also pass on what makes ranged and conditional requests work.
+CONTENT_REQUEST_HEADERS = ("range", "if-range", "if-none-match", "if-modified-since")
+CONTENT_RESPONSE_HEADERS = (
+    "content-length",
+    "content-range",
+    "accept-ranges",
+    "etag",
+    "last-modified",
+    "cache-control",
+    "content-disposition",
+    "expires",
+)
+
 _FORWARDED = frozenset(name.encode() for name in FORWARDED_REQUEST_HEADERS)
+_FORWARDED_FOR_CONTENT = _FORWARDED | frozenset(name.encode() for name in CONTENT_REQUEST_HEADERS)
 
 # Upstream response headers that carry meaning for API clients.
 RETURNED_RESPONSE_HEADERS = (
@@ -91,15 +106,57 @@ def url_for(base_api: str, path: str) -> str:
     return base_api.rstrip("/") + path
 
 
-def request_headers(client_headers: list[tuple[bytes, bytes]], credential: str) -> list[tuple[bytes, bytes]]:
+def request_headers(
+    client_headers: list[tuple[bytes, bytes]], credential: str, *, content: bool = False
+) -> list[tuple[bytes, bytes]]:
     """The allowed client headers as raw bytes (byte-exact, whatever their encoding), plus upstream auth."""
-    headers = [(name, value) for name, value in client_headers if name in _FORWARDED or name == b"content-type"]
+    allowed = _FORWARDED_FOR_CONTENT if content else _FORWARDED
+    headers = [(name, value) for name, value in client_headers if name in allowed or name == b"content-type"]
     headers.append((b"authorization", b"Bearer " + credential.encode("ascii")))
     return headers
 
 
-def response_headers(upstream_headers: httpx.Headers) -> dict[str, str]:
-    return {name: upstream_headers[name] for name in RETURNED_RESPONSE_HEADERS if name in upstream_headers}
+def response_headers(upstream_headers: httpx.Headers, *, content: bool = False) -> dict[str, str]:
+    """The upstream headers a client gets back, content type included."""
+    names = RETURNED_RESPONSE_HEADERS + (CONTENT_RESPONSE_HEADERS if content else ()) + ("content-type",)
+    return {name: upstream_headers[name] for name in names if name in upstream_headers}
+
+
+@contextlib.asynccontextmanager
+async def _failures_classified(started: float) -> AsyncIterator[None]:
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamFailure("timeout", _describe(exc), time.perf_counter() - started) from None
+    except (httpx.TransportError, httpx.InvalidURL) as exc:
+        raise UpstreamFailure("connection_error", _describe(exc), time.perf_counter() - started) from None
+
+
+async def open_response(
+    client: httpx.AsyncClient, method: str, url: str, *, headers: list[tuple[bytes, bytes]], body: bytes | None
+) -> tuple[httpx.Response, float]:
+    """Send and wait for the answer's head only; the caller reads or streams the body and closes it."""
+    started = time.perf_counter()
+    async with _failures_classified(started):
+        request = client.build_request(method, url, headers=headers, content=body)
+        response = await client.send(request, stream=True)
+    return response, started
+
+
+async def read_answer(response: httpx.Response, started: float, *, max_bytes: int) -> Answer:
+    """The whole (bounded) body of an opened answer, which is closed afterwards."""
+    try:
+        async with _failures_classified(started):
+            received = bytearray()
+            async for chunk in response.aiter_raw():
+                received += chunk
+                if len(received) > max_bytes:
+                    raise UpstreamFailure(
+                        "server_error", f"upstream answer larger than {max_bytes} bytes", time.perf_counter() - started
+                    )
+    finally:
+        await response.aclose()
+    return Answer(response.status_code, response.headers, bytes(received), time.perf_counter() - started)
 
 
 async def send(
@@ -108,31 +165,12 @@ async def send(
     url: str,
     *,
     headers: list[tuple[bytes, bytes]],
-    body: bytes,
+    body: bytes | None,
     max_response_bytes: int,
 ) -> Answer:
     """One attempt; the whole (bounded) answer is read before returning."""
-    started = time.perf_counter()
-    try:
-        request = client.build_request(method, url, headers=headers, content=body)
-        response = await client.send(request, stream=True)
-        try:
-            received = bytearray()
-            async for chunk in response.aiter_raw():
-                received += chunk
-                if len(received) > max_response_bytes:
-                    raise UpstreamFailure(
-                        "server_error",
-                        f"upstream answer larger than {max_response_bytes} bytes",
-                        time.perf_counter() - started,
-                    )
-        finally:
-            await response.aclose()
-    except httpx.TimeoutException as exc:
-        raise UpstreamFailure("timeout", _describe(exc), time.perf_counter() - started) from None
-    except (httpx.TransportError, httpx.InvalidURL) as exc:
-        raise UpstreamFailure("connection_error", _describe(exc), time.perf_counter() - started) from None
-    return Answer(response.status_code, response.headers, bytes(received), time.perf_counter() - started)
+    response, started = await open_response(client, method, url, headers=headers, body=body)
+    return await read_answer(response, started, max_bytes=max_response_bytes)
 
 
 def _describe(exc: Exception) -> str:

@@ -1,0 +1,342 @@
+"""The Videos routes: new work goes where the scheduler says, follow-ups go to the owner account.
+
+Job affinity: every job the relay starts is recorded (video id -> account, relay key, model,
+seconds, size, status) before the client hears of it, so retrieve, content, remix, delete,
+edits and extensions reach the account that holds the job, whatever the scheduler would pick.
+Ownership: a key sees only its own videos; anything else is a 404, existence not revealed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, AsyncIterator
+from urllib.parse import quote
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from . import upstream as upstream_http
+from .body import body_fields
+from .errors import RelayError
+from .proxy import (
+    attempt,
+    authorize,
+    choose_account,
+    fetch,
+    open_attempt,
+    owner_account,
+    passthrough,
+    read_attempt,
+    relay_state,
+    request_body,
+    settle,
+)
+from .sessions import SESSION_FIELD, session_hash, session_id
+from .state import RelayState
+from .store import KeyRecord, Video
+
+_FIELDS = frozenset({SESSION_FIELD, "model", "seconds", "size", "video[id]"})
+_STREAM_CHUNK_BYTES = 64 * 1024
+CONTENT_VARIANTS = ("video", "thumbnail", "spritesheet")
+
+
+def _not_found(what: str, identifier: str) -> RelayError:
+    return RelayError(404, f"No {what} found with id '{identifier}'.", code=f"{what}_not_found", param=f"{what}_id")
+
+
+async def owned_video(state: RelayState, key: KeyRecord, video_id: str) -> Video:
+    video = await state.db(state.store.video, video_id)
+    if video is None or video.key_name != key.name or video.deleted_at is not None:
+        raise _not_found("video", video_id)
+    return video
+
+
+# -- new work ---------------------------------------------------------------------------------------
+
+
+async def new_job(
+    request: Request, *, route: str, kind: str, upstream_path: str, source: Video | None = None, key: KeyRecord | None = None
+) -> Response:
+    """Create, remix, edit or extend: forward byte for byte, record the new job, answer unchanged."""
+    state = relay_state(request)
+    now = time.time()
+    key = key or await authorize(request, state, now)
+    body = await request_body(request, state)
+    fields = body_fields(body, request.headers.get("content-type"), _FIELDS)
+    if source is None and "video[id]" in fields:
+        source = await owned_video(state, key, fields["video[id]"])
+    if source is not None:
+        upstream = await owner_account(state, source.account)
+    else:
+        session = session_id(fields, request.headers)
+        upstream = await choose_account(state, session_hash(session) if session else None, now=now, route=route)
+    answer = await attempt(state, upstream, request, route=route, key=key, method="POST", path=upstream_path, body=body)
+    if answer.status < 300:
+        await record_job(state, answer.body, account=upstream.name, key=key, kind=kind, source=source, fields=fields)
+    return passthrough(answer)
+
+
+async def record_job(
+    state: RelayState,
+    body: bytes,
+    *,
+    account: str,
+    key: KeyRecord,
+    kind: str,
+    source: Video | None,
+    fields: dict[str, str],
+) -> None:
+    resource = _json_object(body)
+    video_id = resource.get("id") if resource else None
+    if not isinstance(video_id, str) or not video_id:
+        return  # an upstream that answers 2xx without an id gives nothing to follow up on
+    seconds = _text(resource.get("seconds")) or fields.get("seconds")
+    # An extension's `seconds` is the stitched total; what was rendered is the request's `seconds`.
+    rendered = fields.get("seconds") if kind == "extension" else seconds
+    now = time.time()
+    created_at = resource.get("created_at")
+    await state.db(
+        state.store.insert_video,
+        Video(
+            id=video_id,
+            account=account,
+            key_name=key.name,
+            kind=kind,
+            source_video_id=source.id if source else None,
+            model=_text(resource.get("model")) or fields.get("model"),
+            seconds=seconds,
+            billable_seconds=_number(rendered),
+            size=_text(resource.get("size")) or fields.get("size"),
+            status=_text(resource.get("status")) or "queued",
+            progress=resource.get("progress") if isinstance(resource.get("progress"), int) else None,
+            created_at=float(created_at) if isinstance(created_at, (int, float)) and not isinstance(created_at, bool) else now,
+            recorded_at=now,
+            finished_at=None,
+            deleted_at=None,
+            resource=json.dumps(resource),
+        ),
+    )
+
+
+async def create_video(request: Request) -> Response:
+    return await new_job(request, route="videos.create", kind="create", upstream_path="/videos")
+
+
+async def remix_video(request: Request) -> Response:
+    state = relay_state(request)
+    key = await authorize(request, state, time.time())
+    video_id = request.path_params["video_id"]
+    source = await owned_video(state, key, video_id)
+    return await new_job(
+        request, route="videos.remix", kind="remix", upstream_path=f"/videos/{quote(video_id)}/remix", source=source, key=key
+    )
+
+
+async def edit_video(request: Request) -> Response:
+    return await new_job(request, route="videos.edit", kind="edit", upstream_path="/videos/edits")
+
+
+async def extend_video(request: Request) -> Response:
+    return await new_job(request, route="videos.extend", kind="extension", upstream_path="/videos/extensions")
+
+
+# -- follow-ups on existing jobs ------------------------------------------------------------------------
+
+
+async def retrieve_video(request: Request) -> Response:
+    state = relay_state(request)
+    key = await authorize(request, state, time.time())
+    video = await owned_video(state, key, request.path_params["video_id"])
+    upstream = await owner_account(state, video.account)
+    answer = await fetch(
+        state, upstream, request, route="videos.retrieve", key=key, method="GET", path=f"/videos/{quote(video.id)}", body=None
+    )
+    finished = await refresh_status(state, video, answer) if answer.status == 200 else None
+    await settle(state, upstream, key, request, "videos.retrieve", answer, job_status=finished)
+    extra = {}
+    if "openai-poll-after-ms" not in answer.headers:
+        extra["openai-poll-after-ms"] = str(state.settings.poll_after_ms)
+    return passthrough(answer, extra)
+
+
+async def refresh_status(state: RelayState, video: Video, answer: upstream_http.Answer) -> str | None:
+    """Store the job's latest status; count a completion or failure once. Returns the final status it reached."""
+    resource = _json_object(answer.body)
+    status = _text(resource.get("status")) if resource else None
+    if resource is None or status is None:
+        return None
+    progress = resource.get("progress")
+    finished = await state.db(
+        state.store.update_video,
+        video.id,
+        status=status,
+        progress=progress if isinstance(progress, int) and not isinstance(progress, bool) else None,
+        resource=json.dumps(resource),
+        now=time.time(),
+    )
+    if not finished:
+        return None
+    state.metrics.videos.labels(status).inc()
+    if status == "completed" and video.billable_seconds:
+        state.metrics.video_seconds.labels(video.account, video.key_name, video.model or "unknown").inc(
+            video.billable_seconds
+        )
+    return status
+
+
+async def delete_video(request: Request) -> Response:
+    state = relay_state(request)
+    key = await authorize(request, state, time.time())
+    video = await owned_video(state, key, request.path_params["video_id"])
+    upstream = await owner_account(state, video.account)
+    answer = await attempt(
+        state, upstream, request, route="videos.delete", key=key, method="DELETE", path=f"/videos/{quote(video.id)}", body=None
+    )
+    if answer.status < 300:
+        await state.db(state.store.mark_video_deleted, video.id, time.time())
+    return passthrough(answer)
+
+
+async def video_content(request: Request) -> Response:
+    """Stream the bytes: constant memory, the client's pace, the upstream released on disconnect."""
+    state = relay_state(request)
+    key = await authorize(request, state, time.time())
+    variant = request.query_params.get("variant", "video")
+    if variant not in CONTENT_VARIANTS:
+        raise RelayError(
+            400, f"Invalid variant '{variant}': choose from {', '.join(CONTENT_VARIANTS)}.", code="invalid_variant", param="variant"
+        )
+    video = await owned_video(state, key, request.path_params["video_id"])
+    upstream = await owner_account(state, video.account)
+    path = f"/videos/{quote(video.id)}/content" + (f"?variant={variant}" if "variant" in request.query_params else "")
+    route = "videos.content"
+    response, started = await open_attempt(
+        state, upstream, request, route=route, key=key, method="GET", path=path, body=None, content=True
+    )
+    if response.status_code >= 400:
+        # Errors are small and carry cooldown hints: read them whole and treat them like any other.
+        answer = await read_attempt(state, upstream, key, request, route, response, started)
+        await settle(state, upstream, key, request, route, answer)
+        return passthrough(answer)
+    head = upstream_http.Answer(response.status_code, response.headers, b"", time.perf_counter() - started)
+    await settle(state, upstream, key, request, route, head)
+    return StreamingResponse(
+        _relay_bytes(response),
+        status_code=response.status_code,
+        headers=upstream_http.response_headers(response.headers, content=True),
+        background=BackgroundTask(response.aclose),
+    )
+
+
+async def _relay_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_raw(_STREAM_CHUNK_BYTES):
+            yield chunk
+    finally:
+        # Also runs when the client went away and the response task was cancelled.
+        await response.aclose()
+
+
+async def list_videos(request: Request) -> Response:
+    """The caller's videos from the relay's own records (status as last seen), cursor-paged."""
+    state = relay_state(request)
+    key = await authorize(request, state, time.time())
+    params = request.query_params
+    limit = _limit(params.get("limit"))
+    order = params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise RelayError(400, f"Invalid order '{order}': use 'asc' or 'desc'.", code="invalid_order", param="order")
+    after = None
+    if params.get("after"):
+        after = await state.db(state.store.video, params["after"])
+        if after is None or after.key_name != key.name:
+            raise RelayError(400, f"Invalid 'after' cursor: no video '{params['after']}'.", code="invalid_cursor", param="after")
+    videos, has_more = await state.db(state.store.list_videos, key.name, after=after, limit=limit, order=order)
+    data = [json.loads(video.resource) for video in videos]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": videos[0].id if videos else None,
+            "last_id": videos[-1].id if videos else None,
+            "has_more": has_more,
+        }
+    )
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 20
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise RelayError(400, f"Invalid limit '{raw}': use a whole number from 1 to 100.", code="invalid_limit", param="limit")
+    return limit
+
+
+# -- characters ---------------------------------------------------------------------------------------
+
+
+async def create_character(request: Request) -> Response:
+    state = relay_state(request)
+    now = time.time()
+    key = await authorize(request, state, now)
+    body = await request_body(request, state)
+    fields = body_fields(body, request.headers.get("content-type"), _FIELDS)
+    session = session_id(fields, request.headers)
+    route = "videos.character_create"
+    upstream = await choose_account(state, session_hash(session) if session else None, now=now, route=route)
+    answer = await attempt(state, upstream, request, route=route, key=key, method="POST", path="/videos/characters", body=body)
+    resource = _json_object(answer.body) if answer.status < 300 else None
+    character_id = resource.get("id") if resource else None
+    if isinstance(character_id, str) and character_id:
+        await state.db(state.store.insert_character, character_id, account=upstream.name, key_name=key.name, now=time.time())
+    return passthrough(answer)
+
+
+async def retrieve_character(request: Request) -> Response:
+    state = relay_state(request)
+    key = await authorize(request, state, time.time())
+    character_id = request.path_params["character_id"]
+    owner = await state.db(state.store.character_owner, character_id)
+    if owner is None or owner[1] != key.name:
+        raise _not_found("character", character_id)
+    upstream = await owner_account(state, owner[0])
+    answer = await attempt(
+        state,
+        upstream,
+        request,
+        route="videos.character_retrieve",
+        key=key,
+        method="GET",
+        path=f"/videos/characters/{quote(character_id)}",
+        body=None,
+    )
+    return passthrough(answer)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
