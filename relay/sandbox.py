@@ -208,6 +208,8 @@ class SandboxState:
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_CAP))
     rate_buckets: dict[str, RateBucket] = field(default_factory=dict)
     fault_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    # Content bodies being sent right now: tests watch it drop to 0 when a client goes away.
+    open_streams: int = 0
 
 
 def load_assets() -> Mapping[str, Asset]:
@@ -832,17 +834,21 @@ def padded_head(asset: bytes, total: int) -> bytes:
     return asset + free_box_header(total - len(asset))
 
 
-async def stream_span(head: bytes, start: int, stop: int) -> AsyncIterator[bytes]:
+async def stream_span(state: SandboxState, head: bytes, start: int, stop: int) -> AsyncIterator[bytes]:
     """Yield bytes [start, stop) of ``head`` followed by zeros, without materialising the file."""
-    position = start
-    while position < stop:
-        end = min(stop, position + STREAM_CHUNK_BYTES)
-        if position < len(head):
-            end = min(end, len(head))
-            yield head[position:end]
-        else:
-            yield ZERO_CHUNK if end - position == STREAM_CHUNK_BYTES else ZERO_CHUNK[: end - position]
-        position = end
+    state.open_streams += 1
+    try:
+        position = start
+        while position < stop:
+            end = min(stop, position + STREAM_CHUNK_BYTES)
+            if position < len(head):
+                end = min(end, len(head))
+                yield head[position:end]
+            else:
+                yield ZERO_CHUNK if end - position == STREAM_CHUNK_BYTES else ZERO_CHUNK[: end - position]
+            position = end
+    finally:
+        state.open_streams -= 1
 
 
 def requested_span(header: str | None, length: int) -> tuple[int, int] | None:
@@ -894,7 +900,7 @@ def serve_bytes(request: Request, head: bytes, length: int, media_type: str, eta
     status = 206 if span is not None else 200
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media_type)
-    return StreamingResponse(stream_span(head, start, stop), status, headers, media_type)
+    return StreamingResponse(stream_span(sandbox_state(request), head, start, stop), status, headers, media_type)
 
 
 async def video_content(request: Request) -> Response:
@@ -1269,8 +1275,13 @@ async def clear_requests(request: Request) -> Response:
     return JSONResponse({"deleted": count})
 
 
+async def stats(request: Request) -> Response:
+    return JSONResponse({"open_streams": sandbox_state(request).open_streams})
+
+
 def control_routes() -> list[BaseRoute]:
     return [
+        Route("/stats", stats, methods=["GET"]),
         Route("/faults", post_fault, methods=["POST"]),
         Route("/faults", list_faults, methods=["GET"]),
         Route("/faults", clear_faults, methods=["DELETE"]),
