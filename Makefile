@@ -3,6 +3,8 @@
 
 PYTHON ?= python3
 VENV ?= .venv
+# A second, older openai SDK (2.26: JSON create) for the end-to-end tests to drive as well.
+SDK2_VENV ?= .venv-sdk2
 HOST ?= 127.0.0.1
 PORT ?= 8080
 BIN := $(VENV)/bin
@@ -22,10 +24,15 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $@
 
+$(SDK2_VENV)/.installed: constraints-sdk2.txt
+	$(PYTHON) -m venv $(SDK2_VENV)
+	$(SDK2_VENV)/bin/pip install --quiet -c constraints-sdk2.txt openai
+	@touch $@
+
 run: $(VENV)/.installed-run
 	$(BIN)/uvicorn relay.app:app --host $(HOST) --port $(PORT) --loop uvloop --http httptools --no-access-log
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(SDK2_VENV)/.installed
 	$(BIN)/python -m pytest
 
 demo: $(VENV)/.installed-run
@@ -35,4 +42,4 @@ sandbox: $(VENV)/.installed-run
 	$(BIN)/relayctl sandbox --host $(HOST) --port 8090
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(SDK2_VENV) .pytest_cache .hypothesis
