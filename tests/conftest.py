@@ -164,6 +164,13 @@ class RelayProcess:
     url: str
     env: dict[str, str]
     log_path: Path
+    pid: int
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -211,7 +218,7 @@ def relay_process(tmp_path: Path) -> Iterator[Any]:
         started.append(process)
         url = f"http://127.0.0.1:{port}"
         wait_until_serving(f"{url}/healthz", process)
-        return RelayProcess(url=url, env=env, log_path=log_path)
+        return RelayProcess(url=url, env=env, log_path=log_path, pid=process.pid)
 
     yield start
     for process in started:
