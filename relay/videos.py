@@ -66,7 +66,7 @@ async def new_job(
     key = key or await authorize(request, state, now)
     body = await request_body(request, state)
     fields = body_fields(body, request.headers.get("content-type"), _FIELDS)
-    if source is None and "video[id]" in fields:
+    if source is None and kind in ("edit", "extension") and "video[id]" in fields:
         source = await owned_video(state, key, fields["video[id]"])
     if source is not None:
         upstream = await owner_account(state, source.account)
