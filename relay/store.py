@@ -15,7 +15,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import sqlite_utils
 
@@ -52,6 +52,7 @@ class Account:
     last_used_at: float | None
     created_at: float
     credential_encrypted: str = field(repr=False)
+    credential_rotated_at: float | None = None
 
     def effective_state(self, now: float) -> str:
         if not self.enabled:
@@ -76,6 +77,10 @@ class KeyRecord:
     revoked_at: float | None
     last_used_at: float | None
     note: str | None
+    previous_salt: str | None = field(default=None, repr=False)
+    previous_hash: str | None = field(default=None, repr=False)
+    previous_valid_until: float | None = None
+    rotated_at: float | None = None
 
     def state(self, now: float) -> str:
         if self.revoked_at is not None:
@@ -121,6 +126,7 @@ class Video:
     finished_at: float | None
     deleted_at: float | None
     resource: str
+    expires_at: float | None = None
 
 
 class Store:
@@ -189,6 +195,11 @@ class Store:
                     "revoked_at": float,
                     "last_used_at": float,
                     "note": str,
+                    # After `keys rotate --grace`, the old secret keeps working until this time.
+                    "previous_salt": str,
+                    "previous_hash": str,
+                    "previous_valid_until": float,
+                    "rotated_at": float,
                 },
                 pk="id",
                 not_null=["name", "salt", "hash", "permissions", "created_at"],
@@ -211,6 +222,7 @@ class Store:
                     "last_error": str,
                     "last_used_at": float,
                     "created_at": float,
+                    "credential_rotated_at": float,
                 },
                 pk="id",
                 not_null=["name", "type", "credential", "base_api", "priority", "enabled", "state", "created_at"],
@@ -262,6 +274,7 @@ class Store:
                     "recorded_at": float,
                     "updated_at": float,
                     "finished_at": float,
+                    "expires_at": float,
                     "deleted_at": float,
                     "resource": str,
                 },
@@ -346,6 +359,27 @@ class Store:
                 raise NotFound(f"no key named {name!r}")
             self._bump(conn)
 
+    def rotate_key_secret(self, name: str, *, salt: str, hash: str, grace_until: float | None, now: float) -> None:
+        """New secret for a key; the old one stays valid until `grace_until` (None: not at all)."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE keys SET previous_salt = salt, previous_hash = hash, previous_valid_until = ?,"
+                " salt = ?, hash = ?, rotated_at = ? WHERE name = ?",
+                (grace_until, salt, hash, now, name),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"no key named {name!r}")
+            self._bump(conn)
+
+    def set_key_permissions(self, name: str, permissions: frozenset[str]) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE keys SET permissions = ? WHERE name = ?", (json.dumps(sorted(permissions)), name)
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"no key named {name!r}")
+            self._bump(conn)
+
     # -- accounts ---------------------------------------------------------------------------------
 
     def insert_account(
@@ -368,6 +402,44 @@ class Store:
             if cursor.rowcount == 0:
                 raise NotFound(f"no account named {name!r}")
             self._bump(conn)
+
+    def set_account_priority(self, name: str, priority: int) -> None:
+        with self._write() as conn:
+            if conn.execute("UPDATE accounts SET priority = ? WHERE name = ?", (priority, name)).rowcount == 0:
+                raise NotFound(f"no account named {name!r}")
+            self._bump(conn)
+
+    def replace_credential(self, name: str, credential_encrypted: str, now: float) -> None:
+        """A new credential clears `unauthorized`: the old one was what failed."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE accounts SET credential = ?, credential_rotated_at = ?, state = 'active',"
+                " state_reason = 'credential rotated', state_since = ?, state_until = NULL WHERE name = ?",
+                (credential_encrypted, now, now, name),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"no account named {name!r}")
+            self._bump(conn)
+
+    def reencrypt_credentials(self, reencrypt: Callable[[str], str], check_value: str) -> int:
+        """Re-encrypt every credential and the key check in one transaction; return how many."""
+        with self._write() as conn:
+            rows = conn.execute("SELECT id, credential FROM accounts").fetchall()
+            conn.executemany(
+                "UPDATE accounts SET credential = ? WHERE id = ?", [(reencrypt(r["credential"]), r["id"]) for r in rows]
+            )
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'secret_check'", (check_value,))
+            self._bump(conn)
+            return len(rows)
+
+    def live_video_count(self, account: str, now: float) -> int:
+        """Videos of an account that can still be reached: not deleted, not finished-and-expired."""
+        row = self._conn().execute(
+            "SELECT count(*) AS n FROM videos WHERE account = ? AND deleted_at IS NULL"
+            " AND (status NOT IN ('completed', 'failed') OR expires_at IS NULL OR expires_at > ?)",
+            (account, now),
+        ).fetchone()
+        return int(row["n"])
 
     def remove_account(self, name: str) -> None:
         """Delete an account and its sticky sessions; its videos keep naming it (for history)."""
@@ -453,6 +525,16 @@ class Store:
             )
             return candidate
 
+    def evict_sessions(self, *, account: str | None = None, session_prefix: str | None = None) -> int:
+        """Drop sticky mappings: all of them, an account's, or those whose hash starts with a prefix."""
+        where, params = "1 = 1", []
+        if account is not None:
+            where, params = "account = ?", [account]
+        elif session_prefix is not None:
+            where, params = "substr(session_hash, 1, ?) = ?", [len(session_prefix), session_prefix]
+        with self._write() as conn:
+            return conn.execute(f"DELETE FROM sessions WHERE {where}", params).rowcount
+
     def list_sessions(self, now: float) -> list[dict[str, Any]]:
         return [
             dict(row)
@@ -537,7 +619,9 @@ class Store:
         row = self._conn().execute("SELECT * FROM videos WHERE id = ?", (video_id,)).fetchone()
         return None if row is None else _video(row)
 
-    def update_video(self, video_id: str, *, status: str, progress: int | None, resource: str, now: float) -> bool:
+    def update_video(
+        self, video_id: str, *, status: str, progress: int | None, expires_at: float | None, resource: str, now: float
+    ) -> bool:
         """Store the latest status; True only for the one call that moved the job to a final status.
 
         The compare-and-set (`status` not already final) means a completion is counted once,
@@ -545,10 +629,10 @@ class Store:
         """
         with self._write() as conn:
             cursor = conn.execute(
-                "UPDATE videos SET status = ?, progress = ?, resource = ?, updated_at = ?,"
+                "UPDATE videos SET status = ?, progress = ?, resource = ?, updated_at = ?, expires_at = ?,"
                 " finished_at = CASE WHEN ? IN ('completed', 'failed') THEN ? ELSE NULL END"
                 " WHERE id = ? AND status NOT IN ('completed', 'failed')",
-                (status, progress, resource, now, status, now, video_id),
+                (status, progress, resource, now, expires_at, status, now, video_id),
             )
             return cursor.rowcount == 1 and status in TERMINAL_STATUSES
 
@@ -588,11 +672,59 @@ class Store:
         ).fetchone()
         return None if row is None else (row["account"], row["key_name"])
 
-    def list_outcomes(self, *, limit: int = 100, account: str | None = None) -> list[dict[str, Any]]:
-        where, params = ("WHERE account = ?", [account]) if account else ("", [])
-        sql = f"SELECT * FROM outcomes {where} ORDER BY id DESC LIMIT ?"
+    def list_outcomes(
+        self,
+        *,
+        limit: int = 100,
+        account: str | None = None,
+        key_name: str | None = None,
+        since: float | None = None,
+        status: int | None = None,
+        error_class: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first, filtered."""
+        clauses, params = _outcome_filters(account=account, key_name=key_name, since=since, status=status, error_class=error_class)
+        sql = f"SELECT * FROM outcomes {clauses} ORDER BY id DESC LIMIT ?"
         return [dict(row) for row in self._conn().execute(sql, (*params, limit))]
 
+    def outcome_latencies(self, *, since: float) -> list[dict[str, Any]]:
+        """(account, error_class, latency_ms) of every attempt since a time, for summaries."""
+        return [
+            dict(row)
+            for row in self._conn().execute(
+                "SELECT account, error_class, latency_ms FROM outcomes WHERE ts >= ? AND account IS NOT NULL"
+                " ORDER BY account, latency_ms",
+                (since,),
+            )
+        ]
+
+    def error_rates(self, since: float) -> dict[str, tuple[int, int]]:
+        """account -> (attempts, attempts that failed) since a time."""
+        rows = self._conn().execute(
+            "SELECT account, count(*) AS total, sum(error_class != 'none') AS errors FROM outcomes"
+            " WHERE ts >= ? AND account IS NOT NULL GROUP BY account",
+            (since,),
+        )
+        return {row["account"]: (int(row["total"]), int(row["errors"] or 0)) for row in rows}
+
+    def quick_check(self) -> str:
+        return str(self._conn().execute("PRAGMA quick_check").fetchone()[0])
+
+    def journal_mode(self) -> str:
+        return str(self._conn().execute("PRAGMA journal_mode").fetchone()[0])
+
+
+def _outcome_filters(**filters: Any) -> tuple[str, list[Any]]:
+    columns = {
+        "account": "account = ?",
+        "key_name": "key_name = ?",
+        "since": "ts >= ?",
+        "status": "upstream_status = ?",
+        "error_class": "error_class = ?",
+    }
+    clauses = [columns[name] for name, value in filters.items() if value is not None]
+    params = [value for value in filters.values() if value is not None]
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 def _key(row: sqlite3.Row) -> KeyRecord:
     return KeyRecord(
@@ -606,6 +738,10 @@ def _key(row: sqlite3.Row) -> KeyRecord:
         revoked_at=row["revoked_at"],
         last_used_at=row["last_used_at"],
         note=row["note"],
+        previous_salt=row["previous_salt"],
+        previous_hash=row["previous_hash"],
+        previous_valid_until=row["previous_valid_until"],
+        rotated_at=row["rotated_at"],
     )
 
 
@@ -627,6 +763,7 @@ def _video(row: sqlite3.Row) -> Video:
         finished_at=row["finished_at"],
         deleted_at=row["deleted_at"],
         resource=row["resource"],
+        expires_at=row["expires_at"],
     )
 
 
@@ -646,5 +783,6 @@ def _account(row: sqlite3.Row) -> Account:
         last_used_at=row["last_used_at"],
         created_at=row["created_at"],
         credential_encrypted=row["credential"],
+        credential_rotated_at=row["credential_rotated_at"],
     )
 

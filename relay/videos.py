@@ -169,11 +169,13 @@ async def refresh_status(state: RelayState, video: Video, answer: upstream_http.
     if resource is None or status is None:
         return None
     progress = resource.get("progress")
+    expires_at = resource.get("expires_at")
     finished = await state.db(
         state.store.update_video,
         video.id,
         status=status,
         progress=progress if isinstance(progress, int) and not isinstance(progress, bool) else None,
+        expires_at=float(expires_at) if isinstance(expires_at, (int, float)) and not isinstance(expires_at, bool) else None,
         resource=json.dumps(resource),
         now=time.time(),
     )
