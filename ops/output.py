@@ -9,14 +9,22 @@ from typing import Any, Iterable, Sequence
 import click
 
 
-def timestamp(value: float | None) -> str:
+def timestamp(value: float | None) -> str | None:
     if value is None:
-        return ""
+        return None
     return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False))
+    click.echo(json.dumps(data, indent=2))
+
+
+def emit(rows: list[dict[str, Any]], columns: Sequence[str], *, as_json: bool, empty: str) -> None:
+    """A listing: a JSON array of objects, or a table of the given columns."""
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(rows, columns, empty=empty)
 
 
 def emit_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, empty: str) -> None:
@@ -32,11 +40,25 @@ def emit_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, empty:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
 
 
+def emit_record(record: dict[str, Any], *, as_json: bool) -> None:
+    """One object: JSON, or `field  value` lines."""
+    if as_json:
+        emit_json(record)
+        return
+    width = max(len(name) for name in record)
+    for name, value in record.items():
+        click.echo(f"{name.ljust(width)}  {_cell(value)}".rstrip())
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".")
     if isinstance(value, (list, tuple, set, frozenset)):
         return ",".join(sorted(str(v) for v in value))
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
     return str(value)

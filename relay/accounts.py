@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .crypto import SecretBox
+from .crypto import SecretBox, generate_key, read_key_file, write_key_file
 from .keys import KeyInputError, validate_name
 from .store import ACCOUNT_TYPES, Account, Store
 from .upstream import DEFAULT_BASE_API
@@ -48,19 +49,62 @@ def add_account(
         raise AccountInputError(str(error)) from None
     if type not in ACCOUNT_TYPES:
         raise AccountInputError(f"unknown account type {type!r}: choose from {', '.join(ACCOUNT_TYPES)}")
+    return store.insert_account(
+        name=name,
+        type=type,
+        credential_encrypted=box.encrypt(clean_credential(credential)),
+        base_api=validate_base_api(base_api or DEFAULT_BASE_API[type]),
+        priority=priority,
+        now=time.time() if now is None else now,
+    )
+
+
+def clean_credential(credential: str) -> str:
     credential = credential.strip()
     if not credential:
         raise AccountInputError("the credential is empty")
     if any(c.isspace() for c in credential) or not (credential.isascii() and credential.isprintable()):
         raise AccountInputError("the credential contains whitespace or non-ASCII characters; paste the token alone")
-    return store.insert_account(
-        name=name,
-        type=type,
-        credential_encrypted=box.encrypt(credential),
-        base_api=validate_base_api(base_api or DEFAULT_BASE_API[type]),
-        priority=priority,
-        now=time.time() if now is None else now,
-    )
+    return credential
+
+
+def rotate_credential(store: Store, box: SecretBox, name: str, credential: str, now: float | None = None) -> None:
+    """Replace an account's credential; its videos stay with it, and `unauthorized` is cleared."""
+    store.replace_credential(name, box.encrypt(clean_credential(credential)), time.time() if now is None else now)
+
+
+def remove_account(store: Store, name: str, *, force: bool = False, now: float | None = None) -> None:
+    """Remove an account, unless it still owns videos that could be reached (then only with force)."""
+    store.account(name)
+    live = store.live_video_count(name, time.time() if now is None else now)
+    if live and not force:
+        raise AccountInputError(
+            f"account {name!r} owns {live} video(s) that have not expired; removing it makes them unreachable. "
+            "Disable it instead, or pass --force"
+        )
+    store.remove_account(name)
+
+
+def rotate_secret_key(store: Store, *, env_keys: list[bytes] | None, key_file: Path) -> int:
+    """Re-encrypt every credential under a new first key, without stopping running relays.
+
+    Key-file mode: a new key is written at the top of the key file (old keys stay below it),
+    then everything is re-encrypted; relays re-read the file before they reload accounts.
+    RELAY_SECRET_KEY mode: the operator lists the new key first (`NEW,OLD`) on the relays and
+    here; this re-encrypts under it.
+    """
+    if env_keys is not None:
+        if len(env_keys) < 2:
+            raise AccountInputError(
+                "RELAY_SECRET_KEY holds one key. Put a new key first (RELAY_SECRET_KEY=NEW,OLD) on the relays "
+                "and here, then run this again; drop OLD once it has finished"
+            )
+        new_box = SecretBox(env_keys)
+    else:
+        keys = [generate_key().encode(), *read_key_file(key_file)]
+        new_box = SecretBox(keys)
+        write_key_file(key_file, keys)
+    return store.reencrypt_credentials(new_box.reencrypt, new_box.check_value())
 
 
 @dataclass(frozen=True)

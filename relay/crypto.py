@@ -1,8 +1,10 @@
 """Encryption at rest for upstream credentials (Fernet: AES-128-CBC + HMAC-SHA256).
 
-The key comes from RELAY_SECRET_KEY or, when that is unset, from a key file created
-beside the database with mode 0600. A check value stored in the database makes a wrong
-key fail loudly at start instead of sending garbage credentials upstream.
+Keys come from RELAY_SECRET_KEY (comma-separated, newest first) or, when that is unset,
+from a key file beside the database (mode 0600, one key a line, newest first), created on
+first use. The first key encrypts; every key decrypts, which is what makes rotation work
+without downtime. A check value stored in the database makes a wrong key fail loudly at
+start instead of sending garbage credentials upstream.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ class SecretBox:
                 "(check RELAY_SECRET_KEY or the key file beside the database)"
             )
 
+    def reencrypt(self, token: str) -> str:
+        """The same plaintext, encrypted under the first key."""
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken:
+            raise SecretKeyError("a stored credential cannot be decrypted with any configured secret key") from None
+
     def decrypt_or_none(self, token: str) -> str | None:
         try:
             return self.decrypt(token)
@@ -67,36 +76,57 @@ def _fernet(key: bytes) -> Fernet:
         ) from None
 
 
-def resolve_key(env_value: str | None, key_file: Path) -> tuple[bytes, str | None]:
-    """Return the key to use and, when a key file was just created, a line to log once."""
-    if env_value:
-        key = env_value.strip().encode()
+def parse_keys(value: str) -> list[bytes]:
+    keys = [part.strip().encode() for part in value.replace("\n", ",").split(",") if part.strip()]
+    for key in keys:
         _fernet(key)
-        return key, None
+    return keys
+
+
+def resolve_keys(env_value: str | None, key_file: Path) -> tuple[list[bytes], str | None]:
+    """The keys to use and, when a key file was just created, a line to log once."""
+    if env_value:
+        return parse_keys(env_value), None
     try:
-        return _read_key_file(key_file), None
+        return read_key_file(key_file), None
     except FileNotFoundError:
         pass
-    key = Fernet.generate_key()
     # Write a private temp file, then link it into place: link fails if another worker
     # (or the CLI) won the race, and nobody ever reads a half-written key file.
-    temp = key_file.with_name(f".{key_file.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key + b"\n")
+    key = Fernet.generate_key()
     try:
-        os.link(temp, key_file)
+        _link_new_file(key_file, key + b"\n")
     except FileExistsError:
-        return _read_key_file(key_file), None
-    finally:
-        temp.unlink(missing_ok=True)
-    return key, (
+        return read_key_file(key_file), None
+    return [key], (
         f"RELAY_SECRET_KEY is not set: created a new secret key file {key_file} (mode 0600). "
         "Back it up: credentials in the database cannot be decrypted without it."
     )
 
 
-def _read_key_file(key_file: Path) -> bytes:
-    key = key_file.read_bytes().strip()
-    _fernet(key)
-    return key
+def read_key_file(key_file: Path) -> list[bytes]:
+    keys = parse_keys(key_file.read_text())
+    if not keys:
+        raise SecretKeyError(f"the key file {key_file} holds no key")
+    return keys
+
+
+def write_key_file(key_file: Path, keys: list[bytes]) -> None:
+    """Replace the key file atomically (readers see the old or the new file, never half of one)."""
+    os.replace(_private_temp(key_file, b"".join(key + b"\n" for key in keys)), key_file)
+
+
+def _link_new_file(path: Path, content: bytes) -> None:
+    temp = _private_temp(path, content)
+    try:
+        os.link(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _private_temp(path: Path, content: bytes) -> Path:
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+    return temp

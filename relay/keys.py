@@ -83,6 +83,33 @@ def issue_key(
     return IssuedKey(record=record, key=key)
 
 
+def rotate_key(store: Store, name: str, *, grace_seconds: float = 0.0, now: float | None = None) -> IssuedKey:
+    """A new secret for key NAME (same name, id, permissions and videos); shown once.
+
+    With a grace period the old secret keeps working until it ends, so clients can switch over.
+    """
+    now = time.time() if now is None else now
+    record = store.key_by_name(name)
+    if record.state(now) != "active":
+        raise KeyInputError(f"key {name!r} is {record.state(now)}; issue a new key instead")
+    key = f"{PREFIX}{record.id}-{secrets.token_urlsafe(32)}"
+    salt = secrets.token_hex(16)
+    store.rotate_key_secret(
+        name, salt=salt, hash=_hash(salt, key), grace_until=now + grace_seconds if grace_seconds > 0 else None, now=now
+    )
+    return IssuedKey(record=store.key_by_name(name), key=key)
+
+
+def change_permissions(store: Store, name: str, *, add: tuple[str, ...] = (), remove: tuple[str, ...] = ()) -> KeyRecord:
+    validate_permissions(list(add) + list(remove) or ["all"])
+    record = store.key_by_name(name)
+    granted = (record.permissions | frozenset(add)) - frozenset(remove)
+    if not granted:
+        raise KeyInputError(f"key {name!r} would have no permission left; revoke it instead")
+    store.set_key_permissions(name, granted)
+    return store.key_by_name(name)
+
+
 def key_id_of(presented: str) -> str | None:
     """The id part of a well-formed key, or None."""
     if not presented.startswith(PREFIX) or len(presented) < len(PREFIX) + _ID_HEX_LENGTH + 2:
@@ -93,8 +120,13 @@ def key_id_of(presented: str) -> str | None:
     return key_id
 
 
-def matches(record: KeyRecord, presented: str) -> bool:
-    return hmac.compare_digest(_hash(record.salt, presented), record.hash)
+def matches(record: KeyRecord, presented: str, now: float) -> bool:
+    """The current secret, or the previous one while its grace period lasts (constant-time compares)."""
+    current = hmac.compare_digest(_hash(record.salt, presented), record.hash)
+    previous = False
+    if record.previous_salt and record.previous_hash and (record.previous_valid_until or 0) > now:
+        previous = hmac.compare_digest(_hash(record.previous_salt, presented), record.previous_hash)
+    return current or previous
 
 
 def allows(record: KeyRecord, service: str) -> bool:
@@ -155,7 +187,7 @@ async def authenticate(headers: Mapping[str, str], cache: KeyCache, *, service: 
     if key_id is None:
         raise AuthError(401, "Invalid relay key: it is not in the relay's key format.", reason="malformed")
     record = await cache.get(key_id)
-    if record is None or not matches(record, presented):
+    if record is None or not matches(record, presented, now):
         raise AuthError(401, "Invalid relay key.", reason="unknown")
     state = record.state(now)
     if state != "active":

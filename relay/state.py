@@ -12,7 +12,7 @@ import anyio.to_thread
 import httpx
 
 from .config import Settings
-from .crypto import SecretBox, resolve_key
+from .crypto import SecretBox, read_key_file, resolve_keys
 from .keys import KeyCache
 from .metrics import Metrics
 from .pool import Pool
@@ -47,6 +47,10 @@ class RelayState:
             version = self.store.config_version()
             if version == self.config_version:
                 return
+            if self.settings.secret_key is None:
+                # `relayctl secrets rotate` writes the new key file before re-encrypting, so
+                # re-reading it here, before the accounts, always finds a key that decrypts them.
+                self.box = SecretBox(read_key_file(self.settings.key_file))
             self.pool.load(self.store.list_accounts(), self.box.decrypt_or_none)
             self.keys.clear()
             self.config_version = version
@@ -60,10 +64,10 @@ def open_store(settings: Settings) -> tuple[Store, SecretBox]:
     settings.database.parent.mkdir(parents=True, exist_ok=True)
     store = Store(settings.database)
     store.ensure_schema()
-    key, created_message = resolve_key(settings.secret_key, settings.key_file)
+    keys, created_message = resolve_keys(settings.secret_key, settings.key_file)
     if created_message:
         log.warning(created_message)
-    box = SecretBox([key])
+    box = SecretBox(keys)
     check = store.set_meta_if_absent("secret_check", box.check_value())
     box.verify_check_value(check)
     return store, box

@@ -69,7 +69,7 @@ def test_accounts_add_list_reset(cli: Any, tmp_path: Path) -> None:
         ("main", "https://api.openai.com/v1", 100, "active"),
     ]
     table = cli("accounts", "list").output
-    assert table.splitlines()[0].split() == ["name", "type", "base_api", "priority", "state", "until", "last_used"]
+    assert table.splitlines()[0].split() == ["name", "type", "base_api", "priority", "state", "until", "last_used", "error_rate_1h"]
     assert "All accounts are active." in cli("cooldowns").output
     cli("accounts", "disable", "gw")
     cooldowns = json.loads(cli("cooldowns", "--json").output)
@@ -111,9 +111,11 @@ def test_wrong_secret_key_is_one_clear_line(cli: Any, monkeypatch: pytest.Monkey
 
 def test_every_command_has_help_with_an_example(cli: Any) -> None:
     commands = [
-        ("keys", "issue"), ("keys", "list"), ("keys", "revoke"),
-        ("accounts", "add"), ("accounts", "list"), ("accounts", "reset"), ("accounts", "enable"), ("accounts", "disable"),
-        ("cooldowns",), ("secrets", "generate-key"), ("sandbox",),
+        ("keys", "issue"), ("keys", "list"), ("keys", "show"), ("keys", "revoke"), ("keys", "rotate"), ("keys", "permissions"),
+        ("accounts", "add"), ("accounts", "list"), ("accounts", "show"), ("accounts", "reset"), ("accounts", "enable"),
+        ("accounts", "disable"), ("accounts", "priority"), ("accounts", "rotate"), ("accounts", "remove"),
+        ("cooldowns",), ("cooldowns", "clear"), ("sessions", "list"), ("sessions", "evict"),
+        ("outcomes",), ("outcomes", "summary"), ("doctor",), ("secrets", "generate-key"), ("secrets", "rotate"), ("sandbox",),
     ]
     for command in commands:
         assert "Example" in cli(*command, "--help").output, command

@@ -133,8 +133,8 @@ def test_keys_are_hashed_and_checked(opened: tuple[Store, SecretBox]) -> None:
     record = store.key_by_name("alice")
     assert issued.key not in record.hash and issued.key.split("-", 2)[2] not in record.hash
     assert key_id_of(issued.key) == record.id
-    assert matches(record, issued.key)
-    assert not matches(record, issued.key[:-1] + ("A" if issued.key[-1] != "A" else "B"))
+    assert matches(record, issued.key, NOW)
+    assert not matches(record, issued.key[:-1] + ("A" if issued.key[-1] != "A" else "B"), NOW)
     assert allows(record, "openai") and not allows(record, "other")
     assert allows(issue_key(store, "root", ["all"]).record, "openai")
     with pytest.raises(AlreadyExists):

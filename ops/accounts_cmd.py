@@ -1,0 +1,272 @@
+"""relayctl accounts: the upstream accounts the relay sends work to."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from relay.accounts import (
+    CONSUMER_BACKEND_WARNING,
+    add_account,
+    remove_account,
+    reset_account,
+    rotate_credential,
+)
+from relay.store import ACCOUNT_TYPES, Account
+
+from .common import database_options, open_db
+from .output import emit, emit_json, emit_record, timestamp
+
+ERROR_RATE_WINDOW_SECONDS = 3600
+ACCOUNT_COLUMNS = ["name", "type", "base_api", "priority", "state", "until", "last_used", "error_rate_1h"]
+
+
+def account_row(account: Account, now: float, rates: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+    state = account.effective_state(now)
+    attempts, errors = (rates or {}).get(account.name, (0, 0))
+    return {
+        "name": account.name,
+        "type": account.type,
+        "base_api": account.base_api,
+        "priority": account.priority,
+        "state": state,
+        "until": timestamp(account.state_until) if state == "rate_limited" else None,
+        "last_used": timestamp(account.last_used_at),
+        "error_rate_1h": round(errors / attempts, 3) if attempts else None,
+    }
+
+
+def read_token(token: str | None, token_stdin: bool) -> str:
+    """From --token, --token-stdin, or a hidden prompt; never echoed."""
+    if token is not None and token_stdin:
+        raise click.UsageError("give the token with --token or --token-stdin, not both")
+    if token_stdin:
+        return sys.stdin.readline()
+    if token is not None:
+        return token
+    if not sys.stdin.isatty():
+        raise click.UsageError("no token: pass --token-stdin and pipe it in, or run in a terminal to be prompted")
+    return str(click.prompt("Token (input hidden)", hide_input=True))
+
+
+def token_options(command: Any) -> Any:
+    command = click.option("--token-stdin", is_flag=True, help="Read the token from standard input.")(command)
+    return click.option(
+        "--token", help="The API key or access token (visible in shell history: prefer --token-stdin or the prompt)."
+    )(command)
+
+
+def done(name: str, as_json: bool, message: str, **fields: Any) -> None:
+    if as_json:
+        emit_json({"name": name, **fields})
+    else:
+        click.echo(message)
+
+
+@click.group()
+def accounts() -> None:
+    """Upstream accounts the relay sends work to."""
+
+
+@accounts.command("add")
+@click.argument("name")
+@click.option(
+    "--type",
+    "account_type",
+    type=click.Choice(ACCOUNT_TYPES),
+    required=True,
+    help="openai-responses (API key, recommended) or openai (ChatGPT access token; see the warning above).",
+)
+@token_options
+@click.option(
+    "--base-api",
+    help="Upstream base URL (default: https://api.openai.com/v1 for openai-responses, "
+    "https://chatgpt.com/backend-api for openai).",
+)
+@click.option("--priority", type=int, default=100, show_default=True, help="Lower numbers are used first.")
+@database_options
+def accounts_add(
+    name: str,
+    account_type: str,
+    token: str | None,
+    token_stdin: bool,
+    base_api: str | None,
+    priority: int,
+    db_path: str,
+    as_json: bool,
+) -> None:
+    """Add an upstream account NAME; its token is stored encrypted.
+
+    Accounts of type 'openai' drive ChatGPT's private backend with an access token: that
+    may breach that provider's terms of use, and the operator carries the risk. Prefer
+    'openai-responses' with an API key.
+
+    \b
+    Example:
+      relayctl accounts add main --type openai-responses --token-stdin < key.txt
+      relayctl accounts add backup --type openai-responses --base-api https://gateway.example/v1
+    """
+    if account_type == "openai":
+        click.echo(CONSUMER_BACKEND_WARNING, err=True)
+    credential = read_token(token, token_stdin)
+    store, box = open_db(db_path)
+    account = add_account(
+        store, box, name=name, type=account_type, credential=credential, base_api=base_api, priority=priority
+    )
+    done(
+        name,
+        as_json,
+        f"Added account {account.name!r} ({account.type}, {account.base_api}, priority {account.priority}).",
+        **{k: v for k, v in account_row(account, time.time()).items() if k != "name"},
+    )
+
+
+@accounts.command("list")
+@database_options
+def accounts_list(db_path: str, as_json: bool) -> None:
+    """List accounts with state and recent error rate (never their credentials).
+
+    \b
+    Example:
+      relayctl accounts list --json
+    """
+    store, _ = open_db(db_path)
+    now = time.time()
+    rates = store.error_rates(now - ERROR_RATE_WINDOW_SECONDS)
+    emit(
+        [account_row(account, now, rates) for account in store.list_accounts()],
+        ACCOUNT_COLUMNS,
+        as_json=as_json,
+        empty="No accounts. Add one with: relayctl accounts add NAME --type openai-responses --token-stdin",
+    )
+
+
+@accounts.command("show")
+@click.argument("name")
+@database_options
+def accounts_show(name: str, db_path: str, as_json: bool) -> None:
+    """Everything about account NAME except its credential.
+
+    \b
+    Example:
+      relayctl accounts show main
+    """
+    store, _ = open_db(db_path)
+    now = time.time()
+    account = store.account(name)
+    rates = store.error_rates(now - ERROR_RATE_WINDOW_SECONDS)
+    record = account_row(account, now, rates)
+    attempts, errors = rates.get(name, (0, 0))
+    record.update(
+        {
+            "enabled": account.enabled,
+            "state_reason": account.state_reason,
+            "state_since": timestamp(account.state_since),
+            "last_error": account.last_error,
+            "attempts_1h": attempts,
+            "errors_1h": errors,
+            "live_videos": store.live_video_count(name, now),
+            "credential": "stored encrypted",
+            "credential_rotated": timestamp(account.credential_rotated_at),
+            "created": timestamp(account.created_at),
+        }
+    )
+    emit_record(record, as_json=as_json)
+
+
+@accounts.command("enable")
+@click.argument("name")
+@database_options
+def accounts_enable(name: str, db_path: str, as_json: bool) -> None:
+    """Put a disabled account NAME back into rotation.
+
+    \b
+    Example:
+      relayctl accounts enable main
+    """
+    store, _ = open_db(db_path)
+    store.set_account_enabled(name, True)
+    done(name, as_json, f"Account {name!r} is enabled.", enabled=True)
+
+
+@accounts.command("disable")
+@click.argument("name")
+@database_options
+def accounts_disable(name: str, db_path: str, as_json: bool) -> None:
+    """Take account NAME out of rotation for new work (its existing videos stay reachable).
+
+    \b
+    Example:
+      relayctl accounts disable main
+    """
+    store, _ = open_db(db_path)
+    store.set_account_enabled(name, False)
+    done(name, as_json, f"Account {name!r} is disabled.", enabled=False)
+
+
+@accounts.command("priority")
+@click.argument("name")
+@click.argument("priority", type=int)
+@database_options
+def accounts_priority(name: str, priority: int, db_path: str, as_json: bool) -> None:
+    """Set account NAME's priority (lower numbers are used first).
+
+    \b
+    Example:
+      relayctl accounts priority backup 200
+    """
+    store, _ = open_db(db_path)
+    store.set_account_priority(name, priority)
+    done(name, as_json, f"Account {name!r} has priority {priority}.", priority=priority)
+
+
+@accounts.command("rotate")
+@click.argument("name")
+@token_options
+@database_options
+def accounts_rotate(name: str, token: str | None, token_stdin: bool, db_path: str, as_json: bool) -> None:
+    """Replace account NAME's credential; clears 'unauthorized', keeps its videos and history.
+
+    \b
+    Example:
+      relayctl accounts rotate main --token-stdin < new-key.txt
+    """
+    credential = read_token(token, token_stdin)
+    store, box = open_db(db_path)
+    rotate_credential(store, box, name, credential)
+    done(name, as_json, f"Account {name!r} has a new credential and is active.", state="active")
+
+
+@accounts.command("reset")
+@click.argument("name")
+@database_options
+def accounts_reset(name: str, db_path: str, as_json: bool) -> None:
+    """Put account NAME back to active (clears a rate limit or 'unauthorized').
+
+    \b
+    Example:
+      relayctl accounts reset main
+    """
+    store, _ = open_db(db_path)
+    reset_account(store, name)
+    done(name, as_json, f"Account {name!r} is active again.", state="active")
+
+
+@accounts.command("remove")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Remove even though it owns videos that have not expired.")
+@database_options
+def accounts_remove(name: str, force: bool, db_path: str, as_json: bool) -> None:
+    """Remove account NAME (refused while it owns unexpired videos, unless --force).
+
+    \b
+    Example:
+      relayctl accounts remove old-trial
+    """
+    store, _ = open_db(db_path)
+    remove_account(store, name, force=force)
+    done(name, as_json, f"Removed account {name!r}.", removed=True)
+

@@ -1,0 +1,175 @@
+"""relayctl doctor and relayctl secrets: is this relay set up right, and its key rotation."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+import httpx
+
+from relay.accounts import rotate_secret_key
+from relay.crypto import SecretKeyError, generate_key, parse_keys
+from relay.state import open_store
+from relay.store import SCHEMA_VERSION, Store
+
+from .common import database_options, open_db, settings_for
+from .output import emit, emit_json
+
+REACHABILITY_TIMEOUT_SECONDS = 3.0
+
+
+@dataclass
+class Check:
+    check: str
+    status: str  # ok, warn or fail
+    detail: str
+    fix: str = ""
+
+
+def check_database(path: Path) -> tuple[list[Check], Store | None]:
+    if not path.exists():
+        return [
+            Check("database", "fail", f"{path} does not exist", "start the relay once, or pass the right --db / RELAY_DATABASE")
+        ], None
+    store = Store(path)
+    checks = []
+    integrity = store.quick_check()
+    checks.append(
+        Check("database integrity", "ok" if integrity == "ok" else "fail", integrity, "" if integrity == "ok" else "restore from a backup")
+    )
+    mode = store.journal_mode()
+    checks.append(Check("database journal", "ok" if mode == "wal" else "warn", mode, "" if mode == "wal" else "start the relay once to switch to WAL"))
+    version = store.get_meta("schema_version")
+    checks.append(Check("schema version", "ok" if version == str(SCHEMA_VERSION) else "warn", str(version)))
+    return checks, store
+
+
+def check_secret(db_path: str) -> list[Check]:
+    settings = settings_for(db_path)
+    if settings.secret_key:
+        source = "RELAY_SECRET_KEY"
+    else:
+        source = f"key file {settings.key_file}"
+        if not settings.key_file.exists():
+            return [Check("secret key", "fail", f"no RELAY_SECRET_KEY and no {settings.key_file}", "set RELAY_SECRET_KEY or restore the key file")]
+        mode = settings.key_file.stat().st_mode & 0o777
+        if mode & 0o077:
+            return [Check("secret key file mode", "fail", oct(mode), f"chmod 600 {settings.key_file}")]
+    try:
+        store, box = open_store(settings)
+    except SecretKeyError as error:
+        return [Check("secret key", "fail", f"{source}: {error}", "use the key the database was written with")]
+    checks = [Check("secret key", "ok", f"{source} matches the database")]
+    unreadable = [a.name for a in store.list_accounts() if box.decrypt_or_none(a.credential_encrypted) is None]
+    if unreadable:
+        checks.append(
+            Check("credentials", "fail", f"cannot decrypt: {', '.join(unreadable)}", "relayctl accounts rotate NAME for each")
+        )
+    else:
+        checks.append(Check("credentials", "ok", "every credential decrypts"))
+    return checks
+
+
+def check_accounts(store: Store) -> list[Check]:
+    accounts = store.list_accounts()
+    now = time.time()
+    if not accounts:
+        return [Check("accounts", "fail", "no upstream account", "relayctl accounts add NAME --type openai-responses --token-stdin")]
+    usable = [a for a in accounts if a.is_usable(now)]
+    checks = [
+        Check(
+            "accounts",
+            "ok" if usable else "fail",
+            f"{len(usable)} of {len(accounts)} usable now",
+            "" if usable else "relayctl cooldowns, then accounts reset / rotate / enable",
+        )
+    ]
+    with httpx.Client(timeout=REACHABILITY_TIMEOUT_SECONDS, trust_env=False) as client:
+        for account in accounts:
+            checks.append(reachability(client, account.name, account.base_api))
+    return checks
+
+
+def reachability(client: httpx.Client, name: str, base_api: str) -> Check:
+    """Any HTTP answer means the base_api is reachable; no credential is sent."""
+    label = f"reach {name}"
+    try:
+        response = client.get(base_api)
+    except httpx.TimeoutException:
+        return Check(label, "fail", f"{base_api}: no answer within {REACHABILITY_TIMEOUT_SECONDS:g} s", "check the URL, DNS and firewall")
+    except httpx.HTTPError as error:
+        return Check(label, "fail", f"{base_api}: {type(error).__name__}", "check the URL, DNS, TLS and firewall")
+    return Check(label, "ok", f"{base_api} answered HTTP {response.status_code}")
+
+
+def check_keys(store: Store) -> list[Check]:
+    now = time.time()
+    active = [k for k in store.list_keys() if k.state(now) == "active"]
+    if not active:
+        return [Check("relay keys", "warn", "no active relay key", "relayctl keys issue NAME")]
+    return [Check("relay keys", "ok", f"{len(active)} active")]
+
+
+@click.command("doctor")
+@database_options
+def doctor(db_path: str, as_json: bool) -> None:
+    """Check the database, the secret key, every account's base_api and the keys; say what to fix.
+
+    Exits 1 when a check fails. Nothing is changed, and no credential is sent anywhere.
+
+    \b
+    Example:
+      relayctl doctor
+    """
+    checks, store = check_database(Path(db_path))
+    if store is not None:
+        checks += check_secret(db_path)
+        checks += check_accounts(store)
+        checks += check_keys(store)
+    rows = [asdict(check) for check in checks]
+    emit(rows, ["check", "status", "detail", "fix"], as_json=as_json, empty="")
+    if any(check.status == "fail" for check in checks):
+        raise SystemExit(1)
+
+
+@click.group("secrets")
+def secrets_group() -> None:
+    """The key that encrypts upstream credentials at rest."""
+
+
+@secrets_group.command("generate-key")
+def secrets_generate_key() -> None:
+    """Print a new random key for RELAY_SECRET_KEY.
+
+    \b
+    Example:
+      export RELAY_SECRET_KEY=$(relayctl secrets generate-key)
+    """
+    click.echo(generate_key())
+
+
+@secrets_group.command("rotate")
+@database_options
+def secrets_rotate(db_path: str, as_json: bool) -> None:
+    """Re-encrypt every credential under a new key while relays keep running.
+
+    With the key file (RELAY_SECRET_KEY unset) a new key is added at the top of the file and
+    running relays pick it up by themselves. With RELAY_SECRET_KEY, first set it to
+    NEW,OLD on the relays and here (relayctl secrets generate-key makes NEW), then run this.
+
+    \b
+    Example:
+      relayctl secrets rotate
+    """
+    settings = settings_for(db_path)
+    store, _ = open_db(db_path)
+    env_keys = parse_keys(settings.secret_key) if settings.secret_key else None
+    count = rotate_secret_key(store, env_keys=env_keys, key_file=settings.key_file)
+    where = "RELAY_SECRET_KEY's first key" if env_keys else f"a new key at the top of {settings.key_file}"
+    if as_json:
+        emit_json({"reencrypted": count})
+    else:
+        click.echo(f"Re-encrypted {count} credential(s) under {where}.")
+

@@ -1,0 +1,169 @@
+"""relayctl keys: what users send as their bearer token."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from relay.keys import PERMISSIONS, IssuedKey, change_permissions, issue_key, rotate_key
+from relay.store import KeyRecord
+
+from .common import database_options, open_db, parse_duration
+from .output import emit, emit_json, emit_record, timestamp
+
+KEY_COLUMNS = ["name", "permissions", "state", "created", "last_used", "expires", "note"]
+
+
+def key_row(record: KeyRecord, now: float) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "permissions": sorted(record.permissions),
+        "state": record.state(now),
+        "created": timestamp(record.created_at),
+        "last_used": timestamp(record.last_used_at),
+        "expires": timestamp(record.expires_at),
+        "note": record.note,
+    }
+
+
+def show_new_key(issued: IssuedKey, *, as_json: bool, verb: str) -> None:
+    record = issued.record
+    if as_json:
+        emit_json(
+            {
+                "name": record.name,
+                "key": issued.key,
+                "permissions": sorted(record.permissions),
+                "expires": timestamp(record.expires_at),
+            }
+        )
+        return
+    click.echo(f"{verb} key {record.name!r} with permissions {', '.join(sorted(record.permissions))}.")
+    if record.expires_at:
+        click.echo(f"It expires at {timestamp(record.expires_at)}.")
+    if record.previous_valid_until and record.previous_valid_until > time.time():
+        click.echo(f"The old secret keeps working until {timestamp(record.previous_valid_until)}.")
+    click.echo("Copy it now; the relay stores only a hash and cannot show it again:\n")
+    click.echo(f"  {issued.key}\n")
+
+
+@click.group()
+def keys() -> None:
+    """Relay keys: what users send as their bearer token."""
+
+
+@keys.command("issue")
+@click.argument("name")
+@click.option(
+    "--permission",
+    "-p",
+    "permissions",
+    multiple=True,
+    type=click.Choice(PERMISSIONS),
+    help="Service the key may use; repeat for several (default: openai).",
+)
+@click.option("--expires-in", help="Expire the key after this long, e.g. 30d, 12h, 2w.")
+@click.option("--note", help="Free text for operators (who it is for).")
+@database_options
+def keys_issue(
+    name: str, permissions: tuple[str, ...], expires_in: str | None, note: str | None, db_path: str, as_json: bool
+) -> None:
+    """Issue a new key named NAME and print it once: it cannot be shown again.
+
+    \b
+    Example:
+      relayctl keys issue alice --permission openai --expires-in 30d --note "Alice's render farm"
+    """
+    expires_at = time.time() + parse_duration(expires_in) if expires_in else None
+    store, _ = open_db(db_path)
+    issued = issue_key(store, name, permissions or ("openai",), expires_at=expires_at, note=note)
+    show_new_key(issued, as_json=as_json, verb="Issued")
+
+
+@keys.command("list")
+@database_options
+def keys_list(db_path: str, as_json: bool) -> None:
+    """List keys (never their secrets).
+
+    \b
+    Example:
+      relayctl keys list --json
+    """
+    store, _ = open_db(db_path)
+    now = time.time()
+    emit([key_row(k, now) for k in store.list_keys()], KEY_COLUMNS, as_json=as_json, empty="No keys.")
+
+
+@keys.command("show")
+@click.argument("name")
+@database_options
+def keys_show(name: str, db_path: str, as_json: bool) -> None:
+    """Everything about key NAME except its secret.
+
+    \b
+    Example:
+      relayctl keys show alice
+    """
+    store, _ = open_db(db_path)
+    record = store.key_by_name(name)
+    row = key_row(record, time.time())
+    row["revoked"] = timestamp(record.revoked_at)
+    row["rotated"] = timestamp(record.rotated_at)
+    row["old_secret_valid_until"] = timestamp(record.previous_valid_until)
+    emit_record(row, as_json=as_json)
+
+
+@keys.command("revoke")
+@click.argument("name")
+@database_options
+def keys_revoke(name: str, db_path: str, as_json: bool) -> None:
+    """Revoke the key NAME at once (running relays refuse it within a second).
+
+    \b
+    Example:
+      relayctl keys revoke alice
+    """
+    store, _ = open_db(db_path)
+    store.revoke_key(name, time.time())
+    if as_json:
+        emit_json({"name": name, "state": "revoked"})
+    else:
+        click.echo(f"Revoked key {name!r}.")
+
+
+@keys.command("rotate")
+@click.argument("name")
+@click.option("--grace", help="Keep the old secret working this long, e.g. 1h (default: it stops at once).")
+@database_options
+def keys_rotate(name: str, grace: str | None, db_path: str, as_json: bool) -> None:
+    """Give key NAME a new secret, shown once; name, permissions and videos stay.
+
+    \b
+    Example:
+      relayctl keys rotate alice --grace 1h
+    """
+    grace_seconds = parse_duration(grace) if grace else 0.0
+    store, _ = open_db(db_path)
+    show_new_key(rotate_key(store, name, grace_seconds=grace_seconds), as_json=as_json, verb="Rotated")
+
+
+@keys.command("permissions")
+@click.argument("name")
+@click.option("--add", "added", multiple=True, type=click.Choice(PERMISSIONS), help="Grant a service.")
+@click.option("--remove", "removed", multiple=True, type=click.Choice(PERMISSIONS), help="Take a service away.")
+@database_options
+def keys_permissions(name: str, added: tuple[str, ...], removed: tuple[str, ...], db_path: str, as_json: bool) -> None:
+    """Change or show the services key NAME may use.
+
+    \b
+    Example:
+      relayctl keys permissions alice --add all --remove openai
+    """
+    store, _ = open_db(db_path)
+    record = change_permissions(store, name, add=added, remove=removed) if added or removed else store.key_by_name(name)
+    if as_json:
+        emit_json({"name": name, "permissions": sorted(record.permissions)})
+    else:
+        click.echo(f"Key {name!r} has permissions: {', '.join(sorted(record.permissions))}.")
