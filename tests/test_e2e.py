@@ -168,3 +168,53 @@ def test_wrong_secret_key_stops_the_relay(relay_process: Any, sandbox: Sandbox) 
     )
     assert done.returncode != 0
     assert "does not match" in done.stdout + done.stderr
+
+
+def test_rotations_and_cooldown_clears_reach_a_running_relay(relay_process: Any, sandbox: Sandbox) -> None:
+    # Key-file mode, so `secrets rotate` has to reach the relay without a restart.
+    relay = relay_process(workers=2, extra_env={"RELAY_SECRET_KEY": ""})
+    key = operator_setup(relay, sandbox, "a", "b")
+
+    def create(with_key: str) -> httpx.Response:
+        return httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": "x"}, headers={"Authorization": f"Bearer {with_key}"}, timeout=10)
+
+    # a's credential dies: the relay marks it unauthorized and moves on to b.
+    def states() -> dict[str, str]:
+        return {row["name"]: row["state"] for row in json.loads(relay.relayctl("accounts", "list", "--json").stdout)}
+
+    sandbox.fault(preset="unauthorized", token="tok-a")
+    eventually(lambda: create(key).status_code == 401 or states()["a"] == "unauthorized", within=3)
+    time.sleep(1.0)  # both workers have refreshed their view
+    sandbox.reset()
+    assert all(create(key).status_code == 200 for _ in range(4))
+    assert {r["token"] for r in sandbox.requests()} == {"tok-b"}
+    # The operator rotates a's credential: a is back in rotation with the new token.
+    assert relay.relayctl("accounts", "rotate", "a", "--token-stdin", input="tok-a2\n").returncode == 0
+    eventually(lambda: create(key).status_code == 200 and sandbox.requests()[-1]["token"] == "tok-a2")
+
+    # b is rate-limited for a long time; `cooldowns clear` brings it back now.
+    sandbox.fault(preset="rate_limited", resets_in_seconds=600, token="tok-b", times=1)
+    eventually(lambda: create(key).status_code == 429, within=3)
+    time.sleep(1.0)
+    sandbox.reset()
+    assert all(create(key).status_code == 200 for _ in range(4))
+    assert {r["token"] for r in sandbox.requests()} == {"tok-a2"}
+    assert relay.relayctl("cooldowns", "clear", "b").returncode == 0
+    eventually(lambda: create(key).status_code == 200 and sandbox.requests()[-1]["token"] == "tok-b")
+
+    # Re-encrypting every credential under a new key while the relay runs: it keeps serving.
+    rotated = relay.relayctl("secrets", "rotate", "--json")
+    assert rotated.returncode == 0 and json.loads(rotated.stdout) == {"reencrypted": 2}
+    sandbox.reset()
+    time.sleep(1.0)
+    assert all(create(key).status_code == 200 for _ in range(6))
+    assert {r["token"] for r in sandbox.requests()} == {"tok-a2", "tok-b"}
+    assert "cannot be decrypted with this secret key" not in relay.log()
+
+    # A key rotated with a grace period: old and new both work, then only the new one.
+    new_key = json.loads(relay.relayctl("keys", "rotate", "alice", "--grace", "1h", "--json").stdout)["key"]
+    eventually(lambda: create(new_key).status_code == 200)
+    assert create(key).status_code == 200
+    newest = json.loads(relay.relayctl("keys", "rotate", "alice", "--json").stdout)["key"]
+    eventually(lambda: create(key).status_code == 401 and create(new_key).status_code == 401)
+    assert create(newest).status_code == 200
