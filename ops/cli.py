@@ -19,11 +19,21 @@ from .observe_cmd import cooldowns_group, outcomes_group, sessions_group
 def main() -> None:
     """Operate a video relay: relay keys, upstream accounts, cooldowns, outcomes.
 
+    Every command works on the SQLite database the relay uses: --db PATH, or
+    $RELAY_DATABASE, or ./relay.db. Credentials are encrypted with $RELAY_SECRET_KEY or,
+    when that is unset, the key file beside the database. Running relays pick up every
+    change within about a second. Add --json to any command for machine-readable output.
+
     \b
-    Example:
+    Getting started:
       relayctl accounts add main --type openai-responses --token-stdin < key.txt
       relayctl keys issue alice --permission openai
-      relayctl cooldowns
+      relayctl doctor
+    \b
+    Day to day:
+      relayctl cooldowns --watch
+      relayctl outcomes summary --since 24h
+      relayctl accounts rotate main --token-stdin < new-key.txt
     """
 
 
