@@ -53,7 +53,7 @@ curl -sS "$SANDBOX/_sandbox/requests" | python3 -c '
 import json, sys
 print("accounts used, in order:", [r["token"] for r in json.load(sys.stdin)])'
 
-step "The upstream rate-limits acct-a once: the relay passes the 429 on and cools the account down"
+step "The upstream rate-limits acct-a once: the relay cools acct-a down and fails over to acct-b"
 show curl -sS -X POST "$SANDBOX/_sandbox/faults" -d '{"preset": "rate_limited", "resets_in_seconds": 30, "token": "sandbox-token-a", "times": 1}'
 echo
 for i in 1 2; do

@@ -26,6 +26,10 @@ class Settings:
     refresh_interval_seconds: float = 0.5
     max_upstream_connections: int = 256
     poll_after_ms: int = 2000
+    max_failover: int = 2
+    server_error_threshold: int = 3
+    server_error_cooldown_seconds: float = 30.0
+    idempotency_ttl_seconds: float = 24 * 3600.0
 
     @property
     def key_file(self) -> Path:
@@ -63,4 +67,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=int(_number(env, "RELAY_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1)),
         refresh_interval_seconds=_number(env, "RELAY_REFRESH_INTERVAL_SECONDS", 0.5, minimum=0.05),
         poll_after_ms=int(_number(env, "RELAY_POLL_AFTER_MS", 2000, minimum=0)),
+        max_failover=int(_number(env, "RELAY_MAX_FAILOVER", 2, minimum=0)),
+        server_error_threshold=int(_number(env, "RELAY_SERVER_ERROR_THRESHOLD", 3, minimum=1)),
+        server_error_cooldown_seconds=_number(env, "RELAY_SERVER_ERROR_COOLDOWN_SECONDS", 30.0, minimum=1.0),
+        idempotency_ttl_seconds=_number(env, "RELAY_IDEMPOTENCY_TTL_SECONDS", 24 * 3600.0, minimum=60.0),
     )

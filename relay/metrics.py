@@ -73,6 +73,12 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        self.failovers = Counter(
+            "relay_failovers_total",
+            "New work retried on another account, by what went wrong on the first.",
+            ["from_error_class"],
+            registry=self.registry,
+        )
         self.videos = Counter(
             "relay_videos_total",
             "Video jobs that reached a final status, counted once when the relay first sees it.",

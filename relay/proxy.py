@@ -158,7 +158,7 @@ async def read_attempt(
     try:
         return await upstream_http.read_answer(response, started, max_bytes=state.settings.max_upstream_response_bytes)
     except upstream_http.UpstreamFailure as failure:
-        raise failed(state, upstream, key, request, route, failure) from None
+        raise await failed(state, upstream, key, request, route, failure) from None
 
 
 async def open_attempt(
@@ -184,21 +184,32 @@ async def open_attempt(
             body=body,
         )
     except upstream_http.UpstreamFailure as failure:
-        raise failed(state, upstream, key, request, route, failure) from None
+        raise await failed(state, upstream, key, request, route, failure) from None
 
 
-def failed(
+class UpstreamUnavailable(RelayError):
+    """502/504 for a transport failure; remembers whether the request never left (safe to retry)."""
+
+    def __init__(self, failure: upstream_http.UpstreamFailure) -> None:
+        if failure.error_class == "timeout":
+            super().__init__(504, "The upstream did not answer in time.", code="upstream_timeout")
+        else:
+            super().__init__(502, "The upstream could not be reached or broke off the answer.", code="upstream_unreachable")
+        self.error_class = failure.error_class
+        self.before_send = failure.before_send
+
+
+async def failed(
     state: RelayState, upstream: Upstream, key: KeyRecord, request: Request, route: str, failure: upstream_http.UpstreamFailure
-) -> RelayError:
+) -> UpstreamUnavailable:
     request_id: str = request.state.request_id
     record(state, upstream, key, request_id, route, None, failure.error_class, failure.latency_seconds)
     log.warning(
         "upstream failure request_id=%s account=%s route=%s error_class=%s detail=%s",
         request_id, upstream.name, route, failure.error_class, failure.message,
     )
-    if failure.error_class == "timeout":
-        return RelayError(504, "The upstream did not answer in time.", code="upstream_timeout")
-    return RelayError(502, "The upstream could not be reached or broke off the answer.", code="upstream_unreachable")
+    await note_server_health(state, upstream, failure.error_class)
+    return UpstreamUnavailable(failure)
 
 
 async def settle(
@@ -216,6 +227,40 @@ async def settle(
     record(state, upstream, key, request.state.request_id, route, answer.status, kind, answer.latency_seconds, job_status)
     if kind != "none":
         await apply_error(state, upstream, answer, kind, request_id=request.state.request_id, route=route)
+    await note_server_health(state, upstream, kind)
+
+
+_SERVER_SIDE = frozenset({"server_error", "timeout", "connection_error"})
+
+
+async def note_server_health(state: RelayState, upstream: Upstream, kind: str) -> None:
+    """Rest an account for a short while after several server-side failures in a row.
+
+    Counted per worker: a flapping upstream is taken out of rotation here quickly, and comes
+    back by itself when the cooldown ends.
+    """
+    name = upstream.name
+    if kind not in _SERVER_SIDE:
+        state.server_failures.pop(name, None)
+        return
+    count = state.server_failures.get(name, 0) + 1
+    state.server_failures[name] = count
+    if count < state.settings.server_error_threshold:
+        return
+    state.server_failures.pop(name, None)
+    now = time.time()
+    until = now + state.settings.server_error_cooldown_seconds
+    reason = f"{count} upstream failures in a row ({kind})"
+    try:
+        evicted = await state.db(
+            state.store.set_account_state, name, "rate_limited", now=now, reason=reason, until=until,
+            last_error=f"last failure: {kind}", evict_sessions=True,
+        )
+    except NotFound:
+        return
+    state.pool.apply_state(name, "rate_limited", now=now, reason=reason, until=until)
+    if evicted:
+        state.metrics.sticky_evictions.labels("server_errors").inc(evicted)
 
 
 def record(
@@ -288,6 +333,55 @@ async def apply_error(
     state.pool.apply_state(name, new_state, now=now, reason=reason, until=until)
     if evicted:
         state.metrics.sticky_evictions.labels(new_state).inc(evicted)
+
+
+FAILOVER_STATUSES = frozenset({401, 402, 429})
+
+
+async def attempt_with_failover(
+    state: RelayState,
+    upstream: Upstream,
+    request: Request,
+    *,
+    route: str,
+    key: KeyRecord,
+    path: str,
+    body: bytes,
+    may_fail_over: bool,
+) -> tuple[Upstream, upstream_http.Answer]:
+    """New work: on 429/401/402, or a failure before anything was sent, try the next eligible account.
+
+    Never after the request may have reached an upstream (read timeout, reset, 5xx): a
+    duplicate render costs money. At most RELAY_MAX_FAILOVER extra attempts.
+    """
+    tried = [upstream.name]
+    while True:
+        unavailable: UpstreamUnavailable | None = None
+        try:
+            answer = await attempt(state, upstream, request, route=route, key=key, method="POST", path=path, body=body)
+        except UpstreamUnavailable as error:
+            if not error.before_send:
+                raise
+            unavailable, reason = error, error.error_class
+        else:
+            if answer.status not in FAILOVER_STATUSES:
+                return upstream, answer
+            reason = error_class(answer.status)
+        now = time.time()
+        following = state.pool.pick(now, exclude=tried) if may_fail_over and len(tried) <= state.settings.max_failover else None
+        if following is None:
+            if unavailable is not None:
+                raise unavailable
+            return upstream, answer
+        state.metrics.failovers.labels(reason).inc()
+        log.info(
+            "failover request_id=%s route=%s from=%s to=%s reason=%s",
+            request.state.request_id, route, upstream.name, following.name, reason,
+        )
+        state.pool.mark_used(following.name, now)
+        state.recorder.put(AccountUse(following.name, now))
+        tried.append(following.name)
+        upstream = following
 
 
 def passthrough(answer: upstream_http.Answer, extra_headers: dict[str, str] | None = None) -> Response:

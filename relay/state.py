@@ -35,6 +35,8 @@ class RelayState:
     recorder: Recorder
     metrics: Metrics
     config_version: int = -1
+    # Consecutive server-side failures per account, this worker's view (see proxy.note_server_health).
+    server_failures: dict[str, int] = field(default_factory=dict)
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:

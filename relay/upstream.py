@@ -69,13 +69,18 @@ class Answer:
 
 
 class UpstreamFailure(Exception):
-    """No usable HTTP answer: `error_class` is `timeout` or `connection_error`."""
+    """No usable HTTP answer: `error_class` is `timeout` or `connection_error`.
 
-    def __init__(self, error_class: str, message: str, latency_seconds: float) -> None:
+    `before_send` is True only when the request certainly never reached the upstream
+    (no connection could be made), which is what makes retrying elsewhere safe.
+    """
+
+    def __init__(self, error_class: str, message: str, latency_seconds: float, *, before_send: bool = False) -> None:
         super().__init__(message)
         self.error_class = error_class
         self.message = message
         self.latency_seconds = latency_seconds
+        self.before_send = before_send
 
 
 def make_client(settings: Settings) -> httpx.AsyncClient:
@@ -127,9 +132,12 @@ async def _failures_classified(started: float) -> AsyncIterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise UpstreamFailure("timeout", _describe(exc), time.perf_counter() - started) from None
+        unsent = isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
+        raise UpstreamFailure("timeout", _describe(exc), time.perf_counter() - started, before_send=unsent) from None
     except (httpx.TransportError, httpx.InvalidURL) as exc:
-        raise UpstreamFailure("connection_error", _describe(exc), time.perf_counter() - started) from None
+        # ConnectError covers refused connections, DNS and TLS handshake failures: nothing was sent.
+        unsent = isinstance(exc, (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL))
+        raise UpstreamFailure("connection_error", _describe(exc), time.perf_counter() - started, before_send=unsent) from None
 
 
 async def open_response(

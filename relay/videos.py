@@ -23,6 +23,7 @@ from .body import body_fields
 from .errors import RelayError
 from .proxy import (
     attempt,
+    attempt_with_failover,
     authorize,
     choose_account,
     fetch,
@@ -73,7 +74,10 @@ async def new_job(
     else:
         session = session_id(fields, request.headers)
         upstream = await choose_account(state, session_hash(session) if session else None, now=now, route=route)
-    answer = await attempt(state, upstream, request, route=route, key=key, method="POST", path=upstream_path, body=body)
+    # Work on an existing video must stay with its owner; everything else may move on.
+    upstream, answer = await attempt_with_failover(
+        state, upstream, request, route=route, key=key, path=upstream_path, body=body, may_fail_over=source is None
+    )
     if answer.status < 300:
         await record_job(state, answer.body, account=upstream.name, key=key, kind=kind, source=source, fields=fields)
     return passthrough(answer)
@@ -293,7 +297,9 @@ async def create_character(request: Request) -> Response:
     session = session_id(fields, request.headers)
     route = "videos.character_create"
     upstream = await choose_account(state, session_hash(session) if session else None, now=now, route=route)
-    answer = await attempt(state, upstream, request, route=route, key=key, method="POST", path="/videos/characters", body=body)
+    upstream, answer = await attempt_with_failover(
+        state, upstream, request, route=route, key=key, path="/videos/characters", body=body, may_fail_over=True
+    )
     resource = _json_object(answer.body) if answer.status < 300 else None
     character_id = resource.get("id") if resource else None
     if isinstance(character_id, str) and character_id:

@@ -200,7 +200,8 @@ def test_range_and_conditional_downloads(relay: Relay, sandbox: Sandbox) -> None
     assert relay.client.get(url, headers={**auth(key), "Range": f"bytes={10**9}-"}).status_code == 416
 
 
-def test_quota_exhaustion_is_not_worth_retrying(relay: Relay, sandbox: Sandbox) -> None:
+def test_quota_exhaustion_is_not_worth_retrying(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = make_relay(max_failover=0)
     relay.add_account("a", sandbox.base_api())
     relay.add_account("b", sandbox.base_api())
     key = relay.issue_key()
