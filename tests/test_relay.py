@@ -400,7 +400,7 @@ def test_outcome_rows_and_metrics(relay: Relay, sandbox: Sandbox) -> None:
         'relay_upstream_requests_total{account="a",account_type="openai-responses",error_class="none",'
         'route="videos.create",status_class="2xx"} 2.0'
     ) in text
-    assert 'relay_upstream_request_duration_seconds_count{account="a",route="videos.create"} 1.0' in text
+    assert 'relay_upstream_request_duration_seconds_count{account="a",route="videos.create"} 2.0' in text
     assert 'relay_account_state{account="b",state="unauthorized"} 1.0' in text
     assert 'relay_account_state{account="a",state="active"} 1.0' in text
 
