@@ -284,6 +284,22 @@ class Store:
             )
             db["videos"].create_index(["key_name", "created_at"], if_not_exists=True)
             db["videos"].create_index(["account"], if_not_exists=True)
+            db["idempotency"].create(
+                {
+                    "key_name": str,
+                    "idempotency_key": str,
+                    "request_hash": str,
+                    "state": str,
+                    "status": int,
+                    "content_type": str,
+                    "body": bytes,
+                    "created_at": float,
+                    "expires_at": float,
+                },
+                pk=("key_name", "idempotency_key"),
+                not_null=["request_hash", "state", "created_at", "expires_at"],
+                if_not_exists=True,
+            )
             db["characters"].create(
                 {"id": str, "account": str, "key_name": str, "created_at": float},
                 pk="id",
@@ -656,6 +672,53 @@ class Store:
             (*params, limit + 1),
         ).fetchall()
         return [_video(row) for row in rows[:limit]], len(rows) > limit
+
+    def claim_idempotency(
+        self, key_name: str, idempotency_key: str, request_hash: str, *, now: float, ttl: float, stale_after: float
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Claim an Idempotency-Key for one request.
+
+        Returns ("claimed", None) for the first request, ("replay", stored answer) once it
+        finished, ("in_progress", None) while another request holds it, or ("mismatch", None)
+        when the key was used with a different request. A claim older than `stale_after`
+        (its worker died) can be taken over.
+        """
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM idempotency WHERE key_name = ? AND idempotency_key = ? AND expires_at <= ?",
+                (key_name, idempotency_key, now),
+            )
+            row = conn.execute(
+                "SELECT * FROM idempotency WHERE key_name = ? AND idempotency_key = ?", (key_name, idempotency_key)
+            ).fetchone()
+            if row is not None:
+                if row["request_hash"] != request_hash:
+                    return "mismatch", None
+                if row["state"] == "done":
+                    return "replay", dict(row)
+                if row["created_at"] > now - stale_after:
+                    return "in_progress", None
+            conn.execute(
+                "INSERT OR REPLACE INTO idempotency (key_name, idempotency_key, request_hash, state, created_at,"
+                " expires_at) VALUES (?, ?, ?, 'pending', ?, ?)",
+                (key_name, idempotency_key, request_hash, now, now + ttl),
+            )
+            return "claimed", None
+
+    def finish_idempotency(self, key_name: str, idempotency_key: str, *, status: int, content_type: str | None, body: bytes) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE idempotency SET state = 'done', status = ?, content_type = ?, body = ?"
+                " WHERE key_name = ? AND idempotency_key = ?",
+                (status, content_type, body, key_name, idempotency_key),
+            )
+
+    def release_idempotency(self, key_name: str, idempotency_key: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM idempotency WHERE key_name = ? AND idempotency_key = ? AND state = 'pending'",
+                (key_name, idempotency_key),
+            )
 
     def insert_character(self, character_id: str, *, account: str, key_name: str, now: float) -> None:
         with self._write() as conn:

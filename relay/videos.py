@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from . import upstream as upstream_http
 from .body import body_fields
 from .errors import RelayError
+from .idempotency import idempotent
 from .proxy import (
     attempt,
     attempt_with_failover,
@@ -66,21 +67,25 @@ async def new_job(
     now = time.time()
     key = key or await authorize(request, state, now)
     body = await request_body(request, state)
-    fields = body_fields(body, request.headers.get("content-type"), _FIELDS)
-    if source is None and kind in ("edit", "extension") and "video[id]" in fields:
-        source = await owned_video(state, key, fields["video[id]"])
-    if source is not None:
-        upstream = await owner_account(state, source.account)
-    else:
-        session = session_id(fields, request.headers)
-        upstream = await choose_account(state, session_hash(session) if session else None, now=now, route=route)
-    # Work on an existing video must stay with its owner; everything else may move on.
-    upstream, answer = await attempt_with_failover(
-        state, upstream, request, route=route, key=key, path=upstream_path, body=body, may_fail_over=source is None
-    )
-    if answer.status < 300:
-        await record_job(state, answer.body, account=upstream.name, key=key, kind=kind, source=source, fields=fields)
-    return passthrough(answer)
+    async with idempotent(state, request, key, route, body) as claim:
+        if claim.replay is not None:
+            return claim.replay
+        fields = body_fields(body, request.headers.get("content-type"), _FIELDS)
+        if source is None and kind in ("edit", "extension") and "video[id]" in fields:
+            source = await owned_video(state, key, fields["video[id]"])
+        if source is not None:
+            upstream = await owner_account(state, source.account)
+        else:
+            session = session_id(fields, request.headers)
+            upstream = await choose_account(state, session_hash(session) if session else None, now=now, route=route)
+        # Work on an existing video must stay with its owner; everything else may move on.
+        upstream, answer = await attempt_with_failover(
+            state, upstream, request, route=route, key=key, path=upstream_path, body=body, may_fail_over=source is None
+        )
+        if answer.status < 300:
+            await record_job(state, answer.body, account=upstream.name, key=key, kind=kind, source=source, fields=fields)
+        claim.keep(answer.status, answer.headers.get("content-type"), answer.body)
+        return passthrough(answer)
 
 
 async def record_job(
