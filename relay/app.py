@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import time
 from typing import Any, AsyncIterator
 
 import anyio
@@ -24,11 +25,13 @@ from . import videos
 from .config import ConfigError, Settings, load_settings
 from .crypto import SecretKeyError
 from .errors import RelayError, envelope, error_response
+from .logs import RequestFacts, configure_logging, fields
 from .proxy import relay_state
 from .state import build_state, keep_fresh
 from .upstream import make_client
 
 log = logging.getLogger("relay")
+access_log = logging.getLogger("relay.access")
 
 
 async def healthz(request: Request) -> Response:
@@ -81,7 +84,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 class RequestIdMiddleware:
-    """Gives every response an `x-request-id`, and turns any escaped exception into the envelope."""
+    """Every response gets `x-request-id` and `x-relay-overhead-ms`; every request one log line.
+
+    Escaped exceptions become the OpenAI envelope (500) here, the one place that sees them all.
+    Plain ASGI (no BaseHTTPMiddleware), so streamed bodies pass through untouched.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -90,48 +97,57 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started_at = time.perf_counter()
         request_id = "req_" + secrets.token_hex(12)
-        scope.setdefault("state", {})["request_id"] = request_id
-        started = False
+        facts = RequestFacts()
+        scope.setdefault("state", {}).update(request_id=request_id, facts=facts)
+        status = 0
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                status = message["status"]
+                overhead_ms = max(0.0, (time.perf_counter() - started_at - facts.upstream_seconds) * 1000)
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                    (b"x-relay-overhead-ms", f"{overhead_ms:.3f}".encode()),
+                ]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error request_id=%s", request_id)
-            if started:
+            log.exception("unhandled error", extra=fields(request_id=request_id))
+            if status:
                 raise
             await send_with_id(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [(b"content-type", b"application/json")],
-                }
+                {"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"application/json")]}
             )
             body = envelope(
-                f"The relay failed to handle this request (request id {request_id}).",
-                status=500,
-                code="internal_error",
+                f"The relay failed to handle this request (request id {request_id}).", status=500, code="internal_error"
             )
             await send({"type": "http.response.body", "body": body})
+        finally:
+            if access_log.isEnabledFor(logging.INFO) and scope.get("path") not in _QUIET_PATHS:
+                access_log.info(
+                    "request",
+                    extra=fields(
+                        request_id=request_id,
+                        method=scope["method"],
+                        route=facts.route,
+                        status=status,
+                        key=facts.key,
+                        account=facts.account,
+                        error_class=facts.error_class,
+                        upstream_ms=round(facts.upstream_seconds * 1000, 3) if facts.account else None,
+                        duration_ms=round((time.perf_counter() - started_at) * 1000, 3),
+                    ),
+                )
 
 
-def configure_logging() -> None:
-    """Plain lines on stderr unless the host application configured the `relay` logger itself."""
-    logger = logging.getLogger("relay")
-    if logger.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+# Scrapes and health checks would drown the access log.
+_QUIET_PATHS = frozenset({"/metrics", "/healthz"})
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -139,11 +155,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        configure_logging()
         try:
             configured = settings or load_settings()
+            configure_logging(configured.log_format)
+            access_log.disabled = not configured.access_log
             state = build_state(configured, make_client(configured))
         except (ConfigError, SecretKeyError) as error:
+            configure_logging("text")
             log.error("cannot start: %s", error)
             raise
         async with state.http:

@@ -30,6 +30,8 @@ class Settings:
     server_error_threshold: int = 3
     server_error_cooldown_seconds: float = 30.0
     idempotency_ttl_seconds: float = 24 * 3600.0
+    log_format: str = "text"
+    access_log: bool = True
 
     @property
     def key_file(self) -> Path:
@@ -46,6 +48,13 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
     if not value >= minimum or value == float("inf"):
         raise ConfigError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -71,4 +80,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         server_error_threshold=int(_number(env, "RELAY_SERVER_ERROR_THRESHOLD", 3, minimum=1)),
         server_error_cooldown_seconds=_number(env, "RELAY_SERVER_ERROR_COOLDOWN_SECONDS", 30.0, minimum=1.0),
         idempotency_ttl_seconds=_number(env, "RELAY_IDEMPOTENCY_TTL_SECONDS", 24 * 3600.0, minimum=60.0),
+        log_format=_choice(env, "RELAY_LOG_FORMAT", ("text", "json"), "text"),
+        access_log=_choice(env, "RELAY_ACCESS_LOG", ("1", "0", "true", "false"), "1") in ("1", "true"),
     )

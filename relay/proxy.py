@@ -13,6 +13,7 @@ from . import upstream as upstream_http
 from .body import read_body
 from .errors import RelayError
 from .keys import AuthError, authenticate
+from .logs import RequestFacts, fields
 from .outcomes import cooldown_seconds, error_class, status_class, upstream_error
 from .pool import Upstream
 from .recorder import AccountUse, KeyUse, SessionUse
@@ -28,6 +29,11 @@ def relay_state(request: Request) -> RelayState:
     return request.app.state.relay  # type: ignore[no-any-return]
 
 
+def request_facts(request: Request) -> RequestFacts:
+    facts: RequestFacts = request.state.facts
+    return facts
+
+
 async def authorize(request: Request, state: RelayState, now: float) -> KeyRecord:
     try:
         key = await authenticate(request.headers, state.keys, service=SERVICE, now=now)
@@ -35,6 +41,7 @@ async def authorize(request: Request, state: RelayState, now: float) -> KeyRecor
         state.metrics.auth_failures.labels(error.reason).inc()
         raise
     state.recorder.put(KeyUse(key.id, now))
+    request_facts(request).key = key.name
     return key
 
 
@@ -203,10 +210,10 @@ async def failed(
     state: RelayState, upstream: Upstream, key: KeyRecord, request: Request, route: str, failure: upstream_http.UpstreamFailure
 ) -> UpstreamUnavailable:
     request_id: str = request.state.request_id
-    record(state, upstream, key, request_id, route, None, failure.error_class, failure.latency_seconds)
+    record(state, upstream, key, request, route, None, failure.error_class, failure.latency_seconds)
     log.warning(
-        "upstream failure request_id=%s account=%s route=%s error_class=%s detail=%s",
-        request_id, upstream.name, route, failure.error_class, failure.message,
+        "upstream failure",
+        extra=fields(request_id=request_id, account=upstream.name, route=route, error_class=failure.error_class, detail=failure.message),
     )
     await note_server_health(state, upstream, failure.error_class)
     return UpstreamUnavailable(failure)
@@ -224,7 +231,7 @@ async def settle(
 ) -> None:
     """Record an HTTP answer and apply what it means for the account."""
     kind = error_class(answer.status)
-    record(state, upstream, key, request.state.request_id, route, answer.status, kind, answer.latency_seconds, job_status)
+    record(state, upstream, key, request, route, answer.status, kind, answer.latency_seconds, job_status)
     if kind != "none":
         await apply_error(state, upstream, answer, kind, request_id=request.state.request_id, route=route)
     await note_server_health(state, upstream, kind)
@@ -267,20 +274,24 @@ def record(
     state: RelayState,
     upstream: Upstream,
     key: KeyRecord,
-    request_id: str,
+    request: Request,
     route: str,
     status: int | None,
     kind: str,
     latency_seconds: float,
     job_status: str | None = None,
 ) -> None:
+    """One upstream attempt: its metrics, its outcome row, and the request's log facts."""
     account = upstream.account
+    facts = request_facts(request)
+    facts.account, facts.route, facts.error_class = account.name, route, kind
+    facts.upstream_seconds += latency_seconds
     state.metrics.upstream_requests.labels(account.name, account.type, route, status_class(status), kind).inc()
     state.metrics.upstream_duration.labels(account.name, route).observe(latency_seconds)
     state.recorder.put(
         Outcome(
             ts=time.time(),
-            request_id=request_id,
+            request_id=request.state.request_id,
             key_name=key.name,
             account=account.name,
             account_type=account.type,
@@ -301,8 +312,8 @@ async def apply_error(
     name = upstream.name
     code, message = upstream_error(answer.body)
     log.warning(
-        "upstream error request_id=%s account=%s route=%s status=%s error_class=%s code=%s",
-        request_id, name, route, answer.status, kind, code,
+        "upstream error",
+        extra=fields(request_id=request_id, account=name, route=route, status=answer.status, error_class=kind, code=code),
     )
     if kind == "rate_limited":
         seconds, source = cooldown_seconds(
@@ -375,8 +386,8 @@ async def attempt_with_failover(
             return upstream, answer
         state.metrics.failovers.labels(reason).inc()
         log.info(
-            "failover request_id=%s route=%s from=%s to=%s reason=%s",
-            request.state.request_id, route, upstream.name, following.name, reason,
+            "failover",
+            extra=fields(request_id=request.state.request_id, route=route, account=upstream.name, to=following.name, reason=reason),
         )
         state.pool.mark_used(following.name, now)
         state.recorder.put(AccountUse(following.name, now))

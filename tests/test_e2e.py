@@ -219,3 +219,28 @@ def test_rotations_and_cooldown_clears_reach_a_running_relay(relay_process: Any,
     newest = json.loads(relay.relayctl("keys", "rotate", "alice", "--json").stdout)["key"]
     eventually(lambda: create(key).status_code == 401 and create(new_key).status_code == 401)
     assert create(newest).status_code == 200
+
+
+def test_json_logs_are_structured_and_secret_free(relay_process: Any, sandbox: Sandbox) -> None:
+    relay = relay_process(extra_env={"RELAY_LOG_FORMAT": "json"})
+    key = operator_setup(relay, sandbox, "main")
+    prompt = "a very private prompt about a secret garden"
+    ok = httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": prompt}, headers={"Authorization": f"Bearer {key}"})
+    sandbox.fault(preset="server_error", times=1)
+    failed = httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": prompt}, headers={"Authorization": f"Bearer {key}"})
+    refused = httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": prompt})
+    assert float(ok.headers["x-relay-overhead-ms"]) >= 0
+    time.sleep(0.3)
+    entries = [json.loads(line) for line in relay.log().splitlines() if line.startswith("{")]
+    requests = {e["request_id"]: e for e in entries if e["message"] == "request"}
+    first = requests[ok.headers["x-request-id"]]
+    assert first["key"] == "alice" and first["account"] == "main" and first["route"] == "videos.create"
+    assert first["status"] == 200 and first["error_class"] == "none" and first["upstream_ms"] > 0
+    assert first["duration_ms"] >= first["upstream_ms"] and first["level"] == "info"
+    second = requests[failed.headers["x-request-id"]]
+    assert second["status"] == 500 and second["error_class"] == "server_error"
+    assert requests[refused.headers["x-request-id"]]["status"] == 401
+    assert any(e["message"] == "upstream error" and e["request_id"] == failed.headers["x-request-id"] for e in entries)
+    log = relay.log()
+    for secret in (key, "tok-main", prompt, "secret garden"):
+        assert secret not in log
