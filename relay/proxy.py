@@ -200,6 +200,8 @@ class UpstreamUnavailable(RelayError):
     def __init__(self, failure: upstream_http.UpstreamFailure) -> None:
         if failure.error_class == "timeout":
             super().__init__(504, "The upstream did not answer in time.", code="upstream_timeout")
+        elif failure.error_class == "server_error":
+            super().__init__(502, "The upstream's answer was larger than this relay accepts.", code="upstream_answer_too_large")
         else:
             super().__init__(502, "The upstream could not be reached or broke off the answer.", code="upstream_unreachable")
         self.error_class = failure.error_class

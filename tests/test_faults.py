@@ -1,0 +1,145 @@
+"""The upstream fault matrix (docs/faults.md): for each way an upstream misbehaves, what the client
+sees and what happens to the account. Each test is one row of that table."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any, Iterator
+
+import pytest
+
+from conftest import Relay, Sandbox
+from test_relay import CREATE, assert_envelope, auth, outcomes, tokens_seen
+
+V = "/openai/v1/videos"
+
+
+@pytest.fixture
+def solo(make_relay: Any, sandbox: Sandbox) -> tuple[Relay, str]:
+    """One account, no failover: every fault reaches the client as it is."""
+    relay = make_relay(max_failover=0, read_timeout_seconds=0.5, max_upstream_response_bytes=64 * 1024)
+    relay.add_account("a", sandbox.base_api())
+    return relay, relay.issue_key()
+
+
+def send(relay: Relay, key: str) -> Any:
+    return relay.client.post(V, json=CREATE, headers=auth(key))
+
+
+def last_outcome(relay: Relay) -> tuple[int | None, str]:
+    row = outcomes(relay)[-1]
+    return row["upstream_status"], row["error_class"]
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class"), [(400, "client_error"), (403, "client_error"), (404, "client_error"), (409, "client_error"), (500, "server_error"), (502, "server_error"), (503, "server_error")]
+)
+def test_other_statuses_pass_through_and_leave_the_account_active(solo: tuple[Relay, str], sandbox: Sandbox, status: int, error_class: str) -> None:
+    relay, key = solo
+    body = {"error": {"message": f"upstream says {status}", "type": "x", "param": None, "code": f"c{status}"}}
+    sandbox.fault(status=status, body=body, times=1, headers={"retry-after": "3"})
+    response = send(relay, key)
+    assert response.status_code == status and response.json() == body
+    assert response.headers.get("retry-after") == "3"
+    assert last_outcome(relay) == (status, error_class)
+    assert relay.state.store.account("a").state == "active"
+
+
+@pytest.mark.parametrize(
+    ("raw_body", "content_type"),
+    [("<html>Bad gateway</html>", "text/html"), ("", "application/json"), ("{not json", "application/json"), ("\x00\xff", "application/octet-stream")],
+)
+def test_malformed_error_bodies_pass_through(solo: tuple[Relay, str], sandbox: Sandbox, raw_body: str, content_type: str) -> None:
+    relay, key = solo
+    sandbox.fault(status=429, raw_body=raw_body, content_type=content_type, times=1)
+    response = send(relay, key)
+    assert response.status_code == 429 and response.content == raw_body.encode()
+    # No usable hint in a malformed body: the default cooldown applies.
+    account = relay.state.store.account("a")
+    assert account.state == "rate_limited" and "default" in (account.state_reason or "")
+
+
+def test_malformed_success_body_is_passed_on_but_not_recorded_as_a_job(solo: tuple[Relay, str], sandbox: Sandbox) -> None:
+    relay, key = solo
+    sandbox.fault(status=200, raw_body="OK", content_type="text/plain", times=1)
+    response = send(relay, key)
+    assert response.status_code == 200 and response.text == "OK"
+    assert relay.client.get(V, headers=auth(key)).json()["data"] == []
+
+
+def test_huge_answer_is_cut_off_with_a_502(solo: tuple[Relay, str], sandbox: Sandbox) -> None:
+    relay, key = solo
+    sandbox.fault(status=200, raw_body="x" * (200 * 1024), content_type="application/json", times=1)
+    assert_envelope(send(relay, key), 502, "upstream_answer_too_large")
+    assert last_outcome(relay) == (None, "server_error")
+
+
+def test_slow_headers_time_out(solo: tuple[Relay, str], sandbox: Sandbox) -> None:
+    relay, key = solo
+    sandbox.fault(preset="slow", delay_seconds=2, times=1)
+    assert_envelope(send(relay, key), 504, "upstream_timeout")
+    assert last_outcome(relay) == (None, "timeout")
+    assert relay.state.store.account("a").state == "active"
+
+
+def test_slow_body_times_out(solo: tuple[Relay, str], sandbox: Sandbox) -> None:
+    relay, key = solo
+    sandbox.fault(action="slow_body", chunk_bytes=8, chunk_interval_seconds=2.0, times=1)
+    assert_envelope(send(relay, key), 504, "upstream_timeout")
+    assert last_outcome(relay) == (None, "timeout")
+
+
+def test_reset_mid_response(solo: tuple[Relay, str], sandbox: Sandbox) -> None:
+    relay, key = solo
+    sandbox.fault(action="reset", times=1)
+    assert_envelope(send(relay, key), 502, "upstream_unreachable")
+    assert last_outcome(relay) == (None, "connection_error")
+
+
+def test_tls_error_is_a_connection_error_and_fails_over(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = make_relay()
+    # https:// against a plain-HTTP port: the TLS handshake fails before any request byte is sent.
+    relay.add_account("tls", sandbox.base_api().replace("http://", "https://"), priority=1)
+    relay.add_account("b", sandbox.base_api(), priority=2)
+    key = relay.issue_key()
+    assert send(relay, key).status_code == 200
+    assert [(o["account"], o["error_class"]) for o in outcomes(relay)] == [("tls", "connection_error"), ("b", "none")]
+
+
+@pytest.fixture
+def garbage_server() -> Iterator[str]:
+    """A TCP server on 127.0.0.1 that answers any request with bytes that are not HTTP."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"SSH-2.0-OpenSSH_9.0 this is not http\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_protocol_garbage_is_a_502_without_failover(make_relay: Any, sandbox: Sandbox, garbage_server: str) -> None:
+    relay = make_relay()
+    relay.add_account("garbage", garbage_server, priority=1)
+    relay.add_account("b", sandbox.base_api(), priority=2)
+    key = relay.issue_key()
+    # The request went out before the answer turned out to be garbage: it is not retried elsewhere.
+    assert_envelope(send(relay, key), 502, "upstream_unreachable")
+    assert tokens_seen(sandbox) == []
+    assert [(o["account"], o["error_class"]) for o in outcomes(relay)] == [("garbage", "connection_error")]
