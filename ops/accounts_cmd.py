@@ -11,9 +11,11 @@ import click
 from relay.accounts import (
     CONSUMER_BACKEND_WARNING,
     add_account,
+    redact_proxy,
     remove_account,
     reset_account,
     rotate_credential,
+    set_proxy,
 )
 from relay.store import ACCOUNT_TYPES, Account
 
@@ -87,6 +89,7 @@ def accounts() -> None:
     "https://chatgpt.com/backend-api for openai).",
 )
 @click.option("--priority", type=int, default=100, show_default=True, help="Lower numbers are used first.")
+@click.option("--proxy", help="Send this account's traffic through a proxy: http://host:port or socks5://host:port.")
 @database_options
 def accounts_add(
     name: str,
@@ -95,6 +98,7 @@ def accounts_add(
     token_stdin: bool,
     base_api: str | None,
     priority: int,
+    proxy: str | None,
     db_path: str,
     as_json: bool,
 ) -> None:
@@ -114,7 +118,7 @@ def accounts_add(
     credential = read_token(token, token_stdin)
     store, box = open_db(db_path)
     account = add_account(
-        store, box, name=name, type=account_type, credential=credential, base_api=base_api, priority=priority
+        store, box, name=name, type=account_type, credential=credential, base_api=base_api, priority=priority, proxy=proxy
     )
     done(
         name,
@@ -148,13 +152,13 @@ def accounts_list(db_path: str, as_json: bool) -> None:
 @click.argument("name")
 @database_options
 def accounts_show(name: str, db_path: str, as_json: bool) -> None:
-    """Everything about account NAME except its credential.
+    """Everything about account NAME except its credential (a proxy password shows as ***).
 
     \b
     Example:
       relayctl accounts show main
     """
-    store, _ = open_db(db_path)
+    store, box = open_db(db_path)
     now = time.time()
     account = store.account(name)
     rates = store.error_rates(now - ERROR_RATE_WINDOW_SECONDS)
@@ -162,6 +166,7 @@ def accounts_show(name: str, db_path: str, as_json: bool) -> None:
     attempts, errors = rates.get(name, (0, 0))
     record.update(
         {
+            "proxy": redact_proxy(box.decrypt_or_none(account.proxy_encrypted)) if account.proxy_encrypted else None,
             "enabled": account.enabled,
             "state_reason": account.state_reason,
             "state_since": timestamp(account.state_since),
@@ -221,6 +226,31 @@ def accounts_priority(name: str, priority: int, db_path: str, as_json: bool) -> 
     store, _ = open_db(db_path)
     store.set_account_priority(name, priority)
     done(name, as_json, f"Account {name!r} has priority {priority}.", priority=priority)
+
+
+@accounts.command("proxy")
+@click.argument("name")
+@click.argument("url", required=False)
+@click.option("--clear", is_flag=True, help="Connect directly again.")
+@database_options
+def accounts_proxy(name: str, url: str | None, clear: bool, db_path: str, as_json: bool) -> None:
+    """Route account NAME's upstream traffic through URL (http://, https://, socks5://), or --clear.
+
+    The proxy URL is stored encrypted (it may carry a password) and shown with the password
+    hidden. Through an http:// proxy to an https:// upstream the request travels in a CONNECT
+    tunnel, so the proxy never sees the credential.
+
+    \b
+    Example:
+      relayctl accounts proxy main socks5://127.0.0.1:1080
+      relayctl accounts proxy main --clear
+    """
+    if (url is None) == (not clear):
+        raise click.UsageError("give a proxy URL or --clear")
+    store, box = open_db(db_path)
+    set_proxy(store, box, name, None if clear else url)
+    shown = redact_proxy(url) if url else None
+    done(name, as_json, f"Account {name!r} now connects " + (f"through {shown}." if shown else "directly."), proxy=shown)
 
 
 @accounts.command("rotate")

@@ -32,6 +32,31 @@ def validate_base_api(url: str) -> str:
     return url.rstrip("/")
 
 
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+def validate_proxy(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in PROXY_SCHEMES or not parts.hostname:
+        raise AccountInputError(f"a proxy is a URL like http://host:3128 or socks5://host:1080, got {redact_proxy(url)!r}")
+    return url
+
+
+def redact_proxy(url: str | None) -> str | None:
+    """The proxy URL with any password replaced, for display and logs."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def set_proxy(store: Store, box: SecretBox, name: str, proxy: str | None) -> None:
+    store.set_account_proxy(name, box.encrypt(validate_proxy(proxy)) if proxy else None)
+
+
 def add_account(
     store: Store,
     box: SecretBox,
@@ -41,15 +66,18 @@ def add_account(
     credential: str,
     base_api: str | None = None,
     priority: int = 100,
+    proxy: str | None = None,
     now: float | None = None,
 ) -> Account:
     try:
         validate_name(name)
     except KeyInputError as error:
         raise AccountInputError(str(error)) from None
+    if proxy:
+        validate_proxy(proxy)
     if type not in ACCOUNT_TYPES:
         raise AccountInputError(f"unknown account type {type!r}: choose from {', '.join(ACCOUNT_TYPES)}")
-    return store.insert_account(
+    account = store.insert_account(
         name=name,
         type=type,
         credential_encrypted=box.encrypt(clean_credential(credential)),
@@ -57,6 +85,10 @@ def add_account(
         priority=priority,
         now=time.time() if now is None else now,
     )
+    if proxy:
+        set_proxy(store, box, name, proxy)
+        account = store.account(name)
+    return account
 
 
 def clean_credential(credential: str) -> str:

@@ -164,17 +164,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
             configure_logging("text")
             log.error("cannot start: %s", error)
             raise
-        async with state.http:
-            state.recorder.start()
-            app.state.relay = state
-            try:
-                async with anyio.create_task_group() as tasks:
-                    tasks.start_soon(keep_fresh, state)
-                    yield {}
-                    tasks.cancel_scope.cancel()
-            finally:
-                state.recorder.close()
-                state.store.close()
+        state.recorder.start()
+        app.state.relay = state
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(keep_fresh, state)
+                yield {}
+                tasks.cancel_scope.cancel()
+        finally:
+            # uvicorn has drained in-flight requests by now; write what they recorded.
+            await state.close_clients()
+            state.recorder.close()
+            state.store.close()
 
     return Starlette(
         routes=[

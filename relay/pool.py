@@ -22,6 +22,7 @@ class Upstream:
 
     account: Account
     credential: str = field(repr=False)
+    proxy: str | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -38,13 +39,14 @@ class Pool:
         upstreams = {}
         for account in accounts:
             credential = decrypt(account.credential_encrypted)
-            if credential is None:
+            proxy = decrypt(account.proxy_encrypted) if account.proxy_encrypted else None
+            if credential is None or (account.proxy_encrypted and proxy is None):
                 if account.name not in self._undecryptable:
                     log.error("account %r: its credential cannot be decrypted with this secret key; skipping it", account.name)
                     self._undecryptable.add(account.name)
                 continue
             self._undecryptable.discard(account.name)
-            upstreams[account.name] = Upstream(account, credential)
+            upstreams[account.name] = Upstream(account, credential, proxy)
             stored = account.last_used_at or 0.0
             self._last_used[account.name] = max(stored, self._last_used.get(account.name, 0.0))
         self._upstreams = upstreams

@@ -184,7 +184,7 @@ async def open_attempt(
     account = upstream.account
     try:
         return await upstream_http.open_response(
-            state.http,
+            state.client_for(upstream),
             method,
             upstream_http.url_for(account.base_api, path),
             headers=upstream_http.request_headers(request.headers.raw, upstream.credential, content=content),

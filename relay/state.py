@@ -15,9 +15,10 @@ from .config import Settings
 from .crypto import SecretBox, read_key_file, resolve_keys
 from .keys import KeyCache
 from .metrics import Metrics
-from .pool import Pool
+from .pool import Pool, Upstream
 from .recorder import Recorder
 from .store import Store
+from .upstream import make_client
 
 log = logging.getLogger("relay")
 
@@ -37,6 +38,20 @@ class RelayState:
     config_version: int = -1
     # Consecutive server-side failures per account, this worker's view (see proxy.note_server_health).
     server_failures: dict[str, int] = field(default_factory=dict)
+    # One client (connection pool) per outbound proxy; `http` serves accounts without one.
+    proxied: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+
+    def client_for(self, upstream: Upstream) -> httpx.AsyncClient:
+        if upstream.proxy is None:
+            return self.http
+        client = self.proxied.get(upstream.proxy)
+        if client is None:
+            client = self.proxied[upstream.proxy] = make_client(self.settings, upstream.proxy)
+        return client
+
+    async def close_clients(self) -> None:
+        for client in [self.http, *self.proxied.values()]:
+            await client.aclose()
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:

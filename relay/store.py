@@ -53,6 +53,7 @@ class Account:
     created_at: float
     credential_encrypted: str = field(repr=False)
     credential_rotated_at: float | None = None
+    proxy_encrypted: str | None = field(default=None, repr=False)
 
     def effective_state(self, now: float) -> str:
         if not self.enabled:
@@ -223,6 +224,8 @@ class Store:
                     "last_used_at": float,
                     "created_at": float,
                     "credential_rotated_at": float,
+                    # Outbound proxy URL, encrypted like the credential (it may carry a password).
+                    "proxy": str,
                 },
                 pk="id",
                 not_null=["name", "type", "credential", "base_api", "priority", "enabled", "state", "created_at"],
@@ -419,6 +422,12 @@ class Store:
                 raise NotFound(f"no account named {name!r}")
             self._bump(conn)
 
+    def set_account_proxy(self, name: str, proxy_encrypted: str | None) -> None:
+        with self._write() as conn:
+            if conn.execute("UPDATE accounts SET proxy = ? WHERE name = ?", (proxy_encrypted, name)).rowcount == 0:
+                raise NotFound(f"no account named {name!r}")
+            self._bump(conn)
+
     def set_account_priority(self, name: str, priority: int) -> None:
         with self._write() as conn:
             if conn.execute("UPDATE accounts SET priority = ? WHERE name = ?", (priority, name)).rowcount == 0:
@@ -440,9 +449,10 @@ class Store:
     def reencrypt_credentials(self, reencrypt: Callable[[str], str], check_value: str) -> int:
         """Re-encrypt every credential and the key check in one transaction; return how many."""
         with self._write() as conn:
-            rows = conn.execute("SELECT id, credential FROM accounts").fetchall()
+            rows = conn.execute("SELECT id, credential, proxy FROM accounts").fetchall()
             conn.executemany(
-                "UPDATE accounts SET credential = ? WHERE id = ?", [(reencrypt(r["credential"]), r["id"]) for r in rows]
+                "UPDATE accounts SET credential = ?, proxy = ? WHERE id = ?",
+                [(reencrypt(r["credential"]), reencrypt(r["proxy"]) if r["proxy"] else None, r["id"]) for r in rows],
             )
             conn.execute("UPDATE meta SET value = ? WHERE key = 'secret_check'", (check_value,))
             self._bump(conn)
@@ -847,5 +857,6 @@ def _account(row: sqlite3.Row) -> Account:
         created_at=row["created_at"],
         credential_encrypted=row["credential"],
         credential_rotated_at=row["credential_rotated_at"],
+        proxy_encrypted=row["proxy"],
     )
 

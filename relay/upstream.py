@@ -83,8 +83,9 @@ class UpstreamFailure(Exception):
         self.before_send = before_send
 
 
-def make_client(settings: Settings) -> httpx.AsyncClient:
+def make_client(settings: Settings, proxy: str | None = None) -> httpx.AsyncClient:
     client = httpx.AsyncClient(
+        proxy=proxy,
         timeout=httpx.Timeout(
             connect=settings.connect_timeout_seconds,
             read=settings.read_timeout_seconds,
@@ -95,7 +96,7 @@ def make_client(settings: Settings) -> httpx.AsyncClient:
             max_connections=settings.max_upstream_connections,
             max_keepalive_connections=settings.max_upstream_connections,
         ),
-        # Operators configure proxies per account, explicitly; ambient *_PROXY variables must not
+        # Proxies are configured per account, explicitly; ambient *_PROXY variables must not
         # silently reroute credentials.
         trust_env=False,
         follow_redirects=False,
