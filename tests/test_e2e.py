@@ -244,3 +244,33 @@ def test_json_logs_are_structured_and_secret_free(relay_process: Any, sandbox: S
     log = relay.log()
     for secret in (key, "tok-main", prompt, "secret garden"):
         assert secret not in log
+
+
+def test_no_secret_anywhere_an_operator_or_attacker_could_look(relay_process: Any, sandbox: Sandbox) -> None:
+    relay = relay_process(workers=2, extra_env={"RELAY_SECRET_KEY": ""})
+    key = operator_setup(relay, sandbox, "a", "b")
+    proxy_password = "proxy-pa55word"
+    assert relay.relayctl("accounts", "add", "c", "--type", "openai-responses", "--token", "tok-c", "--base-api", sandbox.base_api(), "--proxy", f"http://u:{proxy_password}@127.0.0.1:9").returncode == 0
+    rotated = json.loads(relay.relayctl("keys", "rotate", "alice", "--grace", "1h", "--json").stdout)["key"]
+    headers = {"Authorization": f"Bearer {rotated}"}
+    for preset in ("rate_limited", "unauthorized", "server_error", None):
+        if preset:
+            sandbox.fault(preset=preset, times=1)
+        httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": "x"}, headers=headers, timeout=10)
+    httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": "x"}, headers={"Authorization": f"Bearer {key}x"})
+    time.sleep(0.5)
+    secret_key = open(relay.env["RELAY_DATABASE"] + ".key").read().split()[0]
+    secrets = [key, rotated, key.split("-", 2)[2], rotated.split("-", 2)[2], "tok-a", "tok-b", "tok-c", proxy_password, secret_key]
+    cli_outputs = [
+        relay.relayctl(*command).stdout + relay.relayctl(*command).stderr
+        for command in [
+            ("keys", "list"), ("keys", "show", "alice", "--json"), ("accounts", "list", "--json"), ("accounts", "show", "c"),
+            ("cooldowns", "--json"), ("outcomes", "--json"), ("outcomes", "summary"), ("sessions", "list"), ("doctor",),
+        ]
+    ]
+    database = b"".join(open(path, "rb").read() for path in (relay.env["RELAY_DATABASE"], relay.env["RELAY_DATABASE"] + "-wal") if os.path.exists(path))
+    places = {"log": relay.log(), "metrics": httpx.get(f"{relay.url}/metrics").text, "cli": "\n".join(cli_outputs)}
+    for secret in secrets:
+        for place, text in places.items():
+            assert secret not in text, f"a secret appears in the {place}"
+        assert secret.encode() not in database, "a secret appears in the database file"
