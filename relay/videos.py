@@ -37,6 +37,7 @@ from .proxy import (
     settle,
 )
 from .sessions import SESSION_FIELD, session_hash, session_id
+from .pool import Upstream
 from .state import RelayState
 from .store import KeyRecord, Video
 
@@ -106,7 +107,7 @@ async def record_job(
     # An extension's `seconds` is the stitched total; what was rendered is the request's `seconds`.
     rendered = fields.get("seconds") if kind == "extension" else seconds
     now = time.time()
-    created_at = resource.get("created_at")
+    progress = _json_number(resource.get("progress"))
     await state.db(
         state.store.insert_video,
         Video(
@@ -120,8 +121,8 @@ async def record_job(
             billable_seconds=_number(rendered),
             size=_text(resource.get("size")) or fields.get("size"),
             status=_text(resource.get("status")) or "queued",
-            progress=resource.get("progress") if isinstance(resource.get("progress"), int) else None,
-            created_at=float(created_at) if isinstance(created_at, (int, float)) and not isinstance(created_at, bool) else now,
+            progress=int(progress) if progress is not None else None,
+            created_at=_json_number(resource.get("created_at")) or now,
             recorded_at=now,
             finished_at=None,
             deleted_at=None,
@@ -155,11 +156,16 @@ async def extend_video(request: Request) -> Response:
 # -- follow-ups on existing jobs ------------------------------------------------------------------------
 
 
-async def retrieve_video(request: Request) -> Response:
+async def followup(request: Request) -> tuple[RelayState, KeyRecord, Video, Upstream]:
+    """The caller's key, its video named in the path, and the account that owns it."""
     state = relay_state(request)
     key = await authorize(request, state, time.time())
     video = await owned_video(state, key, request.path_params["video_id"])
-    upstream = await owner_account(state, video.account)
+    return state, key, video, await owner_account(state, video.account)
+
+
+async def retrieve_video(request: Request) -> Response:
+    state, key, video, upstream = await followup(request)
     answer = await fetch(
         state, upstream, request, route="videos.retrieve", key=key, method="GET", path=f"/videos/{quote(video.id)}", body=None
     )
@@ -177,14 +183,13 @@ async def refresh_status(state: RelayState, video: Video, answer: upstream_http.
     status = _text(resource.get("status")) if resource else None
     if resource is None or status is None:
         return None
-    progress = resource.get("progress")
-    expires_at = resource.get("expires_at")
+    progress = _json_number(resource.get("progress"))
     finished = await state.db(
         state.store.update_video,
         video.id,
         status=status,
-        progress=progress if isinstance(progress, int) and not isinstance(progress, bool) else None,
-        expires_at=float(expires_at) if isinstance(expires_at, (int, float)) and not isinstance(expires_at, bool) else None,
+        progress=int(progress) if progress is not None else None,
+        expires_at=_json_number(resource.get("expires_at")),
         resource=json.dumps(resource),
         now=time.time(),
     )
@@ -199,10 +204,7 @@ async def refresh_status(state: RelayState, video: Video, answer: upstream_http.
 
 
 async def delete_video(request: Request) -> Response:
-    state = relay_state(request)
-    key = await authorize(request, state, time.time())
-    video = await owned_video(state, key, request.path_params["video_id"])
-    upstream = await owner_account(state, video.account)
+    state, key, video, upstream = await followup(request)
     answer = await attempt(
         state, upstream, request, route="videos.delete", key=key, method="DELETE", path=f"/videos/{quote(video.id)}", body=None
     )
@@ -213,15 +215,12 @@ async def delete_video(request: Request) -> Response:
 
 async def video_content(request: Request) -> Response:
     """Stream the bytes: constant memory, the client's pace, the upstream released on disconnect."""
-    state = relay_state(request)
-    key = await authorize(request, state, time.time())
+    state, key, video, upstream = await followup(request)
     variant = request.query_params.get("variant", "video")
     if variant not in CONTENT_VARIANTS:
         raise RelayError(
             400, f"Invalid variant '{variant}': choose from {', '.join(CONTENT_VARIANTS)}.", code="invalid_variant", param="variant"
         )
-    video = await owned_video(state, key, request.path_params["video_id"])
-    upstream = await owner_account(state, video.account)
     path = f"/videos/{quote(video.id)}/content" + (f"?variant={variant}" if "variant" in request.query_params else "")
     route = "videos.content"
     response, started = await open_attempt(
@@ -346,6 +345,13 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _json_number(value: Any) -> float | None:
+    """A JSON number as a float; anything else (booleans included) as None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    return float(value)
 
 
 def _number(value: str | None) -> float | None:
