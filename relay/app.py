@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import secrets
 import time
@@ -40,6 +41,11 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     state = relay_state(request)
+    token = state.settings.metrics_token
+    if token is not None:
+        presented = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(presented.encode(), token.encode()):
+            raise RelayError(401, "GET /metrics needs 'Authorization: Bearer <RELAY_METRICS_TOKEN>'.", code="invalid_metrics_token")
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -31,6 +31,7 @@ class Settings:
     server_error_cooldown_seconds: float = 30.0
     idempotency_ttl_seconds: float = 24 * 3600.0
     log_format: str = "text"
+    metrics_token: str | None = None
     access_log: bool = True
 
     @property
@@ -81,5 +82,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         server_error_cooldown_seconds=_number(env, "RELAY_SERVER_ERROR_COOLDOWN_SECONDS", 30.0, minimum=1.0),
         idempotency_ttl_seconds=_number(env, "RELAY_IDEMPOTENCY_TTL_SECONDS", 24 * 3600.0, minimum=60.0),
         log_format=_choice(env, "RELAY_LOG_FORMAT", ("text", "json"), "text"),
+        metrics_token=env.get("RELAY_METRICS_TOKEN") or None,
         access_log=_choice(env, "RELAY_ACCESS_LOG", ("1", "0", "true", "false"), "1") in ("1", "true"),
     )

@@ -467,3 +467,11 @@ def test_reset_mid_answer_is_502(relay: Relay, sandbox: Sandbox) -> None:
     assert_envelope(relay.client.post("/openai/v1/videos", json=CREATE, headers=auth(key)), 502, "upstream_unreachable")
     assert [o["error_class"] for o in outcomes(relay)] == ["connection_error"]
     assert relay.state.store.account("a").state == "active"
+
+
+def test_metrics_token(make_relay: Any) -> None:
+    relay = make_relay(metrics_token="scrape-me")
+    assert_envelope(relay.client.get("/metrics"), 401, "invalid_metrics_token")
+    assert_envelope(relay.client.get("/metrics", headers={"Authorization": "Bearer wrong"}), 401)
+    allowed = relay.client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    assert allowed.status_code == 200 and "relay_upstream_requests_total" in allowed.text
