@@ -71,10 +71,23 @@ def _json_fields(body: bytes, names: frozenset[str]) -> dict[str, str]:
     for name in names:
         value = _json_value(payload, name)
         if isinstance(value, str):
+            if not is_valid_unicode(value):
+                # JSON can escape lone surrogates ("\ud800"); no id or session can contain one.
+                raise RelayError(
+                    400, f"The field '{name}' is not valid Unicode.", code="invalid_json", param=name
+                )
             found[name] = value
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             found[name] = json.dumps(value)
     return found
+
+
+def is_valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_value(payload: dict[str, Any], name: str) -> Any:

@@ -192,6 +192,10 @@ async def open_attempt(
         )
     except upstream_http.UpstreamFailure as failure:
         raise await failed(state, upstream, key, request, route, failure) from None
+    except upstream_http.RequestNotSendable:
+        raise RelayError(
+            400, "A forwarded request header has a value HTTP does not allow.", code="invalid_request_headers"
+        ) from None
 
 
 class UpstreamUnavailable(RelayError):

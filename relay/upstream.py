@@ -83,6 +83,10 @@ class UpstreamFailure(Exception):
         self.before_send = before_send
 
 
+class RequestNotSendable(Exception):
+    """The outgoing HTTP library refused to write the request; nothing was sent."""
+
+
 def make_client(settings: Settings, proxy: str | None = None) -> httpx.AsyncClient:
     client = httpx.AsyncClient(
         proxy=proxy,
@@ -117,7 +121,8 @@ def request_headers(
 ) -> list[tuple[bytes, bytes]]:
     """The allowed client headers as raw bytes (byte-exact, whatever their encoding), plus upstream auth."""
     allowed = _FORWARDED_FOR_CONTENT if content else _FORWARDED
-    headers = [(name, value) for name, value in client_headers if name in allowed or name == b"content-type"]
+    # Surrounding whitespace is not part of a field value (RFC 9110, 5.5); h11 refuses to send it.
+    headers = [(name, value.strip(b" \t")) for name, value in client_headers if name in allowed or name == b"content-type"]
     headers.append((b"authorization", b"Bearer " + credential.encode("ascii")))
     return headers
 
@@ -132,6 +137,10 @@ def response_headers(upstream_headers: httpx.Headers, *, content: bool = False) 
 async def _failures_classified(started: float) -> AsyncIterator[None]:
     try:
         yield
+    except httpx.LocalProtocolError as exc:
+        # The request could not even be written (e.g. a header value HTTP forbids): the client's
+        # doing, not the upstream's, and nothing left this process.
+        raise RequestNotSendable(str(exc)) from None
     except httpx.TimeoutException as exc:
         unsent = isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
         raise UpstreamFailure("timeout", _describe(exc), time.perf_counter() - started, before_send=unsent) from None

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from . import upstream as upstream_http
-from .body import body_fields
+from .body import body_fields, is_valid_unicode
 from .errors import RelayError
 from .idempotency import idempotent
 from .proxy import (
@@ -100,9 +100,9 @@ async def record_job(
     fields: dict[str, str],
 ) -> None:
     resource = _json_object(body)
-    video_id = resource.get("id") if resource else None
-    if not isinstance(video_id, str) or not video_id:
-        return  # an upstream that answers 2xx without an id gives nothing to follow up on
+    video_id = _text(resource.get("id")) if resource else None
+    if video_id is None:
+        return  # an upstream that answers 2xx without a usable id gives nothing to follow up on
     seconds = _text(resource.get("seconds")) or fields.get("seconds")
     # An extension's `seconds` is the stitched total; what was rendered is the request's `seconds`.
     rendered = fields.get("seconds") if kind == "extension" else seconds
@@ -305,8 +305,8 @@ async def create_character(request: Request) -> Response:
         state, upstream, request, route=route, key=key, path="/videos/characters", body=body, may_fail_over=True
     )
     resource = _json_object(answer.body) if answer.status < 300 else None
-    character_id = resource.get("id") if resource else None
-    if isinstance(character_id, str) and character_id:
+    character_id = _text(resource.get("id")) if resource else None
+    if character_id is not None:
         await state.db(state.store.insert_character, character_id, account=upstream.name, key_name=key.name, now=time.time())
     return passthrough(answer)
 
@@ -344,7 +344,8 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A non-empty string from upstream JSON that can be stored (no lone surrogates)."""
+    return value if isinstance(value, str) and value and is_valid_unicode(value) else None
 
 
 def _json_number(value: Any) -> float | None:
