@@ -6,7 +6,14 @@ The contract is served under ``/v1``, ``/backend-api`` and the root. A control A
 
 * ``POST /_sandbox/faults`` adds a rule (or a ``preset``), ``GET`` lists, ``DELETE`` clears;
   ``DELETE /_sandbox/faults/{id}`` removes one rule.
-* ``GET /_sandbox/requests`` lists recorded requests (newest last), ``DELETE`` clears them.
+* ``GET /_sandbox/requests`` lists recorded requests (newest last, the last 1000), ``DELETE``
+  clears them.
+* ``GET /_sandbox/stats``: ``requests_total`` (contract requests received since start; never
+  reset, so a long run can be counted past the request log's cap) and ``open_streams``.
+
+A rule matches on ``method``, ``path_contains`` and ``token``; ``probability`` (0..1, default 1)
+makes a matching rule apply to only that share of requests, at random (``--seed`` makes the draw
+repeatable). A rule that does not apply consumes none of its ``times`` and lets later rules try.
 
 Fault actions, as a client sees them:
 
@@ -35,6 +42,7 @@ import hashlib
 import itertools
 import json
 import math
+import random
 import re
 import secrets
 import socket
@@ -106,6 +114,7 @@ FAULT_RULE_KEYS: Final = frozenset(
         "action",
         "chunk_bytes",
         "chunk_interval_seconds",
+        "probability",
     }
 )
 PRESETS: Final = (
@@ -135,6 +144,7 @@ class SandboxOptions(TypedDict, total=False):
     complete_after_seconds: float
     fail: str | None
     content_bytes: int | None
+    seed: int | None
 
 
 # --------------------------------------------------------------------------- state
@@ -187,6 +197,7 @@ class FaultRule:
     chunk_bytes: int
     chunk_interval_seconds: float
     preset: str | None
+    probability: float = 1.0
     hits: int = 0
 
 
@@ -210,6 +221,10 @@ class SandboxState:
     fault_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     # Content bodies being sent right now: tests watch it drop to 0 when a client goes away.
     open_streams: int = 0
+    # Contract requests received since start; unlike `requests`, never capped or cleared.
+    requests_total: int = 0
+    # Draws for rules with a `probability`.
+    rng: random.Random = field(default_factory=random.Random)
 
 
 def load_assets() -> Mapping[str, Asset]:
@@ -1057,7 +1072,15 @@ def build_rule(spec: Mapping[str, Any], rule_id: str) -> FaultRule:
         chunk_bytes=optional_int(spec, "chunk_bytes", 1) or DEFAULT_TRICKLE_BYTES,
         chunk_interval_seconds=non_negative_number(spec, "chunk_interval_seconds", DEFAULT_TRICKLE_INTERVAL_SECONDS),
         preset=preset,
+        probability=probability_field(spec),
     )
+
+
+def probability_field(spec: Mapping[str, Any]) -> float:
+    value = spec.get("probability", 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise rule_error("'probability' must be a number from 0 to 1", "probability")
+    return float(value)
 
 
 def add_rule(state: SandboxState, spec: Mapping[str, Any]) -> FaultRule:
@@ -1074,9 +1097,17 @@ def rule_matches(rule: FaultRule, method: str, path: str, token: str | None) -> 
     )
 
 
-def take_matching_rule(rules: list[FaultRule], method: str, path: str, token: str | None) -> FaultRule | None:
+def rule_applies(rule: FaultRule, rng: random.Random) -> bool:
+    """Draw for a rule with a probability below 1 (a rule at 1 draws nothing)."""
+    return rule.probability >= 1 or rng.random() < rule.probability
+
+
+def take_matching_rule(
+    rules: list[FaultRule], method: str, path: str, token: str | None, rng: random.Random
+) -> FaultRule | None:
+    """The first rule that matches and applies; only that rule's `times` and `hits` change."""
     for rule in rules:
-        if rule.remaining != 0 and rule_matches(rule, method, path, token):
+        if rule.remaining != 0 and rule_matches(rule, method, path, token) and rule_applies(rule, rng):
             if rule.remaining is not None:
                 rule.remaining -= 1
             rule.hits += 1
@@ -1196,7 +1227,8 @@ class ContractGate:
         headers = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"]]
         token = bearer_token(next((value for name, value in headers if name == "authorization"), None))
         self.state.requests.append(request_record(scope, headers, body, token))
-        rule = take_matching_rule(self.state.faults, scope["method"], scope["path"], token)
+        self.state.requests_total += 1
+        rule = take_matching_rule(self.state.faults, scope["method"], scope["path"], token, self.state.rng)
         extra_headers = {"x-request-id": new_id("req_"), **(rule.headers if rule else {})}
         send = with_headers(send, extra_headers)
         receive = replaying_receive(body, receive)
@@ -1276,7 +1308,8 @@ async def clear_requests(request: Request) -> Response:
 
 
 async def stats(request: Request) -> Response:
-    return JSONResponse({"open_streams": sandbox_state(request).open_streams})
+    state = sandbox_state(request)
+    return JSONResponse({"open_streams": state.open_streams, "requests_total": state.requests_total})
 
 
 def control_routes() -> list[BaseRoute]:
@@ -1308,12 +1341,14 @@ def create_sandbox_app(
     fail: str | None = None,
     content_bytes: int | None = None,
     clock: Callable[[], float] = time.monotonic,
+    seed: int | None = None,
 ) -> Starlette:
     """Build the sandbox upstream.
 
     ``fail`` (``429``/``401``/``402``/``500``/``slow`` or a preset name) installs that preset as
     an unlimited fault rule; ``content_bytes`` pads every video download to that many bytes;
-    ``clock`` (monotonic seconds) drives job progress and lets tests advance time.
+    ``clock`` (monotonic seconds) drives job progress and lets tests advance time; ``seed``
+    makes the draws of rules with a ``probability`` repeatable.
     """
     if complete_after_seconds < 0:
         raise ValueError("complete_after_seconds must be >= 0")
@@ -1322,7 +1357,7 @@ def create_sandbox_app(
         problem = padding_problem(content_bytes, len(assets["video"].data))
         if problem is not None:
             raise ValueError(problem)
-    state = SandboxState(complete_after_seconds, content_bytes, clock, assets)
+    state = SandboxState(complete_after_seconds, content_bytes, clock, assets, rng=random.Random(seed))
     if fail is not None:
         add_rule(state, {"preset": fail_preset(fail)})
     contract = Starlette(
@@ -1359,6 +1394,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--fail", choices=[*FAIL_ALIASES, *PRESETS], help="fail every request")
     parser.add_argument("--content-bytes", type=int, metavar="N", help="pad video downloads to N bytes")
+    parser.add_argument("--seed", type=int, metavar="N", help="seed for fault rules with a probability")
     args = parser.parse_args(argv)
     print(f"sandbox upstream on http://{args.host}:{args.port}/v1", flush=True)
     run_sandbox(
@@ -1367,6 +1403,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         complete_after_seconds=args.complete_after,
         fail=args.fail,
         content_bytes=args.content_bytes,
+        seed=args.seed,
     )
 
 

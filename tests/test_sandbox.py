@@ -663,11 +663,78 @@ def test_status_null_adds_headers_to_the_real_response(client: TestClient) -> No
         {"delay_seconds": -1},
         {"preset": "teapot"},
         {"preset": "server_error", "resets_in_seconds": 3},
+        {"status": 500, "probability": 1.5},
+        {"status": 500, "probability": -0.1},
+        {"status": 500, "probability": "0.5"},
+        {"status": 500, "probability": True},
+        {"status": 500, "probability": None},
     ],
 )
 def test_invalid_rules_are_rejected(client: TestClient, rule: dict[str, Any]) -> None:
     assert_error(client.post("/_sandbox/faults", json=rule), 400)
     assert client.get("/_sandbox/faults").json() == []
+
+
+def statuses(client: TestClient, count: int) -> list[int]:
+    return [client.get("/v1/videos", headers=AUTH).status_code for _ in range(count)]
+
+
+def test_probability_applies_a_rule_to_a_share_of_requests() -> None:
+    client = TestClient(create_sandbox_app(seed=7))
+    add_fault(client, status=500, probability=0.25)
+    seen = statuses(client, 800)
+    assert set(seen) == {200, 500}
+    assert 0.18 < seen.count(500) / len(seen) < 0.32
+    [rule] = client.get("/_sandbox/faults").json()
+    assert (rule["probability"], rule["hits"], rule["remaining"]) == (0.25, seen.count(500), None)
+
+
+def test_probability_draws_do_not_consume_times_and_fall_through() -> None:
+    client = TestClient(create_sandbox_app(seed=3))
+    add_fault(client, status=500, probability=0.5, times=5)
+    add_fault(client, status=502, probability=0)  # never applies
+    add_fault(client, status=503, probability=1)
+    seen = statuses(client, 60)
+    # The first rule applied exactly its 5 times, not in a row: draws that missed used none of them.
+    # Every other request fell through the never-applying rule to the last one.
+    assert seen.count(500) == 5 and seen.count(503) == 55
+    assert seen[:5] != [500] * 5
+    first, never, always = client.get("/_sandbox/faults").json()
+    assert (first["hits"], first["remaining"], never["hits"], always["hits"]) == (5, 0, 0, 55)
+
+
+def test_probability_with_a_seed_is_repeatable() -> None:
+    runs = []
+    for _ in range(2):
+        client = TestClient(create_sandbox_app(seed=11))
+        add_fault(client, status=429, probability=0.1)
+        add_fault(client, status=500, probability=0.1)
+        runs.append(statuses(client, 200))
+    assert runs[0] == runs[1]
+    assert {200, 429, 500} == set(runs[0])
+
+
+def test_stats_count_every_contract_request_and_never_reset() -> None:
+    app = create_sandbox_app(complete_after_seconds=0)
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox") as http_client:
+            assert (await http_client.get("/_sandbox/stats")).json() == {"open_streams": 0, "requests_total": 0}
+            await http_client.post("/v1/videos", json={"prompt": "x"}, headers=AUTH)
+            await http_client.get("/backend-api/videos/video_missing", headers=AUTH)  # a 404 counts too
+            await http_client.get("/nowhere")  # unknown contract route, no auth
+            await http_client.post("/_sandbox/faults", json={"preset": "server_error", "times": 1})
+            await http_client.post("/_sandbox/faults", json={"action": "reset", "times": 1})
+            assert (await http_client.get("/v1/videos", headers=AUTH)).status_code == 500
+            with pytest.raises(httpx.ReadError):
+                await http_client.get("/v1/videos", headers=AUTH)
+            # Control routes are not counted, and clearing the request log leaves the total alone.
+            await http_client.get("/_sandbox/requests")
+            await http_client.delete("/_sandbox/requests")
+            stats = (await http_client.get("/_sandbox/stats")).json()
+            assert stats == {"open_streams": 0, "requests_total": 5}
+
+    asyncio.run(scenario())
 
 
 def test_reset_in_process_raises_read_error() -> None:
@@ -722,6 +789,8 @@ def test_request_log_keeps_the_last_thousand() -> None:
             for index in range(1003):
                 await http_client.get(f"/v1/videos/video_{index}")
             log: list[dict[str, Any]] = (await http_client.get("/_sandbox/requests")).json()
+            # The counter keeps going past the log's cap.
+            assert (await http_client.get("/_sandbox/stats")).json()["requests_total"] == 1003
             return log
 
     log = asyncio.run(scenario())
