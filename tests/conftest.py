@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,8 +14,10 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+from ops.cli import main as relayctl
 from relay.accounts import add_account
 from relay.app import create_app
 from relay.config import Settings
@@ -159,6 +162,26 @@ def relay(make_relay: Any) -> Relay:
     return make_relay()  # type: ignore[no-any-return]
 
 
+# An upstream credential the CLI tests use; no output may ever contain it.
+TOKEN = "sk-test-UPSTREAM-credential-0123456789"
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """relayctl in-process (click's CliRunner) on a fresh database; checks exit code and that TOKEN never shows."""
+    monkeypatch.setenv("RELAY_DATABASE", str(tmp_path / "relay.db"))
+    monkeypatch.setenv("RELAY_SECRET_KEY", generate_key())
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None, code: int = 0) -> Any:
+        result = runner.invoke(relayctl, list(args), input=input, catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        assert TOKEN not in result.output
+        return result
+
+    return run
+
+
 @dataclass
 class RelayProcess:
     url: str
@@ -179,6 +202,20 @@ class RelayProcess:
         return subprocess.run(
             [str(BIN / "relayctl"), *args], env=self.env, input=input, capture_output=True, text=True, timeout=60
         )
+
+    def add_accounts(self, sandbox: Sandbox, *names: str) -> None:
+        """As an operator would: `relayctl accounts add NAME ... --token-stdin`, token tok-NAME."""
+        for name in names:
+            done = self.relayctl(
+                "accounts", "add", name, "--type", "openai-responses", "--token-stdin", "--base-api", sandbox.base_api(),
+                input=f"tok-{name}\n",
+            )
+            assert done.returncode == 0, done.stderr
+
+    def issue_key(self, name: str) -> str:
+        issued = self.relayctl("keys", "issue", name, "--permission", "openai", "--json")
+        assert issued.returncode == 0, issued.stderr
+        return json.loads(issued.stdout)["key"]  # type: ignore[no-any-return]
 
 
 @pytest.fixture

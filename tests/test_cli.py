@@ -8,29 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from ops.cli import main
+from conftest import TOKEN
 from relay.accounts import CONSUMER_BACKEND_WARNING
 from relay.crypto import generate_key
-
-TOKEN = "sk-test-UPSTREAM-credential-0123456789"
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("RELAY_DATABASE", str(tmp_path / "relay.db"))
-    monkeypatch.setenv("RELAY_SECRET_KEY", generate_key())
-    runner = CliRunner()
-
-    def run(*args: str, input: str | None = None, code: int = 0) -> Any:
-        result = runner.invoke(main, list(args), input=input, catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        assert TOKEN not in result.output
-        return result
-
-    return run
-
 
 def test_keys_issue_list_revoke(cli: Any, tmp_path: Path) -> None:
     issued = json.loads(cli("keys", "issue", "alice", "--json").output)

@@ -18,7 +18,7 @@ from relay.sessions import session_hash
 from relay.config import Settings
 from relay.state import open_store
 from relay.store import Outcome, Video
-from test_cli import TOKEN, cli  # noqa: F401  (the fixture)
+from conftest import TOKEN
 
 NOW = time.time()
 

@@ -21,15 +21,9 @@ pytestmark = pytest.mark.e2e
 
 
 def operator_setup(relay: RelayProcess, sandbox: Sandbox, *accounts: str) -> str:
-    for name in accounts:
-        done = relay.relayctl(
-            "accounts", "add", name, "--type", "openai-responses", "--token-stdin", "--base-api", sandbox.base_api(),
-            input=f"tok-{name}\n",
-        )
-        assert done.returncode == 0, done.stderr
-    issued = relay.relayctl("keys", "issue", "alice", "--permission", "openai", "--json")
-    assert issued.returncode == 0, issued.stderr
-    return json.loads(issued.stdout)["key"]  # type: ignore[no-any-return]
+    """Accounts tok-NAME pointed at the sandbox, and a key for alice, all through relayctl."""
+    relay.add_accounts(sandbox, *accounts)
+    return relay.issue_key("alice")
 
 
 def sdk(relay: RelayProcess, key: str) -> openai.OpenAI:

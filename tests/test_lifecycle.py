@@ -7,8 +7,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from conftest import Relay, Sandbox
 from test_relay import assert_envelope, auth, metric_value, outcomes, tokens_seen
 

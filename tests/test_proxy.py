@@ -7,7 +7,6 @@ from typing import Any
 
 from conftest import Relay, Sandbox, free_port
 from relay.accounts import AccountInputError, add_account, redact_proxy, set_proxy
-from test_cli import cli  # noqa: F401  (the fixture)
 from test_relay import CREATE, auth
 
 import pytest

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import random
 import signal
@@ -37,22 +36,8 @@ SANDBOX_500_MESSAGE = "The server had an error while processing your request."
 # --------------------------------------------------------------------------- helpers
 
 
-def add_accounts(relay: RelayProcess, sandbox: Sandbox, *names: str) -> None:
-    for name in names:
-        done = relay.relayctl(
-            "accounts", "add", name, "--type", "openai-responses", "--token-stdin", "--base-api", sandbox.base_api(),
-            input=f"tok-{name}\n",
-        )
-        assert done.returncode == 0, done.stderr
-
-
 def issue_keys(relay: RelayProcess, *names: str) -> list[tuple[str, str]]:
-    keys = []
-    for name in names:
-        issued = relay.relayctl("keys", "issue", name, "--permission", "openai", "--json")
-        assert issued.returncode == 0, issued.stderr
-        keys.append((name, json.loads(issued.stdout)["key"]))
-    return keys
+    return [(name, relay.issue_key(name)) for name in names]
 
 
 def sandbox_total(sandbox: Sandbox) -> int:
@@ -228,7 +213,7 @@ def test_soak_random_faults_two_workers(relay_process: Any, sandbox: Sandbox) ->
     total = int(os.environ.get("RELAY_SOAK_REQUESTS", "3000"))
     send_for = float(os.environ.get("RELAY_SOAK_SECONDS", "120"))
     relay = relay_process(workers=2)
-    add_accounts(relay, sandbox, *ACCOUNTS)
+    relay.add_accounts(sandbox, *ACCOUNTS)
     keys = issue_keys(relay, "alice", "bob")
     # ~5% 429 (back after 1 s), ~3% 500, ~2% connection reset. Rules are tried in order, so each
     # later probability is conditional on the earlier rules not applying.
@@ -313,7 +298,7 @@ def test_soak_random_faults_two_workers(relay_process: Any, sandbox: Sandbox) ->
 
 def test_sigterm_drains_in_flight_requests_and_flushes_outcomes(relay_process: Any, sandbox: Sandbox) -> None:
     relay = relay_process(workers=1)
-    add_accounts(relay, sandbox, "a")
+    relay.add_accounts(sandbox, "a")
     keys = issue_keys(relay, "alice")
     sandbox.fault(delay_seconds=1, method="POST", path_contains="/videos")
     baseline = sandbox_total(sandbox)
@@ -353,7 +338,7 @@ def test_sigterm_drains_in_flight_requests_and_flushes_outcomes(relay_process: A
 
 def test_kill_9_mid_load_leaves_a_sound_database(relay_process: Any, sandbox: Sandbox) -> None:
     relay = relay_process(workers=2)
-    add_accounts(relay, sandbox, "a", "b")
+    relay.add_accounts(sandbox, "a", "b")
     keys = issue_keys(relay, "alice", "bob")
     killed: list[int] = []
 
