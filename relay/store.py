@@ -156,10 +156,6 @@ class Store:
                 self._connections.append(conn)
         return conn
 
-    @property
-    def db(self) -> sqlite_utils.Database:
-        return sqlite_utils.Database(self._conn())
-
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
