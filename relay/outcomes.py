@@ -148,7 +148,7 @@ def upstream_error(body: bytes, limit: int = 300) -> tuple[str | None, str | Non
         return None, None
     code, message = error.get("code"), error.get("message")
     return (
-        code if isinstance(code, str) else None,
+        redact(code[:64]) if isinstance(code, str) else None,
         redact(message[:limit]) if isinstance(message, str) else None,
     )
 
