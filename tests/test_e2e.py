@@ -3,8 +3,10 @@ operator types it, and the official openai SDK as the client."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import time
@@ -268,3 +270,24 @@ def test_no_secret_anywhere_an_operator_or_attacker_could_look(relay_process: An
         for place, text in places.items():
             assert secret not in text, f"a secret appears in the {place}"
         assert secret.encode() not in database, "a secret appears in the database file"
+
+
+def test_slow_uploading_client_does_not_hold_up_others(relay_process: Any, sandbox: Sandbox) -> None:
+    relay = relay_process()
+    key = operator_setup(relay, sandbox, "main")
+    host, port = relay.url.removeprefix("http://").split(":")
+    body = b'{"prompt": "a slow upload of a long prompt ' + b"x" * 200 + b'"}'
+    with socket.create_connection((host, int(port))) as slow:
+        slow.sendall(
+            f"POST /openai/v1/videos HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        for index in range(0, len(body), 40):
+            slow.sendall(body[index : index + 40])
+            # Meanwhile other clients are served at once.
+            quick = httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": "quick"}, headers={"Authorization": f"Bearer {key}"}, timeout=5)
+            assert quick.status_code == 200
+            time.sleep(0.3)
+        answer = slow.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert body in [base64.b64decode(r["body_b64"]) for r in sandbox.requests()]
