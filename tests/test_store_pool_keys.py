@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,34 @@ def test_account_input_validation(opened: tuple[Store, SecretBox]) -> None:
     api = add_account(store, box, name="k", type="openai-responses", credential="t")
     assert chatgpt.base_api == "https://chatgpt.com/backend-api"
     assert api.base_api == "https://api.openai.com/v1"
+
+
+def test_concurrent_429s_from_several_workers_make_one_cooldown(tmp_path: Path) -> None:
+    settings = Settings(database=tmp_path / "relay.db", secret_key=generate_key())
+    store, box = open_store(settings)
+    add(store, box, "a")
+    add(store, box, "b")
+    store.claim_session("s", "a", replacing=None, now=NOW, ttl=600)
+    # Eight "workers", each with its own connection, report the same 429 at once.
+    workers = [Store(settings.database) for _ in range(8)]
+    evicted: list[int] = []
+    barrier = threading.Barrier(len(workers))
+
+    def report(worker: Store, index: int) -> None:
+        barrier.wait()
+        evicted.append(
+            worker.set_account_state(
+                "a", "rate_limited", now=NOW + index * 0.001, until=NOW + 60 + index, reason="upstream 429", evict_sessions=True
+            )
+        )
+
+    threads = [threading.Thread(target=report, args=(worker, i)) for i, worker in enumerate(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    account = store.account("a")
+    assert account.state == "rate_limited" and account.state_until == NOW + 60 + 7
+    assert NOW <= account.state_since <= NOW + 0.008  # the first report's time, kept by the others
+    assert sorted(evicted) == [0] * 7 + [1]  # the session was evicted exactly once
+    assert store.account("b").state == "active"
