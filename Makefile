@@ -8,12 +8,21 @@ SDK2_VENV ?= .venv-sdk2
 HOST ?= 127.0.0.1
 PORT ?= 8080
 BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian's own Python ships venv without ensurepip; its python3-venv package adds it.
+define make_venv
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+		echo "Installing Debian's python3-venv, which virtualenvs need"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(1)
+endef
 
 .PHONY: run test demo sandbox clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + ")")'
-	$(PYTHON) -m venv $(VENV)
+	$(call make_venv,$(VENV))
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed-run: $(BIN)/python pyproject.toml constraints.txt
@@ -25,7 +34,7 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 	@touch $@
 
 $(SDK2_VENV)/.installed: constraints-sdk2.txt
-	$(PYTHON) -m venv $(SDK2_VENV)
+	$(call make_venv,$(SDK2_VENV))
 	$(SDK2_VENV)/bin/pip install --quiet -c constraints-sdk2.txt openai
 	@touch $@
 

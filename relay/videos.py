@@ -39,7 +39,7 @@ from .proxy import (
 from .sessions import SESSION_FIELD, session_hash, session_id
 from .pool import Upstream
 from .state import RelayState
-from .store import KeyRecord, Video
+from .store import TERMINAL_STATUSES, KeyRecord, Video
 
 _FIELDS = frozenset({SESSION_FIELD, "model", "seconds", "size", "video[id]"})
 _STREAM_CHUNK_BYTES = 64 * 1024
@@ -184,6 +184,8 @@ async def refresh_status(state: RelayState, video: Video, answer: upstream_http.
     if resource is None or status is None:
         return None
     progress = _json_number(resource.get("progress"))
+    if video.status in TERMINAL_STATUSES or (status == video.status and progress == video.progress):
+        return None  # nothing new: spare the database a write on every poll
     finished = await state.db(
         state.store.update_video,
         video.id,
