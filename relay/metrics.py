@@ -91,4 +91,17 @@ class Metrics:
             ["account", "key", "model"],
             registry=self.registry,
         )
+        # Relay-side limits (issue: quotas). `limit` is one of relay.limits.LIMIT_NAMES.
+        self.quota_hits = Counter(
+            "relay_quota_hits_total",
+            "Requests refused by the relay's own per-key limits (not upstream 429s), by key name and limit.",
+            ["key", "limit"],
+            registry=self.registry,
+        )
+        self.cost_usd = Counter(
+            "relay_cost_usd_total",
+            "Estimated USD settled for completed jobs, from the price table (key = the relay key's name).",
+            ["account", "key", "model"],
+            registry=self.registry,
+        )
         self.registry.register(AccountStateCollector(upstreams))
