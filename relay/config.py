@@ -33,6 +33,8 @@ class Settings:
     log_format: str = "text"
     metrics_token: str | None = None
     access_log: bool = True
+    # `lru` (least recently used) or `most-remaining` (most upstream requests left first).
+    scheduler: str = "lru"
 
     @property
     def key_file(self) -> Path:
@@ -84,4 +86,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=_choice(env, "RELAY_LOG_FORMAT", ("text", "json"), "text"),
         metrics_token=env.get("RELAY_METRICS_TOKEN") or None,
         access_log=_choice(env, "RELAY_ACCESS_LOG", ("1", "0", "true", "false"), "1") in ("1", "true"),
+        scheduler=_choice(env, "RELAY_SCHEDULER", ("lru", "most-remaining"), "lru"),
     )

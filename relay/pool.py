@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
-from .store import Account
+from .store import Account, AccountQuota
 
 log = logging.getLogger("relay.pool")
 
@@ -29,11 +29,19 @@ class Upstream:
         return self.account.name
 
 
+SCHEDULERS = ("lru", "most-remaining")
+
+
 class Pool:
-    def __init__(self) -> None:
+    def __init__(self, scheduler: str = "lru") -> None:
         self._upstreams: dict[str, Upstream] = {}
         self._last_used: dict[str, float] = {}
         self._undecryptable: set[str] = set()
+        # Accounts found at their daily cap, skipped until the time given (this worker's view).
+        self._capped_until: dict[str, float] = {}
+        # The upstream's own request quota per account, newest observation first to win.
+        self._quotas: dict[str, AccountQuota] = {}
+        self._prefer_remaining = scheduler == "most-remaining"
 
     def load(self, accounts: Iterable[Account], decrypt: Callable[[str], str | None]) -> None:
         upstreams = {}
@@ -50,6 +58,8 @@ class Pool:
             stored = account.last_used_at or 0.0
             self._last_used[account.name] = max(stored, self._last_used.get(account.name, 0.0))
         self._upstreams = upstreams
+        # A changed configuration (a raised cap, say) deserves a fresh look at every account.
+        self._capped_until.clear()
         for name in list(self._last_used):
             if name not in upstreams:
                 del self._last_used[name]
@@ -62,17 +72,42 @@ class Pool:
 
     def usable(self, name: str, now: float) -> Upstream | None:
         upstream = self._upstreams.get(name)
-        return upstream if upstream is not None and upstream.account.is_usable(now) else None
+        return upstream if upstream is not None and self._schedulable(upstream, now) else None
+
+    def _schedulable(self, upstream: Upstream, now: float) -> bool:
+        return upstream.account.is_usable(now) and self._capped_until.get(upstream.name, 0.0) <= now
 
     def pick(self, now: float, *, exclude: Iterable[str] = ()) -> Upstream | None:
-        """Lowest priority number first, then least recently used (name breaks ties)."""
+        """Lowest priority number first, then least recently used (name breaks ties).
+
+        With the `most-remaining` scheduler, among equal priorities the account with the most
+        upstream requests left (as its last x-ratelimit headers said) goes first.
+        """
         excluded = set(exclude)
-        candidates = [
-            u for u in self._upstreams.values() if u.account.is_usable(now) and u.name not in excluded
-        ]
+        candidates = [u for u in self._upstreams.values() if self._schedulable(u, now) and u.name not in excluded]
         if not candidates:
             return None
+        if self._prefer_remaining:
+            return min(
+                candidates,
+                key=lambda u: (u.account.priority, -self.remaining(u.name, now), self._last_used.get(u.name, 0.0), u.name),
+            )
         return min(candidates, key=lambda u: (u.account.priority, self._last_used.get(u.name, 0.0), u.name))
+
+    def remaining(self, name: str, now: float) -> float:
+        """Upstream requests left for an account; unknown or past its reset counts as plenty."""
+        quota = self._quotas.get(name)
+        if quota is None or quota.remaining_requests is None or (quota.resets_at is not None and quota.resets_at <= now):
+            return float("inf")
+        return float(quota.remaining_requests)
+
+    def note_quota(self, quota: AccountQuota) -> None:
+        known = self._quotas.get(quota.account)
+        if known is None or known.observed_at <= quota.observed_at:
+            self._quotas[quota.account] = quota
+
+    def mark_capped(self, name: str, until: float) -> None:
+        self._capped_until[name] = until
 
     def mark_used(self, name: str, now: float) -> None:
         self._last_used[name] = max(now, self._last_used.get(name, 0.0))
@@ -95,4 +130,5 @@ class Pool:
             for u in self._upstreams.values()
             if u.account.enabled and u.account.state == "rate_limited" and u.account.state_until
         ]
+        untils += [until for name, until in self._capped_until.items() if until > now and name in self._upstreams]
         return max(0.0, min(untils) - now) if untils else None

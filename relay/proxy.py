@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Awaitable, Callable
 
 import httpx
 from starlette.requests import Request
@@ -16,6 +17,7 @@ from .keys import AuthError, authenticate
 from .logs import RequestFacts, fields
 from .outcomes import cooldown_seconds, error_class, status_class, upstream_error
 from .pool import Upstream
+from .quota import check_request_rate, note_upstream_quota
 from .recorder import AccountUse, KeyUse, SessionUse
 from .state import RelayState
 from .store import KeyRecord, NotFound, Outcome
@@ -42,6 +44,7 @@ async def authorize(request: Request, state: RelayState, now: float) -> KeyRecor
         raise
     state.recorder.put(KeyUse(key.id, now))
     request_facts(request).key = key.name
+    await check_request_rate(state, key, state.clock())
     return key
 
 
@@ -51,20 +54,41 @@ async def request_body(request: Request, state: RelayState) -> bytes:
     )
 
 
-async def choose_account(state: RelayState, sticky: str | None, *, now: float, route: str) -> Upstream:
+Admit = Callable[[Upstream], Awaitable[bool]]
+
+
+async def _admitting(upstream: Upstream) -> bool:
+    return True
+
+
+async def pick_admitted(state: RelayState, now: float, admit: Admit, *, exclude: list[str]) -> Upstream | None:
+    """The scheduler's pick among accounts that `admit` accepts (it refuses accounts at their daily cap)."""
+    tried = list(exclude)
+    while (candidate := state.pool.pick(now, exclude=tried)) is not None:
+        if await admit(candidate):
+            return candidate
+        tried.append(candidate.name)
+    return None
+
+
+async def choose_account(
+    state: RelayState, sticky: str | None, *, now: float, route: str, admit: Admit = _admitting
+) -> Upstream:
     """For new work: the session's account while it is usable; otherwise priority, then least recently used."""
     pool, store = state.pool, state.store
     mapped = await state.db(store.session_account, sticky, now) if sticky else None
     chosen = pool.usable(mapped, now) if mapped else None
+    if chosen is not None and not await admit(chosen):
+        chosen = None
     if chosen is None:
         if mapped is not None:
             state.metrics.sticky_evictions.labels("account_unavailable").inc()
-        chosen = pool.pick(now)
+        chosen = await pick_admitted(state, now, admit, exclude=[])
         if chosen is None:
             # Before refusing, make sure the view is current: an operator may have just added
             # or reset an account, and the periodic refresh may not have run yet.
             await state.db(state.reload)
-            chosen = pool.pick(now)
+            chosen = await pick_admitted(state, now, admit, exclude=[])
         if chosen is None:
             raise no_account_error(state, now, route)
         if sticky:
@@ -113,7 +137,8 @@ def no_account_error(state: RelayState, now: float, route: str) -> RelayError:
     )
     return RelayError(
         503,
-        "No upstream account is available right now: every account is rate-limited, unauthorized or disabled."
+        "No upstream account is available right now: every account is rate-limited, unauthorized, disabled"
+        " or at its daily cap."
         + detail,
         code="no_upstream_account",
         headers=headers,
@@ -238,6 +263,7 @@ async def settle(
     """Record an HTTP answer and apply what it means for the account."""
     kind = error_class(answer.status)
     record(state, upstream, key, request, route, answer.status, kind, answer.latency_seconds, job_status)
+    note_upstream_quota(state, upstream, answer.headers, time.time())
     if kind != "none":
         await apply_error(state, upstream, answer, kind, request_id=request.state.request_id, route=route)
     await note_server_health(state, upstream, kind)
@@ -365,6 +391,7 @@ async def attempt_with_failover(
     path: str,
     body: bytes,
     may_fail_over: bool,
+    admit: Admit = _admitting,
 ) -> tuple[Upstream, upstream_http.Answer]:
     """New work: on 429/401/402, or a failure before anything was sent, try the next eligible account.
 
@@ -385,7 +412,11 @@ async def attempt_with_failover(
                 return upstream, answer
             reason = error_class(answer.status)
         now = time.time()
-        following = state.pool.pick(now, exclude=tried) if may_fail_over and len(tried) <= state.settings.max_failover else None
+        following = (
+            await pick_admitted(state, now, admit, exclude=tried)
+            if may_fail_over and len(tried) <= state.settings.max_failover
+            else None
+        )
         if following is None:
             if unavailable is not None:
                 raise unavailable

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .store import Outcome, Store
+from .store import AccountQuota, Outcome, Store
 
 log = logging.getLogger("relay.recorder")
 
@@ -41,7 +41,12 @@ class SessionUse:
     expires_at: float
 
 
-Record = Outcome | KeyUse | AccountUse | SessionUse
+@dataclass(frozen=True)
+class QuotaSeen:
+    quota: AccountQuota
+
+
+Record = Outcome | KeyUse | AccountUse | SessionUse | QuotaSeen
 
 
 class Recorder:
@@ -87,6 +92,7 @@ class Recorder:
         keys: dict[str, float] = {}
         accounts: dict[str, float] = {}
         sessions: dict[str, tuple[float, float]] = {}
+        quotas: dict[str, AccountQuota] = {}
         for item in batch:
             if isinstance(item, KeyUse):
                 keys[item.key_id] = max(item.ts, keys.get(item.key_id, 0.0))
@@ -95,11 +101,15 @@ class Recorder:
             elif isinstance(item, SessionUse):
                 used, expires = sessions.get(item.session_hash, (0.0, 0.0))
                 sessions[item.session_hash] = (max(used, item.ts), max(expires, item.expires_at))
-        if not (outcomes or keys or accounts or sessions):
+            elif isinstance(item, QuotaSeen):
+                known = quotas.get(item.quota.account)
+                if known is None or known.observed_at <= item.quota.observed_at:
+                    quotas[item.quota.account] = item.quota
+        if not (outcomes or keys or accounts or sessions or quotas):
             return
         for attempt in range(_WRITE_ATTEMPTS):
             try:
-                self._store.write_batch(outcomes, keys, accounts, sessions)
+                self._store.write_batch(outcomes, keys, accounts, sessions, list(quotas.values()))
                 return
             except Exception:
                 if attempt == _WRITE_ATTEMPTS - 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -15,7 +16,9 @@ from .config import Settings
 from .crypto import SecretBox, read_key_file, resolve_keys
 from .keys import KeyCache
 from .metrics import Metrics
+from .usage_metrics import UsageCollector
 from .pool import Pool, Upstream
+from .pricing import PriceTable
 from .recorder import Recorder
 from .store import Store
 from .upstream import make_client
@@ -40,6 +43,9 @@ class RelayState:
     server_failures: dict[str, int] = field(default_factory=dict)
     # One client (connection pool) per outbound proxy; `http` serves accounts without one.
     proxied: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+    prices: PriceTable = field(default_factory=PriceTable)
+    # Limits and budgets read the time here, so tests can move it without sleeping.
+    clock: Callable[[], float] = time.time
 
     def client_for(self, upstream: Upstream) -> httpx.AsyncClient:
         if upstream.proxy is None:
@@ -69,6 +75,7 @@ class RelayState:
                 # re-reading it here, before the accounts, always finds a key that decrypts them.
                 self.box = SecretBox(read_key_file(self.settings.key_file))
             self.pool.load(self.store.list_accounts(), self.box.decrypt_or_none)
+            self.prices = PriceTable(self.store.list_prices())
             self.keys.clear()
             self.config_version = version
 
@@ -92,7 +99,7 @@ def open_store(settings: Settings) -> tuple[Store, SecretBox]:
 
 def build_state(settings: Settings, http: httpx.AsyncClient) -> RelayState:
     store, box = open_store(settings)
-    pool = Pool()
+    pool = Pool(settings.scheduler)
     state = RelayState(
         settings=settings,
         store=store,
@@ -103,6 +110,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient) -> RelayState:
         recorder=Recorder(store),
         metrics=Metrics(pool.all),
     )
+    state.metrics.registry.register(UsageCollector(store, state.pool.all, lambda: state.clock()))
     state.reload()
     return state
 
@@ -113,6 +121,10 @@ async def keep_fresh(state: RelayState) -> None:
         await anyio.sleep(state.settings.refresh_interval_seconds)
         try:
             await anyio.to_thread.run_sync(state.reload)
+            if state.settings.scheduler == "most-remaining":
+                # What the other workers saw of the upstreams' quotas.
+                for quota in await anyio.to_thread.run_sync(state.store.account_quotas):
+                    state.pool.note_quota(quota)
         except Exception:
             log.exception("could not refresh keys and accounts; keeping the last good view")
 

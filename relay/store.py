@@ -15,9 +15,11 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import sqlite_utils
+
+R = TypeVar("R")
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -54,6 +56,8 @@ class Account:
     credential_encrypted: str = field(repr=False)
     credential_rotated_at: float | None = None
     proxy_encrypted: str | None = field(default=None, repr=False)
+    # Operator's cap on video-seconds this account may render per UTC day (None: no cap).
+    max_video_seconds_per_day: float | None = None
 
     def effective_state(self, now: float) -> str:
         if not self.enabled:
@@ -82,6 +86,8 @@ class KeyRecord:
     previous_hash: str | None = field(default=None, repr=False)
     previous_valid_until: float | None = None
     rotated_at: float | None = None
+    # The key's limits as stored JSON (relay.limits.Limits reads it); None: no limits.
+    limits_json: str | None = None
 
     def state(self, now: float) -> str:
         if self.revoked_at is not None:
@@ -128,6 +134,35 @@ class Video:
     deleted_at: float | None
     resource: str
     expires_at: float | None = None
+    # Cost accounting: USD reserved at create, settled on completion, released on failure.
+    usd: float | None = None
+    charge_state: str | None = None
+    charged_at: float | None = None
+
+
+CHARGE_STATES = ("reserved", "settled", "released")
+# Charges that count against budgets.
+_COUNTED = "('reserved', 'settled')"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a key or an account has used in a period: its jobs plus the creates still in flight."""
+
+    in_flight: int = 0
+    video_seconds: float = 0.0
+    usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class AccountQuota:
+    """The upstream's own request quota for an account, from its x-ratelimit-* headers."""
+
+    account: str
+    observed_at: float
+    limit_requests: int | None
+    remaining_requests: int | None
+    resets_at: float | None
 
 
 class Store:
@@ -299,6 +334,49 @@ class Store:
                 not_null=["request_hash", "state", "created_at", "expires_at"],
                 if_not_exists=True,
             )
+            _add_missing_columns(db, "keys", {"limits": str})
+            _add_missing_columns(db, "accounts", {"max_video_seconds_per_day": float})
+            _add_missing_columns(db, "videos", {"usd": float, "charge_state": str, "charged_at": float})
+            db["videos"].create_index(["key_name", "charged_at"], if_not_exists=True)
+            db["videos"].create_index(["account", "charged_at"], if_not_exists=True)
+            # Creates on their way upstream: they count against concurrency, budgets and account
+            # caps until their job is recorded (or they fail). Rows of a dead worker expire.
+            db["reservations"].create(
+                {
+                    "id": str,
+                    "key_name": str,
+                    "account": str,
+                    "video_seconds": float,
+                    "usd": float,
+                    "created_at": float,
+                    "expires_at": float,
+                },
+                pk="id",
+                not_null=["key_name", "video_seconds", "usd", "created_at", "expires_at"],
+                if_not_exists=True,
+            )
+            db["reservations"].create_index(["key_name"], if_not_exists=True)
+            # Admitted requests of keys with a requests-per-minute limit (a sliding window).
+            db["request_log"].create({"key_name": str, "ts": float}, not_null=["key_name", "ts"], if_not_exists=True)
+            db["request_log"].create_index(["key_name", "ts"], if_not_exists=True)
+            db["prices"].create(
+                {"model": str, "size": str, "usd_per_second": float, "updated_at": float},
+                pk=("model", "size"),
+                not_null=["usd_per_second", "updated_at"],
+                if_not_exists=True,
+            )
+            db["account_quota"].create(
+                {
+                    "account": str,
+                    "observed_at": float,
+                    "limit_requests": int,
+                    "remaining_requests": int,
+                    "resets_at": float,
+                },
+                pk="account",
+                not_null=["observed_at"],
+                if_not_exists=True,
+            )
             db["characters"].create(
                 {"id": str, "account": str, "key_name": str, "created_at": float},
                 pk="id",
@@ -336,8 +414,8 @@ class Store:
             if conn.execute("SELECT 1 FROM keys WHERE name = ?", (record.name,)).fetchone():
                 raise AlreadyExists(f"a key named {record.name!r} exists already")
             conn.execute(
-                "INSERT INTO keys (id, name, salt, hash, permissions, created_at, expires_at, revoked_at, note)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO keys (id, name, salt, hash, permissions, created_at, expires_at, revoked_at, note, limits)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.id,
                     record.name,
@@ -348,6 +426,7 @@ class Store:
                     record.expires_at,
                     record.revoked_at,
                     record.note,
+                    record.limits_json,
                 ),
             )
             self._bump(conn)
@@ -395,6 +474,12 @@ class Store:
                 raise NotFound(f"no key named {name!r}")
             self._bump(conn)
 
+    def set_key_limits(self, name: str, limits_json: str | None) -> None:
+        with self._write() as conn:
+            if conn.execute("UPDATE keys SET limits = ? WHERE name = ?", (limits_json, name)).rowcount == 0:
+                raise NotFound(f"no key named {name!r}")
+            self._bump(conn)
+
     # -- accounts ---------------------------------------------------------------------------------
 
     def insert_account(
@@ -427,6 +512,15 @@ class Store:
     def set_account_priority(self, name: str, priority: int) -> None:
         with self._write() as conn:
             if conn.execute("UPDATE accounts SET priority = ? WHERE name = ?", (priority, name)).rowcount == 0:
+                raise NotFound(f"no account named {name!r}")
+            self._bump(conn)
+
+    def set_account_cap(self, name: str, max_video_seconds_per_day: float | None) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE accounts SET max_video_seconds_per_day = ? WHERE name = ?", (max_video_seconds_per_day, name)
+            )
+            if cursor.rowcount == 0:
                 raise NotFound(f"no account named {name!r}")
             self._bump(conn)
 
@@ -565,6 +659,186 @@ class Store:
             )
         ]
 
+    # -- limits, reservations and charges --------------------------------------------------------
+
+    def take_request_slot(self, key_name: str, *, now: float, limit: int, window: float) -> float | None:
+        """Admit one request into the key's sliding window; None if admitted, else seconds until a slot frees."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM request_log WHERE key_name = ? AND ts <= ?", (key_name, now - window))
+            row = conn.execute(
+                "SELECT count(*) AS n, min(ts) AS oldest FROM request_log WHERE key_name = ?", (key_name,)
+            ).fetchone()
+            if row["n"] >= limit:
+                return max(0.0, row["oldest"] + window - now)
+            conn.execute("INSERT INTO request_log (key_name, ts) VALUES (?, ?)", (key_name, now))
+            return None
+
+    def _usage(self, conn: sqlite3.Connection, column: str, value: str, *, since: float, now: float, exclude: str = "") -> Usage:
+        jobs = conn.execute(
+            f"SELECT coalesce(sum(billable_seconds), 0) AS seconds, coalesce(sum(usd), 0) AS usd FROM videos"
+            f" WHERE {column} = ? AND charged_at >= ? AND charge_state IN {_COUNTED}",
+            (value, since),
+        ).fetchone()
+        flying = conn.execute(
+            f"SELECT count(*) AS n, coalesce(sum(video_seconds), 0) AS seconds, coalesce(sum(usd), 0) AS usd"
+            f" FROM reservations WHERE {column} = ? AND expires_at > ? AND id != ?",
+            (value, now, exclude),
+        ).fetchone()
+        return Usage(
+            in_flight=int(flying["n"]),
+            video_seconds=float(jobs["seconds"]) + float(flying["seconds"]),
+            usd=float(jobs["usd"]) + float(flying["usd"]),
+        )
+
+    def key_usage(self, key_name: str, *, since: float, now: float) -> Usage:
+        return self._usage(self._conn(), "key_name", key_name, since=since, now=now)
+
+    def account_usage(self, account: str, *, since: float, now: float) -> Usage:
+        return self._usage(self._conn(), "account", account, since=since, now=now)
+
+    def reserve(
+        self,
+        reservation_id: str,
+        *,
+        key_name: str,
+        video_seconds: float,
+        usd: float,
+        now: float,
+        expires_at: float,
+        periods: Sequence[float],
+        refuse: Callable[[Usage, dict[float, Usage]], R | None],
+    ) -> R | None:
+        """Reserve a create against its key's limits, atomically across workers and the CLI.
+
+        `refuse` sees the key's usage (in flight, and per period start in `periods`) and names
+        the limit the create would break, or None; only then is the reservation written.
+        Because this runs in one write transaction, concurrent creates racing for the last of
+        a budget are admitted one at a time and cannot overspend it.
+        """
+        with self._write() as conn:
+            conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
+            current = self._usage(conn, "key_name", key_name, since=now, now=now)
+            by_period = {start: self._usage(conn, "key_name", key_name, since=start, now=now) for start in periods}
+            refused = refuse(current, by_period)
+            if refused is None:
+                conn.execute(
+                    "INSERT INTO reservations (id, key_name, account, video_seconds, usd, created_at, expires_at)"
+                    " VALUES (?, ?, NULL, ?, ?, ?, ?)",
+                    (reservation_id, key_name, video_seconds, usd, now, expires_at),
+                )
+            return refused
+
+    def claim_account_capacity(
+        self,
+        reservation_id: str,
+        *,
+        key_name: str,
+        account: str,
+        video_seconds: float,
+        usd: float,
+        cap: float,
+        day_start: float,
+        now: float,
+        expires_at: float,
+    ) -> bool:
+        """Book a create's seconds on a capped account if they fit under its daily cap."""
+        with self._write() as conn:
+            used = self._usage(conn, "account", account, since=day_start, now=now, exclude=reservation_id)
+            if used.video_seconds + video_seconds > cap:
+                return False
+            conn.execute(
+                "INSERT INTO reservations (id, key_name, account, video_seconds, usd, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET account = excluded.account",
+                (reservation_id, key_name, account, video_seconds, usd, now, expires_at),
+            )
+            return True
+
+    def release_reservation(self, reservation_id: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+
+    def live_reservations(self, now: float) -> list[dict[str, Any]]:
+        return [dict(row) for row in self._conn().execute("SELECT * FROM reservations WHERE expires_at > ?", (now,))]
+
+    # -- prices ---------------------------------------------------------------------------------
+
+    def list_prices(self) -> dict[tuple[str, str], float]:
+        rows = self._conn().execute("SELECT model, size, usd_per_second FROM prices")
+        return {(row["model"], row["size"]): float(row["usd_per_second"]) for row in rows}
+
+    def set_prices(self, rows: Sequence[tuple[str, str, float]], *, now: float) -> None:
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO prices (model, size, usd_per_second, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (model, size) DO UPDATE SET usd_per_second = excluded.usd_per_second,"
+                " updated_at = excluded.updated_at",
+                [(model, size, usd, now) for model, size, usd in rows],
+            )
+            self._bump(conn)
+
+    def delete_price(self, model: str, size: str) -> None:
+        with self._write() as conn:
+            if conn.execute("DELETE FROM prices WHERE model = ? AND size = ?", (model, size)).rowcount == 0:
+                raise NotFound(f"no price override for model {model!r} size {size!r}")
+            self._bump(conn)
+
+    # -- upstream quota -------------------------------------------------------------------------
+
+    def account_quotas(self) -> list[AccountQuota]:
+        return [
+            AccountQuota(
+                account=row["account"],
+                observed_at=row["observed_at"],
+                limit_requests=row["limit_requests"],
+                remaining_requests=row["remaining_requests"],
+                resets_at=row["resets_at"],
+            )
+            for row in self._conn().execute("SELECT * FROM account_quota ORDER BY account")
+        ]
+
+    # -- usage reports ----------------------------------------------------------------------------
+
+    def usage_report(self, by: str, *, since: float) -> list[dict[str, Any]]:
+        """Per key, account or model since a time: requests, jobs, completions, failures, seconds, USD."""
+        column = {"key": "key_name", "account": "account", "model": "model"}[by]
+        jobs = {
+            row["name"]: dict(row)
+            for row in self._conn().execute(
+                f"SELECT coalesce({column}, 'unknown') AS name, count(*) AS jobs,"
+                " sum(status = 'completed') AS completed, sum(status = 'failed') AS failed,"
+                " coalesce(sum(CASE WHEN status = 'completed' THEN billable_seconds END), 0) AS video_seconds,"
+                " coalesce(sum(CASE WHEN charge_state = 'settled' THEN usd END), 0) AS usd,"
+                " coalesce(sum(CASE WHEN charge_state = 'reserved' THEN usd END), 0) AS usd_reserved"
+                f" FROM videos WHERE coalesce(charged_at, recorded_at) >= ? GROUP BY 1",
+                (since,),
+            )
+        }
+        requests: dict[str, int] = {}
+        if column != "model":  # outcome rows know keys and accounts, not models
+            requests = {
+                row["name"]: int(row["n"])
+                for row in self._conn().execute(
+                    f"SELECT {column} AS name, count(*) AS n FROM outcomes WHERE ts >= ? AND {column} IS NOT NULL GROUP BY 1",
+                    (since,),
+                )
+            }
+        report = []
+        for name in sorted(set(jobs) | set(requests)):
+            row = jobs.get(name, {})
+            report.append(
+                {
+                    by: name,
+                    "requests": requests.get(name, 0) if column != "model" else int(row.get("jobs") or 0),
+                    "jobs": int(row.get("jobs") or 0),
+                    "completed": int(row.get("completed") or 0),
+                    "failed": int(row.get("failed") or 0),
+                    "video_seconds": round(float(row.get("video_seconds") or 0), 3),
+                    "usd": round(float(row.get("usd") or 0), 6),
+                    "usd_reserved": round(float(row.get("usd_reserved") or 0), 6),
+                }
+            )
+        return report
+
     # -- outcomes and usage timestamps ------------------------------------------------------------
 
     def write_batch(
@@ -573,9 +847,17 @@ class Store:
         key_last_used: dict[str, float],
         account_last_used: dict[str, float],
         session_touches: dict[str, tuple[float, float]],
+        quotas: Sequence[AccountQuota] = (),
     ) -> None:
         """Everything the recorder collected, in one transaction."""
         with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO account_quota (account, observed_at, limit_requests, remaining_requests, resets_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account) DO UPDATE SET observed_at = excluded.observed_at,"
+                " limit_requests = excluded.limit_requests, remaining_requests = excluded.remaining_requests,"
+                " resets_at = excluded.resets_at WHERE excluded.observed_at >= account_quota.observed_at",
+                [(q.account, q.observed_at, q.limit_requests, q.remaining_requests, q.resets_at) for q in quotas],
+            )
             conn.executemany(
                 "INSERT INTO outcomes (ts, request_id, key_name, account, account_type, route, upstream_status,"
                 " error_class, latency_ms, job_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -611,13 +893,18 @@ class Store:
 
     # -- videos and characters (job affinity) -----------------------------------------------------
 
-    def insert_video(self, video: Video) -> None:
-        """Record who owns a new job. A replayed id keeps its first owner."""
+    def insert_video(self, video: Video, *, reservation_id: str | None = None) -> None:
+        """Record who owns a new job, its charge taking over from the create's reservation.
+
+        A replayed id keeps its first owner.
+        """
         with self._write() as conn:
+            if reservation_id is not None:
+                conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
             conn.execute(
                 "INSERT INTO videos (id, account, key_name, kind, source_video_id, model, seconds, billable_seconds,"
-                " size, status, progress, created_at, recorded_at, updated_at, resource)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                " size, status, progress, created_at, recorded_at, updated_at, resource, usd, charge_state, charged_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (
                     video.id,
                     video.account,
@@ -634,6 +921,9 @@ class Store:
                     video.recorded_at,
                     video.recorded_at,
                     video.resource,
+                    video.usd,
+                    video.charge_state,
+                    video.charged_at,
                 ),
             )
 
@@ -642,23 +932,35 @@ class Store:
         return None if row is None else _video(row)
 
     def update_video(
-        self, video_id: str, *, status: str, progress: int | None, expires_at: float | None, resource: str, now: float
+        self,
+        video_id: str,
+        *,
+        status: str,
+        progress: int | None,
+        expires_at: float | None,
+        resource: str,
+        now: float,
     ) -> bool:
         """Store the latest status; True only for the one call that moved the job to a final status.
 
         The compare-and-set (`status` not already final) means a completion is counted once,
-        however many workers or polls see it.
+        however many workers or polls see it: its charge (the price when it was created, times
+        its seconds) is settled, or for a failure released, exactly once.
         """
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE videos SET status = ?, progress = ?, resource = ?, updated_at = ?, expires_at = ?,"
-                " finished_at = CASE WHEN ? IN ('completed', 'failed') THEN ? ELSE NULL END"
+                " finished_at = CASE WHEN ? IN ('completed', 'failed') THEN ? ELSE NULL END,"
+                " charge_state = CASE WHEN charge_state != 'reserved' THEN charge_state"
+                "   WHEN ? = 'completed' THEN 'settled' WHEN ? = 'failed' THEN 'released' ELSE charge_state END"
                 " WHERE id = ? AND status NOT IN ('completed', 'failed')",
-                (status, progress, resource, now, expires_at, status, now, video_id),
+                (status, progress, resource, now, expires_at, status, now, status, status, video_id),
             )
             return cursor.rowcount == 1 and status in TERMINAL_STATUSES
 
     def mark_video_deleted(self, video_id: str, now: float) -> None:
+        # The charge stays as it is: the relay cannot know whether the upstream rendered (and
+        # billed) the job before it was deleted, and under-billing is the worse mistake.
         with self._write() as conn:
             conn.execute("UPDATE videos SET deleted_at = COALESCE(deleted_at, ?) WHERE id = ?", (now, video_id))
 
@@ -783,6 +1085,14 @@ class Store:
         return str(self._conn().execute("PRAGMA journal_mode").fetchone()[0])
 
 
+def _add_missing_columns(db: sqlite_utils.Database, table: str, columns: dict[str, type]) -> None:
+    """Columns added after a table first shipped: databases made by older versions get them here."""
+    existing = set(db[table].columns_dict)
+    for name, kind in columns.items():
+        if name not in existing:
+            db[table].add_column(name, kind)
+
+
 def _outcome_filters(**filters: Any) -> tuple[str, list[Any]]:
     columns = {
         "account": "account = ?",
@@ -811,6 +1121,7 @@ def _key(row: sqlite3.Row) -> KeyRecord:
         previous_hash=row["previous_hash"],
         previous_valid_until=row["previous_valid_until"],
         rotated_at=row["rotated_at"],
+        limits_json=row["limits"],
     )
 
 
@@ -833,6 +1144,9 @@ def _video(row: sqlite3.Row) -> Video:
         deleted_at=row["deleted_at"],
         resource=row["resource"],
         expires_at=row["expires_at"],
+        usd=row["usd"],
+        charge_state=row["charge_state"],
+        charged_at=row["charged_at"],
     )
 
 
@@ -854,5 +1168,6 @@ def _account(row: sqlite3.Row) -> Account:
         credential_encrypted=row["credential"],
         credential_rotated_at=row["credential_rotated_at"],
         proxy_encrypted=row["proxy"],
+        max_video_seconds_per_day=row["max_video_seconds_per_day"],
     )
 

@@ -22,6 +22,8 @@ from . import upstream as upstream_http
 from .body import body_fields, is_valid_unicode
 from .errors import RelayError
 from .idempotency import idempotent
+from .limits import job_terms
+from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
 from .proxy import (
     attempt,
     attempt_with_failover,
@@ -36,8 +38,9 @@ from .proxy import (
     request_body,
     settle,
 )
-from .sessions import SESSION_FIELD, session_hash, session_id
 from .pool import Upstream
+from .quota import Booking, book
+from .sessions import SESSION_FIELD, session_hash, session_id
 from .state import RelayState
 from .store import TERMINAL_STATUSES, KeyRecord, Video
 
@@ -74,17 +77,27 @@ async def new_job(
         fields = body_fields(body, request.headers.get("content-type"), _FIELDS)
         if source is None and kind in ("edit", "extension") and "video[id]" in fields:
             source = await owned_video(state, key, fields["video[id]"])
-        if source is not None:
-            upstream = await owner_account(state, source.account)
-        else:
-            session = session_id(fields, request.headers)
-            upstream = await choose_account(state, session_hash(session) if session else None, now=now, route=route)
-        # Work on an existing video must stay with its owner; everything else may move on.
-        upstream, answer = await attempt_with_failover(
-            state, upstream, request, route=route, key=key, path=upstream_path, body=body, may_fail_over=source is None
-        )
-        if answer.status < 300:
-            await record_job(state, answer.body, account=upstream.name, key=key, kind=kind, source=source, fields=fields)
+        booking = await book(state, key, job_terms(fields, source, kind, state.prices), state.clock())
+        try:
+            if source is not None:
+                upstream = await owner_account(state, source.account)
+                await booking.admit_owner(upstream)
+            else:
+                session = session_id(fields, request.headers)
+                upstream = await choose_account(
+                    state, session_hash(session) if session else None, now=now, route=route, admit=booking.admit
+                )
+            # Work on an existing video must stay with its owner; everything else may move on.
+            upstream, answer = await attempt_with_failover(
+                state, upstream, request, route=route, key=key, path=upstream_path, body=body,
+                may_fail_over=source is None, admit=booking.admit,
+            )
+            if answer.status < 300:
+                await record_job(
+                    state, answer.body, account=upstream.name, key=key, kind=kind, source=source, fields=fields, booking=booking
+                )
+        finally:
+            await booking.release()
         claim.keep(answer.status, answer.headers.get("content-type"), answer.body)
         return passthrough(answer)
 
@@ -98,6 +111,7 @@ async def record_job(
     kind: str,
     source: Video | None,
     fields: dict[str, str],
+    booking: Booking,
 ) -> None:
     resource = _json_object(body)
     video_id = _text(resource.get("id")) if resource else None
@@ -108,6 +122,11 @@ async def record_job(
     rendered = fields.get("seconds") if kind == "extension" else seconds
     now = time.time()
     progress = _json_number(resource.get("progress"))
+    model = _text(resource.get("model")) or fields.get("model") or (source.model if source else None)
+    size = _text(resource.get("size")) or fields.get("size") or (source.size if source else None)
+    billable_seconds = _number(rendered)
+    # The charge: this job's seconds at today's price, reserved until it completes or fails.
+    usd = state.prices.cost(model or DEFAULT_MODEL, size or DEFAULT_SIZE, billable_seconds or 0.0)
     await state.db(
         state.store.insert_video,
         Video(
@@ -116,10 +135,10 @@ async def record_job(
             key_name=key.name,
             kind=kind,
             source_video_id=source.id if source else None,
-            model=_text(resource.get("model")) or fields.get("model"),
+            model=model,
             seconds=seconds,
-            billable_seconds=_number(rendered),
-            size=_text(resource.get("size")) or fields.get("size"),
+            billable_seconds=billable_seconds,
+            size=size,
             status=_text(resource.get("status")) or "queued",
             progress=int(progress) if progress is not None else None,
             created_at=_json_number(resource.get("created_at")) or now,
@@ -127,8 +146,13 @@ async def record_job(
             finished_at=None,
             deleted_at=None,
             resource=json.dumps(resource),
+            usd=usd,
+            charge_state="reserved",
+            charged_at=booking.now,
         ),
+        reservation_id=booking.reservation_id,
     )
+    booking.taken()
 
 
 async def create_video(request: Request) -> Response:
@@ -198,10 +222,12 @@ async def refresh_status(state: RelayState, video: Video, answer: upstream_http.
     if not finished:
         return None
     state.metrics.videos.labels(status).inc()
-    if status == "completed" and video.billable_seconds:
-        state.metrics.video_seconds.labels(video.account, video.key_name, video.model or "unknown").inc(
-            video.billable_seconds
-        )
+    if status == "completed":
+        model = video.model or "unknown"
+        if video.billable_seconds:
+            state.metrics.video_seconds.labels(video.account, video.key_name, model).inc(video.billable_seconds)
+        if video.usd and video.charge_state == "reserved":
+            state.metrics.cost_usd.labels(video.account, video.key_name, model).inc(video.usd)
     return status
 
 

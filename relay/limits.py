@@ -1,0 +1,288 @@
+"""Per-key limits and per-account caps, enforced before any upstream call.
+
+A key may have: requests per minute (every request counts), concurrent in-flight creates,
+video-seconds and USD per UTC day and per UTC month, and allowed models and sizes. New work
+(create, remix, edit, extension) reserves its estimated seconds and cost; the reservation
+becomes the job's charge when the upstream accepts it, is settled when the job completes and
+released when it fails (relay.store does both as one compare-and-set). Budgets count
+reserved + settled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import secrets
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable
+
+from .errors import RelayError
+from .pricing import DEFAULT_MODEL, DEFAULT_SECONDS, DEFAULT_SIZE, PriceTable
+from .store import Usage, Video
+
+# Values of relay_quota_hits_total{limit}.
+LIMIT_NAMES = (
+    "requests_per_minute",
+    "concurrent_creates",
+    "video_seconds_per_day",
+    "video_seconds_per_month",
+    "usd_per_day",
+    "usd_per_month",
+    "model",
+    "size",
+    "account_video_seconds_per_day",
+)
+PERIODS = ("day", "month")
+RATE_WINDOW_SECONDS = 60.0
+# A limit that frees up within this long is worth retrying; beyond it clients are told not to.
+SOON_SECONDS = 60.0
+
+
+class LimitInputError(ValueError):
+    """A limit value an operator gave that the relay cannot use."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    requests_per_minute: int | None = None
+    max_concurrent_creates: int | None = None
+    video_seconds_per_day: float | None = None
+    video_seconds_per_month: float | None = None
+    usd_per_day: float | None = None
+    usd_per_month: float | None = None
+    models: tuple[str, ...] | None = None
+    sizes: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Limits:
+        if not text:
+            return NO_LIMITS
+        data = json.loads(text)
+        for name in ("models", "sizes"):
+            if data.get(name) is not None:
+                data[name] = tuple(data[name])
+        known = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in data.items() if name in known})
+
+    def to_json(self) -> str | None:
+        data = {name: value for name, value in asdict(self).items() if value is not None}
+        return json.dumps(data, sort_keys=True) if data else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: (list(value) if isinstance(value, tuple) else value) for name, value in asdict(self).items()}
+
+    @property
+    def reserves(self) -> bool:
+        """Whether new work must be booked in the database before it goes upstream."""
+        return any(
+            value is not None
+            for value in (
+                self.max_concurrent_creates,
+                self.video_seconds_per_day,
+                self.video_seconds_per_month,
+                self.usd_per_day,
+                self.usd_per_month,
+            )
+        )
+
+    @property
+    def has_budget(self) -> bool:
+        return self.usd_per_day is not None or self.usd_per_month is not None
+
+    def budget(self, period: str) -> float | None:
+        return self.usd_per_day if period == "day" else self.usd_per_month
+
+
+NO_LIMITS = Limits()
+
+
+def validate_limits(limits: Limits) -> Limits:
+    for name in ("requests_per_minute", "max_concurrent_creates"):
+        value = getattr(limits, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise LimitInputError(f"{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+    for name in ("video_seconds_per_day", "video_seconds_per_month", "usd_per_day", "usd_per_month"):
+        value = getattr(limits, name)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise LimitInputError(f"{name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
+    for name in ("models", "sizes"):
+        values = getattr(limits, name)
+        if values is not None and (not values or any(not v or len(v) > 128 for v in values)):
+            raise LimitInputError(f"{name} must list at least one name of 1-128 characters")
+    return limits
+
+
+# -- periods (UTC calendar) ---------------------------------------------------------------------
+
+
+def period_bounds(period: str, now: float) -> tuple[float, float]:
+    """Start and end of the UTC day or month that contains `now`."""
+    moment = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc)
+    if period == "day":
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = start + dt.timedelta(days=1)
+    else:
+        start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    return start.timestamp(), end.timestamp()
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+class QuotaExceeded(RelayError):
+    """A relay-side limit refused the request; `limit` is one of LIMIT_NAMES."""
+
+    def __init__(self, status: int, message: str, *, code: str, limit: str, retry_after: float | None, param: str | None = None) -> None:
+        headers: dict[str, str] = {}
+        if retry_after is not None:
+            headers["retry-after"] = str(max(1, math.ceil(retry_after)))
+        if status == 429 and (retry_after is None or retry_after > SOON_SECONDS) and limit != "concurrent_creates":
+            headers["x-should-retry"] = "false"
+        super().__init__(status, message, code=code, param=param, headers=headers)
+        self.limit = limit
+
+
+def _amount(value: float, unit: str) -> str:
+    return f"${value:.2f}" if unit == "usd" else f"{value:g} s"
+
+
+def period_refusal(limit: str, period: str, *, used: float, asked: float, allowed: float, now: float) -> QuotaExceeded:
+    unit = "usd" if limit.startswith("usd") else "seconds"
+    _, resets = period_bounds(period, now)
+    what = "budget" if unit == "usd" else "video-seconds limit"
+    code = "relay_budget_exceeded" if unit == "usd" else "relay_video_seconds_exceeded"
+    return QuotaExceeded(
+        429,
+        f"This key's {what} of {_amount(allowed, unit)} per {period} would be exceeded: "
+        f"{_amount(used, unit)} used or reserved, this request needs {_amount(asked, unit)}. "
+        f"It resets at {dt.datetime.fromtimestamp(resets, tz=dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}.",
+        code=code,
+        limit=limit,
+        retry_after=resets - now,
+    )
+
+
+def rate_refusal(limit: int, retry_after: float) -> QuotaExceeded:
+    return QuotaExceeded(
+        429,
+        f"This key's limit of {limit} requests per minute is reached; retry in {max(1, math.ceil(retry_after))} s.",
+        code="relay_rate_limited",
+        limit="requests_per_minute",
+        retry_after=retry_after,
+    )
+
+
+def concurrency_refusal(limit: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        429,
+        f"This key already has {limit} create(s) in flight, its limit; retry when one has been answered.",
+        code="relay_concurrency_limited",
+        limit="concurrent_creates",
+        retry_after=1.0,
+    )
+
+
+def account_capped(account_day_end: float, now: float) -> QuotaExceeded:
+    return QuotaExceeded(
+        429,
+        "The upstream account that owns this video has reached its daily video-seconds cap; "
+        "work on its videos resumes when the UTC day ends.",
+        code="relay_account_capped",
+        limit="account_video_seconds_per_day",
+        retry_after=account_day_end - now,
+    )
+
+
+# -- what a piece of new work will cost ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobTerms:
+    model: str
+    size: str
+    video_seconds: float
+    usd: float | None  # None: the price table has no price for this model and size
+
+
+def job_terms(fields_: dict[str, str], source: Video | None, kind: str, prices: PriceTable) -> JobTerms:
+    """The model, size and seconds a create, remix, edit or extension will render, and its cost."""
+    model = fields_.get("model") or (source.model if source else None) or DEFAULT_MODEL
+    size = fields_.get("size") or (source.size if source else None) or DEFAULT_SIZE
+    requested = _seconds(fields_.get("seconds"))
+    if requested is None and kind != "extension" and source is not None:
+        requested = _seconds(source.seconds)
+    seconds = requested if requested is not None else DEFAULT_SECONDS
+    return JobTerms(model=model, size=size, video_seconds=seconds, usd=prices.cost(model, size, seconds))
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
+
+
+def check_allowed(limits: Limits, terms: JobTerms) -> None:
+    """Models and sizes outside the key's allow-lists are refused (403: retrying cannot help)."""
+    if limits.models is not None and terms.model not in limits.models:
+        raise QuotaExceeded(
+            403,
+            f"This key may not use model '{terms.model}' (allowed: {', '.join(limits.models)}).",
+            code="relay_model_not_allowed",
+            limit="model",
+            retry_after=None,
+            param="model",
+        )
+    if limits.sizes is not None and terms.size not in limits.sizes:
+        raise QuotaExceeded(
+            403,
+            f"This key may not use size '{terms.size}' (allowed: {', '.join(limits.sizes)}).",
+            code="relay_size_not_allowed",
+            limit="size",
+            retry_after=None,
+            param="size",
+        )
+    if limits.has_budget and terms.usd is None:
+        raise RelayError(
+            400,
+            f"This key has a USD budget and the relay has no price for model '{terms.model}' at size "
+            f"'{terms.size}'; an operator must add one (relayctl prices set).",
+            code="relay_price_unknown",
+            param="model",
+        )
+
+
+def refusal_for(limits: Limits, terms: JobTerms, now: float) -> Callable[[Usage, dict[float, Usage]], QuotaExceeded | None]:
+    """The check relay.store.reserve runs inside its transaction, against the key's current usage."""
+    starts = {period: period_bounds(period, now)[0] for period in PERIODS}
+
+    def refuse(current: Usage, by_period: dict[float, Usage]) -> QuotaExceeded | None:
+        if limits.max_concurrent_creates is not None and current.in_flight >= limits.max_concurrent_creates:
+            return concurrency_refusal(limits.max_concurrent_creates)
+        for period in PERIODS:
+            used = by_period[starts[period]]
+            seconds_limit = limits.video_seconds_per_day if period == "day" else limits.video_seconds_per_month
+            if seconds_limit is not None and used.video_seconds + terms.video_seconds > seconds_limit:
+                return period_refusal(
+                    f"video_seconds_per_{period}", period, used=used.video_seconds, asked=terms.video_seconds,
+                    allowed=seconds_limit, now=now,
+                )
+            budget = limits.budget(period)
+            if budget is not None and used.usd + (terms.usd or 0.0) > budget + 1e-9:
+                return period_refusal(
+                    f"usd_per_{period}", period, used=used.usd, asked=terms.usd or 0.0, allowed=budget, now=now
+                )
+        return None
+
+    return refuse
+
+
+def period_starts(now: float) -> list[float]:
+    return [period_bounds(period, now)[0] for period in PERIODS]
+
+
+def new_reservation_id() -> str:
+    return "res_" + secrets.token_hex(12)

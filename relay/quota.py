@@ -1,0 +1,178 @@
+"""The request path's side of limits: the per-key request rate, bookings for new work, account caps.
+
+Everything here is skipped, with no database access, for keys without limits and accounts
+without caps: the common case pays nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+
+import httpx
+
+from .limits import (
+    RATE_WINDOW_SECONDS,
+    JobTerms,
+    Limits,
+    QuotaExceeded,
+    account_capped,
+    check_allowed,
+    new_reservation_id,
+    period_bounds,
+    period_starts,
+    rate_refusal,
+    refusal_for,
+)
+from .outcomes import parse_duration
+from .pool import Upstream
+from .recorder import QuotaSeen
+from .state import RelayState
+from .store import AccountQuota, KeyRecord
+
+log = logging.getLogger("relay.quota")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(limits_json: str | None) -> Limits:
+    return Limits.from_json(limits_json)
+
+
+def limits_of(key: KeyRecord) -> Limits:
+    return _parse(key.limits_json)
+
+
+def counted(state: RelayState, key: KeyRecord, error: QuotaExceeded) -> QuotaExceeded:
+    state.metrics.quota_hits.labels(key.name, error.limit).inc()
+    return error
+
+
+async def check_request_rate(state: RelayState, key: KeyRecord, now: float) -> None:
+    """Admit the request into the key's requests-per-minute window, or refuse it (429)."""
+    limit = limits_of(key).requests_per_minute
+    if limit is None:
+        return
+    wait = await state.db(state.store.take_request_slot, key.name, now=now, limit=limit, window=RATE_WINDOW_SECONDS)
+    if wait is not None:
+        raise counted(state, key, rate_refusal(limit, wait))
+
+
+@dataclass
+class Booking:
+    """New work's claim on its key's limits and its account's daily cap.
+
+    Written before the upstream call when a limit needs it; it becomes the job's charge when
+    the job is recorded (`taken`) and is released otherwise.
+    """
+
+    state: RelayState
+    key: KeyRecord
+    terms: JobTerms
+    now: float
+    id: str = field(default_factory=new_reservation_id)
+    written: bool = False
+
+    @property
+    def expires_at(self) -> float:
+        # Long enough for every attempt failover may make; a dead worker's booking lapses by then.
+        settings = self.state.settings
+        per_attempt = settings.connect_timeout_seconds + settings.read_timeout_seconds
+        return self.now + per_attempt * (settings.max_failover + 1) + 60.0
+
+    @property
+    def reservation_id(self) -> str | None:
+        return self.id if self.written else None
+
+    async def admit(self, upstream: Upstream) -> bool:
+        """Whether this work fits under the account's daily cap (always, for accounts without one)."""
+        cap = upstream.account.max_video_seconds_per_day
+        if cap is None:
+            return True
+        day_start, day_end = period_bounds("day", self.now)
+        fits = await self.state.db(
+            self.state.store.claim_account_capacity,
+            self.id,
+            key_name=self.key.name,
+            account=upstream.name,
+            video_seconds=self.terms.video_seconds,
+            usd=self.terms.usd or 0.0,
+            cap=cap,
+            day_start=day_start,
+            now=self.now,
+            expires_at=self.expires_at,
+        )
+        if fits:
+            self.written = True
+            return True
+        log.info("account at its daily cap; skipping it until the UTC day ends", extra={"account": upstream.name})
+        self.state.pool.mark_capped(upstream.name, day_end)
+        return False
+
+    async def admit_owner(self, upstream: Upstream) -> None:
+        """Work on an existing video cannot move: a capped owner refuses it."""
+        if not await self.admit(upstream):
+            raise account_capped(period_bounds("day", self.now)[1], self.now)
+
+    def taken(self) -> None:
+        """The job was recorded and its charge took the reservation's place."""
+        self.written = False
+
+    async def release(self) -> None:
+        if self.written:
+            self.written = False
+            await self.state.db(self.state.store.release_reservation, self.id)
+
+
+async def book(state: RelayState, key: KeyRecord, terms: JobTerms, now: float) -> Booking:
+    """Check the key's allow-lists and limits for new work and reserve its seconds and cost."""
+    limits = limits_of(key)
+    try:
+        check_allowed(limits, terms)
+    except QuotaExceeded as error:
+        raise counted(state, key, error) from None
+    booking = Booking(state, key, terms, now)
+    if limits.reserves:
+        refused = await state.db(
+            state.store.reserve,
+            booking.id,
+            key_name=key.name,
+            video_seconds=terms.video_seconds,
+            usd=terms.usd or 0.0,
+            now=now,
+            expires_at=booking.expires_at,
+            periods=period_starts(now),
+            refuse=refusal_for(limits, terms, now),
+        )
+        if refused is not None:
+            raise counted(state, key, refused)
+        booking.written = True
+    return booking
+
+
+# -- the upstream's own quota ---------------------------------------------------------------------
+
+
+def note_upstream_quota(state: RelayState, upstream: Upstream, headers: httpx.Headers, now: float) -> None:
+    """Remember what an answer's x-ratelimit-*-requests headers say about the account's quota."""
+    limit = _count(headers.get("x-ratelimit-limit-requests"))
+    remaining = _count(headers.get("x-ratelimit-remaining-requests"))
+    if limit is None and remaining is None:
+        return
+    reset = parse_duration(headers.get("x-ratelimit-reset-requests") or "")
+    quota = AccountQuota(
+        account=upstream.name,
+        observed_at=now,
+        limit_requests=limit,
+        remaining_requests=remaining,
+        resets_at=now + reset if reset is not None else None,
+    )
+    state.pool.note_quota(quota)
+    state.recorder.put(QuotaSeen(quota))
+
+
+def _count(value: str | None) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isdigit() and len(value) <= 18 else None
