@@ -15,9 +15,11 @@ from relay.accounts import (
     remove_account,
     reset_account,
     rotate_credential,
+    set_daily_cap,
     set_proxy,
 )
-from relay.store import ACCOUNT_TYPES, Account
+from relay.limits import period_bounds
+from relay.store import ACCOUNT_TYPES, Account, Store
 
 from .common import database_options, open_db
 from .output import emit, emit_json, emit_record, timestamp
@@ -174,12 +176,64 @@ def accounts_show(name: str, db_path: str, as_json: bool) -> None:
             "attempts_1h": attempts,
             "errors_1h": errors,
             "live_videos": store.live_video_count(name, now),
+            **cap_record(store, account, now),
+            **upstream_quota_record(store, name),
             "credential": "stored encrypted",
             "credential_rotated": timestamp(account.credential_rotated_at),
             "created": timestamp(account.created_at),
         }
     )
     emit_record(record, as_json=as_json)
+
+
+def cap_record(store: Store, account: Account, now: float) -> dict[str, Any]:
+    used = store.account_usage(account.name, since=period_bounds("day", now)[0], now=now)
+    cap = account.max_video_seconds_per_day
+    return {
+        "max_video_seconds_per_day": cap,
+        "video_seconds_today": round(used.video_seconds, 3),
+        "capped": cap is not None and used.video_seconds >= cap,
+    }
+
+
+def upstream_quota_record(store: Store, name: str) -> dict[str, Any]:
+    quota = next((q for q in store.account_quotas() if q.account == name), None)
+    return {
+        "upstream_requests_limit": quota.limit_requests if quota else None,
+        "upstream_requests_remaining": quota.remaining_requests if quota else None,
+        "upstream_requests_reset": timestamp(quota.resets_at) if quota else None,
+        "upstream_quota_seen": timestamp(quota.observed_at) if quota else None,
+    }
+
+
+@accounts.command("limits")
+@click.argument("name")
+@click.option(
+    "--max-video-seconds-per-day",
+    "cap",
+    metavar="SECONDS|none",
+    help="Seconds of video this account may render per UTC day; 'none' removes the cap.",
+)
+@database_options
+def accounts_limits(name: str, cap: str | None, db_path: str, as_json: bool) -> None:
+    """Show or set account NAME's daily cap. A capped account is skipped until the UTC day ends.
+
+    \b
+    Example:
+      relayctl accounts limits main --max-video-seconds-per-day 600
+      relayctl accounts limits main --max-video-seconds-per-day none
+    """
+    store, _ = open_db(db_path)
+    if cap is not None:
+        if cap.strip().lower() == "none":
+            set_daily_cap(store, name, None)
+        else:
+            try:
+                seconds = float(cap)
+            except ValueError:
+                raise click.BadParameter(f"{cap!r} is not a number of seconds (or 'none')", param_hint="--max-video-seconds-per-day") from None
+            set_daily_cap(store, name, seconds)
+    emit_record({"name": name, **cap_record(store, store.account(name), time.time())}, as_json=as_json)
 
 
 @accounts.command("enable")

@@ -12,6 +12,7 @@ from .accounts_cmd import accounts
 from .doctor import doctor, secrets_group
 from .keys_cmd import keys
 from .observe_cmd import cooldowns_group, outcomes_group, sessions_group
+from .usage_cmd import prices, usage
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +35,10 @@ def main() -> None:
       relayctl cooldowns --watch
       relayctl outcomes summary --since 24h
       relayctl accounts rotate main --token-stdin < new-key.txt
+    \b
+    Caps and bills:
+      relayctl keys limits alice --usd-per-month 300 --requests-per-minute 60
+      relayctl usage --by key --since 30d --csv
     """
 
 
@@ -57,5 +62,5 @@ def sandbox(host: str, port: int, complete_after: float, fail: str | None) -> No
     run_sandbox(host, port, complete_after_seconds=complete_after, fail=fail)
 
 
-for command in (keys, accounts, cooldowns_group, sessions_group, outcomes_group, doctor, secrets_group):
+for command in (keys, accounts, cooldowns_group, sessions_group, outcomes_group, usage, prices, doctor, secrets_group):
     main.add_command(command)

@@ -13,6 +13,8 @@ from relay.accounts import AccountInputError
 from relay.config import ConfigError, Settings, load_settings
 from relay.crypto import SecretBox, SecretKeyError
 from relay.keys import KeyInputError
+from relay.limits import LimitInputError
+from relay.pricing import PriceInputError
 from relay.state import open_store
 from relay.store import AlreadyExists, NotFound, Store
 
@@ -22,7 +24,16 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 # Errors from the library that are the operator's to fix: one line, exit 1.
-OPERATOR_ERRORS = (NotFound, AlreadyExists, KeyInputError, AccountInputError, SecretKeyError, ConfigError)
+OPERATOR_ERRORS = (
+    NotFound,
+    AlreadyExists,
+    KeyInputError,
+    AccountInputError,
+    SecretKeyError,
+    ConfigError,
+    LimitInputError,
+    PriceInputError,
+)
 
 
 def parse_duration(value: str) -> float:

@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from relay.keys import PERMISSIONS, IssuedKey, change_permissions, issue_key, rotate_key
-from relay.store import KeyRecord
+from relay.keys import PERMISSIONS, IssuedKey, change_permissions, issue_key, rotate_key, set_limits
+from relay.limits import PERIODS, Limits, period_bounds, usage_summary
+from relay.store import KeyRecord, Store
 
 from .common import database_options, open_db, parse_duration
 from .output import emit, emit_json, emit_record, timestamp
@@ -49,6 +50,50 @@ def show_new_key(issued: IssuedKey, *, as_json: bool, verb: str) -> None:
     click.echo(f"  {issued.key}\n")
 
 
+# (option, limit field, parser): "none" clears a limit.
+_LIMIT_OPTIONS = (
+    ("--requests-per-minute", "requests_per_minute", int, "Requests per minute (every request counts)."),
+    ("--max-concurrent-creates", "max_concurrent_creates", int, "Creates (and remixes, edits, extensions) in flight at once."),
+    ("--video-seconds-per-day", "video_seconds_per_day", float, "Seconds of video per UTC day (reserved + rendered)."),
+    ("--video-seconds-per-month", "video_seconds_per_month", float, "Seconds of video per UTC month."),
+    ("--usd-per-day", "usd_per_day", float, "USD budget per UTC day (reserved + settled, from the price table)."),
+    ("--usd-per-month", "usd_per_month", float, "USD budget per UTC month."),
+    ("--models", "models", str, "Comma-separated models the key may use."),
+    ("--sizes", "sizes", str, "Comma-separated sizes the key may use."),
+)
+
+
+def limit_options(command: Any) -> Any:
+    for option, field, _, help_text in reversed(_LIMIT_OPTIONS):
+        command = click.option(option, field, metavar="VALUE|none", help=help_text)(command)
+    return command
+
+
+def limit_changes(options: dict[str, Any]) -> dict[str, Any]:
+    """The limit options given on the command line, parsed; `none` clears one."""
+    changes: dict[str, Any] = {}
+    for option, field, kind, _ in _LIMIT_OPTIONS:
+        raw = options.pop(field)
+        if raw is None:
+            continue
+        if raw.strip().lower() == "none":
+            changes[field] = None
+        elif kind is str:
+            changes[field] = tuple(part.strip() for part in raw.split(",") if part.strip())
+        else:
+            try:
+                changes[field] = kind(raw)
+            except ValueError:
+                raise click.BadParameter(f"{raw!r} is not a number (or 'none')", param_hint=option) from None
+    return changes
+
+
+def limits_record(store: Store, record: KeyRecord, now: float) -> dict[str, Any]:
+    limits = Limits.from_json(record.limits_json)
+    usage = {period: store.key_usage(record.name, since=period_bounds(period, now)[0], now=now) for period in PERIODS}
+    return {"name": record.name, **limits.as_dict(), **usage_summary(limits, usage)}
+
+
 @click.group()
 def keys() -> None:
     """Relay keys: what users send as their bearer token."""
@@ -66,19 +111,30 @@ def keys() -> None:
 )
 @click.option("--expires-in", help="Expire the key after this long, e.g. 30d, 12h, 2w.")
 @click.option("--note", help="Free text for operators (who it is for).")
+@limit_options
 @database_options
 def keys_issue(
-    name: str, permissions: tuple[str, ...], expires_in: str | None, note: str | None, db_path: str, as_json: bool
+    name: str,
+    permissions: tuple[str, ...],
+    expires_in: str | None,
+    note: str | None,
+    db_path: str,
+    as_json: bool,
+    **options: Any,
 ) -> None:
     """Issue a new key named NAME and print it once: it cannot be shown again.
+
+    Limits can be set here or later with 'relayctl keys limits'.
 
     \b
     Example:
       relayctl keys issue alice --permission openai --expires-in 30d --note "Alice's render farm"
+      relayctl keys issue bob --usd-per-month 200 --requests-per-minute 60 --models sora-2
     """
     expires_at = time.time() + parse_duration(expires_in) if expires_in else None
+    changes = limit_changes(options)
     store, _ = open_db(db_path)
-    issued = issue_key(store, name, permissions or ("openai",), expires_at=expires_at, note=note)
+    issued = issue_key(store, name, permissions or ("openai",), expires_at=expires_at, note=note, limits=changes)
     show_new_key(issued, as_json=as_json, verb="Issued")
 
 
@@ -112,7 +168,32 @@ def keys_show(name: str, db_path: str, as_json: bool) -> None:
     row["revoked"] = timestamp(record.revoked_at)
     row["rotated"] = timestamp(record.rotated_at)
     row["old_secret_valid_until"] = timestamp(record.previous_valid_until)
+    row.update({k: v for k, v in limits_record(store, record, time.time()).items() if k != "name"})
     emit_record(row, as_json=as_json)
+
+
+@keys.command("limits")
+@click.argument("name")
+@limit_options
+@database_options
+def keys_limits(name: str, db_path: str, as_json: bool, **options: Any) -> None:
+    """Show or change key NAME's limits; 'none' clears one. Relays enforce changes within a second.
+
+    Over a limit the relay answers 429 (code relay_rate_limited, relay_concurrency_limited,
+    relay_video_seconds_exceeded or relay_budget_exceeded) with Retry-After; a model or size
+    outside the allow-lists gets 403. Days and months are UTC.
+
+    \b
+    Example:
+      relayctl keys limits alice --usd-per-day 20 --usd-per-month 300 --max-concurrent-creates 2
+      relayctl keys limits alice --models sora-2,sora-2-pro --sizes none
+      relayctl keys limits alice --json
+    """
+    changes = limit_changes(options)
+    store, _ = open_db(db_path)
+    if changes:
+        set_limits(store, name, changes)
+    emit_record(limits_record(store, store.key_by_name(name), time.time()), as_json=as_json)
 
 
 @keys.command("revoke")

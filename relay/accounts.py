@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +179,16 @@ def cooldowns(store: Store, now: float) -> list[Cooldown]:
 def reset_account(store: Store, name: str, now: float | None = None) -> None:
     """Back to `active` (an operator's decision: clears rate limits and `unauthorized`)."""
     store.set_account_state(name, "active", now=time.time() if now is None else now, reason="reset by an operator")
+
+
+def set_daily_cap(store: Store, name: str, max_video_seconds_per_day: float | None) -> None:
+    """Cap the video-seconds account NAME may render per UTC day (None: no cap).
+
+    A capped account is skipped for new work until the day ends; work on videos it already
+    owns is refused (429) meanwhile, since it cannot move to another account.
+    """
+    if max_video_seconds_per_day is not None and not (
+        math.isfinite(max_video_seconds_per_day) and max_video_seconds_per_day >= 0
+    ):
+        raise AccountInputError(f"the daily cap must be a finite number of seconds >= 0, got {max_video_seconds_per_day!r}")
+    store.set_account_cap(name, max_video_seconds_per_day)

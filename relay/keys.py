@@ -11,11 +11,12 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import anyio.to_thread
 
 from .errors import RelayError
+from .limits import Limits, changed_limits
 from .store import KeyRecord, Store
 
 PREFIX = "rk-"
@@ -61,9 +62,11 @@ def issue_key(
     expires_at: float | None = None,
     note: str | None = None,
     now: float | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> IssuedKey:
     validate_name(name)
     granted = validate_permissions(permissions)
+    limits_json = changed_limits(Limits(), limits or {}).to_json()
     key_id = secrets.token_hex(_ID_HEX_LENGTH // 2)
     key = f"{PREFIX}{key_id}-{secrets.token_urlsafe(32)}"
     salt = secrets.token_hex(16)
@@ -78,6 +81,7 @@ def issue_key(
         revoked_at=None,
         last_used_at=None,
         note=note,
+        limits_json=limits_json,
     )
     store.insert_key(record)
     return IssuedKey(record=record, key=key)
@@ -98,6 +102,14 @@ def rotate_key(store: Store, name: str, *, grace_seconds: float = 0.0, now: floa
         name, salt=salt, hash=_hash(salt, key), grace_until=now + grace_seconds if grace_seconds > 0 else None, now=now
     )
     return IssuedKey(record=store.key_by_name(name), key=key)
+
+
+def set_limits(store: Store, name: str, changes: dict[str, Any]) -> Limits:
+    """Set (or, with None, clear) some of key NAME's limits; running relays enforce them within a second."""
+    record = store.key_by_name(name)
+    limits = changed_limits(Limits.from_json(record.limits_json), changes)
+    store.set_key_limits(name, limits.to_json())
+    return limits
 
 
 def change_permissions(store: Store, name: str, *, add: tuple[str, ...] = (), remove: tuple[str, ...] = ()) -> KeyRecord:

@@ -113,6 +113,33 @@ def validate_limits(limits: Limits) -> Limits:
     return limits
 
 
+def changed_limits(current: Limits, changes: dict[str, Any]) -> Limits:
+    """`current` with some limits set or, where the value is None, cleared; validated."""
+    known = {f.name for f in fields(Limits)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise LimitInputError(f"unknown limit {unknown[0]!r}")
+    merged = {**asdict(current), **changes}
+    for name in ("models", "sizes"):
+        if merged[name] is not None:
+            merged[name] = tuple(merged[name])
+    return validate_limits(Limits(**merged))
+
+
+def usage_summary(limits: Limits, usage_by_period: dict[str, Usage]) -> dict[str, Any]:
+    """Used and left per period for the limits a key has, for `relayctl keys limits/show`."""
+    summary: dict[str, Any] = {}
+    for period in PERIODS:
+        used = usage_by_period[period]
+        summary[f"video_seconds_used_{period}"] = round(used.video_seconds, 3)
+        summary[f"usd_used_{period}"] = round(used.usd, 6)
+        budget = limits.budget(period)
+        if budget is not None:
+            summary[f"usd_left_{period}"] = round(max(0.0, budget - used.usd), 6)
+    summary["creates_in_flight"] = usage_by_period["day"].in_flight
+    return summary
+
+
 # -- periods (UTC calendar) ---------------------------------------------------------------------
 
 

@@ -411,7 +411,7 @@ async def attempt_with_failover(
             if answer.status not in FAILOVER_STATUSES:
                 return upstream, answer
             reason = error_class(answer.status)
-        now = time.time()
+        now = state.clock()
         following = (
             await pick_admitted(state, now, admit, exclude=tried)
             if may_fail_over and len(tried) <= state.settings.max_failover

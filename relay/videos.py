@@ -68,7 +68,7 @@ async def new_job(
 ) -> Response:
     """Create, remix, edit or extend: forward byte for byte, record the new job, answer unchanged."""
     state = relay_state(request)
-    now = time.time()
+    now = state.clock()
     key = key or await authorize(request, state, now)
     body = await request_body(request, state)
     async with idempotent(state, request, key, route, body) as claim:
@@ -77,7 +77,7 @@ async def new_job(
         fields = body_fields(body, request.headers.get("content-type"), _FIELDS)
         if source is None and kind in ("edit", "extension") and "video[id]" in fields:
             source = await owned_video(state, key, fields["video[id]"])
-        booking = await book(state, key, job_terms(fields, source, kind, state.prices), state.clock())
+        booking = await book(state, key, job_terms(fields, source, kind, state.prices), now)
         try:
             if source is not None:
                 upstream = await owner_account(state, source.account)
@@ -322,7 +322,7 @@ def _limit(raw: str | None) -> int:
 
 async def create_character(request: Request) -> Response:
     state = relay_state(request)
-    now = time.time()
+    now = state.clock()
     key = await authorize(request, state, now)
     body = await request_body(request, state)
     fields = body_fields(body, request.headers.get("content-type"), _FIELDS)

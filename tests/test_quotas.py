@@ -1,0 +1,240 @@
+"""Per-key limits, budgets and account caps through an in-process relay, on a clock the test moves."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import pytest
+
+from conftest import Relay, Sandbox
+from relay.keys import set_limits
+from relay.limits import period_bounds
+from test_lifecycle import V, wait_completed
+from test_relay import assert_envelope, auth, metric_value, tokens_seen
+
+# Noon UTC on a mid-month day: far from day and month boundaries unless a test moves there.
+NOON = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc).timestamp()
+
+
+class Clock:
+    def __init__(self, now: float = NOON) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(relay: Relay) -> Clock:
+    clock = Clock()
+    relay.state.clock = clock
+    return clock
+
+
+def limited_key(relay: Relay, name: str = "alice", **limits: Any) -> str:
+    key = relay.issue_key(name)
+    set_limits(relay.state.store, name, limits)
+    relay.state.reload()
+    return key
+
+
+def post(relay: Relay, key: str, **fields: Any) -> Any:
+    return relay.client.post(V, json={"prompt": "a cat", "seconds": "4", "size": "720x1280", **fields}, headers=auth(key))
+
+
+def quota_hits(relay: Relay, key: str, limit: str) -> float:
+    return metric_value(relay, f'relay_quota_hits_total{{key="{key}",limit="{limit}"}}')
+
+
+def test_requests_per_minute_window_slides(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = limited_key(relay, requests_per_minute=2)
+    assert relay.client.get(V, headers=auth(key)).status_code == 200
+    clock.now += 30
+    assert post(relay, key).status_code == 200
+    refused = relay.client.get(V, headers=auth(key))
+    assert_envelope(refused, 429, "relay_rate_limited")
+    assert refused.headers["retry-after"] == "30"  # the first request leaves the window 60 s after it came
+    assert "x-should-retry" not in refused.headers  # it resets soon: worth retrying
+    assert quota_hits(relay, "alice", "requests_per_minute") == 1
+    clock.now += 30.5
+    assert relay.client.get(V, headers=auth(key)).status_code == 200
+    assert_envelope(relay.client.get(V, headers=auth(key)), 429, "relay_rate_limited")
+    assert len(sandbox.requests()) == 1  # nothing refused went upstream
+
+
+def test_video_seconds_per_day_resets_at_midnight_utc(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = limited_key(relay, video_seconds_per_day=12)
+    assert post(relay, key, seconds="8").status_code == 200
+    assert post(relay, key, seconds="4").status_code == 200
+    refused = post(relay, key, seconds="4")
+    body = assert_envelope(refused, 429, "relay_video_seconds_exceeded")
+    assert "12 s per day" in body["message"]
+    assert refused.headers["retry-after"] == str(12 * 3600)  # noon to midnight
+    assert refused.headers["x-should-retry"] == "false"
+    assert quota_hits(relay, "alice", "video_seconds_per_day") == 1
+    clock.now = period_bounds("day", NOON)[1] + 1
+    assert post(relay, key, seconds="12").status_code == 200
+
+
+def test_usd_budget_day_and_month(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    # sora-2 at 720x1280 is $0.10 a second: 8 s = $0.80, 4 s = $0.40.
+    key = limited_key(relay, usd_per_day=1.2, usd_per_month=2.0)
+    assert post(relay, key, seconds="8").status_code == 200
+    assert post(relay, key, seconds="4").status_code == 200  # exactly $1.20
+    assert_envelope(post(relay, key, seconds="4"), 429, "relay_budget_exceeded")
+    assert metric_value(relay, 'relay_key_budget_remaining_usd{key="alice",period="day"}') == 0
+    assert metric_value(relay, 'relay_key_budget_remaining_usd{key="alice",period="month"}') == pytest.approx(0.8)
+    clock.now += 86400  # the next day: the day budget is fresh, the month has $0.80 left
+    assert post(relay, key, seconds="8").status_code == 200
+    refused = post(relay, key, seconds="4")
+    assert_envelope(refused, 429, "relay_budget_exceeded")
+    assert "per month" in refused.json()["error"]["message"]
+    month_end = period_bounds("month", clock.now)[1]
+    assert refused.headers["retry-after"] == str(int(month_end - clock.now))
+    assert quota_hits(relay, "alice", "usd_per_day") == 1
+    assert quota_hits(relay, "alice", "usd_per_month") == 1
+    assert len(sandbox.requests()) == 3
+
+
+def test_failed_jobs_release_and_completed_jobs_settle_once(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = limited_key(relay, usd_per_day=1.6)
+    failing = post(relay, key, prompt="a cat [fail]", seconds="8").json()
+    ok = post(relay, key, seconds="8").json()
+    assert_envelope(post(relay, key, seconds="4"), 429, "relay_budget_exceeded")  # $1.60 reserved
+    wait_completed(relay, key, failing["id"])
+    wait_completed(relay, key, ok["id"])
+    for _ in range(3):  # more polls must not settle or count again
+        relay.client.get(f"{V}/{ok['id']}", headers=auth(key))
+    store = relay.state.store
+    assert (store.video(failing["id"]).charge_state, store.video(ok["id"]).charge_state) == ("released", "settled")  # type: ignore[union-attr]
+    assert metric_value(relay, 'relay_cost_usd_total{account="a",key="alice",model="sora-2"}') == pytest.approx(0.8)
+    assert store.key_usage("alice", since=NOON - 3600, now=clock.now).usd == pytest.approx(0.8)
+    assert post(relay, key, seconds="8").status_code == 200  # the failed job's $0.80 is free again
+
+
+def test_upstream_refusal_releases_the_reservation(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = limited_key(relay, usd_per_day=0.4, max_concurrent_creates=1)
+    sandbox.fault(status=500, times=1)
+    assert post(relay, key).status_code == 500
+    assert relay.state.store.live_reservations(clock.now) == []
+    assert post(relay, key).status_code == 200  # neither the budget nor the concurrency slot was kept
+
+
+def test_concurrent_creates_limit(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = limited_key(relay, max_concurrent_creates=1)
+    # Another create of this key is on its way upstream (in another worker, say).
+    store = relay.state.store
+    store.reserve("res_other", key_name="alice", video_seconds=4, usd=0.4, now=clock.now, expires_at=clock.now + 60, periods=[], refuse=lambda *_: None)
+    refused = post(relay, key)
+    assert_envelope(refused, 429, "relay_concurrency_limited")
+    assert "x-should-retry" not in refused.headers
+    assert quota_hits(relay, "alice", "concurrent_creates") == 1
+    assert relay.client.get(V, headers=auth(key)).status_code == 200  # reads are not creates
+    store.release_reservation("res_other")
+    assert post(relay, key).status_code == 200
+    clock.now += 1
+    store.reserve("res_dead", key_name="alice", video_seconds=4, usd=0.4, now=clock.now, expires_at=clock.now + 60, periods=[], refuse=lambda *_: None)
+    clock.now += 61  # a dead worker's reservation lapses
+    assert post(relay, key).status_code == 200
+
+
+def test_allowed_models_and_sizes(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = limited_key(relay, models=("sora-2",), sizes=("720x1280", "1280x720"))
+    body = assert_envelope(post(relay, key, model="sora-2-pro"), 403, "relay_model_not_allowed")
+    assert body["param"] == "model"
+    assert_envelope(post(relay, key, size="1792x1024"), 403, "relay_size_not_allowed")
+    assert post(relay, key, size="1280x720").status_code == 200
+    assert post(relay, key).status_code == 200  # the contract's defaults (sora-2, 720x1280) are checked too
+    multipart = relay.client.post(V, files={"prompt": (None, "x"), "model": (None, "sora-2-pro")}, headers=auth(key))
+    assert_envelope(multipart, 403, "relay_model_not_allowed")
+    assert quota_hits(relay, "alice", "model") == 2 and quota_hits(relay, "alice", "size") == 1
+
+
+def test_budget_needs_a_price(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = limited_key(relay, usd_per_month=10)
+    assert_envelope(post(relay, key, size="1792x1024"), 400, "relay_price_unknown")  # sora-2 has no price there
+    relay.state.store.set_prices([("sora-2", "*", 0.2)], now=clock.now)
+    relay.state.reload()
+    assert post(relay, key, size="1792x1024").status_code == 200
+    video = relay.state.store.list_videos("alice", after=None, limit=1, order="desc")[0][0]
+    assert video.usd == pytest.approx(0.8)
+
+
+def test_remix_is_priced_like_its_source(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = limited_key(relay, usd_per_day=6.0)
+    source = post(relay, key, model="sora-2-pro", seconds="12", size="1792x1024").json()  # 12 s x $0.50 = $6
+    remix = relay.client.post(f"{V}/{source['id']}/remix", json={"prompt": "at night"}, headers=auth(key))
+    assert_envelope(remix, 429, "relay_budget_exceeded")
+
+
+def test_unlimited_keys_touch_no_limit_tables(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = relay.issue_key("bob")
+    for _ in range(3):
+        assert post(relay, key, seconds="8").status_code == 200
+    store = relay.state.store
+    conn = store._conn()
+    assert conn.execute("SELECT count(*) FROM request_log").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM reservations").fetchone()[0] == 0
+    usage = store.key_usage("bob", since=NOON - 60, now=clock.now)
+    assert (usage.video_seconds, usage.usd) == (24, pytest.approx(2.4))  # charges are recorded all the same
+
+
+def test_account_daily_cap(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api(), priority=1)
+    relay.add_account("b", sandbox.base_api(), priority=2)
+    relay.state.store.set_account_cap("a", 12)
+    relay.state.reload()
+    key = relay.issue_key("alice")
+    first = post(relay, key, seconds="8").json()
+    post(relay, key, seconds="4")
+    post(relay, key, seconds="4")  # a has 12 s today: this goes to b
+    assert tokens_seen(sandbox) == ["tok-a", "tok-a", "tok-b"]
+    remix = relay.client.post(f"{V}/{first['id']}/remix", json={"prompt": "again"}, headers=auth(key))
+    assert_envelope(remix, 429, "relay_account_capped")
+    assert remix.headers["x-should-retry"] == "false"
+    assert relay.client.get(f"{V}/{first['id']}", headers=auth(key)).status_code == 200  # reads still work
+    clock.now = period_bounds("day", NOON)[1] + 10
+    post(relay, key, seconds="4")
+    assert tokens_seen(sandbox)[-1] == "tok-a"  # a new UTC day: a is back
+
+
+def test_all_accounts_capped_is_503(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    relay.state.store.set_account_cap("a", 4)
+    relay.state.reload()
+    key = relay.issue_key("alice")
+    assert post(relay, key).status_code == 200
+    refused = post(relay, key)
+    assert_envelope(refused, 503, "no_upstream_account")
+    assert int(refused.headers["retry-after"]) == 12 * 3600
+
+
+def test_upstream_quota_headers_reach_metrics_and_the_scheduler(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = make_relay(scheduler="most-remaining")
+    relay.add_account("a", sandbox.base_api())
+    relay.add_account("b", sandbox.base_api())
+    key = relay.issue_key("alice")
+    sandbox.fault(token="tok-a", status=None, headers={"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "1m0s"})
+    sandbox.fault(token="tok-b", status=None, headers={"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "90", "x-ratelimit-reset-requests": "1m0s"})
+    for _ in range(5):
+        assert post(relay, key).status_code == 200
+    # Least recently used would alternate; most-remaining sticks with b once it has seen both.
+    assert tokens_seen(sandbox) == ["tok-a", "tok-b", "tok-b", "tok-b", "tok-b"]
+    relay.flush()
+    assert metric_value(relay, 'relay_account_ratelimit_remaining{account="a"}') == 3
+    assert metric_value(relay, 'relay_account_ratelimit_remaining{account="b"}') == 90
+    assert metric_value(relay, 'relay_account_ratelimit_limit{account="b"}') == 100
+    quota = {q.account: q for q in relay.state.store.account_quotas()}
+    assert quota["a"].resets_at is not None and quota["a"].resets_at == pytest.approx(time.time() + 60, abs=10)
