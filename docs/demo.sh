@@ -62,7 +62,14 @@ for i in 1 2; do
 done
 show relayctl cooldowns
 
+step "Operator: a daily budget for demo-user; a create that would break it never reaches an upstream"
+show relayctl keys limits demo-user --usd-per-day 3 --max-concurrent-creates 4
+show curl -sS "$RELAY/openai/v1/videos" -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
+    -d '{"prompt": "An epic", "model": "sora-2-pro", "seconds": "12", "size": "1792x1024"}'
+echo
+show relayctl usage --by key --since 1d
+
 step "Metrics for Prometheus"
-curl -sS "$RELAY/metrics" | grep -E '^relay_(upstream_requests_total|account_state)' | grep -v ' 0.0$'
+curl -sS "$RELAY/metrics" | grep -E '^relay_(upstream_requests_total|account_state|quota_hits_total|key_budget)' | grep -v ' 0.0$'
 
 step "Done: everything ran on 127.0.0.1 with a throwaway database"

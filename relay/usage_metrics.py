@@ -39,7 +39,7 @@ class UsageCollector(Collector):
                 if allowed is None:
                     continue
                 used = self._store.key_usage(key.name, since=period_bounds(period, now)[0], now=now)
-                budget.add_metric([key.name, period], max(0.0, allowed - used.usd))
+                budget.add_metric([key.name, period], round(max(0.0, allowed - used.usd), 6))
         yield budget
 
         remaining = GaugeMetricFamily(

@@ -134,6 +134,8 @@ def test_demo_script_runs(tmp_path: Any) -> None:
     assert "create -> HTTP 429" not in done.stdout and done.stdout.count("create -> HTTP 200") == 2
     assert "rate_limited" in done.stdout
     assert 'relay_account_state{account="acct-a",state="rate_limited"} 1.0' in done.stdout
+    assert '"code": "relay_budget_exceeded"' in done.stdout
+    assert 'relay_quota_hits_total{key="demo-user",limit="usd_per_day"} 1.0' in done.stdout
 
 
 def test_key_file_announced_once_and_no_secret_in_logs(relay_process: Any, sandbox: Sandbox) -> None:
