@@ -53,6 +53,16 @@ def main(relay_url: str, key: str, other_key: str, sandbox_url: str) -> None:
     else:
         raise AssertionError("another key could read this key's video")
 
+    # OTHER_KEY has a $0.50 daily budget: an 8-second sora-2 video ($0.80) is refused by the
+    # relay itself, and `x-should-retry: false` stops the SDK from retrying for hours.
+    capped = openai.OpenAI(base_url=f"{relay_url}/openai/v1", api_key=other_key, max_retries=2, timeout=30)
+    try:
+        capped.videos.create(prompt="too dear", model="sora-2", seconds="8", size="720x1280")
+    except openai.RateLimitError as error:
+        seen["budget"] = error.code
+    else:
+        raise AssertionError("expected the relay to refuse a create over budget")
+
     httpx.post(f"{sandbox_url}/_sandbox/faults", json={"preset": "rate_limited", "resets_in_seconds": 30, "times": 1}).raise_for_status()
     try:
         client.videos.create(prompt="one too many")

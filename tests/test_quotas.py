@@ -7,10 +7,12 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import Relay, Sandbox
 from relay.keys import set_limits
-from relay.limits import period_bounds
+from relay.limits import PERIODS, Limits, period_bounds, validate_limits
 from test_lifecycle import V, wait_completed
 from test_relay import assert_envelope, auth, metric_value, tokens_seen
 
@@ -238,3 +240,41 @@ def test_upstream_quota_headers_reach_metrics_and_the_scheduler(make_relay: Any,
     assert metric_value(relay, 'relay_account_ratelimit_limit{account="b"}') == 100
     quota = {q.account: q for q in relay.state.store.account_quotas()}
     assert quota["a"].resets_at is not None and quota["a"].resets_at == pytest.approx(time.time() + 60, abs=10)
+
+
+def test_video_seconds_per_month_resets_with_the_month(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = limited_key(relay, video_seconds_per_month=16)
+    clock.now = dt.datetime(2026, 12, 31, 23, 0, tzinfo=dt.timezone.utc).timestamp()
+    assert post(relay, key, seconds="12").status_code == 200
+    refused = post(relay, key, seconds="8")
+    assert_envelope(refused, 429, "relay_video_seconds_exceeded")
+    assert refused.headers["retry-after"] == "3600"  # an hour to the new year
+    assert quota_hits(relay, "alice", "video_seconds_per_month") == 1
+    clock.now += 3600
+    assert post(relay, key, seconds="12").status_code == 200
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_period_bounds_contain_now_and_tile_the_calendar(now: float) -> None:
+    for period in PERIODS:
+        start, end = period_bounds(period, now)
+        assert start <= now < end
+        assert period_bounds(period, end)[0] == end  # the next period starts where this one ends
+        begins = dt.datetime.fromtimestamp(start, tz=dt.timezone.utc)
+        assert (begins.hour, begins.minute, begins.second) == (0, 0, 0)
+        assert period == "day" or begins.day == 1
+
+
+@given(
+    st.builds(
+        Limits,
+        requests_per_minute=st.none() | st.integers(1, 10**6),
+        max_concurrent_creates=st.none() | st.integers(1, 1000),
+        usd_per_day=st.none() | st.floats(0, 1e6),
+        video_seconds_per_month=st.none() | st.floats(0, 1e7),
+        models=st.none() | st.lists(st.sampled_from(["sora-2", "sora-2-pro", "x"]), min_size=1, unique=True).map(tuple),
+    )
+)
+def test_limits_survive_storage(limits: Limits) -> None:
+    assert Limits.from_json(limits.to_json()) == validate_limits(limits)

@@ -37,6 +37,7 @@ def test_sdk_lifecycle(relay_process: Any, sandbox: Sandbox, version: str) -> No
     key = operator_setup(relay, sandbox, "main")
     issued = relay.relayctl("keys", "issue", "bob", "--json")
     other_key = json.loads(issued.stdout)["key"]
+    assert relay.relayctl("keys", "limits", "bob", "--usd-per-day", "0.5").returncode == 0
     done = subprocess.run(
         [str(python), str(ROOT / "tests" / "sdk_scenario.py"), relay.url, key, other_key, sandbox.url],
         capture_output=True,
@@ -54,6 +55,7 @@ def test_sdk_lifecycle(relay_process: Any, sandbox: Sandbox, version: str) -> No
     assert seen["thumbnail_bytes"] == len((ASSETS / "thumbnail.webp").read_bytes())
     assert seen["listed"] == 5
     assert seen["other_key"] == "not_found" and seen["rate_limited"] == 429 and seen["bad_key"] == 401
+    assert seen["budget"] == "relay_budget_exceeded"
     creates = [r for r in sandbox.requests() if r["method"] == "POST" and r["path"] == "/v1/videos"]
     kinds = {r["content_type"].split(";")[0] for r in creates}
     assert kinds == ({"multipart/form-data"} if version == "newest" else {"application/json"})
