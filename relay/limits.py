@@ -254,24 +254,16 @@ def _seconds(value: str | None) -> float | None:
 
 def check_allowed(limits: Limits, terms: JobTerms) -> None:
     """Models and sizes outside the key's allow-lists are refused (403: retrying cannot help)."""
-    if limits.models is not None and terms.model not in limits.models:
-        raise QuotaExceeded(
-            403,
-            f"This key may not use model '{terms.model}' (allowed: {', '.join(limits.models)}).",
-            code="relay_model_not_allowed",
-            limit="model",
-            retry_after=None,
-            param="model",
-        )
-    if limits.sizes is not None and terms.size not in limits.sizes:
-        raise QuotaExceeded(
-            403,
-            f"This key may not use size '{terms.size}' (allowed: {', '.join(limits.sizes)}).",
-            code="relay_size_not_allowed",
-            limit="size",
-            retry_after=None,
-            param="size",
-        )
+    for name, allowed, wanted in (("model", limits.models, terms.model), ("size", limits.sizes, terms.size)):
+        if allowed is not None and wanted not in allowed:
+            raise QuotaExceeded(
+                403,
+                f"This key may not use {name} '{wanted}' (allowed: {', '.join(allowed)}).",
+                code=f"relay_{name}_not_allowed",
+                limit=name,
+                retry_after=None,
+                param=name,
+            )
     if limits.has_budget and terms.usd is None:
         raise RelayError(
             400,
