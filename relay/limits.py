@@ -145,7 +145,8 @@ def usage_summary(limits: Limits, usage_by_period: dict[str, Usage]) -> dict[str
 
 def period_bounds(period: str, now: float) -> tuple[float, float]:
     """Start and end of the UTC day or month that contains `now`."""
-    moment = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc)
+    # Whole seconds: fromtimestamp rounds microseconds, which could land a hair past midnight.
+    moment = dt.datetime.fromtimestamp(math.floor(now), tz=dt.timezone.utc)
     if period == "day":
         start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
         end = start + dt.timedelta(days=1)

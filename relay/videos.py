@@ -124,9 +124,12 @@ async def record_job(
     progress = _json_number(resource.get("progress"))
     model = _text(resource.get("model")) or fields.get("model") or (source.model if source else None)
     size = _text(resource.get("size")) or fields.get("size") or (source.size if source else None)
+    # Without seconds in the answer or the request, the contract's default is what was rendered.
     billable_seconds = _number(rendered)
+    if billable_seconds is None:
+        billable_seconds = booking.terms.video_seconds
     # The charge: this job's seconds at today's price, reserved until it completes or fails.
-    usd = state.prices.cost(model or DEFAULT_MODEL, size or DEFAULT_SIZE, billable_seconds or 0.0)
+    usd = state.prices.cost(model or DEFAULT_MODEL, size or DEFAULT_SIZE, billable_seconds)
     await state.db(
         state.store.insert_video,
         Video(
