@@ -112,7 +112,7 @@ class Booking:
     async def admit_owner(self, upstream: Upstream) -> None:
         """Work on an existing video cannot move: a capped owner refuses it."""
         if not await self.admit(upstream):
-            raise account_capped(period_bounds("day", self.now)[1], self.now)
+            raise counted(self.state, self.key, account_capped(period_bounds("day", self.now)[1], self.now))
 
     def taken(self) -> None:
         """The job was recorded and its charge took the reservation's place."""

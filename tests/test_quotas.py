@@ -206,6 +206,7 @@ def test_account_daily_cap(relay: Relay, sandbox: Sandbox, clock: Clock) -> None
     remix = relay.client.post(f"{V}/{first['id']}/remix", json={"prompt": "again"}, headers=auth(key))
     assert_envelope(remix, 429, "relay_account_capped")
     assert remix.headers["x-should-retry"] == "false"
+    assert quota_hits(relay, "alice", "account_video_seconds_per_day") == 1
     assert relay.client.get(f"{V}/{first['id']}", headers=auth(key)).status_code == 200  # reads still work
     clock.now = period_bounds("day", NOON)[1] + 10
     post(relay, key, seconds="4")
