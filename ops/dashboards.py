@@ -207,7 +207,7 @@ ERRORS = Dashboard(
             "The five accounts with the most failed upstream attempts over the dashboard's time range.",
             (
                 Target(
-                    'topk(5, sum by (account) (increase(relay_upstream_requests_total{error_class!="none"}[$__range])))',
+                    'topk(5, sum by (account) (increase(relay_upstream_requests_total{error_class!="none"}[$__range])) > 0)',
                     "{{account}}",
                     instant=True,
                 ),

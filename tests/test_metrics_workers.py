@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from relay import multiprocess
 from relay.metrics import RelayRegistry
-from tests.conftest import Sandbox
+from conftest import Sandbox
 
 pytestmark = pytest.mark.e2e
 
