@@ -203,3 +203,22 @@ def test_alert_rules_unit_tests(promtool: str) -> None:
         mine = [case for case in cases if case["alertname"] == rule["alert"]]
         assert any(case["exp_alerts"] for case in mine), f"{rule['alert']} is never tested firing"
         assert any(not case["exp_alerts"] for case in mine), f"{rule['alert']} is never tested not firing"
+
+
+def test_prometheus_config_next_to_the_relay_is_valid(promtool: str) -> None:
+    config = ROOT / "dashboards" / "prometheus.yml"
+    done = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (job,) = yaml.safe_load(config.read_text())["scrape_configs"]
+    assert job["job_name"] == "video-relay"  # what the alert rules select
+
+
+def test_grafana_provisioning_serves_these_dashboards_from_this_prometheus() -> None:
+    provisioning = ROOT / "dashboards" / "grafana" / "provisioning"
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert source["type"] == "prometheus" and source["isDefault"] is True
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "video-relay.yml").read_text())["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"] == "${VIDEO_RELAY_DASHBOARDS}"
+    procfile = (ROOT / "dashboards" / "Procfile").read_text()
+    assert "VIDEO_RELAY_DASHBOARDS=$PWD/dashboards" in procfile and "GF_PATHS_PROVISIONING=$PWD/dashboards/grafana/provisioning" in procfile
+    assert "--config.file=dashboards/prometheus.yml" in procfile
