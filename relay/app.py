@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import logging
 import secrets
@@ -29,6 +30,7 @@ from .crypto import SecretKeyError
 from .errors import RelayError, envelope, error_response
 from .logs import RequestFacts, configure_logging, fields
 from .metrics import Metrics, RelayRegistry
+from .metrics_server import listening_socket, serve_metrics
 from .proxy import relay_state
 from .routes import route_name
 from .state import build_state, keep_fresh
@@ -42,13 +44,20 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+def metrics_authorized(settings: Settings, authorization: str | None) -> bool:
+    token = settings.metrics_token
+    if token is None:
+        return True
+    presented = (authorization or "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(presented.encode(), token.encode())
+
+
 async def metrics(request: Request) -> Response:
     state = relay_state(request)
-    token = state.settings.metrics_token
-    if token is not None:
-        presented = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(presented.encode(), token.encode()):
-            raise RelayError(401, "GET /metrics needs 'Authorization: Bearer <RELAY_METRICS_TOKEN>'.", code="invalid_metrics_token")
+    if state.settings.metrics_port is not None:
+        raise HTTPException(404)  # served on RELAY_METRICS_PORT instead
+    if not metrics_authorized(state.settings, request.headers.get("authorization")):
+        raise RelayError(401, "GET /metrics needs 'Authorization: Bearer <RELAY_METRICS_TOKEN>'.", code="invalid_metrics_token")
     registry = state.metrics.registry
     # Collectors read the database and the workers' files: keep that off the event loop.
     body = await anyio.to_thread.run_sync(_exposition, registry)
@@ -198,7 +207,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             configure_logging(configured.log_format)
             access_log.disabled = not configured.access_log
             state = build_state(configured, make_client(configured))
-        except (ConfigError, SecretKeyError) as error:
+            metrics_socket = None
+            if configured.metrics_port is not None:
+                # Bound here, before serving, so a port in use stops the start instead of failing later.
+                metrics_socket = listening_socket(configured.metrics_host, configured.metrics_port)
+        except (ConfigError, SecretKeyError, OSError) as error:
             configure_logging("text")
             log.error("cannot start: %s", error)
             raise
@@ -207,6 +220,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(keep_fresh, state)
+                if metrics_socket is not None:
+                    tasks.start_soon(
+                        serve_metrics,
+                        metrics_socket,
+                        functools.partial(metrics_authorized, configured),
+                        functools.partial(_exposition, state.metrics.registry),
+                        CONTENT_TYPE_LATEST,
+                    )
                 yield {}
                 tasks.cancel_scope.cancel()
         finally:

@@ -152,3 +152,48 @@ def test_registry_sums_workers_and_reaps_dead_ones(tmp_path: Path, monkeypatch: 
         assert value(found, "demo_total") == 6 and value(found, "demo_in_flight") == 2
     finally:
         values.ValueClass = saved
+
+
+def test_metrics_on_their_own_port(relay_process: Any, sandbox: Sandbox) -> None:
+    from conftest import free_port
+
+    port = free_port()
+    relay = relay_process(workers=2, extra_env={"RELAY_METRICS_PORT": str(port), "RELAY_METRICS_TOKEN": "scrape-me"})
+    relay.add_accounts(sandbox, "acct-a")
+    key = relay.issue_key("alice")
+    for _ in range(7):
+        httpx.get(f"{relay.url}/openai/v1/videos", headers={"Authorization": f"Bearer {key}"}).raise_for_status()
+    # Not on the public port any more.
+    assert httpx.get(f"{relay.url}/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 404
+    metrics_url = f"http://127.0.0.1:{port}"
+    refused = httpx.get(f"{metrics_url}/metrics", headers={"Authorization": "Bearer wrong"})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_metrics_token"
+    assert httpx.get(f"{metrics_url}/openai/v1/videos").status_code == 404
+    assert httpx.post(f"{metrics_url}/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 405
+    for _ in range(4):  # each scrape may reach either worker
+        answer = httpx.get(f"{metrics_url}/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+        found = samples(answer.text)
+        assert value(found, "relay_requests_total", route="videos.list", status="200") == 7
+        assert value(found, "relay_account_state", account="acct-a", state="active") == 1
+
+
+def test_metrics_port_must_be_a_port() -> None:
+    from relay.config import ConfigError, load_settings
+
+    assert load_settings({"RELAY_METRICS_PORT": "9100"}).metrics_port == 9100
+    assert load_settings({}).metrics_port is None
+    for bad in ("0", "70000", "http", "-1"):
+        with pytest.raises(ConfigError):
+            load_settings({"RELAY_METRICS_PORT": bad})
+
+
+def test_a_metrics_port_in_use_stops_the_start(relay_process: Any) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match="exited"):
+            relay_process(extra_env={"RELAY_METRICS_PORT": str(port)})

@@ -134,7 +134,7 @@ def test_alerts_after_the_workload(live: LiveStack) -> None:
 
 @NEEDS_ISSUE_6
 def test_budget_alert_fires(live: LiveStack) -> None:
-    expect_alerts(live, firing={"RelayBudgetNearlyExhausted"}, inactive=set(), timeout=5)
+    expect_alerts(live, firing={"RelayBudgetNearlyExhausted"}, inactive=set(), timeout=3)
     budget = live.prometheus.query('ALERTS{alertname="RelayBudgetNearlyExhausted", alertstate="firing"}')
     assert {series["metric"]["key"] for series in budget} == {"carol"}
 
