@@ -104,7 +104,7 @@ class Prometheus:
         return answer["data"]["result"]  # type: ignore[no-any-return]
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
-        params = {"query": expr, "start": start, "end": end, "step": step}
+        params: dict[str, str | float] = {"query": expr, "start": start, "end": end, "step": step}
         answer = httpx.get(f"{self.url}/api/v1/query_range", params=params, timeout=20).json()
         assert answer["status"] == "success", answer
         return answer["data"]["result"]  # type: ignore[no-any-return]

@@ -52,7 +52,7 @@ def exported() -> dict[str, tuple[str, tuple[str, ...]]]:
     instruments = [value for value in vars(metrics).values() if isinstance(value, MetricWrapperBase)]
     names = set()
     for instrument in instruments:
-        kind: str = instrument._type
+        kind = str(instrument._type)
         name = instrument._name + ("_total" if kind == "counter" else "")
         found[name] = (kind, tuple(instrument._labelnames))
         names.add(instrument._name)
