@@ -197,3 +197,24 @@ def test_a_metrics_port_in_use_stops_the_start(relay_process: Any) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(RuntimeError, match="exited"):
             relay_process(extra_env={"RELAY_METRICS_PORT": str(port)})
+
+
+def test_each_start_gets_its_own_directory_and_old_ones_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    me = os.getpid()
+    ticks = multiprocess._start_ticks(me)
+    assert ticks is not None
+    alive = tmp_path / f"{multiprocess.DIR_PREFIX}{me}-{ticks}"
+    gone = tmp_path / f"{multiprocess.DIR_PREFIX}{2**22 + 5}-123"  # no such pid
+    reused = tmp_path / f"{multiprocess.DIR_PREFIX}{me}-1"  # same pid, another process's start time
+    other = tmp_path / "unrelated"
+    for path in (alive, gone, reused, other):
+        path.mkdir()
+    mine = multiprocess._supervisor_dir(os.getppid())
+    assert mine.name == f"{multiprocess.DIR_PREFIX}{os.getppid()}-{multiprocess._start_ticks(os.getppid())}"
+    assert mine.is_dir() and alive.is_dir() and other.is_dir()
+    assert not gone.exists() and not reused.exists()
+    # The same supervisor (a second worker, a restarted one) gets the same directory back.
+    assert multiprocess._supervisor_dir(os.getppid()) == mine
