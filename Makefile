@@ -7,6 +7,7 @@ VENV ?= .venv
 SDK2_VENV ?= .venv-sdk2
 HOST ?= 127.0.0.1
 PORT ?= 8080
+WORKERS ?= 1
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -18,7 +19,23 @@ define make_venv
 	$(PYTHON) -m venv $(1)
 endef
 
-.PHONY: run test demo sandbox clean
+# The live-Prometheus tests need Debian's prometheus package (prometheus and promtool). It is
+# installed when missing; its system service is then stopped and disabled, since the tests run
+# their own instance on a free port. Without apt-get, install both yourself (the tests skip
+# without them, and fail under CI=true).
+define ensure_prometheus
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+		if command -v apt-get >/dev/null; then \
+			echo "Installing Debian's prometheus (prometheus, promtool) for the live-Prometheus tests"; \
+			$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus || exit 1; \
+			if command -v systemctl >/dev/null; then $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; fi; \
+		else \
+			echo "prometheus/promtool not found and no apt-get: install them for the live-Prometheus tests"; \
+		fi; \
+	fi
+endef
+
+.PHONY: run test demo sandbox clean prometheus-tools dashboards dashboard-pictures
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + ")")'
@@ -33,16 +50,31 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $@
 
+$(VENV)/.installed-docs: $(VENV)/.installed-test
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,docs]'
+	@touch $@
+
 $(SDK2_VENV)/.installed: constraints-sdk2.txt
 	$(call make_venv,$(SDK2_VENV))
 	$(SDK2_VENV)/bin/pip install --quiet -c constraints-sdk2.txt openai
 	@touch $@
 
 run: $(VENV)/.installed-run
-	$(BIN)/uvicorn relay.app:app --host $(HOST) --port $(PORT) --loop uvloop --http httptools --no-access-log
+	$(BIN)/uvicorn relay.app:app --host $(HOST) --port $(PORT) --workers $(WORKERS) --loop uvloop --http httptools --no-access-log
 
-test: $(VENV)/.installed-test $(SDK2_VENV)/.installed
+prometheus-tools:
+	$(call ensure_prometheus)
+
+test: $(VENV)/.installed-test $(SDK2_VENV)/.installed prometheus-tools
 	$(BIN)/python -m pytest
+
+# Regenerate dashboards/*.json from ops/dashboards.py.
+dashboards: $(VENV)/.installed-run
+	$(BIN)/python -m ops.dashboards
+
+# Regenerate docs/dashboards/*.png: a live Prometheus, a longer workload, matplotlib.
+dashboard-pictures: $(VENV)/.installed-docs prometheus-tools
+	RELAY_DASHBOARD_PICTURES=docs/dashboards RELAY_LIVE_ROUNDS=10 $(BIN)/python -m pytest tests/test_prometheus_live.py -q
 
 demo: $(VENV)/.installed-run
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash docs/demo.sh

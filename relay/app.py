@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import logging
 import secrets
@@ -13,6 +14,7 @@ import time
 from typing import Any, AsyncIterator
 
 import anyio
+import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,12 +24,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import videos
+from . import multiprocess, videos
 from .config import ConfigError, Settings, load_settings
 from .crypto import SecretKeyError
 from .errors import RelayError, envelope, error_response
 from .logs import RequestFacts, configure_logging, fields
+from .metrics import Metrics, RelayRegistry
+from .metrics_server import listening_socket, serve_metrics
 from .proxy import relay_state
+from .routes import route_name
 from .state import build_state, keep_fresh
 from .upstream import make_client
 
@@ -39,14 +44,30 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+def metrics_authorized(settings: Settings, authorization: str | None) -> bool:
+    token = settings.metrics_token
+    if token is None:
+        return True
+    presented = (authorization or "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(presented.encode(), token.encode())
+
+
 async def metrics(request: Request) -> Response:
     state = relay_state(request)
-    token = state.settings.metrics_token
-    if token is not None:
-        presented = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(presented.encode(), token.encode()):
-            raise RelayError(401, "GET /metrics needs 'Authorization: Bearer <RELAY_METRICS_TOKEN>'.", code="invalid_metrics_token")
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    if state.settings.metrics_port is not None:
+        raise HTTPException(404)  # served on RELAY_METRICS_PORT instead
+    if not metrics_authorized(state.settings, request.headers.get("authorization")):
+        raise RelayError(401, "GET /metrics needs 'Authorization: Bearer <RELAY_METRICS_TOKEN>'.", code="invalid_metrics_token")
+    registry = state.metrics.registry
+    # Collectors read the database and the workers' files: keep that off the event loop.
+    body = await anyio.to_thread.run_sync(_exposition, registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def _exposition(registry: RelayRegistry) -> bytes:
+    if registry.multiprocess_dir is not None:
+        multiprocess.reap_dead_workers(registry.multiprocess_dir)
+    return generate_latest(registry)
 
 
 async def videos_collection(request: Request) -> Response:
@@ -108,9 +129,14 @@ class RequestIdMiddleware:
         facts = RequestFacts()
         scope.setdefault("state", {}).update(request_id=request_id, facts=facts)
         status = 0
+        overhead_ms = 0.0
+        counted = scope.get("path") not in _QUIET_PATHS
+        metrics = _metrics(scope) if counted else None
+        if metrics is not None:
+            metrics.in_flight.inc()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, overhead_ms
             if message["type"] == "http.response.start":
                 status = message["status"]
                 overhead_ms = max(0.0, (time.perf_counter() - started_at - facts.upstream_seconds) * 1000)
@@ -135,25 +161,39 @@ class RequestIdMiddleware:
             )
             await send({"type": "http.response.body", "body": body})
         finally:
-            if access_log.isEnabledFor(logging.INFO) and scope.get("path") not in _QUIET_PATHS:
+            route = route_name(scope["method"], scope.get("path", ""))
+            if metrics is not None:
+                metrics.in_flight.dec()
+                # 499: the client went away before an answer started (nginx's convention).
+                metrics.requests.labels(route, str(status or 499)).inc()
+                metrics.overhead.labels(route).observe(overhead_ms / 1000)
+            if access_log.isEnabledFor(logging.INFO) and counted:
                 access_log.info(
                     "request",
                     extra=fields(
                         request_id=request_id,
                         method=scope["method"],
-                        route=facts.route,
+                        route=facts.route or route,
                         status=status,
                         key=facts.key,
                         account=facts.account,
                         error_class=facts.error_class,
                         upstream_ms=round(facts.upstream_seconds * 1000, 3) if facts.account else None,
+                        overhead_ms=round(overhead_ms, 3),
                         duration_ms=round((time.perf_counter() - started_at) * 1000, 3),
                     ),
                 )
 
 
-# Scrapes and health checks would drown the access log.
+# Scrapes and health checks would drown the access log and the request metrics.
 _QUIET_PATHS = frozenset({"/metrics", "/healthz"})
+
+
+def _metrics(scope: Scope) -> Metrics | None:
+    """The running relay's metrics; None before the lifespan has built them (or if it failed)."""
+    app = scope.get("app")
+    state = getattr(getattr(app, "state", None), "relay", None)
+    return state.metrics if state is not None else None
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -161,12 +201,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        metrics_dir = multiprocess.configure()
         try:
             configured = settings or load_settings()
             configure_logging(configured.log_format)
             access_log.disabled = not configured.access_log
             state = build_state(configured, make_client(configured))
-        except (ConfigError, SecretKeyError) as error:
+            metrics_socket = None
+            if configured.metrics_port is not None:
+                # Bound here, before serving, so a port in use stops the start instead of failing later.
+                metrics_socket = listening_socket(configured.metrics_host, configured.metrics_port)
+        except (ConfigError, SecretKeyError, OSError) as error:
             configure_logging("text")
             log.error("cannot start: %s", error)
             raise
@@ -175,6 +220,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(keep_fresh, state)
+                if metrics_socket is not None:
+                    tasks.start_soon(
+                        serve_metrics,
+                        metrics_socket,
+                        functools.partial(metrics_authorized, configured),
+                        functools.partial(_exposition, state.metrics.registry),
+                        CONTENT_TYPE_LATEST,
+                    )
                 yield {}
                 tasks.cancel_scope.cancel()
         finally:
@@ -182,6 +235,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await state.close_clients()
             state.recorder.close()
             state.store.close()
+            multiprocess.worker_exiting(metrics_dir)
 
     return Starlette(
         routes=[

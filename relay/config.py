@@ -32,6 +32,9 @@ class Settings:
     idempotency_ttl_seconds: float = 24 * 3600.0
     log_format: str = "text"
     metrics_token: str | None = None
+    # /metrics on its own port (and no longer on the relay's), for every worker.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     access_log: bool = True
     # `lru` (least recently used) or `most-remaining` (most upstream requests left first).
     scheduler: str = "lru"
@@ -61,6 +64,15 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default
     return value
 
 
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), got {raw!r}")
+    return int(raw)
+
+
 def database_path(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(env.get("RELAY_DATABASE") or "relay.db")
@@ -85,6 +97,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         idempotency_ttl_seconds=_number(env, "RELAY_IDEMPOTENCY_TTL_SECONDS", 24 * 3600.0, minimum=60.0),
         log_format=_choice(env, "RELAY_LOG_FORMAT", ("text", "json"), "text"),
         metrics_token=env.get("RELAY_METRICS_TOKEN") or None,
+        metrics_port=_port(env, "RELAY_METRICS_PORT"),
+        metrics_host=(env.get("RELAY_METRICS_HOST") or "127.0.0.1").strip(),
         access_log=_choice(env, "RELAY_ACCESS_LOG", ("1", "0", "true", "false"), "1") in ("1", "true"),
         scheduler=_choice(env, "RELAY_SCHEDULER", ("lru", "most-remaining"), "lru"),
     )

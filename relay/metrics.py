@@ -7,41 +7,113 @@ never a prompt, an id, a session or a secret.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from .pool import Upstream
-from .store import ACCOUNT_STATES
+from .store import ACCOUNT_STATES, Account
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# The relay's own time per request is milliseconds; the tail matters more than the body.
+OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class AccountStateCollector(Collector):
-    """`relay_account_state`, computed at scrape time from the account snapshot."""
+    """`relay_account_state` and cooldowns, read from the database at scrape time.
 
-    def __init__(self, upstreams: Callable[[], Iterable[Upstream]]) -> None:
-        self._upstreams = upstreams
+    The database is the one view every worker shares, so any worker answers a scrape the same.
+    """
+
+    def __init__(self, accounts: Callable[[], Iterable[Account]]) -> None:
+        self._accounts = accounts
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
+        state_family = GaugeMetricFamily(
             "relay_account_state",
             "1 for the account's current state, 0 for the others.",
             labels=["account", "state"],
         )
+        cooldown_family = GaugeMetricFamily(
+            "relay_account_cooldown_remaining_seconds",
+            "Seconds until a rate-limited account is used again by itself (0 when not cooling down).",
+            labels=["account"],
+        )
         now = time.time()
-        for upstream in self._upstreams():
-            current = upstream.account.effective_state(now)
+        for account in self._accounts():
+            current = account.effective_state(now)
             for state in ACCOUNT_STATES:
-                family.add_metric([upstream.name, state], 1.0 if state == current else 0.0)
-        yield family
+                state_family.add_metric([account.name, state], 1.0 if state == current else 0.0)
+            left = (account.state_until or now) - now if current == "rate_limited" else 0.0
+            cooldown_family.add_metric([account.name], max(0.0, left))
+        yield state_family
+        yield cooldown_family
+
+
+class SessionCollector(Collector):
+    """`relay_sticky_sessions`: live session mappings, counted in the database at scrape time."""
+
+    def __init__(self, live_sessions: Callable[[float], int]) -> None:
+        self._live_sessions = live_sessions
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "relay_sticky_sessions", "Sticky session mappings that have not expired.", value=self._live_sessions(time.time())
+        )
+
+
+class RelayRegistry(CollectorRegistry):
+    """What `/metrics` serves.
+
+    In multiprocess mode (several workers) the instruments below write to shared files and
+    reach the scrape through the MultiProcessCollector, summed over workers; registering them
+    here as well would serve this one worker's share beside the sum, so they are left out.
+    Scrape-time collectors (database views) register as usual and run once per scrape.
+    """
+
+    def __init__(self, multiprocess_dir: Path | None) -> None:
+        super().__init__()
+        self.multiprocess_dir = multiprocess_dir
+        if multiprocess_dir is not None:
+            MultiProcessCollector(self, path=str(multiprocess_dir))
+
+    def register(self, collector: Collector) -> None:
+        if self.multiprocess_dir is not None and isinstance(collector, MetricWrapperBase):
+            return
+        super().register(collector)
 
 
 class Metrics:
-    def __init__(self, upstreams: Callable[[], Iterable[Upstream]]) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(
+        self,
+        accounts: Callable[[], Iterable[Account]],
+        live_sessions: Callable[[float], int] | None = None,
+        multiprocess_dir: Path | None = None,
+    ) -> None:
+        self.registry = RelayRegistry(multiprocess_dir)
+        self.requests = Counter(
+            "relay_requests_total",
+            "Requests the relay answered, by route and HTTP status (scrapes and health checks excluded).",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.overhead = Histogram(
+            "relay_request_overhead_seconds",
+            "Time the relay itself added to a request: total minus time waiting on upstreams.",
+            ["route"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "relay_requests_in_flight",
+            "Requests being handled now (summed over workers).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self.upstream_requests = Counter(
             "relay_upstream_requests_total",
             "Upstream attempts by account, route and outcome.",
@@ -104,4 +176,6 @@ class Metrics:
             ["account", "key", "model"],
             registry=self.registry,
         )
-        self.registry.register(AccountStateCollector(upstreams))
+        self.registry.register(AccountStateCollector(accounts))
+        if live_sessions is not None:
+            self.registry.register(SessionCollector(live_sessions))

@@ -12,6 +12,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from . import multiprocess
 from .config import Settings
 from .crypto import SecretBox, read_key_file, resolve_keys
 from .keys import KeyCache
@@ -108,7 +109,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient) -> RelayState:
         keys=KeyCache(store),
         http=http,
         recorder=Recorder(store),
-        metrics=Metrics(pool.all),
+        metrics=Metrics(store.list_accounts, store.count_sessions, multiprocess.active_dir()),
     )
     state.metrics.registry.register(UsageCollector(store, state.pool.all, lambda: state.clock()))
     state.reload()

@@ -651,6 +651,10 @@ class Store:
         with self._write() as conn:
             return conn.execute(f"DELETE FROM sessions WHERE {where}", params).rowcount
 
+    def count_sessions(self, now: float) -> int:
+        row = self._conn().execute("SELECT COUNT(*) FROM sessions WHERE expires_at > ?", (now,)).fetchone()
+        return int(row[0])
+
     def list_sessions(self, now: float) -> list[dict[str, Any]]:
         return [
             dict(row)

@@ -235,9 +235,13 @@ def test_json_logs_are_structured_and_secret_free(relay_process: Any, sandbox: S
     assert first["key"] == "alice" and first["account"] == "main" and first["route"] == "videos.create"
     assert first["status"] == 200 and first["error_class"] == "none" and first["upstream_ms"] > 0
     assert first["duration_ms"] >= first["upstream_ms"] and first["level"] == "info"
+    # The log line and the header tell the same relay overhead.
+    assert first["overhead_ms"] == round(float(ok.headers["x-relay-overhead-ms"]), 3)
+    assert first["overhead_ms"] <= first["duration_ms"] - first["upstream_ms"] + 0.01
     second = requests[failed.headers["x-request-id"]]
     assert second["status"] == 500 and second["error_class"] == "server_error"
-    assert requests[refused.headers["x-request-id"]]["status"] == 401
+    third = requests[refused.headers["x-request-id"]]
+    assert third["status"] == 401 and third["route"] == "videos.create" and third["overhead_ms"] >= 0
     assert any(e["message"] == "upstream error" and e["request_id"] == failed.headers["x-request-id"] for e in entries)
     log = relay.log()
     for secret in (key, "tok-main", prompt, "secret garden"):
