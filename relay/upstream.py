@@ -10,6 +10,7 @@ from typing import AsyncIterator
 import httpx
 
 from .config import Settings
+from .transport import PooledTransport
 
 DEFAULT_BASE_API = {
     "openai-responses": "https://api.openai.com/v1",
@@ -88,18 +89,22 @@ class RequestNotSendable(Exception):
 
 
 def make_client(settings: Settings, proxy: str | None = None) -> httpx.AsyncClient:
+    # Every connection may stay alive: a relay reconnecting under load pays a handshake per call.
+    limits = httpx.Limits(
+        max_connections=settings.max_upstream_connections,
+        max_keepalive_connections=settings.max_upstream_connections,
+    )
     client = httpx.AsyncClient(
         proxy=proxy,
+        # Accounts behind an outbound proxy keep httpx's own transport, which speaks HTTP and SOCKS proxies.
+        transport=PooledTransport(limits=limits) if proxy is None else None,
         timeout=httpx.Timeout(
             connect=settings.connect_timeout_seconds,
             read=settings.read_timeout_seconds,
             write=settings.read_timeout_seconds,
             pool=settings.connect_timeout_seconds,
         ),
-        limits=httpx.Limits(
-            max_connections=settings.max_upstream_connections,
-            max_keepalive_connections=settings.max_upstream_connections,
-        ),
+        limits=limits,
         # Proxies are configured per account, explicitly; ambient *_PROXY variables must not
         # silently reroute credentials.
         trust_env=False,
