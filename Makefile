@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 # A second, older openai SDK (2.26: JSON create) for the end-to-end tests to drive as well.
 SDK2_VENV ?= .venv-sdk2
+# LiteLLM, the benchmark's comparison point, in a virtualenv of its own (bench/litellm/).
+BENCH_VENV ?= .venv-bench-litellm
 HOST ?= 127.0.0.1
 PORT ?= 8080
 WORKERS ?= 1
@@ -35,7 +37,22 @@ define ensure_prometheus
 	fi
 endef
 
-.PHONY: run test demo sandbox clean prometheus-tools dashboards dashboard-pictures
+# The benchmark's mock upstream and load generator: Debian's nginx and wrk. Installing nginx
+# starts its system service on port 80 where a service manager runs; the benchmark starts its
+# own instance on a free loopback port, so the service is stopped and disabled again.
+define ensure_bench_tools
+	@if ! command -v wrk >/dev/null || ! { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }; then \
+		if command -v apt-get >/dev/null; then \
+			echo "Installing Debian's nginx-light and wrk for the benchmark"; \
+			$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends nginx-light wrk || exit 1; \
+			if command -v systemctl >/dev/null; then $(SUDO) systemctl disable --now nginx >/dev/null 2>&1 || true; fi; \
+		else \
+			echo "nginx and wrk are needed for the benchmark: install them"; exit 1; \
+		fi; \
+	fi
+endef
+
+.PHONY: run test demo sandbox clean prometheus-tools dashboards dashboard-pictures bench bench-tools
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + ")")'
@@ -59,6 +76,11 @@ $(SDK2_VENV)/.installed: constraints-sdk2.txt
 	$(SDK2_VENV)/bin/pip install --quiet -c constraints-sdk2.txt openai
 	@touch $@
 
+$(BENCH_VENV)/.installed: bench/litellm/requirements.txt bench/litellm/constraints.txt
+	$(call make_venv,$(BENCH_VENV))
+	$(BENCH_VENV)/bin/pip install --quiet -c bench/litellm/constraints.txt -r bench/litellm/requirements.txt
+	@touch $@
+
 run: $(VENV)/.installed-run
 	$(BIN)/uvicorn relay.app:app --host $(HOST) --port $(PORT) --workers $(WORKERS) --loop uvloop --http httptools --no-access-log
 
@@ -76,6 +98,13 @@ dashboards: $(VENV)/.installed-run
 dashboard-pictures: $(VENV)/.installed-docs prometheus-tools
 	RELAY_DASHBOARD_PICTURES=docs/dashboards RELAY_LIVE_ROUNDS=10 $(BIN)/python -m pytest tests/test_prometheus_live.py -q
 
+bench-tools:
+	$(call ensure_bench_tools)
+
+# The relay beside direct calls and LiteLLM on loopback; writes bench/results/<date>.{json,md,png}.
+bench: $(VENV)/.installed-docs $(BENCH_VENV)/.installed bench-tools
+	PATH="$$PATH:/usr/sbin" $(BIN)/python -m bench.run
+
 demo: $(VENV)/.installed-run
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash docs/demo.sh
 
@@ -83,4 +112,4 @@ sandbox: $(VENV)/.installed-run
 	$(BIN)/relayctl sandbox --host $(HOST) --port 8090
 
 clean:
-	rm -rf $(VENV) $(SDK2_VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(SDK2_VENV) $(BENCH_VENV) .pytest_cache .hypothesis

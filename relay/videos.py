@@ -45,7 +45,6 @@ from .state import RelayState
 from .store import TERMINAL_STATUSES, KeyRecord, Video
 
 _FIELDS = frozenset({SESSION_FIELD, "model", "seconds", "size", "video[id]"})
-_STREAM_CHUNK_BYTES = 64 * 1024
 CONTENT_VARIANTS = ("video", "thumbnail", "spritesheet")
 
 
@@ -274,7 +273,8 @@ async def video_content(request: Request) -> Response:
 
 async def _relay_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
     try:
-        async for chunk in response.aiter_raw(_STREAM_CHUNK_BYTES):
+        # Chunks pass on as the transport read them: re-slicing them would copy every byte again.
+        async for chunk in response.aiter_raw():
             yield chunk
     finally:
         # Also runs when the client went away and the response task was cancelled.

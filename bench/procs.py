@@ -1,0 +1,79 @@
+"""Processes under test: start, wait for the port, measure memory, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    port: int
+    key: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until_listening(server: Server, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{server.name} did not listen on port {server.port} within {timeout:.0f} s")
+
+
+def stop(server: Server) -> None:
+    if server.process.poll() is None:
+        os.killpg(server.process.pid, signal.SIGTERM) if _leads_group(server) else server.process.terminate()
+        try:
+            server.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.process.pid, signal.SIGKILL) if _leads_group(server) else server.process.kill()
+            server.process.wait()
+
+
+def _leads_group(server: Server) -> bool:
+    try:
+        return os.getpgid(server.process.pid) == server.process.pid
+    except ProcessLookupError:
+        return False
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its children (uvicorn's workers), from /proc."""
+    total = 0
+    for member in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{member}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            direct = [int(child) for child in listing.read().split()]
+    except FileNotFoundError:
+        return []
+    return direct + [grandchild for child in direct for grandchild in _children(child)]

@@ -1,0 +1,225 @@
+"""The benchmark's results as ratios against the issue's targets: JSON, a markdown table and a chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# Targets, all relative to a baseline measured in the same run.
+ADDED_P50_MS = 0.5
+ADDED_P99_MS = 2.0
+LITELLM_FACTOR = 10.0
+DOWNLOAD_RATIO = 0.9
+RSS_GROWTH_MIB = 16.0
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """Headline figures and whether each target was met."""
+    latency = results["latency"]
+    added: dict[str, Any] = {}
+    for operation, by_target in latency.items():
+        direct = by_target["direct"]
+        for name, figures in by_target.items():
+            if name == "direct":
+                continue
+            added.setdefault(name, {})[operation] = {
+                "p50_ms": round((figures["p50_us"] - direct["p50_us"]) / 1000, 3),
+                "p99_ms": round((figures["p99_us"] - direct["p99_us"]) / 1000, 3),
+            }
+    relay_added = added.get("relay-1w", {})
+    throughput = results["throughput"]
+    versus_litellm: dict[str, float | None] = {}
+    peak_versus_litellm: dict[str, float] = {}
+    relay_rates: dict[str, float] = {}
+    for operation, by_concurrency in throughput.items():
+        for connections, by_target in by_concurrency.items():
+            for workers in (1, 2):
+                relay, litellm = by_target.get(f"relay-{workers}w"), by_target.get(f"litellm-{workers}w")
+                label = f"{operation} c={connections} {workers}w"
+                if relay is not None:
+                    relay_rates[label] = relay["rate_within_p99_limit"]
+                if relay is not None and litellm is not None:
+                    within = litellm["rate_within_p99_limit"]
+                    versus_litellm[label] = round(relay["rate_within_p99_limit"] / within, 1) if within > 0 else None
+                    if litellm["peak_rate"] > 0:
+                        peak_versus_litellm[label] = round(relay["peak_rate"] / litellm["peak_rate"], 1)
+    streamed = results["streaming"]
+    single, concurrent = streamed["single"], streamed["concurrent"]
+    checks = {
+        "added_p50_at_c1": all(figures["p50_ms"] <= ADDED_P50_MS for figures in relay_added.values()),
+        "added_p99_at_c1": all(figures["p99_ms"] <= ADDED_P99_MS for figures in relay_added.values()),
+        # Where LiteLLM met p99 < 50 ms at no tested rate (None), any rate the relay did meet is
+        # a larger multiple; a relay rate of 0 is a miss whatever LiteLLM did.
+        "throughput_vs_litellm": bool(versus_litellm)
+        and all(
+            relay_rates[label] > 0 and (ratio is None or ratio >= LITELLM_FACTOR) for label, ratio in versus_litellm.items()
+        ),
+        "download_ratio": (single["ratio_relay_to_direct"] or 0) >= DOWNLOAD_RATIO,
+        "download_rss_growth": single["relay_rss_growth_max_mib"] <= RSS_GROWTH_MIB,
+        "slow_reader_flat": bool(streamed["slow_reader"]["flat"]),
+        "vanished_client_released": bool(streamed["disconnect"]["upstream_release"]["released"])
+        and streamed["disconnect"]["rss_change_mib"] <= RSS_GROWTH_MIB,
+    }
+    return {
+        "added_latency_ms": added,
+        "relay_rate_within_p99_limit": relay_rates,
+        "relay_vs_litellm_throughput": versus_litellm,
+        "relay_vs_litellm_peak_throughput": peak_versus_litellm,
+        "download_ratio": single["ratio_relay_to_direct"],
+        "concurrent_download_ratio": concurrent["ratio_relay_to_direct"],
+        "download_rss_growth_mib": single["relay_rss_growth_max_mib"],
+        "concurrent_rss_growth_mib": concurrent["relay_rss_growth_max_mib"],
+        "targets_met": checks,
+    }
+
+
+def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
+    summary = results["summary"]
+    lines = [
+        f"# Benchmark {results['date']}",
+        "",
+        *([f"![throughput and added latency]({chart_name})", ""] if chart_name else []),
+        f"{results['machine']['cores']} cores ({results['machine']['cpu']}), Python {results['machine']['python']}; "
+        f"{results['settings']['rounds']} interleaved rounds; load runs of {results['settings']['latency_seconds_per_run']} s "
+        f"(latency) and {results['settings']['throughput_seconds_per_run']} s (throughput); "
+        f"took {results['duration_seconds']:.0f} s.",
+        "",
+        "## Targets",
+        "",
+        "| target | met |",
+        "|---|---|",
+    ]
+    names = {
+        "added_p50_at_c1": f"added latency p50 ≤ {ADDED_P50_MS} ms at c=1",
+        "added_p99_at_c1": f"added latency p99 ≤ {ADDED_P99_MS} ms at c=1",
+        "throughput_vs_litellm": f"≥ {LITELLM_FACTOR:.0f}× LiteLLM's rate at p99 < 50 ms",
+        "download_ratio": f"proxied download ≥ {DOWNLOAD_RATIO:.0%} of direct MB/s",
+        "download_rss_growth": f"RSS growth during the download ≤ {RSS_GROWTH_MIB:.0f} MiB",
+        "slow_reader_flat": "no growth with a 1 MB/s reader",
+        "vanished_client_released": "no growth, upstream released, when the client vanishes",
+    }
+    for check, met in summary["targets_met"].items():
+        lines.append(f"| {names[check]} | {'yes' if met else '**no**'} |")
+
+    lines += ["", "## Latency at concurrency 1 (median of rounds)", "", "| operation | target | p50 ms | p99 ms | added p50 ms | added p99 ms |", "|---|---|---|---|---|---|"]
+    for operation, by_target in results["latency"].items():
+        for name, figures in by_target.items():
+            added = summary["added_latency_ms"].get(name, {}).get(operation)
+            lines.append(
+                f"| {operation} | {name} | {figures['p50_us'] / 1000:.3f} | {figures['p99_us'] / 1000:.3f} | "
+                + (f"{added['p50_ms']:.3f} | {added['p99_ms']:.3f} |" if added else "— | — |")
+            )
+
+    lines += ["", "## Throughput: highest rate with p99 < 50 ms and no errors (requests/s, median of rounds)", ""]
+    targets = _target_names(results)
+    lines += ["| operation | concurrency | " + " | ".join(targets) + " | relay ÷ LiteLLM (1w, 2w) |", "|---" * (len(targets) + 3) + "|"]
+    for operation, by_concurrency in results["throughput"].items():
+        for connections, by_target in by_concurrency.items():
+            cells = [f"{by_target[name]['rate_within_p99_limit']:.0f}" if name in by_target else "—" for name in targets]
+            ratios = [
+                summary["relay_vs_litellm_throughput"].get(f"{operation} c={connections} {workers}w", "—") for workers in (1, 2)
+            ]
+            ratio_text = ", ".join("LiteLLM none" if ratio is None else f"{ratio}×" if ratio != "—" else "—" for ratio in ratios)
+            lines.append(f"| {operation} | {connections} | " + " | ".join(cells) + f" | {ratio_text} |")
+
+    lines += ["", "## Peak throughput without a latency limit (requests/s, median of rounds; p99 ms in brackets)", ""]
+    lines += ["| operation | concurrency | " + " | ".join(targets) + " | relay ÷ LiteLLM (1w, 2w) |", "|---" * (len(targets) + 3) + "|"]
+    for operation, by_concurrency in results["throughput"].items():
+        for connections, by_target in by_concurrency.items():
+            cells = [
+                f"{by_target[name]['peak_rate']:.0f} ({by_target[name]['peak_p99_us'] / 1000:.0f})" if name in by_target else "—"
+                for name in targets
+            ]
+            ratios = [summary["relay_vs_litellm_peak_throughput"].get(f"{operation} c={connections} {workers}w") for workers in (1, 2)]
+            lines.append(
+                f"| {operation} | {connections} | " + " | ".join(cells) + " | " + ", ".join(f"{r}×" if r else "—" for r in ratios) + " |"
+            )
+
+    streamed = results["streaming"]
+    single, concurrent = streamed["single"], streamed["concurrent"]
+    lines += [
+        "",
+        f"## Streaming ({streamed['file_bytes'] / 2**30:.2f} GiB file)",
+        "",
+        "| measurement | direct MB/s | relay MB/s | relay ÷ direct | relay RSS growth MiB |",
+        "|---|---|---|---|---|",
+        f"| one download | {single['direct_mb_per_second']:.0f} | {single['relay_mb_per_second']:.0f} | "
+        f"{single['ratio_relay_to_direct']:.2f} | {single['relay_rss_growth_max_mib']:.1f} |",
+        f"| {concurrent['clients']} concurrent downloads | {concurrent['direct_mb_per_second']:.0f} | "
+        f"{concurrent['relay_mb_per_second']:.0f} | {concurrent['ratio_relay_to_direct']:.2f} | "
+        f"{concurrent['relay_rss_growth_max_mib']:.1f} |",
+        "",
+        f"- Slow reader ({streamed['slow_reader']['target_mb_per_second']:.0f} MB/s): relay RSS growth "
+        f"{streamed['slow_reader']['rss']['growth_mib']:.1f} MiB.",
+        f"- Client gone mid-stream: relay RSS change {streamed['disconnect']['rss_change_mib']:.1f} MiB; upstream "
+        f"connection released: {'yes' if streamed['disconnect']['upstream_release']['released'] else 'no'} "
+        f"(after {streamed['disconnect']['upstream_release']['seconds']:.2f} s).",
+        "",
+        "Versions: " + ", ".join(f"{name} {version}" for name, version in results["versions"].items() if version) + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _target_names(results: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for by_concurrency in results["throughput"].values():
+        for by_target in by_concurrency.values():
+            names += [name for name in by_target if name not in names]
+    order = {"direct": 0, "relay-1w": 1, "relay-2w": 2, "litellm-1w": 3, "litellm-2w": 4}
+    return sorted(names, key=lambda name: order.get(name, 9))
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """Throughput within the p99 limit per target, and added latency at c=1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = _target_names(results)
+    groups = [(operation, connections) for operation, by_c in results["throughput"].items() for connections in by_c]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 1.3]})
+    width = 0.8 / max(1, len(targets))
+    for index, name in enumerate(targets):
+        rates = [results["throughput"][op][c].get(name, {}).get("rate_within_p99_limit", 0) for op, c in groups]
+        left.bar([g + index * width for g in range(len(groups))], rates, width, label=name)
+    left.set_xticks([g + width * (len(targets) - 1) / 2 for g in range(len(groups))])
+    left.set_xticklabels([f"{op}\nc={c}" for op, c in groups])
+    left.set_yscale("log")
+    left.set_ylabel("requests/s with p99 < 50 ms (log)")
+    left.set_title("Throughput within the latency limit")
+    left.legend(fontsize=8)
+
+    added = results["summary"]["added_latency_ms"]
+    names = list(added)
+    operations = list(results["latency"])
+    for index, name in enumerate(names):
+        for offset, quantile in enumerate(("p50_ms", "p99_ms")):
+            values = [added[name][op][quantile] for op in operations]
+            right.bar(
+                [o + (index * 2 + offset) * 0.2 for o in range(len(operations))],
+                values,
+                0.2,
+                label=f"{name} {quantile[:3]}",
+            )
+    right.axhline(ADDED_P50_MS, color="grey", linestyle="--", linewidth=0.8)
+    right.axhline(ADDED_P99_MS, color="grey", linestyle=":", linewidth=0.8)
+    right.set_xticks([o + 0.3 for o in range(len(operations))])
+    right.set_xticklabels(operations)
+    right.set_ylabel("added latency vs direct, ms")
+    right.set_title("Added latency at c=1")
+    right.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(results: dict[str, Any], directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = results["date"][:10]
+    json_path, md_path, png_path = (directory / f"{stem}{suffix}" for suffix in (".json", ".md", ".png"))
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    md_path.write_text(markdown(results, png_path.name))
+    chart(results, png_path)
+    return [json_path, md_path, png_path]

@@ -1,0 +1,232 @@
+"""`make bench`: the relay side by side with direct calls and the LiteLLM proxy, on loopback.
+
+One run starts the nginx mock upstream, the relay (1 and 2 workers) and LiteLLM (1 and 2
+workers), then measures in interleaved rounds (every target once per round, in rotating
+order, medians over rounds) so that a noisy neighbour slows all targets alike:
+
+- added latency at concurrency 1 (create and retrieve): relay or LiteLLM minus direct, p50 and p99;
+- throughput at concurrency 16 and 64: the highest rate with p99 < 50 ms and no errors;
+- streaming: see bench/streaming.py.
+
+Results: bench/results/<date>.json, .md and .png (bench/report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from . import report, streaming
+from .load import Run, best_rate, wrk
+from .mock import start_nginx
+from .procs import Server, stop
+from .targets import REPO, litellm_available, prepare_relay_database, start_litellm, start_relay
+
+OPERATIONS = ("create", "retrieve")
+CONCURRENCIES = (16, 64)
+WORKER_COUNTS = (1, 2)
+CREATE_BODY = b'{"model":"sora-2","prompt":"A calm lake at dawn, slow pan","seconds":"4","size":"720x1280"}'
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
+    parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "2")), help="per latency run")
+    parser.add_argument(
+        "--throughput-seconds", type=int, default=int(os.environ.get("BENCH_THROUGHPUT_SECONDS", "1")), help="per throughput run"
+    )
+    parser.add_argument("--file-mib", type=int, default=int(os.environ.get("BENCH_FILE_MIB", "1024")), help="download size")
+    parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (no comparison column)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    # nginx started as root serves files as `nobody`, which must be able to enter this directory.
+    workdir.chmod(0o755)
+    servers: list[Server] = []
+    try:
+        mock = start_nginx(workdir, file_bytes=args.file_mib * 1024 * 1024)
+        servers.append(mock)
+        env, key = prepare_relay_database(workdir, mock.url + "/v1")
+        relays = {workers: start_relay(workdir, env, key, workers=workers) for workers in WORKER_COUNTS}
+        servers += relays.values()
+        litellms: dict[int, Server] = {}
+        if not args.no_litellm:
+            if not litellm_available():
+                raise SystemExit("LiteLLM's virtualenv is missing: run `make bench` (or pass --no-litellm)")
+            litellms = {workers: start_litellm(workdir, mock.url + "/v1", workers=workers) for workers in WORKER_COUNTS}
+            servers += litellms.values()
+        log(f"servers up after {time.monotonic() - started:.0f} s")
+
+        direct = Server("direct", mock.url + "/v1", mock.process, mock.port, key="sk-bench-upstream")
+        video = {server.name: create_video(server) for server in [direct, *relays.values(), *litellms.values()]}
+        latency = measure_latency([direct, relays[1], *([litellms[1]] if litellms else [])], video, args)
+        log(f"latency done after {time.monotonic() - started:.0f} s")
+        throughput = measure_throughput(direct, relays, litellms, video, args)
+        log(f"throughput done after {time.monotonic() - started:.0f} s")
+        streamed = streaming.run_streaming(mock, relays[1], video[relays[1].name], rounds=args.rounds)
+        log(f"streaming done after {time.monotonic() - started:.0f} s")
+
+        results = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "settings": {
+                "rounds": args.rounds,
+                "latency_seconds_per_run": args.seconds,
+                "throughput_seconds_per_run": args.throughput_seconds,
+                "file_mib": args.file_mib,
+            },
+            "machine": machine(),
+            "versions": versions(),
+            "latency": latency,
+            "throughput": throughput,
+            "streaming": streamed,
+            "duration_seconds": round(time.monotonic() - started, 1),
+        }
+        results["summary"] = report.summarize(results)
+        paths = report.write(results, args.out)
+        print(report.markdown(results))
+        log("wrote " + ", ".join(str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path) for path in paths))
+    finally:
+        for server in reversed(servers):
+            stop(server)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def create_video(server: Server) -> str:
+    """One create through `server`, so that retrieves have a video its key owns."""
+    request = urllib.request.Request(
+        server.url + "/videos",
+        data=CREATE_BODY,
+        headers={"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return str(json.load(answer)["id"])
+
+
+def url_for(server: Server, operation: str, video: dict[str, str]) -> str:
+    return server.url + ("/videos" if operation == "create" else f"/videos/{video[server.name]}")
+
+
+def rotated(items: list[Server], round_number: int) -> list[Server]:
+    shift = round_number % len(items)
+    return items[shift:] + items[:shift]
+
+
+def measure_latency(targets: list[Server], video: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """Concurrency 1, each target once per round; medians of the rounds' p50 and p99."""
+    runs: dict[str, dict[str, list[Run]]] = {op: {t.name: [] for t in targets} for op in OPERATIONS}
+    for round_number in range(args.rounds):
+        for target in rotated(targets, round_number):
+            for operation in OPERATIONS:
+                run = wrk(url_for(target, operation, video), operation, key=target.key, connections=1, seconds=args.seconds)
+                runs[operation][target.name].append(run)
+    result: dict[str, Any] = {}
+    for operation, by_target in runs.items():
+        result[operation] = {
+            name: {
+                "p50_us": median(run.p50_us for run in rounds),
+                "p99_us": median(run.p99_us for run in rounds),
+                "rate": median(run.rate for run in rounds),
+                "errors": sum(run.errors for run in rounds),
+                "rounds": [run.as_dict() for run in rounds],
+            }
+            for name, rounds in by_target.items()
+        }
+    return result
+
+
+def measure_throughput(
+    direct: Server, relays: dict[int, Server], litellms: dict[int, Server], video: dict[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Per operation and concurrency: each target's best rate under p99 < 50 ms, median of rounds.
+
+    Each round measures the flat-out peak, then tries the pacing the previous round settled on
+    before searching again, which keeps the search short.
+    """
+    targets = [direct, *[server for workers in WORKER_COUNTS for server in (relays[workers], litellms.get(workers)) if server]]
+    best: dict[tuple[str, int, str], list[Run]] = {}
+    peaks: dict[tuple[str, int, str], list[Run]] = {}
+    searches: dict[tuple[str, int, str], list[dict[str, object]]] = {}
+    for round_number in range(args.rounds):
+        for operation in OPERATIONS:
+            for connections in CONCURRENCIES:
+                for target in rotated(targets, round_number):
+                    slot = (operation, connections, target.name)
+                    previous = best.get(slot)
+                    found, peak, tried = best_rate(
+                        url_for(target, operation, video), operation, key=target.key,
+                        connections=connections, seconds=args.throughput_seconds, resume=previous[-1] if previous else None,
+                    )
+                    best.setdefault(slot, []).append(found)
+                    peaks.setdefault(slot, []).append(peak)
+                    searches.setdefault(slot, []).extend(run.as_dict() for run in tried)
+    result: dict[str, Any] = {}
+    for (operation, connections, name), rounds in best.items():
+        slot = (operation, connections, name)
+        result.setdefault(operation, {}).setdefault(str(connections), {})[name] = {
+            # A round where no tested rate met the limit counts as 0.
+            "rate_within_p99_limit": median(run.rate if run.within_limit else 0.0 for run in rounds),
+            "peak_rate": median(run.rate for run in peaks[slot]),
+            "peak_p99_us": median(run.p99_us for run in peaks[slot]),
+            "rounds_within_limit": sum(run.within_limit for run in rounds),
+            "rounds": [run.as_dict() for run in rounds],
+            "search": searches[slot],
+        }
+    return result
+
+
+def median(values: Any) -> float:
+    return float(statistics.median(list(values)))
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    found = {name: version(name) for name in ("starlette", "uvicorn", "uvloop", "httptools", "httpx", "httpcore2")}
+    found["relay"] = _output(["git", "-C", str(REPO), "describe", "--always", "--dirty"]) or "unknown"
+    found["nginx"] = _output(["nginx", "-v"]).removeprefix("nginx version: ")
+    found["wrk"] = _output(["wrk", "-v"]).split(" [")[0].removeprefix("wrk ")
+    found["litellm"] = _output([str(REPO / ".venv-bench-litellm" / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"])
+    return found
+
+
+def _output(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (done.stdout + done.stderr).strip().splitlines()[0] if (done.stdout + done.stderr).strip() else ""
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""The servers the load goes through: the relay (as `make run` starts it) and the LiteLLM proxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .procs import Server, free_port, wait_until_listening
+
+REPO = Path(__file__).resolve().parent.parent
+RELAY_BIN = Path(sys.executable).parent
+
+
+def prepare_relay_database(workdir: Path, upstream_base: str) -> tuple[dict[str, str], str]:
+    """A database with one account on the mock and one key without limits; returns (env, key)."""
+    env = {
+        **os.environ,
+        "RELAY_DATABASE": str(workdir / "relay.db"),
+        "RELAY_SECRET_KEY": _generated_secret(),
+    }
+    relayctl = str(RELAY_BIN / "relayctl")
+    subprocess.run(
+        [relayctl, "accounts", "add", "mock", "--type", "openai-responses", "--token-stdin", "--base-api", upstream_base],
+        input=b"sk-bench-upstream",
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    issued = subprocess.run([relayctl, "keys", "issue", "bench", "--json"], env=env, check=True, capture_output=True)
+    return env, json.loads(issued.stdout)["key"]
+
+
+def start_relay(workdir: Path, env: dict[str, str], key: str, *, workers: int) -> Server:
+    """The relay with the flags `make run` and the Procfile use: uvicorn, uvloop, httptools."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(RELAY_BIN / "uvicorn"), "relay.app:app", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / f"relay-{workers}w.log", "wb"),
+        start_new_session=True,
+    )
+    server = Server(f"relay-{workers}w", f"http://127.0.0.1:{port}/openai/v1", process, port, key=key)
+    wait_until_listening(server)
+    return server
+
+
+def _generated_secret() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+LITELLM_VENV = REPO / ".venv-bench-litellm"
+LITELLM_MASTER_KEY = "sk-bench-litellm"
+
+
+def litellm_available() -> bool:
+    return (LITELLM_VENV / "bin" / "litellm").exists()
+
+
+def start_litellm(workdir: Path, upstream_base: str, *, workers: int) -> Server:
+    """LiteLLM's proxy from its own virtualenv (bench/litellm/), against the same mock upstream."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(LITELLM_VENV / "bin" / "python"), str(REPO / "bench" / "litellm" / "launch.py"),
+            "--port", str(port), "--upstream", upstream_base, "--workers", str(workers), "--master-key", LITELLM_MASTER_KEY,
+        ],
+        cwd=workdir,
+        stdout=open(workdir / f"litellm-{workers}w.log", "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = Server(f"litellm-{workers}w", f"http://127.0.0.1:{port}/v1", process, port, key=LITELLM_MASTER_KEY)
+    wait_until_listening(server, timeout=180)
+    # The port opens before every worker has loaded its config; each says so once it has.
+    log = workdir / f"litellm-{workers}w.log"
+    deadline = time.monotonic() + 180
+    while log.read_text(errors="replace").count("Proxy initialized") < workers:
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"LiteLLM ({workers} workers) did not finish starting; see its log")
+        time.sleep(0.2)
+    return server
