@@ -1,4 +1,4 @@
-"""Processes under test: start, wait for the port, measure memory, stop."""
+"""Processes under test: start, wait for the port, measure memory and CPU, stop."""
 
 from __future__ import annotations
 
@@ -68,6 +68,21 @@ def rss_bytes(pid: int) -> int:
         except FileNotFoundError:
             continue
     return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU of a process tree: shows whether the relay is CPU-bound while it streams."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for member in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{member}/stat") as stat:
+                # Fields after the ")" that ends the command name; utime and stime are the 12th and 13th.
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def _children(pid: int) -> list[int]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shutil
@@ -24,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +30,11 @@ from . import report, streaming
 from .load import Run, best_rate, wrk
 from .mock import start_nginx
 from .procs import Server, stop
-from .targets import REPO, litellm_available, prepare_relay_database, start_litellm, start_relay
+from .targets import REPO, create_video, litellm_available, prepare_relay_database, start_litellm, start_relay
 
 OPERATIONS = ("create", "retrieve")
 CONCURRENCIES = (16, 64)
 WORKER_COUNTS = (1, 2)
-CREATE_BODY = b'{"model":"sora-2","prompt":"A calm lake at dawn, slow pan","seconds":"4","size":"720x1280"}'
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,17 +101,6 @@ def main(argv: list[str] | None = None) -> int:
             stop(server)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
-
-
-def create_video(server: Server) -> str:
-    """One create through `server`, so that retrieves have a video its key owns."""
-    request = urllib.request.Request(
-        server.url + "/videos",
-        data=CREATE_BODY,
-        headers={"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return str(json.load(answer)["id"])
 
 
 def url_for(server: Server, operation: str, video: dict[str, str]) -> str:

@@ -15,7 +15,6 @@ Run with `python -m bench.streaming`: nginx with a 1 GiB file, a one-worker rela
 from __future__ import annotations
 
 import json
-import os
 import socket
 import statistics
 import sys
@@ -31,8 +30,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .mock import start_nginx, writing_connections
-from .procs import Server, rss_bytes, stop
-from .targets import prepare_relay_database, start_relay
+from .procs import Server, cpu_seconds, rss_bytes, stop
+from .report import RSS_GROWTH_MIB as RSS_GROWTH_LIMIT_MIB
+from .targets import create_video, prepare_relay_database, start_relay
 
 MIB = 1024 * 1024
 MB = 1_000_000
@@ -47,7 +47,6 @@ SLOW_RATE = 1 * MB
 SLOW_SECONDS = 6.0
 DISCONNECT_AFTER = 64 * MIB
 RELEASE_TIMEOUT = 5.0
-RSS_GROWTH_LIMIT_MIB = 16.0
 WARM_UP_BYTES = 64 * MIB
 
 
@@ -239,30 +238,6 @@ def sampled_rss(pid: int, *, interval: float = RSS_INTERVAL, settle: float = RSS
 
 def _mib(value: float) -> float:
     return round(value / MIB, 2)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU of a process tree: shows whether the relay is CPU-bound while it streams."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for member in [pid, *_descendants(pid)]:
-        try:
-            with open(f"/proc/{member}/stat") as stat:
-                # Fields after the ")" that ends the command name; utime and stime are the 12th and 13th.
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
-def _descendants(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as listing:
-            children = [int(child) for child in listing.read().split()]
-    except FileNotFoundError:
-        return []
-    return children + [grandchild for child in children for grandchild in _descendants(child)]
 
 
 # --- the four measurements ------------------------------------------------------------------------
@@ -464,18 +439,6 @@ def run_streaming(mock: Server, relay: Server, video_id: str, *, rounds: int) ->
 
 
 # --- python -m bench.streaming --------------------------------------------------------------------
-
-
-def create_video(relay: Server) -> str:
-    """The relay only serves content for videos in its records, so make one through it first."""
-    request = urllib.request.Request(
-        f"{relay.url}/videos",
-        data=json.dumps({"model": "sora-2", "prompt": "x", "seconds": "4"}).encode(),
-        headers={"Authorization": f"Bearer {relay.key}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return str(json.load(answer)["id"])
 
 
 def main() -> None:

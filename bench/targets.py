@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from .procs import Server, free_port, wait_until_listening
@@ -90,3 +91,14 @@ def start_litellm(workdir: Path, upstream_base: str, *, workers: int) -> Server:
             raise RuntimeError(f"LiteLLM ({workers} workers) did not finish starting; see its log")
         time.sleep(0.2)
     return server
+
+
+def create_video(server: Server) -> str:
+    """One create through `server`: retrieves and downloads need a video its key owns."""
+    request = urllib.request.Request(
+        server.url + "/videos",
+        data=b'{"model":"sora-2","prompt":"A calm lake at dawn, slow pan","seconds":"4","size":"720x1280"}',
+        headers={"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return str(json.load(answer)["id"])

@@ -7,7 +7,6 @@ import asyncio
 import csv
 import io
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
