@@ -194,7 +194,7 @@ def machine() -> dict[str, Any]:
 def versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    found = {name: version(name) for name in ("starlette", "uvicorn", "uvloop", "httptools", "httpx", "httpcore2")}
+    found = {name: version(name) for name in ("starlette", "uvicorn", "uvloop", "httptools", "aiohttp", "httpx")}
     found["relay"] = _output(["git", "-C", str(REPO), "describe", "--always", "--dirty"]) or "unknown"
     found["nginx"] = _output(["nginx", "-v"]).removeprefix("nginx version: ")
     found["wrk"] = _output(["wrk", "-v"]).split(" [")[0].removeprefix("wrk ")

@@ -6,7 +6,6 @@ import logging
 import time
 from typing import Awaitable, Callable
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -174,8 +173,8 @@ async def fetch(
     body: bytes | None,
 ) -> upstream_http.Answer:
     """Send and read the whole (bounded) answer; the caller settles it."""
-    response, started = await open_attempt(state, upstream, request, route=route, key=key, method=method, path=path, body=body)
-    return await read_attempt(state, upstream, key, request, route, response, started)
+    opened = await open_attempt(state, upstream, request, route=route, key=key, method=method, path=path, body=body)
+    return await read_attempt(state, upstream, key, request, route, opened)
 
 
 async def read_attempt(
@@ -184,11 +183,10 @@ async def read_attempt(
     key: KeyRecord,
     request: Request,
     route: str,
-    response: httpx.Response,
-    started: float,
+    opened: upstream_http.Opened,
 ) -> upstream_http.Answer:
     try:
-        return await upstream_http.read_answer(response, started, max_bytes=state.settings.max_upstream_response_bytes)
+        return await upstream_http.read_answer(opened, max_bytes=state.settings.max_upstream_response_bytes)
     except upstream_http.UpstreamFailure as failure:
         raise await failed(state, upstream, key, request, route, failure) from None
 
@@ -204,7 +202,7 @@ async def open_attempt(
     path: str,
     body: bytes | None,
     content: bool = False,
-) -> tuple[httpx.Response, float]:
+) -> upstream_http.Opened:
     """Send and wait for the answer's head; transport failures are recorded and become 502/504."""
     account = upstream.account
     try:
@@ -219,7 +217,9 @@ async def open_attempt(
         raise await failed(state, upstream, key, request, route, failure) from None
     except upstream_http.RequestNotSendable:
         raise RelayError(
-            400, "A forwarded request header has a value HTTP does not allow.", code="invalid_request_headers"
+            400,
+            "A forwarded request header has a value that cannot be sent upstream (a line break, or bytes that are not UTF-8).",
+            code="invalid_request_headers"
         ) from None
 
 

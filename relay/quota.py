@@ -10,7 +10,6 @@ import functools
 import logging
 from dataclasses import dataclass, field
 
-import httpx
 
 from .limits import (
     RATE_WINDOW_SECONDS,
@@ -30,6 +29,7 @@ from .pool import Upstream
 from .recorder import QuotaSeen
 from .state import RelayState
 from .store import AccountQuota, KeyRecord
+from .upstream import Headers
 
 log = logging.getLogger("relay.quota")
 
@@ -153,7 +153,7 @@ async def book(state: RelayState, key: KeyRecord, terms: JobTerms, now: float) -
 # -- the upstream's own quota ---------------------------------------------------------------------
 
 
-def note_upstream_quota(state: RelayState, upstream: Upstream, headers: httpx.Headers, now: float) -> None:
+def note_upstream_quota(state: RelayState, upstream: Upstream, headers: Headers, now: float) -> None:
     """Remember what an answer's x-ratelimit-*-requests headers say about the account's quota."""
     limit = _count(headers.get("x-ratelimit-limit-requests"))
     remaining = _count(headers.get("x-ratelimit-remaining-requests"))

@@ -10,7 +10,6 @@ from typing import Any, Callable, TypeVar
 
 import anyio
 import anyio.to_thread
-import httpx
 
 from . import multiprocess
 from .config import Settings
@@ -22,7 +21,7 @@ from .pool import Pool, Upstream
 from .pricing import PriceTable
 from .recorder import Recorder
 from .store import Store
-from .upstream import make_client
+from .upstream import Client, close_client, make_client
 
 log = logging.getLogger("relay")
 
@@ -36,19 +35,19 @@ class RelayState:
     box: SecretBox
     pool: Pool
     keys: KeyCache
-    http: httpx.AsyncClient
+    http: Client
     recorder: Recorder
     metrics: Metrics
     config_version: int = -1
     # Consecutive server-side failures per account, this worker's view (see proxy.note_server_health).
     server_failures: dict[str, int] = field(default_factory=dict)
     # One client (connection pool) per outbound proxy; `http` serves accounts without one.
-    proxied: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+    proxied: dict[str, Client] = field(default_factory=dict)
     prices: PriceTable = field(default_factory=PriceTable)
     # Limits and budgets read the time here, so tests can move it without sleeping.
     clock: Callable[[], float] = time.time
 
-    def client_for(self, upstream: Upstream) -> httpx.AsyncClient:
+    def client_for(self, upstream: Upstream) -> Client:
         if upstream.proxy is None:
             return self.http
         client = self.proxied.get(upstream.proxy)
@@ -58,7 +57,7 @@ class RelayState:
 
     async def close_clients(self) -> None:
         for client in [self.http, *self.proxied.values()]:
-            await client.aclose()
+            await close_client(client)
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -98,7 +97,7 @@ def open_store(settings: Settings) -> tuple[Store, SecretBox]:
     return store, box
 
 
-def build_state(settings: Settings, http: httpx.AsyncClient) -> RelayState:
+def build_state(settings: Settings, http: Client) -> RelayState:
     store, box = open_store(settings)
     pool = Pool(settings.scheduler)
     state = RelayState(

@@ -13,7 +13,6 @@ import time
 from typing import Any, AsyncIterator
 from urllib.parse import quote
 
-import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -253,32 +252,32 @@ async def video_content(request: Request) -> Response:
         )
     path = f"/videos/{quote(video.id)}/content" + (f"?variant={variant}" if "variant" in request.query_params else "")
     route = "videos.content"
-    response, started = await open_attempt(
+    opened = await open_attempt(
         state, upstream, request, route=route, key=key, method="GET", path=path, body=None, content=True
     )
-    if response.status_code >= 400:
+    if opened.status >= 400:
         # Errors are small and carry cooldown hints: read them whole and treat them like any other.
-        answer = await read_attempt(state, upstream, key, request, route, response, started)
+        answer = await read_attempt(state, upstream, key, request, route, opened)
         await settle(state, upstream, key, request, route, answer)
         return passthrough(answer)
-    head = upstream_http.Answer(response.status_code, response.headers, b"", time.perf_counter() - started)
+    head = upstream_http.Answer(opened.status, opened.headers, b"", time.perf_counter() - opened.started)
     await settle(state, upstream, key, request, route, head)
     return StreamingResponse(
-        _relay_bytes(response),
-        status_code=response.status_code,
-        headers=upstream_http.response_headers(response.headers, content=True),
-        background=BackgroundTask(response.aclose),
+        _relay_bytes(opened),
+        status_code=opened.status,
+        headers=upstream_http.response_headers(opened.headers, content=True),
+        background=BackgroundTask(opened.close),
     )
 
 
-async def _relay_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
+async def _relay_bytes(opened: upstream_http.Opened) -> AsyncIterator[bytes]:
     try:
-        # Chunks pass on as the transport read them: re-slicing them would copy every byte again.
-        async for chunk in response.aiter_raw():
+        # Chunks pass on as they were read: re-slicing them would copy every byte again.
+        async for chunk in opened.chunks():
             yield chunk
     finally:
         # Also runs when the client went away and the response task was cancelled.
-        await response.aclose()
+        await opened.close()
 
 
 async def list_videos(request: Request) -> Response:

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -155,6 +156,40 @@ def test_no_invented_headers(relay: Relay, sandbox: Sandbox) -> None:
     assert response.status_code == 200
     names = {name for name, _ in sandbox.requests()[0]["headers"]}
     assert not names & {"user-agent", "oai-device-id", "accept", "cookie", "x-api-key"}
+
+
+def test_cookies_set_by_an_upstream_never_travel_back(relay: Relay, sandbox: Sandbox) -> None:
+    """The HTTP client must keep no cookie jar: the next request may be another account's."""
+    # By host name: cookie jars ignore cookies from bare IP addresses, which would hide a jar.
+    relay.add_account("main", sandbox.base_api().replace("127.0.0.1", "localhost"))
+    key = relay.issue_key()
+    sandbox.fault(headers={"set-cookie": "upstream-session=abc123; Path=/"}, times=1)
+    for _ in range(2):
+        assert relay.client.post("/openai/v1/videos", json=CREATE, headers=auth(key)).status_code == 200
+    later = sandbox.requests()[1]
+    assert "cookie" not in {name for name, _ in later["headers"]}
+
+
+def test_forwarded_header_bytes_arrive_unchanged_or_are_refused(relay_process: Any, sandbox: Sandbox) -> None:
+    """Over a real socket (the in-process test client re-encodes header values on its own)."""
+    relay = relay_process()
+    relay.add_accounts(sandbox, "main")
+    key = relay.issue_key("bytes")
+    url = f"{relay.url}/openai/v1/videos"
+
+    def create(user_agent: bytes) -> httpx.Response:
+        return httpx.post(url, json=CREATE, headers=[(b"authorization", f"Bearer {key}".encode()), (b"user-agent", user_agent)])
+
+    utf8 = "Caf\u00e9-\u65e5\u672c/1.0".encode("utf-8")
+    response = create(utf8)
+    assert response.status_code == 200, response.text
+    [seen] = sandbox.requests()
+    # The sandbox records header bytes as Latin-1: byte for byte what arrived.
+    assert dict(seen["headers"])["user-agent"].encode("latin-1") == utf8
+    # Bytes that are not UTF-8 cannot be written unchanged by the upstream client: a clear 400,
+    # and nothing reaches the upstream.
+    assert_envelope(create(b"Caf\xe9/1.0"), 400, "invalid_request_headers")
+    assert len(sandbox.requests()) == 1
 
 
 # -- keys --------------------------------------------------------------------------------------
