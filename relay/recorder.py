@@ -19,6 +19,8 @@ log = logging.getLogger("relay.recorder")
 _BATCH_LIMIT = 500
 # Each attempt already waits out the store's busy timeout; a few more cover a long checkpoint.
 _WRITE_ATTEMPTS = 3
+# How often the recorder copies the WAL into the database (see Store.checkpoint_manually).
+_CHECKPOINT_INTERVAL_SECONDS = 1.0
 _STOP = object()
 
 
@@ -73,6 +75,8 @@ class Recorder:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        self._store.checkpoint_manually()
+        checkpointed = time.monotonic()
         stopping = False
         while not stopping:
             batch = [self._queue.get()]
@@ -83,9 +87,18 @@ class Recorder:
                     break
             stopping = any(item is _STOP for item in batch)
             self._write(batch)
+            if time.monotonic() - checkpointed >= _CHECKPOINT_INTERVAL_SECONDS:
+                self._checkpoint()
+                checkpointed = time.monotonic()
             for item in batch:
                 if isinstance(item, threading.Event):
                     item.set()
+
+    def _checkpoint(self) -> None:
+        try:
+            self._store.checkpoint()
+        except Exception:
+            log.exception("could not checkpoint the database's write-ahead log; will try again")
 
     def _write(self, batch: list[object]) -> None:
         outcomes = [item for item in batch if isinstance(item, Outcome)]

@@ -174,6 +174,7 @@ class Store:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._write_turn = threading.Lock()
+        self._manual_checkpoints = False
 
     # -- connections and transactions ---------------------------------------------------
 
@@ -189,8 +190,27 @@ class Store:
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             self._local.conn = conn
             with self._lock:
+                if self._manual_checkpoints:
+                    conn.execute("PRAGMA wal_autocheckpoint=0")
                 self._connections.append(conn)
         return conn
+
+    def checkpoint_manually(self) -> None:
+        """From now on, commits never checkpoint the WAL; `checkpoint()` does, off the request path.
+
+        SQLite checkpoints in whichever commit finds the WAL over 1,000 pages, and a checkpoint
+        writes and syncs the database file: on the request path that made about one create in
+        a hundred wait 3-4 ms longer (relay overhead p99 4.2 ms; 1.05 ms without checkpoints,
+        measured). The recorder thread calls `checkpoint()` instead.
+        """
+        with self._lock:
+            self._manual_checkpoints = True
+            for conn in self._connections:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, without waiting for readers or writers."""
+        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,85 @@
+"""WAL checkpoints happen in the recorder's thread, never in a commit on the request path."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from relay import recorder as recorder_module
+from relay.recorder import Recorder
+from relay.store import Outcome, Store
+
+# Over SQLite's automatic threshold (1,000 pages): a commit on the request path would checkpoint.
+WRITES = 1_500
+
+
+FRAME_BYTES = 4096 + 24  # a page and its frame header
+
+
+def wal_bytes(path: Path) -> int:
+    return (path.parent / (path.name + "-wal")).stat().st_size
+
+
+def wal_frames(path: Path) -> int:
+    """Frames in the WAL right now (a fresh connection's PASSIVE checkpoint reports them)."""
+    with sqlite3.connect(path) as probe:
+        busy, frames, copied = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(frames)
+
+
+def request_path_writes(store: Store, count: int) -> None:
+    """Commits from a thread of their own, as the relay's worker threads make them."""
+
+    def write() -> None:
+        for index in range(count):
+            store.set_meta_if_absent(f"bench-{time.perf_counter_ns()}-{index}", "x")
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    thread.join()
+
+
+def outcome() -> Outcome:
+    return Outcome(time.time(), "req_1", "k", "a", "openai-responses", "videos.create", 200, "none", 1.0)
+
+
+def test_commits_leave_checkpoints_to_the_recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "relay.db"
+    store = Store(path)
+    store.ensure_schema()
+    monkeypatch.setattr(recorder_module, "_CHECKPOINT_INTERVAL_SECONDS", 3600.0)
+    recorder = Recorder(store)
+    recorder.start()
+    try:
+        recorder.put(outcome())
+        assert recorder.flush()
+        request_path_writes(store, WRITES)
+        # No commit checkpointed, so the WAL kept every write (an automatic checkpoint would have
+        # let it start over at about 1,000 pages). Its size tells without checkpointing it.
+        assert wal_bytes(path) > WRITES * FRAME_BYTES
+
+        monkeypatch.setattr(recorder_module, "_CHECKPOINT_INTERVAL_SECONDS", 0.0)
+        recorder.put(outcome())
+        assert recorder.flush()
+        # The recorder copied the WAL into the database, so the next commit starts the WAL afresh.
+        request_path_writes(store, 1)
+        assert wal_frames(path) < 10
+    finally:
+        recorder.close()
+        store.close()
+
+
+def test_without_a_recorder_commits_checkpoint_as_usual(tmp_path: Path) -> None:
+    """relayctl and other users of the store keep SQLite's automatic checkpoints."""
+    path = tmp_path / "relay.db"
+    store = Store(path)
+    store.ensure_schema()
+    try:
+        request_path_writes(store, WRITES)
+        assert wal_bytes(path) < 1_100 * FRAME_BYTES
+    finally:
+        store.close()
