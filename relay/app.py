@@ -234,6 +234,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             # uvicorn has drained in-flight requests by now; write what they recorded.
             await state.close_clients()
+            state.store_threads.shutdown(wait=True)
             state.recorder.close()
             state.store.close()
             multiprocess.worker_exiting(metrics_dir)

@@ -118,7 +118,8 @@ Client = aiohttp.ClientSession | httpx.AsyncClient
 # Header lines the relay accepts from an upstream (aiohttp's default is 8190 bytes).
 MAX_HEADER_LINE_BYTES = 64 * 1024
 # Bytes buffered per read of a body: fewer, larger chunks mean fewer trips through the event
-# loop when a download is copied through (measured: about 350 -> 550 MB/s for 64 -> 256 KiB).
+# loop when a download is copied through. Measured on a 1 GiB download: 256 KiB gave about
+# 950 MB/s; 1 MiB gave 1,100 MB/s but tripled memory growth with 8 downloads at once.
 READ_BUFFER_BYTES = 256 * 1024
 
 
