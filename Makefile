@@ -87,8 +87,9 @@ run: $(VENV)/.installed-run
 prometheus-tools:
 	$(call ensure_prometheus)
 
-test: $(VENV)/.installed-test $(SDK2_VENV)/.installed prometheus-tools
-	$(BIN)/python -m pytest
+# The docs extra brings matplotlib, which the benchmark's smoke test draws its chart with.
+test: $(VENV)/.installed-docs $(SDK2_VENV)/.installed prometheus-tools bench-tools
+	PATH="$$PATH:/usr/sbin" $(BIN)/python -m pytest
 
 # Regenerate dashboards/*.json from ops/dashboards.py.
 dashboards: $(VENV)/.installed-run

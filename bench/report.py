@@ -15,7 +15,7 @@ RSS_GROWTH_MIB = 16.0
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    """Headline figures and whether each target was met."""
+    """Headline figures and whether each target was met (None: not measured)."""
     latency = results["latency"]
     added: dict[str, Any] = {}
     for operation, by_target in latency.items():
@@ -51,10 +51,11 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "added_p99_at_c1": all(figures["p99_ms"] <= ADDED_P99_MS for figures in relay_added.values()),
         # Where LiteLLM met p99 < 50 ms at no tested rate (None), any rate the relay did meet is
         # a larger multiple; a relay rate of 0 is a miss whatever LiteLLM did.
-        "throughput_vs_litellm": bool(versus_litellm)
-        and all(
+        "throughput_vs_litellm": all(
             relay_rates[label] > 0 and (ratio is None or ratio >= LITELLM_FACTOR) for label, ratio in versus_litellm.items()
-        ),
+        )
+        if versus_litellm
+        else None,  # LiteLLM not measured (--no-litellm)
         "download_ratio": (single["ratio_relay_to_direct"] or 0) >= DOWNLOAD_RATIO,
         "download_rss_growth": single["relay_rss_growth_max_mib"] <= RSS_GROWTH_MIB,
         "slow_reader_flat": bool(streamed["slow_reader"]["flat"]),
@@ -100,7 +101,7 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
         "vanished_client_released": "no growth, upstream released, when the client vanishes",
     }
     for check, met in summary["targets_met"].items():
-        lines.append(f"| {names[check]} | {'yes' if met else '**no**'} |")
+        lines.append(f"| {names[check]} | {'not measured' if met is None else 'yes' if met else '**no**'} |")
 
     lines += ["", "## Latency at concurrency 1 (median of rounds)", "", "| operation | target | p50 ms | p99 ms | added p50 ms | added p99 ms |", "|---|---|---|---|---|---|"]
     for operation, by_target in results["latency"].items():

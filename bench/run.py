@@ -42,12 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "2")), help="per latency run")
     parser.add_argument(
-        "--throughput-seconds", type=int, default=int(os.environ.get("BENCH_THROUGHPUT_SECONDS", "1")), help="per throughput run"
+        "--throughput-seconds", type=int, default=int(os.environ.get("BENCH_THROUGHPUT_SECONDS", "2")), help="per throughput run"
     )
+    parser.add_argument(
+        "--concurrency", type=int, action="append", help=f"throughput concurrency; repeat (default {CONCURRENCIES})"
+    )
+    parser.add_argument("--workers", type=int, action="append", help=f"worker counts; repeat (default {WORKER_COUNTS})")
     parser.add_argument("--file-mib", type=int, default=int(os.environ.get("BENCH_FILE_MIB", "1024")), help="download size")
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (no comparison column)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
+    args.concurrency = tuple(args.concurrency or CONCURRENCIES)
+    args.workers = tuple(args.workers or WORKER_COUNTS)
+    if 1 not in args.workers:
+        parser.error("--workers must include 1: latency and streaming are measured on one worker")
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
@@ -58,13 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         mock = start_nginx(workdir, file_bytes=args.file_mib * 1024 * 1024)
         servers.append(mock)
         env, key = prepare_relay_database(workdir, mock.url + "/v1")
-        relays = {workers: start_relay(workdir, env, key, workers=workers) for workers in WORKER_COUNTS}
+        relays = {workers: start_relay(workdir, env, key, workers=workers) for workers in args.workers}
         servers += relays.values()
         litellms: dict[int, Server] = {}
         if not args.no_litellm:
             if not litellm_available():
                 raise SystemExit("LiteLLM's virtualenv is missing: run `make bench` (or pass --no-litellm)")
-            litellms = {workers: start_litellm(workdir, mock.url + "/v1", workers=workers) for workers in WORKER_COUNTS}
+            litellms = {workers: start_litellm(workdir, mock.url + "/v1", workers=workers) for workers in args.workers}
             servers += litellms.values()
         log(f"servers up after {time.monotonic() - started:.0f} s")
 
@@ -143,13 +151,13 @@ def measure_throughput(
     Each round measures the flat-out peak, then tries the pacing the previous round settled on
     before searching again, which keeps the search short.
     """
-    targets = [direct, *[server for workers in WORKER_COUNTS for server in (relays[workers], litellms.get(workers)) if server]]
+    targets = [direct, *[server for workers in args.workers for server in (relays[workers], litellms.get(workers)) if server]]
     best: dict[tuple[str, int, str], list[Run]] = {}
     peaks: dict[tuple[str, int, str], list[Run]] = {}
     searches: dict[tuple[str, int, str], list[dict[str, object]]] = {}
     for round_number in range(args.rounds):
         for operation in OPERATIONS:
-            for connections in CONCURRENCIES:
+            for connections in args.concurrency:
                 for target in rotated(targets, round_number):
                     slot = (operation, connections, target.name)
                     previous = best.get(slot)

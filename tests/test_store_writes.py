@@ -1,7 +1,9 @@
-"""WAL checkpoints happen in the recorder's thread, never in a commit on the request path."""
+"""Writes stay short: WAL checkpoints in the recorder's thread, writers taking turns on a lock file."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import time
@@ -82,4 +84,21 @@ def test_without_a_recorder_commits_checkpoint_as_usual(tmp_path: Path) -> None:
         request_path_writes(store, WRITES)
         assert wal_bytes(path) < 1_100 * FRAME_BYTES
     finally:
+        store.close()
+
+
+def test_writers_in_other_processes_wait_on_the_lock_file(tmp_path: Path) -> None:
+    """A writer holds the lock file for its transaction, so another process's writer is woken
+    the moment it ends rather than sleeping in SQLite's busy handler."""
+    store = Store(tmp_path / "relay.db")
+    store.ensure_schema()
+    other_process = os.open(tmp_path / "relay.db-lock", os.O_RDWR)
+    try:
+        with store._write():
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other_process, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(other_process, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(other_process, fcntl.LOCK_UN)
+    finally:
+        os.close(other_process)
         store.close()
