@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
 import aiohttp
+import certifi
 import httpx
 import yarl
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -130,7 +131,8 @@ def make_client(settings: Settings, proxy: str | None = None) -> Client:
         # Every connection may stay alive: a relay reconnecting under load pays a handshake per call.
         limit=settings.max_upstream_connections,
         limit_per_host=0,
-        ssl=ssl.create_default_context(),
+        # certifi's CA bundle, as httpx uses: a fresh machine may have no system CA store.
+        ssl=ssl.create_default_context(cafile=certifi.where()),
     )
     return aiohttp.ClientSession(
         connector=connector,
