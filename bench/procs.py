@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 
 @dataclass
@@ -30,13 +31,19 @@ def wait_until_listening(server: Server, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {server.process.returncode} before listening")
+            give_up(server, f"{server.name} exited with {server.process.returncode} before listening")
         try:
             with socket.create_connection(("127.0.0.1", server.port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"{server.name} did not listen on port {server.port} within {timeout:.0f} s")
+    give_up(server, f"{server.name} did not listen on port {server.port} within {timeout:.0f} s")
+
+
+def give_up(server: Server, reason: str) -> NoReturn:
+    """Stop a server that failed to start (nobody else holds it yet), then fail."""
+    stop(server)
+    raise RuntimeError(reason)
 
 
 def stop(server: Server) -> None:

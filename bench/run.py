@@ -66,14 +66,18 @@ def main(argv: list[str] | None = None) -> int:
         mock = start_nginx(workdir, file_bytes=args.file_mib * 1024 * 1024)
         servers.append(mock)
         env, key = prepare_relay_database(workdir, mock.url + "/v1")
-        relays = {workers: start_relay(workdir, env, key, workers=workers) for workers in args.workers}
-        servers += relays.values()
+        # Each server joins `servers` as soon as it runs, so a later failure still stops it.
+        relays: dict[int, Server] = {}
+        for workers in args.workers:
+            relays[workers] = start_relay(workdir, env, key, workers=workers)
+            servers.append(relays[workers])
         litellms: dict[int, Server] = {}
         if not args.no_litellm:
             if not litellm_available():
                 raise SystemExit("LiteLLM's virtualenv is missing: run `make bench` (or pass --no-litellm)")
-            litellms = {workers: start_litellm(workdir, mock.url + "/v1", workers=workers) for workers in args.workers}
-            servers += litellms.values()
+            for workers in args.workers:
+                litellms[workers] = start_litellm(workdir, mock.url + "/v1", workers=workers)
+                servers.append(litellms[workers])
         log(f"servers up after {time.monotonic() - started:.0f} s")
 
         direct = Server("direct", mock.url + "/v1", mock.process, mock.port, key="sk-bench-upstream")

@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .procs import Server, free_port, wait_until_listening
+from .procs import Server, free_port, give_up, wait_until_listening
 
 REPO = Path(__file__).resolve().parent.parent
 RELAY_BIN = Path(sys.executable).parent
@@ -88,7 +88,7 @@ def start_litellm(workdir: Path, upstream_base: str, *, workers: int) -> Server:
     deadline = time.monotonic() + 180
     while log.read_text(errors="replace").count("Proxy initialized") < workers:
         if time.monotonic() > deadline or process.poll() is not None:
-            raise RuntimeError(f"LiteLLM ({workers} workers) did not finish starting; see its log")
+            give_up(server, f"LiteLLM ({workers} workers) did not finish starting; see its log")
         time.sleep(0.2)
     return server
 
