@@ -89,7 +89,7 @@ prometheus-tools:
 
 # The docs extra brings matplotlib, which the benchmark's smoke test draws its chart with.
 test: $(VENV)/.installed-docs $(SDK2_VENV)/.installed prometheus-tools bench-tools
-	PATH="$$PATH:/usr/sbin" $(BIN)/python -m pytest
+	$(BIN)/python -m pytest
 
 # Regenerate dashboards/*.json from ops/dashboards.py.
 dashboards: $(VENV)/.installed-run
@@ -104,7 +104,7 @@ bench-tools:
 
 # The relay beside direct calls and LiteLLM on loopback; writes bench/results/<date>.{json,md,png}.
 bench: $(VENV)/.installed-docs $(BENCH_VENV)/.installed bench-tools
-	PATH="$$PATH:/usr/sbin" $(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run
 
 demo: $(VENV)/.installed-run
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash docs/demo.sh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import urllib.request
@@ -12,9 +13,16 @@ from .procs import Server, free_port, wait_until_listening
 TEMPLATE = Path(__file__).parent / "mock" / "nginx.conf.template"
 
 
+def nginx_binary() -> str | None:
+    """Debian puts nginx in /usr/sbin, which a non-root PATH often leaves out."""
+    return shutil.which("nginx", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin")
+
+
 def start_nginx(workdir: Path, *, file_bytes: int) -> Server:
     """nginx in the foreground on a free loopback port, serving a sparse file of `file_bytes`."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    nginx = nginx_binary()
+    if nginx is None:
+        raise RuntimeError("nginx is missing: `make bench-tools` installs Debian's nginx-light and wrk")
     root = workdir / "nginx"
     for sub in ("tmp", "files"):
         (root / sub).mkdir(parents=True, exist_ok=True)

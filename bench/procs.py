@@ -6,9 +6,12 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import NoReturn
+from pathlib import Path
+from typing import Iterator, NoReturn
 
 
 @dataclass
@@ -46,21 +49,41 @@ def give_up(server: Server, reason: str) -> NoReturn:
     raise RuntimeError(reason)
 
 
+@contextmanager
+def workspace(prefix: str) -> Iterator[tuple[Path, list[Server]]]:
+    """A temporary directory, and a list to add each server to as soon as it runs: all of them
+    are stopped on the way out, whatever failed."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
+        workdir = Path(directory)
+        # nginx started as root serves files as `nobody`, which must be able to enter this directory.
+        workdir.chmod(0o755)
+        servers: list[Server] = []
+        try:
+            yield workdir, servers
+        finally:
+            for server in reversed(servers):
+                stop(server)
+
+
 def stop(server: Server) -> None:
     if server.process.poll() is None:
-        os.killpg(server.process.pid, signal.SIGTERM) if _leads_group(server) else server.process.terminate()
+        _signal(server, signal.SIGTERM)
         try:
             server.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(server.process.pid, signal.SIGKILL) if _leads_group(server) else server.process.kill()
+            _signal(server, signal.SIGKILL)
             server.process.wait()
 
 
-def _leads_group(server: Server) -> bool:
+def _signal(server: Server, number: signal.Signals) -> None:
+    """To the whole process group where the server leads one (uvicorn's and LiteLLM's workers)."""
     try:
-        return os.getpgid(server.process.pid) == server.process.pid
+        if os.getpgid(server.process.pid) == server.process.pid:
+            os.killpg(server.process.pid, number)
+            return
     except ProcessLookupError:
-        return False
+        return
+    server.process.send_signal(number)
 
 
 def rss_bytes(pid: int) -> int:

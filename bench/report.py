@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 # Targets, all relative to a baseline measured in the same run.
 ADDED_P50_MS = 0.5
@@ -113,29 +113,15 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
             )
 
     lines += ["", "## Throughput: highest rate with p99 < 50 ms and no errors (requests/s, median of rounds)", ""]
-    targets = _target_names(results)
-    lines += ["| operation | concurrency | " + " | ".join(targets) + " | relay ÷ LiteLLM (1w, 2w) |", "|---" * (len(targets) + 3) + "|"]
-    for operation, by_concurrency in results["throughput"].items():
-        for connections, by_target in by_concurrency.items():
-            cells = [f"{by_target[name]['rate_within_p99_limit']:.0f}" if name in by_target else "—" for name in targets]
-            ratios = [
-                summary["relay_vs_litellm_throughput"].get(f"{operation} c={connections} {workers}w", "—") for workers in (1, 2)
-            ]
-            ratio_text = ", ".join("LiteLLM none" if ratio is None else f"{ratio}×" if ratio != "—" else "—" for ratio in ratios)
-            lines.append(f"| {operation} | {connections} | " + " | ".join(cells) + f" | {ratio_text} |")
-
+    lines += _throughput_table(
+        results, lambda slot: f"{slot['rate_within_p99_limit']:.0f}", summary["relay_vs_litellm_throughput"]
+    )
     lines += ["", "## Peak throughput without a latency limit (requests/s, median of rounds; p99 ms in brackets)", ""]
-    lines += ["| operation | concurrency | " + " | ".join(targets) + " | relay ÷ LiteLLM (1w, 2w) |", "|---" * (len(targets) + 3) + "|"]
-    for operation, by_concurrency in results["throughput"].items():
-        for connections, by_target in by_concurrency.items():
-            cells = [
-                f"{by_target[name]['peak_rate']:.0f} ({by_target[name]['peak_p99_us'] / 1000:.0f})" if name in by_target else "—"
-                for name in targets
-            ]
-            ratios = [summary["relay_vs_litellm_peak_throughput"].get(f"{operation} c={connections} {workers}w") for workers in (1, 2)]
-            lines.append(
-                f"| {operation} | {connections} | " + " | ".join(cells) + " | " + ", ".join(f"{r}×" if r else "—" for r in ratios) + " |"
-            )
+    lines += _throughput_table(
+        results,
+        lambda slot: f"{slot['peak_rate']:.0f} ({slot['peak_p99_us'] / 1000:.0f})",
+        summary["relay_vs_litellm_peak_throughput"],
+    )
 
     streamed = results["streaming"]
     single, concurrent = streamed["single"], streamed["concurrent"]
@@ -160,6 +146,28 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
         "Versions: " + ", ".join(f"{name} {version}" for name, version in results["versions"].items() if version) + ".",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _throughput_table(
+    results: dict[str, Any], cell: Callable[[dict[str, Any]], str], ratios: Mapping[str, float | None]
+) -> list[str]:
+    """One row per operation and concurrency: each target's `cell`, then relay ÷ LiteLLM per worker count."""
+    targets = _target_names(results)
+    rows = ["| operation | concurrency | " + " | ".join(targets) + " | relay ÷ LiteLLM (1w, 2w) |", "|---" * (len(targets) + 3) + "|"]
+    for operation, by_concurrency in results["throughput"].items():
+        for connections, by_target in by_concurrency.items():
+            cells = [cell(by_target[name]) if name in by_target else "—" for name in targets]
+            labels = [f"{operation} c={connections} {workers}w" for workers in (1, 2)]
+            ratio_text = ", ".join(_ratio_text(ratios, label) for label in labels)
+            rows.append(f"| {operation} | {connections} | " + " | ".join(cells) + f" | {ratio_text} |")
+    return rows
+
+
+def _ratio_text(ratios: Mapping[str, float | None], label: str) -> str:
+    if label not in ratios:
+        return "—"
+    ratio = ratios[label]
+    return "LiteLLM none" if ratio is None else f"{ratio}×"
 
 
 def _target_names(results: dict[str, Any]) -> list[str]:

@@ -17,20 +17,27 @@ import argparse
 import datetime
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from . import report, streaming
 from .load import Run, best_rate, wrk
-from .mock import start_nginx
-from .procs import Server, stop
-from .targets import REPO, create_video, litellm_available, prepare_relay_database, start_litellm, start_relay
+from .mock import nginx_binary, start_nginx
+from .procs import Server, workspace
+from .targets import (
+    LITELLM_VENV,
+    REPO,
+    UPSTREAM_TOKEN,
+    create_video,
+    litellm_available,
+    prepare_relay_database,
+    start_litellm,
+    start_relay,
+)
 
 OPERATIONS = ("create", "retrieve")
 CONCURRENCIES = (16, 64)
@@ -58,15 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must include 1: latency and streaming are measured on one worker")
 
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    # nginx started as root serves files as `nobody`, which must be able to enter this directory.
-    workdir.chmod(0o755)
-    servers: list[Server] = []
-    try:
+    with workspace("relay-bench-") as (workdir, servers):
         mock = start_nginx(workdir, file_bytes=args.file_mib * 1024 * 1024)
         servers.append(mock)
         env, key = prepare_relay_database(workdir, mock.url + "/v1")
-        # Each server joins `servers` as soon as it runs, so a later failure still stops it.
         relays: dict[int, Server] = {}
         for workers in args.workers:
             relays[workers] = start_relay(workdir, env, key, workers=workers)
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 servers.append(litellms[workers])
         log(f"servers up after {time.monotonic() - started:.0f} s")
 
-        direct = Server("direct", mock.url + "/v1", mock.process, mock.port, key="sk-bench-upstream")
+        direct = Server("direct", mock.url + "/v1", mock.process, mock.port, key=UPSTREAM_TOKEN)
         video = {server.name: create_video(server) for server in [direct, *relays.values(), *litellms.values()]}
         latency = measure_latency([direct, relays[1], *([litellms[1]] if litellms else [])], video, args)
         log(f"latency done after {time.monotonic() - started:.0f} s")
@@ -108,10 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         paths = report.write(results, args.out)
         print(report.markdown(results))
         log("wrote " + ", ".join(str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path) for path in paths))
-    finally:
-        for server in reversed(servers):
-            stop(server)
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
@@ -156,33 +154,31 @@ def measure_throughput(
     before searching again, which keeps the search short.
     """
     targets = [direct, *[server for workers in args.workers for server in (relays[workers], litellms.get(workers)) if server]]
-    best: dict[tuple[str, int, str], list[Run]] = {}
-    peaks: dict[tuple[str, int, str], list[Run]] = {}
-    searches: dict[tuple[str, int, str], list[dict[str, object]]] = {}
+    # (operation, connections, target) -> each round's (best within the limit, peak, every run tried)
+    searched: dict[tuple[str, int, str], list[tuple[Run, Run, list[Run]]]] = {}
     for round_number in range(args.rounds):
         for operation in OPERATIONS:
             for connections in args.concurrency:
                 for target in rotated(targets, round_number):
-                    slot = (operation, connections, target.name)
-                    previous = best.get(slot)
-                    found, peak, tried = best_rate(
-                        url_for(target, operation, video), operation, key=target.key,
-                        connections=connections, seconds=args.throughput_seconds, resume=previous[-1] if previous else None,
+                    rounds = searched.setdefault((operation, connections, target.name), [])
+                    rounds.append(
+                        best_rate(
+                            url_for(target, operation, video), operation, key=target.key, connections=connections,
+                            seconds=args.throughput_seconds, resume=rounds[-1][0] if rounds else None,
+                        )
                     )
-                    best.setdefault(slot, []).append(found)
-                    peaks.setdefault(slot, []).append(peak)
-                    searches.setdefault(slot, []).extend(run.as_dict() for run in tried)
     result: dict[str, Any] = {}
-    for (operation, connections, name), rounds in best.items():
-        slot = (operation, connections, name)
+    for (operation, connections, name), rounds in searched.items():
+        best = [found for found, _, _ in rounds]
+        peaks = [peak for _, peak, _ in rounds]
         result.setdefault(operation, {}).setdefault(str(connections), {})[name] = {
             # A round where no tested rate met the limit counts as 0.
-            "rate_within_p99_limit": median(run.rate if run.within_limit else 0.0 for run in rounds),
-            "peak_rate": median(run.rate for run in peaks[slot]),
-            "peak_p99_us": median(run.p99_us for run in peaks[slot]),
-            "rounds_within_limit": sum(run.within_limit for run in rounds),
-            "rounds": [run.as_dict() for run in rounds],
-            "search": searches[slot],
+            "rate_within_p99_limit": median(run.rate if run.within_limit else 0.0 for run in best),
+            "peak_rate": median(run.rate for run in peaks),
+            "peak_p99_us": median(run.p99_us for run in peaks),
+            "rounds_within_limit": sum(run.within_limit for run in best),
+            "rounds": [run.as_dict() for run in best],
+            "search": [run.as_dict() for _, _, tried in rounds for run in tried],
         }
     return result
 
@@ -208,18 +204,21 @@ def versions() -> dict[str, str]:
 
     found = {name: version(name) for name in ("starlette", "uvicorn", "uvloop", "httptools", "aiohttp", "httpx")}
     found["relay"] = _output(["git", "-C", str(REPO), "describe", "--always", "--dirty"]) or "unknown"
-    found["nginx"] = _output(["nginx", "-v"]).removeprefix("nginx version: ")
+    found["nginx"] = _output([nginx_binary() or "nginx", "-v"]).removeprefix("nginx version: ")
     found["wrk"] = _output(["wrk", "-v"]).split(" [")[0].removeprefix("wrk ")
-    found["litellm"] = _output([str(REPO / ".venv-bench-litellm" / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"])
+    found["litellm"] = _output(
+        [str(LITELLM_VENV / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"]
+    )
     return found
 
 
 def _output(command: list[str]) -> str:
+    """The first line a command prints (nginx and wrk print their versions on stderr)."""
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return ""
-    return (done.stdout + done.stderr).strip().splitlines()[0] if (done.stdout + done.stderr).strip() else ""
+    return next(iter((done.stdout + done.stderr).strip().splitlines()), "")
 
 
 def log(message: str) -> None:

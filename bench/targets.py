@@ -12,8 +12,12 @@ from pathlib import Path
 
 from .procs import Server, free_port, give_up, wait_until_listening
 
+from relay.crypto import generate_key
+
 REPO = Path(__file__).resolve().parent.parent
 RELAY_BIN = Path(sys.executable).parent
+# What the relay's account sends upstream; the mock accepts anything.
+UPSTREAM_TOKEN = "sk-bench-upstream"
 
 
 def prepare_relay_database(workdir: Path, upstream_base: str) -> tuple[dict[str, str], str]:
@@ -21,12 +25,12 @@ def prepare_relay_database(workdir: Path, upstream_base: str) -> tuple[dict[str,
     env = {
         **os.environ,
         "RELAY_DATABASE": str(workdir / "relay.db"),
-        "RELAY_SECRET_KEY": _generated_secret(),
+        "RELAY_SECRET_KEY": generate_key(),
     }
     relayctl = str(RELAY_BIN / "relayctl")
     subprocess.run(
         [relayctl, "accounts", "add", "mock", "--type", "openai-responses", "--token-stdin", "--base-api", upstream_base],
-        input=b"sk-bench-upstream",
+        input=UPSTREAM_TOKEN.encode(),
         env=env,
         check=True,
         capture_output=True,
@@ -52,12 +56,6 @@ def start_relay(workdir: Path, env: dict[str, str], key: str, *, workers: int) -
     server = Server(f"relay-{workers}w", f"http://127.0.0.1:{port}/openai/v1", process, port, key=key)
     wait_until_listening(server)
     return server
-
-
-def _generated_secret() -> str:
-    from cryptography.fernet import Fernet
-
-    return Fernet.generate_key().decode()
 
 
 LITELLM_VENV = REPO / ".venv-bench-litellm"

@@ -219,7 +219,7 @@ async def open_attempt(
         raise RelayError(
             400,
             "A forwarded request header has a value that cannot be sent upstream (a line break, or bytes that are not UTF-8).",
-            code="invalid_request_headers"
+            code="invalid_request_headers",
         ) from None
 
 

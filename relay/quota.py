@@ -10,7 +10,6 @@ import functools
 import logging
 from dataclasses import dataclass, field
 
-
 from .limits import (
     RATE_WINDOW_SECONDS,
     JobTerms,

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from bench.mock import nginx_binary
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
-SEARCH_PATH = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin"
 
 
 def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
-    if shutil.which("nginx", path=SEARCH_PATH) is None or shutil.which("wrk") is None:
+    if nginx_binary() is None or shutil.which("wrk") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("nginx/wrk are missing (make test installs Debian's nginx-light and wrk)")
         pytest.skip("nginx/wrk are missing: make test installs Debian's nginx-light and wrk")
@@ -33,7 +34,6 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
             "--concurrency", "16", "--workers", "1", "--file-mib", "128", "--no-litellm", "--out", str(tmp_path),
         ],
         cwd=ROOT,
-        env={**os.environ, "PATH": SEARCH_PATH},
         capture_output=True,
         text=True,
         timeout=300,
