@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
+
 from conftest import Relay, Sandbox, free_port
 from relay.accounts import AccountInputError, add_account, redact_proxy, set_proxy
 from test_relay import CREATE, auth
@@ -28,6 +30,19 @@ def test_requests_travel_through_the_account_proxy(relay: Relay, sandbox: Sandbo
     set_proxy(relay.state.store, relay.state.box, "proxied", None)
     relay.state.reload()
     assert relay.client.post("/openai/v1/videos", json=CREATE, headers=auth(key)).status_code == 502
+
+
+def test_ambient_proxy_variables_are_ignored(relay_process: Any, sandbox: Sandbox) -> None:
+    """Only an account's own proxy setting may reroute its credentials, not the environment's."""
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    relay = relay_process(
+        extra_env={name: nowhere for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")}
+    )
+    relay.add_accounts(sandbox, "main")
+    key = relay.issue_key("direct")
+    response = httpx.post(f"{relay.url}/openai/v1/videos", json=CREATE, headers=auth(key), trust_env=False)
+    assert response.status_code == 200, response.text
+    assert len(sandbox.requests()) == 1
 
 
 def test_proxy_validation_and_redaction(relay: Relay) -> None:
