@@ -177,13 +177,15 @@ class KeyCache:
     def clear(self) -> None:
         self._records.clear()
 
-    async def get(self, key_id: str) -> KeyRecord | None:
-        record = self._records.get(key_id)
+    async def get(self, key_id: str, *, fresh: bool = False) -> KeyRecord | None:
+        record = None if fresh else self._records.get(key_id)
         if record is None:
             record = await anyio.to_thread.run_sync(self._store.key_by_id, key_id)
             # Unknown ids are not cached: a flood of made-up keys must not grow memory.
             if record is not None:
                 self._records[key_id] = record
+            else:
+                self._records.pop(key_id, None)
         return record
 
 
@@ -199,6 +201,10 @@ async def authenticate(headers: Mapping[str, str], cache: KeyCache, *, service: 
     if key_id is None:
         raise AuthError(401, "Invalid relay key: it is not in the relay's key format.", reason="malformed")
     record = await cache.get(key_id)
+    if record is not None and not matches(record, presented, now):
+        # The secret may have been rotated since this worker cached the record: a new key must work
+        # at once. Costs one primary-key read, as an unknown id already does.
+        record = await cache.get(key_id, fresh=True)
     if record is None or not matches(record, presented, now):
         raise AuthError(401, "Invalid relay key.", reason="unknown")
     state = record.state(now)

@@ -6,12 +6,13 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import anyio
 import pytest
 
 from relay.accounts import AccountInputError, add_account, cooldowns, reset_account
 from relay.crypto import SecretBox, SecretKeyError, generate_key
 from relay.config import Settings
-from relay.keys import KeyInputError, allows, issue_key, key_id_of, matches
+from relay.keys import AuthError, KeyCache, KeyInputError, allows, authenticate, issue_key, key_id_of, matches, rotate_key
 from relay.pool import Pool
 from relay.state import open_store
 from relay.store import AlreadyExists, Store
@@ -144,6 +145,23 @@ def test_keys_are_hashed_and_checked(opened: tuple[Store, SecretBox]) -> None:
         issue_key(store, "bob", ["videos"])
     with pytest.raises(KeyInputError, match="name"):
         issue_key(store, "bad name", ["openai"])
+
+
+def test_a_rotated_key_works_before_the_cache_is_refreshed(opened: tuple[Store, SecretBox]) -> None:
+    store, _ = opened
+    old = issue_key(store, "alice", ["openai"], now=NOW).key
+    cache = KeyCache(store)
+
+    def auth(key: str) -> str:
+        return anyio.run(lambda: authenticate({"authorization": f"Bearer {key}"}, cache, service="openai", now=NOW)).name
+
+    assert auth(old) == "alice"  # now cached
+    new = rotate_key(store, "alice", now=NOW).key  # another process rotates it; this cache is not cleared
+    assert auth(new) == "alice"
+    with pytest.raises(AuthError):
+        auth(old)
+    with pytest.raises(AuthError):
+        auth(new[:-1] + ("A" if new[-1] != "A" else "B"))
 
 
 @pytest.mark.parametrize("presented", ["", "rk-", "sk-123", "rk-zzzzzzzzzzzzzzzz-abc", "rk-0123456789abcdef_abc", "rk-0123456789abcdef-"])
