@@ -229,6 +229,8 @@ def relay_process(tmp_path: Path) -> Iterator[Any]:
             **os.environ,
             "RELAY_DATABASE": str(tmp_path / "relay.db"),
             "RELAY_SECRET_KEY": generate_key(),
+            # Tests wait about a second for every worker to see a CLI change; this leaves a margin on a busy machine.
+            "RELAY_REFRESH_INTERVAL_SECONDS": "0.2",
             **(extra_env or {}),
         }
         env = {name: value for name, value in env.items() if value != ""}
