@@ -118,7 +118,7 @@ def accounts_add(
     if account_type == "openai":
         click.echo(CONSUMER_BACKEND_WARNING, err=True)
     credential = read_token(token, token_stdin)
-    store, box = open_db(db_path)
+    store, box = open_db(db_path, create=True)
     account = add_account(
         store, box, name=name, type=account_type, credential=credential, base_api=base_api, priority=priority, proxy=proxy
     )
@@ -266,7 +266,8 @@ def accounts_disable(name: str, db_path: str, as_json: bool) -> None:
     done(name, as_json, f"Account {name!r} is disabled.", enabled=False)
 
 
-@accounts.command("priority")
+# Negative priorities are allowed, so "-1" must read as a number, not an option.
+@accounts.command("priority", context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @click.argument("priority", type=int)
 @database_options
@@ -288,7 +289,7 @@ def accounts_priority(name: str, priority: int, db_path: str, as_json: bool) -> 
 @click.option("--clear", is_flag=True, help="Connect directly again.")
 @database_options
 def accounts_proxy(name: str, url: str | None, clear: bool, db_path: str, as_json: bool) -> None:
-    """Route account NAME's upstream traffic through URL (http://, https://, socks5://), or --clear.
+    """Route account NAME's upstream traffic through URL (http://, https://, socks5://), or --clear (or 'none').
 
     The proxy URL is stored encrypted (it may carry a password) and shown with the password
     hidden. Through an http:// proxy to an https:// upstream the request travels in a CONNECT
@@ -299,6 +300,8 @@ def accounts_proxy(name: str, url: str | None, clear: bool, db_path: str, as_jso
       relayctl accounts proxy main socks5://127.0.0.1:1080
       relayctl accounts proxy main --clear
     """
+    if url is not None and url.lower() == "none":
+        url, clear = None, True
     if (url is None) == (not clear):
         raise click.UsageError("give a proxy URL or --clear")
     store, box = open_db(db_path)
@@ -319,7 +322,7 @@ def accounts_rotate(name: str, token: str | None, token_stdin: bool, db_path: st
       relayctl accounts rotate main --token-stdin < new-key.txt
     """
     credential = read_token(token, token_stdin)
-    store, box = open_db(db_path)
+    store, box = open_db(db_path, create=True)
     rotate_credential(store, box, name, credential)
     done(name, as_json, f"Account {name!r} has a new credential and is active.", state="active")
 

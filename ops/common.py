@@ -52,7 +52,7 @@ def database_options(command: F) -> F:
         type=click.Path(dir_okay=False),
         envvar="RELAY_DATABASE",
         default="relay.db",
-        show_default=True,
+        show_default="$RELAY_DATABASE, else relay.db",
         help="SQLite database the relay uses (env RELAY_DATABASE).",
     )
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -74,5 +74,12 @@ def settings_for(db_path: str) -> Settings:
     return Settings(database=Path(db_path), secret_key=settings.secret_key)
 
 
-def open_db(db_path: str) -> tuple[Store, SecretBox]:
+def open_db(db_path: str, *, create: bool = False) -> tuple[Store, SecretBox]:
+    """The relay's database. Only commands that set a relay up may create it: a mistyped
+    --db must not look like a relay with no keys or accounts."""
+    if not create and not Path(db_path).exists():
+        raise click.ClickException(
+            f"no relay database at {db_path}: check --db or RELAY_DATABASE "
+            "(the relay creates it on first start, as do 'accounts add' and 'keys issue')"
+        )
     return open_store(settings_for(db_path))

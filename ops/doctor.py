@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +36,10 @@ def check_database(path: Path) -> tuple[list[Check], Store | None]:
         ], None
     store = Store(path)
     checks = []
-    integrity = store.quick_check()
+    try:
+        integrity = store.quick_check()
+    except sqlite3.DatabaseError as error:
+        return [Check("database", "fail", f"{path} is not a relay database ({error})", "pass the right --db / RELAY_DATABASE")], None
     checks.append(
         Check("database integrity", "ok" if integrity == "ok" else "fail", integrity, "" if integrity == "ok" else "restore from a backup")
     )

@@ -133,7 +133,7 @@ def keys_issue(
     """
     expires_at = time.time() + parse_duration(expires_in) if expires_in else None
     changes = limit_changes(options)
-    store, _ = open_db(db_path)
+    store, _ = open_db(db_path, create=True)
     issued = issue_key(store, name, permissions or ("openai",), expires_at=expires_at, note=note, limits=changes)
     show_new_key(issued, as_json=as_json, verb="Issued")
 
@@ -207,9 +207,12 @@ def keys_revoke(name: str, db_path: str, as_json: bool) -> None:
       relayctl keys revoke alice
     """
     store, _ = open_db(db_path)
+    already = store.key_by_name(name).revoked_at
     store.revoke_key(name, time.time())
     if as_json:
         emit_json({"name": name, "state": "revoked"})
+    elif already is not None:
+        click.echo(f"Key {name!r} was already revoked at {timestamp(already)}.")
     else:
         click.echo(f"Revoked key {name!r}.")
 

@@ -37,8 +37,8 @@ def cooldown_rows(store: Store) -> list[dict[str, Any]]:
 
 @click.group("cooldowns", invoke_without_command=True)
 @click.option("--watch", is_flag=True, help="Refresh every --interval seconds until interrupted.")
-@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
-@click.option("--count", type=int, help="With --watch, stop after this many refreshes.")
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
+@click.option("--count", type=click.IntRange(min=1), help="With --watch, stop after this many refreshes.")
 @database_options
 @click.pass_context
 def cooldowns_group(
@@ -107,6 +107,8 @@ def sessions_list(account: str | None, db_path: str, as_json: bool) -> None:
       relayctl sessions list --account main
     """
     store, _ = open_db(db_path)
+    if account is not None:
+        store.account(account)  # an unknown name is an error, not an empty list
     now = time.time()
     rows = [
         {

@@ -64,7 +64,8 @@ def prices_list(db_path: str, as_json: bool) -> None:
     emit(rows, PRICE_COLUMNS, as_json=as_json, empty="No prices.")
 
 
-@prices.command("set")
+# "-1" must reach the price check as a number, not be taken for an option.
+@prices.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("model")
 @click.argument("size")
 @click.argument("usd_per_second", type=float)
@@ -80,7 +81,7 @@ def prices_set(model: str, size: str, usd_per_second: float, db_path: str, as_js
       relayctl prices set acme-video '*' 0.04
     """
     row = validate_price(model, size, usd_per_second)
-    store, _ = open_db(db_path)
+    store, _ = open_db(db_path, create=True)
     store.set_prices([row], now=time.time())
     if as_json:
         emit_json({"model": row[0], "size": row[1], "usd_per_second": row[2]})
@@ -118,7 +119,7 @@ def prices_load(path: Path, db_path: str, as_json: bool) -> None:
       relayctl prices load prices.json
     """
     rows = parse_price_file(path.read_text())
-    store, _ = open_db(db_path)
+    store, _ = open_db(db_path, create=True)
     store.set_prices(rows, now=time.time())
     if as_json:
         emit_json({"loaded": len(rows), "at": timestamp(time.time())})

@@ -33,8 +33,7 @@ from .metrics import Metrics, RelayRegistry
 from .metrics_server import listening_socket, serve_metrics
 from .proxy import relay_state
 from .routes import route_name
-from .state import build_state, keep_fresh
-from .upstream import make_client
+from .state import RelayState, build_state, keep_fresh
 
 log = logging.getLogger("relay")
 access_log = logging.getLogger("relay.access")
@@ -203,11 +202,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         metrics_dir = multiprocess.configure()
+        state: RelayState | None = None
         try:
             configured = settings or load_settings()
             configure_logging(configured.log_format)
             access_log.disabled = not configured.access_log
-            state = build_state(configured, make_client(configured))
+            state = build_state(configured)
             metrics_socket = None
             if configured.metrics_port is not None:
                 # Bound here, before serving, so a port in use stops the start instead of failing later.
@@ -215,6 +215,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         except (ConfigError, SecretKeyError, OSError) as error:
             configure_logging("text")
             log.error("cannot start: %s", error)
+            if state is not None:
+                await state.close_clients()
             raise
         state.recorder.start()
         app.state.relay = state

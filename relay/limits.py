@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
 from .errors import RelayError
-from .pricing import DEFAULT_MODEL, DEFAULT_SECONDS, DEFAULT_SIZE, PriceTable
+from .pricing import DEFAULT_MODEL, DEFAULT_SECONDS, DEFAULT_SIZE, PriceTable, is_size
 from .store import Usage, Video
 
 # Values of relay_quota_hits_total{limit}.
@@ -110,6 +110,10 @@ def validate_limits(limits: Limits) -> Limits:
         values = getattr(limits, name)
         if values is not None and (not values or any(not v or len(v) > 128 for v in values)):
             raise LimitInputError(f"{name} must list at least one name of 1-128 characters")
+    if limits.sizes is not None:
+        for size in limits.sizes:
+            if not is_size(size):
+                raise LimitInputError(f"sizes are WIDTHxHEIGHT in pixels, like 1280x720; got {size!r}")
     return limits
 
 

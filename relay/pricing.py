@@ -11,10 +11,12 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 ANY_SIZE = "*"
+_SIZE = re.compile(r"[0-9]{1,5}x[0-9]{1,5}")
 
 # The contract's defaults, used when a create leaves a field out.
 DEFAULT_MODEL = "sora-2"
@@ -29,6 +31,11 @@ DEFAULT_PRICES: dict[tuple[str, str], float] = {
     ("sora-2-pro", "1024x1792"): 0.50,
     ("sora-2-pro", "1792x1024"): 0.50,
 }
+
+
+def is_size(value: str) -> bool:
+    """WIDTHxHEIGHT in pixels, the form every Videos API size takes."""
+    return _SIZE.fullmatch(value) is not None
 
 
 class PriceInputError(ValueError):
@@ -68,8 +75,10 @@ class PriceTable:
 
 def validate_price(model: str, size: str, usd_per_second: float) -> tuple[str, str, float]:
     model, size = model.strip(), size.strip()
-    if not model or not size or len(model) > 128 or len(size) > 32:
-        raise PriceInputError("a price needs a model (1-128 characters) and a size (1-32 characters, or '*')")
+    if not model or len(model) > 128:
+        raise PriceInputError("a price needs a model name of 1-128 characters")
+    if size != ANY_SIZE and not is_size(size):
+        raise PriceInputError(f"a price's size is WIDTHxHEIGHT in pixels, like 1280x720, or '*'; got {size!r}")
     if not (isinstance(usd_per_second, (int, float)) and math.isfinite(usd_per_second) and usd_per_second >= 0):
         raise PriceInputError(f"USD per second must be a finite number >= 0, got {usd_per_second!r}")
     return model, size, float(usd_per_second)

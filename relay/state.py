@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ import anyio
 import anyio.to_thread
 
 from . import multiprocess
-from .config import Settings
+from .config import ConfigError, Settings
 from .crypto import SecretBox, read_key_file, resolve_keys
 from .keys import KeyCache
 from .metrics import Metrics
@@ -109,7 +110,10 @@ def open_store(settings: Settings) -> tuple[Store, SecretBox]:
     """
     settings.database.parent.mkdir(parents=True, exist_ok=True)
     store = Store(settings.database)
-    store.ensure_schema()
+    try:
+        store.ensure_schema()
+    except sqlite3.DatabaseError as error:
+        raise ConfigError(f"{settings.database} is not a relay database ({error})") from None
     keys, created_message = resolve_keys(settings.secret_key, settings.key_file)
     if created_message:
         log.warning(created_message)
@@ -119,8 +123,10 @@ def open_store(settings: Settings) -> tuple[Store, SecretBox]:
     return store, box
 
 
-def build_state(settings: Settings, http: Client) -> RelayState:
+def build_state(settings: Settings) -> RelayState:
     store, box = open_store(settings)
+    # Made after the store opened, so a start that fails on the database leaves no client open.
+    http = make_client(settings)
     pool = Pool(settings.scheduler)
     state = RelayState(
         settings=settings,

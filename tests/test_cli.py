@@ -106,5 +106,30 @@ def test_db_option_overrides_environment(cli: Any, tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     cli("keys", "issue", "alice", "--db", str(other))
     assert other.exists()
-    assert json.loads(cli("keys", "list", "--json").output) == []
     assert os.environ["RELAY_DATABASE"] != str(other)
+    # The environment's database was never created, and listing does not create it.
+    assert "no relay database at" in cli("keys", "list", "--json", code=1).output
+    assert not Path(os.environ["RELAY_DATABASE"]).exists()
+
+
+def test_operator_slips_get_one_clear_line(cli: Any, tmp_path: Path) -> None:
+    not_a_database = tmp_path / "prices.csv"
+    not_a_database.write_text("model,size,usd_per_second\n")
+    assert "is not a relay database" in cli("accounts", "list", "--db", str(not_a_database), code=1).output
+    assert "is not a relay database" in cli("doctor", "--db", str(not_a_database), code=1).output
+    assert "no relay database at" in cli("sessions", "list", "--db", str(tmp_path / "typo" / "relay.db"), code=1).output
+    assert not (tmp_path / "typo").exists()
+
+    cli("accounts", "add", "main", "--type", "openai-responses", "--token", TOKEN)
+    assert "-1" in cli("cooldowns", "--watch", "--interval", "-1", "--count", "2", code=2).output
+    assert "no account named 'nobody'" in cli("sessions", "list", "--account", "nobody", code=1).output
+    cli("accounts", "priority", "main", "-1")  # negative priorities are allowed, so this is a number
+    assert json.loads(cli("accounts", "list", "--json").output)[0]["priority"] == -1
+    cli("accounts", "proxy", "main", "http://127.0.0.1:3128")
+    cli("accounts", "proxy", "main", "none")
+    assert json.loads(cli("accounts", "show", "main", "--json").output)["proxy"] is None
+
+    cli("keys", "issue", "alice")
+    assert "WIDTHxHEIGHT" in cli("keys", "limits", "alice", "--sizes", "foo", code=1).output
+    assert "Revoked key 'alice'." in cli("keys", "revoke", "alice").output
+    assert "already revoked" in cli("keys", "revoke", "alice").output

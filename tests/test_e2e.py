@@ -169,6 +169,19 @@ def test_wrong_secret_key_stops_the_relay(relay_process: Any, sandbox: Sandbox) 
     assert "does not match" in done.stdout + done.stderr
 
 
+def test_a_file_that_is_not_a_database_stops_the_relay_cleanly(tmp_path: Path) -> None:
+    not_a_database = tmp_path / "usage.csv"
+    not_a_database.write_text("key,requests\n")
+    env = {**os.environ, "RELAY_DATABASE": str(not_a_database), "RELAY_SECRET_KEY": generate_key()}
+    done = subprocess.run(
+        [str(BIN / "uvicorn"), "relay.app:app", "--port", str(free_port())], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode != 0
+    assert "is not a relay database" in done.stdout + done.stderr
+    assert "Unclosed" not in done.stdout + done.stderr
+    assert not_a_database.read_text() == "key,requests\n"
+
+
 def test_rotations_and_cooldown_clears_reach_a_running_relay(relay_process: Any, sandbox: Sandbox) -> None:
     # Key-file mode, so `secrets rotate` has to reach the relay without a restart.
     relay = relay_process(workers=2, extra_env={"RELAY_SECRET_KEY": ""})

@@ -116,10 +116,10 @@ def test_accounts_limits_and_show(cli: Any, tmp_path: Path) -> None:
 
 
 def test_prices_commands(cli: Any, tmp_path: Path) -> None:
-    listed = json.loads(cli("prices", "list", "--json").output)
-    assert {"model": "sora-2-pro", "size": "1792x1024", "usd_per_second": 0.5, "source": "default"} in listed
     cli("prices", "set", "sora-2", "720x1280", "0.12")
     cli("prices", "set", "acme-video", "*", "0.04")
+    listed = json.loads(cli("prices", "list", "--json").output)
+    assert {"model": "sora-2-pro", "size": "1792x1024", "usd_per_second": 0.5, "source": "default"} in listed
     listed = {(p["model"], p["size"]): (p["usd_per_second"], p["source"]) for p in json.loads(cli("prices", "list", "--json").output)}
     assert listed[("sora-2", "720x1280")] == (0.12, "override") and listed[("acme-video", "*")] == (0.04, "override")
     prices_json = tmp_path / "prices.json"
@@ -135,6 +135,8 @@ def test_prices_commands(cli: Any, tmp_path: Path) -> None:
     prices_json.write_text("{not json")
     assert "not valid JSON" in cli("prices", "load", str(prices_json), code=1).output
     assert ">= 0" in cli("prices", "set", "sora-2", "720x1280", "--", "-1", code=1).output
+    assert ">= 0" in cli("prices", "set", "sora-2", "720x1280", "-1", code=1).output  # a number, not an option
+    assert "WIDTHxHEIGHT" in cli("prices", "set", "sora-2", "huge", "0.1", code=1).output
     cli("prices", "unset", "acme-video", "*")
     assert "no price override" in cli("prices", "unset", "acme-video", "*", code=1).output
     assert ("sora-2", "720x1280") in store_of(tmp_path).list_prices()
