@@ -10,7 +10,7 @@ from typing import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import RelayError
+from .errors import RelayError, envelope
 from .state import RelayState
 from .store import KeyRecord
 
@@ -31,6 +31,10 @@ class Claim:
         """Store this answer for repeats (only successes are kept: a failure may be retried)."""
         if 200 <= status < 300:
             self.answer = (status, content_type, body)
+
+    def keep_outcome_unknown(self, error: RelayError) -> None:
+        """Store a failure whose job may exist upstream: a repeat gets it too instead of a second render."""
+        self.answer = (error.status, "application/json", envelope(error.message, status=error.status, code=error.code))
 
 
 @contextlib.asynccontextmanager
@@ -68,6 +72,8 @@ async def idempotent(state: RelayState, request: Request, key: KeyRecord, route:
         )
     if outcome == "replay" and stored is not None:
         headers = {"idempotent-replayed": "true"}
+        if stored["status"] >= 400:
+            headers["x-should-retry"] = "false"  # the same answer will come back every time
         if stored["content_type"]:
             headers["content-type"] = stored["content_type"]
         yield Claim(Response(stored["body"], status_code=stored["status"], headers=headers))

@@ -23,8 +23,15 @@ ERROR_CLASSES = (
 )
 
 
+def is_redirect(status: int) -> bool:
+    """A redirect the relay will not follow (it would carry the credential elsewhere). 304 is an answer."""
+    return 300 <= status < 400 and status != 304
+
+
 def error_class(status: int) -> str:
     """The class of an upstream HTTP answer (transport failures are classed where they happen)."""
+    if is_redirect(status):
+        return "server_error"  # the Videos API never redirects: a misconfigured or hijacked base_api
     if status < 400:
         return "none"
     if status == 429:
@@ -66,11 +73,11 @@ def parse_duration(value: str) -> float | None:
 
 
 def parse_retry_after(value: str, now: float) -> float | None:
-    """`Retry-After` as delay-seconds or an HTTP date."""
+    """`Retry-After` as delay-seconds (digits only, RFC 9110 10.2.3) or an HTTP date."""
     text = value.strip()
-    seconds = _finite_seconds(text)
-    if seconds is not None:
-        return seconds
+    if text.isascii() and text.isdigit():
+        seconds = float(text)
+        return seconds if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

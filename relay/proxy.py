@@ -11,10 +11,10 @@ from starlette.responses import Response
 
 from . import upstream as upstream_http
 from .body import read_body
-from .errors import RelayError
+from .errors import RelayError, error_response
 from .keys import AuthError, authenticate
 from .logs import RequestFacts, fields
-from .outcomes import cooldown_seconds, error_class, status_class, upstream_error
+from .outcomes import cooldown_seconds, error_class, is_redirect, status_class, upstream_error
 from .pool import Upstream
 from .quota import check_request_rate, note_upstream_quota
 from .recorder import AccountUse, KeyUse, SessionUse
@@ -237,6 +237,21 @@ class UpstreamUnavailable(RelayError):
         self.before_send = failure.before_send
 
 
+class OutcomeUnknown(RelayError):
+    """New work whose request reached an upstream that then failed to answer: it may be rendering."""
+
+    def __init__(self, unavailable: UpstreamUnavailable) -> None:
+        super().__init__(
+            unavailable.status,
+            unavailable.message
+            + " The request had already been sent, so the upstream may have started the job; it was not sent again,"
+            " to avoid paying for a second render. List your videos before retrying.",
+            code=unavailable.code,
+            # SDKs retry 502/504 by themselves, which would start the second render the relay avoided.
+            headers={"x-should-retry": "false"},
+        )
+
+
 async def failed(
     state: RelayState, upstream: Upstream, key: KeyRecord, request: Request, route: str, failure: upstream_http.UpstreamFailure
 ) -> UpstreamUnavailable:
@@ -405,7 +420,7 @@ async def attempt_with_failover(
             answer = await attempt(state, upstream, request, route=route, key=key, method="POST", path=path, body=body)
         except UpstreamUnavailable as error:
             if not error.before_send:
-                raise
+                raise OutcomeUnknown(error) from None
             unavailable, reason = error, error.error_class
         else:
             if answer.status not in FAILOVER_STATUSES:
@@ -433,7 +448,24 @@ async def attempt_with_failover(
 
 
 def passthrough(answer: upstream_http.Answer, extra_headers: dict[str, str] | None = None) -> Response:
-    """The upstream's status, body and content type, unchanged, with the headers clients rely on."""
+    """The upstream's status, body and content type, unchanged, with the headers clients rely on.
+
+    Except what would mislead a client: an upstream 401/402 is about the relay's account, not the
+    caller's key, and a redirect would point the client at the upstream itself.
+    """
+    if answer.status in (401, 402):
+        return error_response(
+            RelayError(
+                503,
+                f"The upstream account serving this request was refused (HTTP {answer.status}): its credential or billing"
+                " needs an operator. Your relay key is fine.",
+                code="upstream_account_unauthorized",
+            )
+        )
+    if is_redirect(answer.status):
+        return error_response(
+            RelayError(502, f"The upstream answered with a redirect (HTTP {answer.status}), which the relay does not follow.", code="upstream_redirect")
+        )
     headers = upstream_http.response_headers(answer.headers)
     if answer.status == 429 and upstream_error(answer.body)[0] == "insufficient_quota":
         # Quota exhaustion does not pass with a retry; tell SDKs not to burn attempts on it.

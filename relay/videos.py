@@ -25,6 +25,7 @@ from .limits import job_terms
 from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
 from .proxy import (
     attempt,
+    OutcomeUnknown,
     attempt_with_failover,
     authorize,
     choose_account,
@@ -86,10 +87,14 @@ async def new_job(
                     state, session_hash(session) if session else None, now=now, route=route, admit=booking.admit
                 )
             # Work on an existing video must stay with its owner; everything else may move on.
-            upstream, answer = await attempt_with_failover(
-                state, upstream, request, route=route, key=key, path=upstream_path, body=body,
-                may_fail_over=source is None, admit=booking.admit,
-            )
+            try:
+                upstream, answer = await attempt_with_failover(
+                    state, upstream, request, route=route, key=key, path=upstream_path, body=body,
+                    may_fail_over=source is None, admit=booking.admit,
+                )
+            except OutcomeUnknown as unknown:
+                claim.keep_outcome_unknown(unknown)
+                raise
             if answer.status < 300:
                 await record_job(
                     state, answer.body, account=upstream.name, key=key, kind=kind, source=source, fields=fields, booking=booking

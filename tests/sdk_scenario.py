@@ -63,6 +63,23 @@ def main(relay_url: str, key: str, other_key: str, sandbox_url: str) -> None:
     else:
         raise AssertionError("expected the relay to refuse a create over budget")
 
+    # The upstream resets the connection after receiving a create: it may be rendering. The relay
+    # says so with `x-should-retry: false`, so a retrying SDK does not send the create again.
+    def creates_received() -> int:
+        received = httpx.get(f"{sandbox_url}/_sandbox/requests").json()
+        return sum(1 for r in received if r["method"] == "POST" and r["path"].endswith("/videos"))
+
+    before = creates_received()
+    httpx.post(f"{sandbox_url}/_sandbox/faults", json={"action": "reset", "method": "POST", "times": 3}).raise_for_status()
+    retrying = openai.OpenAI(base_url=f"{relay_url}/openai/v1", api_key=key, max_retries=2, timeout=30)
+    try:
+        retrying.videos.create(prompt="lost in transit")
+    except openai.APIStatusError as error:
+        seen["outcome_unknown"] = [error.status_code, creates_received() - before]
+    else:
+        raise AssertionError("expected a 502")
+    httpx.delete(f"{sandbox_url}/_sandbox/faults").raise_for_status()
+
     httpx.post(f"{sandbox_url}/_sandbox/faults", json={"preset": "rate_limited", "resets_in_seconds": 30, "times": 1}).raise_for_status()
     try:
         client.videos.create(prompt="one too many")

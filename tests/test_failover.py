@@ -69,9 +69,14 @@ def test_no_failover_once_the_request_may_have_arrived(make_relay: Any, sandbox:
     sandbox.fault(preset="server_error", times=1)
     assert relay.client.post(V, json=CREATE, headers=auth(key)).status_code == 500
     sandbox.fault(action="reset", times=1)
-    assert_envelope(relay.client.post(V, json=CREATE, headers=auth(key)), 502, "upstream_unreachable")
+    reset = relay.client.post(V, json=CREATE, headers=auth(key))
+    assert_envelope(reset, 502, "upstream_unreachable")
     sandbox.fault(preset="slow", delay_seconds=2, times=1)
-    assert_envelope(relay.client.post(V, json=CREATE, headers=auth(key)), 504, "upstream_timeout")
+    timed_out = relay.client.post(V, json=CREATE, headers=auth(key))
+    assert_envelope(timed_out, 504, "upstream_timeout")
+    # SDKs retry 502/504 on their own: the relay tells them not to, and why.
+    for response in (reset, timed_out):
+        assert response.headers["x-should-retry"] == "false" and "may have started the job" in response.text
     assert tokens_seen(sandbox) == ["tok-a", "tok-a", "tok-a"]
     assert metric_value(relay, 'relay_failovers_total{from_error_class="server_error"}') == 0
 

@@ -143,3 +143,24 @@ def test_protocol_garbage_is_a_502_without_failover(make_relay: Any, sandbox: Sa
     assert_envelope(send(relay, key), 502, "upstream_unreachable")
     assert tokens_seen(sandbox) == []
     assert [(o["account"], o["error_class"]) for o in outcomes(relay)] == [("garbage", "connection_error")]
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_a_502_and_never_followed(solo: tuple[Relay, str], sandbox: Sandbox, status: int) -> None:
+    relay, key = solo
+    sandbox.fault(status=status, raw_body="", headers={"location": f"{sandbox.url}/elsewhere"}, times=1)
+    response = send(relay, key)
+    assert_envelope(response, 502, "upstream_redirect")
+    assert "location" not in response.headers
+    assert last_outcome(relay) == (status, "server_error")
+    assert not [r for r in sandbox.requests() if "elsewhere" in r["path"]]
+
+
+def test_an_upstream_401_on_a_follow_up_is_not_passed_on_as_the_callers(solo: tuple[Relay, str], sandbox: Sandbox) -> None:
+    relay, key = solo
+    video = send(relay, key).json()
+    sandbox.fault(preset="unauthorized", method="GET", times=1)
+    response = relay.client.get(f"{V}/{video['id']}", headers=auth(key))
+    assert_envelope(response, 503, "upstream_account_unauthorized")
+    assert "Incorrect API key" not in response.text
+    assert relay.state.store.account("a").state == "unauthorized"

@@ -60,6 +60,19 @@ def test_failures_are_not_remembered(relay: Relay, sandbox: Sandbox) -> None:
     assert creates(sandbox) == 2
 
 
+def test_an_unknown_outcome_is_remembered(relay: Relay, sandbox: Sandbox) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = relay.issue_key()
+    headers = {**auth(key), "Idempotency-Key": "lost-in-transit"}
+    sandbox.fault(action="reset", times=1)  # after the create arrived: the upstream may be rendering
+    first = relay.client.post(V, json=CREATE, headers=headers)
+    assert first.status_code == 502
+    repeat = relay.client.post(V, json=CREATE, headers=headers)
+    assert (repeat.status_code, repeat.json()) == (502, first.json())
+    assert repeat.headers["idempotent-replayed"] == "true" and repeat.headers["x-should-retry"] == "false"
+    assert creates(sandbox) == 1
+
+
 def test_concurrent_repeat_is_told_to_wait(relay: Relay, sandbox: Sandbox) -> None:
     relay.add_account("a", sandbox.base_api())
     key = relay.issue_key()

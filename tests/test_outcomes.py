@@ -88,6 +88,16 @@ def test_huge_hint_is_capped() -> None:
     assert hint({"retry-after": "99999999999"})[0] == 86400.0
 
 
+@pytest.mark.parametrize("value", ["1e308", "1.5", "-1", "+5", "0x10", "\u0665"])
+def test_retry_after_is_digits_or_a_date(value: str) -> None:
+    # Anything else is not a delay-seconds value (RFC 9110): the default applies, not a week-long rest.
+    assert hint({"retry-after": value}, default=60) == (60.0, "default")
+
+
+def test_redirects_are_errors_but_not_modified_is_an_answer() -> None:
+    assert [error_class(status) for status in (301, 302, 307, 308, 304, 200)] == ["server_error"] * 4 + ["none", "none"]
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("6m0s", 360.0), ("12ms", 0.012), ("1.5s", 1.5), ("2h", 7200.0), ("0s", 0.0), ("250us", 0.00025), ("5", 5.0)],

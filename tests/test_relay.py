@@ -377,8 +377,10 @@ def test_unauthorized_stays_until_reset(relay: Relay, sandbox: Sandbox) -> None:
     key = relay.issue_key()
     sandbox.fault(preset="unauthorized", times=1)
     response = relay.client.post("/openai/v1/videos", json=CREATE, headers=auth(key))
-    assert response.status_code == 401
-    assert response.json()["error"]["code"] == "invalid_api_key"
+    # Not the upstream's 401, which would tell the caller that their relay key is wrong.
+    assert_envelope(response, 503)
+    assert response.json()["error"]["code"] == "upstream_account_unauthorized"
+    assert "tok-" not in response.text
     account = relay.state.store.account("a")
     assert account.state == "unauthorized" and account.state_until is None
     assert_envelope(relay.client.post("/openai/v1/videos", json=CREATE, headers=auth(key)), 503)

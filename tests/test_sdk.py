@@ -56,6 +56,7 @@ def test_sdk_lifecycle(relay_process: Any, sandbox: Sandbox, version: str) -> No
     assert seen["listed"] == 5
     assert seen["other_key"] == "not_found" and seen["rate_limited"] == 429 and seen["bad_key"] == 401
     assert seen["budget"] == "relay_budget_exceeded"
+    assert seen["outcome_unknown"] == [502, 1]
     creates = [r for r in sandbox.requests() if r["method"] == "POST" and r["path"] == "/v1/videos"]
     kinds = {r["content_type"].split(";")[0] for r in creates}
     assert kinds == ({"multipart/form-data"} if version == "newest" else {"application/json"})
