@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import multiprocess, videos
 from .config import ConfigError, Settings, load_settings
 from .crypto import SecretKeyError
-from .errors import RelayError, envelope, error_response
+from .errors import ClientGone, RelayError, envelope, error_response
 from .logs import RequestFacts, configure_logging, fields
 from .metrics import Metrics, RelayRegistry
 from .metrics_server import listening_socket, serve_metrics
@@ -149,6 +149,8 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientGone:
+            pass  # no answer started and nobody to send one to: counted and logged as 499
         except Exception:
             log.exception("unhandled error", extra=fields(request_id=request_id))
             if status:
@@ -174,7 +176,7 @@ class RequestIdMiddleware:
                         request_id=request_id,
                         method=scope["method"],
                         route=facts.route or route,
-                        status=status,
+                        status=status or 499,
                         key=facts.key,
                         account=facts.account,
                         error_class=facts.error_class,

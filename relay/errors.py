@@ -45,6 +45,10 @@ class RelayError(Exception):
         self.headers = dict(headers or {})
 
 
+class ClientGone(Exception):
+    """The client went away before the relay could answer: nobody is left to tell (logged as 499)."""
+
+
 def envelope(message: str, *, status: int, code: str | None, param: str | None = None) -> bytes:
     body = {
         "error": {

@@ -6,12 +6,12 @@ import logging
 import time
 from typing import Awaitable, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from . import upstream as upstream_http
 from .body import read_body
-from .errors import RelayError, error_response
+from .errors import ClientGone, RelayError, error_response
 from .keys import AuthError, authenticate
 from .logs import RequestFacts, fields
 from .outcomes import cooldown_seconds, error_class, is_redirect, status_class, upstream_error
@@ -48,9 +48,13 @@ async def authorize(request: Request, state: RelayState, now: float) -> KeyRecor
 
 
 async def request_body(request: Request, state: RelayState) -> bytes:
-    return await read_body(
-        request.stream(), declared_length=request.headers.get("content-length"), limit=state.settings.max_body_bytes
-    )
+    try:
+        return await read_body(
+            request.stream(), declared_length=request.headers.get("content-length"), limit=state.settings.max_body_bytes
+        )
+    except ClientDisconnect:
+        # Hung up mid-body, or sent a body the server could not frame: nothing was forwarded.
+        raise ClientGone() from None
 
 
 Admit = Callable[[Upstream], Awaitable[bool]]

@@ -50,9 +50,64 @@ def test_multipart_fields_skip_files() -> None:
     assert body_fields(body, content_type, NAMES) == {"session_id": "sess-42", "model": "sora-2-pro"}
 
 
-def test_multipart_file_named_like_a_field_is_ignored() -> None:
+def refused(body: bytes, content_type: str | None, names: frozenset[str] = NAMES) -> str:
+    with pytest.raises(RelayError) as raised:
+        body_fields(body, content_type, names)
+    assert raised.value.status == 400
+    return raised.value.code
+
+
+def test_multipart_file_named_like_a_field_is_refused() -> None:
     body, content_type = multipart([("session_id", b"from-a-file", "s.txt")])
-    assert body_fields(body, content_type, NAMES) == {}
+    assert refused(body, content_type) == "invalid_multipart"
+
+
+# The relay decides on these fields and the upstream parses the body again: whatever two
+# parsers could read differently is refused, or a key could slip past its allow-list or
+# edit a video it does not own.
+def test_repeated_fields_are_refused() -> None:
+    body, content_type = multipart([("model", b"sora-2", None), ("prompt", b"x", None), ("model", b"sora-2-pro", None)])
+    assert refused(body, content_type) == "duplicate_field"
+    assert refused(b'{"model": "sora-2", "model": "sora-2-pro"}', "application/json") == "duplicate_field"
+    assert refused(b'{"video": {"id": "mine", "id": "theirs"}}', "application/json", frozenset({"video[id]"})) == "duplicate_field"
+
+
+def test_a_source_video_is_named_one_way_only() -> None:
+    names = frozenset({"video[id]"})
+    assert body_fields(b'{"video": {"id": "video_1"}}', "application/json", names) == {"video[id]": "video_1"}
+    assert refused(b'{"video": "video_1"}', "application/json", names) == "invalid_value"
+    body, content_type = multipart([("video", b"video_1", None)])
+    assert refused(body, content_type, names) == "invalid_multipart"
+    uploaded, content_type = multipart([("video", b"\x00mp4", "clip.mp4")])
+    assert body_fields(uploaded, content_type, names) == {}
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        b'form-data; name="model"; x="; filename=z"',  # a quoted ';' must not start a parameter
+        b'form-data; name="model"; filename="a"; filename="b"',
+        b'form-data; name="model"; name="prompt"',
+        b"form-data; name*=UTF-8''model",
+        b'form-data; name="model',
+    ],
+)
+def test_ambiguous_dispositions(disposition: bytes) -> None:
+    body = b"--B\r\nContent-Disposition: " + disposition + b"\r\n\r\nsora-2-pro\r\n--B--\r\n"
+    try:
+        fields = body_fields(body, "multipart/form-data; boundary=B", NAMES)
+    except RelayError as error:
+        assert error.status == 400
+    else:
+        # Read quote-aware, the first one is the field `model`, so it is seen and checked.
+        assert fields == {"model": "sora-2-pro"}
+
+
+def test_bare_line_feeds_and_repeated_dispositions_are_refused() -> None:
+    bare_lf = b'--B\nContent-Disposition: form-data; name="model"\n\nsora-2-pro\r\n--B\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nx\r\n--B--\r\n'
+    assert refused(bare_lf, "multipart/form-data; boundary=B") == "invalid_multipart"
+    twice = b'--B\r\nContent-Disposition: form-data; name="prompt"\r\nContent-Disposition: form-data; name="model"\r\n\r\nsora-2-pro\r\n--B--\r\n'
+    assert refused(twice, "multipart/form-data; boundary=B") == "invalid_multipart"
 
 
 def test_multipart_quoted_boundary() -> None:
@@ -66,8 +121,11 @@ def test_multipart_without_boundary_is_a_400() -> None:
     assert raised.value.status == 400
 
 
-def test_other_content_types_are_not_inspected() -> None:
-    assert body_fields(b"session_id=abc", "application/x-www-form-urlencoded", NAMES) == {}
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", "", None])
+def test_other_content_types_are_refused(content_type: str | None) -> None:
+    # The relay could not see the model in them, but an upstream might read them as JSON anyway.
+    assert refused(b'{"model": "sora-2-pro"}', content_type) == "unsupported_content_type"
+    assert body_fields(b"", content_type, NAMES) == {}
 
 
 @given(st.binary(max_size=300), st.sampled_from(["application/json", "multipart/form-data; boundary=b", "text/plain", "", "multipart/form-data"]))

@@ -310,3 +310,21 @@ def test_slow_uploading_client_does_not_hold_up_others(relay_process: Any, sandb
         answer = slow.recv(65536)
     assert answer.startswith(b"HTTP/1.1 200")
     assert body in [base64.b64decode(r["body_b64"]) for r in sandbox.requests()]
+
+
+def test_a_client_that_hangs_up_mid_body_is_a_quiet_499(relay_process: Any, sandbox: Sandbox) -> None:
+    relay = relay_process()
+    key = operator_setup(relay, sandbox, "a")
+    port = int(relay.url.rsplit(":", 1)[1])
+    for framing in (b"Content-Length: 50\r\n\r\n{\"pr", b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"):
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(
+                b"POST /openai/v1/videos HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer " + key.encode()
+                + b"\r\nContent-Type: application/json\r\n" + framing
+            )
+            time.sleep(0.2)
+    eventually(lambda: 'relay_requests_total{route="videos.create",status="499"} 2.0' in httpx.get(f"{relay.url}/metrics").text)
+    log = relay.log()
+    assert "unhandled error" not in log and "Traceback" not in log, log
+    assert 'status="500"' not in httpx.get(f"{relay.url}/metrics").text
+    assert sandbox.requests() == []
