@@ -21,13 +21,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import multiprocess, videos
 from .config import ConfigError, Settings, load_settings
 from .crypto import SecretKeyError
-from .errors import ClientGone, RelayError, envelope, error_response
+from .errors import AnswerCutShort, ClientGone, RelayError, envelope, error_response
 from .logs import RequestFacts, configure_logging, fields
 from .metrics import Metrics, RelayRegistry
 from .metrics_server import listening_socket, serve_metrics
@@ -151,6 +151,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         except ClientGone:
             pass  # no answer started and nobody to send one to: counted and logged as 499
+        except AnswerCutShort:
+            pass  # already logged as an upstream failure; the server closes the connection
         except Exception:
             log.exception("unhandled error", extra=fields(request_id=request_id))
             if status:
@@ -243,17 +245,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
             state.store.close()
             multiprocess.worker_exiting(metrics_dir)
 
-    return Starlette(
+    relay = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
-            Mount("/openai/v1", routes=video_routes()),
-            Mount("/openai", routes=video_routes()),
+            # No slash-fixing redirects: they answer with an empty body and a Location built from
+            # the client's Host header. A wrong path is a 404 in the error envelope.
+            Mount("/openai/v1", app=Router(video_routes(), redirect_slashes=False)),
+            Mount("/openai", app=Router(video_routes(), redirect_slashes=False)),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={RelayError: relay_error, HTTPException: http_error},
         lifespan=lifespan,
     )
+    relay.router.redirect_slashes = False
+    return relay
 
 
 app = create_app()

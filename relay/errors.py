@@ -49,6 +49,11 @@ class ClientGone(Exception):
     """The client went away before the relay could answer: nobody is left to tell (logged as 499)."""
 
 
+class AnswerCutShort(Exception):
+    """The upstream broke off a body the relay had begun to stream: the client's connection is closed
+    mid-answer, which is how HTTP says "incomplete" once the status line has gone out."""
+
+
 def envelope(message: str, *, status: int, code: str | None, param: str | None = None) -> bytes:
     body = {
         "error": {

@@ -333,10 +333,39 @@ def record(
     job_status: str | None = None,
 ) -> None:
     """One upstream attempt: its metrics, its outcome row, and the request's log facts."""
-    account = upstream.account
+    note_attempt(request, upstream, route, kind, latency_seconds)
+    count_attempt(state, upstream, key, request, route, status, kind, latency_seconds, job_status)
+
+
+def note_attempt(request: Request, upstream: Upstream, route: str, kind: str, latency_seconds: float) -> None:
+    """What the access log and `x-relay-overhead-ms` learn of an upstream attempt."""
     facts = request_facts(request)
-    facts.account, facts.route, facts.error_class = account.name, route, kind
+    facts.account, facts.route, facts.error_class = upstream.account.name, route, kind
     facts.upstream_seconds += latency_seconds
+
+
+def note_broken_answer(request: Request, upstream: Upstream, route: str, failure: upstream_http.UpstreamFailure) -> None:
+    """An answer the upstream broke off after its head had been passed on: logged, and in the access log."""
+    request_facts(request).error_class = failure.error_class
+    log.warning(
+        "upstream broke off an answer",
+        extra=fields(request_id=request.state.request_id, account=upstream.name, route=route, error_class=failure.error_class, detail=failure.message),
+    )
+
+
+def count_attempt(
+    state: RelayState,
+    upstream: Upstream,
+    key: KeyRecord,
+    request: Request,
+    route: str,
+    status: int | None,
+    kind: str,
+    latency_seconds: float,
+    job_status: str | None = None,
+) -> None:
+    """An upstream attempt's metrics and outcome row."""
+    account = upstream.account
     state.metrics.upstream_requests.labels(account.name, account.type, route, status_class(status), kind).inc()
     state.metrics.upstream_duration.labels(account.name, route).observe(latency_seconds)
     state.recorder.put(

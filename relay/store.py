@@ -949,15 +949,15 @@ class Store:
 
     # -- videos and characters (job affinity) -----------------------------------------------------
 
-    def insert_video(self, video: Video, *, reservation_id: str | None = None) -> None:
+    def insert_video(self, video: Video, *, reservation_id: str | None = None) -> Video:
         """Record who owns a new job, its charge taking over from the create's reservation.
 
-        A replayed id keeps its first owner.
+        A replayed id keeps its first owner: the record returned is the one that holds the id.
         """
         with self._write() as conn:
             if reservation_id is not None:
                 conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
-            conn.execute(
+            inserted = conn.execute(
                 "INSERT INTO videos (id, account, key_name, kind, source_video_id, model, seconds, billable_seconds,"
                 " size, status, progress, created_at, recorded_at, updated_at, resource, usd, charge_state, charged_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -982,6 +982,9 @@ class Store:
                     video.charged_at,
                 ),
             )
+            if inserted.rowcount == 1:
+                return video
+            return _video(conn.execute("SELECT * FROM videos WHERE id = ?", (video.id,)).fetchone())
 
     def video(self, video_id: str) -> Video | None:
         row = self._conn().execute("SELECT * FROM videos WHERE id = ?", (video_id,)).fetchone()

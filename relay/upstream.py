@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+import zlib
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
@@ -37,6 +38,8 @@ FORWARDED_REQUEST_HEADERS = (
 # Downloads also pass on what makes ranged and conditional requests work.
 CONTENT_REQUEST_HEADERS = ("range", "if-range", "if-none-match", "if-modified-since")
 CONTENT_RESPONSE_HEADERS = (
+    # Downloads pass on as they came: asked for identity, an upstream may still compress them.
+    "content-encoding",
     "content-length",
     "content-range",
     "accept-ranges",
@@ -202,8 +205,8 @@ def request_headers(
 
 
 def response_headers(upstream_headers: Headers, *, content: bool = False) -> dict[str, str]:
-    """The upstream headers a client gets back, content type included."""
-    names = RETURNED_RESPONSE_HEADERS + (CONTENT_RESPONSE_HEADERS if content else ()) + ("content-type",)
+    """The upstream headers a client gets back, content type (and any encoding left in place) included."""
+    names = RETURNED_RESPONSE_HEADERS + (CONTENT_RESPONSE_HEADERS if content else ("content-encoding",)) + ("content-type",)
     return {name: upstream_headers[name] for name in names if name in upstream_headers}
 
 
@@ -217,18 +220,42 @@ async def open_response(
 
 
 async def read_answer(opened: Opened, *, max_bytes: int) -> Answer:
-    """The whole (bounded) body of an opened answer, which is closed afterwards."""
+    """The whole (bounded) body of an opened answer, which is closed afterwards, and decompressed.
+
+    The relay asks for `identity`; an upstream that compresses anyway (gzip or deflate) is
+    decoded here, because the relay reads ids and statuses from these answers. Any other
+    encoding is passed on with its Content-Encoding header, for the client to decode.
+    """
     try:
         received = bytearray()
         async for chunk in opened.chunks():
             received += chunk
             if len(received) > max_bytes:
-                raise UpstreamFailure(
-                    "server_error", f"upstream answer larger than {max_bytes} bytes", time.perf_counter() - opened.started
-                )
+                raise _too_large(max_bytes, opened.started)
     finally:
         await opened.close()
-    return Answer(opened.status, opened.headers, bytes(received), time.perf_counter() - opened.started)
+    body, headers = bytes(received), opened.headers
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding in _ZLIB_WINDOW_BITS and body:
+        decoder = zlib.decompressobj(_ZLIB_WINDOW_BITS[encoding])
+        try:
+            decoded = decoder.decompress(body, max_bytes + 1)
+        except zlib.error:
+            decoded = None  # not what it says it is (or cut short): pass it on as it came
+        if decoded is not None and decoder.eof:
+            if len(decoded) > max_bytes:
+                raise _too_large(max_bytes, opened.started)
+            body = decoded
+            headers = CIMultiDictProxy(CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in ("content-encoding", "content-length")))
+    return Answer(opened.status, headers, body, time.perf_counter() - opened.started)
+
+
+# zlib's window bits: gzip framing, or zlib framing as HTTP's `deflate` is meant (47 detects either).
+_ZLIB_WINDOW_BITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + zlib.MAX_WBITS}
+
+
+def _too_large(max_bytes: int, started: float) -> UpstreamFailure:
+    return UpstreamFailure("server_error", f"upstream answer larger than {max_bytes} bytes", time.perf_counter() - started)
 
 
 async def send(

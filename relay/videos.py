@@ -9,6 +9,7 @@ Ownership: a key sees only its own videos; anything else is a 404, existence not
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any, AsyncIterator
 from urllib.parse import quote
@@ -19,17 +20,22 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from . import upstream as upstream_http
 from .body import body_fields, is_valid_unicode
-from .errors import RelayError
+from .errors import AnswerCutShort, RelayError
 from .idempotency import idempotent
 from .limits import job_terms
+from .logs import fields as log_fields
 from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
 from .proxy import (
     attempt,
     OutcomeUnknown,
     attempt_with_failover,
     authorize,
+    count_attempt,
     choose_account,
     fetch,
+    note_attempt,
+    note_broken_answer,
+    note_server_health,
     open_attempt,
     owner_account,
     passthrough,
@@ -39,10 +45,12 @@ from .proxy import (
     settle,
 )
 from .pool import Upstream
-from .quota import Booking, book
+from .quota import Booking, book, note_upstream_quota
 from .sessions import SESSION_FIELD, session_hash, session_id
 from .state import RelayState
 from .store import TERMINAL_STATUSES, KeyRecord, Video
+
+log = logging.getLogger("relay.videos")
 
 _FIELDS = frozenset({SESSION_FIELD, "model", "seconds", "size", "video[id]"})
 CONTENT_VARIANTS = ("video", "thumbnail", "spritesheet")
@@ -133,7 +141,7 @@ async def record_job(
         billable_seconds = booking.terms.video_seconds
     # The charge: this job's seconds at today's price, reserved until it completes or fails.
     usd = state.prices.cost(model or DEFAULT_MODEL, size or DEFAULT_SIZE, billable_seconds)
-    await state.db(
+    holder = await state.db(
         state.store.insert_video,
         Video(
             id=video_id,
@@ -159,6 +167,17 @@ async def record_job(
         reservation_id=booking.reservation_id,
     )
     booking.taken()
+    if (holder.account, holder.key_name) != (account, key.name):
+        # Two upstreams (or a misbehaving one) gave out the same id: the first holder keeps it, and
+        # this caller could never reach the new job under it.
+        log.warning("upstream video id already held", extra=log_fields(account=account, holder_account=holder.account, route=kind))
+        raise RelayError(
+            502,
+            f"The upstream answered with a video id ('{video_id}') that this relay already holds for other work,"
+            " so the new job cannot be followed through the relay. An operator should check the accounts' base_api.",
+            code="upstream_id_conflict",
+            headers={"x-should-retry": "false"},
+        )
 
 
 async def create_video(request: Request) -> Response:
@@ -265,23 +284,36 @@ async def video_content(request: Request) -> Response:
         answer = await read_attempt(state, upstream, key, request, route, opened)
         await settle(state, upstream, key, request, route, answer)
         return passthrough(answer)
-    head = upstream_http.Answer(opened.status, opened.headers, b"", time.perf_counter() - opened.started)
-    await settle(state, upstream, key, request, route, head)
+    latency = time.perf_counter() - opened.started
+    note_attempt(request, upstream, route, "none", latency)
+    note_upstream_quota(state, upstream, opened.headers, time.time())
     return StreamingResponse(
-        _relay_bytes(opened),
+        _relay_bytes(state, upstream, key, request, route, opened, latency),
         status_code=opened.status,
         headers=upstream_http.response_headers(opened.headers, content=True),
         background=BackgroundTask(opened.close),
     )
 
 
-async def _relay_bytes(opened: upstream_http.Opened) -> AsyncIterator[bytes]:
+async def _relay_bytes(
+    state: RelayState, upstream: Upstream, key: KeyRecord, request: Request, route: str, opened: upstream_http.Opened, latency: float
+) -> AsyncIterator[bytes]:
+    """The body as it comes. The attempt is recorded when it ends: a download the upstream breaks
+    off is a failure of that account, though its status line said 200."""
+    kind = "none"
     try:
         # Chunks pass on as they were read: re-slicing them would copy every byte again.
         async for chunk in opened.chunks():
             yield chunk
+    except upstream_http.UpstreamFailure as failure:
+        kind = failure.error_class
+        note_broken_answer(request, upstream, route, failure)
+        raise AnswerCutShort() from None
     finally:
-        # Also runs when the client went away and the response task was cancelled.
+        # Also runs when the client went away and the response task was cancelled; a client leaving
+        # is no failure of the upstream's, and for "none" the health note never waits.
+        count_attempt(state, upstream, key, request, route, opened.status, kind, latency)
+        await note_server_health(state, upstream, kind)
         await opened.close()
 
 

@@ -3,10 +3,13 @@ sees and what happens to the account. Each test is one row of that table."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import socket
 import threading
 from typing import Any, Iterator
 
+import httpx
 import pytest
 
 from conftest import Relay, Sandbox
@@ -164,3 +167,103 @@ def test_an_upstream_401_on_a_follow_up_is_not_passed_on_as_the_callers(solo: tu
     assert_envelope(response, 503, "upstream_account_unauthorized")
     assert "Incorrect API key" not in response.text
     assert relay.state.store.account("a").state == "unauthorized"
+
+
+class ScriptedUpstream:
+    """A TCP server on 127.0.0.1 that answers the n-th request with the n-th scripted reply:
+    raw bytes, then a clean close (or, with `cut`, a close before the promised length)."""
+
+    def __init__(self) -> None:
+        self.replies: list[bytes] = []
+        self.received: list[bytes] = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_api(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
+
+    def serve(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.received.append(head)
+                conn.sendall(self.replies.pop(0))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.listener.close()
+
+
+def http_reply(status: str, headers: dict[str, str], body: bytes, *, length: int | None = None) -> bytes:
+    lines = [f"HTTP/1.1 {status}", f"content-length: {len(body) if length is None else length}", "connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedUpstream]:
+    server = ScriptedUpstream()
+    yield server
+    server.close()
+
+
+VIDEO = {"id": "video_gz1", "object": "video", "status": "queued", "model": "sora-2", "seconds": "4", "size": "720x1280", "progress": 0, "created_at": 1}
+
+
+def test_a_compressed_answer_is_decoded_and_the_job_recorded(make_relay: Any, scripted: ScriptedUpstream) -> None:
+    relay = make_relay()
+    relay.add_account("gz", scripted.base_api)
+    key = relay.issue_key()
+    scripted.replies.append(http_reply("200 OK", {"content-type": "application/json", "content-encoding": "gzip"}, gzip.compress(json.dumps(VIDEO).encode())))
+    response = send(relay, key)
+    assert response.status_code == 200 and response.json() == VIDEO
+    assert relay.client.get(V, headers=auth(key)).json()["data"][0]["id"] == "video_gz1"
+    # An encoding the relay does not decode is passed on with its name, for the client to decode.
+    scripted.replies.append(http_reply("200 OK", {"content-type": "application/json", "content-encoding": "br"}, b"\x8b\x02\x80{}\x03"))
+    opaque = relay.client.get(f"{V}/video_gz1", headers={**auth(key), "accept-encoding": "identity"})
+    assert opaque.headers["content-encoding"] == "br" and opaque.content == b"\x8b\x02\x80{}\x03"
+
+
+def test_a_download_the_upstream_breaks_off_is_a_failure_not_a_crash(relay_process: Any, scripted: ScriptedUpstream) -> None:
+    relay = relay_process()
+    assert relay.relayctl("accounts", "add", "cut", "--type", "openai-responses", "--token", "tok-cut", "--base-api", scripted.base_api).returncode == 0
+    key = relay.issue_key("alice")
+    scripted.replies.append(http_reply("200 OK", {"content-type": "application/json"}, json.dumps(VIDEO).encode()))
+    assert httpx.post(f"{relay.url}{V}", json=CREATE, headers=auth(key)).status_code == 200
+    scripted.replies.append(http_reply("200 OK", {"content-type": "video/mp4"}, b"\0" * 50_000, length=200_000))
+    with pytest.raises(httpx.RemoteProtocolError):  # the client can tell: fewer bytes than promised
+        httpx.get(f"{relay.url}{V}/video_gz1/content", headers=auth(key))
+    metrics = httpx.get(f"{relay.url}/metrics").text
+    assert 'relay_upstream_requests_total{account="cut",account_type="openai-responses",error_class="connection_error",route="videos.content",status_class="2xx"} 1.0' in metrics
+    log = relay.log()
+    assert "upstream broke off an answer" in log
+    assert "Traceback" not in log and "unhandled error" not in log, log
+
+
+def test_an_id_another_key_holds_is_not_handed_to_a_second_caller(solo: tuple[Relay, str], sandbox: Sandbox) -> None:
+    relay, key = solo
+    first = send(relay, key).json()
+    bob = relay.issue_key("bob")
+    sandbox.fault(status=200, body={**first, "status": "queued"}, method="POST", times=1)
+    response = relay.client.post(V, json=CREATE, headers=auth(bob))
+    assert_envelope(response, 502, "upstream_id_conflict")
+    assert response.headers["x-should-retry"] == "false"
+    assert relay.client.get(f"{V}/{first['id']}", headers=auth(key)).status_code == 200  # still the first caller's
+    assert relay.client.get(V, headers=auth(bob)).json()["data"] == []

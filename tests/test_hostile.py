@@ -60,6 +60,7 @@ RELAY_CODES = frozenset(
         "upstream_answer_too_large",
         "upstream_account_unauthorized",
         "upstream_redirect",
+        "upstream_id_conflict",
         "internal_error",
     }
 )
@@ -491,6 +492,9 @@ def test_generated_paths_and_methods(relay: Relay, sandbox: Sandbox, path: str, 
         ("GET", "/openai/v1", 404, "not_found"),
         ("GET", "/openai/v1/", 404, "not_found"),
         ("GET", "/openai/v1/videos/a/b/c", 404, "not_found"),
+        ("GET", "/openai/v1/videos/", 404, "not_found"),  # no slash-fixing redirect (Location from Host)
+        ("GET", "/openai/v1/videos/x/", 404, "not_found"),
+        ("GET", "//", 404, "not_found"),
         ("GET", "/openai/v1/../../etc/passwd", 404, "not_found"),
         ("GET", "/openai/v1/videos/%2e%2e/%2e%2e/healthz", 404, "not_found"),
         ("GET", "/openai/v1/videos/%00", 404, "video_not_found"),
