@@ -45,6 +45,21 @@ def error_class(status: int) -> str:
     return "server_error"
 
 
+# 403 codes that refuse the account itself, not the request: like a 401, no retry on this
+# account can succeed, and another account may.
+ACCOUNT_REFUSAL_CODES = frozenset(
+    {"account_deactivated", "organization_deactivated", "unsupported_country_region_territory", "billing_not_active"}
+)
+
+
+def answer_class(status: int, body: bytes) -> str:
+    """`error_class`, reading the body only where the status alone cannot tell (a 403)."""
+    kind = error_class(status)
+    if status == 403 and upstream_error(body)[0] in ACCOUNT_REFUSAL_CODES:
+        return "unauthorized"
+    return kind
+
+
 def status_class(status: int | None) -> str:
     return "none" if status is None else f"{status // 100}xx"
 

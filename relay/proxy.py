@@ -14,7 +14,7 @@ from .body import read_body
 from .errors import ClientGone, RelayError, error_response
 from .keys import AuthError, authenticate
 from .logs import RequestFacts, fields
-from .outcomes import cooldown_seconds, error_class, is_redirect, status_class, upstream_error
+from .outcomes import answer_class, cooldown_seconds, is_redirect, status_class, upstream_error
 from .pool import Upstream
 from .quota import check_request_rate, note_upstream_quota
 from .recorder import AccountUse, KeyUse, SessionUse
@@ -280,7 +280,7 @@ async def settle(
     job_status: str | None = None,
 ) -> None:
     """Record an HTTP answer and apply what it means for the account."""
-    kind = error_class(answer.status)
+    kind = answer_class(answer.status, answer.body)
     record(state, upstream, key, request, route, answer.status, kind, answer.latency_seconds, job_status)
     note_upstream_quota(state, upstream, answer.headers, time.time())
     if kind != "none":
@@ -426,7 +426,7 @@ async def apply_error(
         state.metrics.sticky_evictions.labels(new_state).inc(evicted)
 
 
-FAILOVER_STATUSES = frozenset({401, 402, 429})
+FAILOVER_CLASSES = frozenset({"rate_limited", "unauthorized", "payment_required"})
 
 
 async def attempt_with_failover(
@@ -456,9 +456,9 @@ async def attempt_with_failover(
                 raise OutcomeUnknown(error) from None
             unavailable, reason = error, error.error_class
         else:
-            if answer.status not in FAILOVER_STATUSES:
+            reason = answer_class(answer.status, answer.body)
+            if reason not in FAILOVER_CLASSES:
                 return upstream, answer
-            reason = error_class(answer.status)
         now = state.clock()
         following = (
             await pick_admitted(state, now, admit, exclude=tried)
@@ -486,12 +486,12 @@ def passthrough(answer: upstream_http.Answer, extra_headers: dict[str, str] | No
     Except what would mislead a client: an upstream 401/402 is about the relay's account, not the
     caller's key, and a redirect would point the client at the upstream itself.
     """
-    if answer.status in (401, 402):
+    if answer.status in (401, 402, 403) and answer_class(answer.status, answer.body) in ("unauthorized", "payment_required"):
         return error_response(
             RelayError(
                 503,
-                f"The upstream account serving this request was refused (HTTP {answer.status}): its credential or billing"
-                " needs an operator. Your relay key is fine.",
+                f"The upstream account serving this request was refused (HTTP {answer.status}): its credential, billing or"
+                " standing needs an operator. Your relay key is fine.",
                 code="upstream_account_unauthorized",
             )
         )

@@ -39,6 +39,20 @@ def test_401_and_402_fail_over_too(relay: Relay, sandbox: Sandbox) -> None:
     assert [relay.state.store.account(n).state for n in "abc"] == ["unauthorized", "unauthorized", "active"]
 
 
+def test_a_403_that_refuses_the_account_fails_over_like_a_401(relay: Relay, sandbox: Sandbox) -> None:
+    relay.add_account("a", sandbox.base_api(), priority=1)
+    relay.add_account("b", sandbox.base_api(), priority=2)
+    key = relay.issue_key()
+    deactivated = {"error": {"message": "This account has been deactivated.", "type": "invalid_request_error", "param": None, "code": "account_deactivated"}}
+    sandbox.fault(status=403, body=deactivated, token="tok-a", times=1)
+    assert relay.client.post(V, json=CREATE, headers=auth(key)).status_code == 200
+    assert attempts(relay) == [("a", 403, "unauthorized"), ("b", 200, "none")]
+    assert relay.state.store.account("a").state == "unauthorized"
+    # With no other account left, the caller is not told that their own key was refused.
+    sandbox.fault(status=403, body=deactivated, token="tok-b", times=1)
+    assert_envelope(relay.client.post(V, json=CREATE, headers=auth(key)), 503, "upstream_account_unauthorized")
+
+
 def test_connection_refused_fails_over(relay: Relay, sandbox: Sandbox) -> None:
     relay.add_account("dead", f"http://127.0.0.1:{free_port()}/v1", priority=1)
     relay.add_account("b", sandbox.base_api(), priority=2)
