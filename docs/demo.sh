@@ -19,8 +19,24 @@ cleanup() {
 trap cleanup EXIT
 
 step() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
-# Print the command as typed (the key as $KEY, it is a secret), then run it.
-show() { local line="$*"; [ -n "${KEY:-}" ] && line=${line//$KEY/\$KEY}; printf '$ %s\n' "$line"; "$@"; }
+# One argument as it would be typed: bare when nothing in it is special to the shell, in double
+# quotes with the key as $KEY (it is a secret) when it holds the key, else in single quotes.
+quote() {
+    local arg=$1
+    if [[ $arg =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
+        printf '%s' "$arg"
+    elif [[ -n ${KEY:-} && $arg == *"$KEY"* ]]; then
+        arg=${arg//\\/\\\\}; arg=${arg//\"/\\\"}; arg=${arg//\$/\\\$}; arg=${arg//\`/\\\`}
+        printf '"%s"' "${arg//"$KEY"/\$KEY}"
+    else
+        printf "'%s'" "${arg//\'/\'\\\'\'}"
+    fi
+}
+quote_all() { local out="" arg; for arg in "$@"; do out+="${out:+ }$(quote "$arg")"; done; printf '%s' "$out"; }
+# Print the command so that it can be pasted into a shell, then run it.
+show() { printf '$ %s\n' "$(quote_all "$@")"; "$@"; }
+# The same for a command that reads INPUT on its standard input.
+show_input() { local input=$1; shift; printf '$ echo %s | %s\n' "$(quote "$input")" "$(quote_all "$@")"; echo "$input" | "$@"; }
 wait_for() {
     for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done
     echo "nothing answers at $1" >&2; exit 1
@@ -28,13 +44,13 @@ wait_for() {
 
 step "Start the sandbox upstream (a local emulator of the Videos API) and the relay"
 relayctl sandbox --port "$SANDBOX_PORT" --complete-after 2 & pids+=($!)
-uvicorn relay.app:app --host 127.0.0.1 --port "$RELAY_PORT" --no-access-log --log-level warning & pids+=($!)
+RELAY_ACCESS_LOG=0 uvicorn relay.app:app --host 127.0.0.1 --port "$RELAY_PORT" --no-access-log --log-level warning & pids+=($!)
 wait_for "$SANDBOX/_sandbox/faults"
 wait_for "$RELAY/healthz"
 
 step "Operator: two upstream accounts and a relay key"
-echo "sandbox-token-a" | show relayctl accounts add acct-a --type openai-responses --token-stdin --base-api "$SANDBOX/v1"
-echo "sandbox-token-b" | show relayctl accounts add acct-b --type openai-responses --token-stdin --base-api "$SANDBOX/v1"
+show_input sandbox-token-a relayctl accounts add acct-a --type openai-responses --token-stdin --base-api "$SANDBOX/v1"
+show_input sandbox-token-b relayctl accounts add acct-b --type openai-responses --token-stdin --base-api "$SANDBOX/v1"
 show relayctl accounts list
 KEY=$(relayctl keys issue demo-user --permission openai --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
 echo "issued a key for demo-user (shown once): ${KEY:0:22}..."

@@ -322,7 +322,7 @@ def accounts_rotate(name: str, token: str | None, token_stdin: bool, db_path: st
       relayctl accounts rotate main --token-stdin < new-key.txt
     """
     credential = read_token(token, token_stdin)
-    store, box = open_db(db_path, create=True)
+    store, box = open_db(db_path)
     rotate_credential(store, box, name, credential)
     done(name, as_json, f"Account {name!r} has a new credential and is active.", state="active")
 

@@ -118,6 +118,7 @@ def test_operator_slips_get_one_clear_line(cli: Any, tmp_path: Path) -> None:
     assert "is not a relay database" in cli("accounts", "list", "--db", str(not_a_database), code=1).output
     assert "is not a relay database" in cli("doctor", "--db", str(not_a_database), code=1).output
     assert "no relay database at" in cli("sessions", "list", "--db", str(tmp_path / "typo" / "relay.db"), code=1).output
+    assert "no relay database at" in cli("accounts", "rotate", "main", "--token", TOKEN, "--db", str(tmp_path / "typo" / "relay.db"), code=1).output
     assert not (tmp_path / "typo").exists()
 
     cli("accounts", "add", "main", "--type", "openai-responses", "--token", TOKEN)
