@@ -483,10 +483,10 @@ async def attempt_with_failover(
 def passthrough(answer: upstream_http.Answer, extra_headers: dict[str, str] | None = None) -> Response:
     """The upstream's status, body and content type, unchanged, with the headers clients rely on.
 
-    Except what would mislead a client: an upstream 401/402 is about the relay's account, not the
-    caller's key, and a redirect would point the client at the upstream itself.
+    Except what would mislead a client: an upstream 401/402 (or a 403 refusing the account) is about
+    the relay's account, not the caller's key, and a redirect would point the client at the upstream.
     """
-    if answer.status in (401, 402, 403) and answer_class(answer.status, answer.body) in ("unauthorized", "payment_required"):
+    if answer_class(answer.status, answer.body) in ("unauthorized", "payment_required"):
         return error_response(
             RelayError(
                 503,

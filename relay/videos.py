@@ -26,12 +26,12 @@ from .limits import job_terms
 from .logs import fields as log_fields
 from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
 from .proxy import (
-    attempt,
     OutcomeUnknown,
+    attempt,
     attempt_with_failover,
     authorize,
-    count_attempt,
     choose_account,
+    count_attempt,
     fetch,
     note_attempt,
     note_broken_answer,
