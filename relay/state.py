@@ -24,7 +24,7 @@ from .usage_metrics import UsageCollector
 from .pool import Pool, Upstream
 from .pricing import PriceTable
 from .recorder import Recorder
-from .store import Store
+from .store import Account, Store
 from .upstream import Client, close_client, make_client
 
 log = logging.getLogger("relay")
@@ -97,10 +97,19 @@ class RelayState:
                 # `relayctl secrets rotate` writes the new key file before re-encrypting, so
                 # re-reading it here, before the accounts, always finds a key that decrypts them.
                 self.box = SecretBox(read_key_file(self.settings.key_file))
+            standing_before = {upstream.name: _standing(upstream.account) for upstream in self.pool.all()}
             self.pool.load(self.store.list_accounts(), self.box.decrypt_or_none)
+            for upstream in self.pool.all():
+                if standing_before.get(upstream.name) != _standing(upstream.account):
+                    # An operator's reset or rotation, or a verdict from another worker, starts the count afresh.
+                    self.server_failures.pop(upstream.name, None)
             self.prices = PriceTable(self.store.list_prices())
             self.keys.clear()
             self.config_version = version
+
+
+def _standing(account: Account) -> tuple[str, float | None, str | None]:
+    return account.state, account.state_since, account.state_reason
 
 
 def open_store(settings: Settings) -> tuple[Store, SecretBox]:

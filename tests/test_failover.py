@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from conftest import Relay, Sandbox, free_port
+from relay.accounts import reset_account
 from test_relay import CREATE, assert_envelope, auth, metric_value, outcomes, tokens_seen
 
 V = "/openai/v1/videos"
@@ -120,6 +121,18 @@ def test_repeated_server_errors_rest_the_account_then_it_recovers(make_relay: An
     time.sleep(1.1)
     assert relay.client.post(V, json=CREATE, headers=auth(key)).status_code == 200
     assert tokens_seen(sandbox)[-1] == "tok-a"
+
+
+def test_an_operator_reset_starts_the_failure_count_afresh(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = make_relay(server_error_threshold=3)
+    relay.add_account("a", sandbox.base_api())
+    key = relay.issue_key()
+    sandbox.fault(preset="server_error", times=3)
+    assert [relay.client.post(V, json=CREATE, headers=auth(key)).status_code for _ in range(2)] == [500, 500]
+    reset_account(relay.state.store, "a")  # as `relayctl accounts reset a` does, from another process
+    relay.state.reload()
+    assert relay.client.post(V, json=CREATE, headers=auth(key)).status_code == 500
+    assert relay.state.store.account("a").state == "active"  # one failure since the reset, not three
 
 
 def test_a_success_resets_the_failure_count(make_relay: Any, sandbox: Sandbox) -> None:
