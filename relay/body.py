@@ -135,35 +135,45 @@ def _json_value(payload: dict[str, Any], name: str) -> Any:
 
 
 def _boundary(content_type: str) -> bytes:
-    for parameter in content_type.split(";")[1:]:
-        key, _, value = parameter.strip().partition("=")
-        if key.strip().lower() == "boundary":
-            value = value.strip().strip('"')
-            if 0 < len(value) <= 200:
-                return value.encode("latin-1", errors="replace")
-    raise RelayError(
-        400, "multipart/form-data request without a valid boundary parameter.", code="invalid_multipart"
-    )
+    """The one boundary parameter, read as the disposition parameters are (quote-aware)."""
+    kind = _TOKEN.match(content_type)
+    parameters = _parameters(content_type, kind.end() if kind else 0) if kind else None
+    value = parameters.get("boundary") if parameters is not None else None
+    if value is None or not 0 < len(value) <= 200:
+        raise RelayError(
+            400, "multipart/form-data request without a valid boundary parameter (exactly one).", code="invalid_multipart"
+        )
+    return value.encode("latin-1", errors="replace")
 
 
 def _multipart_fields(body: bytes, boundary: bytes, names: frozenset[str]) -> dict[str, str]:
-    """Walk the parts without copying file contents; keep small non-file fields we asked for."""
+    """Walk the parts without copying file contents; keep small non-file fields we asked for.
+
+    Framing follows RFC 2046 strictly (a delimiter starts the body or follows a CRLF, and is
+    followed by `--` or by CRLF); a form that does not frame that way, or has no closing
+    delimiter, is refused rather than read one way here and another way upstream.
+    """
     delimiter = b"--" + boundary
     # Plain names a bracketed field is nested in (`video` for `video[id]`): as a text field it is ambiguous.
     containers = {name.partition("[")[0] for name in names if "[" in name}
     found: dict[str, str] = {}
-    position = body.find(delimiter)
-    while position != -1:
+    position = 0 if body.startswith(delimiter) else body.find(b"\r\n" + delimiter)
+    if position > 0:
+        position += 2
+    while True:
+        if position < 0:
+            raise _unframed()
         start = position + len(delimiter)
         if body[start : start + 2] == b"--":
-            break
-        headers_end = body.find(b"\r\n\r\n", start)
-        if headers_end == -1:
-            break
-        following = body.find(b"\r\n" + delimiter, headers_end + 4)
-        if following == -1:
-            break
-        name, is_file = _disposition(body[start:headers_end])
+            return found
+        line_end = body.find(b"\r\n", start)
+        if line_end == -1 or body[start:line_end].strip(b" \t"):
+            raise _unframed()  # `--boundaryX`: neither a delimiter nor plain content
+        headers_end = body.find(b"\r\n\r\n", line_end)
+        following = body.find(b"\r\n" + delimiter, line_end)
+        if headers_end == -1 or following == -1 or headers_end > following:
+            raise _unframed()  # no blank line before the next delimiter, or no next delimiter at all
+        name, is_file = _disposition(body[line_end + 2 : headers_end])
         if name in names:
             if is_file:
                 raise RelayError(400, f"The field '{name}' must be a form field, not a file.", code="invalid_multipart", param=name)
@@ -176,17 +186,38 @@ def _multipart_fields(body: bytes, boundary: bytes, names: frozenset[str]) -> di
         elif name in containers and not is_file:
             raise RelayError(400, f"Name a source video with the field '{name}[id]'.", code="invalid_multipart", param=name)
         position = following + 2
-    return found
+
+
+def _unframed() -> RelayError:
+    return RelayError(
+        400, "The multipart body is not framed by its boundary as RFC 2046 requires (or has no closing delimiter).", code="invalid_multipart"
+    )
 
 
 # One `; key=value` parameter; a quoted value may hold `;` and escaped quotes (RFC 9110 5.6.4).
 _PARAMETER = re.compile(r'\s*;\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\\r\n]|\\.)*"|[^;"\s]*)\s*')
-_DISPOSITION_TYPE = re.compile(r"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)")
+_TOKEN = re.compile(r"\s*[!#$%&'*+.^_`|~0-9A-Za-z/-]+")
+
+
+def _parameters(value: str, position: int) -> dict[str, str] | None:
+    """`; key=value` parameters from `position` on, keys lower-cased; None if any is unreadable or repeated."""
+    parameters: dict[str, str] = {}
+    while position < len(value):
+        parameter = _PARAMETER.match(value, position)
+        if parameter is None or parameter.end() == position:
+            return None
+        key, raw = parameter.group(1).lower(), parameter.group(2)
+        if key in parameters:
+            return None
+        parameters[key] = re.sub(r"\\(.)", r"\1", raw[1:-1]) if raw.startswith('"') else raw
+        position = parameter.end()
+    return parameters
 
 
 def _disposition(raw_headers: bytes) -> tuple[str | None, bool]:
     """A part's field name and whether it is a file. Anything a stricter or looser parser could
-    read otherwise (an unreadable or repeated header or parameter, a bare LF) is a 400."""
+    read otherwise (an unreadable or repeated header or parameter, an encoded or continued name,
+    a bare LF) is a 400."""
     text = raw_headers.decode("utf-8", errors="replace")
     if "\n" in text.replace("\r\n", ""):
         raise _unreadable_part()
@@ -198,23 +229,14 @@ def _disposition(raw_headers: bytes) -> tuple[str | None, bool]:
     if len(dispositions) > 1:
         raise _unreadable_part()
     value = dispositions[0]
-    kind = _DISPOSITION_TYPE.match(value)
-    if kind is None:
+    kind = _TOKEN.match(value)
+    parameters = _parameters(value, kind.end()) if kind else None
+    if parameters is None:
         raise _unreadable_part()
-    parameters: dict[str, str] = {}
-    position = kind.end()
-    while position < len(value):
-        parameter = _PARAMETER.match(value, position)
-        if parameter is None or parameter.end() == position:
-            raise _unreadable_part()
-        key, raw = parameter.group(1).lower(), parameter.group(2)
-        if key in parameters:
-            raise _unreadable_part()
-        parameters[key] = re.sub(r"\\(.)", r"\1", raw[1:-1]) if raw.startswith('"') else raw
-        position = parameter.end()
-    if "name*" in parameters:
-        raise _unreadable_part()  # an encoded field name: parsers disagree on it, and no client needs it
-    return parameters.get("name"), "filename" in parameters or "filename*" in parameters
+    is_file = any(key.startswith("filename") for key in parameters)
+    if any("*" in key for key in parameters if not key.startswith("filename")):
+        raise _unreadable_part()  # `name*=` or `name*0=`: parsers disagree on them, and no client needs them
+    return parameters.get("name"), is_file
 
 
 def _unreadable_part() -> RelayError:

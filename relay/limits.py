@@ -236,17 +236,33 @@ class JobTerms:
     size: str
     video_seconds: float
     usd: float | None  # None: the price table has no price for this model and size
+    # Every model and size the upstream might render: each must be allowed.
+    models: tuple[str, ...] = ()
+    sizes: tuple[str, ...] = ()
 
 
 def job_terms(fields_: dict[str, str], source: Video | None, kind: str, prices: PriceTable) -> JobTerms:
-    """The model, size and seconds a create, remix, edit or extension will render, and its cost."""
-    model = fields_.get("model") or (source.model if source else None) or DEFAULT_MODEL
-    size = fields_.get("size") or (source.size if source else None) or DEFAULT_SIZE
-    requested = _seconds(fields_.get("seconds"))
-    if requested is None and kind != "extension" and source is not None:
-        requested = _seconds(source.seconds)
-    seconds = requested if requested is not None else DEFAULT_SECONDS
-    return JobTerms(model=model, size=size, video_seconds=seconds, usd=prices.cost(model, size, seconds))
+    """The model, size and seconds a create, remix, edit or extension will render, and its cost.
+
+    Work on a source video may name its own model, size or seconds, and the relay cannot know
+    whether an upstream honours them or the source's: every candidate must be allowed, and the
+    dearest reading is booked. A missing or zero length books the default, not nothing.
+    """
+    models = _candidates(fields_.get("model"), source.model if source else None, DEFAULT_MODEL)
+    sizes = _candidates(fields_.get("size"), source.size if source else None, DEFAULT_SIZE)
+    lengths = [_seconds(fields_.get("seconds"))]
+    if kind != "extension" and source is not None:
+        lengths.append(_seconds(source.seconds))  # an extension's `seconds` is what it adds
+    seconds = max((length for length in lengths if length), default=DEFAULT_SECONDS)
+    priced = [(prices.cost(model, size, seconds), model, size) for model in models for size in sizes]
+    known = [choice for choice in priced if choice[0] is not None]
+    usd, model, size = max(known, key=lambda choice: choice[0]) if known else (None, models[0], sizes[0])
+    return JobTerms(model=model, size=size, video_seconds=seconds, usd=usd, models=models, sizes=sizes)
+
+
+def _candidates(requested: str | None, from_source: str | None, default: str) -> tuple[str, ...]:
+    named = tuple(dict.fromkeys(value for value in (requested, from_source) if value))
+    return named or (default,)
 
 
 def _seconds(value: str | None) -> float | None:
@@ -259,8 +275,9 @@ def _seconds(value: str | None) -> float | None:
 
 def check_allowed(limits: Limits, terms: JobTerms) -> None:
     """Models and sizes outside the key's allow-lists are refused (403: retrying cannot help)."""
-    for name, allowed, wanted in (("model", limits.models, terms.model), ("size", limits.sizes, terms.size)):
-        if allowed is not None and wanted not in allowed:
+    for name, allowed, candidates in (("model", limits.models, terms.models), ("size", limits.sizes, terms.sizes)):
+        wanted = next((value for value in candidates if allowed is not None and value not in allowed), None)
+        if wanted is not None:
             raise QuotaExceeded(
                 403,
                 f"This key may not use {name} '{wanted}' (allowed: {', '.join(allowed)}).",

@@ -9,7 +9,8 @@ The contract is served under ``/v1``, ``/backend-api`` and the root. A control A
 * ``GET /_sandbox/requests`` lists recorded requests (newest last, the last 1000), ``DELETE``
   clears them.
 * ``GET /_sandbox/stats``: ``requests_total`` (contract requests received since start; never
-  reset, so a long run can be counted past the request log's cap) and ``open_streams``.
+  reset, so a long run can be counted past the request log's cap), ``open_streams`` and
+  ``content_bytes_total`` (content bytes handed to the server since start).
 
 A rule matches on ``method``, ``path_contains`` and ``token``; ``probability`` (0..1, default 1)
 makes a matching rule apply to only that share of requests, at random (``--seed`` makes the draw
@@ -49,7 +50,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -223,6 +224,8 @@ class SandboxState:
     open_streams: int = 0
     # Contract requests received since start; unlike `requests`, never capped or cleared.
     requests_total: int = 0
+    # Content bytes handed to the server since start: shows whether a client's download was read.
+    content_bytes_total: int = 0
     # Draws for rules with a `probability`.
     rng: random.Random = field(default_factory=random.Random)
 
@@ -849,18 +852,26 @@ def padded_head(asset: bytes, total: int) -> bytes:
     return asset + free_box_header(total - len(asset))
 
 
-async def stream_span(state: SandboxState, head: bytes, start: int, stop: int) -> AsyncIterator[bytes]:
-    """Yield bytes [start, stop) of ``head`` followed by zeros, without materialising the file."""
+async def stream_span(
+    state: SandboxState, head: bytes, start: int, stop: int, client_gone: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[bytes]:
+    """Yield bytes [start, stop) of ``head`` followed by zeros, without materialising the file.
+
+    Stops when the client has gone: the server drops what is sent to a closed connection
+    without a word, so without the check a vanished client's file would be generated to its end.
+    """
     state.open_streams += 1
     try:
         position = start
-        while position < stop:
+        while position < stop and not await client_gone():
             end = min(stop, position + STREAM_CHUNK_BYTES)
             if position < len(head):
                 end = min(end, len(head))
-                yield head[position:end]
+                chunk = head[position:end]
             else:
-                yield ZERO_CHUNK if end - position == STREAM_CHUNK_BYTES else ZERO_CHUNK[: end - position]
+                chunk = ZERO_CHUNK if end - position == STREAM_CHUNK_BYTES else ZERO_CHUNK[: end - position]
+            state.content_bytes_total += len(chunk)
+            yield chunk
             position = end
     finally:
         state.open_streams -= 1
@@ -915,7 +926,9 @@ def serve_bytes(request: Request, head: bytes, length: int, media_type: str, eta
     status = 206 if span is not None else 200
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media_type)
-    return StreamingResponse(stream_span(sandbox_state(request), head, start, stop), status, headers, media_type)
+    return StreamingResponse(
+        stream_span(sandbox_state(request), head, start, stop, request.is_disconnected), status, headers, media_type
+    )
 
 
 async def video_content(request: Request) -> Response:
@@ -1309,7 +1322,9 @@ async def clear_requests(request: Request) -> Response:
 
 async def stats(request: Request) -> Response:
     state = sandbox_state(request)
-    return JSONResponse({"open_streams": state.open_streams, "requests_total": state.requests_total})
+    return JSONResponse(
+        {"open_streams": state.open_streams, "requests_total": state.requests_total, "content_bytes_total": state.content_bytes_total}
+    )
 
 
 def control_routes() -> list[BaseRoute]:

@@ -284,6 +284,12 @@ async def video_content(request: Request) -> Response:
         answer = await read_attempt(state, upstream, key, request, route, opened)
         await settle(state, upstream, key, request, route, answer)
         return passthrough(answer)
+    if request.method == "HEAD":
+        # The head is the whole answer: drop the upstream body instead of copying it nowhere.
+        await opened.close()
+        head = upstream_http.Answer(opened.status, opened.headers, b"", time.perf_counter() - opened.started)
+        await settle(state, upstream, key, request, route, head)
+        return Response(status_code=opened.status, headers=upstream_http.response_headers(opened.headers, content=True))
     latency = time.perf_counter() - opened.started
     note_attempt(request, upstream, route, "none", latency)
     note_upstream_quota(state, upstream, opened.headers, time.time())

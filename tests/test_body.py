@@ -150,3 +150,37 @@ def test_session_id_sources_and_order() -> None:
 def test_session_hash_is_stable_and_not_the_id() -> None:
     assert session_hash("abc") == session_hash("abc") != session_hash("abd")
     assert "abc" not in session_hash("abc")
+
+
+def form(parts: list[bytes], boundary: bytes = b"BB") -> bytes:
+    return b"".join(b"--" + boundary + b"\r\n" + part + b"\r\n" for part in parts) + b"--" + boundary + b"--\r\n"
+
+
+MODEL_PART = b'Content-Disposition: form-data; name="model"\r\n\r\nsora-2-pro'
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        # RFC 2231 continuations join into `model` in some parsers.
+        (form([b'Content-Disposition: form-data; name*0="mod"; name*1="el"\r\n\r\nsora-2-pro']), "multipart/form-data; boundary=BB"),
+        # Two boundaries: parsers keep the first or the last.
+        (form([MODEL_PART]), "multipart/form-data; boundary=AA; boundary=BB"),
+        # `--BBX` is neither a delimiter nor content (RFC 2046 forbids the delimiter inside parts).
+        (form([MODEL_PART + b"\r\n--BBX"]), "multipart/form-data; boundary=BB"),
+        # No closing delimiter.
+        (b"--BB\r\n" + MODEL_PART + b"\r\n", "multipart/form-data; boundary=BB"),
+    ],
+)
+def test_forms_that_two_parsers_could_frame_differently_are_refused(body: bytes, content_type: str) -> None:
+    assert refused(body, content_type) == "invalid_multipart"
+
+
+def test_a_quoted_boundary_is_unescaped() -> None:
+    assert body_fields(form([MODEL_PART], boundary=b'B"B'), 'multipart/form-data; boundary="B\\"B"', NAMES) == {"model": "sora-2-pro"}
+
+
+@pytest.mark.parametrize("preamble", [b"preamble text\r\n", b"x--BB--\r\n"])
+def test_a_preamble_is_skipped_as_rfc_2046_says(preamble: bytes) -> None:
+    # Even one holding a fake closing delimiter: it does not start a line, so the parts after it count.
+    assert body_fields(preamble + form([MODEL_PART]), "multipart/form-data; boundary=BB", NAMES) == {"model": "sora-2-pro"}

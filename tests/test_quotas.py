@@ -180,6 +180,20 @@ def test_remix_is_priced_like_its_source(relay: Relay, sandbox: Sandbox, clock: 
     assert_envelope(remix, 429, "relay_budget_exceeded")
 
 
+def test_a_remix_cannot_claim_to_be_cheaper_than_its_source(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    # The relay cannot know whether an upstream honours a remix's own seconds, model or size, or
+    # the source's: it books the dearer reading, and every model and size must be allowed.
+    relay.add_account("a", sandbox.base_api())
+    key = limited_key(relay, usd_per_day=1.0, models=("sora-2",), sizes=("720x1280",))
+    source = post(relay, key, seconds="8").json()  # $0.80 of the $1.00
+    for claimed in ({"seconds": "0"}, {"seconds": "1"}, {}):
+        remix = relay.client.post(f"{V}/{source['id']}/remix", json={"prompt": "again", **claimed}, headers=auth(key))
+        assert_envelope(remix, 429, "relay_budget_exceeded")
+    pro = relay.client.post(f"{V}/{source['id']}/remix", json={"prompt": "again", "model": "sora-2-pro"}, headers=auth(key))
+    assert_envelope(pro, 403, "relay_model_not_allowed")
+    assert post(relay, key, seconds="0").status_code == 429  # a zero-length create books the default 4 s ($0.40)
+
+
 def test_unlimited_keys_touch_no_limit_tables(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = relay.issue_key("bob")

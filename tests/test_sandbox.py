@@ -719,7 +719,7 @@ def test_stats_count_every_contract_request_and_never_reset() -> None:
 
     async def scenario() -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox") as http_client:
-            assert (await http_client.get("/_sandbox/stats")).json() == {"open_streams": 0, "requests_total": 0}
+            assert (await http_client.get("/_sandbox/stats")).json() == {"open_streams": 0, "requests_total": 0, "content_bytes_total": 0}
             await http_client.post("/v1/videos", json={"prompt": "x"}, headers=AUTH)
             await http_client.get("/backend-api/videos/video_missing", headers=AUTH)  # a 404 counts too
             await http_client.get("/nowhere")  # unknown contract route, no auth
@@ -732,7 +732,7 @@ def test_stats_count_every_contract_request_and_never_reset() -> None:
             await http_client.get("/_sandbox/requests")
             await http_client.delete("/_sandbox/requests")
             stats = (await http_client.get("/_sandbox/stats")).json()
-            assert stats == {"open_streams": 0, "requests_total": 5}
+            assert stats == {"open_streams": 0, "requests_total": 5, "content_bytes_total": 0}
 
     asyncio.run(scenario())
 

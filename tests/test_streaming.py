@@ -112,3 +112,26 @@ def test_client_disconnect_releases_the_upstream(relay_process: Any, sandbox: Sa
     eventually(lambda: open_streams() == 0, within=5)
     # And the relay still serves.
     assert httpx.get(f"{relay.url}/healthz").status_code == 200
+
+
+def test_head_on_a_download_answers_the_head_and_drops_the_body(relay_process: Any, sandbox: Sandbox) -> None:
+    relay = relay_process()
+    key = operator_setup(relay, sandbox, "main")
+    url = big_video(relay, sandbox, key)
+
+    def content_bytes_sent() -> int:
+        return int(httpx.get(f"{sandbox.url}/_sandbox/stats").json()["content_bytes_total"])
+
+    before = content_bytes_sent()
+    with httpx.Client() as client:  # the connection stays open: nothing but the relay ends the upstream stream
+        head = client.head(url, headers={"Authorization": f"Bearer {key}"})
+        time.sleep(0.5)
+        sent = content_bytes_sent() - before
+    assert head.status_code == 200 and int(head.headers["content-length"]) == BIG and head.content == b""
+    # The upstream stream was closed at once, not read to its end into nowhere, and the attempt recorded.
+    eventually(lambda: int(httpx.get(f"{sandbox.url}/_sandbox/stats").json()["open_streams"]) == 0)
+    assert sent < BIG // 4
+    metrics = httpx.get(f"{relay.url}/metrics").text
+    assert 'error_class="none",route="videos.content",status_class="2xx"} 1.0' in metrics
+    ranged = httpx.get(url, headers={"Authorization": f"Bearer {key}", "Range": "bytes=0-9"})
+    assert ranged.status_code == 206 and len(ranged.content) == 10
