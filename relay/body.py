@@ -41,6 +41,15 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def request_fingerprint(body: bytes, content_type: str | None) -> bytes:
+    """What makes two requests the same request: the media type and the body, except a form's
+    boundary, which SDKs draw at random for every send (a retried upload is the same upload)."""
+    kind = media_type(content_type)
+    if kind == "multipart/form-data":
+        body = body.replace(b"--" + multipart_boundary(content_type or ""), b"--\0boundary")
+    return kind.encode() + b"\0" + body
+
+
 def is_json(content_type: str | None) -> bool:
     kind = media_type(content_type)
     return kind == "application/json" or kind.endswith("+json")
@@ -60,7 +69,7 @@ def body_fields(body: bytes, content_type: str | None, names: frozenset[str]) ->
     if is_json(content_type):
         return _json_fields(body, names)
     if media_type(content_type) == "multipart/form-data":
-        return _multipart_fields(body, _boundary(content_type or ""), names)
+        return _multipart_fields(body, multipart_boundary(content_type or ""), names)
     raise RelayError(
         400,
         "Send the request body as application/json or multipart/form-data, with a Content-Type header saying which.",
@@ -134,7 +143,7 @@ def _json_value(payload: dict[str, Any], name: str) -> Any:
     return value
 
 
-def _boundary(content_type: str) -> bytes:
+def multipart_boundary(content_type: str) -> bytes:
     """The one boundary parameter, read as the disposition parameters are (quote-aware)."""
     kind = _TOKEN.match(content_type)
     parameters = _parameters(content_type, kind.end() if kind else 0) if kind else None

@@ -45,6 +45,10 @@ class RelayError(Exception):
         self.headers = dict(headers or {})
 
 
+class WorkMayExist(RelayError):
+    """A failure after an upstream may have started the work: a repeat must not start it again."""
+
+
 class ClientGone(Exception):
     """The client went away before the relay could answer: nobody is left to tell (logged as 499)."""
 

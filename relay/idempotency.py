@@ -10,7 +10,8 @@ from typing import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import RelayError, envelope
+from .body import request_fingerprint
+from .errors import RelayError, WorkMayExist, envelope
 from .state import RelayState
 from .store import KeyRecord
 
@@ -32,7 +33,7 @@ class Claim:
         if 200 <= status < 300:
             self.answer = (status, content_type, body)
 
-    def keep_outcome_unknown(self, error: RelayError) -> None:
+    def keep_failure(self, error: WorkMayExist) -> None:
         """Store a failure whose job may exist upstream: a repeat gets it too instead of a second render."""
         self.answer = (error.status, "application/json", envelope(error.message, status=error.status, code=error.code))
 
@@ -45,9 +46,7 @@ async def idempotent(state: RelayState, request: Request, key: KeyRecord, route:
         return
     if not 0 < len(idempotency_key) <= _MAX_KEY_LENGTH:
         raise RelayError(400, f"Idempotency-Key must be 1 to {_MAX_KEY_LENGTH} characters.", code="invalid_idempotency_key")
-    digest = hashlib.sha256(
-        b"\0".join([route.encode(), (request.headers.get("content-type") or "").encode(), body])
-    ).hexdigest()
+    digest = hashlib.sha256(route.encode() + b"\0" + request_fingerprint(body, request.headers.get("content-type"))).hexdigest()
     outcome, stored = await state.db(
         state.store.claim_idempotency,
         key.name,

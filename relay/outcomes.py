@@ -64,6 +64,7 @@ def status_class(status: int | None) -> str:
     return "none" if status is None else f"{status // 100}xx"
 
 
+_PLAIN_NUMBER = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
@@ -73,9 +74,8 @@ def parse_duration(value: str) -> float | None:
     text = value.strip().lower()
     if not text:
         return None
-    bare = _finite_seconds(text)
-    if bare is not None:
-        return bare
+    if _PLAIN_NUMBER.fullmatch(text):
+        return float(text)
     position, total = 0, 0.0
     for match in _DURATION_PART.finditer(text):
         if match.start() != position:

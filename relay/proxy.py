@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from . import upstream as upstream_http
 from .body import read_body
-from .errors import ClientGone, RelayError, error_response
+from .errors import ClientGone, RelayError, WorkMayExist, error_response
 from .keys import AuthError, authenticate
 from .logs import RequestFacts, fields
 from .outcomes import answer_class, cooldown_seconds, is_redirect, status_class, upstream_error
@@ -216,6 +216,7 @@ async def open_attempt(
             upstream_http.url_for(account.base_api, path),
             headers=upstream_http.request_headers(request.headers.raw, upstream.credential, content=content),
             body=body,
+            head_timeout=state.settings.read_timeout_seconds,
         )
     except upstream_http.UpstreamFailure as failure:
         raise await failed(state, upstream, key, request, route, failure) from None
@@ -241,7 +242,7 @@ class UpstreamUnavailable(RelayError):
         self.before_send = failure.before_send
 
 
-class OutcomeUnknown(RelayError):
+class OutcomeUnknown(WorkMayExist):
     """New work whose request reached an upstream that then failed to answer: it may be rendering."""
 
     def __init__(self, unavailable: UpstreamUnavailable) -> None:
@@ -252,7 +253,7 @@ class OutcomeUnknown(RelayError):
             " to avoid paying for a second render. List your videos before retrying.",
             code=unavailable.code,
             # SDKs retry 502/504 by themselves, which would start the second render the relay avoided.
-            headers={"x-should-retry": "false"},
+            headers=_DO_NOT_RETRY,
         )
 
 
@@ -480,6 +481,9 @@ async def attempt_with_failover(
         upstream = following
 
 
+_DO_NOT_RETRY = {"x-should-retry": "false"}
+
+
 def passthrough(answer: upstream_http.Answer, extra_headers: dict[str, str] | None = None) -> Response:
     """The upstream's status, body and content type, unchanged, with the headers clients rely on.
 
@@ -493,11 +497,18 @@ def passthrough(answer: upstream_http.Answer, extra_headers: dict[str, str] | No
                 f"The upstream account serving this request was refused (HTTP {answer.status}): its credential, billing or"
                 " standing needs an operator. Your relay key is fine.",
                 code="upstream_account_unauthorized",
+                headers=_DO_NOT_RETRY,
             )
         )
     if is_redirect(answer.status):
         return error_response(
-            RelayError(502, f"The upstream answered with a redirect (HTTP {answer.status}), which the relay does not follow.", code="upstream_redirect")
+            RelayError(
+                502,
+                f"The upstream answered with a redirect (HTTP {answer.status}), which the relay does not follow.",
+                code="upstream_redirect",
+                # The request did reach an upstream: for new work, a retry could be a second render.
+                headers=_DO_NOT_RETRY,
+            )
         )
     headers = upstream_http.response_headers(answer.headers)
     if answer.status == 429 and upstream_error(answer.body)[0] == "insufficient_quota":

@@ -205,18 +205,33 @@ def request_headers(
 
 
 def response_headers(upstream_headers: Headers, *, content: bool = False) -> dict[str, str]:
-    """The upstream headers a client gets back, content type (and any encoding left in place) included."""
-    names = RETURNED_RESPONSE_HEADERS + (CONTENT_RESPONSE_HEADERS if content else ("content-encoding",)) + ("content-type",)
+    """The upstream headers a client gets back, content type included."""
+    names = RETURNED_RESPONSE_HEADERS + (CONTENT_RESPONSE_HEADERS if content else ()) + ("content-type",)
     return {name: upstream_headers[name] for name in names if name in upstream_headers}
 
 
 async def open_response(
-    client: Client, method: str, url: str, *, headers: list[tuple[bytes, bytes]], body: bytes | None
+    client: Client, method: str, url: str, *, headers: list[tuple[bytes, bytes]], body: bytes | None, head_timeout: float
 ) -> Opened:
-    """Send and wait for the answer's head only; the caller reads or streams the body and closes it."""
-    if isinstance(client, aiohttp.ClientSession):
-        return await _open_aiohttp(client, method, url, headers=headers, body=body)
-    return await _open_httpx(client, method, url, headers=headers, body=body)
+    """Send and wait for the answer's head only; the caller reads or streams the body and closes it.
+
+    The whole head must arrive within `head_timeout` (the per-read timeout alone would let an
+    upstream that trickles a byte at a time hold the request for ever), and must be a final
+    HTTP answer: a 101 or a status outside 200-599 is no answer a client could be given.
+    """
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(head_timeout):
+            if isinstance(client, aiohttp.ClientSession):
+                opened = await _open_aiohttp(client, method, url, headers=headers, body=body)
+            else:
+                opened = await _open_httpx(client, method, url, headers=headers, body=body)
+    except TimeoutError:
+        raise UpstreamFailure("timeout", "no complete answer head in time", time.perf_counter() - started) from None
+    if not 200 <= opened.status <= 599:
+        await opened.close()
+        raise UpstreamFailure("connection_error", f"status {opened.status} is not a final HTTP answer", time.perf_counter() - started)
+    return opened
 
 
 async def read_answer(opened: Opened, *, max_bytes: int) -> Answer:
@@ -236,17 +251,9 @@ async def read_answer(opened: Opened, *, max_bytes: int) -> Answer:
         await opened.close()
     body, headers = bytes(received), opened.headers
     encoding = headers.get("content-encoding", "").strip().lower()
-    if encoding in _ZLIB_WINDOW_BITS and body:
-        decoder = zlib.decompressobj(_ZLIB_WINDOW_BITS[encoding])
-        try:
-            decoded = decoder.decompress(body, max_bytes + 1)
-        except zlib.error:
-            decoded = None  # not what it says it is (or cut short): pass it on as it came
-        if decoded is not None and decoder.eof:
-            if len(decoded) > max_bytes:
-                raise _too_large(max_bytes, opened.started)
-            body = decoded
-            headers = CIMultiDictProxy(CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in ("content-encoding", "content-length")))
+    if encoding not in ("", "identity"):
+        body = _decoded(body, encoding, max_bytes, opened.started)
+        headers = CIMultiDictProxy(CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in ("content-encoding", "content-length")))
     return Answer(opened.status, headers, body, time.perf_counter() - opened.started)
 
 
@@ -254,22 +261,32 @@ async def read_answer(opened: Opened, *, max_bytes: int) -> Answer:
 _ZLIB_WINDOW_BITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + zlib.MAX_WBITS}
 
 
+def _decoded(body: bytes, encoding: str, max_bytes: int, started: float) -> bytes:
+    """A compressed answer's bytes (gzip, several members too, or deflate), at most `max_bytes` of them.
+
+    The relay must read ids and statuses from these answers, so one it cannot decode (another
+    encoding, corrupt or cut short) is a broken answer, not something to pass on.
+    """
+    bits = _ZLIB_WINDOW_BITS.get(encoding)
+    if bits is None:
+        raise UpstreamFailure("connection_error", f"answer in content-encoding {encoding!r}, which was not asked for", time.perf_counter() - started)
+    decoded, rest = bytearray(), body
+    while rest:
+        decoder = zlib.decompressobj(bits)
+        try:
+            decoded += decoder.decompress(rest, max_bytes + 1 - len(decoded))
+        except zlib.error:
+            raise UpstreamFailure("connection_error", f"a {encoding} answer that does not decompress", time.perf_counter() - started) from None
+        if len(decoded) > max_bytes:
+            raise _too_large(max_bytes, started)
+        if not decoder.eof:
+            raise UpstreamFailure("connection_error", f"a {encoding} answer cut short", time.perf_counter() - started)
+        rest = decoder.unused_data
+    return bytes(decoded)
+
+
 def _too_large(max_bytes: int, started: float) -> UpstreamFailure:
     return UpstreamFailure("server_error", f"upstream answer larger than {max_bytes} bytes", time.perf_counter() - started)
-
-
-async def send(
-    client: Client,
-    method: str,
-    url: str,
-    *,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes | None,
-    max_response_bytes: int,
-) -> Answer:
-    """One attempt; the whole (bounded) answer is read before returning."""
-    opened = await open_response(client, method, url, headers=headers, body=body)
-    return await read_answer(opened, max_bytes=max_response_bytes)
 
 
 # -- aiohttp ------------------------------------------------------------------------------------------

@@ -20,13 +20,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from . import upstream as upstream_http
 from .body import body_fields, is_valid_unicode
-from .errors import AnswerCutShort, RelayError
+from .errors import AnswerCutShort, RelayError, WorkMayExist
 from .idempotency import idempotent
 from .limits import job_terms
 from .logs import fields as log_fields
+from .outcomes import is_redirect
 from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
 from .proxy import (
-    OutcomeUnknown,
     attempt,
     attempt_with_failover,
     authorize,
@@ -100,13 +100,13 @@ async def new_job(
                     state, upstream, request, route=route, key=key, path=upstream_path, body=body,
                     may_fail_over=source is None, admit=booking.admit,
                 )
-            except OutcomeUnknown as unknown:
-                claim.keep_outcome_unknown(unknown)
+                if answer.status < 300:
+                    await record_job(
+                        state, answer.body, account=upstream.name, key=key, kind=kind, source=source, fields=fields, booking=booking
+                    )
+            except WorkMayExist as failure:
+                claim.keep_failure(failure)
                 raise
-            if answer.status < 300:
-                await record_job(
-                    state, answer.body, account=upstream.name, key=key, kind=kind, source=source, fields=fields, booking=booking
-                )
         finally:
             await booking.release()
         claim.keep(answer.status, answer.headers.get("content-type"), answer.body)
@@ -171,7 +171,7 @@ async def record_job(
         # Two upstreams (or a misbehaving one) gave out the same id: the first holder keeps it, and
         # this caller could never reach the new job under it.
         log.warning("upstream video id already held", extra=log_fields(account=account, holder_account=holder.account, route=kind))
-        raise RelayError(
+        raise WorkMayExist(
             502,
             f"The upstream answered with a video id ('{video_id}') that this relay already holds for other work,"
             " so the new job cannot be followed through the relay. An operator should check the accounts' base_api.",
@@ -279,7 +279,7 @@ async def video_content(request: Request) -> Response:
     opened = await open_attempt(
         state, upstream, request, route=route, key=key, method="GET", path=path, body=None, content=True
     )
-    if opened.status >= 400:
+    if opened.status >= 400 or is_redirect(opened.status):
         # Errors are small and carry cooldown hints: read them whole and treat them like any other.
         answer = await read_attempt(state, upstream, key, request, route, opened)
         await settle(state, upstream, key, request, route, answer)

@@ -3,11 +3,13 @@ sees and what happens to the account. Each test is one row of that table."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
 import threading
-from typing import Any, Iterator
+import time
+from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
@@ -171,10 +173,10 @@ def test_an_upstream_401_on_a_follow_up_is_not_passed_on_as_the_callers(solo: tu
 
 class ScriptedUpstream:
     """A TCP server on 127.0.0.1 that answers the n-th request with the n-th scripted reply:
-    raw bytes, then a clean close (or, with `cut`, a close before the promised length)."""
+    raw bytes then a close, or a function that writes to the connection itself."""
 
     def __init__(self) -> None:
-        self.replies: list[bytes] = []
+        self.replies: list[bytes | Callable[[socket.socket], None]] = []
         self.received: list[bytes] = []
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
@@ -203,7 +205,12 @@ class ScriptedUpstream:
                 while len(body) < length:
                     body += conn.recv(65536)
                 self.received.append(head)
-                conn.sendall(self.replies.pop(0))
+                reply = self.replies.pop(0)
+                if callable(reply):
+                    with contextlib.suppress(OSError):
+                        reply(conn)
+                else:
+                    conn.sendall(reply)
 
     def close(self) -> None:
         self.stop.set()
@@ -235,10 +242,66 @@ def test_a_compressed_answer_is_decoded_and_the_job_recorded(make_relay: Any, sc
     response = send(relay, key)
     assert response.status_code == 200 and response.json() == VIDEO
     assert relay.client.get(V, headers=auth(key)).json()["data"][0]["id"] == "video_gz1"
-    # An encoding the relay does not decode is passed on with its name, for the client to decode.
-    scripted.replies.append(http_reply("200 OK", {"content-type": "application/json", "content-encoding": "br"}, b"\x8b\x02\x80{}\x03"))
-    opaque = relay.client.get(f"{V}/video_gz1", headers={**auth(key), "accept-encoding": "identity"})
-    assert opaque.headers["content-encoding"] == "br" and opaque.content == b"\x8b\x02\x80{}\x03"
+    # Several gzip members are one body.
+    halves = gzip.compress(json.dumps(VIDEO).encode()[:10]) + gzip.compress(json.dumps(VIDEO).encode()[10:])
+    scripted.replies.append(http_reply("200 OK", {"content-type": "application/json", "content-encoding": "gzip"}, halves))
+    assert relay.client.get(f"{V}/video_gz1", headers=auth(key)).json() == VIDEO
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "code"),
+    [
+        ("br", b"\x8b\x02\x80{}\x03", "upstream_unreachable"),  # not asked for, and the relay must read the id
+        ("gzip", gzip.compress(json.dumps(VIDEO).encode())[:-12], "upstream_unreachable"),  # cut short
+        ("gzip", b"not gzip at all", "upstream_unreachable"),
+        ("gzip", gzip.compress(b" " * (1024 * 1024)), "upstream_answer_too_large"),  # 1 KB that inflates past the limit
+    ],
+)
+def test_a_compressed_answer_the_relay_cannot_read_is_a_502_that_says_do_not_retry(
+    make_relay: Any, scripted: ScriptedUpstream, encoding: str, body: bytes, code: str
+) -> None:
+    relay = make_relay(max_upstream_response_bytes=64 * 1024)
+    relay.add_account("gz", scripted.base_api)
+    key = relay.issue_key()
+    scripted.replies.append(http_reply("200 OK", {"content-type": "application/json", "content-encoding": encoding}, body))
+    response = send(relay, key)
+    assert_envelope(response, 502, code)
+    assert response.headers["x-should-retry"] == "false"  # the create reached the upstream
+
+
+@pytest.mark.parametrize("status_line", ["600 Beyond", "999 Nine", "101 Switching Protocols"])
+def test_a_status_that_is_no_final_answer_is_a_502(make_relay: Any, scripted: ScriptedUpstream, status_line: str) -> None:
+    relay = make_relay()
+    relay.add_account("odd", scripted.base_api)
+    key = relay.issue_key()
+    scripted.replies.append(http_reply(status_line, {"content-type": "application/json"}, b"{}"))
+    response = send(relay, key)
+    assert_envelope(response, 502, "upstream_unreachable")
+    assert response.headers["x-should-retry"] == "false"
+
+
+def test_an_answer_head_trickled_a_byte_at_a_time_still_times_out(make_relay: Any, scripted: ScriptedUpstream) -> None:
+    relay = make_relay(read_timeout_seconds=1.0)
+    relay.add_account("drip", scripted.base_api)
+    key = relay.issue_key()
+
+    def trickle(conn: socket.socket) -> None:
+        for byte in http_reply("200 OK", {"content-type": "application/json"}, json.dumps(VIDEO).encode()):
+            conn.sendall(bytes([byte]))
+            time.sleep(0.3)  # each gap is within the read timeout; the whole head is not
+
+    scripted.replies.append(trickle)
+    assert_envelope(send(relay, key), 504, "upstream_timeout")
+
+
+def test_a_redirect_on_a_download_is_a_502(make_relay: Any, scripted: ScriptedUpstream) -> None:
+    relay = make_relay()
+    relay.add_account("gz", scripted.base_api)
+    key = relay.issue_key()
+    scripted.replies.append(http_reply("200 OK", {"content-type": "application/json"}, json.dumps(VIDEO).encode()))
+    assert send(relay, key).status_code == 200
+    scripted.replies.append(http_reply("302 Found", {"location": "http://127.0.0.1:9/elsewhere"}, b""))
+    assert_envelope(relay.client.get(f"{V}/video_gz1/content", headers=auth(key)), 502, "upstream_redirect")
 
 
 def test_a_download_the_upstream_breaks_off_is_a_failure_not_a_crash(relay_process: Any, scripted: ScriptedUpstream) -> None:

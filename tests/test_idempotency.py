@@ -31,6 +31,35 @@ def test_repeat_returns_the_first_answer(relay: Relay, sandbox: Sandbox) -> None
     assert dict(sandbox.requests()[0]["headers"])["idempotency-key"] == "order-42"
 
 
+def test_a_form_repeated_under_a_new_boundary_is_the_same_request(relay: Relay, sandbox: Sandbox) -> None:
+    # SDKs draw a new multipart boundary for every send, retries included.
+    relay.add_account("a", sandbox.base_api())
+    key = relay.issue_key()
+
+    def send_form(boundary: str, prompt: str = "A cat") -> Any:
+        body = f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n{prompt}\r\n--{boundary}--\r\n'
+        headers = {**auth(key), "Idempotency-Key": "form-1", "content-type": f"multipart/form-data; boundary={boundary}"}
+        return relay.client.post(V, content=body.encode(), headers=headers)
+
+    first = send_form("a1b2c3")
+    repeat = send_form("z9y8x7")
+    assert repeat.status_code == 200 and repeat.headers["idempotent-replayed"] == "true" and repeat.content == first.content
+    assert_envelope(send_form("q1", prompt="A dog"), 422, "idempotency_key_reused")
+    assert creates(sandbox) == 1
+
+
+def test_an_id_conflict_is_remembered(relay: Relay, sandbox: Sandbox) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = relay.issue_key()
+    taken = relay.client.post(V, json=CREATE, headers=auth(relay.issue_key("bob"))).json()
+    sandbox.fault(status=200, body=taken, method="POST", times=1)
+    headers = {**auth(key), "Idempotency-Key": "clash"}
+    assert_envelope(relay.client.post(V, json=CREATE, headers=headers), 502, "upstream_id_conflict")
+    repeat = relay.client.post(V, json=CREATE, headers=headers)
+    assert repeat.status_code == 502 and repeat.headers["idempotent-replayed"] == "true"
+    assert creates(sandbox) == 2  # bob's create and the first attempt; the repeat reached no upstream
+
+
 def test_same_key_other_request_is_refused(relay: Relay, sandbox: Sandbox) -> None:
     relay.add_account("a", sandbox.base_api())
     key = relay.issue_key()
