@@ -203,8 +203,9 @@ def _unframed() -> RelayError:
     )
 
 
-# One `; key=value` parameter; a quoted value may hold `;` and escaped quotes (RFC 9110 5.6.4).
-_PARAMETER = re.compile(r'\s*;\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\\r\n]|\\.)*"|[^;"\s]*)\s*')
+# One `; key=value` parameter; a quoted value may hold `;` but no backslash: parsers disagree on
+# what a backslash escapes (some read `\\"` as an escaped quote), so values that need one are refused.
+_PARAMETER = re.compile(r'\s*;\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("[^"\\\r\n]*"|[^;"\\\s]*)\s*')
 _TOKEN = re.compile(r"\s*[!#$%&'*+.^_`|~0-9A-Za-z/-]+")
 
 
@@ -218,7 +219,7 @@ def _parameters(value: str, position: int) -> dict[str, str] | None:
         key, raw = parameter.group(1).lower(), parameter.group(2)
         if key in parameters:
             return None
-        parameters[key] = re.sub(r"\\(.)", r"\1", raw[1:-1]) if raw.startswith('"') else raw
+        parameters[key] = raw[1:-1] if raw.startswith('"') else raw
         position = parameter.end()
     return parameters
 
@@ -226,12 +227,13 @@ def _parameters(value: str, position: int) -> dict[str, str] | None:
 def _disposition(raw_headers: bytes) -> tuple[str | None, bool]:
     """A part's field name and whether it is a file. Anything a stricter or looser parser could
     read otherwise (an unreadable or repeated header or parameter, an encoded or continued name,
-    a bare LF) is a 400."""
+    a bare CR or LF, a folded header line) is a 400."""
     text = raw_headers.decode("utf-8", errors="replace")
-    if "\n" in text.replace("\r\n", ""):
+    lines = text.split("\r\n")
+    if any("\r" in line or "\n" in line or line[:1] in (" ", "\t") for line in lines):
         raise _unreadable_part()
     dispositions = [
-        value for header, _, value in (line.partition(":") for line in text.split("\r\n")) if header.strip().lower() == "content-disposition"
+        value for header, _, value in (line.partition(":") for line in lines) if header.strip().lower() == "content-disposition"
     ]
     if not dispositions:
         return None, False

@@ -48,6 +48,9 @@ async def authorize(request: Request, state: RelayState, now: float) -> KeyRecor
 
 
 async def request_body(request: Request, state: RelayState) -> bytes:
+    if len(request.headers.getlist("content-type")) > 1:
+        # The relay reads the first; an upstream might read the last.
+        raise RelayError(400, "Send one Content-Type header.", code="invalid_request_headers")
     try:
         return await read_body(
             request.stream(), declared_length=request.headers.get("content-length"), limit=state.settings.max_body_bytes

@@ -41,6 +41,7 @@ RELAY_CODES = frozenset(
         "invalid_json",
         "invalid_multipart",
         "unsupported_content_type",
+        "invalid_request_headers",
         "duplicate_field",
         "invalid_value",
         "invalid_content_length",
@@ -961,4 +962,13 @@ def test_another_keys_video_cannot_be_smuggled_into_an_edit(relay: Relay, sandbo
     assert disguised.status_code == 404 and assert_envelope(disguised, code="video_not_found")
     as_json = relay.client.post("/openai/v1/videos/edits", json={"prompt": "x", "video": theirs}, headers=bearer(w.key))
     assert as_json.status_code == 400 and assert_envelope(as_json, code="invalid_value")
+    assert upstream_requests(sandbox) == []
+
+
+def test_two_content_types_are_refused(relay: Relay, sandbox: Sandbox) -> None:
+    # The relay would read the first and an upstream might read the last.
+    w = world(relay, sandbox)
+    headers = [("authorization", f"Bearer {w.key}"), ("content-type", "application/json"), ("content-type", "multipart/form-data; boundary=B")]
+    response = relay.client.post("/openai/v1/videos", content=b'{"prompt": "x", "model": "sora-2"}', headers=headers)
+    assert response.status_code == 400 and assert_envelope(response, code="invalid_request_headers")
     assert upstream_requests(sandbox) == []
