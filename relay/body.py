@@ -6,6 +6,7 @@ multipart forms are looked into, and only for small named fields.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any, AsyncIterator
@@ -45,8 +46,9 @@ def request_fingerprint(body: bytes, content_type: str | None) -> bytes:
     """What makes two requests the same request: the media type and the body, except a form's
     boundary, which SDKs draw at random for every send (a retried upload is the same upload)."""
     kind = media_type(content_type)
-    if kind == "multipart/form-data":
-        body = body.replace(b"--" + multipart_boundary(content_type or ""), b"--\0boundary")
+    if kind == "multipart/form-data" and body:
+        with contextlib.suppress(RelayError):  # no usable boundary: the form is refused later anyway
+            body = body.replace(b"--" + multipart_boundary(content_type or ""), b"--\0boundary")
     return kind.encode() + b"\0" + body
 
 

@@ -193,7 +193,12 @@ async def read_attempt(
     opened: upstream_http.Opened,
 ) -> upstream_http.Answer:
     try:
-        return await upstream_http.read_answer(opened, max_bytes=state.settings.max_upstream_response_bytes)
+        return await upstream_http.read_answer(
+            opened,
+            max_bytes=state.settings.max_upstream_response_bytes,
+            body_timeout=state.settings.read_timeout_seconds,
+            credential=upstream.credential,
+        )
     except upstream_http.UpstreamFailure as failure:
         raise await failed(state, upstream, key, request, route, failure) from None
 

@@ -234,19 +234,23 @@ async def open_response(
     return opened
 
 
-async def read_answer(opened: Opened, *, max_bytes: int) -> Answer:
+async def read_answer(opened: Opened, *, max_bytes: int, body_timeout: float, credential: str) -> Answer:
     """The whole (bounded) body of an opened answer, which is closed afterwards, and decompressed.
 
-    The relay asks for `identity`; an upstream that compresses anyway (gzip or deflate) is
-    decoded here, because the relay reads ids and statuses from these answers. Any other
-    encoding is passed on with its Content-Encoding header, for the client to decode.
+    The body must arrive within `body_timeout`, however it trickles in. The relay asks for
+    `identity`; an upstream that compresses anyway (gzip or deflate) is decoded here, because
+    the relay reads ids and statuses from these answers. The account's own credential, should
+    an upstream echo it, is blanked out: these answers go back to the relay's clients.
     """
     try:
         received = bytearray()
-        async for chunk in opened.chunks():
-            received += chunk
-            if len(received) > max_bytes:
-                raise _too_large(max_bytes, opened.started)
+        async with asyncio.timeout(body_timeout):
+            async for chunk in opened.chunks():
+                received += chunk
+                if len(received) > max_bytes:
+                    raise _too_large(max_bytes, opened.started)
+    except TimeoutError:
+        raise UpstreamFailure("timeout", "the answer's body did not arrive in time", time.perf_counter() - opened.started) from None
     finally:
         await opened.close()
     body, headers = bytes(received), opened.headers
@@ -254,6 +258,10 @@ async def read_answer(opened: Opened, *, max_bytes: int) -> Answer:
     if encoding not in ("", "identity"):
         body = _decoded(body, encoding, max_bytes, opened.started)
         headers = CIMultiDictProxy(CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in ("content-encoding", "content-length")))
+    if credential and credential.encode() in body:
+        body = body.replace(credential.encode(), b"[redacted]")
+    if credential and any(credential in value for value in headers.values()):
+        headers = CIMultiDictProxy(CIMultiDict((k, v.replace(credential, "[redacted]")) for k, v in headers.items()))
     return Answer(opened.status, headers, body, time.perf_counter() - opened.started)
 
 

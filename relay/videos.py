@@ -261,7 +261,9 @@ async def delete_video(request: Request) -> Response:
     answer = await attempt(
         state, upstream, request, route="videos.delete", key=key, method="DELETE", path=f"/videos/{quote(video.id)}", body=None
     )
-    if answer.status < 300:
+    resource = _json_object(answer.body)
+    # A 2xx that says `"deleted": false` kept the video: so does the relay.
+    if answer.status < 300 and (resource is None or resource.get("deleted") is not False):
         await state.db(state.store.mark_video_deleted, video.id, time.time())
     return passthrough(answer)
 

@@ -330,3 +330,39 @@ def test_an_id_another_key_holds_is_not_handed_to_a_second_caller(solo: tuple[Re
     assert response.headers["x-should-retry"] == "false"
     assert relay.client.get(f"{V}/{first['id']}", headers=auth(key)).status_code == 200  # still the first caller's
     assert relay.client.get(V, headers=auth(bob)).json()["data"] == []
+
+
+def test_an_answer_body_trickled_a_byte_at_a_time_still_times_out(make_relay: Any, scripted: ScriptedUpstream) -> None:
+    relay = make_relay(read_timeout_seconds=1.0)
+    relay.add_account("drip", scripted.base_api)
+    key = relay.issue_key()
+    reply = http_reply("200 OK", {"content-type": "application/json"}, json.dumps(VIDEO).encode())
+    head, _, body = reply.partition(b"\r\n\r\n")
+
+    def trickle(conn: socket.socket) -> None:
+        conn.sendall(head + b"\r\n\r\n")
+        for byte in body:
+            conn.sendall(bytes([byte]))
+            time.sleep(0.3)  # each gap is within the read timeout; the whole body is not
+
+    scripted.replies.append(trickle)
+    response = send(relay, key)
+    assert_envelope(response, 504, "upstream_timeout")
+    assert response.headers["x-should-retry"] == "false"
+
+
+def test_an_upstream_echoing_the_credential_does_not_pass_it_on(solo: tuple[Relay, str], sandbox: Sandbox) -> None:
+    relay, key = solo
+    echoed = {"error": {"message": "Bad request; you sent Authorization: Bearer tok-a", "type": "invalid_request_error", "param": None, "code": "bad"}}
+    sandbox.fault(status=400, body=echoed, headers={"x-ratelimit-limit-requests": "tok-a"}, times=1)
+    response = send(relay, key)
+    assert response.status_code == 400 and "tok-a" not in response.text and "tok-a" not in str(response.headers)
+    assert response.json()["error"]["message"] == "Bad request; you sent Authorization: Bearer [redacted]"
+
+
+def test_a_delete_the_upstream_declined_keeps_the_video(solo: tuple[Relay, str], sandbox: Sandbox) -> None:
+    relay, key = solo
+    video = send(relay, key).json()
+    sandbox.fault(status=200, body={"id": video["id"], "object": "video.deleted", "deleted": False}, method="DELETE", times=1)
+    assert relay.client.delete(f"{V}/{video['id']}", headers=auth(key)).json()["deleted"] is False
+    assert relay.client.get(f"{V}/{video['id']}", headers=auth(key)).status_code == 200
