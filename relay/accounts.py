@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from .crypto import SecretBox, generate_key, read_key_file, write_key_file
 from .keys import KeyInputError, validate_name
-from .store import ACCOUNT_TYPES, Account, Store
+from .store import ACCOUNT_TYPES, Account, NotFound, Store
 from .upstream import DEFAULT_BASE_API
 
 # Said by `relayctl accounts add --type openai` and the README, plainly.
@@ -58,6 +58,14 @@ def set_proxy(store: Store, box: SecretBox, name: str, proxy: str | None) -> Non
     store.set_account_proxy(name, box.encrypt(validate_proxy(proxy)) if proxy else None)
 
 
+def _exists(store: Store, name: str) -> bool:
+    try:
+        store.account(name)
+    except NotFound:
+        return False
+    return True
+
+
 def add_account(
     store: Store,
     box: SecretBox,
@@ -78,13 +86,21 @@ def add_account(
         validate_proxy(proxy)
     if type not in ACCOUNT_TYPES:
         raise AccountInputError(f"unknown account type {type!r}: choose from {', '.join(ACCOUNT_TYPES)}")
+    now = time.time() if now is None else now
+    left_behind = 0 if _exists(store, name) else store.live_video_count(name, now)
+    if left_behind:
+        # Videos name their account: a new account under the name would receive their follow-ups.
+        raise AccountInputError(
+            f"{left_behind} video(s) of a removed account named {name!r} can still be reached; "
+            "a new account under that name would receive their follow-ups. Choose another name"
+        )
     account = store.insert_account(
         name=name,
         type=type,
         credential_encrypted=box.encrypt(clean_credential(credential)),
         base_api=validate_base_api(base_api or DEFAULT_BASE_API[type]),
         priority=priority,
-        now=time.time() if now is None else now,
+        now=now,
     )
     if proxy:
         set_proxy(store, box, name, proxy)

@@ -56,6 +56,11 @@ class PriceTable:
     def __init__(self, overrides: Mapping[tuple[str, str], float] | None = None) -> None:
         self._overrides = dict(overrides or {})
         self._prices = {**DEFAULT_PRICES, **self._overrides}
+        self._models = frozenset(model for model, _ in self._prices)
+
+    def knows(self, model: str) -> bool:
+        """Whether the table prices this model at some size."""
+        return model in self._models
 
     def usd_per_second(self, model: str, size: str) -> float | None:
         exact = self._prices.get((model, size))

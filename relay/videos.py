@@ -248,7 +248,8 @@ async def refresh_status(state: RelayState, video: Video, answer: upstream_http.
         return None
     state.metrics.videos.labels(status).inc()
     if status == "completed":
-        model = video.model or "unknown"
+        # A label from a closed set: the price table's models. An upstream may echo any string.
+        model = video.model if video.model and state.prices.knows(video.model) else "other"
         if video.billable_seconds:
             state.metrics.video_seconds.labels(video.account, video.key_name, model).inc(video.billable_seconds)
         if video.usd and video.charge_state == "reserved":

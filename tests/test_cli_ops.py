@@ -83,6 +83,9 @@ def test_accounts_show_priority_rotate_remove(cli: Any, tmp_path: Path) -> None:
     cli("accounts", "remove", "main", "--force")
     assert json.loads(cli("accounts", "list", "--json").output) == []
     assert "no account named 'main'" in cli("accounts", "remove", "main", code=1).output
+    # Its video still names it: a new account under the name would be sent its follow-ups.
+    assert "removed account named 'main'" in cli("accounts", "add", "main", "--type", "openai-responses", "--token", "sk-x", code=1).output
+    cli("accounts", "add", "main2", "--type", "openai-responses", "--token", "sk-x")
 
 
 def test_remove_allowed_once_videos_expired(cli: Any, tmp_path: Path) -> None:

@@ -366,3 +366,15 @@ def test_a_delete_the_upstream_declined_keeps_the_video(solo: tuple[Relay, str],
     sandbox.fault(status=200, body={"id": video["id"], "object": "video.deleted", "deleted": False}, method="DELETE", times=1)
     assert relay.client.delete(f"{V}/{video['id']}", headers=auth(key)).json()["deleted"] is False
     assert relay.client.get(f"{V}/{video['id']}", headers=auth(key)).status_code == 200
+
+
+def test_a_model_the_price_table_does_not_know_is_labelled_other(solo: tuple[Relay, str], sandbox: Sandbox) -> None:
+    relay, key = solo
+    video = relay.client.post(V, json={**CREATE, "model": "weird-model\u2028"}, headers=auth(key)).json()
+    deadline = time.monotonic() + 10
+    while relay.client.get(f"{V}/{video['id']}", headers=auth(key)).json()["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    metrics = relay.metrics()
+    assert 'relay_video_seconds_total{account="a",key="alice",model="other"}' in metrics
+    assert "weird-model" not in metrics
