@@ -87,11 +87,11 @@ def add_account(
     if type not in ACCOUNT_TYPES:
         raise AccountInputError(f"unknown account type {type!r}: choose from {', '.join(ACCOUNT_TYPES)}")
     now = time.time() if now is None else now
-    left_behind = 0 if _exists(store, name) else store.live_video_count(name, now)
+    left_behind = 0 if _exists(store, name) else store.live_video_count(name, now) + store.character_count(name)
     if left_behind:
-        # Videos name their account: a new account under the name would receive their follow-ups.
+        # Videos and characters name their account: a new account under the name would receive their follow-ups.
         raise AccountInputError(
-            f"{left_behind} video(s) of a removed account named {name!r} can still be reached; "
+            f"{left_behind} video(s) or character(s) of a removed account named {name!r} can still be reached; "
             "a new account under that name would receive their follow-ups. Choose another name"
         )
     account = store.insert_account(
@@ -126,10 +126,11 @@ def remove_account(store: Store, name: str, *, force: bool = False, now: float |
     """Remove an account, unless it still owns videos that could be reached (then only with force)."""
     store.account(name)
     live = store.live_video_count(name, time.time() if now is None else now)
-    if live and not force:
+    characters = store.character_count(name)
+    if (live or characters) and not force:
         raise AccountInputError(
-            f"account {name!r} owns {live} video(s) that have not expired; removing it makes them unreachable. "
-            "Disable it instead, or pass --force"
+            f"account {name!r} owns {live} video(s) that have not expired and {characters} character(s); removing it makes"
+            " them unreachable. Disable it instead, or pass --force"
         )
     store.remove_account(name)
 

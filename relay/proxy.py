@@ -119,7 +119,7 @@ async def owner_account(state: RelayState, name: str) -> Upstream:
     if owner is None:
         raise RelayError(
             410,
-            "The upstream account that created this video has been removed from the relay; its jobs cannot be reached.",
+            "The upstream account that created this video or character has been removed from the relay; its work cannot be reached.",
             code="video_account_removed",
         )
     if owner.account.state == "unauthorized":

@@ -1095,6 +1095,11 @@ class Store:
                 (character_id, account, key_name, now),
             )
 
+    def character_count(self, account: str) -> int:
+        """Characters an account created (they do not expire)."""
+        row = self._conn().execute("SELECT count(*) AS n FROM characters WHERE account = ?", (account,)).fetchone()
+        return int(row["n"])
+
     def character_owner(self, character_id: str) -> tuple[str, str] | None:
         """(account, key name) of a character, if the relay created it."""
         row = self._conn().execute(

@@ -102,6 +102,14 @@ def test_remove_allowed_once_videos_expired(cli: Any, tmp_path: Path) -> None:
     cli("accounts", "remove", "old")
 
 
+def test_characters_keep_an_account_like_videos(cli: Any, tmp_path: Path) -> None:
+    add(cli, "d")
+    store_of(tmp_path).insert_character("char_1", account="d", key_name="alice", now=NOW)
+    assert "1 character(s)" in cli("accounts", "remove", "d", code=1).output
+    cli("accounts", "remove", "d", "--force")
+    assert "removed account named 'd'" in cli("accounts", "add", "d", "--type", "openai-responses", "--token", "sk-x", code=1).output
+
+
 def test_cooldowns_clear_and_watch(cli: Any, tmp_path: Path) -> None:
     add(cli, "main")
     store = store_of(tmp_path)
