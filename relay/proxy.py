@@ -269,7 +269,8 @@ async def failed(
     state: RelayState, upstream: Upstream, key: KeyRecord, request: Request, route: str, failure: upstream_http.UpstreamFailure
 ) -> UpstreamUnavailable:
     request_id: str = request.state.request_id
-    record(state, upstream, key, request, route, None, failure.error_class, failure.latency_seconds)
+    note_attempt(request, upstream, route, failure.error_class, failure.latency_seconds)
+    count_attempt(state, upstream, key, request, route, None, failure.error_class, failure.latency_seconds)
     log.warning(
         "upstream failure",
         extra=fields(request_id=request_id, account=upstream.name, route=route, error_class=failure.error_class, detail=failure.message),
@@ -290,7 +291,8 @@ async def settle(
 ) -> None:
     """Record an HTTP answer and apply what it means for the account."""
     kind = answer_class(answer.status, answer.body)
-    record(state, upstream, key, request, route, answer.status, kind, answer.latency_seconds, job_status)
+    note_attempt(request, upstream, route, kind, answer.latency_seconds)
+    count_attempt(state, upstream, key, request, route, answer.status, kind, answer.latency_seconds, job_status)
     note_upstream_quota(state, upstream, answer.headers, time.time())
     if kind != "none":
         await apply_error(state, upstream, answer, kind, request_id=request.state.request_id, route=route)
@@ -330,22 +332,6 @@ async def note_server_health(state: RelayState, upstream: Upstream, kind: str) -
         state.metrics.sticky_evictions.labels("server_errors").inc(evicted)
 
 
-def record(
-    state: RelayState,
-    upstream: Upstream,
-    key: KeyRecord,
-    request: Request,
-    route: str,
-    status: int | None,
-    kind: str,
-    latency_seconds: float,
-    job_status: str | None = None,
-) -> None:
-    """One upstream attempt: its metrics, its outcome row, and the request's log facts."""
-    note_attempt(request, upstream, route, kind, latency_seconds)
-    count_attempt(state, upstream, key, request, route, status, kind, latency_seconds, job_status)
-
-
 def note_attempt(request: Request, upstream: Upstream, route: str, kind: str, latency_seconds: float) -> None:
     """What the access log and `x-relay-overhead-ms` learn of an upstream attempt."""
     facts = request_facts(request)
@@ -373,7 +359,7 @@ def count_attempt(
     latency_seconds: float,
     job_status: str | None = None,
 ) -> None:
-    """An upstream attempt's metrics and outcome row."""
+    """An upstream attempt's metrics and outcome row (`note_attempt` tells the request's log line)."""
     account = upstream.account
     state.metrics.upstream_requests.labels(account.name, account.type, route, status_class(status), kind).inc()
     state.metrics.upstream_duration.labels(account.name, route).observe(latency_seconds)

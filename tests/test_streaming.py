@@ -95,13 +95,17 @@ def test_slow_reader_gets_backpressure_not_buffering(relay_process: Any, sandbox
     assert rss.growth < 32 * MiB, f"relay RSS grew by {rss.growth / MiB:.1f} MiB under a slow reader"
 
 
+def sandbox_stat(sandbox: Sandbox, name: str) -> int:
+    return int(httpx.get(f"{sandbox.url}/_sandbox/stats").json()[name])
+
+
 def test_client_disconnect_releases_the_upstream(relay_process: Any, sandbox: Sandbox) -> None:
     relay = relay_process()
     key = operator_setup(relay, sandbox, "main")
     url = big_video(relay, sandbox, key)
 
     def open_streams() -> int:
-        return int(httpx.get(f"{sandbox.url}/_sandbox/stats").json()["open_streams"])
+        return sandbox_stat(sandbox, "open_streams")
 
     with httpx.stream("GET", url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as response:
         iterator = response.iter_raw(64 * 1024)
@@ -120,7 +124,7 @@ def test_head_on_a_download_answers_the_head_and_drops_the_body(relay_process: A
     url = big_video(relay, sandbox, key)
 
     def content_bytes_sent() -> int:
-        return int(httpx.get(f"{sandbox.url}/_sandbox/stats").json()["content_bytes_total"])
+        return sandbox_stat(sandbox, "content_bytes_total")
 
     before = content_bytes_sent()
     with httpx.Client() as client:  # the connection stays open: nothing but the relay ends the upstream stream
@@ -129,7 +133,7 @@ def test_head_on_a_download_answers_the_head_and_drops_the_body(relay_process: A
         sent = content_bytes_sent() - before
     assert head.status_code == 200 and int(head.headers["content-length"]) == BIG and head.content == b""
     # The upstream stream was closed at once, not read to its end into nowhere, and the attempt recorded.
-    eventually(lambda: int(httpx.get(f"{sandbox.url}/_sandbox/stats").json()["open_streams"]) == 0)
+    eventually(lambda: sandbox_stat(sandbox, "open_streams") == 0)
     assert sent < BIG // 4
     metrics = httpx.get(f"{relay.url}/metrics").text
     assert 'error_class="none",route="videos.content",status_class="2xx"} 1.0' in metrics
