@@ -125,6 +125,10 @@ MAX_HEADER_LINE_BYTES = 64 * 1024
 # loop when a download is copied through. Measured on a 1 GiB download: 256 KiB gave about
 # 950 MB/s; 1 MiB gave 1,100 MB/s but tripled memory growth with 8 downloads at once.
 READ_BUFFER_BYTES = 256 * 1024
+# An idle connection is dropped after this long, before servers drop it (uvicorn's and Node's
+# default is 5 s): a create written onto a connection the server has just closed fails after
+# sending, which the relay must treat as a possible render and cannot retry.
+IDLE_CONNECTION_SECONDS = 4.0
 
 
 def make_client(settings: Settings, proxy: str | None = None) -> Client:
@@ -134,6 +138,7 @@ def make_client(settings: Settings, proxy: str | None = None) -> Client:
         # Every connection may stay alive: a relay reconnecting under load pays a handshake per call.
         limit=settings.max_upstream_connections,
         limit_per_host=0,
+        keepalive_timeout=IDLE_CONNECTION_SECONDS,
         # certifi's CA bundle, as httpx uses: a fresh machine may have no system CA store.
         ssl=ssl.create_default_context(cafile=certifi.where()),
     )
@@ -171,6 +176,7 @@ def _make_httpx_client(settings: Settings, proxy: str) -> httpx.AsyncClient:
         limits=httpx.Limits(
             max_connections=settings.max_upstream_connections,
             max_keepalive_connections=settings.max_upstream_connections,
+            keepalive_expiry=IDLE_CONNECTION_SECONDS,
         ),
         trust_env=False,
         follow_redirects=False,
