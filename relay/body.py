@@ -18,11 +18,9 @@ _MAX_FIELD_BYTES = 4096
 
 async def read_body(chunks: AsyncIterator[bytes], *, declared_length: str | None, limit: int) -> bytes:
     if declared_length is not None:
-        try:
-            too_big = int(declared_length) > limit
-        except ValueError:
-            raise RelayError(400, "Invalid Content-Length header.", code="invalid_content_length") from None
-        if too_big:
+        if not (declared_length.isascii() and declared_length.isdigit()):
+            raise RelayError(400, "Invalid Content-Length header.", code="invalid_content_length")
+        if int(declared_length) > limit:
             raise _too_large(limit)
     received = bytearray()
     async for chunk in chunks:

@@ -58,6 +58,13 @@ class AnswerCutShort(Exception):
     mid-answer, which is how HTTP says "incomplete" once the status line has gone out."""
 
 
+def shown(value: object, limit: int = 64) -> str:
+    """A client-sent value as an error message may quote it: cut short, so a megabyte of input is
+    not echoed back (nor written to logs) whole."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 def envelope(message: str, *, status: int, code: str | None, param: str | None = None) -> bytes:
     body = {
         "error": {

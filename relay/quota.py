@@ -174,4 +174,5 @@ def _count(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    return int(value) if value.isdigit() and len(value) <= 18 else None
+    # isdigit() alone admits superscripts and other scripts' digits, which int() then refuses.
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None

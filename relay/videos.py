@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from . import upstream as upstream_http
 from .body import body_fields, is_valid_unicode
-from .errors import AnswerCutShort, RelayError, WorkMayExist
+from .errors import AnswerCutShort, RelayError, WorkMayExist, shown
 from .idempotency import idempotent
 from .limits import job_terms
 from .logs import fields as log_fields
@@ -57,7 +57,7 @@ CONTENT_VARIANTS = ("video", "thumbnail", "spritesheet")
 
 
 def _not_found(what: str, identifier: str) -> RelayError:
-    return RelayError(404, f"No {what} found with id '{identifier}'.", code=f"{what}_not_found", param=f"{what}_id")
+    return RelayError(404, f"No {what} found with id '{shown(identifier)}'.", code=f"{what}_not_found", param=f"{what}_id")
 
 
 async def owned_video(state: RelayState, key: KeyRecord, video_id: str) -> Video:
@@ -275,7 +275,7 @@ async def video_content(request: Request) -> Response:
     variant = request.query_params.get("variant", "video")
     if variant not in CONTENT_VARIANTS:
         raise RelayError(
-            400, f"Invalid variant '{variant}': choose from {', '.join(CONTENT_VARIANTS)}.", code="invalid_variant", param="variant"
+            400, f"Invalid variant '{shown(variant)}': choose from {', '.join(CONTENT_VARIANTS)}.", code="invalid_variant", param="variant"
         )
     path = f"/videos/{quote(video.id)}/content" + (f"?variant={variant}" if "variant" in request.query_params else "")
     route = "videos.content"
@@ -334,12 +334,12 @@ async def list_videos(request: Request) -> Response:
     limit = _limit(params.get("limit"))
     order = params.get("order", "desc")
     if order not in ("asc", "desc"):
-        raise RelayError(400, f"Invalid order '{order}': use 'asc' or 'desc'.", code="invalid_order", param="order")
+        raise RelayError(400, f"Invalid order '{shown(order)}': use 'asc' or 'desc'.", code="invalid_order", param="order")
     after = None
     if params.get("after"):
         after = await state.db(state.store.video, params["after"])
         if after is None or after.key_name != key.name:
-            raise RelayError(400, f"Invalid 'after' cursor: no video '{params['after']}'.", code="invalid_cursor", param="after")
+            raise RelayError(400, f"Invalid 'after' cursor: no video '{shown(params['after'])}'.", code="invalid_cursor", param="after")
     videos, has_more = await state.db(state.store.list_videos, key.name, after=after, limit=limit, order=order)
     data = [json.loads(video.resource) for video in videos]
     return JSONResponse(
@@ -356,12 +356,12 @@ async def list_videos(request: Request) -> Response:
 def _limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return 20
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
+    # ASCII digits only: int() also reads '1_0' and other scripts' digits, which no client means.
+    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 3 else 0
     if not 1 <= limit <= 100:
-        raise RelayError(400, f"Invalid limit '{raw}': use a whole number from 1 to 100.", code="invalid_limit", param="limit")
+        raise RelayError(
+            400, f"Invalid limit '{shown(raw)}': use a whole number from 1 to 100.", code="invalid_limit", param="limit"
+        )
     return limit
 
 
