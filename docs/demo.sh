@@ -8,6 +8,16 @@ RELAY_PORT=${DEMO_RELAY_PORT:-8080}
 SANDBOX=http://127.0.0.1:$SANDBOX_PORT
 RELAY=http://127.0.0.1:$RELAY_PORT
 
+# Another server on either port (a `make run` still open, say) would answer in our place: the
+# demo would then drive the wrong relay and inject faults into the wrong sandbox. Stop first.
+port_taken() { python3 -c 'import socket, sys; s = socket.socket(); s.settimeout(0.5); sys.exit(s.connect_ex(("127.0.0.1", int(sys.argv[1]))) != 0)' "$1"; }
+for port_var in DEMO_SANDBOX_PORT:$SANDBOX_PORT DEMO_RELAY_PORT:$RELAY_PORT; do
+    if port_taken "${port_var#*:}"; then
+        echo "port ${port_var#*:} on 127.0.0.1 is already in use: stop what listens there, or pick another with ${port_var%%:*}=PORT (e.g. make demo ${port_var%%:*}=18080)" >&2
+        exit 1
+    fi
+done
+
 work=$(mktemp -d)
 export RELAY_DATABASE=$work/relay.db
 pids=()
@@ -37,16 +47,22 @@ quote_all() { local out="" arg; for arg in "$@"; do out+="${out:+ }$(quote "$arg
 show() { printf '$ %s\n' "$(quote_all "$@")"; "$@"; }
 # The same for a command that reads INPUT on its standard input.
 show_input() { local input=$1; shift; printf '$ echo %s | %s\n' "$(quote "$input")" "$(quote_all "$@")"; echo "$input" | "$@"; }
+# Wait until the server we started (pid $2) answers at $1; if it died (its port was taken in the
+# meantime), whatever answers there is not ours.
 wait_for() {
-    for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done
+    for _ in $(seq 100); do
+        kill -0 "$2" 2>/dev/null || { echo "the server for $1 exited: is its port taken?" >&2; exit 1; }
+        curl -s -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
     echo "nothing answers at $1" >&2; exit 1
 }
 
 step "Start the sandbox upstream (a local emulator of the Videos API) and the relay"
-relayctl sandbox --port "$SANDBOX_PORT" --complete-after 2 & pids+=($!)
-RELAY_ACCESS_LOG=0 uvicorn relay.app:app --host 127.0.0.1 --port "$RELAY_PORT" --no-access-log --log-level warning & pids+=($!)
-wait_for "$SANDBOX/_sandbox/faults"
-wait_for "$RELAY/healthz"
+relayctl sandbox --port "$SANDBOX_PORT" --complete-after 2 & sandbox_pid=$!; pids+=($sandbox_pid)
+RELAY_ACCESS_LOG=0 uvicorn relay.app:app --host 127.0.0.1 --port "$RELAY_PORT" --no-access-log --log-level warning & relay_pid=$!; pids+=($relay_pid)
+wait_for "$SANDBOX/_sandbox/faults" "$sandbox_pid"
+wait_for "$RELAY/healthz" "$relay_pid"
 
 step "Operator: two upstream accounts and a relay key"
 show_input sandbox-token-a relayctl accounts add acct-a --type openai-responses --token-stdin --base-api "$SANDBOX/v1"

@@ -138,6 +138,21 @@ def test_demo_script_runs(tmp_path: Any) -> None:
     assert 'relay_quota_hits_total{key="demo-user",limit="usd_per_day"} 1.0' in done.stdout
 
 
+@pytest.mark.parametrize("taken", ["DEMO_SANDBOX_PORT", "DEMO_RELAY_PORT"])
+def test_demo_stops_when_a_port_is_taken(taken: str) -> None:
+    # A server left on the demo's port (a `make run` still open) must not be driven in its place.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        ports = {"DEMO_SANDBOX_PORT": str(free_port()), "DEMO_RELAY_PORT": str(free_port())}
+        ports[taken] = str(holder.getsockname()[1])
+        env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **ports}
+        done = subprocess.run(["bash", str(ROOT / "docs" / "demo.sh")], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"port {ports[taken]} on 127.0.0.1 is already in use" in done.stderr and taken in done.stderr
+    assert "Done" not in done.stdout and "relayctl" not in done.stdout
+
+
 def test_key_file_announced_once_and_no_secret_in_logs(relay_process: Any, sandbox: Sandbox) -> None:
     # An empty RELAY_SECRET_KEY counts as unset: the relay makes a key file and says so once.
     relay = relay_process(workers=2, extra_env={"RELAY_SECRET_KEY": ""})
