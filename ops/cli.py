@@ -9,21 +9,32 @@ from __future__ import annotations
 import click
 
 from .accounts_cmd import accounts
+from .common import FiniteNumber, json_wanted, remember_options
 from .doctor import doctor, secrets_group
 from .keys_cmd import keys
 from .observe_cmd import cooldowns_group, outcomes_group, sessions_group
+from .sandbox_cmd import MAX_COMPLETE_AFTER_SECONDS, serve_sandbox
 from .usage_cmd import prices, usage
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="video-relay")
-def main() -> None:
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False),
+    help="SQLite database the relay uses, for every command (a command's own --db wins).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for every command.")
+@click.pass_context
+def main(ctx: click.Context, db_path: str | None, as_json: bool) -> None:
     """Operate a video relay: relay keys, upstream accounts, cooldowns, outcomes.
 
-    Every command works on the SQLite database the relay uses: --db PATH, or
-    $RELAY_DATABASE, or ./relay.db. Credentials are encrypted with $RELAY_SECRET_KEY or,
-    when that is unset, the key file beside the database. Running relays pick up every
-    change within about a second. Add --json to any command for machine-readable output.
+    Every command works on the SQLite database the relay uses: --db PATH (before or after
+    the command), or $RELAY_DATABASE, or ./relay.db. Credentials are encrypted with
+    $RELAY_SECRET_KEY or, when that is unset, the key file beside the database. Running
+    relays pick up every change within about a second. Add --json (before or after the
+    command) for machine-readable output.
 
     \b
     Getting started:
@@ -40,26 +51,33 @@ def main() -> None:
       relayctl keys limits alice --usd-per-month 300 --requests-per-minute 60
       relayctl usage --by key --since 30d --csv
     """
+    remember_options(ctx, db_path=db_path, as_json=as_json)
 
 
 @main.command("sandbox")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8090, show_default=True, type=int)
-@click.option("--complete-after", default=1.0, show_default=True, type=float, help="Seconds until a job completes.")
+@click.option("--port", default=8090, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option(
+    "--complete-after",
+    default=1.0,
+    show_default=True,
+    type=FiniteNumber(0, MAX_COMPLETE_AFTER_SECONDS),
+    help=f"Seconds until a job completes (at most {MAX_COMPLETE_AFTER_SECONDS:,}).",
+)
 @click.option("--fail", type=click.Choice(["429", "401", "402", "500", "slow"]), help="Answer every request with this failure.")
-def sandbox(host: str, port: int, complete_after: float, fail: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help='Once listening, print {"url", "base_api", "host", "port"} as one JSON line.')
+def sandbox(host: str, port: int, complete_after: float, fail: str | None, as_json: bool) -> None:
     """Run the local emulator of the Videos API (no credentials, no internet).
 
-    Point an account at it with --base-api http://HOST:PORT/v1.
+    Once it listens it prints where; point an account at the base_api it shows.
 
     \b
     Example:
       relayctl sandbox --port 8090
       relayctl accounts add sandbox --type openai-responses --token test --base-api http://127.0.0.1:8090/v1
+      relayctl sandbox --port 0 --json
     """
-    from relay.sandbox import run_sandbox
-
-    run_sandbox(host, port, complete_after_seconds=complete_after, fail=fail)
+    serve_sandbox(host, port, complete_after_seconds=complete_after, fail=fail, as_json=json_wanted(as_json))
 
 
 for command in (keys, accounts, cooldowns_group, sessions_group, outcomes_group, usage, prices, doctor, secrets_group):

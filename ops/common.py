@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from relay.accounts import AccountInputError
 from relay.config import ConfigError, Settings, load_settings
@@ -22,6 +24,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# The longest duration any option takes. Expiries and grace periods are that far from now at
+# most, so every stored time stays a date the relay and relayctl can show.
+MAX_DURATION_DAYS = 36500
+MAX_DURATION_SECONDS = MAX_DURATION_DAYS * 86400
 
 # Errors from the library that are the operator's to fix: one line, exit 1.
 OPERATOR_ERRORS = (
@@ -37,10 +43,65 @@ OPERATOR_ERRORS = (
 
 
 def parse_duration(value: str) -> float:
+    """Seconds in a duration like 90m, 12h, 30d or 2w: at least 1 s, at most MAX_DURATION_DAYS."""
     match = _DURATION.match(value)
-    if not match or int(match.group(1)) == 0:
-        raise click.BadParameter(f"{value!r} is not a duration like 90m, 12h, 30d or 2w")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    digits = match.group(1).lstrip("0") if match else ""
+    if not digits:
+        raise click.BadParameter(f"{shown(value)} is not a duration like 90m, 12h, 30d or 2w")
+    # Long digit strings are too long anyway, and int() refuses thousands of digits.
+    seconds = int(digits) * _UNIT_SECONDS[match.group(2)] if len(digits) <= 15 else MAX_DURATION_SECONDS + 1
+    if seconds > MAX_DURATION_SECONDS:
+        raise click.BadParameter(f"{shown(value)} is longer than the longest duration, {MAX_DURATION_DAYS}d (100 years)")
+    return float(seconds)
+
+
+class Duration(click.ParamType):
+    """An option's duration (parse_duration), in seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except click.BadParameter as error:
+            self.fail(error.message, param, ctx)
+
+
+DURATION = Duration()
+
+
+class FiniteNumber(click.ParamType):
+    """A number within [low, high]; nan and inf are refused (click's FloatRange lets nan through)."""
+
+    def __init__(self, low: float, high: float, *, whole: bool = False) -> None:
+        self.low, self.high, self.whole = low, high, whole
+        self.name = "integer" if whole else "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number: int | float = value
+        else:
+            text = str(value).strip()
+            try:
+                # Long digit strings are out of range anyway; int() would refuse them with a worse message.
+                number = (int(text) if len(text) <= 20 else self.high + 1) if self.whole else float(text)
+            except ValueError:
+                self.fail(f"{shown(value)} is not {'a whole number' if self.whole else 'a number'}", param, ctx)
+        if not math.isfinite(number) or not self.low <= number <= self.high:
+            self.fail(f"{shown(value)} is not in the range {_plain(self.low)} to {_plain(self.high)}", param, ctx)
+        return number
+
+
+def shown(value: Any) -> str:
+    """A value quoted in an error message, cut short: the message stays one line."""
+    text = repr(str(value))
+    return text if len(text) <= 40 else f"{text[:30]}...' ({len(str(value))} characters)"
+
+
+def _plain(number: float) -> str:
+    return f"{number:,.0f}" if number == int(number) else f"{number:g}"
 
 
 def database_options(command: F) -> F:
@@ -58,12 +119,37 @@ def database_options(command: F) -> F:
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        context = click.get_current_context()
+        kwargs["db_path"] = _inherited(context, "db_path", kwargs["db_path"])
+        kwargs["as_json"] = _inherited(context, "as_json", kwargs["as_json"])
         try:
             return command(*args, **kwargs)
         except OPERATOR_ERRORS as error:
             raise click.ClickException(str(error)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def remember_options(context: click.Context, **given: Any) -> None:
+    """Options a group got on the command line (`relayctl --db PATH keys list`), for its commands."""
+    for name, value in given.items():
+        if value is not None and context.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            context.meta[f"relayctl.{name}"] = value
+
+
+def json_wanted(as_json: bool) -> bool:
+    """A command's own --json, or one given before the command (`relayctl --json ...`)."""
+    return as_json or bool(click.get_current_context().meta.get("relayctl.as_json"))
+
+
+def _inherited(context: click.Context, name: str, value: Any) -> Any:
+    """A command's own option when given on its command line, else the nearest group's, else
+    its environment variable or default. Groups run before their commands, and `meta` is
+    shared down the chain, so the last group that saw the option has the final say."""
+    if context.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+        remember_options(context, **{name: value})
+        return value
+    return context.meta.get(f"relayctl.{name}", value)
 
 
 def settings_for(db_path: str) -> Settings:

@@ -15,7 +15,7 @@ from relay.crypto import SecretKeyError, generate_key, parse_keys
 from relay.state import open_store
 from relay.store import SCHEMA_VERSION, Store
 
-from .common import database_options, open_db, settings_for
+from .common import database_options, json_wanted, open_db, settings_for
 from .output import emit, emit_json
 
 REACHABILITY_TIMEOUT_SECONDS = 3.0
@@ -144,14 +144,20 @@ def secrets_group() -> None:
 
 
 @secrets_group.command("generate-key")
-def secrets_generate_key() -> None:
+@click.option("--json", "as_json", is_flag=True, help='Print {"secret_key": KEY} instead of the bare key.')
+def secrets_generate_key(as_json: bool) -> None:
     """Print a new random key for RELAY_SECRET_KEY.
 
     \b
     Example:
       export RELAY_SECRET_KEY=$(relayctl secrets generate-key)
+      relayctl secrets generate-key --json
     """
-    click.echo(generate_key())
+    key = generate_key()
+    if json_wanted(as_json):
+        emit_json({"secret_key": key})
+    else:
+        click.echo(key)
 
 
 @secrets_group.command("rotate")

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from relay.keys import PERMISSIONS, IssuedKey, change_permissions, issue_key, rotate_key, set_limits
-from relay.limits import PERIODS, Limits, period_bounds, usage_summary
+from relay.keys import PERMISSIONS, IssuedKey, change_permissions, issue_key, rotate_key, set_limits, validate_name
+from relay.limits import NO_LIMITS, PERIODS, Limits, changed_limits, period_bounds, usage_summary
 from relay.store import KeyRecord, Store
 
-from .common import database_options, open_db, parse_duration
+from .common import DURATION, database_options, open_db, shown
 from .output import emit, emit_json, emit_record, timestamp
 
 KEY_COLUMNS = ["name", "permissions", "state", "created", "last_used", "expires", "note"]
@@ -84,7 +84,7 @@ def limit_changes(options: dict[str, Any]) -> dict[str, Any]:
             try:
                 changes[field] = kind(raw)
             except ValueError:
-                raise click.BadParameter(f"{raw!r} is not a number (or 'none')", param_hint=option) from None
+                raise click.BadParameter(f"{shown(raw)} is not a number (or 'none')", param_hint=option) from None
     return changes
 
 
@@ -109,14 +109,14 @@ def keys() -> None:
     type=click.Choice(PERMISSIONS),
     help="Service the key may use; repeat for several (default: openai).",
 )
-@click.option("--expires-in", help="Expire the key after this long, e.g. 30d, 12h, 2w.")
+@click.option("--expires-in", type=DURATION, help="Expire the key after this long, e.g. 30d, 12h, 2w.")
 @click.option("--note", help="Free text for operators (who it is for).")
 @limit_options
 @database_options
 def keys_issue(
     name: str,
     permissions: tuple[str, ...],
-    expires_in: str | None,
+    expires_in: float | None,
     note: str | None,
     db_path: str,
     as_json: bool,
@@ -131,8 +131,11 @@ def keys_issue(
       relayctl keys issue alice --permission openai --expires-in 30d --note "Alice's render farm"
       relayctl keys issue bob --usd-per-month 200 --requests-per-minute 60 --models sora-2
     """
-    expires_at = time.time() + parse_duration(expires_in) if expires_in else None
+    expires_at = time.time() + expires_in if expires_in else None
     changes = limit_changes(options)
+    # Checked before the database is opened: a refused key must not leave a new database behind.
+    validate_name(name)
+    changed_limits(NO_LIMITS, changes)
     store, _ = open_db(db_path, create=True)
     issued = issue_key(store, name, permissions or ("openai",), expires_at=expires_at, note=note, limits=changes)
     show_new_key(issued, as_json=as_json, verb="Issued")
@@ -219,18 +222,17 @@ def keys_revoke(name: str, db_path: str, as_json: bool) -> None:
 
 @keys.command("rotate")
 @click.argument("name")
-@click.option("--grace", help="Keep the old secret working this long, e.g. 1h (default: it stops at once).")
+@click.option("--grace", type=DURATION, help="Keep the old secret working this long, e.g. 1h (default: it stops at once).")
 @database_options
-def keys_rotate(name: str, grace: str | None, db_path: str, as_json: bool) -> None:
+def keys_rotate(name: str, grace: float | None, db_path: str, as_json: bool) -> None:
     """Give key NAME a new secret, shown once; name, permissions and videos stay.
 
     \b
     Example:
       relayctl keys rotate alice --grace 1h
     """
-    grace_seconds = parse_duration(grace) if grace else 0.0
     store, _ = open_db(db_path)
-    show_new_key(rotate_key(store, name, grace_seconds=grace_seconds), as_json=as_json, verb="Rotated")
+    show_new_key(rotate_key(store, name, grace_seconds=grace or 0.0), as_json=as_json, verb="Rotated")
 
 
 @keys.command("permissions")

@@ -13,7 +13,7 @@ from relay.accounts import cooldowns, reset_account
 from relay.outcomes import ERROR_CLASSES
 from relay.store import Store
 
-from .common import database_options, open_db, parse_duration
+from .common import DURATION, FiniteNumber, database_options, open_db
 from .output import emit, emit_json, timestamp
 
 COOLDOWN_COLUMNS = ["account", "state", "reason", "since", "until", "seconds_left", "last_error"]
@@ -37,8 +37,8 @@ def cooldown_rows(store: Store) -> list[dict[str, Any]]:
 
 @click.group("cooldowns", invoke_without_command=True)
 @click.option("--watch", is_flag=True, help="Refresh every --interval seconds until interrupted.")
-@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
-@click.option("--count", type=click.IntRange(min=1), help="With --watch, stop after this many refreshes.")
+@click.option("--interval", type=FiniteNumber(0.01, 86400), default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
+@click.option("--count", type=click.IntRange(1, 1_000_000), help="With --watch, stop after this many refreshes.")
 @database_options
 @click.pass_context
 def cooldowns_group(
@@ -186,8 +186,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @click.group("outcomes", invoke_without_command=True)
 @click.option("--account", help="Only this account.")
 @click.option("--key", "key_name", help="Only this relay key (by name).")
-@click.option("--since", help="Only this recent, e.g. 15m, 1h, 7d.")
-@click.option("--status", type=int, help="Only this upstream HTTP status, e.g. 429.")
+@click.option("--since", type=DURATION, help="Only this recent, e.g. 15m, 1h, 7d.")
+@click.option("--status", type=click.IntRange(100, 599), help="Only this upstream HTTP status, e.g. 429.")
 @click.option("--error-class", type=click.Choice(ERROR_CLASSES), help="Only this error class.")
 @click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
 @database_options
@@ -196,7 +196,7 @@ def outcomes_group(
     ctx: click.Context,
     account: str | None,
     key_name: str | None,
-    since: str | None,
+    since: float | None,
     status: int | None,
     error_class: str | None,
     limit: int,
@@ -212,7 +212,7 @@ def outcomes_group(
     """
     if ctx.invoked_subcommand is not None:
         return
-    since_ts = time.time() - parse_duration(since) if since else None
+    since_ts = time.time() - since if since else None
     store, _ = open_db(db_path)
     rows = [
         {
@@ -234,15 +234,15 @@ def outcomes_group(
 
 
 @outcomes_group.command("summary")
-@click.option("--since", default="24h", show_default=True, help="Window, e.g. 1h, 24h, 7d.")
+@click.option("--since", type=DURATION, default="24h", show_default=True, help="Window, e.g. 1h, 24h, 7d.")
 @database_options
-def outcomes_summary(since: str, db_path: str, as_json: bool) -> None:
+def outcomes_summary(since: float, db_path: str, as_json: bool) -> None:
     """Per account: requests, error classes, p50/p95 upstream latency.
 
     \b
     Example:
       relayctl outcomes summary --since 24h --json
     """
-    since_ts = time.time() - parse_duration(since)
+    since_ts = time.time() - since
     store, _ = open_db(db_path)
     emit(summarize(store.outcome_latencies(since=since_ts)), SUMMARY_COLUMNS, as_json=as_json, empty="No outcomes in that window.")

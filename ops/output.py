@@ -12,9 +12,21 @@ import click
 
 
 def timestamp(value: float | None) -> str | None:
+    """ISO 8601 in UTC, e.g. 2026-11-29T19:29:27Z.
+
+    A stored value no date can show (older versions wrote expiries like 1e20) is shown as the
+    number it is: one odd row must not make a whole listing fail.
+    """
     if value is None:
         return None
-    return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            moment = dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+        except (OverflowError, ValueError, OSError):
+            pass
+        else:
+            return moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+    return str(value)
 
 
 def emit_json(data: Any) -> None:

@@ -9,7 +9,7 @@ import click
 
 from relay.pricing import PriceTable, parse_price_file, validate_price
 
-from .common import database_options, open_db, parse_duration
+from .common import DURATION, database_options, open_db
 from .output import emit, emit_csv, emit_json, timestamp
 
 USAGE_FIGURES = ["requests", "jobs", "completed", "failed", "video_seconds", "usd", "usd_reserved"]
@@ -18,10 +18,10 @@ PRICE_COLUMNS = ["model", "size", "usd_per_second", "source"]
 
 @click.command("usage")
 @click.option("--by", "group", type=click.Choice(["key", "account", "model"]), default="key", show_default=True)
-@click.option("--since", default="30d", show_default=True, help="Window, e.g. 24h, 7d, 30d.")
+@click.option("--since", type=DURATION, default="30d", show_default=True, help="Window, e.g. 24h, 7d, 30d.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (with a header line) instead of a table.")
 @database_options
-def usage(group: str, since: str, as_csv: bool, db_path: str, as_json: bool) -> None:
+def usage(group: str, since: float, as_csv: bool, db_path: str, as_json: bool) -> None:
     """What each key, account or model used: requests, videos, video-seconds, USD.
 
     requests counts upstream attempts (with --by model: jobs created); jobs are creates,
@@ -37,7 +37,7 @@ def usage(group: str, since: str, as_csv: bool, db_path: str, as_json: bool) -> 
     if as_csv and as_json:
         raise click.UsageError("choose --csv or --json, not both")
     store, _ = open_db(db_path)
-    rows = store.usage_report(group, since=time.time() - parse_duration(since))
+    rows = store.usage_report(group, since=time.time() - since)
     columns = [group, *USAGE_FIGURES]
     if as_csv:
         emit_csv(rows, columns)

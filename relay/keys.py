@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -48,9 +49,16 @@ def validate_permissions(permissions: list[str] | tuple[str, ...]) -> frozenset[
     return frozenset(permissions)
 
 
+# Key and account names: plain ASCII, so two names that look alike are the same name. Names
+# stored by older versions (which allowed any Unicode letter) keep working; only new ones are checked.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def validate_name(name: str) -> str:
-    if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name):
-        raise KeyInputError("a name is 1-64 characters of letters, digits, '-', '_' or '.'")
+    if not _NAME.fullmatch(name):
+        raise KeyInputError(
+            "a name is 1-64 characters of ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     return name
 
 

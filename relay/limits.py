@@ -97,15 +97,31 @@ class Limits:
 NO_LIMITS = Limits()
 
 
+# The largest value each numeric limit takes: far above any real use, small enough that sums
+# and products of them stay ordinary numbers (and SQLite integers).
+MAX_LIMITS: dict[str, int] = {
+    "requests_per_minute": 1_000_000,
+    "max_concurrent_creates": 100_000,
+    "video_seconds_per_day": 1_000_000_000,
+    "video_seconds_per_month": 1_000_000_000,
+    "usd_per_day": 1_000_000_000,
+    "usd_per_month": 1_000_000_000,
+}
+
+
 def validate_limits(limits: Limits) -> Limits:
     for name in ("requests_per_minute", "max_concurrent_creates"):
         value = getattr(limits, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise LimitInputError(f"{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LIMITS[name]
+        ):
+            raise LimitInputError(f"{name.replace('_', '-')} must be a whole number >= 1 and <= {MAX_LIMITS[name]:,}, got {value!r}")
     for name in ("video_seconds_per_day", "video_seconds_per_month", "usd_per_day", "usd_per_month"):
         value = getattr(limits, name)
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise LimitInputError(f"{name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
+        if value is not None and not (
+            isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= MAX_LIMITS[name]
+        ):
+            raise LimitInputError(f"{name.replace('_', '-')} must be a finite number >= 0 and <= {MAX_LIMITS[name]:,}, got {value!r}")
     for name in ("models", "sizes"):
         values = getattr(limits, name)
         if values is not None and (not values or any(not v or len(v) > 128 for v in values)):

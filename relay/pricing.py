@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 ANY_SIZE = "*"
+# Far above any real price; keeps a job's cost (price x seconds) an ordinary number.
+MAX_USD_PER_SECOND = 1_000
 _SIZE = re.compile(r"[0-9]{1,5}x[0-9]{1,5}")
 
 # The contract's defaults, used when a create leaves a field out.
@@ -84,8 +86,14 @@ def validate_price(model: str, size: str, usd_per_second: float) -> tuple[str, s
         raise PriceInputError("a price needs a model name of 1-128 characters")
     if size != ANY_SIZE and not is_size(size):
         raise PriceInputError(f"a price's size is WIDTHxHEIGHT in pixels, like 1280x720, or '*'; got {size!r}")
-    if not (isinstance(usd_per_second, (int, float)) and math.isfinite(usd_per_second) and usd_per_second >= 0):
-        raise PriceInputError(f"USD per second must be a finite number >= 0, got {usd_per_second!r}")
+    if not (
+        isinstance(usd_per_second, (int, float))
+        and math.isfinite(usd_per_second)
+        and 0 <= usd_per_second <= MAX_USD_PER_SECOND
+    ):
+        raise PriceInputError(
+            f"USD per second must be a finite number >= 0 and <= {MAX_USD_PER_SECOND:,}, got {usd_per_second!r}"
+        )
     return model, size, float(usd_per_second)
 
 
