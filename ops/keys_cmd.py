@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from relay.keys import PERMISSIONS, IssuedKey, change_permissions, issue_key, rotate_key, set_limits, validate_name
-from relay.limits import NO_LIMITS, PERIODS, Limits, changed_limits, period_bounds, usage_summary
+from relay.limits import NO_LIMITS, PERIODS, Limits, changed_limits, holdings_summary, period_bounds, usage_summary
 from relay.store import KeyRecord, Store
 
 from .common import DURATION, database_options, open_db, shown
@@ -92,6 +92,34 @@ def limits_record(store: Store, record: KeyRecord, now: float) -> dict[str, Any]
     limits = Limits.from_json(record.limits_json)
     usage = {period: store.key_usage(record.name, since=period_bounds(period, now)[0], now=now) for period in PERIODS}
     return {"name": record.name, **limits.as_dict(), **usage_summary(limits, usage)}
+
+
+def held_record(store: Store, name: str, now: float, *, as_json: bool) -> dict[str, Any]:
+    """What the key's creates in flight hold, since when, and which relay process holds it."""
+    held = holdings_summary(store.key_holdings(name, now))
+    since = held["held_since"]
+    processes = [{**process, "since": timestamp(process["since"])} for process in held["held_by"]]
+    return {
+        "held_video_seconds": held["held_video_seconds"],
+        "held_usd": held["held_usd"],
+        "held_since": timestamp(since),
+        "held_for_seconds": round(max(0.0, now - since), 1) if since is not None else None,
+        "held_by": processes if as_json else "; ".join(_held_line(process) for process in processes),
+    }
+
+
+def _held_line(process: dict[str, Any]) -> str:
+    if process["process"] is None:
+        who = "no owner (an older relay's; counts until it expires)"
+    elif process["pid"] is None:
+        who = f"{process['process']} (gone, not counted)"
+    else:
+        liveness = "alive" if process["alive"] else "gone, not counted"
+        who = f"{process['process']} ({process['hostname']} pid {process['pid']}, {liveness})"
+    return (
+        f"{who}: {process['creates']} create(s), {process['video_seconds']:g} s, ${process['usd']:.2f}"
+        f" since {process['since']}"
+    )
 
 
 @click.group()
@@ -186,6 +214,11 @@ def keys_limits(name: str, db_path: str, as_json: bool, **options: Any) -> None:
     relay_video_seconds_exceeded or relay_budget_exceeded) with Retry-After; a model or size
     outside the allow-lists gets 403. Days and months are UTC.
 
+    Creates in flight hold a slot and their reserved seconds and USD until the upstream
+    answers; held_by says which relay process holds them and since when. A process that dies
+    frees its holdings when its lease lapses (RELAY_HOLDER_LEASE_SECONDS, 10 s), or at once
+    when a relay starts or runs on the same machine.
+
     \b
     Example:
       relayctl keys limits alice --usd-per-day 20 --usd-per-month 300 --max-concurrent-creates 2
@@ -196,7 +229,9 @@ def keys_limits(name: str, db_path: str, as_json: bool, **options: Any) -> None:
     store, _ = open_db(db_path)
     if changes:
         set_limits(store, name, changes)
-    emit_record(limits_record(store, store.key_by_name(name), time.time()), as_json=as_json)
+    now = time.time()
+    record = limits_record(store, store.key_by_name(name), now)
+    emit_record({**record, **held_record(store, name, now, as_json=as_json)}, as_json=as_json)
 
 
 @keys.command("revoke")

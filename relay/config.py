@@ -24,6 +24,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     max_upstream_response_bytes: int = 16 * 1024 * 1024
     refresh_interval_seconds: float = 0.5
+    # A process's reservations stop counting this long after it last renewed its lease (relay.holders).
+    holder_lease_seconds: float = 10.0
     max_upstream_connections: int = 256
     poll_after_ms: int = 2000
     max_failover: int = 2
@@ -90,6 +92,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         read_timeout_seconds=_number(env, "RELAY_READ_TIMEOUT", 300.0, minimum=0.001),
         max_body_bytes=int(_number(env, "RELAY_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1)),
         refresh_interval_seconds=_number(env, "RELAY_REFRESH_INTERVAL_SECONDS", 0.5, minimum=0.05),
+        holder_lease_seconds=_number(env, "RELAY_HOLDER_LEASE_SECONDS", 10.0, minimum=1.0),
         poll_after_ms=int(_number(env, "RELAY_POLL_AFTER_MS", 2000, minimum=0)),
         max_failover=int(_number(env, "RELAY_MAX_FAILOVER", 2, minimum=0)),
         server_error_threshold=int(_number(env, "RELAY_SERVER_ERROR_THRESHOLD", 3, minimum=1)),

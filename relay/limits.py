@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
 from .errors import RelayError
+from .holders import short
 from .pricing import DEFAULT_MODEL, DEFAULT_SECONDS, DEFAULT_SIZE, PriceTable, is_size
 from .store import Usage, Video
 
@@ -158,6 +159,39 @@ def usage_summary(limits: Limits, usage_by_period: dict[str, Usage]) -> dict[str
             summary[f"usd_left_{period}"] = round(max(0.0, budget - used.usd), 6)
     summary["creates_in_flight"] = usage_by_period["day"].in_flight
     return summary
+
+
+def holdings_summary(holdings: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a key's creates in flight hold, and since when, per relay process (store.key_holdings rows).
+
+    Only holdings of live processes (and of rows without an owner) count; those of processes
+    that are gone are listed with alive false until a live relay deletes them.
+    """
+    counted = [row for row in holdings if row["alive"]]
+    processes: dict[str | None, dict[str, Any]] = {}
+    for row in holdings:
+        process = processes.setdefault(
+            row["owner"],
+            {
+                "process": short(row["owner"]) if row["owner"] else None,
+                "hostname": row["hostname"],
+                "pid": row["pid"],
+                "alive": row["alive"],
+                "creates": 0,
+                "video_seconds": 0.0,
+                "usd": 0.0,
+                "since": row["created_at"],
+            },
+        )
+        process["creates"] += 1
+        process["video_seconds"] = round(process["video_seconds"] + row["video_seconds"], 3)
+        process["usd"] = round(process["usd"] + row["usd"], 6)
+    return {
+        "held_video_seconds": round(sum(row["video_seconds"] for row in counted), 3),
+        "held_usd": round(sum(row["usd"] for row in counted), 6),
+        "held_since": min((row["created_at"] for row in counted), default=None),
+        "held_by": list(processes.values()),
+    }
 
 
 # -- periods (UTC calendar) ---------------------------------------------------------------------

@@ -74,7 +74,8 @@ class Booking:
 
     @property
     def expires_at(self) -> float:
-        # Long enough for every attempt failover may make; a dead worker's booking lapses by then.
+        # Long enough for every attempt failover may make. A dead worker's booking stops counting
+        # much sooner, when its lease lapses (relay.holders); this bounds rows without an owner.
         settings = self.state.settings
         per_attempt = settings.connect_timeout_seconds + settings.read_timeout_seconds
         return self.now + per_attempt * (settings.max_failover + 1) + 60.0
@@ -100,6 +101,7 @@ class Booking:
             day_start=day_start,
             now=self.now,
             expires_at=self.expires_at,
+            owner=self.state.holder.owner,
         )
         if fits:
             self.written = True
@@ -142,6 +144,7 @@ async def book(state: RelayState, key: KeyRecord, terms: JobTerms, now: float) -
             expires_at=booking.expires_at,
             periods=period_starts(now),
             refuse=refusal_for(limits, terms, now),
+            owner=state.holder.owner,
         )
         if refused is not None:
             raise counted(state, key, refused)

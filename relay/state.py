@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import anyio
 import anyio.to_thread
 
-from . import multiprocess
+from . import holders, multiprocess
 from .config import ConfigError, Settings
 from .crypto import SecretBox, read_key_file, resolve_keys
 from .keys import KeyCache
@@ -53,6 +53,8 @@ class RelayState:
     prices: PriceTable = field(default_factory=PriceTable)
     # Limits and budgets read the time here, so tests can move it without sleeping.
     clock: Callable[[], float] = time.time
+    # This process as the owner of its reservations (relay.holders); its lease is renewed in keep_fresh.
+    holder: holders.Holder = field(default_factory=holders.this_process)
 
     def client_for(self, upstream: Upstream) -> Client:
         if upstream.proxy is None:
@@ -149,11 +151,48 @@ def build_state(settings: Settings) -> RelayState:
     )
     state.metrics.registry.register(UsageCollector(store, state.pool.all, lambda: state.clock()))
     state.reload()
+    # Before serving: a reservation whose owner holds no lease does not count.
+    renew_lease(state)
     return state
 
 
+def renew_lease(state: RelayState) -> None:
+    """Renew this process's lease and free what processes that are gone still held (blocking)."""
+    freed = state.store.renew_holder(
+        state.holder,
+        now=time.time(),
+        lease=state.settings.holder_lease_seconds,
+        exited=functools.partial(holders.exited, state.holder),
+    )
+    if freed:
+        log.warning("freed %d reservation(s) held by relay processes that are gone", freed)
+
+
 async def keep_fresh(state: RelayState) -> None:
-    """Poll the config version so CLI changes reach this worker within a second."""
+    """Poll the config version so CLI changes reach this worker within a second; keep the lease."""
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_keep_lease, state)
+        await _keep_config(state)
+
+
+async def _keep_lease(state: RelayState) -> None:
+    try:
+        while True:
+            await anyio.sleep(state.settings.holder_lease_seconds / holders.RENEWALS_PER_LEASE)
+            try:
+                await state.db(renew_lease, state)
+            except Exception:
+                log.exception("could not renew this process's lease; its reservations lapse if this goes on")
+    finally:
+        # Shutdown: uvicorn has drained the requests, so what is left here is held by no one.
+        with anyio.CancelScope(shield=True):
+            try:
+                await state.db(state.store.release_holder, state.holder.owner)
+            except Exception:
+                log.exception("could not give up this process's lease; it lapses on its own")
+
+
+async def _keep_config(state: RelayState) -> None:
     while True:
         await anyio.sleep(state.settings.refresh_interval_seconds)
         try:

@@ -17,12 +17,16 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 import sqlite_utils
+
+if TYPE_CHECKING:
+    from .holders import Holder
 
 R = TypeVar("R")
 
@@ -144,6 +148,10 @@ class Video:
     charge_state: str | None = None
     charged_at: float | None = None
 
+
+# A reservation counts while the process that wrote it holds its lease (relay.holders); rows
+# from versions without owners keep only their own expiry. Takes the current time.time().
+_HELD_BY_LIVE_OWNER = "(owner IS NULL OR owner IN (SELECT id FROM holders WHERE expires_at > ?))"
 
 CHARGE_STATES = ("reserved", "settled", "released")
 # Charges that count against budgets.
@@ -408,6 +416,24 @@ class Store:
                 if_not_exists=True,
             )
             db["reservations"].create_index(["key_name"], if_not_exists=True)
+            # The relay process that wrote a reservation (relay.holders): it counts only while
+            # that process keeps its lease here. Rows without an owner (older versions) expire.
+            _add_missing_columns(db, "reservations", {"owner": str})
+            db["holders"].create(
+                {
+                    "id": str,
+                    "host": str,
+                    "hostname": str,
+                    "pid": int,
+                    "process_started": str,
+                    "started_at": float,
+                    "renewed_at": float,
+                    "expires_at": float,
+                },
+                pk="id",
+                not_null=["hostname", "pid", "started_at", "renewed_at", "expires_at"],
+                if_not_exists=True,
+            )
             # Admitted requests of keys with a requests-per-minute limit (a sliding window).
             db["request_log"].create({"key_name": str, "ts": float}, not_null=["key_name", "ts"], if_not_exists=True)
             db["request_log"].create_index(["key_name", "ts"], if_not_exists=True)
@@ -737,8 +763,8 @@ class Store:
         ).fetchone()
         flying = conn.execute(
             f"SELECT count(*) AS n, coalesce(sum(video_seconds), 0) AS seconds, coalesce(sum(usd), 0) AS usd"
-            f" FROM reservations WHERE {column} = ? AND expires_at > ? AND id != ?",
-            (value, now, exclude),
+            f" FROM reservations WHERE {column} = ? AND expires_at > ? AND id != ? AND {_HELD_BY_LIVE_OWNER}",
+            (value, now, exclude, time.time()),
         ).fetchone()
         return Usage(
             in_flight=int(flying["n"]),
@@ -763,6 +789,7 @@ class Store:
         expires_at: float,
         periods: Sequence[float],
         refuse: Callable[[Usage, dict[float, Usage]], R | None],
+        owner: str | None = None,
     ) -> R | None:
         """Reserve a create against its key's limits, atomically across workers and the CLI.
 
@@ -772,15 +799,17 @@ class Store:
         a budget are admitted one at a time and cannot overspend it.
         """
         with self._write() as conn:
-            conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
+            conn.execute(
+                f"DELETE FROM reservations WHERE expires_at <= ? OR NOT {_HELD_BY_LIVE_OWNER}", (now, time.time())
+            )
             current = self._usage(conn, "key_name", key_name, since=now, now=now)
             by_period = {start: self._usage(conn, "key_name", key_name, since=start, now=now) for start in periods}
             refused = refuse(current, by_period)
             if refused is None:
                 conn.execute(
-                    "INSERT INTO reservations (id, key_name, account, video_seconds, usd, created_at, expires_at)"
-                    " VALUES (?, ?, NULL, ?, ?, ?, ?)",
-                    (reservation_id, key_name, video_seconds, usd, now, expires_at),
+                    "INSERT INTO reservations (id, key_name, account, video_seconds, usd, created_at, expires_at, owner)"
+                    " VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
+                    (reservation_id, key_name, video_seconds, usd, now, expires_at, owner),
                 )
             return refused
 
@@ -796,6 +825,7 @@ class Store:
         day_start: float,
         now: float,
         expires_at: float,
+        owner: str | None = None,
     ) -> bool:
         """Book a create's seconds on a capped account if they fit under its daily cap."""
         with self._write() as conn:
@@ -803,9 +833,9 @@ class Store:
             if used.video_seconds + video_seconds > cap:
                 return False
             conn.execute(
-                "INSERT INTO reservations (id, key_name, account, video_seconds, usd, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET account = excluded.account",
-                (reservation_id, key_name, account, video_seconds, usd, now, expires_at),
+                "INSERT INTO reservations (id, key_name, account, video_seconds, usd, created_at, expires_at, owner)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET account = excluded.account",
+                (reservation_id, key_name, account, video_seconds, usd, now, expires_at, owner),
             )
             return True
 
@@ -814,7 +844,57 @@ class Store:
             conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
 
     def live_reservations(self, now: float) -> list[dict[str, Any]]:
-        return [dict(row) for row in self._conn().execute("SELECT * FROM reservations WHERE expires_at > ?", (now,))]
+        """The reservations that count: not expired, and held by a live process (or by no process)."""
+        return [
+            dict(row)
+            for row in self._conn().execute(
+                f"SELECT * FROM reservations WHERE expires_at > ? AND {_HELD_BY_LIVE_OWNER}", (now, time.time())
+            )
+        ]
+
+    def key_holdings(self, key_name: str, now: float) -> list[dict[str, Any]]:
+        """A key's unexpired reservations, oldest first, with their owner and whether it holds its lease."""
+        return [
+            {**dict(row), "alive": bool(row["alive"])}
+            for row in self._conn().execute(
+                "SELECT r.id, r.owner, r.account, r.video_seconds, r.usd, r.created_at, r.expires_at,"
+                " h.hostname, h.pid, h.expires_at AS lease_expires_at,"
+                " (r.owner IS NULL OR coalesce(h.expires_at > ?, 0)) AS alive"
+                " FROM reservations r LEFT JOIN holders h ON h.id = r.owner"
+                " WHERE r.key_name = ? AND r.expires_at > ? ORDER BY r.created_at, r.id",
+                (time.time(), key_name, now),
+            )
+        ]
+
+    # -- holders: relay processes and their leases (relay.holders) ------------------------------
+
+    def renew_holder(
+        self, holder: Holder, *, now: float, lease: float, exited: Callable[[dict[str, Any]], bool]
+    ) -> int:
+        """Register or renew this process's lease; forget processes that are gone; return holdings freed.
+
+        A holder is gone when its lease lapsed or when `exited` says so (a dead pid on this
+        machine). Their reservations are deleted here, by whichever live process renews first.
+        """
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO holders (id, host, hostname, pid, process_started, started_at, renewed_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET renewed_at = excluded.renewed_at,"
+                " expires_at = excluded.expires_at",
+                (holder.owner, holder.host, holder.hostname, holder.pid, holder.process_started, now, now, now + lease),
+            )
+            others = conn.execute("SELECT * FROM holders WHERE id != ?", (holder.owner,)).fetchall()
+            gone = [row["id"] for row in others if row["expires_at"] <= now or exited(dict(row))]
+            conn.executemany("DELETE FROM holders WHERE id = ?", [(owner,) for owner in gone])
+            return conn.execute(
+                "DELETE FROM reservations WHERE owner IS NOT NULL AND owner NOT IN (SELECT id FROM holders)"
+            ).rowcount
+
+    def release_holder(self, owner: str) -> None:
+        """A process that stops cleanly gives up its lease and whatever it still held."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM reservations WHERE owner = ?", (owner,))
+            conn.execute("DELETE FROM holders WHERE id = ?", (owner,))
 
     # -- prices ---------------------------------------------------------------------------------
 
