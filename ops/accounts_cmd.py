@@ -10,21 +10,27 @@ import click
 
 from relay.accounts import (
     CONSUMER_BACKEND_WARNING,
+    PRIORITY_RANGE,
     add_account,
+    checked_input,
     redact_proxy,
     remove_account,
     reset_account,
     rotate_credential,
+    set_base_api,
     set_daily_cap,
+    set_priority,
     set_proxy,
 )
 from relay.limits import period_bounds
 from relay.store import ACCOUNT_TYPES, Account, Store
+from relay.upstream import shown_url
 
 from .common import database_options, open_db
 from .output import emit, emit_json, emit_record, timestamp
 
 ERROR_RATE_WINDOW_SECONDS = 3600
+PRIORITY = click.IntRange(*PRIORITY_RANGE)
 ACCOUNT_COLUMNS = ["name", "type", "base_api", "priority", "state", "until", "last_used", "error_rate_1h"]
 
 
@@ -34,7 +40,8 @@ def account_row(account: Account, now: float, rates: dict[str, tuple[int, int]] 
     return {
         "name": account.name,
         "type": account.type,
-        "base_api": account.base_api,
+        # A row stored before base_api was checked may hold a password in it.
+        "base_api": shown_url(account.base_api),
         "priority": account.priority,
         "state": state,
         "until": timestamp(account.state_until) if state == "rate_limited" else None,
@@ -48,12 +55,26 @@ def read_token(token: str | None, token_stdin: bool) -> str:
     if token is not None and token_stdin:
         raise click.UsageError("give the token with --token or --token-stdin, not both")
     if token_stdin:
-        return sys.stdin.readline()
+        return token_from_stdin(sys.stdin.read(MAX_TOKEN_INPUT_CHARS + 1))
     if token is not None:
         return token
     if not sys.stdin.isatty():
         raise click.UsageError("no token: pass --token-stdin and pipe it in, or run in a terminal to be prompted")
     return str(click.prompt("Token (input hidden)", hide_input=True))
+
+
+# Far above any real token (ChatGPT access tokens run to a few thousand characters).
+MAX_TOKEN_INPUT_CHARS = 64 * 1024
+
+
+def token_from_stdin(text: str) -> str:
+    """The one line piped in. Two lines are refused: keeping one of them silently could store the wrong token."""
+    if len(text) > MAX_TOKEN_INPUT_CHARS:
+        raise click.UsageError(f"more than {MAX_TOKEN_INPUT_CHARS:,} characters on standard input: pipe in the token alone")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > 1:
+        raise click.UsageError(f"{len(lines)} non-empty lines on standard input: pipe in the token alone, on one line")
+    return lines[0] if lines else ""
 
 
 def token_options(command: Any) -> Any:
@@ -90,7 +111,7 @@ def accounts() -> None:
     help="Upstream base URL (default: https://api.openai.com/v1 for openai-responses, "
     "https://chatgpt.com/backend-api for openai).",
 )
-@click.option("--priority", type=int, default=100, show_default=True, help="Lower numbers are used first.")
+@click.option("--priority", type=PRIORITY, default=100, show_default=True, help="Lower numbers are used first.")
 @click.option("--proxy", help="Send this account's traffic through a proxy: http://host:port or socks5://host:port.")
 @database_options
 def accounts_add(
@@ -118,6 +139,8 @@ def accounts_add(
     if account_type == "openai":
         click.echo(CONSUMER_BACKEND_WARNING, err=True)
     credential = read_token(token, token_stdin)
+    # Before the database is opened: refused input leaves nothing behind, not even a new database.
+    checked_input(name=name, type=account_type, credential=credential, base_api=base_api, priority=priority, proxy=proxy)
     store, box = open_db(db_path, create=True)
     account = add_account(
         store, box, name=name, type=account_type, credential=credential, base_api=base_api, priority=priority, proxy=proxy
@@ -125,7 +148,7 @@ def accounts_add(
     done(
         name,
         as_json,
-        f"Added account {account.name!r} ({account.type}, {account.base_api}, priority {account.priority}).",
+        f"Added account {account.name!r} ({account.type}, {shown_url(account.base_api)}, priority {account.priority}).",
         **{k: v for k, v in account_row(account, time.time()).items() if k != "name"},
     )
 
@@ -269,18 +292,34 @@ def accounts_disable(name: str, db_path: str, as_json: bool) -> None:
 # Negative priorities are allowed, so "-1" must read as a number, not an option.
 @accounts.command("priority", context_settings={"ignore_unknown_options": True})
 @click.argument("name")
-@click.argument("priority", type=int)
+@click.argument("priority", type=PRIORITY)
 @database_options
 def accounts_priority(name: str, priority: int, db_path: str, as_json: bool) -> None:
-    """Set account NAME's priority (lower numbers are used first).
+    """Set account NAME's priority (lower numbers are used first), from -1000000 to 1000000.
 
     \b
     Example:
       relayctl accounts priority backup 200
     """
     store, _ = open_db(db_path)
-    store.set_account_priority(name, priority)
+    set_priority(store, name, priority)
     done(name, as_json, f"Account {name!r} has priority {priority}.", priority=priority)
+
+
+@accounts.command("base-api")
+@click.argument("name")
+@click.argument("url")
+@database_options
+def accounts_base_api(name: str, url: str, db_path: str, as_json: bool) -> None:
+    """Point account NAME at another upstream base URL; its videos, credential and history stay.
+
+    \b
+    Example:
+      relayctl accounts base-api backup https://gateway.example/v1
+    """
+    store, _ = open_db(db_path)
+    stored = set_base_api(store, name, url)
+    done(name, as_json, f"Account {name!r} now sends to {stored}.", base_api=stored)
 
 
 @accounts.command("proxy")

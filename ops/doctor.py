@@ -14,6 +14,7 @@ from relay.accounts import rotate_secret_key
 from relay.crypto import SecretKeyError, generate_key, parse_keys
 from relay.state import open_store
 from relay.store import SCHEMA_VERSION, Store
+from relay.upstream import base_api_problem, shown_url
 
 from .common import database_options, json_wanted, open_db, settings_for
 from .output import emit, emit_json
@@ -81,7 +82,7 @@ def check_accounts(store: Store) -> list[Check]:
     now = time.time()
     if not accounts:
         return [Check("accounts", "fail", "no upstream account", "relayctl accounts add NAME --type openai-responses --token-stdin")]
-    usable = [a for a in accounts if a.is_usable(now)]
+    usable = [a for a in accounts if a.is_usable(now) and not base_api_problem(a.base_api)]
     checks = [
         Check(
             "accounts",
@@ -97,15 +98,22 @@ def check_accounts(store: Store) -> list[Check]:
 
 
 def reachability(client: httpx.Client, name: str, base_api: str) -> Check:
-    """Any HTTP answer means the base_api is reachable; no credential is sent."""
-    label = f"reach {name}"
+    """Any HTTP answer means the base_api is reachable; no credential is sent.
+
+    A base_api the relay cannot send to (stored before it was checked: a password in it, a port
+    out of range) fails without being tried, and is shown with any password masked.
+    """
+    label, shown = f"reach {name}", shown_url(base_api)
+    problem = base_api_problem(base_api)
+    if problem:
+        return Check(label, "fail", f"{shown}: {problem}", f"relayctl accounts base-api {name} URL")
     try:
         response = client.get(base_api)
     except httpx.TimeoutException:
-        return Check(label, "fail", f"{base_api}: no answer within {REACHABILITY_TIMEOUT_SECONDS:g} s", "check the URL, DNS and firewall")
+        return Check(label, "fail", f"{shown}: no answer within {REACHABILITY_TIMEOUT_SECONDS:g} s", "check the URL, DNS and firewall")
     except httpx.HTTPError as error:
-        return Check(label, "fail", f"{base_api}: {type(error).__name__}", "check the URL, DNS, TLS and firewall")
-    return Check(label, "ok", f"{base_api} answered HTTP {response.status_code}")
+        return Check(label, "fail", f"{shown}: {type(error).__name__}", "check the URL, DNS, TLS and firewall")
+    return Check(label, "ok", f"{shown} answered HTTP {response.status_code}")
 
 
 def check_keys(store: Store) -> list[Check]:

@@ -7,12 +7,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from .crypto import SecretBox, generate_key, read_key_file, write_key_file
 from .keys import KeyInputError, validate_name
 from .store import ACCOUNT_TYPES, Account, NotFound, Store
-from .upstream import DEFAULT_BASE_API
+from .upstream import DEFAULT_BASE_API, base_api_problem, credential_problem, proxy_problem, shown_url
 
 # Said by `relayctl accounts add --type openai` and the README, plainly.
 CONSUMER_BACKEND_WARNING = (
@@ -27,31 +26,34 @@ class AccountInputError(ValueError):
 
 
 def validate_base_api(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise AccountInputError(f"base_api must be an http(s) URL without query or fragment, got {url!r}")
+    problem = base_api_problem(url)
+    if problem:
+        raise AccountInputError(f"{problem}: give it like https://api.example.com/v1 or http://127.0.0.1:8090/v1")
     return url.rstrip("/")
 
 
-PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
-
-
 def validate_proxy(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in PROXY_SCHEMES or not parts.hostname:
-        raise AccountInputError(f"a proxy is a URL like http://host:3128 or socks5://host:1080, got {redact_proxy(url)!r}")
+    problem = proxy_problem(url)
+    if problem:
+        raise AccountInputError(f"{problem}: give it like http://host:3128 or socks5://user:password@host:1080")
     return url
 
 
 def redact_proxy(url: str | None) -> str | None:
     """The proxy URL with any password replaced, for display and logs."""
-    if not url:
-        return None
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
+    return shown_url(url, keep_user=True)
+
+
+# Priorities are ordered, never summed: this range leaves room for any scheme an operator needs
+# and keeps every stored value a small SQLite integer.
+PRIORITY_RANGE = (-1_000_000, 1_000_000)
+
+
+def validate_priority(priority: int) -> int:
+    low, high = PRIORITY_RANGE
+    if not low <= priority <= high:
+        raise AccountInputError(f"a priority is a whole number from {low:,} to {high:,}")
+    return priority
 
 
 def set_proxy(store: Store, box: SecretBox, name: str, proxy: str | None) -> None:
@@ -66,6 +68,23 @@ def _exists(store: Store, name: str) -> bool:
     return True
 
 
+def checked_input(
+    *, name: str, type: str, credential: str, base_api: str | None, priority: int, proxy: str | None
+) -> tuple[str, str]:
+    """A new account's input, checked before anything is written: the credential and base_api to store."""
+    try:
+        validate_name(name)
+    except KeyInputError as error:
+        raise AccountInputError(str(error)) from None
+    if type not in ACCOUNT_TYPES:
+        raise AccountInputError(f"unknown account type {type!r}: choose from {', '.join(ACCOUNT_TYPES)}")
+    base_api = validate_base_api(DEFAULT_BASE_API[type] if base_api is None else base_api)
+    if proxy is not None:
+        validate_proxy(proxy)
+    validate_priority(priority)
+    return clean_credential(credential), base_api
+
+
 def add_account(
     store: Store,
     box: SecretBox,
@@ -78,14 +97,9 @@ def add_account(
     proxy: str | None = None,
     now: float | None = None,
 ) -> Account:
-    try:
-        validate_name(name)
-    except KeyInputError as error:
-        raise AccountInputError(str(error)) from None
-    if proxy:
-        validate_proxy(proxy)
-    if type not in ACCOUNT_TYPES:
-        raise AccountInputError(f"unknown account type {type!r}: choose from {', '.join(ACCOUNT_TYPES)}")
+    credential, base_api = checked_input(
+        name=name, type=type, credential=credential, base_api=base_api, priority=priority, proxy=proxy
+    )
     now = time.time() if now is None else now
     left_behind = 0 if _exists(store, name) else store.live_video_count(name, now) + store.character_count(name)
     if left_behind:
@@ -97,8 +111,8 @@ def add_account(
     account = store.insert_account(
         name=name,
         type=type,
-        credential_encrypted=box.encrypt(clean_credential(credential)),
-        base_api=validate_base_api(base_api or DEFAULT_BASE_API[type]),
+        credential_encrypted=box.encrypt(credential),
+        base_api=base_api,
         priority=priority,
         now=now,
     )
@@ -110,11 +124,21 @@ def add_account(
 
 def clean_credential(credential: str) -> str:
     credential = credential.strip()
-    if not credential:
-        raise AccountInputError("the credential is empty")
-    if any(c.isspace() for c in credential) or not (credential.isascii() and credential.isprintable()):
-        raise AccountInputError("the credential contains whitespace or non-ASCII characters; paste the token alone")
+    problem = credential_problem(credential)
+    if problem:
+        raise AccountInputError(problem)
     return credential
+
+
+def set_base_api(store: Store, name: str, base_api: str) -> str:
+    """Point account NAME at another upstream URL (its videos stay with it); the stored form is returned."""
+    url = validate_base_api(base_api)
+    store.set_account_base_api(name, url)
+    return url
+
+
+def set_priority(store: Store, name: str, priority: int) -> None:
+    store.set_account_priority(name, validate_priority(priority))
 
 
 def rotate_credential(store: Store, box: SecretBox, name: str, credential: str, now: float | None = None) -> None:

@@ -20,6 +20,7 @@ ERROR_CLASSES = (
     "server_error",
     "timeout",
     "connection_error",
+    "config_error",  # no request could be built from the account's base_api or proxy; nothing was sent
 )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 from .store import Account, AccountQuota
+from .upstream import account_problem
 
 log = logging.getLogger("relay.pool")
 
@@ -23,6 +24,10 @@ class Upstream:
     account: Account
     credential: str = field(repr=False)
     proxy: str | None = field(default=None, repr=False)
+    # Why no request can be built for this account (a base_api or proxy stored before they were
+    # checked, say), or None. Such an account stays in the pool: each attempt on it is recorded
+    # as an account fault and new work fails over, so the operator sees it and can fix it.
+    problem: str | None = None
 
     @property
     def name(self) -> str:
@@ -37,6 +42,8 @@ class Pool:
         self._upstreams: dict[str, Upstream] = {}
         self._last_used: dict[str, float] = {}
         self._undecryptable: set[str] = set()
+        # The configuration problem last logged per account, so each is logged once per worker.
+        self._problems: dict[str, str | None] = {}
         # Accounts found at their daily cap, skipped until the time given (this worker's view).
         self._capped_until: dict[str, float] = {}
         # The upstream's own request quota per account, newest observation first to win.
@@ -54,7 +61,11 @@ class Pool:
                     self._undecryptable.add(account.name)
                 continue
             self._undecryptable.discard(account.name)
-            upstreams[account.name] = Upstream(account, credential, proxy)
+            problem = account_problem(account.base_api, proxy, credential)
+            if problem and self._problems.get(account.name) != problem:
+                log.error("account %r cannot be used until an operator fixes it: %s", account.name, problem)
+            self._problems[account.name] = problem
+            upstreams[account.name] = Upstream(account, credential, proxy, problem)
             stored = account.last_used_at or 0.0
             self._last_used[account.name] = max(stored, self._last_used.get(account.name, 0.0))
         self._upstreams = upstreams

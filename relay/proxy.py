@@ -215,16 +215,22 @@ async def open_attempt(
     body: bytes | None,
     content: bool = False,
 ) -> upstream_http.Opened:
-    """Send and wait for the answer's head; transport failures are recorded and become 502/504."""
-    account = upstream.account
+    """Send and wait for the answer's head; transport failures are recorded and become 502/504.
+
+    An account no request can be built for (a bad base_api or proxy) is the account's fault,
+    recorded like a connection that could not be made: never a 400 blaming the client.
+    """
     try:
+        if upstream.problem is not None:
+            raise upstream_http.UpstreamFailure("config_error", upstream.problem, 0.0, before_send=True)
         return await upstream_http.open_response(
             state.client_for(upstream),
             method,
-            upstream_http.url_for(account.base_api, path),
+            upstream_http.url_for(upstream.account.base_api, path),
             headers=upstream_http.request_headers(request.headers.raw, upstream.credential, content=content),
             body=body,
             head_timeout=state.settings.read_timeout_seconds,
+            credential=upstream.credential,
         )
     except upstream_http.UpstreamFailure as failure:
         raise await failed(state, upstream, key, request, route, failure) from None
@@ -242,6 +248,14 @@ class UpstreamUnavailable(RelayError):
     def __init__(self, failure: upstream_http.UpstreamFailure) -> None:
         if failure.error_class == "timeout":
             super().__init__(504, "The upstream did not answer in time.", code="upstream_timeout")
+        elif failure.error_class == "config_error":
+            super().__init__(
+                503,
+                "The upstream account serving this request is misconfigured (its base_api or proxy): an operator must fix"
+                " it. Nothing was sent upstream. Your relay key is fine.",
+                code="upstream_account_misconfigured",
+                headers=_DO_NOT_RETRY,
+            )
         elif failure.error_class == "server_error":
             super().__init__(502, "The upstream's answer was larger than this relay accepts.", code="upstream_answer_too_large")
         else:
@@ -299,7 +313,8 @@ async def settle(
     await note_server_health(state, upstream, kind)
 
 
-_SERVER_SIDE = frozenset({"server_error", "timeout", "connection_error"})
+# A misconfigured account counts too: it rests instead of being tried first on every request.
+_SERVER_SIDE = frozenset({"server_error", "timeout", "connection_error", "config_error"})
 
 
 async def note_server_health(state: RelayState, upstream: Upstream, kind: str) -> None:

@@ -587,6 +587,12 @@ class Store:
                 raise NotFound(f"no account named {name!r}")
             self._bump(conn)
 
+    def set_account_base_api(self, name: str, base_api: str) -> None:
+        with self._write() as conn:
+            if conn.execute("UPDATE accounts SET base_api = ? WHERE name = ?", (base_api, name)).rowcount == 0:
+                raise NotFound(f"no account named {name!r}")
+            self._bump(conn)
+
     def set_account_priority(self, name: str, priority: int) -> None:
         with self._write() as conn:
             if conn.execute("UPDATE accounts SET priority = ? WHERE name = ?", (priority, name)).rowcount == 0:

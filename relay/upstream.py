@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
+import re
 import ssl
 import time
 import zlib
-from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import AsyncIterator, Awaitable, Callable, Iterator, Mapping, TypeVar
 
 import aiohttp
 import certifi
@@ -96,7 +99,8 @@ class Opened:
 
 
 class UpstreamFailure(Exception):
-    """No usable HTTP answer: `error_class` is `timeout` or `connection_error`.
+    """No usable HTTP answer: `error_class` is `timeout`, `connection_error`, `server_error` (too
+    large) or `config_error` (no request can be built from the account's configuration).
 
     `before_send` is True only when the request certainly never reached the upstream
     (no connection could be made), which is what makes retrying elsewhere safe.
@@ -111,7 +115,113 @@ class UpstreamFailure(Exception):
 
 
 class RequestNotSendable(Exception):
-    """The outgoing HTTP library refused to write the request; nothing was sent."""
+    """The outgoing HTTP library refused to write the request because of a client's header; nothing was sent."""
+
+
+# -- an account's configuration ------------------------------------------------------------------------
+
+BASE_API_SCHEMES = ("http", "https")
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+# The authority of a URL: everything between `scheme://` and the path, query or fragment.
+_AUTHORITY = re.compile(r"(?P<scheme>[^:/?#]*)://(?P<authority>[^/?#]*)(?P<rest>.*)", re.DOTALL)
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
+def base_api_problem(url: str) -> str | None:
+    """Why `url` cannot be an account's base_api, or None.
+
+    Said without quoting the URL: a rejected one may hold a password. No user name or password
+    (`@` anywhere): the credential travels in its own header, and aiohttp refuses to send both.
+    """
+    if "@" in url:
+        return "base_api must not hold a user name or password (the credential travels in its own header)"
+    problem = _url_problem(url, BASE_API_SCHEMES)
+    if problem is None and ("?" in url or "#" in url):
+        problem = "must not have a query or fragment"
+    return None if problem is None else f"base_api {problem}"
+
+
+def proxy_problem(url: str) -> str | None:
+    """Why `url` cannot be an account's proxy, or None. A user name and password are fine (stored encrypted)."""
+    problem = _url_problem(url, PROXY_SCHEMES)
+    if problem is None and _parts(url)[2] not in ("", "/"):
+        problem = "must be scheme://[user:password@]host:port, with no path, query or fragment"
+    return None if problem is None else f"the proxy {problem}"
+
+
+def credential_problem(credential: str) -> str | None:
+    """Why `credential` cannot travel in an Authorization header, or None."""
+    if not credential:
+        return "the credential is empty"
+    if not (credential.isascii() and credential.isprintable()) or any(c.isspace() for c in credential):
+        return "the credential contains whitespace or non-ASCII characters; paste the token alone"
+    return None
+
+
+def account_problem(base_api: str, proxy: str | None, credential: str) -> str | None:
+    """What stops requests from being built for an account at all (checked when the pool loads it)."""
+    return base_api_problem(base_api) or (proxy_problem(proxy) if proxy else None) or credential_problem(credential)
+
+
+def _parts(url: str) -> tuple[str, str, str]:
+    match = _AUTHORITY.fullmatch(url)
+    return (match["scheme"], match["authority"], match["rest"]) if match else ("", "", "")
+
+
+def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    if not url.isascii() or not url.isprintable() or " " in url:
+        return "must be ASCII without spaces or control characters (percent-encode the path, give a host in punycode)"
+    scheme, authority, _ = _parts(url)
+    if scheme.lower() not in schemes:
+        return f"must be a URL starting {' or '.join(s + '://' for s in schemes)}"
+    hostport = authority.rpartition("@")[2]
+    if hostport.startswith("["):
+        host, bracket, after = hostport[1:].partition("]")
+        if not bracket or not _is_ipv6(host):
+            return "has an IPv6 host that is not of the form [address]"
+        if after and not after.startswith(":"):
+            return "has something other than :port after its IPv6 host"
+        port = after[1:] if after else None
+    else:
+        host, colon, port_text = hostport.partition(":")
+        port = port_text if colon else None
+        if not _HOST_NAME.fullmatch(host):
+            return "needs a host (a name or an address)"
+    if port is not None and not (port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
+        return "has a port that is not a number from 1 to 65535"
+    try:
+        # What the HTTP libraries make of it must agree: none of them may refuse it.
+        yarl.URL(url, encoded=True)
+        httpx.URL(url)
+    except (ValueError, TypeError, httpx.InvalidURL):
+        return "does not parse as a URL"
+    return None
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def shown_url(url: str | None, *, keep_user: bool = False) -> str | None:
+    """`url` fit to print or log: what lies between `://` and the last `@` (the user information) becomes
+    `***`, or `user:***` with `keep_user`. Works on URLs that do not parse, too (a legacy row may hold one):
+    a password containing `/` or `#` still ends at the last `@`.
+    """
+    if not url or "@" not in url:
+        return url
+    start = url.find("://")
+    start = 0 if start < 0 else start + 3
+    end = url.rfind("@")
+    if end < start:
+        return url
+    userinfo = url[start:end]
+    user, colon, _ = userinfo.partition(":")
+    masked = f"{user}:***" if keep_user and colon and "/" not in user else "***"
+    return url[:start] + masked + url[end:]
 
 
 # Accounts without an outbound proxy use aiohttp's client: on loopback, a bare proxy on it served
@@ -133,7 +243,10 @@ IDLE_CONNECTION_SECONDS = 4.0
 
 def make_client(settings: Settings, proxy: str | None = None) -> Client:
     if proxy is not None:
-        return _make_httpx_client(settings, proxy)
+        try:
+            return _make_httpx_client(settings, proxy)
+        except (ValueError, httpx.InvalidURL) as exc:
+            raise _unbuildable(exc, time.perf_counter()) from None
     connector = aiohttp.TCPConnector(
         # Every connection may stay alive: a relay reconnecting under load pays a handshake per call.
         limit=settings.max_upstream_connections,
@@ -217,13 +330,21 @@ def response_headers(upstream_headers: Headers, *, content: bool = False) -> dic
 
 
 async def open_response(
-    client: Client, method: str, url: str, *, headers: list[tuple[bytes, bytes]], body: bytes | None, head_timeout: float
+    client: Client,
+    method: str,
+    url: str,
+    *,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes | None,
+    head_timeout: float,
+    credential: str,
 ) -> Opened:
     """Send and wait for the answer's head only; the caller reads or streams the body and closes it.
 
     The whole head must arrive within `head_timeout` (the per-read timeout alone would let an
     upstream that trickles a byte at a time hold the request for ever), and must be a final
     HTTP answer: a 101 or a status outside 200-599 is no answer a client could be given.
+    Any piece of the account's `credential` in the answer's headers is blanked out.
     """
     started = time.perf_counter()
     try:
@@ -237,7 +358,7 @@ async def open_response(
     if not 200 <= opened.status <= 599:
         await opened.close()
         raise UpstreamFailure("connection_error", f"status {opened.status} is not a final HTTP answer", time.perf_counter() - started)
-    return opened
+    return replace(opened, headers=headers_without_credential(opened.headers, credential))
 
 
 async def read_answer(opened: Opened, *, max_bytes: int, body_timeout: float, credential: str) -> Answer:
@@ -246,7 +367,7 @@ async def read_answer(opened: Opened, *, max_bytes: int, body_timeout: float, cr
     The body must arrive within `body_timeout`, however it trickles in. The relay asks for
     `identity`; an upstream that compresses anyway (gzip or deflate) is decoded here, because
     the relay reads ids and statuses from these answers. The account's own credential, should
-    an upstream echo it, is blanked out: these answers go back to the relay's clients.
+    an upstream echo it whole or in part, is blanked out: these answers go back to the relay's clients.
     """
     try:
         received = bytearray()
@@ -264,11 +385,122 @@ async def read_answer(opened: Opened, *, max_bytes: int, body_timeout: float, cr
     if encoding not in ("", "identity"):
         body = _decoded(body, encoding, max_bytes, opened.started)
         headers = CIMultiDictProxy(CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in ("content-encoding", "content-length")))
-    if credential and credential.encode() in body:
-        body = body.replace(credential.encode(), b"[redacted]")
-    if credential and any(credential in value for value in headers.values()):
-        headers = CIMultiDictProxy(CIMultiDict((k, v.replace(credential, "[redacted]")) for k, v in headers.items()))
-    return Answer(opened.status, headers, body, time.perf_counter() - opened.started)
+    return Answer(opened.status, headers, without_credential(body, credential), time.perf_counter() - opened.started)
+
+
+# A credential is blanked out wherever a piece of it shows, not only whole: upstreams quote keys
+# partly masked ("tok-a-SEC***", "sk-proj-abc1****wxyz"). The rule: every run of at least
+# CREDENTIAL_FRAGMENT_CHARS consecutive characters of the credential (the whole credential, when it
+# is shorter) becomes "[redacted]", together with a mask right before or after it (below) and,
+# beyond such a mask, the credential's own last (or first) characters. Eight: a
+# shorter run, like a common "sk-" prefix, tells little, and an 8-character run of a random
+# credential turns up by chance in an unrelated answer about once in 10^8 answers; so the ids the
+# relay reads from answers stay intact.
+CREDENTIAL_FRAGMENT_CHARS = 8
+REDACTED = "[redacted]"
+# Masks: `*`, `#`, `•` and `…` (any number), or two or more dots; a single "." after a
+# fragment ends a sentence. The same in UTF-8 for bodies.
+_MASK_AFTER = re.compile(r"(?:[*#\u2022\u2026]|\.\.+)+")
+_MASK_BEFORE = re.compile(_MASK_AFTER.pattern + r"\Z")
+_MASK_AFTER_BYTES = re.compile(rb"(?:[*#]|\xe2\x80\xa2|\xe2\x80\xa6|\.\.+)+")
+_MASK_BEFORE_BYTES = re.compile(_MASK_AFTER_BYTES.pattern + rb"\Z")
+_MASK_LOOKBACK = 256
+
+Text = TypeVar("Text", str, bytes)
+# Half the fragment length: a run of 2 * _GRAM - 1 characters or more covers a whole chunk.
+_GRAM = CREDENTIAL_FRAGMENT_CHARS // 2
+_CHUNKS = re.compile(f".{{{_GRAM}}}", re.DOTALL)
+_CHUNKS_BYTES = re.compile(_CHUNKS.pattern.encode(), re.DOTALL)
+
+
+def without_credential(text: Text, credential: str) -> Text:
+    """`text` with every piece of `credential` in it (by the rule above) replaced by "[redacted]"."""
+    if not credential:
+        return text
+    secret: Text = credential.encode() if isinstance(text, bytes) else credential  # type: ignore[assignment]
+    spans = _fragments(text, secret)
+    if not spans:
+        return text
+    widened = sorted(_widened(text, secret, start, end) for start, end in spans)
+    redacted: Text = REDACTED.encode() if isinstance(text, bytes) else REDACTED  # type: ignore[assignment]
+    pieces, position = [], 0
+    for start, end in widened:
+        if end <= position:
+            continue
+        pieces += [text[position:max(start, position)], redacted]
+        position = end
+    pieces.append(text[position:])
+    return text[:0].join(pieces)
+
+
+def _fragments(text: Text, secret: Text) -> list[tuple[int, int]]:
+    """Spans of `text` that are runs of at least CREDENTIAL_FRAGMENT_CHARS characters of `secret`.
+
+    Such a run always covers one of the text's _GRAM-character chunks at offsets 0, _GRAM,
+    2 * _GRAM, ... whole, and that chunk is one of the secret's _GRAM-grams: a regex split and a
+    set intersection (both at C speed) find those chunks, and only they are widened, character by
+    character, against every place the gram has in the secret. A typical answer takes
+    microseconds; a 16 MiB one well under a second.
+    """
+    if len(secret) < CREDENTIAL_FRAGMENT_CHARS:
+        # Only the whole of a short credential is looked for.
+        minimum, anchors = len(secret), [(found, [0]) for found in _occurrences(text, secret)]
+    else:
+        minimum, grams = CREDENTIAL_FRAGMENT_CHARS, _grams(secret)
+        chunks = (_CHUNKS_BYTES if isinstance(text, bytes) else _CHUNKS).findall(text)
+        if grams.keys().isdisjoint(chunks):
+            return []
+        anchors = [(i * _GRAM, grams[chunk]) for i, chunk in enumerate(chunks) if chunk in grams]
+    spans = set()
+    for found, offsets in anchors:
+        for offset in offsets:
+            before = 0
+            while before < min(found, offset) and text[found - before - 1] == secret[offset - before - 1]:
+                before += 1
+            after = min(_GRAM, len(secret))
+            while found + after < len(text) and offset + after < len(secret) and text[found + after] == secret[offset + after]:
+                after += 1
+            if before + after >= minimum:
+                spans.add((found - before, found + after))
+    return list(spans)
+
+
+def _occurrences(text: Text, part: Text) -> Iterator[int]:
+    found = text.find(part)
+    while found >= 0:
+        yield found
+        found = text.find(part, found + 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _grams(secret: Text) -> dict[Text, list[int]]:
+    """Every _GRAM-character piece of the secret, with the offsets it starts at (cached: one per account)."""
+    grams: dict[Text, list[int]] = {}
+    for offset in range(len(secret) - _GRAM + 1):
+        grams.setdefault(secret[offset : offset + _GRAM], []).append(offset)
+    return grams
+
+
+def _widened(text: Text, secret: Text, start: int, end: int) -> tuple[int, int]:
+    """A fragment's span with a mask next to it, and the secret's own end (or start) beyond that mask."""
+    after, before = (_MASK_AFTER_BYTES, _MASK_BEFORE_BYTES) if isinstance(text, bytes) else (_MASK_AFTER, _MASK_BEFORE)
+    mask = after.match(text, end)
+    if mask:
+        end = mask.end() + next((n for n in range(len(secret), 0, -1) if text.startswith(secret[-n:], mask.end())), 0)
+    # Masks are short: looking a little way back keeps this cheap however long the text.
+    window = max(0, start - _MASK_LOOKBACK)
+    mask = before.search(text, window, start)
+    if mask:
+        start = mask.start() - next((n for n in range(len(secret), 0, -1) if text.endswith(secret[:n], 0, mask.start())), 0)
+    return start, end
+
+
+def headers_without_credential(headers: Headers, credential: str) -> Headers:
+    """The answer's headers with any piece of the credential blanked out (as in bodies)."""
+    cleaned = [(name, without_credential(value, credential)) for name, value in headers.items()]
+    if all(value is original for (_, value), original in zip(cleaned, headers.values())):
+        return headers
+    return CIMultiDictProxy(CIMultiDict(cleaned))
 
 
 # zlib's window bits: gzip framing, or zlib framing as HTTP's `deflate` is meant (47 detects either).
@@ -315,11 +547,19 @@ async def _open_aiohttp(
         outgoing = CIMultiDict((name.decode("latin-1"), value.decode("utf-8")) for name, value in headers)
     except UnicodeDecodeError:
         raise RequestNotSendable("a forwarded header value is not UTF-8") from None
+    if any(b"\r" in value or b"\n" in value for _, value in headers):
+        raise RequestNotSendable("a forwarded header value holds a line break")
     with _aiohttp_failures_classified(started):
-        # encoded=True: the path is already percent-encoded; yarl must not encode it again.
-        response = await session.request(
-            method, yarl.URL(url, encoded=True), headers=outgoing, data=body, allow_redirects=False
-        )
+        try:
+            # encoded=True: the path is already percent-encoded; yarl must not encode it again.
+            response = await session.request(
+                method, yarl.URL(url, encoded=True), headers=outgoing, data=body, allow_redirects=False
+            )
+        except ValueError as exc:
+            if isinstance(exc, aiohttp.ClientError) and not isinstance(exc, aiohttp.InvalidURL):
+                raise
+            # The client's headers passed the checks above: what aiohttp refuses is the account's URL.
+            raise _unbuildable(exc, started) from None
 
     async def chunks() -> AsyncIterator[bytes]:
         with _aiohttp_failures_classified(started):
@@ -346,15 +586,12 @@ def _aiohttp_failures_classified(started: float) -> Iterator[None]:
         raise UpstreamFailure("timeout", _describe(exc), time.perf_counter() - started, before_send=True) from None
     except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
         raise UpstreamFailure("timeout", _describe(exc), time.perf_counter() - started) from None
-    except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
+    except aiohttp.ClientConnectorError as exc:
         # Refused connections, DNS and TLS handshake failures: nothing was sent.
         raise UpstreamFailure("connection_error", _describe(exc), time.perf_counter() - started, before_send=True) from None
-    except (aiohttp.ClientError, OSError) as exc:
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
         # Reset or closed after sending, a broken body, an answer that is not HTTP.
         raise UpstreamFailure("connection_error", _describe(exc), time.perf_counter() - started) from None
-    except ValueError as exc:
-        # aiohttp refuses to write a header value with a line break in it: nothing was sent.
-        raise RequestNotSendable(str(exc)) from None
 
 
 # -- httpx (accounts behind an outbound proxy) -------------------------------------------------------
@@ -383,6 +620,8 @@ async def _open_httpx(
 def _httpx_failures_classified(started: float) -> Iterator[None]:
     try:
         yield
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise _unbuildable(exc, started) from None
     except httpx.LocalProtocolError as exc:
         # The request could not even be written (e.g. a header value HTTP forbids): the client's
         # doing, not the upstream's, and nothing left this process.
@@ -390,10 +629,20 @@ def _httpx_failures_classified(started: float) -> Iterator[None]:
     except httpx.TimeoutException as exc:
         unsent = isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
         raise UpstreamFailure("timeout", _describe(exc), time.perf_counter() - started, before_send=unsent) from None
-    except (httpx.TransportError, httpx.InvalidURL) as exc:
+    except httpx.TransportError as exc:
         # ConnectError covers refused connections, DNS and TLS handshake failures: nothing was sent.
-        unsent = isinstance(exc, (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL))
+        unsent = isinstance(exc, httpx.ConnectError)
         raise UpstreamFailure("connection_error", _describe(exc), time.perf_counter() - started, before_send=unsent) from None
+
+
+def _unbuildable(exc: Exception, started: float) -> UpstreamFailure:
+    """No request can be built for the account (its base_api or proxy): its fault, and nothing was sent."""
+    return UpstreamFailure(
+        "config_error",
+        f"no request can be built from this account's base_api or proxy ({_describe(exc)})",
+        time.perf_counter() - started,
+        before_send=True,
+    )
 
 
 def _describe(exc: Exception) -> str:
