@@ -216,8 +216,8 @@ def keys_limits(name: str, db_path: str, as_json: bool, **options: Any) -> None:
 
     Creates in flight hold a slot and their reserved seconds and USD until the upstream
     answers; held_by says which relay process holds them and since when. A process that dies
-    frees its holdings when its lease lapses (RELAY_HOLDER_LEASE_SECONDS, 10 s), or at once
-    when a relay starts or runs on the same machine.
+    frees its holdings when its lease lapses (RELAY_HOLDER_LEASE_SECONDS, 10 s), sooner when
+    a relay starts or runs on its machine.
 
     \b
     Example:
