@@ -212,8 +212,8 @@ def test_a_relay_killed_with_creates_in_flight_holds_nothing_once_a_new_one_star
     fresh = httpx.post(f"{again.url}{CREATE}", json=create, headers=headers, timeout=10, trust_env=False)
     recovered_in = time.monotonic() - killed_at
     assert fresh.status_code == 200, fresh.text
-    # Well within the lease (10 s): the new relay saw the killed process's pid gone as it started.
-    assert recovered_in < 8, recovered_in
+    # Before the lease (10 s) lapsed: the new relay saw the killed process's pid gone as it started.
+    assert recovered_in < 10, recovered_in
     after = limits(again)
     assert (after["creates_in_flight"], after["held_usd"], after["held_by"]) == (0, 0, [])
     assert after["usd_used_day"] == 0.4  # the new job's own charge, which is not an in-flight holding
