@@ -10,6 +10,9 @@ BENCH_VENV ?= .venv-bench-litellm
 HOST ?= 127.0.0.1
 PORT ?= 8080
 WORKERS ?= 1
+# Seconds a stop (SIGTERM, Ctrl-C) waits for requests in flight, downloads included; then they are
+# cut, and noted as error class `shutdown`.
+RELAY_SHUTDOWN_TIMEOUT_SECONDS ?= 30
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -82,7 +85,8 @@ $(BENCH_VENV)/.installed: bench/litellm/requirements.txt bench/litellm/constrain
 	@touch $@
 
 run: $(VENV)/.installed-run
-	$(BIN)/uvicorn relay.app:app --host $(HOST) --port $(PORT) --workers $(WORKERS) --loop uvloop --http httptools --no-access-log
+	$(BIN)/uvicorn relay.app:app --host $(HOST) --port $(PORT) --workers $(WORKERS) --loop uvloop --http httptools --no-access-log \
+		--log-config uvicorn-logging.json --timeout-graceful-shutdown $(RELAY_SHUTDOWN_TIMEOUT_SECONDS)
 
 prometheus-tools:
 	$(call ensure_prometheus)

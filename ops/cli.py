@@ -10,6 +10,7 @@ import click
 
 from .accounts_cmd import accounts
 from .common import FiniteNumber, json_wanted, remember_options
+from .db_cmd import db_group
 from .doctor import doctor, secrets_group
 from .keys_cmd import keys
 from .observe_cmd import cooldowns_group, outcomes_group, sessions_group
@@ -80,5 +81,5 @@ def sandbox(host: str, port: int, complete_after: float, fail: str | None, as_js
     serve_sandbox(host, port, complete_after_seconds=complete_after, fail=fail, as_json=json_wanted(as_json))
 
 
-for command in (keys, accounts, cooldowns_group, sessions_group, outcomes_group, usage, prices, doctor, secrets_group):
+for command in (keys, accounts, cooldowns_group, sessions_group, outcomes_group, usage, prices, doctor, secrets_group, db_group):
     main.add_command(command)

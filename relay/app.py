@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hmac
+import ipaddress
 import logging
 import random
 import time
@@ -28,8 +30,8 @@ from . import multiprocess, videos
 from .config import ConfigError, Settings, load_settings
 from .crypto import SecretKeyError
 from .errors import AnswerCutShort, ClientGone, RelayError, envelope, error_response
-from .logs import RequestFacts, configure_logging, fields
-from .metrics import Metrics, RelayRegistry
+from .logs import RequestFacts, configure_logging, fields, log_format_from_env
+from .metrics import RelayRegistry
 from .metrics_server import listening_socket, serve_metrics
 from .proxy import relay_state
 from .routes import route_name
@@ -47,14 +49,43 @@ def metrics_authorized(settings: Settings, authorization: str | None) -> bool:
     token = settings.metrics_token
     if token is None:
         return True
-    presented = (authorization or "").removeprefix("Bearer ").strip()
-    return hmac.compare_digest(presented.encode(), token.encode())
+    # RFC 7235: the scheme is case-insensitive; a bare token (no scheme) is not a Bearer credential.
+    scheme, _, presented = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+def arrived_beyond_loopback(scope: Scope) -> bool:
+    """Whether the request reached this server on an address other machines can reach.
+
+    uvicorn puts the accepting socket's own address in scope["server"], so a relay bound to
+    0.0.0.0 tells a scrape over 127.0.0.1 from one over the public interface. A unix socket or an
+    in-process client has no IP address there: only this machine reaches those.
+    """
+    server = scope.get("server")
+    try:
+        address = ipaddress.ip_address(server[0]) if server else None
+    except (TypeError, ValueError):
+        return False
+    if address is None:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return not (mapped or address).is_loopback
 
 
 async def metrics(request: Request) -> Response:
     state = relay_state(request)
     if state.settings.metrics_port is not None:
         raise HTTPException(404)  # served on RELAY_METRICS_PORT instead
+    if state.settings.metrics_token is None and arrived_beyond_loopback(request.scope):
+        # Metrics name keys and accounts and show their budgets: without a token, only this machine may read them.
+        raise RelayError(
+            403,
+            "GET /metrics from beyond this machine needs RELAY_METRICS_TOKEN set on the relay "
+            "(or scrape RELAY_METRICS_PORT, or this port over loopback).",
+            code="metrics_token_required",
+        )
     if not metrics_authorized(state.settings, request.headers.get("authorization")):
         raise RelayError(401, "GET /metrics needs 'Authorization: Bearer <RELAY_METRICS_TOKEN>'.", code="invalid_metrics_token")
     registry = state.metrics.registry
@@ -131,9 +162,18 @@ class RequestIdMiddleware:
         status = 0
         overhead_ms = 0.0
         counted = scope.get("path") not in _QUIET_PATHS
-        metrics = _metrics(scope) if counted else None
+        state = _relay(scope)
+        metrics = state.metrics if counted and state is not None else None
         if metrics is not None:
             metrics.in_flight.inc()
+        if state is not None:
+            state.requests_running += 1
+
+        async def receive_noting_disconnect() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                facts.client_left = True
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, overhead_ms
@@ -148,7 +188,12 @@ class RequestIdMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_noting_disconnect, send_with_id)
+        except asyncio.CancelledError:
+            if not facts.cut_by_shutdown():
+                raise
+            # uvicorn's graceful-shutdown limit ran out: the access line below says so, and ending
+            # here spares a traceback for a cut that was asked for (uvicorn closes the connection).
         except ClientGone:
             pass  # no answer started and nobody to send one to: counted and logged as 499
         except AnswerCutShort:
@@ -187,17 +232,39 @@ class RequestIdMiddleware:
                         duration_ms=round((time.perf_counter() - started_at) * 1000, 3),
                     ),
                 )
+            if state is not None:
+                state.requests_running -= 1
 
 
 # Scrapes and health checks would drown the access log and the request metrics.
 _QUIET_PATHS = frozenset({"/metrics", "/healthz"})
 
 
-def _metrics(scope: Scope) -> Metrics | None:
-    """The running relay's metrics; None before the lifespan has built them (or if it failed)."""
+def _relay(scope: Scope) -> RelayState | None:
+    """The running relay's state; None before the lifespan has built it (or if it failed)."""
     app = scope.get("app")
-    state = getattr(getattr(app, "state", None), "relay", None)
-    return state.metrics if state is not None else None
+    return getattr(getattr(app, "state", None), "relay", None)
+
+
+# Cancelled requests only run their cleanup (no awaits on the network): a second is plenty.
+CANCELLED_REQUESTS_GRACE_SECONDS = 1.0
+
+
+class RelayApp(Starlette):
+    """Starlette, minus the traceback after a start the relay refused (its reason is logged on one line)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            send = self._quiet_refusal(send)
+        await super().__call__(scope, receive, send)
+
+    def _quiet_refusal(self, send: Send) -> Send:
+        async def send_without_traceback(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and getattr(self.state, "start_refused", False):
+                message = {**message, "message": ""}
+            await send(message)
+
+        return send_without_traceback
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -217,8 +284,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 # Bound here, before serving, so a port in use stops the start instead of failing later.
                 metrics_socket = listening_socket(configured.metrics_host, configured.metrics_port)
         except (ConfigError, SecretKeyError, OSError) as error:
-            configure_logging("text")
+            configure_logging(log_format_from_env())
             log.error("cannot start: %s", error)
+            app.state.start_refused = True  # the line above says why: no traceback after it
             if state is not None:
                 await state.close_clients()
             raise
@@ -238,14 +306,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 yield {}
                 tasks.cancel_scope.cancel()
         finally:
-            # uvicorn has drained in-flight requests by now; write what they recorded.
+            # uvicorn has let requests finish, up to its --timeout-graceful-shutdown, and cancelled
+            # the rest: let those note how they ended before the recorder writes its last rows.
+            with anyio.move_on_after(CANCELLED_REQUESTS_GRACE_SECONDS):
+                while state.requests_running:
+                    await anyio.sleep(0.01)
             await state.close_clients()
             state.store_threads.shutdown(wait=True)
             state.recorder.close()
             state.store.close()
             multiprocess.worker_exiting(metrics_dir)
 
-    relay = Starlette(
+    relay = RelayApp(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

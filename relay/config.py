@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,28 @@ def _port(env: Mapping[str, str], name: str) -> int | None:
     return int(raw)
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether only this machine can reach `host` (an address, or the name localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip().strip("[]"))
+    except ValueError:
+        return False  # another name may resolve anywhere
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
+
+
+def _metrics_host(env: Mapping[str, str], token: str | None) -> str:
+    host = (env.get("RELAY_METRICS_HOST") or "127.0.0.1").strip()
+    if token is None and not is_loopback_host(host):
+        raise ConfigError(
+            f"RELAY_METRICS_HOST={host} serves /metrics beyond this machine: set RELAY_METRICS_TOKEN too "
+            "(metrics name keys and accounts and show their budgets)"
+        )
+    return host
+
+
 def database_path(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(env.get("RELAY_DATABASE") or "relay.db")
@@ -82,6 +105,7 @@ def database_path(env: Mapping[str, str] | None = None) -> Path:
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
+    metrics_token = env.get("RELAY_METRICS_TOKEN") or None
     return Settings(
         database=database_path(env),
         secret_key=env.get("RELAY_SECRET_KEY") or None,
@@ -99,9 +123,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         server_error_cooldown_seconds=_number(env, "RELAY_SERVER_ERROR_COOLDOWN_SECONDS", 30.0, minimum=1.0),
         idempotency_ttl_seconds=_number(env, "RELAY_IDEMPOTENCY_TTL_SECONDS", 24 * 3600.0, minimum=60.0),
         log_format=_choice(env, "RELAY_LOG_FORMAT", ("text", "json"), "text"),
-        metrics_token=env.get("RELAY_METRICS_TOKEN") or None,
+        metrics_token=metrics_token,
         metrics_port=_port(env, "RELAY_METRICS_PORT"),
-        metrics_host=(env.get("RELAY_METRICS_HOST") or "127.0.0.1").strip(),
+        metrics_host=_metrics_host(env, metrics_token),
         access_log=_choice(env, "RELAY_ACCESS_LOG", ("1", "0", "true", "false"), "1") in ("1", "true"),
         scheduler=_choice(env, "RELAY_SCHEDULER", ("lru", "most-remaining"), "lru"),
     )

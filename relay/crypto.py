@@ -1,8 +1,8 @@
 """Encryption at rest for upstream credentials (Fernet: AES-128-CBC + HMAC-SHA256).
 
 Keys come from RELAY_SECRET_KEY (comma-separated, newest first) or, when that is unset,
-from a key file beside the database (mode 0600, one key a line, newest first), created on
-first use. The first key encrypts; every key decrypts, which is what makes rotation work
+from a key file beside the database (mode 0600, one key a line, newest first), created with
+a new database (never for one already written under a key). The first key encrypts; every key decrypts, which is what makes rotation work
 without downtime. A check value stored in the database makes a wrong key fail loudly at
 start instead of sending garbage credentials upstream.
 """
@@ -83,14 +83,22 @@ def parse_keys(value: str) -> list[bytes]:
     return keys
 
 
-def resolve_keys(env_value: str | None, key_file: Path) -> tuple[list[bytes], str | None]:
-    """The keys to use and, when a key file was just created, a line to log once."""
+def resolve_keys(env_value: str | None, key_file: Path, *, may_create: bool = True) -> tuple[list[bytes], str | None]:
+    """The keys to use and, when a key file was just created, a line to log once.
+
+    `may_create` is False for a database already written under some key: a missing key file is
+    then an error to fix (a new key would not decrypt what is stored), not a file to make.
+    """
     if env_value:
         return parse_keys(env_value), None
     try:
         return read_key_file(key_file), None
     except FileNotFoundError:
-        pass
+        if not may_create:
+            raise SecretKeyError(
+                f"RELAY_SECRET_KEY is not set and the key file {key_file} is missing, but the database beside it "
+                "was encrypted with a key: set RELAY_SECRET_KEY to that key or restore the key file"
+            ) from None
     # Write a private temp file, then link it into place: link fails if another worker
     # (or the CLI) won the race, and nobody ever reads a half-written key file.
     key = Fernet.generate_key()

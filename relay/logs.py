@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 LOG_FORMATS = ("text", "json")
+# The error class of a request (and an upstream attempt) the server's shutdown cut short.
+SHUTDOWN = "shutdown"
 
 
 @dataclass
@@ -24,6 +28,16 @@ class RequestFacts:
     route: str | None = None
     error_class: str | None = None
     upstream_seconds: float = 0.0
+    # The server told the app the client hung up (an `http.disconnect` message).
+    client_left: bool = False
+
+    def cut_by_shutdown(self) -> bool:
+        """Called when the request's task is cancelled: by its client leaving, or else by the
+        server's graceful-shutdown limit (uvicorn cancels what still runs then), noted as `shutdown`."""
+        if self.client_left:
+            return False
+        self.error_class = SHUTDOWN
+        return True
 
 
 def fields(**values: Any) -> dict[str, Any]:
@@ -31,14 +45,26 @@ def fields(**values: Any) -> dict[str, Any]:
     return {"fields": {name: value for name, value in values.items() if value is not None}}
 
 
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: anything a terminal
+# or a log shipper could take for the end of a line (or a colour change).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(value: object) -> str:
+    """`value` on one line: an upstream's error code with a newline must not start a forged log line."""
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode(), str(value))
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{self.formatTime(record)} {record.levelname} {record.name} {record.getMessage()}"
+        message = escape_controls(record.getMessage())
+        line = f"{self.formatTime(record)} {record.levelname} {escape_controls(record.name)} {message}"
         extra: dict[str, Any] = getattr(record, "fields", {})
         if extra:
-            line += " " + " ".join(f"{name}={value}" for name, value in extra.items())
+            line += " " + " ".join(f"{escape_controls(name)}={escape_controls(value)}" for name, value in extra.items())
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            # A traceback spans lines; indented, none of them (nor an exception message inside) can pass for a log line.
+            line += "\n" + "\n".join(f"    {escape_controls(part)}" for part in self.formatException(record.exc_info).splitlines())
         return line
 
 
@@ -57,13 +83,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def log_format_from_env() -> str:
+    """RELAY_LOG_FORMAT, or text when it is unset or unknown (the settings refuse an unknown one, in text)."""
+    chosen = (os.environ.get("RELAY_LOG_FORMAT") or "").strip().lower()
+    return chosen if chosen in LOG_FORMATS else "text"
+
+
+def formatter_for(log_format: str) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+def formatter_from_env() -> logging.Formatter:
+    """The formatter uvicorn-logging.json gives uvicorn's own loggers (and the root logger), so
+    uvicorn's start-up and shutdown lines come out in the relay's format too."""
+    return formatter_for(log_format_from_env())
+
+
 def configure_logging(log_format: str) -> None:
     """Lines on stderr, unless the host application configured the `relay` logger itself."""
     logger = logging.getLogger("relay")
     if logger.handlers:
         return
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.setFormatter(formatter_for(log_format))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False

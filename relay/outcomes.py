@@ -21,6 +21,7 @@ ERROR_CLASSES = (
     "timeout",
     "connection_error",
     "config_error",  # no request could be built from the account's base_api or proxy; nothing was sent
+    "shutdown",  # the server's graceful-shutdown limit cut the answer short
 )
 
 

@@ -55,6 +55,8 @@ class RelayState:
     clock: Callable[[], float] = time.time
     # This process as the owner of its reservations (relay.holders); its lease is renewed in keep_fresh.
     holder: holders.Holder = field(default_factory=holders.this_process)
+    # Requests this worker is handling; shutdown waits for the ones uvicorn cancelled to note their ends.
+    requests_running: int = 0
 
     def client_for(self, upstream: Upstream) -> Client:
         if upstream.proxy is None:
@@ -119,13 +121,22 @@ def open_store(settings: Settings) -> tuple[Store, SecretBox]:
 
     Shared by the relay and the CLI, so both find the same key the same way.
     """
-    settings.database.parent.mkdir(parents=True, exist_ok=True)
+    folder = settings.database.parent
+    if not folder.is_dir():
+        # A mistyped path must not start a relay on a new, empty database that refuses every key.
+        raise ConfigError(
+            f"the folder {folder} for the database {settings.database} does not exist: "
+            f"check RELAY_DATABASE or --db, or create it with 'relayctl db init --db {settings.database}'"
+        )
     store = Store(settings.database)
     try:
         store.ensure_schema()
     except sqlite3.DatabaseError as error:
         raise ConfigError(f"{settings.database} is not a relay database ({error})") from None
-    keys, created_message = resolve_keys(settings.secret_key, settings.key_file)
+    # A database written under a key gets no new one: that key could never read its credentials.
+    keys, created_message = resolve_keys(
+        settings.secret_key, settings.key_file, may_create=store.get_meta("secret_check") is None
+    )
     if created_message:
         log.warning(created_message)
     box = SecretBox(keys)

@@ -178,6 +178,19 @@ class AccountQuota:
     resets_at: float | None
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file 0600, before SQLite would create it 0644: it holds encrypted
+    credentials and key hashes. SQLite gives the -wal and -shm files the database file's mode.
+
+    Only a file this call creates is opened and closed here: closing any descriptor of a file
+    drops every POSIX lock this process holds on it, SQLite's included.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 class Store:
     """One per process. Each thread gets its own connection to the same file."""
 
@@ -189,6 +202,7 @@ class Store:
         self._write_turn = threading.Lock()
         self._manual_checkpoints = False
         self._lock_fd: int | None = None
+        _create_private(self.path)
 
     # -- connections and transactions ---------------------------------------------------
 

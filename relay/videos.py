@@ -8,22 +8,25 @@ Ownership: a key sees only its own videos; anything else is a 404, existence not
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from typing import Any, AsyncIterator
 from urllib.parse import quote
 
+import anyio
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Send
 
 from . import upstream as upstream_http
 from .body import body_fields, is_valid_unicode
 from .errors import AnswerCutShort, RelayError, WorkMayExist, shown
 from .idempotency import idempotent
 from .limits import job_terms
-from .logs import fields as log_fields
+from .logs import SHUTDOWN, fields as log_fields
 from .outcomes import is_redirect
 from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
 from .proxy import (
@@ -41,6 +44,7 @@ from .proxy import (
     passthrough,
     read_attempt,
     relay_state,
+    request_facts,
     request_body,
     settle,
 )
@@ -296,12 +300,26 @@ async def video_content(request: Request) -> Response:
     latency = time.perf_counter() - opened.started
     note_attempt(request, upstream, route, "none", latency)
     note_upstream_quota(state, upstream, opened.headers, time.time())
-    return StreamingResponse(
+    return DownloadResponse(
         _relay_bytes(state, upstream, key, request, route, opened, latency),
         status_code=opened.status,
         headers=upstream_http.response_headers(opened.headers, content=True),
         background=BackgroundTask(opened.close),
     )
+
+
+class DownloadResponse(StreamingResponse):
+    """Closes its body however the stream ends: a download cut while it waits on a slow client
+    records its outcome there and then, not whenever the abandoned generator is collected."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await close()
 
 
 async def _relay_bytes(
@@ -318,6 +336,11 @@ async def _relay_bytes(
         kind = failure.error_class
         note_broken_answer(request, upstream, route, failure)
         raise AnswerCutShort() from None
+    except (asyncio.CancelledError, GeneratorExit):
+        # Cut while waiting on the upstream (cancelled) or on the client (closed at its yield).
+        if request_facts(request).cut_by_shutdown():
+            kind = SHUTDOWN
+        raise
     finally:
         # Also runs when the client went away and the response task was cancelled; a client leaving
         # is no failure of the upstream's, and for "none" the health note never waits.
