@@ -177,7 +177,7 @@ def accounts_list(db_path: str, as_json: bool) -> None:
 @click.argument("name")
 @database_options
 def accounts_show(name: str, db_path: str, as_json: bool) -> None:
-    """Everything about account NAME except its credential (a proxy password shows as ***).
+    """Everything about account NAME except its credential (a proxy's user name and password show as ***).
 
     \b
     Example:

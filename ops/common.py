@@ -166,6 +166,6 @@ def open_db(db_path: str, *, create: bool = False) -> tuple[Store, SecretBox]:
     if not create and not Path(db_path).exists():
         raise click.ClickException(
             f"no relay database at {db_path}: check --db or RELAY_DATABASE "
-            "(the relay creates it on first start, as do 'accounts add', 'keys issue', 'prices set' and 'prices load')"
+            "(the relay creates it on first start, as do 'db init', 'accounts add', 'keys issue', 'prices set' and 'prices load')"
         )
     return open_store(settings_for(db_path))

@@ -40,8 +40,8 @@ def validate_proxy(url: str) -> str:
 
 
 def redact_proxy(url: str | None) -> str | None:
-    """The proxy URL with any password replaced, for display and logs."""
-    return shown_url(url, keep_user=True)
+    """The proxy URL with its user information replaced, for display and logs."""
+    return shown_url(url)
 
 
 # Priorities are ordered, never summed: this range leaves room for any scheme an operator needs
@@ -222,6 +222,10 @@ def reset_account(store: Store, name: str, now: float | None = None) -> None:
     store.set_account_state(name, "active", now=time.time() if now is None else now, reason="reset by an operator")
 
 
+# The same ceiling as a key's video-seconds limits: far above any real day, and always a plain number.
+MAX_DAILY_CAP_SECONDS = 1_000_000_000
+
+
 def set_daily_cap(store: Store, name: str, max_video_seconds_per_day: float | None) -> None:
     """Cap the video-seconds account NAME may render per UTC day (None: no cap).
 
@@ -229,7 +233,9 @@ def set_daily_cap(store: Store, name: str, max_video_seconds_per_day: float | No
     owns is refused (429) meanwhile, since it cannot move to another account.
     """
     if max_video_seconds_per_day is not None and not (
-        math.isfinite(max_video_seconds_per_day) and max_video_seconds_per_day >= 0
+        math.isfinite(max_video_seconds_per_day) and 0 <= max_video_seconds_per_day <= MAX_DAILY_CAP_SECONDS
     ):
-        raise AccountInputError(f"the daily cap must be a finite number of seconds >= 0, got {max_video_seconds_per_day!r}")
+        raise AccountInputError(
+            f"the daily cap must be a number of seconds from 0 to {MAX_DAILY_CAP_SECONDS:,}, got {max_video_seconds_per_day!r}"
+        )
     store.set_account_cap(name, max_video_seconds_per_day)

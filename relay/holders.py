@@ -72,12 +72,12 @@ def _pid_space() -> str | None:
 
 def _own_start(pid: int) -> str | None:
     try:
-        return _running_since(pid)
+        return running_since(pid)
     except OSError:
         return None  # then no one can tell this process has exited but by its lease
 
 
-def _running_since(pid: int) -> str | None:
+def running_since(pid: int) -> str | None:
     """When a running process started (clock ticks since boot, Linux); None if it has exited.
 
     A zombie (killed, not yet reaped by its parent) has exited: it holds nothing any more.
@@ -97,6 +97,6 @@ def exited(me: Holder, row: Mapping[str, Any]) -> bool:
     if me.host is None or row["host"] != me.host or row["id"] == me.owner or row["process_started"] is None:
         return False
     try:
-        return _running_since(int(row["pid"])) != row["process_started"]
+        return running_since(int(row["pid"])) != row["process_started"]
     except OSError:
         return False  # unreadable proves nothing: the lease decides

@@ -25,6 +25,8 @@ from typing import MutableMapping
 
 from prometheus_client import multiprocess, values
 
+from .holders import running_since
+
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 DIR_PREFIX = "video-relay-metrics-"
 _DIR_NAME = re.compile(re.escape(DIR_PREFIX) + r"(\d+)-(\d+)$")
@@ -59,15 +61,11 @@ def active_dir(environ: MutableMapping[str, str] | None = None) -> Path | None:
 
 
 def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), or None when it is gone."""
+    """The process's start time in clock ticks since boot (Linux), None when it is gone, "0" when unknown."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
+        return running_since(pid)
     except OSError:
         return "0"
-    # Field 22; the command name (field 2) may hold spaces, so count from its closing parenthesis.
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def _supervisor_dir(supervisor: int) -> Path:

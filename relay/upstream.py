@@ -206,10 +206,10 @@ def _is_ipv6(text: str) -> bool:
     return True
 
 
-def shown_url(url: str | None, *, keep_user: bool = False) -> str | None:
-    """`url` fit to print or log: what lies between `://` and the last `@` (the user information) becomes
-    `***`, or `user:***` with `keep_user`. Works on URLs that do not parse, too (a legacy row may hold one):
-    a password containing `/` or `#` still ends at the last `@`.
+def shown_url(url: str | None) -> str | None:
+    """`url` fit to print or log: what lies between `://` and the last `@` (the user information, a
+    user name included, since a proxy's may be a secret too) becomes `***`. Works on URLs that do not
+    parse, too (a legacy row may hold one): a password containing `/` or `#` still ends at the last `@`.
     """
     if not url or "@" not in url:
         return url
@@ -218,10 +218,7 @@ def shown_url(url: str | None, *, keep_user: bool = False) -> str | None:
     end = url.rfind("@")
     if end < start:
         return url
-    userinfo = url[start:end]
-    user, colon, _ = userinfo.partition(":")
-    masked = f"{user}:***" if keep_user and colon and "/" not in user else "***"
-    return url[:start] + masked + url[end:]
+    return url[:start] + "***" + url[end:]
 
 
 # Accounts without an outbound proxy use aiohttp's client: on loopback, a bare proxy on it served

@@ -100,21 +100,20 @@ def test_a_usable_proxy_is_accepted(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("url", "shown", "shown_keeping_user"),
+    ("url", "shown"),
     [
-        ("http://h:1/v1", "http://h:1/v1", "http://h:1/v1"),
-        (f"http://user:{PASSWORD}@h/v1", "http://***@h/v1", "http://user:***@h/v1"),
-        (f"http://{PASSWORD}@h/v1", "http://***@h/v1", "http://***@h/v1"),
+        ("http://h:1/v1", "http://h:1/v1"),
+        (f"http://user:{PASSWORD}@h/v1", "http://***@h/v1"),
+        (f"http://{PASSWORD}@h/v1", "http://***@h/v1"),
         # A password holding '/' or '#' ends at the last '@', even where a URL parser would stop earlier.
-        (f"http://u:pa/ss{PASSWORD}@host/v1", "http://***@host/v1", "http://u:***@host/v1"),
-        (f"http://u:pa#{PASSWORD}@[::1", "http://***@[::1", "http://u:***@[::1"),
-        (f"{PASSWORD}@nowhere", "***@nowhere", "***@nowhere"),
-        (None, None, None),
+        (f"http://u:pa/ss{PASSWORD}@host/v1", "http://***@host/v1"),
+        (f"http://u:pa#{PASSWORD}@[::1", "http://***@[::1"),
+        (f"{PASSWORD}@nowhere", "***@nowhere"),
+        (None, None),
     ],
 )
-def test_shown_urls_never_carry_a_password(url: str | None, shown: str | None, shown_keeping_user: str | None) -> None:
-    assert shown_url(url) == shown
-    assert shown_url(url, keep_user=True) == redact_proxy(url) == shown_keeping_user
+def test_shown_urls_never_carry_a_password(url: str | None, shown: str | None) -> None:
+    assert shown_url(url) == redact_proxy(url) == shown
 
 
 @pytest.fixture
@@ -238,7 +237,7 @@ def test_rows_stored_before_the_checks_are_listed_masked_and_doctor_fails_them(c
         assert PASSWORD not in output and "***" in output
     shown = {row["name"]: row["base_api"] for row in accounts(cli)}
     assert shown["userinfo"] == "http://***@127.0.0.1:1/v1" and shown["port"] == LEGACY["port"]
-    assert json.loads(cli("accounts", "show", "port", "--json").output)["proxy"] == "http://u:***@[::1"
+    assert json.loads(cli("accounts", "show", "port", "--json").output)["proxy"] == "http://***@[::1"
 
     doctor = cli("doctor", "--json", code=1)
     assert PASSWORD not in doctor.output
@@ -253,3 +252,11 @@ def test_rows_stored_before_the_checks_are_listed_masked_and_doctor_fails_them(c
     cli("accounts", "base-api", "userinfo", "http://127.0.0.1:1/v1")
     after = {check["check"]: check for check in json.loads(cli("doctor", "--json", code=1).output)}
     assert "base_api" not in after["reach userinfo"]["detail"]
+
+
+@pytest.mark.parametrize("cap", ["1e300", "inf", "nan", "-1", "1000000001"])
+def test_daily_cap_out_of_range_is_one_line_and_writes_nothing(cli: Any, cap: str) -> None:
+    cli("accounts", "add", "main", "--type", "openai-responses", "--token", "t")
+    result = cli("accounts", "limits", "main", "--max-video-seconds-per-day", cap, code=1)
+    assert "daily cap" in result.output and "Traceback" not in result.output
+    assert json.loads(cli("accounts", "limits", "main", "--json").output)["max_video_seconds_per_day"] is None

@@ -48,16 +48,16 @@ def test_ambient_proxy_variables_are_ignored(relay_process: Any, sandbox: Sandbo
 def test_proxy_validation_and_redaction(relay: Relay) -> None:
     with pytest.raises(AccountInputError, match="proxy"):
         add_account(relay.state.store, relay.state.box, name="x", type="openai-responses", credential="t", proxy="ftp://h:1")
-    assert redact_proxy("http://user:s3cret@proxy.local:3128") == "http://user:***@proxy.local:3128"
+    assert redact_proxy("http://user:s3cret@proxy.local:3128") == "http://***@proxy.local:3128"
     assert redact_proxy("socks5://proxy.local:1080") == "socks5://proxy.local:1080"
 
 
 def test_cli_proxy_commands_hide_the_password(cli: Any) -> None:
     cli("accounts", "add", "main", "--type", "openai-responses", "--token", "t", "--proxy", "socks5://ops:hunter2@127.0.0.1:1080")
     shown = json.loads(cli("accounts", "show", "main", "--json").output)
-    assert shown["proxy"] == "socks5://ops:***@127.0.0.1:1080"
+    assert shown["proxy"] == "socks5://***@127.0.0.1:1080"
     out = cli("accounts", "proxy", "main", "http://ops:hunter2@127.0.0.1:3128").output
-    assert "hunter2" not in out and "***" in out
+    assert "hunter2" not in out and "ops" not in out and "***" in out
     assert json.loads(cli("accounts", "proxy", "main", "--clear", "--json").output)["proxy"] is None
     assert "give a proxy URL or --clear" in cli("accounts", "proxy", "main", code=2).output
     assert "proxy" in cli("accounts", "proxy", "main", "gopher://x", code=1).output
