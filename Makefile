@@ -86,7 +86,7 @@ $(BENCH_VENV)/.installed: bench/litellm/requirements.txt bench/litellm/constrain
 
 run: $(VENV)/.installed-run
 	$(BIN)/uvicorn relay.app:app --host $(HOST) --port $(PORT) --workers $(WORKERS) --loop uvloop --http httptools --no-access-log \
-		--log-config uvicorn-logging.json --timeout-graceful-shutdown $(RELAY_SHUTDOWN_TIMEOUT_SECONDS)
+		--log-config relay/uvicorn-logging.json --timeout-graceful-shutdown $(RELAY_SHUTDOWN_TIMEOUT_SECONDS)
 
 prometheus-tools:
 	$(call ensure_prometheus)

@@ -94,7 +94,7 @@ def formatter_for(log_format: str) -> logging.Formatter:
 
 
 def formatter_from_env() -> logging.Formatter:
-    """The formatter uvicorn-logging.json gives uvicorn's own loggers (and the root logger), so
+    """The formatter relay/uvicorn-logging.json gives uvicorn's own loggers (and the root logger), so
     uvicorn's start-up and shutdown lines come out in the relay's format too."""
     return formatter_for(log_format_from_env())
 
