@@ -10,6 +10,8 @@ from typing import Any, Iterable, Sequence
 
 import click
 
+from relay.logs import escape_controls
+
 
 def timestamp(value: float | None) -> str | None:
     """ISO 8601 in UTC, e.g. 2026-11-29T19:29:27Z.
@@ -72,10 +74,13 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}".rstrip("0").rstrip(".")
     if isinstance(value, (list, tuple, set, frozenset)):
-        return ",".join(sorted(str(v) for v in value))
-    if isinstance(value, dict):
-        return " ".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
+        text = ",".join(sorted(str(v) for v in value))
+    elif isinstance(value, dict):
+        text = " ".join(f"{k}={v}" for k, v in value.items())
+    else:
+        text = str(value)
+    # Values can carry an upstream's words (an error message, a code): one cell, one line.
+    return escape_controls(text)
 
 
 def emit_csv(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:

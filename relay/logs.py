@@ -45,9 +45,10 @@ def fields(**values: Any) -> dict[str, Any]:
     return {"fields": {name: value for name, value in values.items() if value is not None}}
 
 
-# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: anything a terminal
-# or a log shipper could take for the end of a line (or a colour change).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators and the bidirectional
+# overrides: anything a terminal or a log shipper could take for the end of a line, a colour
+# change, or text that reads in another order than it is stored.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def escape_controls(value: object) -> str:

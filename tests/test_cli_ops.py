@@ -123,6 +123,20 @@ def test_cooldowns_clear_and_watch(cli: Any, tmp_path: Path) -> None:
     assert "no account named 'x'" in cli("cooldowns", "clear", "x", code=1).output
 
 
+def test_upstream_words_cannot_forge_table_rows(cli: Any, tmp_path: Path) -> None:
+    # An upstream's error message is stored as it came; printed, it must stay inside its cell.
+    add(cli, "main")
+    forged = "line1\nmain2    active   FORGED\x07 \u202eesrever"
+    store_of(tmp_path).set_account_state(
+        "main", "rate_limited", now=time.time(), until=time.time() + 120, reason="upstream 429", last_error=forged
+    )
+    for output in (cli("cooldowns").output, cli("accounts", "show", "main").output):
+        assert "FORGED" in output
+        assert not any(line.startswith("main2") for line in output.splitlines())
+        assert "\x07" not in output and "\u202e" not in output and "\\n" in output
+    assert json.loads(cli("cooldowns", "--json").output)[0]["last_error"] == forged
+
+
 def test_sessions_list_and_evict(cli: Any, tmp_path: Path) -> None:
     add(cli, "a")
     add(cli, "b")
