@@ -55,7 +55,7 @@ define ensure_bench_tools
 	fi
 endef
 
-.PHONY: run test demo sandbox clean prometheus-tools dashboards dashboard-pictures bench bench-tools
+.PHONY: run test lint demo sandbox clean prometheus-tools dashboards dashboard-pictures bench bench-tools
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + ")")'
@@ -92,8 +92,14 @@ prometheus-tools:
 	$(call ensure_prometheus)
 
 # The docs extra brings matplotlib, which the benchmark's smoke test draws its chart with.
-test: $(VENV)/.installed-docs $(SDK2_VENV)/.installed prometheus-tools bench-tools
+test: lint $(VENV)/.installed-docs $(SDK2_VENV)/.installed prometheus-tools bench-tools
 	$(BIN)/python -m pytest
+
+# The linter and the strict type checker on relay/ and ops/ (configured in pyproject.toml); a
+# finding fails `make test`. mypy reads matplotlib's types (ops/dashboard_pictures.py), hence docs.
+lint: $(VENV)/.installed-docs
+	$(BIN)/ruff check relay ops
+	$(BIN)/mypy relay ops
 
 # Regenerate dashboards/*.json from ops/dashboards.py.
 dashboards: $(VENV)/.installed-run

@@ -254,7 +254,9 @@ def accounts_limits(name: str, cap: str | None, db_path: str, as_json: bool) -> 
             try:
                 seconds = float(cap)
             except ValueError:
-                raise click.BadParameter(f"{cap!r} is not a number of seconds (or 'none')", param_hint="--max-video-seconds-per-day") from None
+                raise click.BadParameter(
+                    f"{cap!r} is not a number of seconds (or 'none')", param_hint="--max-video-seconds-per-day"
+                ) from None
             set_daily_cap(store, name, seconds)
     emit_record({"name": name, **cap_record(store, store.account(name), time.time())}, as_json=as_json)
 

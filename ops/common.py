@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -46,7 +47,7 @@ def parse_duration(value: str) -> float:
     """Seconds in a duration like 90m, 12h, 30d or 2w: at least 1 s, at most MAX_DURATION_DAYS."""
     match = _DURATION.match(value)
     digits = match.group(1).lstrip("0") if match else ""
-    if not digits:
+    if match is None or not digits:
         raise click.BadParameter(f"{shown(value)} is not a duration like 90m, 12h, 30d or 2w")
     # Long digit strings are too long anyway, and int() refuses thousands of digits.
     seconds = int(digits) * _UNIT_SECONDS[match.group(2)] if len(digits) <= 15 else MAX_DURATION_SECONDS + 1
@@ -55,7 +56,7 @@ def parse_duration(value: str) -> float:
     return float(seconds)
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType[float, Any]):
     """An option's duration (parse_duration), in seconds."""
 
     name = "duration"
@@ -72,7 +73,7 @@ class Duration(click.ParamType):
 DURATION = Duration()
 
 
-class FiniteNumber(click.ParamType):
+class FiniteNumber(click.ParamType[int | float, Any]):
     """A number within [low, high]; nan and inf are refused (click's FloatRange lets nan through)."""
 
     def __init__(self, low: float, high: float, *, whole: bool = False) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def _timeseries(ax: Axes, panel: Panel, prometheus: str, start: float, end: floa
     for target in panel.targets:
         params = {"query": _expr(target, start, end, step), "start": start, "end": end, "step": step}
         for series in _query(prometheus, "query_range", params):
-            times = [datetime.fromtimestamp(float(t), timezone.utc) for t, _ in series["values"]]
+            times = [datetime.fromtimestamp(float(t), UTC) for t, _ in series["values"]]
             values = [float(v) for _, v in series["values"]]
             lines.append((legend(target, series["metric"]), times, values))
     if not lines:
@@ -74,12 +74,13 @@ def _timeseries(ax: Axes, panel: Panel, prometheus: str, start: float, end: floa
         axis = sorted({t for _, times, _ in lines for t in times})
         stacks = []
         for _, times, values in lines:
-            by_time = dict(zip(times, values))
+            by_time = dict(zip(times, values, strict=True))
             stacks.append([0.0 if math.isnan(by_time.get(t, 0.0)) else by_time.get(t, 0.0) for t in axis])
-        ax.stackplot(axis, stacks, labels=[name for name, _, _ in lines], alpha=0.8)
+        # matplotlib's stubs leave out the datetimes its date converter takes (here and below).
+        ax.stackplot(axis, stacks, labels=[name for name, _, _ in lines], alpha=0.8)  # type: ignore[arg-type]
     else:
         for name, times, values in lines:
-            ax.plot(times, values, label=name, linewidth=1.2)
+            ax.plot(times, values, label=name, linewidth=1.2)  # type: ignore[arg-type]
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
     ax.legend(fontsize=6, loc="upper left", framealpha=0.3, labelcolor=TEXT, facecolor=PANEL, ncol=2 if len(lines) > 6 else 1)
     ax.set_ylabel(panel.unit, color=TEXT, fontsize=7)
@@ -119,13 +120,13 @@ def render(dashboard: Dashboard, prometheus: str, start: float, end: float, path
     width, height = 24 * GRID_UNIT_INCHES, rows * ROW_UNIT_INCHES + 0.6
     figure = plt.figure(figsize=(width, height), facecolor=BACKGROUND)
     figure.suptitle(
-        f"{dashboard.title}  ({datetime.fromtimestamp(start, timezone.utc):%Y-%m-%d %H:%M:%S} – "
-        f"{datetime.fromtimestamp(end, timezone.utc):%H:%M:%S} UTC)",
+        f"{dashboard.title}  ({datetime.fromtimestamp(start, UTC):%Y-%m-%d %H:%M:%S} – "
+        f"{datetime.fromtimestamp(end, UTC):%H:%M:%S} UTC)",
         color=TEXT, fontsize=11, x=0.01, ha="left",
     )
     step = max(1.0, (end - start) / 240)
     top = 0.6 / height
-    for panel, grid in zip(dashboard.panels, positions):
+    for panel, grid in zip(dashboard.panels, positions, strict=True):
         # Grid units to figure fractions, with a margin for titles and tick labels.
         left = (grid["x"] * GRID_UNIT_INCHES + 0.55) / width
         bottom = 1 - top - ((grid["y"] + grid["h"]) * ROW_UNIT_INCHES - 0.4) / height

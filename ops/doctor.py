@@ -45,7 +45,8 @@ def check_database(path: Path) -> tuple[list[Check], Store | None]:
         Check("database integrity", "ok" if integrity == "ok" else "fail", integrity, "" if integrity == "ok" else "restore from a backup")
     )
     mode = store.journal_mode()
-    checks.append(Check("database journal", "ok" if mode == "wal" else "warn", mode, "" if mode == "wal" else "start the relay once to switch to WAL"))
+    wal = mode == "wal"
+    checks.append(Check("database journal", "ok" if wal else "warn", mode, "" if wal else "start the relay once to switch to WAL"))
     version = store.get_meta("schema_version")
     checks.append(Check("schema version", "ok" if version == str(SCHEMA_VERSION) else "warn", str(version)))
     return checks, store
@@ -58,7 +59,8 @@ def check_secret(db_path: str) -> list[Check]:
     else:
         source = f"key file {settings.key_file}"
         if not settings.key_file.exists():
-            return [Check("secret key", "fail", f"no RELAY_SECRET_KEY and no {settings.key_file}", "set RELAY_SECRET_KEY or restore the key file")]
+            missing = f"no RELAY_SECRET_KEY and no {settings.key_file}"
+            return [Check("secret key", "fail", missing, "set RELAY_SECRET_KEY or restore the key file")]
         mode = settings.key_file.stat().st_mode & 0o777
         if mode & 0o077:
             return [Check("secret key file mode", "fail", oct(mode), f"chmod 600 {settings.key_file}")]

@@ -6,7 +6,8 @@ import csv
 import datetime as dt
 import io
 import json
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import click
 
@@ -23,7 +24,7 @@ def timestamp(value: float | None) -> str | None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
-            moment = dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+            moment = dt.datetime.fromtimestamp(value, tz=dt.UTC)
         except (OverflowError, ValueError, OSError):
             pass
         else:
@@ -50,10 +51,10 @@ def emit_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, empty:
         return
     cells = [[_cell(row.get(column)) for column in columns] for row in rows]
     widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
-    click.echo("  ".join(column.ljust(width) for column, width in zip(columns, widths)).rstrip())
+    click.echo("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)).rstrip())
     click.echo("  ".join("-" * width for width in widths))
     for line in cells:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
 
 
 def emit_record(record: dict[str, Any], *, as_json: bool) -> None:

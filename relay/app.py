@@ -13,7 +13,8 @@ import ipaddress
 import logging
 import random
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import anyio.to_thread

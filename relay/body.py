@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from .errors import RelayError
 
@@ -108,7 +109,9 @@ def _json_fields(body: bytes, names: frozenset[str]) -> dict[str, str]:
         outer, bracket, _ = name.partition("[")
         if bracket and outer in payload and not isinstance(payload[outer], dict):
             # `video` names a source video only as {"id": ...}; any other form could be read as one upstream.
-            raise RelayError(400, f"The field '{outer}' must be an object like {{\"id\": \"video_123\"}}.", code="invalid_value", param=outer)
+            raise RelayError(
+                400, f"The field '{outer}' must be an object like {{\"id\": \"video_123\"}}.", code="invalid_value", param=outer
+            )
         value = _json_value(payload, name)
         if isinstance(value, str):
             if not is_valid_unicode(value):
@@ -199,7 +202,9 @@ def _multipart_fields(body: bytes, boundary: bytes, names: frozenset[str]) -> di
 
 def _unframed() -> RelayError:
     return RelayError(
-        400, "The multipart body is not framed by its boundary as RFC 2046 requires (or has no closing delimiter).", code="invalid_multipart"
+        400,
+        "The multipart body is not framed by its boundary as RFC 2046 requires (or has no closing delimiter).",
+        code="invalid_multipart",
     )
 
 
@@ -251,4 +256,6 @@ def _disposition(raw_headers: bytes) -> tuple[str | None, bool]:
 
 
 def _unreadable_part() -> RelayError:
-    return RelayError(400, "A multipart part has a Content-Disposition header this relay cannot read unambiguously.", code="invalid_multipart")
+    return RelayError(
+        400, "A multipart part has a Content-Disposition header this relay cannot read unambiguously.", code="invalid_multipart"
+    )

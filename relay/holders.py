@@ -20,9 +20,10 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 # Renewals per lease: a process must miss this many in a row before it is taken for dead.
 RENEWALS_PER_LEASE = 4
@@ -97,6 +98,6 @@ def exited(me: Holder, row: Mapping[str, Any]) -> bool:
     if me.host is None or row["host"] != me.host or row["id"] == me.owner or row["process_started"] is None:
         return False
     try:
-        return running_since(int(row["pid"])) != row["process_started"]
+        return bool(running_since(int(row["pid"])) != row["process_started"])
     except OSError:
         return False  # unreadable proves nothing: the lease decides

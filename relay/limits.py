@@ -14,8 +14,9 @@ import datetime as dt
 import json
 import math
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable
+from typing import Any
 
 from .errors import RelayError
 from .holders import short
@@ -200,7 +201,7 @@ def holdings_summary(holdings: list[dict[str, Any]]) -> dict[str, Any]:
 def period_bounds(period: str, now: float) -> tuple[float, float]:
     """Start and end of the UTC day or month that contains `now`."""
     # Whole seconds: fromtimestamp rounds microseconds, which could land a hair past midnight.
-    moment = dt.datetime.fromtimestamp(math.floor(now), tz=dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(math.floor(now), tz=dt.UTC)
     if period == "day":
         start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
         end = start + dt.timedelta(days=1)
@@ -239,7 +240,7 @@ def period_refusal(limit: str, period: str, *, used: float, asked: float, allowe
         429,
         f"This key's {what} of {_amount(allowed, unit)} per {period} would be exceeded: "
         f"{_amount(used, unit)} used or reserved, this request needs {_amount(asked, unit)}. "
-        f"It resets at {dt.datetime.fromtimestamp(resets, tz=dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}.",
+        f"It resets at {dt.datetime.fromtimestamp(resets, tz=dt.UTC):%Y-%m-%dT%H:%M:%SZ}.",
         code=code,
         limit=limit,
         retry_after=resets - now,
@@ -305,7 +306,7 @@ def job_terms(fields_: dict[str, str], source: Video | None, kind: str, prices: 
         lengths.append(_seconds(source.seconds))  # an extension's `seconds` is what it adds
     seconds = max((length for length in lengths if length), default=DEFAULT_SECONDS)
     priced = [(prices.cost(model, size, seconds), model, size) for model in models for size in sizes]
-    known = [choice for choice in priced if choice[0] is not None]
+    known = [(cost, model, size) for cost, model, size in priced if cost is not None]
     usd, model, size = max(known, key=lambda choice: choice[0]) if known else (None, models[0], sizes[0])
     return JobTerms(model=model, size=size, video_seconds=seconds, usd=usd, models=models, sizes=sizes)
 
@@ -326,7 +327,9 @@ def _seconds(value: str | None) -> float | None:
 def check_allowed(limits: Limits, terms: JobTerms) -> None:
     """Models and sizes outside the key's allow-lists are refused (403: retrying cannot help)."""
     for name, allowed, candidates in (("model", limits.models, terms.models), ("size", limits.sizes, terms.sizes)):
-        wanted = next((value for value in candidates if allowed is not None and value not in allowed), None)
+        if allowed is None:
+            continue  # no allow-list: any value will do
+        wanted = next((value for value in candidates if value not in allowed), None)
         if wanted is not None:
             raise QuotaExceeded(
                 403,

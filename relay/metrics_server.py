@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 import anyio.to_thread
 
@@ -63,7 +63,7 @@ async def serve_metrics(
                 answer = _response(200, "OK", await anyio.to_thread.run_sync(exposition), content_type)
             writer.write(answer)
             await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ValueError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, ConnectionError):
             pass  # a malformed or abandoned request gets no answer
         finally:
             writer.close()

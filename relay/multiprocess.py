@@ -15,13 +15,14 @@ metrics. An operator who sets `PROMETHEUS_MULTIPROC_DIR` must empty it before ea
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import MutableMapping
 
 from prometheus_client import multiprocess, values
 
@@ -72,10 +73,8 @@ def _supervisor_dir(supervisor: int) -> Path:
     base = Path(tempfile.gettempdir())
     ticks = _start_ticks(supervisor) if Path("/proc").is_dir() else "0"
     path = base / f"{DIR_PREFIX}{supervisor}-{ticks or 0}"
-    try:
+    with contextlib.suppress(FileExistsError):
         path.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
     if path.stat().st_uid != os.getuid():
         raise RuntimeError(f"{path} belongs to another user; set {ENV} to a directory of your own")
     _remove_stale(base)

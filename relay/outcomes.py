@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any, Mapping
+from typing import Any
 
 ERROR_CLASSES = (
     "none",
@@ -144,7 +145,7 @@ def cooldown_seconds(
     `x-ratelimit-reset-requests`, then the configured default. The result is clamped to
     [1 s, maximum] so a zero hint cannot cause a hammering loop nor a huge one a lockout.
     """
-    candidates = (
+    candidates: tuple[tuple[str, Callable[[], float | None]], ...] = (
         ("resets_in_seconds", lambda: _body_hint(body)),
         ("retry_after", lambda: _header(headers, "retry-after", lambda v: parse_retry_after(v, now))),
         ("x_ratelimit_reset_requests", lambda: _header(headers, "x-ratelimit-reset-requests", parse_duration)),

@@ -8,8 +8,8 @@ disk: least-recently-used order is kept in memory and written back in batches.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable
 
 from .store import Account, AccountQuota
 from .upstream import account_problem

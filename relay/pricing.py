@@ -12,8 +12,8 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 ANY_SIZE = "*"
 # Far above any real price; keeps a job's cost (price x seconds) an ordinary number.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -359,7 +359,13 @@ def note_broken_answer(request: Request, upstream: Upstream, route: str, failure
     request_facts(request).error_class = failure.error_class
     log.warning(
         "upstream broke off an answer",
-        extra=fields(request_id=request.state.request_id, account=upstream.name, route=route, error_class=failure.error_class, detail=failure.message),
+        extra=fields(
+            request_id=request.state.request_id,
+            account=upstream.name,
+            route=route,
+            error_class=failure.error_class,
+            detail=failure.message,
+        ),
     )
 
 

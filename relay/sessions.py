@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from collections.abc import Mapping
 
 SESSION_FIELD = "session_id"
 # Looked up case-insensitively (HTTP header names are).

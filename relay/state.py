@@ -8,9 +8,10 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -20,12 +21,12 @@ from .config import ConfigError, Settings
 from .crypto import SecretBox, read_key_file, resolve_keys
 from .keys import KeyCache
 from .metrics import Metrics
-from .usage_metrics import UsageCollector
 from .pool import Pool, Upstream
 from .pricing import PriceTable
 from .recorder import Recorder
 from .store import Account, Store
 from .upstream import Client, close_client, make_client
+from .usage_metrics import UsageCollector
 
 log = logging.getLogger("relay")
 

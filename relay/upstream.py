@@ -10,8 +10,9 @@ import re
 import ssl
 import time
 import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import AsyncIterator, Awaitable, Callable, Iterator, Mapping, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import certifi
@@ -381,7 +382,8 @@ async def read_answer(opened: Opened, *, max_bytes: int, body_timeout: float, cr
     encoding = headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity"):
         body = _decoded(body, encoding, max_bytes, opened.started)
-        headers = CIMultiDictProxy(CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in ("content-encoding", "content-length")))
+        kept = ((k, v) for k, v in headers.items() if k.lower() not in ("content-encoding", "content-length"))
+        headers = CIMultiDictProxy(CIMultiDict(kept))
     return Answer(opened.status, headers, without_credential(body, credential), time.perf_counter() - opened.started)
 
 
@@ -414,12 +416,12 @@ def without_credential(text: Text, credential: str) -> Text:
     """`text` with every piece of `credential` in it (by the rule above) replaced by "[redacted]"."""
     if not credential:
         return text
-    secret: Text = credential.encode() if isinstance(text, bytes) else credential  # type: ignore[assignment]
+    secret: Text = credential.encode() if isinstance(text, bytes) else credential
     spans = _fragments(text, secret)
     if not spans:
         return text
     widened = sorted(_widened(text, secret, start, end) for start, end in spans)
-    redacted: Text = REDACTED.encode() if isinstance(text, bytes) else REDACTED  # type: ignore[assignment]
+    redacted: Text = REDACTED.encode() if isinstance(text, bytes) else REDACTED
     pieces, position = [], 0
     for start, end in widened:
         if end <= position:
@@ -495,7 +497,7 @@ def _widened(text: Text, secret: Text, start: int, end: int) -> tuple[int, int]:
 def headers_without_credential(headers: Headers, credential: str) -> Headers:
     """The answer's headers with any piece of the credential blanked out (as in bodies)."""
     cleaned = [(name, without_credential(value, credential)) for name, value in headers.items()]
-    if all(value is original for (_, value), original in zip(cleaned, headers.values())):
+    if all(value is original for (_, value), original in zip(cleaned, headers.values(), strict=True)):
         return headers
     return CIMultiDictProxy(CIMultiDict(cleaned))
 
@@ -512,14 +514,18 @@ def _decoded(body: bytes, encoding: str, max_bytes: int, started: float) -> byte
     """
     bits = _ZLIB_WINDOW_BITS.get(encoding)
     if bits is None:
-        raise UpstreamFailure("connection_error", f"answer in content-encoding {encoding!r}, which was not asked for", time.perf_counter() - started)
+        raise UpstreamFailure(
+            "connection_error", f"answer in content-encoding {encoding!r}, which was not asked for", time.perf_counter() - started
+        )
     decoded, rest = bytearray(), body
     while rest:
         decoder = zlib.decompressobj(bits)
         try:
             decoded += decoder.decompress(rest, max_bytes + 1 - len(decoded))
         except zlib.error:
-            raise UpstreamFailure("connection_error", f"a {encoding} answer that does not decompress", time.perf_counter() - started) from None
+            raise UpstreamFailure(
+                "connection_error", f"a {encoding} answer that does not decompress", time.perf_counter() - started
+            ) from None
         if len(decoded) > max_bytes:
             raise _too_large(max_bytes, started)
         if not decoder.eof:
@@ -581,7 +587,7 @@ def _aiohttp_failures_classified(started: float) -> Iterator[None]:
         yield
     except aiohttp.ConnectionTimeoutError as exc:
         raise UpstreamFailure("timeout", _describe(exc), time.perf_counter() - started, before_send=True) from None
-    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamFailure("timeout", _describe(exc), time.perf_counter() - started) from None
     except aiohttp.ClientConnectorError as exc:
         # Refused connections, DNS and TLS handshake failures: nothing was sent.

@@ -12,7 +12,8 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -28,6 +29,7 @@ from .idempotency import idempotent
 from .limits import job_terms
 from .logs import SHUTDOWN, fields as log_fields
 from .outcomes import is_redirect
+from .pool import Upstream
 from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
 from .proxy import (
     attempt,
@@ -44,11 +46,10 @@ from .proxy import (
     passthrough,
     read_attempt,
     relay_state,
-    request_facts,
     request_body,
+    request_facts,
     settle,
 )
-from .pool import Upstream
 from .quota import Booking, book, note_upstream_quota
 from .sessions import SESSION_FIELD, session_hash, session_id
 from .state import RelayState
@@ -130,7 +131,7 @@ async def record_job(
 ) -> None:
     resource = _json_object(body)
     video_id = _text(resource.get("id")) if resource else None
-    if video_id is None:
+    if resource is None or video_id is None:
         return  # an upstream that answers 2xx without a usable id gives nothing to follow up on
     seconds = _text(resource.get("seconds")) or fields.get("seconds")
     # An extension's `seconds` is the stitched total; what was rendered is the request's `seconds`.
