@@ -1,11 +1,19 @@
-"""relayctl db init: set up a database (and its folder and key file) where the relay will find it."""
+"""relayctl db: set up a database (and its folder and key file) where the relay will find it, and
+see or run its schema migrations."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import click
 
+from relay.store import SchemaTooNew, Store
+
 from .common import database_options, open_db, settings_for
-from .output import emit_json
+from .output import emit_json, emit_record
 
 
 @click.group("db")
@@ -45,3 +53,63 @@ def db_init(db_path: str, as_json: bool) -> None:
         click.echo("Created " + ", ".join(created) + ".")
     else:
         click.echo(f"{settings.database} is already set up; nothing changed.")
+
+
+@db_group.command("status")
+@database_options
+def db_status(db_path: str, as_json: bool) -> None:
+    """The database's schema version against this release's, and the migrations an upgrade would run.
+
+    Changes nothing. A database newer than this release shows no pending steps: the relay and
+    'db upgrade' refuse it.
+
+    \b
+    Example:
+      relayctl db status --db /var/lib/video-relay/relay.db
+    """
+    with _existing_store(db_path) as store:
+        status = store.schema_status()
+    if as_json:
+        emit_json(status.as_dict())
+        return
+    emit_record({**status.as_dict(), "pending": ", ".join(str(step) for step in status.pending) or "none"}, as_json=False)
+
+
+@db_group.command("upgrade")
+@database_options
+def db_upgrade(db_path: str, as_json: bool) -> None:
+    """Run the schema migrations the database has not had yet; running it again changes nothing.
+
+    The relay runs them itself at start-up; this is for upgrading ahead of a start, or after
+    restoring an old backup. Relays still running the previous release keep working on an
+    upgraded database only if the release notes say so: stop them first.
+
+    \b
+    Example:
+      relayctl db upgrade --db /var/lib/video-relay/relay.db
+    """
+    with _existing_store(db_path) as store:
+        applied = store.ensure_schema()
+        version = store.schema_status().version
+    if as_json:
+        emit_json({"database": db_path, "applied": list(applied), "version": version})
+    elif applied:
+        click.echo(f"Ran migration(s) {', '.join(str(step) for step in applied)}; {db_path} is at schema version {version}.")
+    else:
+        click.echo(f"{db_path} is at schema version {version}; nothing to do.")
+
+
+@contextmanager
+def _existing_store(db_path: str) -> Iterator[Store]:
+    """The store of a database that exists, without the secret key: migrations do not need it."""
+    if not Path(db_path).is_file():
+        raise click.ClickException(f"no relay database at {db_path}: check --db or RELAY_DATABASE (or create one with 'db init')")
+    store = Store(db_path)
+    try:
+        yield store
+    except sqlite3.DatabaseError as error:
+        raise click.ClickException(f"{db_path} is not a relay database ({error})") from None
+    except SchemaTooNew as error:
+        raise click.ClickException(f"{db_path}: {error}") from None
+    finally:
+        store.close()

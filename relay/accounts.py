@@ -10,7 +10,8 @@ from typing import Any
 
 from .crypto import SecretBox, generate_key, read_key_file, write_key_file
 from .keys import KeyInputError, validate_name
-from .store import ACCOUNT_TYPES, Account, NotFound, Store
+from .records import ACCOUNT_TYPES, Account, NotFound
+from .store import Store
 from .upstream import DEFAULT_BASE_API, base_api_problem, credential_problem, proxy_problem, shown_url
 
 # Said by `relayctl accounts add --type openai` and the README, plainly.

@@ -12,8 +12,8 @@ from starlette.responses import Response
 
 from .body import request_fingerprint
 from .errors import RelayError, WorkMayExist, envelope
+from .records import KeyRecord
 from .state import RelayState
-from .store import KeyRecord
 
 HEADER = "idempotency-key"
 _MAX_KEY_LENGTH = 255

@@ -19,7 +19,8 @@ import anyio.to_thread
 
 from .errors import RelayError
 from .limits import Limits, changed_limits
-from .store import KeyRecord, Store
+from .records import KeyRecord
+from .store import Store
 
 PREFIX = "rk-"
 _ID_HEX_LENGTH = 16

@@ -21,7 +21,7 @@ from typing import Any
 from .errors import RelayError
 from .holders import short
 from .pricing import DEFAULT_MODEL, DEFAULT_SECONDS, DEFAULT_SIZE, PriceTable, is_size
-from .store import Usage, Video
+from .records import Usage, Video
 
 # Values of relay_quota_hits_total{limit}.
 LIMIT_NAMES = (

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from .store import Account, AccountQuota
+from .records import Account, AccountQuota
 from .upstream import account_problem
 
 log = logging.getLogger("relay.pool")

@@ -18,8 +18,8 @@ from .outcomes import answer_class, cooldown_seconds, is_redirect, status_class,
 from .pool import Upstream
 from .quota import check_request_rate, note_upstream_quota
 from .recorder import AccountUse, KeyUse, SessionUse
+from .records import KeyRecord, NotFound, Outcome
 from .state import RelayState
-from .store import KeyRecord, NotFound, Outcome
 
 log = logging.getLogger("relay.proxy")
 

@@ -26,8 +26,8 @@ from .limits import (
 from .outcomes import parse_duration
 from .pool import Upstream
 from .recorder import QuotaSeen
+from .records import AccountQuota, KeyRecord
 from .state import RelayState
-from .store import AccountQuota, KeyRecord
 from .upstream import Headers
 
 log = logging.getLogger("relay.quota")

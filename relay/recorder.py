@@ -12,7 +12,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .store import AccountQuota, Outcome, Store
+from .records import AccountQuota, Outcome
+from .store import Store
 
 log = logging.getLogger("relay.recorder")
 

@@ -24,7 +24,8 @@ from .metrics import Metrics
 from .pool import Pool, Upstream
 from .pricing import PriceTable
 from .recorder import Recorder
-from .store import Account, Store
+from .records import Account, SchemaTooNew
+from .store import Store
 from .upstream import Client, close_client, make_client
 from .usage_metrics import UsageCollector
 
@@ -134,6 +135,8 @@ def open_store(settings: Settings) -> tuple[Store, SecretBox]:
         store.ensure_schema()
     except sqlite3.DatabaseError as error:
         raise ConfigError(f"{settings.database} is not a relay database ({error})") from None
+    except SchemaTooNew as error:
+        raise ConfigError(f"{settings.database}: {error}") from None
     # A database written under a key gets no new one: that key could never read its credentials.
     keys, created_message = resolve_keys(
         settings.secret_key, settings.key_file, may_create=store.get_meta("secret_check") is None

@@ -51,9 +51,9 @@ from .proxy import (
     settle,
 )
 from .quota import Booking, book, note_upstream_quota
+from .records import TERMINAL_STATUSES, KeyRecord, Video
 from .sessions import SESSION_FIELD, session_hash, session_id
 from .state import RelayState
-from .store import TERMINAL_STATUSES, KeyRecord, Video
 
 log = logging.getLogger("relay.videos")
 

@@ -1,0 +1,151 @@
+"""The relay's domain records and the store's errors: plain data, no database.
+
+Pure modules (limits, pool, metrics, quota, videos ...) import these from here, so they never
+import the database layer; relay.store reads and writes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ACCOUNT_TYPES = ("openai-responses", "openai")
+ACCOUNT_STATES = ("active", "rate_limited", "unauthorized", "disabled")
+# What the relay stores; `disabled` is how an account with enabled = 0 shows.
+STORED_STATES = ("active", "rate_limited", "unauthorized")
+
+
+class NotFound(LookupError):
+    """No row with that name."""
+
+
+class AlreadyExists(ValueError):
+    """A row with that name exists already."""
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    name: str
+    type: str
+    base_api: str
+    priority: int
+    enabled: bool
+    state: str
+    state_reason: str | None
+    state_since: float | None
+    state_until: float | None
+    last_error: str | None
+    last_used_at: float | None
+    created_at: float
+    credential_encrypted: str = field(repr=False)
+    credential_rotated_at: float | None = None
+    proxy_encrypted: str | None = field(default=None, repr=False)
+    # Operator's cap on video-seconds this account may render per UTC day (None: no cap).
+    max_video_seconds_per_day: float | None = None
+
+    def effective_state(self, now: float) -> str:
+        if not self.enabled:
+            return "disabled"
+        if self.state == "rate_limited" and (self.state_until is None or self.state_until <= now):
+            return "active"
+        return self.state
+
+    def is_usable(self, now: float) -> bool:
+        return self.effective_state(now) == "active"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    name: str
+    salt: str = field(repr=False)
+    hash: str = field(repr=False)
+    permissions: frozenset[str]
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+    note: str | None
+    previous_salt: str | None = field(default=None, repr=False)
+    previous_hash: str | None = field(default=None, repr=False)
+    previous_valid_until: float | None = None
+    rotated_at: float | None = None
+    # The key's limits as stored JSON (relay.limits.Limits reads it); None: no limits.
+    limits_json: str | None = None
+
+    def state(self, now: float) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ts: float
+    request_id: str
+    key_name: str | None
+    account: str | None
+    account_type: str | None
+    route: str
+    upstream_status: int | None
+    error_class: str
+    latency_ms: float | None
+    # Set on the retrieve that saw a job reach `completed` or `failed`.
+    job_status: str | None = None
+
+
+TERMINAL_STATUSES = ("completed", "failed")
+
+
+@dataclass(frozen=True)
+class Video:
+    id: str
+    account: str
+    key_name: str
+    kind: str
+    source_video_id: str | None
+    model: str | None
+    seconds: str | None
+    billable_seconds: float | None
+    size: str | None
+    status: str
+    progress: int | None
+    created_at: float
+    recorded_at: float
+    finished_at: float | None
+    deleted_at: float | None
+    resource: str
+    expires_at: float | None = None
+    # Cost accounting: USD reserved at create, settled on completion, released on failure.
+    usd: float | None = None
+    charge_state: str | None = None
+    charged_at: float | None = None
+
+
+CHARGE_STATES = ("reserved", "settled", "released")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a key or an account has used in a period: its jobs plus the creates still in flight."""
+
+    in_flight: int = 0
+    video_seconds: float = 0.0
+    usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class AccountQuota:
+    """The upstream's own request quota for an account, from its x-ratelimit-* headers."""
+
+    account: str
+    observed_at: float
+    limit_requests: int | None
+    remaining_requests: int | None
+    resets_at: float | None
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was upgraded by a newer release than this one: its schema is unknown here."""

@@ -1,0 +1,28 @@
+"""The meta table: settings the relay keeps in the database, and the config version relays poll."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from .connection import Database
+
+
+class Meta(Database):
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row["value"]
+
+    def set_meta_if_absent(self, key: str, value: str) -> str:
+        """Store `value` unless a value is there already; return the stored one."""
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            return str(conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()["value"])
+
+    def config_version(self) -> int:
+        return int(self.get_meta("config_version") or 0)
+
+
+def bump_config_version(conn: sqlite3.Connection) -> None:
+    """Every change to keys, accounts or prices bumps it: running relays poll it to refresh their
+    in-memory snapshots within a fraction of a second. Call inside the change's transaction."""
+    conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'config_version'")

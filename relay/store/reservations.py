@@ -1,0 +1,186 @@
+"""Budgets and admission: request slots, reservations of creates in flight, usage, and the holders
+whose leases keep reservations alive (relay.holders)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..records import Usage
+from .connection import Database
+
+if TYPE_CHECKING:
+    from ..holders import Holder
+
+R = TypeVar("R")
+
+# A reservation counts while the process that wrote it holds its lease (relay.holders); rows
+# from versions without owners keep only their own expiry. Takes the current time.time().
+_HELD_BY_LIVE_OWNER = "(owner IS NULL OR owner IN (SELECT id FROM holders WHERE expires_at > ?))"
+
+# What a key or an account has used: (its charged jobs since a time, its creates in flight).
+# Charges 'reserved' and 'settled' count against budgets; 'released' ones do not.
+_USAGE_STATEMENTS = {
+    "key": (
+        "SELECT coalesce(sum(billable_seconds), 0) AS seconds, coalesce(sum(usd), 0) AS usd FROM videos"
+        " WHERE key_name = ? AND charged_at >= ? AND charge_state IN ('reserved', 'settled')",
+        "SELECT count(*) AS n, coalesce(sum(video_seconds), 0) AS seconds, coalesce(sum(usd), 0) AS usd"
+        f" FROM reservations WHERE key_name = ? AND expires_at > ? AND id != ? AND {_HELD_BY_LIVE_OWNER}",
+    ),
+    "account": (
+        "SELECT coalesce(sum(billable_seconds), 0) AS seconds, coalesce(sum(usd), 0) AS usd FROM videos"
+        " WHERE account = ? AND charged_at >= ? AND charge_state IN ('reserved', 'settled')",
+        "SELECT count(*) AS n, coalesce(sum(video_seconds), 0) AS seconds, coalesce(sum(usd), 0) AS usd"
+        f" FROM reservations WHERE account = ? AND expires_at > ? AND id != ? AND {_HELD_BY_LIVE_OWNER}",
+    ),
+}
+
+
+def _usage(conn: sqlite3.Connection, of: str, name: str, *, since: float, now: float, exclude: str = "") -> Usage:
+    """`of` is "key" or "account"."""
+    jobs_sql, flying_sql = _USAGE_STATEMENTS[of]
+    jobs = conn.execute(jobs_sql, (name, since)).fetchone()
+    flying = conn.execute(flying_sql, (name, now, exclude, time.time())).fetchone()
+    return Usage(
+        in_flight=int(flying["n"]),
+        video_seconds=float(jobs["seconds"]) + float(flying["seconds"]),
+        usd=float(jobs["usd"]) + float(flying["usd"]),
+    )
+
+
+class Reservations(Database):
+    def take_request_slot(self, key_name: str, *, now: float, limit: int, window: float) -> float | None:
+        """Admit one request into the key's sliding window; None if admitted, else seconds until a slot frees."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM request_log WHERE key_name = ? AND ts <= ?", (key_name, now - window))
+            row = conn.execute(
+                "SELECT count(*) AS n, min(ts) AS oldest FROM request_log WHERE key_name = ?", (key_name,)
+            ).fetchone()
+            if row["n"] >= limit:
+                return max(0.0, float(row["oldest"]) + window - now)
+            conn.execute("INSERT INTO request_log (key_name, ts) VALUES (?, ?)", (key_name, now))
+            return None
+
+    def key_usage(self, key_name: str, *, since: float, now: float) -> Usage:
+        return _usage(self._conn(), "key", key_name, since=since, now=now)
+
+    def account_usage(self, account: str, *, since: float, now: float) -> Usage:
+        return _usage(self._conn(), "account", account, since=since, now=now)
+
+    def reserve(
+        self,
+        reservation_id: str,
+        *,
+        key_name: str,
+        video_seconds: float,
+        usd: float,
+        now: float,
+        expires_at: float,
+        periods: Sequence[float],
+        refuse: Callable[[Usage, dict[float, Usage]], R | None],
+        owner: str | None = None,
+    ) -> R | None:
+        """Reserve a create against its key's limits, atomically across workers and the CLI.
+
+        `refuse` sees the key's usage (in flight, and per period start in `periods`) and names
+        the limit the create would break, or None; only then is the reservation written.
+        Because this runs in one write transaction, concurrent creates racing for the last of
+        a budget are admitted one at a time and cannot overspend it.
+        """
+        with self.transaction() as conn:
+            conn.execute(
+                f"DELETE FROM reservations WHERE expires_at <= ? OR NOT {_HELD_BY_LIVE_OWNER}", (now, time.time())
+            )
+            current = _usage(conn, "key", key_name, since=now, now=now)
+            by_period = {start: _usage(conn, "key", key_name, since=start, now=now) for start in periods}
+            refused = refuse(current, by_period)
+            if refused is None:
+                conn.execute(
+                    "INSERT INTO reservations (id, key_name, account, video_seconds, usd, created_at, expires_at, owner)"
+                    " VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
+                    (reservation_id, key_name, video_seconds, usd, now, expires_at, owner),
+                )
+            return refused
+
+    def claim_account_capacity(
+        self,
+        reservation_id: str,
+        *,
+        key_name: str,
+        account: str,
+        video_seconds: float,
+        usd: float,
+        cap: float,
+        day_start: float,
+        now: float,
+        expires_at: float,
+        owner: str | None = None,
+    ) -> bool:
+        """Book a create's seconds on a capped account if they fit under its daily cap."""
+        with self.transaction() as conn:
+            used = _usage(conn, "account", account, since=day_start, now=now, exclude=reservation_id)
+            if used.video_seconds + video_seconds > cap:
+                return False
+            conn.execute(
+                "INSERT INTO reservations (id, key_name, account, video_seconds, usd, created_at, expires_at, owner)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET account = excluded.account",
+                (reservation_id, key_name, account, video_seconds, usd, now, expires_at, owner),
+            )
+            return True
+
+    def release_reservation(self, reservation_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+
+    def live_reservations(self, now: float) -> list[dict[str, Any]]:
+        """The reservations that count: not expired, and held by a live process (or by no process)."""
+        return [
+            dict(row)
+            for row in self._conn().execute(
+                f"SELECT * FROM reservations WHERE expires_at > ? AND {_HELD_BY_LIVE_OWNER}", (now, time.time())
+            )
+        ]
+
+    def key_holdings(self, key_name: str, now: float) -> list[dict[str, Any]]:
+        """A key's unexpired reservations, oldest first, with their owner and whether it holds its lease."""
+        return [
+            {**dict(row), "alive": bool(row["alive"])}
+            for row in self._conn().execute(
+                "SELECT r.id, r.owner, r.account, r.video_seconds, r.usd, r.created_at, r.expires_at,"
+                " h.hostname, h.pid, h.expires_at AS lease_expires_at,"
+                " (r.owner IS NULL OR coalesce(h.expires_at > ?, 0)) AS alive"
+                " FROM reservations r LEFT JOIN holders h ON h.id = r.owner"
+                " WHERE r.key_name = ? AND r.expires_at > ? ORDER BY r.created_at, r.id",
+                (time.time(), key_name, now),
+            )
+        ]
+
+    def renew_holder(
+        self, holder: Holder, *, now: float, lease: float, exited: Callable[[dict[str, Any]], bool]
+    ) -> int:
+        """Register or renew this process's lease; forget processes that are gone; return holdings freed.
+
+        A holder is gone when its lease lapsed or when `exited` says so (a dead pid on this
+        machine). Their reservations are deleted here, by whichever live process renews first.
+        """
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO holders (id, host, hostname, pid, process_started, started_at, renewed_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET renewed_at = excluded.renewed_at,"
+                " expires_at = excluded.expires_at",
+                (holder.owner, holder.host, holder.hostname, holder.pid, holder.process_started, now, now, now + lease),
+            )
+            others = conn.execute("SELECT * FROM holders WHERE id != ?", (holder.owner,)).fetchall()
+            gone = [row["id"] for row in others if row["expires_at"] <= now or exited(dict(row))]
+            conn.executemany("DELETE FROM holders WHERE id = ?", [(owner,) for owner in gone])
+            return conn.execute(
+                "DELETE FROM reservations WHERE owner IS NOT NULL AND owner NOT IN (SELECT id FROM holders)"
+            ).rowcount
+
+    def release_holder(self, owner: str) -> None:
+        """A process that stops cleanly gives up its lease and whatever it still held."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM reservations WHERE owner = ?", (owner,))
+            conn.execute("DELETE FROM holders WHERE id = ?", (owner,))

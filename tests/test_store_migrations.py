@@ -1,0 +1,147 @@
+"""Versioned schema migrations (issue 13): a database made before them upgrades in place with
+nothing lost, `relayctl db status` / `db upgrade` report and run them, processes starting
+together do not race, and a database newer than the code is refused with one line."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.config import ConfigError, Settings
+from relay.state import open_store
+from relay.store import SCHEMA_VERSION, Store, schema
+
+FIXTURE = Path(__file__).parent / "fixtures" / "relay-v1.sql"
+
+
+def fixture_value(label: str) -> str:
+    """A throwaway value the fixture's header comments name (its secret key, alice's relay key)."""
+    prefix = f"-- {label}: "
+    return next(line[len(prefix) :] for line in FIXTURE.read_text().splitlines() if line.startswith(prefix))
+
+
+def load_fixture(path: Path, *also: str) -> None:
+    """The database today's release wrote, in a file, with optional statements run after it."""
+    conn = sqlite3.connect(path)
+    conn.executescript(FIXTURE.read_text())
+    for statement in also:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+def rows(path: Path) -> dict[str, set[tuple[tuple[str, Any], ...]]]:
+    """Every row of every table, as sets of (column, value) pairs (columns added later do not hide a row)."""
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        return {t: {tuple(sorted(dict(r).items())) for r in conn.execute(f'SELECT * FROM "{t}"')} for t in tables}
+    finally:
+        conn.close()
+
+
+def contains_every_row(after: dict[str, set[Any]], before: dict[str, set[Any]]) -> None:
+    for table, table_rows in before.items():
+        assert table_rows, f"the fixture has no {table} rows"
+        columns = {column for column, _ in next(iter(table_rows))}
+        kept = {tuple(pair for pair in row if pair[0] in columns) for row in after[table]}
+        assert table_rows <= kept, table
+
+
+def test_a_database_from_the_release_before_migrations_opens_with_every_row(tmp_path: Path, make_relay: Any) -> None:
+    path = tmp_path / "relay.db"
+    load_fixture(path)
+    before = rows(path)
+    settings = Settings(database=path, secret_key=fixture_value("secret key"))
+    store, box = open_store(settings)  # the relay's start-up: it runs the migrations
+    assert store.schema_status().version == SCHEMA_VERSION and store.schema_status().pending == ()
+    store.close()
+    contains_every_row(rows(path), before)
+
+    relay = make_relay(secret_key=fixture_value("secret key"))
+    alice = {"Authorization": f"Bearer {fixture_value('key alice')}"}
+    listed = relay.client.get("/openai/v1/videos", headers=alice)
+    assert listed.status_code == 200, listed.text
+    assert [video["id"] for video in listed.json()["data"]] == ["video_fixture1"]
+    assert relay.client.get("/openai/v1/videos", headers={"Authorization": "Bearer rk-0000000000000000-nope"}).status_code == 401
+    assert sorted(upstream.name for upstream in relay.state.pool.all()) == ["acct-one", "acct-two"]
+    assert relay.state.box.decrypt(relay.state.store.account("acct-one").credential_encrypted) == "sk-fixture-one"
+    remix = relay.state.store.video("video_fixture2")
+    assert remix is not None and remix.account == "acct-two" and remix.charge_state == "reserved"
+    assert relay.state.store.character_owner("char_fixture1") == ("acct-one", "alice")
+    assert relay.state.prices.usd_per_second("sora-2-pro", "1792x1024") == 0.5
+
+
+def test_a_version_1_database_missing_later_columns_gets_them_with_its_rows_kept(tmp_path: Path, cli: Any) -> None:
+    """Earlier releases recorded version 1 too, before later columns and tables existed."""
+    path = tmp_path / "relay.db"
+    load_fixture(path, "ALTER TABLE keys DROP COLUMN limits", "ALTER TABLE reservations DROP COLUMN owner", "DROP TABLE holders")
+    before = rows(path)
+
+    status = json.loads(cli("db", "status", "--json").output)
+    assert status == {"database": str(path), "version": 1, "code_version": SCHEMA_VERSION, "journal_mode": "wal", "pending": [1]}
+    assert rows(path) == before  # status changes nothing
+
+    assert json.loads(cli("db", "upgrade", "--json").output) == {"database": str(path), "applied": [1], "version": SCHEMA_VERSION}
+    assert "nothing to do" in cli("db", "upgrade").output
+    assert "pending       none" in cli("db", "status").output
+    after = rows(path)
+    contains_every_row(after, before)
+    assert {("limits", None)} <= set(next(iter(after["keys"])))
+
+
+def test_db_status_and_upgrade_refuse_a_missing_or_foreign_file(tmp_path: Path, cli: Any) -> None:
+    assert "no relay database" in cli("db", "status", code=1).output
+    assert not (tmp_path / "relay.db").exists()
+    (tmp_path / "relay.db").write_bytes(b"not sqlite at all " * 100)
+    assert "is not a relay database" in cli("db", "upgrade", code=1).output
+
+
+def test_a_database_newer_than_the_code_is_refused_with_one_line(tmp_path: Path, cli: Any) -> None:
+    path = tmp_path / "relay.db"
+    load_fixture(path, f"UPDATE meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'")
+    with pytest.raises(ConfigError, match=rf"schema version {SCHEMA_VERSION + 1}, newer than this release knows"):
+        open_store(Settings(database=path, secret_key=fixture_value("secret key")))
+    refused = cli("db", "upgrade", code=1).output
+    assert refused.count("\n") == 1 and "newer than this release knows" in refused
+    status = json.loads(cli("db", "status", "--json").output)
+    assert status["version"] == SCHEMA_VERSION + 1 and status["pending"] == []
+
+
+def test_a_new_step_runs_once_however_many_processes_start_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "relay.db"
+    load_fixture(path)
+
+    def step_2(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE step_2_ran (x)")  # fails if it ever runs twice
+        conn.execute("INSERT INTO step_2_ran VALUES (1)")
+
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, step_2))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    stores = [Store(path) for _ in range(6)]
+    applied: list[tuple[int, ...]] = []
+    errors: list[BaseException] = []
+
+    def start(store: Store) -> None:
+        try:
+            applied.append(store.ensure_schema())
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(applied) == [(), (), (), (), (), (SCHEMA_VERSION + 1,)]
+    assert stores[0].schema_status().version == SCHEMA_VERSION + 1
+    assert stores[0]._conn().execute("SELECT count(*) FROM step_2_ran").fetchone()[0] == 1
+    for store in stores:
+        store.close()
