@@ -6,6 +6,11 @@ asks a real Prometheus for every expression here.
 
 Every panel's datasource is the `${DS_PROMETHEUS}` dashboard variable (type datasource), so
 the same file works through the import UI, the HTTP API and file provisioning.
+
+Several relay instances (replicas on one database) each serve /metrics. Counters, histograms
+and relay_requests_in_flight are per process and are summed over instances; the gauges read
+from the database are the same on every instance and are taken with max (or min) by their own
+labels, never summed (docs/metrics.md, "Several instances"; tests/test_dashboards.py checks it).
 """
 
 from __future__ import annotations
@@ -245,8 +250,9 @@ TRAFFIC = Dashboard(
         ),
         Panel(
             "In-flight requests",
-            "Requests being handled now, summed over the relay's workers.",
-            (Target("sum(relay_requests_in_flight)", "in flight"),),
+            "Requests being handled now by each relay instance (summed over its workers), stacked: the top is the whole relay.",
+            (Target("sum by (instance) (relay_requests_in_flight)", "{{instance}}"),),
+            stacked=True,
             width=8,
         ),
         Panel(

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -40,23 +41,32 @@ def fake_account(name: str) -> Account:
 
 def exported() -> dict[str, tuple[str, tuple[str, ...]]]:
     """Every metric the relay exports: name -> (type, label names), read from the code."""
+    return {name: (kind, labels) for name, (kind, labels, _) in catalogue().items()}
+
+
+def sources() -> dict[str, str]:
+    """Every metric the relay exports -> `process` (an instrument each relay process keeps, so
+    N instances export N shares) or `database` (read from the database at scrape time, so every
+    instance exports the same value)."""
+    return {name: source for name, (_, _, source) in catalogue().items()}
+
+
+def catalogue() -> dict[str, tuple[str, tuple[str, ...], str]]:
     metrics = Metrics(lambda: [fake_account("a")], lambda now: 0)
-    found: dict[str, tuple[str, tuple[str, ...]]] = {}
+    found: dict[str, tuple[str, tuple[str, ...], str]] = {}
     instruments = [value for value in vars(metrics).values() if isinstance(value, MetricWrapperBase)]
     names = set()
     for instrument in instruments:
         kind = str(instrument._type)
         name = instrument._name + ("_total" if kind == "counter" else "")
-        found[name] = (kind, tuple(instrument._labelnames))
+        found[name] = (kind, tuple(instrument._labelnames), "process")
         names.add(instrument._name)
-    for family in metrics.registry.collect():
+    # Everything else comes from a scrape-time collector, and those read the database.
+    for family in [*metrics.registry.collect(), *usage_families()]:
         if family.name in names:
             continue
         labels = tuple(sorted({label for sample in family.samples for label in sample.labels}))
-        found[family.name + ("_total" if family.type == "counter" else "")] = (family.type, labels)
-    for family in usage_families():
-        labels = tuple(sorted({label for sample in family.samples for label in sample.labels}))
-        found[family.name] = (family.type, labels)
+        found[family.name + ("_total" if family.type == "counter" else "")] = (family.type, labels, "database")
     return found
 
 
@@ -74,16 +84,17 @@ def usage_families() -> list[Any]:
 
 
 def documented() -> dict[str, dict[str, Any]]:
-    """The catalogue table in docs/metrics.md: name -> type, labels, used-by entries."""
+    """The catalogue table in docs/metrics.md: name -> type, labels, source, used-by entries."""
     rows: dict[str, dict[str, Any]] = {}
     for line in DOC.read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) != 5 or not cells[0].startswith("`relay_"):
+        if len(cells) != 6 or not cells[0].startswith("`relay_"):
             continue
         name = cells[0].strip("`")
         labels = tuple(sorted(re.findall(r"`([a-z_]+)`", cells[2])))
-        used_by = {entry.strip() for entry in cells[4].split(";") if entry.strip() and entry.strip() != "—"}
-        rows[name] = {"type": cells[1].split()[0], "labels": labels, "used_by": used_by}
+        used_by = {entry.strip() for entry in cells[5].split(";") if entry.strip() and entry.strip() != "—"}
+        source = cells[4].split(":")[0].strip()
+        rows[name] = {"type": cells[1].split()[0], "labels": labels, "source": source, "used_by": used_by}
     return rows
 
 
@@ -115,6 +126,129 @@ def users() -> dict[str, set[str]]:
         for name in metrics_in(rule["expr"], histograms):
             used.setdefault(name, set()).add(f"alert {rule['alert']}")
     return used
+
+
+def queries() -> list[tuple[str, str]]:
+    """(where, expression) for every panel target and alert rule."""
+    found = []
+    for board in dashboards.DASHBOARDS:
+        for panel in board.panels:
+            found += [(f"{board.title}: {panel.title}", target.expr) for target in panel.targets]
+    found += [(f"alert {rule['alert']}", rule["expr"]) for rule in alert_rules()]
+    return found
+
+
+@dataclass(frozen=True)
+class Call:
+    """A function or aggregation around a metric: `max by (account) (...)` is
+    Call("max", "by", ("account",))."""
+
+    name: str
+    grouping: str = ""
+    labels: tuple[str, ...] = ()
+
+
+CALL_BEFORE_PAREN = re.compile(r"([a-z_]*)\s*(?:(by|without)\s*\(([^()]*)\)\s*)?$")
+METRIC_AT = re.compile(r"relay_[a-z0-9_]+\b(?!\s*\()")
+
+
+def metric_uses(expr: str) -> list[tuple[str, list[Call]]]:
+    """Each relay metric an expression reads, with the calls around it, innermost first.
+
+    Enough of PromQL for the relay's own expressions: label matchers, ranges and strings are
+    skipped; `agg by (labels) (...)` is one call (the grouping written before the argument).
+    """
+    uses: list[tuple[str, list[Call]]] = []
+    stack: list[Call] = []
+    closing = {"{": "}", "[": "]", '"': '"'}
+    i = 0
+    while i < len(expr):
+        char = expr[i]
+        if char in closing:
+            i = expr.index(closing[char], i + 1) + 1
+            continue
+        if char == "(":
+            before = expr[:i]
+            if re.search(r"\b(by|without)\s*$", before):
+                i = expr.index(")", i) + 1  # the grouping's label list, part of the call that follows
+                continue
+            match = CALL_BEFORE_PAREN.search(before)
+            assert match is not None
+            labels = tuple(label.strip() for label in (match.group(3) or "").split(",") if label.strip())
+            stack.append(Call(match.group(1), match.group(2) or "", labels))
+        elif char == ")":
+            stack.pop()
+        elif (match := METRIC_AT.match(expr, i)) and (i == 0 or not re.match(r"[a-z0-9_]", expr[i - 1])):
+            uses.append((match.group(0), list(reversed(stack))))
+            i = match.end()
+            continue
+        i += 1
+    return uses
+
+
+def aggregation_problems(expr: str, kinds: dict[str, str], sources: dict[str, str]) -> list[str]:
+    """What in `expr` would read wrong with several relay instances (replicas) scraped.
+
+    A gauge read from the database is the same on every instance: summing it counts it once per
+    instance, so it must be taken with max or min (by labels other than `instance`). A process's
+    own numbers are shares of the whole: counters and histograms are summed after rate/increase,
+    process gauges are summed.
+    """
+    problems = []
+    histograms = {name for name, kind in kinds.items() if kind == "histogram"}
+    for name, calls in metric_uses(expr):
+        name = next(iter(metrics_in(name, histograms)))
+        names = [call.name for call in calls]
+        if sources.get(name) == "database":
+            innermost = calls[0] if calls else None
+            if innermost is None or innermost.name not in ("max", "min"):
+                problems.append(f"{name} is the same on every instance: take max or min, not {names[:1] or 'it bare'}")
+            elif innermost.grouping and (innermost.grouping == "by") == ("instance" in innermost.labels):
+                problems.append(f"{name} must be taken across instances, not per instance")
+        elif kinds.get(name) == "gauge":
+            if names[:1] != ["sum"]:
+                problems.append(f"{name} is a per-process share: sum it, not {names[:1] or 'it bare'}")
+        elif name in kinds and (names[:1] not in (["rate"], ["increase"]) or names[1:2] != ["sum"]):
+            problems.append(f"{name} is a per-process counter: sum its rate or increase, not {names[:2] or 'it bare'}")
+    return problems
+
+
+def test_the_aggregation_check_catches_what_would_double_count() -> None:
+    kinds = {name: kind for name, (kind, _) in exported().items()}
+    where = sources()
+    wrong = [
+        "sum(relay_account_state)",
+        'sum by (account) (relay_account_state{state="active"}) == 0',
+        "relay_sticky_sessions",
+        "max by (instance) (relay_sticky_sessions)",
+        "max without (job) (relay_key_budget_remaining_usd)",
+        "avg by (key, period) (relay_key_budget_remaining_usd)",
+        "max(relay_requests_in_flight)",
+        "rate(relay_requests_total[5m])",
+        "max by (route) (rate(relay_requests_total[5m]))",
+        'histogram_quantile(0.9, rate(relay_request_overhead_seconds_bucket{route="x"}[5m]))',
+    ]
+    for expr in wrong:
+        assert aggregation_problems(expr, kinds, where), expr
+    right = [
+        'sum(max by (account) (relay_account_state{state="active"})) == 0',
+        "max without (instance, job) (relay_sticky_sessions)",
+        "min by (key, period) (relay_key_budget_remaining_usd) < 1",
+        "sum by (instance) (relay_requests_in_flight)",
+        'sum(rate(relay_requests_total{status=~"5(..)"}[5m])) / sum(rate(relay_requests_total[5m]))',
+        "histogram_quantile(0.9, sum by (le) (rate(relay_request_overhead_seconds_bucket[5m])))",
+    ]
+    for expr in right:
+        assert not aggregation_problems(expr, kinds, where), expr
+
+
+def test_every_query_adds_up_across_instances() -> None:
+    """Several replicas on one database each export the database's gauges: no panel or alert
+    may count them once per replica, nor take one replica's share of a counter for the whole."""
+    kinds = {name: kind for name, (kind, _) in exported().items()}
+    where = sources()
+    problems = [f"{place}: {problem}" for place, expr in queries() for problem in aggregation_problems(expr, kinds, where)]
+    assert not problems, "\n".join(problems)
 
 
 def test_committed_dashboards_match_the_code() -> None:
@@ -155,6 +289,15 @@ def test_every_exported_metric_is_documented_with_its_type_and_labels() -> None:
     for name, (kind, labels) in code.items():
         assert doc[name]["type"] == kind, name
         assert doc[name]["labels"] == tuple(sorted(labels)), name
+
+
+def test_docs_say_which_metrics_come_from_the_database() -> None:
+    doc = documented()
+    for name, source in sources().items():
+        assert doc[name]["source"] == {"process": "per process", "database": "database"}[source], (
+            f"docs/metrics.md: {name}'s 'across instances' should start with "
+            f"{'per process' if source == 'process' else 'database'}:"
+        )
 
 
 def test_dashboards_and_alerts_query_only_exported_metrics() -> None:
