@@ -42,8 +42,24 @@ log = logging.getLogger("relay")
 access_log = logging.getLogger("relay.access")
 
 
+# A load balancer polls /healthz every few seconds: a database that has not answered a one-row
+# read in this long is as good as down for this instance.
+HEALTHZ_DATABASE_TIMEOUT_SECONDS = 2.0
+
+
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    """200 while this instance reaches its database, else 503, so a load balancer routes around it."""
+    state = relay_state(request)
+    try:
+        # Shielded: the timeout answers now; the read, already in a store thread, ends by itself.
+        await asyncio.wait_for(asyncio.shield(state.db(state.store.config_version)), HEALTHZ_DATABASE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return JSONResponse({"status": "unavailable", "database": "timeout"}, status_code=503)
+    except Exception as exc:  # any failure to read is "unavailable"; the log names its class
+        # Only the class: a driver's message can name the database's path or host.
+        log.warning("healthz: the database read failed (%s)", type(exc).__name__)
+        return JSONResponse({"status": "unavailable", "database": "error"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok"})
 
 
 def metrics_authorized(settings: Settings, authorization: str | None) -> bool:

@@ -113,7 +113,7 @@ def test_metrics_and_health_from_a_process(relay_process: Any, sandbox: Sandbox)
     relay = relay_process()
     key = operator_setup(relay, sandbox, "main")
     httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": "x"}, headers={"Authorization": f"Bearer {key}"})
-    assert httpx.get(f"{relay.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{relay.url}/healthz").json() == {"status": "ok", "database": "ok"}
     text = httpx.get(f"{relay.url}/metrics").text
     assert 'relay_upstream_requests_total{account="main",account_type="openai-responses",error_class="none",route="videos.create",status_class="2xx"} 1.0' in text
     assert key not in text and "tok-main" not in text
