@@ -40,6 +40,24 @@ define ensure_prometheus
 	fi
 endef
 
+# The PostgreSQL tests need Debian's postgresql package: initdb and postgres, which Debian keeps in
+# /usr/lib/postgresql/<version>/bin, off PATH (tests/postgres_cluster.py looks there). Installing
+# it creates and starts a "main" cluster on port 5432 where a service manager runs; that service is
+# stopped and disabled, since the tests start a throwaway cluster of their own on a free port.
+# Without apt-get, install PostgreSQL's server yourself (the tests skip without it, and fail under
+# CI=true).
+define ensure_postgresql
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null; then \
+			echo "Installing Debian's postgresql for the PostgreSQL tests"; \
+			$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends postgresql || exit 1; \
+			if command -v systemctl >/dev/null; then $(SUDO) systemctl disable --now postgresql >/dev/null 2>&1 || true; fi; \
+		else \
+			echo "PostgreSQL's initdb not found and no apt-get: install PostgreSQL's server for the PostgreSQL tests"; \
+		fi; \
+	fi
+endef
+
 # The benchmark's mock upstream and load generator: Debian's nginx and wrk. Installing nginx
 # starts its system service on port 80 where a service manager runs; the benchmark starts its
 # own instance on a free loopback port, so the service is stopped and disabled again.
@@ -55,7 +73,7 @@ define ensure_bench_tools
 	fi
 endef
 
-.PHONY: run test lint demo sandbox clean prometheus-tools dashboards dashboard-pictures bench bench-tools
+.PHONY: run test lint demo sandbox clean prometheus-tools postgresql-tools dashboards dashboard-pictures bench bench-tools
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + ")")'
@@ -91,8 +109,11 @@ run: $(VENV)/.installed-run
 prometheus-tools:
 	$(call ensure_prometheus)
 
+postgresql-tools:
+	$(call ensure_postgresql)
+
 # The docs extra brings matplotlib, which the benchmark's smoke test draws its chart with.
-test: lint $(VENV)/.installed-docs $(SDK2_VENV)/.installed prometheus-tools bench-tools
+test: lint $(VENV)/.installed-docs $(SDK2_VENV)/.installed prometheus-tools postgresql-tools bench-tools
 	$(BIN)/python -m pytest
 
 # The linter and the strict type checker on relay/ and ops/ (configured in pyproject.toml); a

@@ -25,6 +25,8 @@ from relay.crypto import generate_key
 from relay.keys import issue_key
 from relay.state import RelayState
 
+from postgres_cluster import Cluster, find_bin_dir, fresh_database, start_cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -262,3 +264,29 @@ def relay_process(tmp_path: Path) -> Iterator[Any]:
     yield start
     for process in started:
         stop(process)
+
+
+# PostgreSQL (issue 13): one throwaway cluster per test session (tests/postgres_cluster.py), and a
+# fresh database for each test that asks for one.
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    if find_bin_dir() is None:
+        reason = "PostgreSQL's initdb and postgres are missing: make test installs Debian's postgresql package"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with start_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_cluster: Cluster) -> str:
+    """postgresql://relay:<password>@127.0.0.1:<port>/relay, shared by the whole session."""
+    return postgres_cluster.url()
+
+
+@pytest.fixture
+def postgres_database_url(postgres_cluster: Cluster) -> Iterator[str]:
+    """A new, empty database of this test's own, dropped afterwards."""
+    with fresh_database(postgres_cluster) as url:
+        yield url
