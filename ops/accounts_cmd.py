@@ -13,20 +13,21 @@ from relay.accounts import (
     PRIORITY_RANGE,
     add_account,
     checked_input,
+    daily_cap_status,
     redact_proxy,
     remove_account,
     reset_account,
     rotate_credential,
     set_base_api,
     set_daily_cap,
+    set_enabled,
     set_priority,
     set_proxy,
 )
-from relay.limits import period_bounds
 from relay.store import ACCOUNT_TYPES, Account, Store
 from relay.upstream import shown_url
 
-from .common import database_options, open_db
+from .common import database_options, open_db, read_db
 from .output import emit, emit_json, emit_record, timestamp
 
 ERROR_RATE_WINDOW_SECONDS = 3600
@@ -162,7 +163,7 @@ def accounts_list(db_path: str, as_json: bool) -> None:
     Example:
       relayctl accounts list --json
     """
-    store, _ = open_db(db_path)
+    store, _ = read_db(db_path)
     now = time.time()
     rates = store.error_rates(now - ERROR_RATE_WINDOW_SECONDS)
     emit(
@@ -183,7 +184,7 @@ def accounts_show(name: str, db_path: str, as_json: bool) -> None:
     Example:
       relayctl accounts show main
     """
-    store, box = open_db(db_path)
+    store, box = read_db(db_path)
     now = time.time()
     account = store.account(name)
     rates = store.error_rates(now - ERROR_RATE_WINDOW_SECONDS)
@@ -199,7 +200,7 @@ def accounts_show(name: str, db_path: str, as_json: bool) -> None:
             "attempts_1h": attempts,
             "errors_1h": errors,
             "live_videos": store.live_video_count(name, now),
-            **cap_record(store, account, now),
+            **daily_cap_status(store, account, now),
             **upstream_quota_record(store, name),
             "credential": "stored encrypted",
             "credential_rotated": timestamp(account.credential_rotated_at),
@@ -207,16 +208,6 @@ def accounts_show(name: str, db_path: str, as_json: bool) -> None:
         }
     )
     emit_record(record, as_json=as_json)
-
-
-def cap_record(store: Store, account: Account, now: float) -> dict[str, Any]:
-    used = store.account_usage(account.name, since=period_bounds("day", now)[0], now=now)
-    cap = account.max_video_seconds_per_day
-    return {
-        "max_video_seconds_per_day": cap,
-        "video_seconds_today": round(used.video_seconds, 3),
-        "capped": cap is not None and used.video_seconds >= cap,
-    }
 
 
 def upstream_quota_record(store: Store, name: str) -> dict[str, Any]:
@@ -246,19 +237,20 @@ def accounts_limits(name: str, cap: str | None, db_path: str, as_json: bool) -> 
       relayctl accounts limits main --max-video-seconds-per-day 600
       relayctl accounts limits main --max-video-seconds-per-day none
     """
-    store, _ = open_db(db_path)
-    if cap is not None:
-        if cap.strip().lower() == "none":
-            set_daily_cap(store, name, None)
-        else:
-            try:
-                seconds = float(cap)
-            except ValueError:
-                raise click.BadParameter(
-                    f"{cap!r} is not a number of seconds (or 'none')", param_hint="--max-video-seconds-per-day"
-                ) from None
-            set_daily_cap(store, name, seconds)
-    emit_record({"name": name, **cap_record(store, store.account(name), time.time())}, as_json=as_json)
+    if cap is None:
+        store, _ = read_db(db_path)
+    else:
+        seconds = None if cap.strip().lower() == "none" else _cap_seconds(cap)
+        store, _ = open_db(db_path)
+        set_daily_cap(store, name, seconds)
+    emit_record({"name": name, **daily_cap_status(store, store.account(name), time.time())}, as_json=as_json)
+
+
+def _cap_seconds(cap: str) -> float:
+    try:
+        return float(cap)
+    except ValueError:
+        raise click.BadParameter(f"{cap!r} is not a number of seconds (or 'none')", param_hint="--max-video-seconds-per-day") from None
 
 
 @accounts.command("enable")
@@ -272,7 +264,7 @@ def accounts_enable(name: str, db_path: str, as_json: bool) -> None:
       relayctl accounts enable main
     """
     store, _ = open_db(db_path)
-    store.set_account_enabled(name, True)
+    set_enabled(store, name, True)
     done(name, as_json, f"Account {name!r} is enabled.", enabled=True)
 
 
@@ -287,7 +279,7 @@ def accounts_disable(name: str, db_path: str, as_json: bool) -> None:
       relayctl accounts disable main
     """
     store, _ = open_db(db_path)
-    store.set_account_enabled(name, False)
+    set_enabled(store, name, False)
     done(name, as_json, f"Account {name!r} is disabled.", enabled=False)
 
 

@@ -19,7 +19,7 @@ from relay.keys import KeyInputError
 from relay.limits import LimitInputError
 from relay.pricing import PriceInputError
 from relay.state import open_store
-from relay.store import AlreadyExists, NotFound, Store
+from relay.store import AlreadyExists, NotFound, Store, StoreUnavailable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,6 +40,7 @@ OPERATOR_ERRORS = (
     ConfigError,
     LimitInputError,
     PriceInputError,
+    StoreUnavailable,
 )
 
 
@@ -158,7 +159,9 @@ def settings_for(db_path: str) -> Settings:
         settings = load_settings()
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
-    return Settings(database=Path(db_path), secret_key=settings.secret_key)
+    return Settings(
+        database=Path(db_path), secret_key=settings.secret_key, database_busy_timeout_seconds=settings.database_busy_timeout_seconds
+    )
 
 
 def open_db(db_path: str, *, create: bool = False) -> tuple[Store, SecretBox]:

@@ -3,14 +3,13 @@ see or run its schema migrations."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from relay.store import SchemaTooNew, Store
+from relay.store import SchemaTooNew, Store, StoreUnavailable
 
 from .common import database_options, open_db, settings_for
 from .output import emit_json, emit_record
@@ -107,8 +106,8 @@ def _existing_store(db_path: str) -> Iterator[Store]:
     store = Store(db_path)
     try:
         yield store
-    except sqlite3.DatabaseError as error:
-        raise click.ClickException(f"{db_path} is not a relay database ({error})") from None
+    except StoreUnavailable as error:
+        raise click.ClickException(f"{db_path} is not a relay database or cannot be read ({error.reason})") from None
     except SchemaTooNew as error:
         raise click.ClickException(f"{db_path}: {error}") from None
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import httpx
 from relay.accounts import rotate_secret_key
 from relay.crypto import SecretKeyError, generate_key, parse_keys
 from relay.state import open_store
-from relay.store import SCHEMA_VERSION, Store
+from relay.store import SCHEMA_VERSION, Store, StoreUnavailable
 from relay.upstream import base_api_problem, shown_url
 
 from .common import database_options, json_wanted, open_db, settings_for
@@ -39,8 +38,9 @@ def check_database(path: Path) -> tuple[list[Check], Store | None]:
     checks = []
     try:
         integrity = store.quick_check()
-    except sqlite3.DatabaseError as error:
-        return [Check("database", "fail", f"{path} is not a relay database ({error})", "pass the right --db / RELAY_DATABASE")], None
+    except StoreUnavailable as error:
+        problem = f"{path} is not a relay database or cannot be read ({error.reason})"
+        return [Check("database", "fail", problem, "pass the right --db / RELAY_DATABASE")], None
     checks.append(
         Check("database integrity", "ok" if integrity == "ok" else "fail", integrity, "" if integrity == "ok" else "restore from a backup")
     )

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from relay.keys import PERMISSIONS, IssuedKey, change_permissions, issue_key, rotate_key, set_limits, validate_name
+from relay.keys import PERMISSIONS, IssuedKey, change_permissions, issue_key, revoke_key, rotate_key, set_limits, validate_name
 from relay.limits import NO_LIMITS, PERIODS, Limits, changed_limits, holdings_summary, period_bounds, usage_summary
 from relay.store import KeyRecord, Store
 
-from .common import DURATION, database_options, open_db, shown
+from .common import DURATION, database_options, open_db, read_db, shown
 from .output import emit, emit_json, emit_record, timestamp
 
 KEY_COLUMNS = ["name", "permissions", "state", "created", "last_used", "expires", "note"]
@@ -178,7 +178,7 @@ def keys_list(db_path: str, as_json: bool) -> None:
     Example:
       relayctl keys list --json
     """
-    store, _ = open_db(db_path)
+    store, _ = read_db(db_path)
     now = time.time()
     emit([key_row(k, now) for k in store.list_keys()], KEY_COLUMNS, as_json=as_json, empty="No keys.")
 
@@ -193,7 +193,7 @@ def keys_show(name: str, db_path: str, as_json: bool) -> None:
     Example:
       relayctl keys show alice
     """
-    store, _ = open_db(db_path)
+    store, _ = read_db(db_path)
     record = store.key_by_name(name)
     row = key_row(record, time.time())
     row["revoked"] = timestamp(record.revoked_at)
@@ -226,7 +226,7 @@ def keys_limits(name: str, db_path: str, as_json: bool, **options: Any) -> None:
       relayctl keys limits alice --json
     """
     changes = limit_changes(options)
-    store, _ = open_db(db_path)
+    store, _ = open_db(db_path) if changes else read_db(db_path)
     if changes:
         set_limits(store, name, changes)
     now = time.time()
@@ -245,8 +245,7 @@ def keys_revoke(name: str, db_path: str, as_json: bool) -> None:
       relayctl keys revoke alice
     """
     store, _ = open_db(db_path)
-    already = store.key_by_name(name).revoked_at
-    store.revoke_key(name, time.time())
+    already = revoke_key(store, name)
     if as_json:
         emit_json({"name": name, "state": "revoked"})
     elif already is not None:
@@ -282,7 +281,7 @@ def keys_permissions(name: str, added: tuple[str, ...], removed: tuple[str, ...]
     Example:
       relayctl keys permissions alice --add all --remove openai
     """
-    store, _ = open_db(db_path)
+    store, _ = open_db(db_path) if added or removed else read_db(db_path)
     record = change_permissions(store, name, add=added, remove=removed) if added or removed else store.key_by_name(name)
     if as_json:
         emit_json({"name": name, "permissions": sorted(record.permissions)})

@@ -11,9 +11,10 @@ import click
 
 from relay.accounts import cooldowns, reset_account
 from relay.outcomes import ERROR_CLASSES
+from relay.sessions import evict_sessions
 from relay.store import Store
 
-from .common import DURATION, FiniteNumber, database_options, open_db
+from .common import DURATION, FiniteNumber, database_options, open_db, read_db
 from .output import emit, emit_json, timestamp
 
 COOLDOWN_COLUMNS = ["account", "state", "reason", "since", "until", "seconds_left", "last_error"]
@@ -54,7 +55,7 @@ def cooldowns_group(
     """
     if ctx.invoked_subcommand is not None:
         return
-    store, _ = open_db(db_path)
+    store, _ = read_db(db_path)
     shown = 0
     try:
         while True:
@@ -106,7 +107,7 @@ def sessions_list(account: str | None, db_path: str, as_json: bool) -> None:
     Example:
       relayctl sessions list --account main
     """
-    store, _ = open_db(db_path)
+    store, _ = read_db(db_path)
     if account is not None:
         store.account(account)  # an unknown name is an error, not an empty list
     now = time.time()
@@ -141,7 +142,7 @@ def sessions_evict(session: str | None, account: str | None, evict_all: bool, db
     if session is not None and len(session) < 8:
         raise click.UsageError("give at least 8 characters of the session hash")
     store, _ = open_db(db_path)
-    evicted = store.evict_sessions(account=account, session_prefix=session)
+    evicted = evict_sessions(store, account=account, session_prefix=session)
     if as_json:
         emit_json({"evicted": evicted})
     else:
@@ -213,7 +214,7 @@ def outcomes_group(
     if ctx.invoked_subcommand is not None:
         return
     since_ts = time.time() - since if since else None
-    store, _ = open_db(db_path)
+    store, _ = read_db(db_path)
     rows = [
         {
             "time": timestamp(row["ts"]),
@@ -244,5 +245,5 @@ def outcomes_summary(since: float, db_path: str, as_json: bool) -> None:
       relayctl outcomes summary --since 24h --json
     """
     since_ts = time.time() - since
-    store, _ = open_db(db_path)
+    store, _ = read_db(db_path)
     emit(summarize(store.outcome_latencies(since=since_ts)), SUMMARY_COLUMNS, as_json=as_json, empty="No outcomes in that window.")

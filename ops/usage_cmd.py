@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from relay.pricing import PriceTable, parse_price_file, validate_price
+from relay.pricing import PriceTable, parse_price_file, set_prices, unset_price, validate_price
 
-from .common import DURATION, database_options, open_db
+from .common import DURATION, database_options, open_db, read_db
 from .output import emit, emit_csv, emit_json, timestamp
 
 USAGE_FIGURES = ["requests", "jobs", "completed", "failed", "video_seconds", "usd", "usd_reserved"]
@@ -36,7 +36,7 @@ def usage(group: str, since: float, as_csv: bool, db_path: str, as_json: bool) -
     """
     if as_csv and as_json:
         raise click.UsageError("choose --csv or --json, not both")
-    store, _ = open_db(db_path)
+    store, _ = read_db(db_path)
     rows = store.usage_report(group, since=time.time() - since)
     columns = [group, *USAGE_FIGURES]
     if as_csv:
@@ -59,7 +59,7 @@ def prices_list(db_path: str, as_json: bool) -> None:
     Example:
       relayctl prices list
     """
-    store, _ = open_db(db_path)
+    store, _ = read_db(db_path)
     rows = [vars(price) for price in PriceTable(store.list_prices()).rows()]
     emit(rows, PRICE_COLUMNS, as_json=as_json, empty="No prices.")
 
@@ -82,7 +82,7 @@ def prices_set(model: str, size: str, usd_per_second: float, db_path: str, as_js
     """
     row = validate_price(model, size, usd_per_second)
     store, _ = open_db(db_path, create=True)
-    store.set_prices([row], now=time.time())
+    set_prices(store, [row])
     if as_json:
         emit_json({"model": row[0], "size": row[1], "usd_per_second": row[2]})
     else:
@@ -101,7 +101,7 @@ def prices_unset(model: str, size: str, db_path: str, as_json: bool) -> None:
       relayctl prices unset acme-video '*'
     """
     store, _ = open_db(db_path)
-    store.delete_price(model, size)
+    unset_price(store, model, size)
     if as_json:
         emit_json({"model": model, "size": size, "removed": True})
     else:
@@ -120,7 +120,7 @@ def prices_load(path: Path, db_path: str, as_json: bool) -> None:
     """
     rows = parse_price_file(path.read_text())
     store, _ = open_db(db_path, create=True)
-    store.set_prices(rows, now=time.time())
+    set_prices(store, rows)
     if as_json:
         emit_json({"loaded": len(rows), "at": timestamp(time.time())})
     else:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .crypto import SecretBox, generate_key, read_key_file, write_key_file
 from .keys import KeyInputError, validate_name
+from .limits import account_cap_summary, period_bounds
 from .records import ACCOUNT_TYPES, Account, NotFound
 from .store import Store
 from .upstream import DEFAULT_BASE_API, base_api_problem, credential_problem, proxy_problem, shown_url
@@ -109,18 +110,17 @@ def add_account(
             f"{left_behind} video(s) or character(s) of a removed account named {name!r} can still be reached; "
             "a new account under that name would receive their follow-ups. Choose another name"
         )
-    account = store.insert_account(
+    # One statement: an account is never seen (or left, if the write fails) without its proxy,
+    # sending straight to the upstream.
+    return store.insert_account(
         name=name,
         type=type,
         credential_encrypted=box.encrypt(credential),
         base_api=base_api,
         priority=priority,
         now=now,
+        proxy_encrypted=box.encrypt(proxy) if proxy else None,
     )
-    if proxy:
-        set_proxy(store, box, name, proxy)
-        account = store.account(name)
-    return account
 
 
 def clean_credential(credential: str) -> str:
@@ -138,6 +138,11 @@ def set_base_api(store: Store, name: str, base_api: str) -> str:
     return url
 
 
+def set_enabled(store: Store, name: str, enabled: bool) -> None:
+    """Put account NAME into rotation for new work, or take it out (its videos stay reachable)."""
+    store.set_account_enabled(name, enabled)
+
+
 def set_priority(store: Store, name: str, priority: int) -> None:
     store.set_account_priority(name, validate_priority(priority))
 
@@ -149,15 +154,13 @@ def rotate_credential(store: Store, box: SecretBox, name: str, credential: str, 
 
 def remove_account(store: Store, name: str, *, force: bool = False, now: float | None = None) -> None:
     """Remove an account, unless it still owns videos that could be reached (then only with force)."""
-    store.account(name)
-    live = store.live_video_count(name, time.time() if now is None else now)
-    characters = store.character_count(name)
+    now = time.time() if now is None else now
+    live, characters = store.remove_account(name, unless_owning_at=None if force else now)
     if (live or characters) and not force:
         raise AccountInputError(
             f"account {name!r} owns {live} video(s) that have not expired and {characters} character(s); removing it makes"
             " them unreachable. Disable it instead, or pass --force"
         )
-    store.remove_account(name)
 
 
 def rotate_secret_key(store: Store, *, env_keys: list[bytes] | None, key_file: Path) -> int:
@@ -221,6 +224,12 @@ def cooldowns(store: Store, now: float) -> list[Cooldown]:
 def reset_account(store: Store, name: str, now: float | None = None) -> None:
     """Back to `active` (an operator's decision: clears rate limits and `unauthorized`)."""
     store.set_account_state(name, "active", now=time.time() if now is None else now, reason="reset by an operator")
+
+
+def daily_cap_status(store: Store, account: Account, now: float) -> dict[str, Any]:
+    """Account's daily cap, what today used or reserved, and whether admission would refuse new work."""
+    used = store.account_usage(account.name, since=period_bounds("day", now)[0], now=now)
+    return account_cap_summary(account.max_video_seconds_per_day, used)
 
 
 # The same ceiling as a key's video-seconds limits: far above any real day, and always a plain number.

@@ -114,6 +114,11 @@ def rotate_key(store: Store, name: str, *, grace_seconds: float = 0.0, now: floa
     return IssuedKey(record=store.key_by_name(name), key=key)
 
 
+def revoke_key(store: Store, name: str, now: float | None = None) -> float | None:
+    """Revoke key NAME (running relays refuse it within a second); return when it was revoked before, if it was."""
+    return store.revoke_key(name, time.time() if now is None else now)
+
+
 def set_limits(store: Store, name: str, changes: dict[str, Any]) -> Limits:
     """Set (or, with None, clear) some of key NAME's limits; running relays enforce them within a second."""
     record = store.key_by_name(name)

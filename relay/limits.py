@@ -195,6 +195,28 @@ def holdings_summary(holdings: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# -- account daily caps ---------------------------------------------------------------------------
+
+
+def fits_account_cap(cap: float | None, used_seconds: float, asked_seconds: float) -> bool:
+    """Whether new work of `asked_seconds` fits under an account's daily cap, given what its day has
+    used or reserved. The one rule: admission (store.claim_account_capacity) and relayctl apply it."""
+    return cap is None or used_seconds + asked_seconds <= cap
+
+
+def account_cap_summary(cap: float | None, used_today: Usage) -> dict[str, Any]:
+    """An account's daily cap as `relayctl accounts show/limits` print it.
+
+    `capped` is what admission would decide for a create of the default length (the shortest
+    the Videos API renders): an account with 2 s left is capped, though below its cap.
+    """
+    return {
+        "max_video_seconds_per_day": cap,
+        "video_seconds_today": round(used_today.video_seconds, 3),
+        "capped": not fits_account_cap(cap, used_today.video_seconds, DEFAULT_SECONDS),
+    }
+
+
 # -- periods (UTC calendar) ---------------------------------------------------------------------
 
 

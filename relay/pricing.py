@@ -12,8 +12,13 @@ import io
 import json
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store import Store
 
 ANY_SIZE = "*"
 # Far above any real price; keeps a job's cost (price x seconds) an ordinary number.
@@ -133,3 +138,15 @@ def _as_number(value: object) -> float:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise PriceInputError(f"not a price: {value!r}") from None
+
+
+def set_prices(store: Store, rows: Iterable[tuple[str, str, float]], *, now: float | None = None) -> int:
+    """Store price overrides (checked first), all in one transaction; running relays use them within a second."""
+    checked = [validate_price(*row) for row in rows]
+    store.set_prices(checked, now=time.time() if now is None else now)
+    return len(checked)
+
+
+def unset_price(store: Store, model: str, size: str) -> None:
+    """Drop an override: a default price, if any, applies again."""
+    store.delete_price(model, size)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store import Store
 
 SESSION_FIELD = "session_id"
 # Looked up case-insensitively (HTTP header names are).
@@ -24,3 +28,8 @@ def session_id(fields: Mapping[str, str], headers: Mapping[str, str]) -> str | N
 
 def session_hash(session: str) -> str:
     return hashlib.sha256(b"video-relay session\x00" + session.encode()).hexdigest()
+
+
+def evict_sessions(store: Store, *, account: str | None = None, session_prefix: str | None = None) -> int:
+    """Drop sticky mappings (an account's, those whose hash starts with a prefix, or all); return how many."""
+    return store.evict_sessions(account=account, session_prefix=session_prefix)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from .metrics import Metrics
 from .pool import Pool, Upstream
 from .pricing import PriceTable
 from .recorder import Recorder
-from .records import Account, SchemaTooNew
+from .records import Account, SchemaTooNew, StoreUnavailable
 from .store import Store
 from .upstream import Client, close_client, make_client
 from .usage_metrics import UsageCollector
@@ -130,11 +129,11 @@ def open_store(settings: Settings) -> tuple[Store, SecretBox]:
             f"the folder {folder} for the database {settings.database} does not exist: "
             f"check RELAY_DATABASE or --db, or create it with 'relayctl db init --db {settings.database}'"
         )
-    store = Store(settings.database)
+    store = Store(settings.database, busy_timeout_seconds=settings.database_busy_timeout_seconds)
     try:
         store.ensure_schema()
-    except sqlite3.DatabaseError as error:
-        raise ConfigError(f"{settings.database} is not a relay database ({error})") from None
+    except StoreUnavailable as error:
+        raise ConfigError(f"{settings.database} is not a relay database or cannot be read ({error.reason})") from None
     except SchemaTooNew as error:
         raise ConfigError(f"{settings.database}: {error}") from None
     # A database written under a key gets no new one: that key could never read its credentials.

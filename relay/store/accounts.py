@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 
 from ..records import STORED_STATES, Account, AccountQuota, AlreadyExists, NotFound
 from .connection import Database
 from .meta import bump_config_version
+from .videos import character_count, live_video_count
 
 
 class Accounts(Database):
     def insert_account(
-        self, *, name: str, type: str, credential_encrypted: str, base_api: str, priority: int, now: float
+        self,
+        *,
+        name: str,
+        type: str,
+        credential_encrypted: str,
+        base_api: str,
+        priority: int,
+        now: float,
+        proxy_encrypted: str | None = None,
     ) -> Account:
         with self.transaction() as conn:
             if conn.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone():
                 raise AlreadyExists(f"an account named {name!r} exists already")
             conn.execute(
                 "INSERT INTO accounts (name, type, credential, base_api, priority, enabled, state, state_since,"
-                " created_at) VALUES (?, ?, ?, ?, ?, 1, 'active', ?, ?)",
-                (name, type, credential_encrypted, base_api, priority, now, now),
+                " created_at, proxy) VALUES (?, ?, ?, ?, ?, 1, 'active', ?, ?, ?)",
+                (name, type, credential_encrypted, base_api, priority, now, now, proxy_encrypted),
             )
             bump_config_version(conn)
         return self.account(name)
@@ -83,13 +93,25 @@ class Accounts(Database):
             bump_config_version(conn)
             return len(rows)
 
-    def remove_account(self, name: str) -> None:
-        """Delete an account and its sticky sessions; its videos keep naming it (for history)."""
+    def remove_account(self, name: str, *, unless_owning_at: float | None = None) -> tuple[int, int]:
+        """Delete an account and its sticky sessions; its videos keep naming it (for history).
+
+        Returns the (reachable videos, characters) it owns, counted in the same transaction. With
+        `unless_owning_at` (now), an account that owns any is kept: no video can be created for it
+        between that count and the delete.
+        """
         with self.transaction() as conn:
-            if conn.execute("DELETE FROM accounts WHERE name = ?", (name,)).rowcount == 0:
+            if conn.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone() is None:
                 raise NotFound(f"no account named {name!r}")
+            owned = live_video_count(conn, name, time.time() if unless_owning_at is None else unless_owning_at), character_count(
+                conn, name
+            )
+            if any(owned) and unless_owning_at is not None:
+                return owned
+            conn.execute("DELETE FROM accounts WHERE name = ?", (name,))
             conn.execute("DELETE FROM sessions WHERE account = ?", (name,))
             bump_config_version(conn)
+            return owned
 
     def account(self, name: str) -> Account:
         row = self._conn().execute("SELECT * FROM accounts WHERE name = ?", (name,)).fetchone()

@@ -7,6 +7,13 @@ Several uvicorn workers and the CLI share one database file, so:
 - writers queue on a lock (threads) and a lock file (`<database>-lock`, processes) before
   that, so a waiting writer wakes when its turn comes instead of sleeping in SQLite's busy
   handler; WAL checkpoints run in the recorder's thread, not in commits on the request path.
+
+Driver errors stop here: a connection made by `Database` turns the operational ones (locked past
+the busy timeout, I/O error, disk full, file gone or damaged) into `StoreUnavailable`, in its
+`execute` and its cursors' fetches, so every read and write of every aggregate is covered by this
+one module, for the relay and relayctl alike. A connection that failed so is closed and replaced
+on its thread's next use: when the database comes back, service resumes without a restart.
+Constraint and programming errors (IntegrityError, ProgrammingError) are bugs and pass unchanged.
 """
 
 from __future__ import annotations
@@ -15,11 +22,105 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
+from ..records import StoreUnavailable
+
+# How long a statement waits for another connection's lock before the store gives up
+# (StoreUnavailable); RELAY_DATABASE_BUSY_TIMEOUT_SECONDS sets it for the relay.
 BUSY_TIMEOUT_SECONDS = 10.0
+
+# Errors that say the code is wrong, not that the database is unavailable: they pass unchanged.
+_BUGS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.NotSupportedError)
+
+# What a failure is called, by SQLite's primary result code: fixed words, never the driver's
+# message (a future driver's may name a path or a host). Other codes show as their SQLite name.
+_REASONS = {
+    sqlite3.SQLITE_BUSY: "it stayed locked by another connection past the busy timeout",
+    sqlite3.SQLITE_LOCKED: "a table stayed locked",
+    sqlite3.SQLITE_READONLY: "it is read-only",
+    sqlite3.SQLITE_IOERR: "disk I/O error",
+    sqlite3.SQLITE_CORRUPT: "the database file is damaged",
+    sqlite3.SQLITE_FULL: "the database or disk is full",
+    sqlite3.SQLITE_CANTOPEN: "the database file cannot be opened",
+    sqlite3.SQLITE_NOTADB: "the file is not a database",
+}
+
+
+def unavailable(error: sqlite3.DatabaseError) -> StoreUnavailable:
+    code = getattr(error, "sqlite_errorcode", None)
+    reason = _REASONS.get(code & 0xFF) if isinstance(code, int) else None
+    return StoreUnavailable(reason or getattr(error, "sqlite_errorname", None) or type(error).__name__)
+
+
+@contextmanager
+def _translated(conn: _Connection | None = None) -> Iterator[None]:
+    """Driver errors in the block become StoreUnavailable; the connection is marked for replacement."""
+    try:
+        yield
+    except sqlite3.DatabaseError as error:
+        if isinstance(error, _BUGS):
+            raise
+        if conn is not None:
+            conn.failed = True
+        raise unavailable(error) from None
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose statements and fetches raise StoreUnavailable instead of driver errors."""
+
+    def _owner(self) -> _Connection | None:
+        conn = self.connection
+        return conn if isinstance(conn, _Connection) else None
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        with _translated(self._owner()):
+            super().execute(sql, parameters)
+        return self
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> _Cursor:
+        with _translated(self._owner()):
+            super().executemany(sql, seq_of_parameters)
+        return self
+
+    def executescript(self, sql_script: str, /) -> _Cursor:
+        with _translated(self._owner()):
+            super().executescript(sql_script)
+        return self
+
+    def fetchone(self) -> Any:
+        with _translated(self._owner()):
+            return super().fetchone()
+
+    def fetchmany(self, size: int | None = 1) -> list[Any]:
+        with _translated(self._owner()):
+            return super().fetchmany(size)
+
+    def fetchall(self) -> list[Any]:
+        with _translated(self._owner()):
+            return super().fetchall()
+
+    def __next__(self) -> Any:
+        with _translated(self._owner()):
+            return super().__next__()
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements run on `_Cursor`s; `failed` once one raised StoreUnavailable."""
+
+    failed = False
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return self.cursor(_Cursor).execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        return self.cursor(_Cursor).executemany(sql, parameters)
+
+    def executescript(self, sql_script: str, /) -> sqlite3.Cursor:
+        return self.cursor(_Cursor).executescript(sql_script)
 
 
 def _create_private(path: Path) -> None:
@@ -36,10 +137,11 @@ def _create_private(path: Path) -> None:
 class Database:
     """One per process. Each thread gets its own connection to the same file."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS) -> None:
         self.path = Path(path)
+        self.busy_timeout_seconds = busy_timeout_seconds
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[_Connection] = []
         self._lock = threading.Lock()
         self._write_turn = threading.Lock()
         self._manual_checkpoints = False
@@ -47,22 +149,43 @@ class Database:
         _create_private(self.path)
 
     def _conn(self) -> sqlite3.Connection:
-        """This thread's connection, for reads outside a transaction."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        """This thread's connection, for reads outside a transaction: a new one if the last one failed."""
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.failed:
+            self._drop(conn)
+            conn = None
         if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _connect(self) -> _Connection:
+        with _translated():
             conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+                self.path, timeout=self.busy_timeout_seconds, isolation_level=None, check_same_thread=False, factory=_Connection
             )
+        try:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
-            self._local.conn = conn
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_seconds * 1000)}")
             with self._lock:
                 if self._manual_checkpoints:
                     conn.execute("PRAGMA wal_autocheckpoint=0")
                 self._connections.append(conn)
+        except StoreUnavailable:
+            conn.close()
+            raise
         return conn
+
+    def _drop(self, conn: _Connection) -> None:
+        """Forget and close a connection that failed (closing rolls back what it had begun)."""
+        self._local.conn = None
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        with suppress(sqlite3.Error):
+            conn.close()
 
     def checkpoint_manually(self) -> None:
         """From now on, commits never checkpoint the WAL; `checkpoint()` does, off the request path.
@@ -95,10 +218,15 @@ class Database:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # After a failed COMMIT the transaction may still be open: a connection left so
+                # would refuse every later BEGIN. Closing it (on next use) rolls back instead.
+                # A failed ROLLBACK marks the connection failed too; the first error is the one to tell.
+                if conn.in_transaction:
+                    with suppress(StoreUnavailable):
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     @contextmanager
     def _process_turn(self) -> Iterator[None]:
@@ -111,7 +239,10 @@ class Database:
         held, so one thread per process is here at a time.
         """
         if self._lock_fd is None:
-            self._lock_fd = os.open(f"{self.path}-lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                self._lock_fd = os.open(f"{self.path}-lock", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as error:
+                raise StoreUnavailable(f"the write lock file cannot be opened ({error.strerror})") from None
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             yield

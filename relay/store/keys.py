@@ -46,14 +46,15 @@ class Keys(Database):
     def list_keys(self) -> list[KeyRecord]:
         return [_key(row) for row in self._conn().execute("SELECT * FROM keys ORDER BY name")]
 
-    def revoke_key(self, name: str, now: float) -> None:
+    def revoke_key(self, name: str, now: float) -> float | None:
+        """Revoke key NAME (a second revocation keeps the first time); return when it was revoked before, if it was."""
         with self.transaction() as conn:
-            cursor = conn.execute(
-                "UPDATE keys SET revoked_at = COALESCE(revoked_at, ?) WHERE name = ?", (now, name)
-            )
-            if cursor.rowcount == 0:
+            row = conn.execute("SELECT revoked_at FROM keys WHERE name = ?", (name,)).fetchone()
+            if row is None:
                 raise NotFound(f"no key named {name!r}")
+            conn.execute("UPDATE keys SET revoked_at = COALESCE(revoked_at, ?) WHERE name = ?", (now, name))
             bump_config_version(conn)
+            return None if row["revoked_at"] is None else float(row["revoked_at"])
 
     def rotate_key_secret(self, name: str, *, salt: str, hash: str, grace_until: float | None, now: float) -> None:
         """New secret for a key; the old one stays valid until `grace_until` (None: not at all)."""

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..limits import fits_account_cap
 from ..records import Usage
 from .connection import Database
 
@@ -121,7 +122,7 @@ class Reservations(Database):
         """Book a create's seconds on a capped account if they fit under its daily cap."""
         with self.transaction() as conn:
             used = _usage(conn, "account", account, since=day_start, now=now, exclude=reservation_id)
-            if used.video_seconds + video_seconds > cap:
+            if not fits_account_cap(cap, used.video_seconds, video_seconds):
                 return False
             conn.execute(
                 "INSERT INTO reservations (id, key_name, account, video_seconds, usd, created_at, expires_at, owner)"

@@ -115,13 +115,7 @@ class Videos(Database):
         return [_video(row) for row in rows[:limit]], len(rows) > limit
 
     def live_video_count(self, account: str, now: float) -> int:
-        """Videos of an account that can still be reached: not deleted, not finished-and-expired."""
-        row = self._conn().execute(
-            "SELECT count(*) AS n FROM videos WHERE account = ? AND deleted_at IS NULL"
-            " AND (status NOT IN ('completed', 'failed') OR expires_at IS NULL OR expires_at > ?)",
-            (account, now),
-        ).fetchone()
-        return int(row["n"])
+        return live_video_count(self._conn(), account, now)
 
     def insert_character(self, character_id: str, *, account: str, key_name: str, now: float) -> None:
         with self.transaction() as conn:
@@ -132,9 +126,7 @@ class Videos(Database):
             )
 
     def character_count(self, account: str) -> int:
-        """Characters an account created (they do not expire)."""
-        row = self._conn().execute("SELECT count(*) AS n FROM characters WHERE account = ?", (account,)).fetchone()
-        return int(row["n"])
+        return character_count(self._conn(), account)
 
     def character_owner(self, character_id: str) -> tuple[str, str] | None:
         """(account, key name) of a character, if the relay created it."""
@@ -167,3 +159,19 @@ def _video(row: sqlite3.Row) -> Video:
         charge_state=row["charge_state"],
         charged_at=row["charged_at"],
     )
+
+
+def live_video_count(conn: sqlite3.Connection, account: str, now: float) -> int:
+    """Videos of an account that can still be reached: not deleted, not finished-and-expired."""
+    row = conn.execute(
+        "SELECT count(*) AS n FROM videos WHERE account = ? AND deleted_at IS NULL"
+        " AND (status NOT IN ('completed', 'failed') OR expires_at IS NULL OR expires_at > ?)",
+        (account, now),
+    ).fetchone()
+    return int(row["n"])
+
+
+def character_count(conn: sqlite3.Connection, account: str) -> int:
+    """Characters an account created (they do not expire)."""
+    row = conn.execute("SELECT count(*) AS n FROM characters WHERE account = ?", (account,)).fetchone()
+    return int(row["n"])
