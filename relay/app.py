@@ -34,7 +34,8 @@ from .errors import AnswerCutShort, ClientGone, RelayError, envelope, error_resp
 from .logs import RequestFacts, configure_logging, fields, log_format_from_env
 from .metrics import RelayRegistry
 from .metrics_server import listening_socket, serve_metrics
-from .proxy import relay_state
+from .proxy import relay_state, request_facts
+from .records import StoreUnavailable
 from .routes import route_name
 from .state import RelayState, build_state, keep_fresh
 
@@ -146,6 +147,27 @@ def video_routes() -> list[Route]:
 async def relay_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RelayError)
     return error_response(exc)
+
+
+# The store has already waited out its busy timeout on this request: a retry a second later
+# finds the database back or answers just as fast.
+DATABASE_RETRY_AFTER_SECONDS = 1
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """503 for a database that is locked, failing or gone: the client retries; no traceback per request."""
+    assert isinstance(exc, StoreUnavailable)
+    facts = request_facts(request)
+    facts.error_class = "database_unavailable"
+    log.warning("database unavailable: %s", exc.reason, extra=fields(request_id=request.state.request_id, key=facts.key))
+    return error_response(
+        RelayError(
+            503,
+            "The relay's database is unavailable just now; retry shortly.",
+            code="database_unavailable",
+            headers={"retry-after": str(DATABASE_RETRY_AFTER_SECONDS), "x-should-retry": "true"},
+        )
+    )
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -344,7 +366,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Mount("/openai", app=Router(video_routes(), redirect_slashes=False)),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
-        exception_handlers={RelayError: relay_error, HTTPException: http_error},
+        exception_handlers={RelayError: relay_error, HTTPException: http_error, StoreUnavailable: database_unavailable},
         lifespan=lifespan,
     )
     relay.router.redirect_slashes = False

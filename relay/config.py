@@ -16,6 +16,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     database: Path = Path("relay.db")
+    # How long a statement waits for another connection's lock before the request gets a 503.
+    database_busy_timeout_seconds: float = 10.0
     secret_key: str | None = None
     sticky_ttl_seconds: float = 3600.0
     default_cooldown_seconds: float = 60.0
@@ -108,6 +110,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     metrics_token = env.get("RELAY_METRICS_TOKEN") or None
     return Settings(
         database=database_path(env),
+        database_busy_timeout_seconds=_number(env, "RELAY_DATABASE_BUSY_TIMEOUT_SECONDS", 10.0, minimum=0.01),
         secret_key=env.get("RELAY_SECRET_KEY") or None,
         sticky_ttl_seconds=_number(env, "RELAY_STICKY_TTL_SECONDS", 3600.0, minimum=1.0),
         default_cooldown_seconds=_number(env, "RELAY_DEFAULT_COOLDOWN_SECONDS", 60.0, minimum=1.0),

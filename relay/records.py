@@ -149,3 +149,16 @@ class AccountQuota:
 
 class SchemaTooNew(RuntimeError):
     """The database was upgraded by a newer release than this one: its schema is unknown here."""
+
+
+class StoreUnavailable(Exception):
+    """The database could not be read or written just now (locked past the busy timeout, I/O error,
+    disk full, file missing or damaged): the caller may try again later.
+
+    The message names the kind of failure only, never a path, a host or a statement, so it is safe
+    to show to clients and operators.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the database is unavailable: {reason}")
+        self.reason = reason

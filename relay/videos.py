@@ -51,7 +51,7 @@ from .proxy import (
     settle,
 )
 from .quota import Booking, book, note_upstream_quota
-from .records import TERMINAL_STATUSES, KeyRecord, Video
+from .records import TERMINAL_STATUSES, KeyRecord, StoreUnavailable, Video
 from .sessions import SESSION_FIELD, session_hash, session_id
 from .state import RelayState
 
@@ -106,9 +106,12 @@ async def new_job(
                     may_fail_over=source is None, admit=booking.admit,
                 )
                 if answer.status < 300:
-                    await record_job(
-                        state, answer.body, account=upstream.name, key=key, kind=kind, source=source, fields=fields, booking=booking
-                    )
+                    try:
+                        await record_job(
+                            state, answer.body, account=upstream.name, key=key, kind=kind, source=source, fields=fields, booking=booking
+                        )
+                    except StoreUnavailable as error:
+                        raise job_not_recorded(upstream.name, error) from None
             except WorkMayExist as failure:
                 claim.keep_failure(failure)
                 raise
@@ -116,6 +119,18 @@ async def new_job(
             await booking.release()
         claim.keep(answer.status, answer.headers.get("content-type"), answer.body)
         return passthrough(answer)
+
+
+def job_not_recorded(account: str, error: StoreUnavailable) -> WorkMayExist:
+    """The upstream took the job but the database could not record it: a retry would start a second one."""
+    log.warning("a job the upstream accepted was not recorded: %s", error, extra=log_fields(account=account))
+    return WorkMayExist(
+        503,
+        "The upstream accepted this job, but the relay's database was unavailable, so the relay could not record it"
+        " and cannot follow it. Do not repeat the request as it is: it would start the work again.",
+        code="database_unavailable",
+        headers={"x-should-retry": "false"},
+    )
 
 
 async def record_job(

@@ -23,6 +23,7 @@ from ..records import (
     NotFound,
     Outcome,
     SchemaTooNew,
+    StoreUnavailable,
     Usage,
     Video,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "SchemaStatus",
     "SchemaTooNew",
     "Store",
+    "StoreUnavailable",
     "Usage",
     "Video",
 ]
