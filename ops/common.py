@@ -165,11 +165,22 @@ def settings_for(db_path: str) -> Settings:
 
 
 def open_db(db_path: str, *, create: bool = False) -> tuple[Store, SecretBox]:
-    """The relay's database. Only commands that set a relay up may create it: a mistyped
-    --db must not look like a relay with no keys or accounts."""
-    if not create and not Path(db_path).exists():
+    """The relay's database, for a command that changes it. Only commands that set a relay up
+    may create it: a mistyped --db must not look like a relay with no keys or accounts."""
+    if not create:
+        _must_exist(db_path)
+    return open_store(settings_for(db_path))
+
+
+def _must_exist(db_path: str) -> None:
+    if not Path(db_path).exists():
         raise click.ClickException(
             f"no relay database at {db_path}: check --db or RELAY_DATABASE "
             "(the relay creates it on first start, as do 'db init', 'accounts add', 'keys issue', 'prices set' and 'prices load')"
         )
-    return open_store(settings_for(db_path))
+
+
+def read_db(db_path: str) -> tuple[Store, SecretBox]:
+    """The relay's database, for a command that only reads: nothing is written to it or beside it."""
+    _must_exist(db_path)
+    return open_store(settings_for(db_path), read_only=True)

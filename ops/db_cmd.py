@@ -66,7 +66,7 @@ def db_status(db_path: str, as_json: bool) -> None:
     Example:
       relayctl db status --db /var/lib/video-relay/relay.db
     """
-    with _existing_store(db_path) as store:
+    with _existing_store(db_path, read_only=True) as store:
         status = store.schema_status()
     if as_json:
         emit_json(status.as_dict())
@@ -99,11 +99,11 @@ def db_upgrade(db_path: str, as_json: bool) -> None:
 
 
 @contextmanager
-def _existing_store(db_path: str) -> Iterator[Store]:
+def _existing_store(db_path: str, *, read_only: bool = False) -> Iterator[Store]:
     """The store of a database that exists, without the secret key: migrations do not need it."""
     if not Path(db_path).is_file():
         raise click.ClickException(f"no relay database at {db_path}: check --db or RELAY_DATABASE (or create one with 'db init')")
-    store = Store(db_path)
+    store = Store(db_path, read_only=read_only)
     try:
         yield store
     except StoreUnavailable as error:

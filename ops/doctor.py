@@ -34,7 +34,7 @@ def check_database(path: Path) -> tuple[list[Check], Store | None]:
         return [
             Check("database", "fail", f"{path} does not exist", "start the relay once, or pass the right --db / RELAY_DATABASE")
         ], None
-    store = Store(path)
+    store = Store(path, read_only=True)
     checks = []
     try:
         integrity = store.quick_check()
@@ -47,8 +47,13 @@ def check_database(path: Path) -> tuple[list[Check], Store | None]:
     mode = store.journal_mode()
     wal = mode == "wal"
     checks.append(Check("database journal", "ok" if wal else "warn", mode, "" if wal else "start the relay once to switch to WAL"))
-    version = store.get_meta("schema_version")
-    checks.append(Check("schema version", "ok" if version == str(SCHEMA_VERSION) else "warn", str(version)))
+    schema = store.schema_status()
+    if schema.pending or schema.version != SCHEMA_VERSION:
+        fix = "run the release that wrote it, or a newer one" if (schema.version or 0) > SCHEMA_VERSION else "relayctl db upgrade"
+        checks.append(Check("schema version", "fail", f"{schema.version} (this release: {SCHEMA_VERSION})", fix))
+        # The other checks read tables this release's schema names: not before an upgrade.
+        return checks, None
+    checks.append(Check("schema version", "ok", str(schema.version)))
     return checks, store
 
 
@@ -65,7 +70,7 @@ def check_secret(db_path: str) -> list[Check]:
         if mode & 0o077:
             return [Check("secret key file mode", "fail", oct(mode), f"chmod 600 {settings.key_file}")]
     try:
-        store, box = open_store(settings)
+        store, box = open_store(settings, read_only=True)
     except SecretKeyError as error:
         return [Check("secret key", "fail", f"{source}: {error}", "use the key the database was written with")]
     checks = [Check("secret key", "ok", f"{source} matches the database")]

@@ -17,7 +17,7 @@ import anyio.to_thread
 
 from . import holders, multiprocess
 from .config import ConfigError, Settings
-from .crypto import SecretBox, read_key_file, resolve_keys
+from .crypto import SecretBox, generate_key, read_key_file, resolve_keys
 from .keys import KeyCache
 from .metrics import Metrics
 from .pool import Pool, Upstream
@@ -117,10 +117,13 @@ def _standing(account: Account) -> tuple[str, float | None, str | None]:
     return account.state, account.state_since, account.state_reason
 
 
-def open_store(settings: Settings) -> tuple[Store, SecretBox]:
+def open_store(settings: Settings, *, read_only: bool = False) -> tuple[Store, SecretBox]:
     """Open the database and the secret box, failing loudly on a wrong or malformed key.
 
-    Shared by the relay and the CLI, so both find the same key the same way.
+    Shared by the relay and the CLI, so both find the same key the same way. `read_only` (the
+    CLI's listings and doctor) writes nothing anywhere: no file, no migration, no journal-mode
+    switch, no key file, no meta row. A database whose schema is behind this release is refused
+    then rather than read: an older schema may lack columns the queries name.
     """
     folder = settings.database.parent
     if not folder.is_dir():
@@ -129,23 +132,43 @@ def open_store(settings: Settings) -> tuple[Store, SecretBox]:
             f"the folder {folder} for the database {settings.database} does not exist: "
             f"check RELAY_DATABASE or --db, or create it with 'relayctl db init --db {settings.database}'"
         )
-    store = Store(settings.database, busy_timeout_seconds=settings.database_busy_timeout_seconds)
+    store = Store(settings.database, read_only=read_only, busy_timeout_seconds=settings.database_busy_timeout_seconds)
     try:
-        store.ensure_schema()
+        if read_only:
+            _refuse_pending_migrations(store, settings)
+        else:
+            store.ensure_schema()
+        check = store.get_meta("secret_check")
     except StoreUnavailable as error:
         raise ConfigError(f"{settings.database} is not a relay database or cannot be read ({error.reason})") from None
     except SchemaTooNew as error:
         raise ConfigError(f"{settings.database}: {error}") from None
+    if read_only and check is None and settings.secret_key is None and not settings.key_file.exists():
+        # Nothing was ever encrypted here, and a reader must not create the key file: a key
+        # held in memory only decrypts nothing, which is all there is.
+        return store, SecretBox([generate_key().encode()])
     # A database written under a key gets no new one: that key could never read its credentials.
-    keys, created_message = resolve_keys(
-        settings.secret_key, settings.key_file, may_create=store.get_meta("secret_check") is None
-    )
+    keys, created_message = resolve_keys(settings.secret_key, settings.key_file, may_create=check is None)
     if created_message:
         log.warning(created_message)
     box = SecretBox(keys)
-    check = store.set_meta_if_absent("secret_check", box.check_value())
-    box.verify_check_value(check)
+    if check is None and not read_only:
+        check = store.set_meta_if_absent("secret_check", box.check_value())
+    if check is not None:
+        box.verify_check_value(check)
     return store, box
+
+
+def _refuse_pending_migrations(store: Store, settings: Settings) -> None:
+    status = store.schema_status()
+    if status.version is not None and status.version > status.code_version:
+        raise SchemaTooNew(f"the database has schema version {status.version}, newer than this release knows ({status.code_version})")
+    pending = status.pending
+    if pending:
+        raise ConfigError(
+            f"{settings.database} needs schema migration(s) {', '.join(map(str, pending))} before this release can read it:"
+            f" run 'relayctl db upgrade --db {settings.database}' (or start the relay)"
+        )
 
 
 def build_state(settings: Settings) -> RelayState:

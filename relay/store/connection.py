@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ..records import StoreUnavailable
 
@@ -137,16 +138,20 @@ def _create_private(path: Path) -> None:
 class Database:
     """One per process. Each thread gets its own connection to the same file."""
 
-    def __init__(self, path: Path | str, *, busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False, busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS) -> None:
         self.path = Path(path)
         self.busy_timeout_seconds = busy_timeout_seconds
+        # Read-only (relayctl's listings, doctor, db status): SQLite's mode=ro, so nothing is
+        # created, no journal mode is switched and no WAL is checkpointed into the file on close.
+        self.read_only = read_only
         self._local = threading.local()
         self._connections: list[_Connection] = []
         self._lock = threading.Lock()
         self._write_turn = threading.Lock()
         self._manual_checkpoints = False
         self._lock_fd: int | None = None
-        _create_private(self.path)
+        if not read_only:
+            _create_private(self.path)
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection, for reads outside a transaction: a new one if the last one failed."""
@@ -162,11 +167,19 @@ class Database:
     def _connect(self) -> _Connection:
         with _translated():
             conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout_seconds, isolation_level=None, check_same_thread=False, factory=_Connection
+                f"file:{quote(str(self.path))}?mode=ro" if self.read_only else self.path,
+                timeout=self.busy_timeout_seconds,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=self.read_only,
+                factory=_Connection,
             )
         try:
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            if self.read_only:
+                conn.execute("PRAGMA query_only=ON")
+            else:
+                conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_seconds * 1000)}")
             with self._lock:
@@ -213,6 +226,8 @@ class Database:
         """
         # Writers take turns here rather than in SQLite: a connection that finds the database
         # locked sleeps in SQLite's busy handler for up to tens of milliseconds at a time.
+        if self.read_only:
+            raise sqlite3.OperationalError(f"{self.path} was opened read-only")
         with self._write_turn, self._process_turn():
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
