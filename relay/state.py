@@ -212,14 +212,38 @@ async def keep_fresh(state: RelayState) -> None:
         await _keep_config(state)
 
 
+class _Retrying:
+    """A background task's failures: a database outage is logged when it starts and when it ends,
+    not with a traceback on every tick; anything else is a bug and keeps its traceback."""
+
+    def __init__(self, doing: str) -> None:
+        self.doing = doing
+        self.outage = False
+
+    def failed(self, error: Exception) -> None:
+        if not isinstance(error, StoreUnavailable):
+            log.exception("could not %s", self.doing)
+        elif not self.outage:
+            self.outage = True
+            log.warning("could not %s: %s; retrying", self.doing, error)
+
+    def succeeded(self) -> None:
+        if self.outage:
+            self.outage = False
+            log.warning("the database answers again: %s works", self.doing)
+
+
 async def _keep_lease(state: RelayState) -> None:
+    renewals = _Retrying("renew this process's lease (its reservations lapse if this goes on)")
     try:
         while True:
             await anyio.sleep(state.settings.holder_lease_seconds / holders.RENEWALS_PER_LEASE)
             try:
                 await state.db(renew_lease, state)
-            except Exception:
-                log.exception("could not renew this process's lease; its reservations lapse if this goes on")
+            except Exception as error:
+                renewals.failed(error)
+            else:
+                renewals.succeeded()
     finally:
         # Shutdown: uvicorn has drained the requests, so what is left here is held by no one.
         with anyio.CancelScope(shield=True):
@@ -230,6 +254,7 @@ async def _keep_lease(state: RelayState) -> None:
 
 
 async def _keep_config(state: RelayState) -> None:
+    refreshes = _Retrying("refresh keys and accounts (keeping the last good view)")
     while True:
         await anyio.sleep(state.settings.refresh_interval_seconds)
         try:
@@ -238,6 +263,8 @@ async def _keep_config(state: RelayState) -> None:
                 # What the other workers saw of the upstreams' quotas.
                 for quota in await anyio.to_thread.run_sync(state.store.account_quotas):
                     state.pool.note_quota(quota)
-        except Exception:
-            log.exception("could not refresh keys and accounts; keeping the last good view")
+        except Exception as error:
+            refreshes.failed(error)
+        else:
+            refreshes.succeeded()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import sqlite3
 import time
@@ -180,3 +181,23 @@ def test_relayctl_on_a_locked_database_says_one_line(cli: Any, tmp_path: Path, m
     assert len(output.strip().splitlines()) == 1 and "locked" in output, output
     listed = json.loads(cli("keys", "list", "--json").output)
     assert [key["name"] for key in listed] == ["alice"]
+
+
+def test_background_tasks_log_an_outage_once_not_every_tick(caplog: pytest.LogCaptureFixture) -> None:
+    from relay.state import _Retrying
+
+    retrying = _Retrying("renew the lease")
+    with caplog.at_level(logging.WARNING, logger="relay"):
+        for _ in range(20):
+            retrying.failed(StoreUnavailable("it stayed locked"))
+        retrying.succeeded()
+        retrying.succeeded()
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == ["could not renew the lease: the database is unavailable: it stayed locked; retrying", "the database answers again: renew the lease works"]
+    assert not any(record.exc_info for record in caplog.records)
+    caplog.clear()
+    try:
+        raise ValueError("a bug")
+    except ValueError as error:
+        retrying.failed(error)
+    assert caplog.records[0].exc_info is not None  # a bug keeps its traceback
