@@ -53,7 +53,11 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\
 
 def escape_controls(value: object) -> str:
     """`value` on one line: an upstream's error code with a newline must not start a forged log line."""
-    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode(), str(value))
+    text = str(value)
+    # Every character the pattern matches is non-printable: most values skip the regex.
+    if text.isprintable():
+        return text
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
 
 
 class TextFormatter(logging.Formatter):
