@@ -15,6 +15,7 @@ from click.core import ParameterSource
 from relay.accounts import AccountInputError
 from relay.config import ConfigError, Settings, load_settings
 from relay.crypto import SecretBox, SecretKeyError
+from relay.errors import shown
 from relay.keys import KeyInputError
 from relay.limits import LimitInputError
 from relay.pricing import PriceInputError
@@ -49,11 +50,11 @@ def parse_duration(value: str) -> float:
     match = _DURATION.match(value)
     digits = match.group(1).lstrip("0") if match else ""
     if match is None or not digits:
-        raise click.BadParameter(f"{shown(value)} is not a duration like 90m, 12h, 30d or 2w")
+        raise click.BadParameter(f"{shown(value)!r} is not a duration like 90m, 12h, 30d or 2w")
     # Long digit strings are too long anyway, and int() refuses thousands of digits.
     seconds = int(digits) * _UNIT_SECONDS[match.group(2)] if len(digits) <= 15 else MAX_DURATION_SECONDS + 1
     if seconds > MAX_DURATION_SECONDS:
-        raise click.BadParameter(f"{shown(value)} is longer than the longest duration, {MAX_DURATION_DAYS}d (100 years)")
+        raise click.BadParameter(f"{shown(value)!r} is longer than the longest duration, {MAX_DURATION_DAYS}d (100 years)")
     return float(seconds)
 
 
@@ -90,16 +91,10 @@ class FiniteNumber(click.ParamType[int | float, Any]):
                 # Long digit strings are out of range anyway; int() would refuse them with a worse message.
                 number = (int(text) if len(text) <= 20 else self.high + 1) if self.whole else float(text)
             except ValueError:
-                self.fail(f"{shown(value)} is not {'a whole number' if self.whole else 'a number'}", param, ctx)
+                self.fail(f"{shown(value)!r} is not {'a whole number' if self.whole else 'a number'}", param, ctx)
         if not math.isfinite(number) or not self.low <= number <= self.high:
-            self.fail(f"{shown(value)} is not in the range {_plain(self.low)} to {_plain(self.high)}", param, ctx)
+            self.fail(f"{shown(value)!r} is not in the range {_plain(self.low)} to {_plain(self.high)}", param, ctx)
         return number
-
-
-def shown(value: Any) -> str:
-    """A value quoted in an error message, cut short: the message stays one line."""
-    text = repr(str(value))
-    return text if len(text) <= 40 else f"{text[:30]}...' ({len(str(value))} characters)"
 
 
 def _plain(number: float) -> str:

@@ -7,11 +7,12 @@ from typing import Any
 
 import click
 
+from relay.errors import shown
 from relay.keys import PERMISSIONS, IssuedKey, change_permissions, issue_key, revoke_key, rotate_key, set_limits, validate_name
 from relay.limits import NO_LIMITS, PERIODS, Limits, changed_limits, holdings_summary, period_bounds, usage_summary
 from relay.store import KeyRecord, Store
 
-from .common import DURATION, database_options, open_db, read_db, shown
+from .common import DURATION, database_options, open_db, read_db
 from .output import emit, emit_json, emit_record, timestamp
 
 KEY_COLUMNS = ["name", "permissions", "state", "created", "last_used", "expires", "note"]
@@ -84,7 +85,7 @@ def limit_changes(options: dict[str, Any]) -> dict[str, Any]:
             try:
                 changes[field] = kind(raw)
             except ValueError:
-                raise click.BadParameter(f"{shown(raw)} is not a number (or 'none')", param_hint=option) from None
+                raise click.BadParameter(f"{shown(raw)!r} is not a number (or 'none')", param_hint=option) from None
     return changes
 
 

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import functools
 import hmac
-import ipaddress
 import logging
 import random
 import time
@@ -28,7 +27,7 @@ from starlette.routing import Mount, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import multiprocess, videos
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, is_loopback_address, load_settings
 from .crypto import SecretKeyError
 from .errors import AnswerCutShort, ClientGone, RelayError, envelope, error_response
 from .logs import RequestFacts, configure_logging, fields, log_format_from_env
@@ -82,14 +81,8 @@ def arrived_beyond_loopback(scope: Scope) -> bool:
     in-process client has no IP address there: only this machine reaches those.
     """
     server = scope.get("server")
-    try:
-        address = ipaddress.ip_address(server[0]) if server else None
-    except (TypeError, ValueError):
-        return False
-    if address is None:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return not (mapped or address).is_loopback
+    host = server[0] if server else None
+    return isinstance(host, str) and is_loopback_address(host) is False
 
 
 async def metrics(request: Request) -> Response:

@@ -78,16 +78,20 @@ def _port(env: Mapping[str, str], name: str) -> int | None:
     return int(raw)
 
 
-def is_loopback_host(host: str) -> bool:
-    """Whether only this machine can reach `host` (an address, or the name localhost)."""
-    if host.strip().lower() == "localhost":
-        return True
+def is_loopback_address(text: str) -> bool | None:
+    """Whether the IP address `text` is a loopback one (IPv4-mapped IPv6 too); None if it is no address."""
     try:
-        address = ipaddress.ip_address(host.strip().strip("[]"))
+        address = ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
-        return False  # another name may resolve anywhere
+        return None
     mapped = getattr(address, "ipv4_mapped", None)
     return bool((mapped or address).is_loopback)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether only this machine can reach `host` (an address, or the name localhost); another
+    name may resolve anywhere."""
+    return host.strip().lower() == "localhost" or is_loopback_address(host) is True
 
 
 def _metrics_host(env: Mapping[str, str], token: str | None) -> str:
