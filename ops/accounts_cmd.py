@@ -80,9 +80,9 @@ def token_from_stdin(text: str) -> str:
 
 def token_options(command: Any) -> Any:
     command = click.option("--token-stdin", is_flag=True, help="Read the token from standard input.")(command)
-    return click.option(
-        "--token", help="The API key or access token (visible in shell history: prefer --token-stdin or the prompt)."
-    )(command)
+    return click.option("--token", help="The API key or access token (visible in shell history: prefer --token-stdin or the prompt).")(
+        command
+    )
 
 
 def done(name: str, as_json: bool, message: str, **fields: Any) -> None:
@@ -109,8 +109,7 @@ def accounts() -> None:
 @token_options
 @click.option(
     "--base-api",
-    help="Upstream base URL (default: https://api.openai.com/v1 for openai-responses, "
-    "https://chatgpt.com/backend-api for openai).",
+    help="Upstream base URL (default: https://api.openai.com/v1 for openai-responses, https://chatgpt.com/backend-api for openai).",
 )
 @click.option("--priority", type=PRIORITY, default=100, show_default=True, help="Lower numbers are used first.")
 @click.option("--proxy", help="Send this account's traffic through a proxy: http://host:port or socks5://host:port.")
@@ -389,4 +388,3 @@ def accounts_remove(name: str, force: bool, db_path: str, as_json: bool) -> None
     store, _ = open_db(db_path)
     remove_account(store, name, force=force)
     done(name, as_json, f"Removed account {name!r}.", removed=True)
-

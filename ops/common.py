@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -20,7 +20,7 @@ from relay.keys import KeyInputError
 from relay.limits import LimitInputError
 from relay.pricing import PriceInputError
 from relay.state import open_store
-from relay.store import AlreadyExists, NotFound, Store, StoreUnavailable
+from relay.store import AlreadyExists, LocationError, NotFound, Store, StoreUnavailable, parse_location
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,11 +107,10 @@ def database_options(command: F) -> F:
     @click.option(
         "--db",
         "db_path",
-        type=click.Path(dir_okay=False),
         envvar="RELAY_DATABASE",
         default="relay.db",
         show_default="$RELAY_DATABASE, else relay.db",
-        help="SQLite database the relay uses (env RELAY_DATABASE).",
+        help="The relay's database: a SQLite path or a postgresql:// URL (env RELAY_DATABASE).",
     )
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
     @functools.wraps(command)
@@ -150,13 +149,11 @@ def _inherited(context: click.Context, name: str, value: Any) -> Any:
 
 
 def settings_for(db_path: str) -> Settings:
+    """The relay's settings from the environment, with --db as the database."""
     try:
-        settings = load_settings()
-    except ConfigError as error:
+        return dataclasses.replace(load_settings(), database=parse_location(db_path))
+    except (ConfigError, LocationError) as error:
         raise click.ClickException(str(error)) from None
-    return Settings(
-        database=Path(db_path), secret_key=settings.secret_key, database_busy_timeout_seconds=settings.database_busy_timeout_seconds
-    )
 
 
 def open_db(db_path: str, *, create: bool = False) -> tuple[Store, SecretBox]:
@@ -168,9 +165,11 @@ def open_db(db_path: str, *, create: bool = False) -> tuple[Store, SecretBox]:
 
 
 def _must_exist(db_path: str) -> None:
-    if not Path(db_path).exists():
+    """A SQLite file must exist already; a PostgreSQL database always exists (the server made it)."""
+    location = settings_for(db_path).database
+    if location.path is not None and not location.path.exists():
         raise click.ClickException(
-            f"no relay database at {db_path}: check --db or RELAY_DATABASE "
+            f"no relay database at {location}: check --db or RELAY_DATABASE "
             "(the relay creates it on first start, as do 'db init', 'accounts add', 'keys issue', 'prices set' and 'prices load')"
         )
 

@@ -120,9 +120,11 @@ def render(dashboard: Dashboard, prometheus: str, start: float, end: float, path
     width, height = 24 * GRID_UNIT_INCHES, rows * ROW_UNIT_INCHES + 0.6
     figure = plt.figure(figsize=(width, height), facecolor=BACKGROUND)
     figure.suptitle(
-        f"{dashboard.title}  ({datetime.fromtimestamp(start, UTC):%Y-%m-%d %H:%M:%S} – "
-        f"{datetime.fromtimestamp(end, UTC):%H:%M:%S} UTC)",
-        color=TEXT, fontsize=11, x=0.01, ha="left",
+        f"{dashboard.title}  ({datetime.fromtimestamp(start, UTC):%Y-%m-%d %H:%M:%S} – {datetime.fromtimestamp(end, UTC):%H:%M:%S} UTC)",
+        color=TEXT,
+        fontsize=11,
+        x=0.01,
+        ha="left",
     )
     step = max(1.0, (end - start) / 240)
     top = 0.6 / height
@@ -130,9 +132,7 @@ def render(dashboard: Dashboard, prometheus: str, start: float, end: float, path
         # Grid units to figure fractions, with a margin for titles and tick labels.
         left = (grid["x"] * GRID_UNIT_INCHES + 0.55) / width
         bottom = 1 - top - ((grid["y"] + grid["h"]) * ROW_UNIT_INCHES - 0.4) / height
-        ax = figure.add_axes(
-            (left, bottom, (grid["w"] * GRID_UNIT_INCHES - 0.75) / width, (grid["h"] * ROW_UNIT_INCHES - 0.75) / height)
-        )
+        ax = figure.add_axes((left, bottom, (grid["w"] * GRID_UNIT_INCHES - 0.75) / width, (grid["h"] * ROW_UNIT_INCHES - 0.75) / height))
         _style(ax, panel.title)
         if panel.kind == "timeseries":
             _timeseries(ax, panel, prometheus, start, end, step)

@@ -1,50 +1,53 @@
-"""relayctl db: set up a database (and its folder and key file) where the relay will find it, and
-see or run its schema migrations."""
+"""relayctl db: set up a database (and its folder and key file) where the relay will find it, see
+or run its schema migrations, and copy it to another database (SQLite to PostgreSQL)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import click
 
-from relay.store import SchemaTooNew, Store, StoreUnavailable
+from relay.store import LocationError, SchemaTooNew, Store, StoreUnavailable, parse_location
+from relay.store.copy import CopyMismatch, TargetNotEmpty, copy_database
 
 from .common import database_options, open_db, settings_for
-from .output import emit_json, emit_record
+from .output import emit_json, emit_record, emit_table
 
 
 @click.group("db")
 def db_group() -> None:
-    """The relay's database file."""
+    """The relay's database: set it up, upgrade its schema, copy it to PostgreSQL."""
 
 
 @db_group.command("init")
 @database_options
 def db_init(db_path: str, as_json: bool) -> None:
-    """Create the database, its folder (mode 0700) and, without RELAY_SECRET_KEY, its key file.
+    """Create the database (SQLite: its folder, mode 0700, too), its schema and, without RELAY_SECRET_KEY, the key file.
 
-    The relay and the other commands refuse a database path whose folder is missing (a typo
-    must not start an empty relay); this is how to ask for a new folder. Running it again on an
-    existing database changes nothing.
+    The relay and the other commands refuse a SQLite path whose folder is missing (a typo must
+    not start an empty relay); this is how to ask for a new folder. A PostgreSQL database is
+    created by its server's administrator (createdb); this command gives it the relay's tables.
+    Running it again changes nothing.
 
     \b
-    Example:
+    Examples:
       relayctl db init --db /var/lib/video-relay/relay.db
+      relayctl db init --db postgresql://relay@db.internal:5432/relay
     """
     settings = settings_for(db_path)
-    folder = settings.database.parent
+    path = settings.database.path
     created = []
-    if not folder.is_dir():
-        folder.mkdir(mode=0o700, parents=True)
-        created.append(str(folder))
-    existed = settings.database.exists()
+    if path is not None and not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True)
+        created.append(str(path.parent))
+    existed = path.exists() if path is not None else True
     key_existed = settings.key_file.exists()
-    open_db(db_path, create=True)
+    store, _ = open_db(db_path, create=True)
+    store.close()
     if not existed:
-        created.append(str(settings.database))
-    if settings.secret_key is None and not key_existed:
+        created.append(str(path))
+    if settings.secret_key is None and not key_existed and settings.key_file.exists():
         created.append(str(settings.key_file))
     if as_json:
         emit_json({"database": str(settings.database), "created": created})
@@ -79,9 +82,10 @@ def db_status(db_path: str, as_json: bool) -> None:
 def db_upgrade(db_path: str, as_json: bool) -> None:
     """Run the schema migrations the database has not had yet; running it again changes nothing.
 
-    The relay runs them itself at start-up; this is for upgrading ahead of a start, or after
-    restoring an old backup. Relays still running the previous release keep working on an
-    upgraded database only if the release notes say so: stop them first.
+    The relay runs them itself at start-up (replicas starting together take turns); this is for
+    upgrading ahead of a start, or after restoring an old backup. Relays still running the
+    previous release keep working on an upgraded database only if the release notes say so:
+    stop them first.
 
     \b
     Example:
@@ -90,25 +94,67 @@ def db_upgrade(db_path: str, as_json: bool) -> None:
     with _existing_store(db_path) as store:
         applied = store.ensure_schema()
         version = store.schema_status().version
+    shown = store.location.shown
     if as_json:
-        emit_json({"database": db_path, "applied": list(applied), "version": version})
+        emit_json({"database": shown, "applied": list(applied), "version": version})
     elif applied:
-        click.echo(f"Ran migration(s) {', '.join(str(step) for step in applied)}; {db_path} is at schema version {version}.")
+        click.echo(f"Ran migration(s) {', '.join(str(step) for step in applied)}; {shown} is at schema version {version}.")
     else:
-        click.echo(f"{db_path} is at schema version {version}; nothing to do.")
+        click.echo(f"{shown} is at schema version {version}; nothing to do.")
+
+
+@db_group.command("copy")
+@click.option("--to", "target", required=True, help="The database to copy into: a postgresql:// URL (or a SQLite path).")
+@click.option("--force", is_flag=True, help="Copy even though the target holds relay data already (it is replaced).")
+@database_options
+def db_copy(target: str, force: bool, db_path: str, as_json: bool) -> None:
+    """Copy every table of the database (--db) into another, and check the row counts match.
+
+    For moving a SQLite relay onto PostgreSQL: keys, accounts (credentials stay encrypted under
+    the same secret key: give the new relays that key), sessions, videos, usage, reservations,
+    prices and outcomes. The target gets this release's schema first; one that holds relay data
+    already is refused unless --force. Stop the relays writing to the source first: rows they
+    write during the copy would be left behind.
+
+    \b
+    Example:
+      relayctl db copy --db /var/lib/video-relay/relay.db --to postgresql://relay@db.internal/relay
+    """
+    try:
+        destination = parse_location(target)
+    except LocationError as error:
+        raise click.BadParameter(str(error), param_hint="--to") from None
+    with _existing_store(db_path, read_only=True) as source:
+        if source.schema_status().pending:
+            raise click.ClickException(f"{source.location} needs 'relayctl db upgrade' before it can be copied")
+        try:
+            copied = copy_database(source, destination, replace=force)
+        except TargetNotEmpty as error:
+            raise click.ClickException(f"{destination} holds relay data already ({error}): pass --force to replace it") from None
+        except CopyMismatch as error:
+            raise click.ClickException(f"the copy into {destination} does not match its source: {error}") from None
+    if as_json:
+        emit_json({"from": source.location.shown, "to": destination.shown, "rows": copied})
+        return
+    emit_table([{"table": table, "rows": rows} for table, rows in copied.items()], ["table", "rows"], empty="no tables")
+    click.echo(f"Copied {sum(copied.values())} rows from {source.location} to {destination}; every table's count matches.")
 
 
 @contextmanager
 def _existing_store(db_path: str, *, read_only: bool = False) -> Iterator[Store]:
     """The store of a database that exists, without the secret key: migrations do not need it."""
-    if not Path(db_path).is_file():
-        raise click.ClickException(f"no relay database at {db_path}: check --db or RELAY_DATABASE (or create one with 'db init')")
-    store = Store(db_path, read_only=read_only)
+    location = settings_for(db_path).database
+    if location.path is not None and not location.path.is_file():
+        raise click.ClickException(f"no relay database at {location}: check --db or RELAY_DATABASE (or create one with 'db init')")
+    try:
+        store = Store(location, read_only=read_only)
+    except StoreUnavailable as error:
+        raise click.ClickException(f"{location} cannot be opened ({error.reason})") from None
     try:
         yield store
     except StoreUnavailable as error:
-        raise click.ClickException(f"{db_path} is not a relay database or cannot be read ({error.reason})") from None
+        raise click.ClickException(f"{location} is not a relay database or cannot be read ({error.reason})") from None
     except SchemaTooNew as error:
-        raise click.ClickException(f"{db_path}: {error}") from None
+        raise click.ClickException(f"{location}: {error}") from None
     finally:
         store.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import click
 import httpx
@@ -12,7 +11,7 @@ import httpx
 from relay.accounts import rotate_secret_key
 from relay.crypto import SecretKeyError, generate_key, parse_keys
 from relay.state import open_store
-from relay.store import SCHEMA_VERSION, Store, StoreUnavailable
+from relay.store import SCHEMA_VERSION, DatabaseLocation, Store, StoreUnavailable
 from relay.upstream import base_api_problem, shown_url
 
 from .common import database_options, json_wanted, open_db, settings_for
@@ -29,24 +28,30 @@ class Check:
     fix: str = ""
 
 
-def check_database(path: Path) -> tuple[list[Check], Store | None]:
-    if not path.exists():
+def check_database(location: DatabaseLocation) -> tuple[list[Check], Store | None]:
+    if location.path is not None and not location.path.exists():
         return [
-            Check("database", "fail", f"{path} does not exist", "start the relay once, or pass the right --db / RELAY_DATABASE")
+            Check("database", "fail", f"{location} does not exist", "start the relay once, or pass the right --db / RELAY_DATABASE")
         ], None
-    store = Store(path, read_only=True)
     checks = []
     try:
-        integrity = store.quick_check()
+        store = Store(location, read_only=True)
+        integrity = store.integrity_check()
+        details = store.schema_status().details
     except StoreUnavailable as error:
-        problem = f"{path} is not a relay database or cannot be read ({error.reason})"
+        problem = f"{location} is not a relay database or cannot be read ({error.reason})"
         return [Check("database", "fail", problem, "pass the right --db / RELAY_DATABASE")], None
-    checks.append(
-        Check("database integrity", "ok" if integrity == "ok" else "fail", integrity, "" if integrity == "ok" else "restore from a backup")
-    )
-    mode = store.journal_mode()
-    wal = mode == "wal"
-    checks.append(Check("database journal", "ok" if wal else "warn", mode, "" if wal else "start the relay once to switch to WAL"))
+    if location.is_sqlite:
+        checks.append(
+            Check(
+                "database integrity", "ok" if integrity == "ok" else "fail", integrity, "" if integrity == "ok" else "restore from a backup"
+            )
+        )
+        mode = details["journal_mode"]
+        wal = mode == "wal"
+        checks.append(Check("database journal", "ok" if wal else "warn", mode, "" if wal else "start the relay once to switch to WAL"))
+    else:
+        checks.append(Check("database", "ok", f"PostgreSQL {details['server_version']} reachable at {location}"))
     schema = store.schema_status()
     if schema.pending or schema.version != SCHEMA_VERSION:
         fix = "run the release that wrote it, or a newer one" if (schema.version or 0) > SCHEMA_VERSION else "relayctl db upgrade"
@@ -76,9 +81,7 @@ def check_secret(db_path: str) -> list[Check]:
     checks = [Check("secret key", "ok", f"{source} matches the database")]
     unreadable = [a.name for a in store.list_accounts() if box.decrypt_or_none(a.credential_encrypted) is None]
     if unreadable:
-        checks.append(
-            Check("credentials", "fail", f"cannot decrypt: {', '.join(unreadable)}", "relayctl accounts rotate NAME for each")
-        )
+        checks.append(Check("credentials", "fail", f"cannot decrypt: {', '.join(unreadable)}", "relayctl accounts rotate NAME for each"))
     else:
         checks.append(Check("credentials", "ok", "every credential decrypts"))
     return checks
@@ -142,7 +145,7 @@ def doctor(db_path: str, as_json: bool) -> None:
     Example:
       relayctl doctor
     """
-    checks, store = check_database(Path(db_path))
+    checks, store = check_database(settings_for(db_path).database)
     if store is not None:
         checks += check_secret(db_path)
         checks += check_accounts(store)
@@ -197,4 +200,3 @@ def secrets_rotate(db_path: str, as_json: bool) -> None:
         emit_json({"reencrypted": count})
     else:
         click.echo(f"Re-encrypted {count} credential(s) under {where}.")
-

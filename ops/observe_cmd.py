@@ -42,9 +42,7 @@ def cooldown_rows(store: Store) -> list[dict[str, Any]]:
 @click.option("--count", type=click.IntRange(1, 1_000_000), help="With --watch, stop after this many refreshes.")
 @database_options
 @click.pass_context
-def cooldowns_group(
-    ctx: click.Context, watch: bool, interval: float, count: int | None, db_path: str, as_json: bool
-) -> None:
+def cooldowns_group(ctx: click.Context, watch: bool, interval: float, count: int | None, db_path: str, as_json: bool) -> None:
     """Accounts not serving new work: rate-limited, unauthorized or disabled; why and until when.
 
     \b

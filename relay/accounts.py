@@ -70,9 +70,7 @@ def _exists(store: Store, name: str) -> bool:
     return True
 
 
-def checked_input(
-    *, name: str, type: str, credential: str, base_api: str | None, priority: int, proxy: str | None
-) -> tuple[str, str]:
+def checked_input(*, name: str, type: str, credential: str, base_api: str | None, priority: int, proxy: str | None) -> tuple[str, str]:
     """A new account's input, checked before anything is written: the credential and base_api to store."""
     try:
         validate_name(name)
@@ -99,9 +97,7 @@ def add_account(
     proxy: str | None = None,
     now: float | None = None,
 ) -> Account:
-    credential, base_api = checked_input(
-        name=name, type=type, credential=credential, base_api=base_api, priority=priority, proxy=proxy
-    )
+    credential, base_api = checked_input(name=name, type=type, credential=credential, base_api=base_api, priority=priority, proxy=proxy)
     now = time.time() if now is None else now
     left_behind = 0 if _exists(store, name) else store.live_video_count(name, now) + store.character_count(name)
     if left_behind:

@@ -234,12 +234,8 @@ class RequestIdMiddleware:
             log.exception("unhandled error", extra=fields(request_id=request_id))
             if status:
                 raise
-            await send_with_id(
-                {"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"application/json")]}
-            )
-            body = envelope(
-                f"The relay failed to handle this request (request id {request_id}).", status=500, code="internal_error"
-            )
+            await send_with_id({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"application/json")]})
+            body = envelope(f"The relay failed to handle this request (request id {request_id}).", status=500, code="internal_error")
             await send({"type": "http.response.body", "body": body})
         finally:
             route = route_name(scope["method"], scope.get("path", ""))

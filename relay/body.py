@@ -32,9 +32,7 @@ async def read_body(chunks: AsyncIterator[bytes], *, declared_length: str | None
 
 
 def _too_large(limit: int) -> RelayError:
-    return RelayError(
-        413, f"Request body is larger than this relay accepts ({limit} bytes).", code="request_too_large"
-    )
+    return RelayError(413, f"Request body is larger than this relay accepts ({limit} bytes).", code="request_too_large")
 
 
 def media_type(content_type: str | None) -> str:
@@ -109,16 +107,12 @@ def _json_fields(body: bytes, names: frozenset[str]) -> dict[str, str]:
         outer, bracket, _ = name.partition("[")
         if bracket and outer in payload and not isinstance(payload[outer], dict):
             # `video` names a source video only as {"id": ...}; any other form could be read as one upstream.
-            raise RelayError(
-                400, f"The field '{outer}' must be an object like {{\"id\": \"video_123\"}}.", code="invalid_value", param=outer
-            )
+            raise RelayError(400, f'The field \'{outer}\' must be an object like {{"id": "video_123"}}.', code="invalid_value", param=outer)
         value = _json_value(payload, name)
         if isinstance(value, str):
             if not is_valid_unicode(value):
                 # JSON can escape lone surrogates ("\ud800"); no id or session can contain one.
-                raise RelayError(
-                    400, f"The field '{name}' is not valid Unicode.", code="invalid_json", param=name
-                )
+                raise RelayError(400, f"The field '{name}' is not valid Unicode.", code="invalid_json", param=name)
             found[name] = value
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             found[name] = json.dumps(value)
@@ -152,9 +146,7 @@ def multipart_boundary(content_type: str) -> bytes:
     parameters = _parameters(content_type, kind.end() if kind else 0) if kind else None
     value = parameters.get("boundary") if parameters is not None else None
     if value is None or not 0 < len(value) <= 200:
-        raise RelayError(
-            400, "multipart/form-data request without a valid boundary parameter (exactly one).", code="invalid_multipart"
-        )
+        raise RelayError(400, "multipart/form-data request without a valid boundary parameter (exactly one).", code="invalid_multipart")
     return value.encode("latin-1", errors="replace")
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .store.location import DatabaseLocation, LocationError, parse_location
+from .store.postgres import PoolSettings
 
 
 class ConfigError(ValueError):
@@ -15,10 +18,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    database: Path = Path("relay.db")
+    database: DatabaseLocation = field(default_factory=lambda: parse_location("relay.db"))
     # How long a statement waits for another connection's lock before the request gets a 503.
     database_busy_timeout_seconds: float = 10.0
+    # PostgreSQL only: each process's connections (RELAY_DATABASE_POOL_MIN_SIZE, _MAX_SIZE, _TIMEOUT_SECONDS).
+    database_pool: PoolSettings = field(default_factory=PoolSettings)
     secret_key: str | None = None
+    # Where the secret key is kept without RELAY_SECRET_KEY: beside a SQLite database by default.
+    secret_key_file: Path | None = None
     sticky_ttl_seconds: float = 3600.0
     default_cooldown_seconds: float = 60.0
     max_cooldown_seconds: float = 7 * 24 * 3600.0
@@ -46,7 +53,12 @@ class Settings:
 
     @property
     def key_file(self) -> Path:
-        return self.database.with_name(self.database.name + ".key")
+        if self.secret_key_file is not None:
+            return self.secret_key_file
+        if self.database.path is not None:
+            return self.database.path.with_name(self.database.path.name + ".key")
+        # A PostgreSQL database has no folder of its own: the working directory's relay.key.
+        return Path("relay.key")
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
@@ -104,18 +116,33 @@ def _metrics_host(env: Mapping[str, str], token: str | None) -> str:
     return host
 
 
-def database_path(env: Mapping[str, str] | None = None) -> Path:
+def database_location(env: Mapping[str, str] | None = None) -> DatabaseLocation:
     env = os.environ if env is None else env
-    return Path(env.get("RELAY_DATABASE") or "relay.db")
+    try:
+        return parse_location(env.get("RELAY_DATABASE") or "relay.db")
+    except LocationError as error:
+        raise ConfigError(f"RELAY_DATABASE: {error}") from None
+
+
+def pool_settings(env: Mapping[str, str]) -> PoolSettings:
+    default = PoolSettings()
+    max_size = int(_number(env, "RELAY_DATABASE_POOL_MAX_SIZE", default.max_size, minimum=1))
+    return PoolSettings(
+        min_size=min(max_size, int(_number(env, "RELAY_DATABASE_POOL_MIN_SIZE", default.min_size, minimum=0))),
+        max_size=max_size,
+        timeout_seconds=_number(env, "RELAY_DATABASE_POOL_TIMEOUT_SECONDS", default.timeout_seconds, minimum=0.01),
+    )
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     metrics_token = env.get("RELAY_METRICS_TOKEN") or None
     return Settings(
-        database=database_path(env),
+        database=database_location(env),
         database_busy_timeout_seconds=_number(env, "RELAY_DATABASE_BUSY_TIMEOUT_SECONDS", 10.0, minimum=0.01),
+        database_pool=pool_settings(env),
         secret_key=env.get("RELAY_SECRET_KEY") or None,
+        secret_key_file=Path(env["RELAY_SECRET_KEY_FILE"]) if env.get("RELAY_SECRET_KEY_FILE") else None,
         sticky_ttl_seconds=_number(env, "RELAY_STICKY_TTL_SECONDS", 3600.0, minimum=1.0),
         default_cooldown_seconds=_number(env, "RELAY_DEFAULT_COOLDOWN_SECONDS", 60.0, minimum=1.0),
         max_cooldown_seconds=_number(env, "RELAY_MAX_COOLDOWN_SECONDS", 7 * 24 * 3600.0, minimum=1.0),

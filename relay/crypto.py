@@ -71,8 +71,7 @@ def _fernet(key: bytes) -> Fernet:
         return Fernet(key)
     except (ValueError, TypeError):
         raise SecretKeyError(
-            "RELAY_SECRET_KEY must be 32 url-safe base64-encoded bytes "
-            "(make one with: relayctl secrets generate-key)"
+            "RELAY_SECRET_KEY must be 32 url-safe base64-encoded bytes (make one with: relayctl secrets generate-key)"
         ) from None
 
 

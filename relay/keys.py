@@ -58,9 +58,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 def validate_name(name: str) -> str:
     if not _NAME.fullmatch(name):
-        raise KeyInputError(
-            "a name is 1-64 characters of ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
+        raise KeyInputError("a name is 1-64 characters of ASCII letters, digits, '.', '_' or '-', starting with a letter or digit")
     return name
 
 
@@ -108,9 +106,7 @@ def rotate_key(store: Store, name: str, *, grace_seconds: float = 0.0, now: floa
         raise KeyInputError(f"key {name!r} is {record.state(now)}; issue a new key instead")
     key = f"{PREFIX}{record.id}-{secrets.token_urlsafe(32)}"
     salt = secrets.token_hex(16)
-    store.rotate_key_secret(
-        name, salt=salt, hash=_hash(salt, key), grace_until=now + grace_seconds if grace_seconds > 0 else None, now=now
-    )
+    store.rotate_key_secret(name, salt=salt, hash=_hash(salt, key), grace_until=now + grace_seconds if grace_seconds > 0 else None, now=now)
     return IssuedKey(record=store.key_by_name(name), key=key)
 
 

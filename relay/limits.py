@@ -114,15 +114,11 @@ MAX_LIMITS: dict[str, int] = {
 def validate_limits(limits: Limits) -> Limits:
     for name in ("requests_per_minute", "max_concurrent_creates"):
         value = getattr(limits, name)
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LIMITS[name]
-        ):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LIMITS[name]):
             raise LimitInputError(f"{name.replace('_', '-')} must be a whole number >= 1 and <= {MAX_LIMITS[name]:,}, got {value!r}")
     for name in ("video_seconds_per_day", "video_seconds_per_month", "usd_per_day", "usd_per_month"):
         value = getattr(limits, name)
-        if value is not None and not (
-            isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= MAX_LIMITS[name]
-        ):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= MAX_LIMITS[name]):
             raise LimitInputError(f"{name.replace('_', '-')} must be a finite number >= 0 and <= {MAX_LIMITS[name]:,}, got {value!r}")
     for name in ("models", "sizes"):
         values = getattr(limits, name)
@@ -383,14 +379,16 @@ def refusal_for(limits: Limits, terms: JobTerms, now: float) -> Callable[[Usage,
             seconds_limit = limits.video_seconds_per_day if period == "day" else limits.video_seconds_per_month
             if seconds_limit is not None and used.video_seconds + terms.video_seconds > seconds_limit:
                 return period_refusal(
-                    f"video_seconds_per_{period}", period, used=used.video_seconds, asked=terms.video_seconds,
-                    allowed=seconds_limit, now=now,
+                    f"video_seconds_per_{period}",
+                    period,
+                    used=used.video_seconds,
+                    asked=terms.video_seconds,
+                    allowed=seconds_limit,
+                    now=now,
                 )
             budget = limits.budget(period)
             if budget is not None and used.usd + (terms.usd or 0.0) > budget + 1e-9:
-                return period_refusal(
-                    f"usd_per_{period}", period, used=used.usd, asked=terms.usd or 0.0, allowed=budget, now=now
-                )
+                return period_refusal(f"usd_per_{period}", period, used=used.usd, asked=terms.usd or 0.0, allowed=budget, now=now)
         return None
 
     return refuse

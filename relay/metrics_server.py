@@ -32,10 +32,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def _response(status: int, reason: str, body: bytes, content_type: str) -> bytes:
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
-    )
+    head = f"HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
     return head.encode("latin-1") + body
 
 

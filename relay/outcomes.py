@@ -136,9 +136,7 @@ def _body_hint(body: bytes) -> float | None:
     return None
 
 
-def cooldown_seconds(
-    headers: Mapping[str, str], body: bytes, *, now: float, default: float, maximum: float
-) -> tuple[float, str]:
+def cooldown_seconds(headers: Mapping[str, str], body: bytes, *, now: float, default: float, maximum: float) -> tuple[float, str]:
     """How long a 429'd account rests, and which hint said so.
 
     Order: `resets_in_seconds` in the body (top level or in `error`), `Retry-After`,

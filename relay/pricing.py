@@ -91,14 +91,8 @@ def validate_price(model: str, size: str, usd_per_second: float) -> tuple[str, s
         raise PriceInputError("a price needs a model name of 1-128 characters")
     if size != ANY_SIZE and not is_size(size):
         raise PriceInputError(f"a price's size is WIDTHxHEIGHT in pixels, like 1280x720, or '*'; got {size!r}")
-    if not (
-        isinstance(usd_per_second, (int, float))
-        and math.isfinite(usd_per_second)
-        and 0 <= usd_per_second <= MAX_USD_PER_SECOND
-    ):
-        raise PriceInputError(
-            f"USD per second must be a finite number >= 0 and <= {MAX_USD_PER_SECOND:,}, got {usd_per_second!r}"
-        )
+    if not (isinstance(usd_per_second, (int, float)) and math.isfinite(usd_per_second) and 0 <= usd_per_second <= MAX_USD_PER_SECOND):
+        raise PriceInputError(f"USD per second must be a finite number >= 0 and <= {MAX_USD_PER_SECOND:,}, got {usd_per_second!r}")
     return model, size, float(usd_per_second)
 
 

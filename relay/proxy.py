@@ -52,9 +52,7 @@ async def request_body(request: Request, state: RelayState) -> bytes:
         # The relay reads the first; an upstream might read the last.
         raise RelayError(400, "Send one Content-Type header.", code="invalid_request_headers")
     try:
-        return await read_body(
-            request.stream(), declared_length=request.headers.get("content-length"), limit=state.settings.max_body_bytes
-        )
+        return await read_body(request.stream(), declared_length=request.headers.get("content-length"), limit=state.settings.max_body_bytes)
     except ClientDisconnect:
         # Hung up mid-body, or sent a body the server could not frame: nothing was forwarded.
         raise ClientGone() from None
@@ -77,9 +75,7 @@ async def pick_admitted(state: RelayState, now: float, admit: Admit, *, exclude:
     return None
 
 
-async def choose_account(
-    state: RelayState, sticky: str | None, *, now: float, route: str, admit: Admit = _admitting
-) -> Upstream:
+async def choose_account(state: RelayState, sticky: str | None, *, now: float, route: str, admit: Admit = _admitting) -> Upstream:
     """For new work: the session's account while it is usable; otherwise priority, then least recently used."""
     pool, store = state.pool, state.store
     mapped = await state.db(store.session_account, sticky, now) if sticky else None
@@ -136,16 +132,10 @@ def no_account_error(state: RelayState, now: float, route: str) -> RelayError:
     state.metrics.no_account.labels(route).inc()
     recovery = state.pool.seconds_until_recovery(now)
     headers = {"retry-after": str(max(1, int(recovery + 0.999)))} if recovery is not None else {}
-    detail = (
-        f" The first rate-limited account is expected back in about {int(recovery + 0.999)} s."
-        if recovery is not None
-        else ""
-    )
+    detail = f" The first rate-limited account is expected back in about {int(recovery + 0.999)} s." if recovery is not None else ""
     return RelayError(
         503,
-        "No upstream account is available right now: every account is rate-limited, unauthorized, disabled"
-        " or at its daily cap."
-        + detail,
+        "No upstream account is available right now: every account is rate-limited, unauthorized, disabled or at its daily cap." + detail,
         code="no_upstream_account",
         headers=headers,
     )
@@ -270,8 +260,7 @@ class OutcomeUnknown(WorkMayExist):
     def __init__(self, unavailable: UpstreamUnavailable) -> None:
         super().__init__(
             unavailable.status,
-            unavailable.message
-            + " The request had already been sent, so the upstream may have started the job; it was not sent again,"
+            unavailable.message + " The request had already been sent, so the upstream may have started the job; it was not sent again,"
             " to avoid paying for a second render. List your videos before retrying.",
             code=unavailable.code,
             # SDKs retry 502/504 by themselves, which would start the second render the relay avoided.
@@ -337,8 +326,14 @@ async def note_server_health(state: RelayState, upstream: Upstream, kind: str) -
     reason = f"{count} upstream failures in a row ({kind})"
     try:
         evicted = await state.db(
-            state.store.set_account_state, name, "rate_limited", now=now, reason=reason, until=until,
-            last_error=f"last failure: {kind}", evict_sessions=True,
+            state.store.set_account_state,
+            name,
+            "rate_limited",
+            now=now,
+            reason=reason,
+            until=until,
+            last_error=f"last failure: {kind}",
+            evict_sessions=True,
         )
     except NotFound:
         return
@@ -477,9 +472,7 @@ async def attempt_with_failover(
                 return upstream, answer
         now = state.clock()
         following = (
-            await pick_admitted(state, now, admit, exclude=tried)
-            if may_fail_over and len(tried) <= state.settings.max_failover
-            else None
+            await pick_admitted(state, now, admit, exclude=tried) if may_fail_over and len(tried) <= state.settings.max_failover else None
         )
         if following is None:
             if unavailable is not None:

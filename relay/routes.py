@@ -36,7 +36,7 @@ def route_name(method: str, path: str) -> str:
     """The route a request addresses (by path shape and method), or `other`: never a raw path."""
     for prefix in ("/openai/v1/", "/openai/"):
         if path.startswith(prefix):
-            rest = path[len(prefix):]
+            rest = path[len(prefix) :]
             break
     else:
         return "other"

@@ -126,9 +126,7 @@ PRESETS: Final = (
     "server_error",
     "slow",
 )
-FAIL_ALIASES: Final = MappingProxyType(
-    {"429": "rate_limited", "401": "unauthorized", "402": "payment_required", "500": "server_error"}
-)
+FAIL_ALIASES: Final = MappingProxyType({"429": "rate_limited", "401": "unauthorized", "402": "payment_required", "500": "server_error"})
 DEFAULT_RESETS_IN_SECONDS: Final = 7
 DEFAULT_SLOW_SECONDS: Final = 3.0
 DEFAULT_TRICKLE_BYTES: Final = 64
@@ -232,10 +230,7 @@ class SandboxState:
 
 def load_assets() -> Mapping[str, Asset]:
     return MappingProxyType(
-        {
-            variant: Asset((ASSETS_DIR / filename).read_bytes(), media_type)
-            for variant, (filename, media_type) in VARIANT_ASSETS.items()
-        }
+        {variant: Asset((ASSETS_DIR / filename).read_bytes(), media_type) for variant, (filename, media_type) in VARIANT_ASSETS.items()}
     )
 
 
@@ -267,9 +262,7 @@ class ApiError(Exception):
         self.error_type = error_type
 
 
-def error_envelope(
-    message: str, error_type: str, param: str | None = None, code: str | None = None
-) -> dict[str, Any]:
+def error_envelope(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
@@ -340,9 +333,7 @@ def parse_content_type(value: str | None) -> tuple[str, dict[str, str]]:
     header = email.message.Message()
     header["content-type"] = value
     params = header.get_params(failobj=[])[1:]
-    return header.get_content_type(), {
-        key.lower(): email.utils.collapse_rfc2231_value(raw) for key, raw in params
-    }
+    return header.get_content_type(), {key.lower(): email.utils.collapse_rfc2231_value(raw) for key, raw in params}
 
 
 def malformed_multipart(detail: str) -> ApiError:
@@ -369,9 +360,7 @@ def parse_form_part(segment: bytes) -> FormPart:
     head, separator, data = segment[line_end:].partition(b"\r\n\r\n")
     if not separator:
         raise malformed_multipart("part without a header terminator")
-    headers = email.parser.Parser().parsestr(
-        head.lstrip(b"\r\n").decode("utf-8", "replace"), headersonly=True
-    )
+    headers = email.parser.Parser().parsestr(head.lstrip(b"\r\n").decode("utf-8", "replace"), headersonly=True)
     name = headers.get_param("name", header="content-disposition")
     if not name:
         raise malformed_multipart("part without a form-data name")
@@ -418,8 +407,7 @@ def parse_json_object(body: bytes) -> Fields:
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ApiError(
             400,
-            "We could not parse the JSON body of your request. The API expects a JSON payload, "
-            "but what was sent was not valid JSON.",
+            "We could not parse the JSON body of your request. The API expects a JSON payload, but what was sent was not valid JSON.",
         ) from None
     if not isinstance(payload, dict):
         raise ApiError(400, "The request body must be a JSON object.")
@@ -448,9 +436,7 @@ def text_field(fields: Fields, name: str, default: str) -> str:
 
 def choice_field(fields: Fields, name: str, default: str | None, allowed: Sequence[str]) -> str:
     if default is None and name not in fields:
-        raise ApiError(
-            400, f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter"
-        )
+        raise ApiError(400, f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
     value = text_field(fields, name, default or "")
     if value not in allowed:
         raise ApiError(
@@ -465,9 +451,7 @@ def choice_field(fields: Fields, name: str, default: str | None, allowed: Sequen
 def prompt_field(fields: Fields) -> str:
     prompt = text_field(fields, "prompt", "")
     if not prompt.strip():
-        raise ApiError(
-            400, "Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter"
-        )
+        raise ApiError(400, "Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ApiError(
             400,
@@ -490,9 +474,7 @@ def check_input_reference(fields: Fields) -> None:
     if reference is None or isinstance(reference, Upload):
         return
     keys = set(reference) if isinstance(reference, dict) else set()
-    if len(keys & {"image_url", "file_id"}) != 1 or not all(
-        isinstance(reference[key], str) and reference[key] for key in keys
-    ):
+    if len(keys & {"image_url", "file_id"}) != 1 or not all(isinstance(reference[key], str) and reference[key] for key in keys):
         raise ApiError(
             400,
             "Invalid 'input_reference': provide exactly one of 'image_url' or 'file_id', or upload a file.",
@@ -525,10 +507,7 @@ def padding_problem(total: int, asset_bytes: int) -> str | None:
     """Why ``total`` cannot be the size of the sample MP4 plus one ``free`` box, or None."""
     if total == asset_bytes or total >= asset_bytes + FREE_BOX_HEADER_BYTES:
         return None
-    return (
-        f"content length must be {asset_bytes} (the bare sample) or at least "
-        f"{asset_bytes + FREE_BOX_HEADER_BYTES} bytes, got {total}"
-    )
+    return f"content length must be {asset_bytes} (the bare sample) or at least {asset_bytes + FREE_BOX_HEADER_BYTES} bytes, got {total}"
 
 
 def content_length_for(prompt: str, state: SandboxState) -> int | None:
@@ -622,9 +601,7 @@ def completed_source(state: SandboxState, token: str, video_id: str, param: str)
     job = find_job(state, token, video_id)
     status, _ = current_phase(state, job)
     if status != "completed":
-        raise ApiError(
-            400, f"Video '{video_id}' is not completed (status: {status}).", param=param, code="invalid_state"
-        )
+        raise ApiError(400, f"Video '{video_id}' is not completed (status: {status}).", param=param, code="invalid_state")
     return job
 
 
@@ -815,9 +792,7 @@ async def create_character(request: Request) -> Response:
         raise ApiError(400, "Characters are created from a multipart/form-data upload.")
     fields = await read_fields(request)
     if not isinstance(fields.get("video"), Upload):
-        raise ApiError(
-            400, "Missing required parameter: 'video' (a video file).", param="video", code="missing_required_parameter"
-        )
+        raise ApiError(400, "Missing required parameter: 'video' (a video file).", param="video", code="missing_required_parameter")
     character = Character(new_id("char_"), token, character_name(fields), int(time.time()))
     state.characters[character.id] = character
     return created(state, token, character_resource(character))
@@ -926,9 +901,7 @@ def serve_bytes(request: Request, head: bytes, length: int, media_type: str, eta
     status = 206 if span is not None else 200
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media_type)
-    return StreamingResponse(
-        stream_span(sandbox_state(request), head, start, stop, request.is_disconnected), status, headers, media_type
-    )
+    return StreamingResponse(stream_span(sandbox_state(request), head, start, stop, request.is_disconnected), status, headers, media_type)
 
 
 async def video_content(request: Request) -> Response:
@@ -1000,9 +973,7 @@ def non_negative_number(spec: Mapping[str, Any], key: str, default: float) -> fl
 def header_map(value: Any, key: str = "headers") -> dict[str, str]:
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(name, str) and isinstance(text, str) for name, text in value.items()
-    ):
+    if not isinstance(value, dict) or not all(isinstance(name, str) and isinstance(text, str) for name, text in value.items()):
         raise rule_error(f"'{key}' must be an object of string values", key)
     for name, text in value.items():
         if not name or "\r" in name + text or "\n" in name + text or not (name + text).isascii():
@@ -1115,9 +1086,7 @@ def rule_applies(rule: FaultRule, rng: random.Random) -> bool:
     return rule.probability >= 1 or rng.random() < rule.probability
 
 
-def take_matching_rule(
-    rules: list[FaultRule], method: str, path: str, token: str | None, rng: random.Random
-) -> FaultRule | None:
+def take_matching_rule(rules: list[FaultRule], method: str, path: str, token: str | None, rng: random.Random) -> FaultRule | None:
     """The first rule that matches and applies; only that rule's `times` and `hits` change."""
     for rule in rules:
         if rule.remaining != 0 and rule_matches(rule, method, path, token) and rule_applies(rule, rng):
@@ -1399,14 +1368,10 @@ def run_sandbox(host: str, port: int, **options: Unpack[SandboxOptions]) -> None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m relay.sandbox", description="Local emulator of the OpenAI Videos API."
-    )
+    parser = argparse.ArgumentParser(prog="python -m relay.sandbox", description="Local emulator of the OpenAI Videos API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
-    parser.add_argument(
-        "--complete-after", type=float, default=1.0, metavar="SECONDS", help="seconds until a job completes"
-    )
+    parser.add_argument("--complete-after", type=float, default=1.0, metavar="SECONDS", help="seconds until a job completes")
     parser.add_argument("--fail", choices=[*FAIL_ALIASES, *PRESETS], help="fail every request")
     parser.add_argument("--content-bytes", type=int, metavar="N", help="pad video downloads to N bytes")
     parser.add_argument("--seed", type=int, metavar="N", help="seed for fault rules with a probability")

@@ -125,14 +125,31 @@ def open_store(settings: Settings, *, read_only: bool = False) -> tuple[Store, S
     switch, no key file, no meta row. A database whose schema is behind this release is refused
     then rather than read: an older schema may lack columns the queries name.
     """
-    folder = settings.database.parent
-    if not folder.is_dir():
+    path = settings.database.path
+    if path is not None and not path.parent.is_dir():
         # A mistyped path must not start a relay on a new, empty database that refuses every key.
         raise ConfigError(
-            f"the folder {folder} for the database {settings.database} does not exist: "
-            f"check RELAY_DATABASE or --db, or create it with 'relayctl db init --db {settings.database}'"
+            f"the folder {path.parent} for the database {path} does not exist: "
+            f"check RELAY_DATABASE or --db, or create it with 'relayctl db init --db {path}'"
         )
-    store = Store(settings.database, read_only=read_only, busy_timeout_seconds=settings.database_busy_timeout_seconds)
+    try:
+        store = Store(
+            settings.database,
+            read_only=read_only,
+            busy_timeout_seconds=settings.database_busy_timeout_seconds,
+            pool=settings.database_pool,
+        )
+    except StoreUnavailable as error:
+        raise ConfigError(f"{settings.database} cannot be opened ({error.reason})") from None
+    try:
+        return store, _open_box(store, settings, read_only=read_only)
+    except BaseException:
+        # A relay that does not start, or a command that fails, leaves no pool threads behind.
+        store.close()
+        raise
+
+
+def _open_box(store: Store, settings: Settings, *, read_only: bool) -> SecretBox:
     try:
         if read_only:
             _refuse_pending_migrations(store, settings)
@@ -146,7 +163,7 @@ def open_store(settings: Settings, *, read_only: bool = False) -> tuple[Store, S
     if read_only and check is None and settings.secret_key is None and not settings.key_file.exists():
         # Nothing was ever encrypted here, and a reader must not create the key file: a key
         # held in memory only decrypts nothing, which is all there is.
-        return store, SecretBox([generate_key().encode()])
+        return SecretBox([generate_key().encode()])
     # A database written under a key gets no new one: that key could never read its credentials.
     keys, created_message = resolve_keys(settings.secret_key, settings.key_file, may_create=check is None)
     if created_message:
@@ -156,7 +173,7 @@ def open_store(settings: Settings, *, read_only: bool = False) -> tuple[Store, S
         check = store.set_meta_if_absent("secret_check", box.check_value())
     if check is not None:
         box.verify_check_value(check)
-    return store, box
+    return box
 
 
 def _refuse_pending_migrations(store: Store, settings: Settings) -> None:
@@ -267,4 +284,3 @@ async def _keep_config(state: RelayState) -> None:
             refreshes.failed(error)
         else:
             refreshes.succeeded()
-

@@ -309,9 +309,7 @@ def url_for(base_api: str, path: str) -> str:
     return base_api.rstrip("/") + path
 
 
-def request_headers(
-    client_headers: list[tuple[bytes, bytes]], credential: str, *, content: bool = False
-) -> list[tuple[bytes, bytes]]:
+def request_headers(client_headers: list[tuple[bytes, bytes]], credential: str, *, content: bool = False) -> list[tuple[bytes, bytes]]:
     """The allowed client headers as raw bytes, plus upstream auth; they are sent byte for byte."""
     allowed = _FORWARDED_FOR_CONTENT if content else _FORWARDED
     # Surrounding whitespace is not part of a field value (RFC 9110, 5.5); h11 refuses to send it.
@@ -426,7 +424,7 @@ def without_credential(text: Text, credential: str) -> Text:
     for start, end in widened:
         if end <= position:
             continue
-        pieces += [text[position:max(start, position)], redacted]
+        pieces += [text[position : max(start, position)], redacted]
         position = end
     pieces.append(text[position:])
     return text[:0].join(pieces)
@@ -559,9 +557,7 @@ async def _open_aiohttp(
     with _aiohttp_failures_classified(started):
         try:
             # encoded=True: the path is already percent-encoded; yarl must not encode it again.
-            response = await session.request(
-                method, yarl.URL(url, encoded=True), headers=outgoing, data=body, allow_redirects=False
-            )
+            response = await session.request(method, yarl.URL(url, encoded=True), headers=outgoing, data=body, allow_redirects=False)
         except ValueError as exc:
             if isinstance(exc, aiohttp.ClientError) and not isinstance(exc, aiohttp.InvalidURL):
                 raise

@@ -102,8 +102,15 @@ async def new_job(
             # Work on an existing video must stay with its owner; everything else may move on.
             try:
                 upstream, answer = await attempt_with_failover(
-                    state, upstream, request, route=route, key=key, path=upstream_path, body=body,
-                    may_fail_over=source is None, admit=booking.admit,
+                    state,
+                    upstream,
+                    request,
+                    route=route,
+                    key=key,
+                    path=upstream_path,
+                    body=body,
+                    may_fail_over=source is None,
+                    admit=booking.admit,
                 )
                 if answer.status < 300:
                     try:
@@ -299,9 +306,7 @@ async def video_content(request: Request) -> Response:
         )
     path = f"/videos/{quote(video.id)}/content" + (f"?variant={variant}" if "variant" in request.query_params else "")
     route = "videos.content"
-    opened = await open_attempt(
-        state, upstream, request, route=route, key=key, method="GET", path=path, body=None, content=True
-    )
+    opened = await open_attempt(state, upstream, request, route=route, key=key, method="GET", path=path, body=None, content=True)
     if opened.status >= 400 or is_redirect(opened.status):
         # Errors are small and carry cooldown hints: read them whole and treat them like any other.
         answer = await read_attempt(state, upstream, key, request, route, opened)
@@ -398,9 +403,7 @@ def _limit(raw: str | None) -> int:
     # ASCII digits only: int() also reads '1_0' and other scripts' digits, which no client means.
     limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 3 else 0
     if not 1 <= limit <= 100:
-        raise RelayError(
-            400, f"Invalid limit '{shown(raw)}': use a whole number from 1 to 100.", code="invalid_limit", param="limit"
-        )
+        raise RelayError(400, f"Invalid limit '{shown(raw)}': use a whole number from 1 to 100.", code="invalid_limit", param="limit")
     return limit
 
 

@@ -8,13 +8,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
+from postgres_cluster import Cluster, find_bin_dir, fresh_database, start_cluster
 from starlette.testclient import TestClient
 
 from ops.cli import main as relayctl
@@ -24,8 +26,7 @@ from relay.config import Settings
 from relay.crypto import generate_key
 from relay.keys import issue_key
 from relay.state import RelayState
-
-from postgres_cluster import Cluster, find_bin_dir, fresh_database, start_cluster
+from relay.store.location import parse_location
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -140,6 +141,7 @@ def relay_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "refresh_interval_seconds": 0.2,
     }
     values.update(overrides)
+    values["database"] = parse_location(values["database"])
     return Settings(**values)
 
 
@@ -290,3 +292,12 @@ def postgres_database_url(postgres_cluster: Cluster) -> Iterator[str]:
     """A new, empty database of this test's own, dropped afterwards."""
     with fresh_database(postgres_cluster) as url:
         yield url
+
+
+def run_sql(store: Store, statement: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
+    """One statement of the store's portable SQL, outside a transaction, on either backend: its rows, if any.
+
+    For tests that set up a state no public method makes (a lapsed lease, a row an older version wrote)."""
+    with store.reading() as conn:
+        cursor = conn.execute(statement, parameters)
+        return list(cursor) if getattr(cursor, "description", None) else []

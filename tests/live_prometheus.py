@@ -38,6 +38,7 @@ from relay.config import Settings
 from relay.crypto import generate_key
 from relay.keys import issue_key
 from relay.state import open_store
+from relay.store.location import parse_location
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -141,7 +142,7 @@ class LiveStack:
         return subprocess.run([str(BIN / "relayctl"), *args], env=env, capture_output=True, text=True, timeout=60)
 
     def store(self) -> Any:
-        store, _ = open_store(Settings(database=self.database, secret_key=self.secret_key))
+        store, _ = open_store(Settings(database=parse_location(self.database), secret_key=self.secret_key))
         return store
 
     def close(self) -> None:
@@ -260,7 +261,7 @@ class Workload:
         httpx.post(f"{self.stack.sandbox_url}/_sandbox/faults", json=rule, timeout=10).raise_for_status()
 
     def set_up(self) -> None:
-        store, box = open_store(Settings(database=self.stack.database, secret_key=self.stack.secret_key))
+        store, box = open_store(Settings(database=parse_location(self.stack.database), secret_key=self.stack.secret_key))
         base_api = f"{self.stack.sandbox_url}/v1"
         dead_api = f"http://127.0.0.1:{free_port()}/v1"
         for name, priority, api in (

@@ -5,26 +5,28 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
-
 from conftest import RelayProcess, Sandbox
+from test_relay import CREATE, assert_envelope, auth
+
 from relay.config import Settings
 from relay.crypto import SecretBox
 from relay.state import open_store
 from relay.store import Store
+from relay.store.location import parse_location
 from relay.upstream import without_credential
-from test_relay import CREATE, assert_envelope, auth
 
 PASSWORD = "hunter2-pw"
 BAD_BASE_API = f"http://user:{PASSWORD}@127.0.0.1:8090/v1"
 
 
 def store_of(relay: RelayProcess) -> tuple[Store, SecretBox]:
-    return open_store(Settings(database=Path(relay.env["RELAY_DATABASE"]), secret_key=relay.env["RELAY_SECRET_KEY"]))
+    return open_store(Settings(database=parse_location(Path(relay.env["RELAY_DATABASE"])), secret_key=relay.env["RELAY_SECRET_KEY"]))
 
 
 def add_legacy(relay: RelayProcess, name: str, base_api: str, *, priority: int, proxy: str | None = None) -> None:

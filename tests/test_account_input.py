@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import TOKEN
+
 from relay.accounts import AccountInputError, add_account, redact_proxy, set_base_api, set_priority, validate_base_api, validate_proxy
 from relay.config import Settings
 from relay.crypto import SecretBox, generate_key
 from relay.state import open_store
 from relay.store import Store
+from relay.store.location import parse_location
 from relay.upstream import shown_url
 
 PASSWORD = "hunter2-pw"
@@ -118,7 +119,7 @@ def test_shown_urls_never_carry_a_password(url: str | None, shown: str | None) -
 
 @pytest.fixture
 def store(tmp_path: Path) -> tuple[Store, SecretBox]:
-    return open_store(Settings(database=tmp_path / "relay.db", secret_key=generate_key()))
+    return open_store(Settings(database=parse_location(tmp_path / "relay.db"), secret_key=generate_key()))
 
 
 def test_add_account_writes_nothing_for_bad_input(store: tuple[Store, SecretBox]) -> None:
@@ -197,7 +198,7 @@ def test_relayctl_token_stdin_takes_one_line(cli: Any, tmp_path: Path) -> None:
     add(cli, "--base-api", "http://127.0.0.1:8090/v1", input=f"\n{TOKEN}\n\n")
     result = cli("accounts", "rotate", "a", "--token-stdin", input=f"{TOKEN}-new\n{TOKEN}-other\n", code=2)
     assert "non-empty lines" in result.output
-    store, box = open_store(Settings(database=tmp_path / "relay.db", secret_key=os.environ["RELAY_SECRET_KEY"]))
+    store, box = open_store(Settings(database=parse_location(tmp_path / "relay.db"), secret_key=os.environ["RELAY_SECRET_KEY"]))
     assert box.decrypt(store.account("a").credential_encrypted) == TOKEN
 
 
@@ -223,7 +224,7 @@ LEGACY = {
 
 def test_rows_stored_before_the_checks_are_listed_masked_and_doctor_fails_them(cli: Any, tmp_path: Path) -> None:
     add(cli, "--base-api", "http://127.0.0.1:1/v1")
-    store, box = open_store(Settings(database=tmp_path / "relay.db", secret_key=os.environ["RELAY_SECRET_KEY"]))
+    store, box = open_store(Settings(database=parse_location(tmp_path / "relay.db"), secret_key=os.environ["RELAY_SECRET_KEY"]))
     for name, url in LEGACY.items():
         # As an older relayctl wrote them: straight into the table.
         store.insert_account(name=name, type="openai-responses", credential_encrypted=box.encrypt(TOKEN), base_api=url, priority=100, now=0)

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import TOKEN
+
 from relay.accounts import CONSUMER_BACKEND_WARNING
 from relay.crypto import generate_key
+
 
 def test_keys_issue_list_revoke(cli: Any, tmp_path: Path) -> None:
     issued = json.loads(cli("keys", "issue", "alice", "--json").output)

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import BIN, Relay, stop
+
 from relay.crypto import parse_keys
 
 
@@ -162,7 +162,7 @@ def test_the_relay_authenticates_keys_with_far_stored_times(relay: Relay) -> Non
     old = relay.issue_key("rotated")
     current = relay.issue_key("old-version-rotated")
     past = relay.issue_key("past")
-    db = relay.settings.database
+    db = relay.settings.database.sqlite_path()
     write_key_columns(db, "far", expires_at=1e20, last_used_at=1e300)
     write_key_columns(db, "past", expires_at=-1e20)
     # "rotated" gets a new secret whose grace period runs to 1e18; its old secret keeps working.

@@ -9,22 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import TOKEN, free_port
 
-from conftest import free_port
 from ops.observe_cmd import percentile, summarize
+from relay.config import Settings
 from relay.crypto import SecretBox, generate_key, read_key_file
 from relay.keys import key_id_of, matches
 from relay.sessions import session_hash
-from relay.config import Settings
 from relay.state import open_store
 from relay.store import Outcome, Video
-from conftest import TOKEN
+from relay.store.location import parse_location
 
 NOW = time.time()
 
 
 def store_of(tmp_path: Path) -> Any:
-    store, _ = open_store(Settings(database=tmp_path / "relay.db", secret_key=os.environ["RELAY_SECRET_KEY"]))
+    store, _ = open_store(Settings(database=parse_location(tmp_path / "relay.db"), secret_key=os.environ["RELAY_SECRET_KEY"]))
     return store
 
 
@@ -68,7 +68,7 @@ def test_accounts_show_priority_rotate_remove(cli: Any, tmp_path: Path) -> None:
     cli("accounts", "rotate", "main", "--token-stdin", input="sk-new-credential-value\n")
     account = store.account("main")
     assert account.state == "active" and account.credential_rotated_at is not None
-    _, box = open_store(Settings(database=tmp_path / "relay.db", secret_key=os.environ["RELAY_SECRET_KEY"]))
+    _, box = open_store(Settings(database=parse_location(tmp_path / "relay.db"), secret_key=os.environ["RELAY_SECRET_KEY"]))
     assert box.decrypt(account.credential_encrypted) == "sk-new-credential-value"
     assert "empty" in cli("accounts", "rotate", "main", "--token-stdin", input="\n", code=1).output
     store.insert_video(
@@ -145,7 +145,7 @@ def test_sessions_list_and_evict(cli: Any, tmp_path: Path) -> None:
         store.claim_session(session_hash(session), account, replacing=None, now=time.time(), ttl=600)
     rows = json.loads(cli("sessions", "list", "--json").output)
     assert sorted(r["account"] for r in rows) == ["a", "a", "b"]
-    assert all(len(r["session"]) == 16 and "s1" != r["session"] for r in rows)
+    assert all(len(r["session"]) == 16 and r["session"] != "s1" for r in rows)
     assert "account" in cli("sessions", "list").output
     assert json.loads(cli("sessions", "evict", session_hash("s3")[:16], "--json").output) == {"evicted": 1}
     assert json.loads(cli("sessions", "evict", "--account", "a", "--json").output) == {"evicted": 2}
@@ -220,7 +220,7 @@ def test_secrets_rotate_with_key_file(cli: Any, tmp_path: Path, monkeypatch: pyt
     assert json.loads(cli("secrets", "rotate", "--json").output) == {"reencrypted": 1}
     after = read_key_file(key_file)
     assert len(after) == 2 and after[1:] == before and key_file.stat().st_mode & 0o777 == 0o600
-    store, _ = open_store(Settings(database=tmp_path / "relay.db"))
+    store, _ = open_store(Settings(database=parse_location(tmp_path / "relay.db")))
     credential = store.account("main").credential_encrypted
     assert SecretBox(after[:1]).decrypt(credential) == TOKEN  # the new key alone reads it
     assert SecretBox(before).decrypt_or_none(credential) is None
@@ -237,5 +237,5 @@ def test_secrets_rotate_with_env_key(cli: Any, tmp_path: Path, monkeypatch: pyte
     cli("secrets", "rotate")
     monkeypatch.setenv("RELAY_SECRET_KEY", new)
     assert json.loads(cli("accounts", "list", "--json").output)[0]["name"] == "main"
-    store, box = open_store(Settings(database=tmp_path / "relay.db", secret_key=new))
+    store, box = open_store(Settings(database=parse_location(tmp_path / "relay.db"), secret_key=new))
     assert box.decrypt(store.account("main").credential_encrypted) == TOKEN

@@ -4,8 +4,8 @@ never echoed back whole in an error."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import Relay, Sandbox
+
 from relay.errors import shown
 from relay.quota import _count
 
@@ -58,9 +58,10 @@ def test_long_video_id_is_not_echoed_whole(keyed: tuple[Relay, dict[str, str]]) 
 
 
 def test_content_length_in_other_digits_is_refused(keyed: tuple[Relay, dict[str, str]]) -> None:
+    import anyio
+
     from relay.body import read_body
     from relay.errors import RelayError
-    import anyio
 
     async def chunks():  # type: ignore[no-untyped-def]
         yield b"{}"

@@ -9,17 +9,18 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from ops import dashboards
-from relay.metrics import Metrics
 from relay.keys import issue_key
+from relay.metrics import Metrics
 from relay.pool import Upstream
 from relay.store import Account, AccountQuota, Store
 from relay.usage_metrics import UsageCollector
@@ -271,7 +272,7 @@ def test_dashboards_import_as_is() -> None:
         assert len(ids) == len(set(ids))
         for panel in board["panels"]:
             assert panel["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
-            assert 0 <= panel["gridPos"]["x"] and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+            assert panel["gridPos"]["x"] >= 0 and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
             assert panel["targets"], panel["title"]
             for target in panel["targets"]:
                 assert target["datasource"] == panel["datasource"] and target["expr"].strip()

@@ -10,13 +10,14 @@ import socket
 import sqlite3
 import subprocess
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import openai
 import pytest
-
 from conftest import BIN, ROOT, RelayProcess, Sandbox, free_port
+
 from relay.crypto import generate_key
 
 pytestmark = pytest.mark.e2e

@@ -6,8 +6,9 @@ import time
 from typing import Any
 
 from conftest import Relay, Sandbox, free_port
-from relay.accounts import reset_account
 from test_relay import CREATE, assert_envelope, auth, metric_value, outcomes, tokens_seen
+
+from relay.accounts import reset_account
 
 V = "/openai/v1/videos"
 

@@ -9,11 +9,11 @@ import json
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
-
 from conftest import Relay, Sandbox
 from test_relay import CREATE, assert_envelope, auth, outcomes, tokens_seen
 

@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
+from conftest import Sandbox, relay_settings, run_sql
 from starlette.testclient import TestClient
+from test_soak import descendants, query, wait_dead
 
-from conftest import Sandbox, relay_settings
 from relay import holders
 from relay.app import create_app
 from relay.holders import Holder, this_process
 from relay.state import RelayState
 from relay.store import Store
-from test_soak import descendants, query, wait_dead
 
 CREATE = "/openai/v1/videos"
 def reserve(store: Store, reservation_id: str, owner: str | None, *, now: float) -> None:
@@ -63,7 +62,7 @@ def test_a_reservation_counts_only_while_its_owner_holds_its_lease(tmp_path: Pat
     reserve(store, "res_live", live.owner, now=now)
     reserve(store, "res_stale", stale.owner, now=now)
     # The stale process last renewed its lease 100 s ago (it died, or hangs).
-    store._conn().execute("UPDATE holders SET renewed_at = ?, expires_at = ? WHERE id = ?", (now - 100, now - 90, stale.owner))
+    run_sql(store, "UPDATE holders SET renewed_at = ?, expires_at = ? WHERE id = ?", (now - 100, now - 90, stale.owner))
 
     usage = store.key_usage("alice", since=now - 60, now=now)
     assert (usage.in_flight, usage.usd) == (2, 0.8)
@@ -87,12 +86,12 @@ def test_renewing_a_lease_forgets_processes_that_are_gone(tmp_path: Path) -> Non
     for holder in (me, lapsed, killed):
         store.renew_holder(holder, now=now, lease=10, exited=never_exited)
         reserve(store, f"res_{holder.owner}", holder.owner, now=now)
-    store._conn().execute("UPDATE holders SET expires_at = ? WHERE id = ?", (now - 20, lapsed.owner))
+    run_sql(store, "UPDATE holders SET expires_at = ? WHERE id = ?", (now - 20, lapsed.owner))
     assert store.key_usage("alice", since=now - 60, now=now).in_flight == 2
 
     assert store.renew_holder(me, now=now, lease=10, exited=lambda row: holders.exited(me, row)) == 2
     assert [row["owner"] for row in store.key_holdings("alice", now)] == [me.owner]
-    assert [row[0] for row in store._conn().execute("SELECT id FROM holders")] == [me.owner]
+    assert [row[0] for row in run_sql(store, "SELECT id FROM holders")] == [me.owner]
     # A live process elsewhere (another machine: another pid space) is left to its lease.
     elsewhere = other_process(host="another-machine", pid=exited_pid())
     store.renew_holder(elsewhere, now=now, lease=10, exited=never_exited)
@@ -120,11 +119,11 @@ def test_a_relay_renews_its_lease_and_gives_it_up_when_it_stops(tmp_path: Path) 
         state: RelayState = client.app.state.relay  # type: ignore[attr-defined]
         owner = state.holder.owner
         lease = "SELECT renewed_at, expires_at FROM holders WHERE id = ?"
-        first = state.store._conn().execute(lease, (owner,)).fetchone()
+        first = run_sql(state.store, lease, (owner,))[0]
         assert first["expires_at"] == first["renewed_at"] + 1.0  # registered before serving
         time.sleep(0.8)  # renewed every quarter of the lease
-        assert state.store._conn().execute(lease, (owner,)).fetchone()["renewed_at"] > first["renewed_at"]
-    with closing(sqlite3.connect(settings.database)) as conn:
+        assert run_sql(state.store, lease, (owner,))[0]["renewed_at"] > first["renewed_at"]
+    with closing(sqlite3.connect(settings.database.sqlite_path())) as conn:
         assert conn.execute("SELECT count(*) FROM holders").fetchone()[0] == 0
 
 
@@ -141,7 +140,7 @@ def test_keys_limits_shows_what_is_held_since_when_and_by_which_process(cli: Any
         store.renew_holder(holder, now=now, lease=10, exited=never_exited)
     reserve(store, "res_live", live.owner, now=now - 5)
     reserve(store, "res_gone", gone.owner, now=now - 3)
-    store._conn().execute("UPDATE holders SET expires_at = ? WHERE id = ?", (now - 1, gone.owner))  # its lease lapsed
+    run_sql(store, "UPDATE holders SET expires_at = ? WHERE id = ?", (now - 1, gone.owner))  # its lease lapsed
 
     shown = json.loads(cli("keys", "limits", "alice", "--json").output)
     assert shown["creates_in_flight"] == 1

@@ -18,9 +18,8 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
+from conftest import Relay, Sandbox, run_sql
 from hypothesis import HealthCheck, event, given, settings, strategies as st
-
-from conftest import Relay, Sandbox
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 FEW = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -359,7 +358,7 @@ def multipart_bodies(draw: st.DrawFn, video_id: str) -> tuple[str, bytes]:
         head = f"Content-Disposition: {disposition}\r\n" if disposition else ""
         if draw(st.booleans()):
             head += draw(st.sampled_from(["Content-Type: application/octet-stream\r\n", "Content-Type: text/plain; charset=\u00ff\r\n", "X: y\r\n"]))
-        parts.append(f"--{boundary}\r\n{head}\r\n".encode("utf-8") + value + b"\r\n")
+        parts.append(f"--{boundary}\r\n{head}\r\n".encode() + value + b"\r\n")
     body = b"".join(parts) + (f"--{boundary}--\r\n".encode() if draw(st.booleans()) else b"")
     mutation = draw(st.integers(0, 4))
     if mutation == 1 and body:
@@ -825,7 +824,7 @@ def test_no_key_and_bad_keys_on_every_route(relay: Relay, sandbox: Sandbox) -> N
     revoked = relay.issue_key("revoked")
     relay.state.store.revoke_key("revoked", time.time())
     forbidden = relay.issue_key("forbidden")
-    relay.state.store._conn().execute("UPDATE keys SET permissions = '[\"anthropic\"]' WHERE name = 'forbidden'")
+    run_sql(relay.state.store, "UPDATE keys SET permissions = '[\"anthropic\"]' WHERE name = 'forbidden'")
     relay.state.reload()
     relay.state.keys.clear()
     clear_requests(sandbox)

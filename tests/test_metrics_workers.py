@@ -11,12 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import Sandbox
 from prometheus_client import Counter, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay import multiprocess
 from relay.metrics import RelayRegistry
-from conftest import Sandbox
 
 pytestmark = pytest.mark.e2e
 

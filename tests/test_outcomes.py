@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from datetime import datetime, timezone
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -65,7 +65,7 @@ def test_retry_after_seconds_beats_ratelimit_reset() -> None:
 
 
 def test_retry_after_http_date() -> None:
-    when = format_datetime(datetime.fromtimestamp(NOW + 90, tz=timezone.utc), usegmt=True)
+    when = format_datetime(datetime.fromtimestamp(NOW + 90, tz=UTC), usegmt=True)
     seconds, source = hint({"retry-after": when})
     assert source == "retry_after" and seconds == pytest.approx(90, abs=1)
 

@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import postgres_cluster as harness
 import psycopg
 import pytest
-from psycopg import errors
-
-import postgres_cluster as harness
 from postgres_cluster import Cluster, PostgresStartError, connect, process_alive, start_cluster
+from psycopg import errors
 
 # Bounds for the waits below: long enough for a busy 2-core machine, short enough to fail fast.
 BLOCKED_FOR = 0.3

@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
-from ops import dashboards
 from live_prometheus import (
     ASSERT_WINDOWS,
     LiveStack,
@@ -31,6 +30,8 @@ from live_prometheus import (
     substitute,
     wait_until_scraped,
 )
+
+from ops import dashboards
 
 pytestmark = pytest.mark.e2e
 

@@ -6,12 +6,11 @@ import json
 from typing import Any
 
 import httpx
-
+import pytest
 from conftest import Relay, Sandbox, free_port
-from relay.accounts import AccountInputError, add_account, redact_proxy, set_proxy
 from test_relay import CREATE, auth
 
-import pytest
+from relay.accounts import AccountInputError, add_account, redact_proxy, set_proxy
 
 
 def test_requests_travel_through_the_account_proxy(relay: Relay, sandbox: Sandbox) -> None:

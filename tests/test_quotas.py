@@ -7,17 +7,16 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from conftest import Relay, Sandbox
-from relay.keys import set_limits
-from relay.limits import PERIODS, Limits, period_bounds, validate_limits
+from conftest import Relay, Sandbox, run_sql
+from hypothesis import given, strategies as st
 from test_lifecycle import V, wait_completed
 from test_relay import assert_envelope, auth, metric_value, tokens_seen
 
+from relay.keys import set_limits
+from relay.limits import PERIODS, Limits, period_bounds, validate_limits
+
 # Noon UTC on a mid-month day: far from day and month boundaries unless a test moves there.
-NOON = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc).timestamp()
+NOON = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC).timestamp()
 
 
 class Clock:
@@ -200,9 +199,8 @@ def test_unlimited_keys_touch_no_limit_tables(relay: Relay, sandbox: Sandbox, cl
     for _ in range(3):
         assert post(relay, key, seconds="8").status_code == 200
     store = relay.state.store
-    conn = store._conn()
-    assert conn.execute("SELECT count(*) FROM request_log").fetchone()[0] == 0
-    assert conn.execute("SELECT count(*) FROM reservations").fetchone()[0] == 0
+    assert run_sql(store, "SELECT count(*) FROM request_log")[0][0] == 0
+    assert run_sql(store, "SELECT count(*) FROM reservations")[0][0] == 0
     usage = store.key_usage("bob", since=NOON - 60, now=clock.now)
     assert (usage.video_seconds, usage.usd) == (24, pytest.approx(2.4))  # charges are recorded all the same
 
@@ -260,7 +258,7 @@ def test_upstream_quota_headers_reach_metrics_and_the_scheduler(make_relay: Any,
 def test_video_seconds_per_month_resets_with_the_month(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, video_seconds_per_month=16)
-    clock.now = dt.datetime(2026, 12, 31, 23, 0, tzinfo=dt.timezone.utc).timestamp()
+    clock.now = dt.datetime(2026, 12, 31, 23, 0, tzinfo=dt.UTC).timestamp()
     assert post(relay, key, seconds="12").status_code == 200
     refused = post(relay, key, seconds="8")
     assert_envelope(refused, 429, "relay_video_seconds_exceeded")
@@ -276,7 +274,7 @@ def test_period_bounds_contain_now_and_tile_the_calendar(now: float) -> None:
         start, end = period_bounds(period, now)
         assert start <= now < end
         assert period_bounds(period, end)[0] == end  # the next period starts where this one ends
-        begins = dt.datetime.fromtimestamp(start, tz=dt.timezone.utc)
+        begins = dt.datetime.fromtimestamp(start, tz=dt.UTC)
         assert (begins.hour, begins.minute, begins.second) == (0, 0, 0)
         assert period == "day" or begins.day == 1
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import Relay, Sandbox, free_port, run_sql
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import Relay, Sandbox, free_port
 from relay.sessions import session_hash
 
 CREATE = {"prompt": "A drone shot of surfers riding sunrise waves", "model": "sora-2", "seconds": "8", "size": "1280x720"}
@@ -223,7 +223,7 @@ def test_key_without_permission_is_403(relay: Relay, sandbox: Sandbox) -> None:
     relay.add_account("main", sandbox.base_api())
     record = relay.issue_key("limited")
     # Reserved for later services: grant a key only a service this route is not.
-    relay.state.store._conn().execute("UPDATE keys SET permissions = '[\"anthropic\"]' WHERE name = 'limited'")
+    run_sql(relay.state.store, "UPDATE keys SET permissions = '[\"anthropic\"]' WHERE name = 'limited'")
     relay.state.keys.clear()
     error = assert_envelope(relay.client.post("/openai/v1/videos", json=CREATE, headers=auth(record)), 403)
     assert error["type"] == "permission_error"
@@ -294,7 +294,7 @@ def test_sticky_session_sources(relay: Relay, sandbox: Sandbox, source: str) -> 
     assert tokens_seen(sandbox) == ["tok-a", "tok-b", "tok-a", "tok-a", "tok-a"]
     # Stored hashed only.
     relay.flush()
-    dump = "\n".join(sqlite3.connect(relay.settings.database).iterdump())
+    dump = "\n".join(sqlite3.connect(relay.settings.database.sqlite_path()).iterdump())
     assert "conversation-1" not in dump
 
 
@@ -494,7 +494,7 @@ def test_non_ascii_header_bytes_are_forwarded_exactly(relay: Relay, sandbox: San
     assert response.status_code == 200, response.text
     seen = dict(sandbox.requests()[0]["headers"])
     # The test client re-encodes header bytes as UTF-8 on the way in; the relay passes on what arrived.
-    assert seen["user-agent"].encode("latin-1") == "caf\xe9 \xff/1".encode("utf-8")
+    assert seen["user-agent"].encode("latin-1") == "caf\xe9 \xff/1".encode()
 
 
 def test_reset_mid_answer_is_502(relay: Relay, sandbox: Sandbox) -> None:

@@ -17,24 +17,25 @@ import stat
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
-from starlette.testclient import TestClient
-
 from conftest import BIN, ROOT, RelayProcess, Sandbox, free_port, relay_settings, stop, wait_until_serving
+from starlette.testclient import TestClient
+from test_e2e import eventually
+from test_streaming import MiB, big_video, sandbox_stat
+
 from ops.cli import main as relayctl
 from relay.app import create_app, metrics_authorized
 from relay.config import ConfigError, Settings, load_settings
 from relay.crypto import generate_key
 from relay.logs import JsonFormatter, TextFormatter, fields
 from relay.store import Store
-from test_e2e import eventually
-from test_streaming import MiB, big_video, sandbox_stat
 
 pytestmark = pytest.mark.e2e
 

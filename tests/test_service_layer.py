@@ -59,7 +59,7 @@ def test_capped_says_what_admission_does(store: Store, used: float) -> None:
 def test_add_account_with_proxy_is_one_transaction(store: Store) -> None:
     """The account and its proxy were two transactions: when the second failed, the account
     stayed, sending straight to the upstream without the proxy it was given."""
-    conn = sqlite3.connect(store.path)
+    conn = sqlite3.connect(store.location.sqlite_path())
     for event in ("INSERT", "UPDATE OF proxy"):
         name = event.split()[0].lower()
         conn.execute(

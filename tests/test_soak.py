@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import RelayProcess, Sandbox
 
 pytestmark = [pytest.mark.soak, pytest.mark.e2e]

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_sql
 
 from relay.config import ConfigError, Settings
 from relay.state import open_store
 from relay.store import SCHEMA_VERSION, Store, schema
+from relay.store.location import parse_location
 
 FIXTURE = Path(__file__).parent / "fixtures" / "relay-v1.sql"
 
@@ -58,7 +60,7 @@ def test_a_database_from_the_release_before_migrations_opens_with_every_row(tmp_
     path = tmp_path / "relay.db"
     load_fixture(path)
     before = rows(path)
-    settings = Settings(database=path, secret_key=fixture_value("secret key"))
+    settings = Settings(database=parse_location(path), secret_key=fixture_value("secret key"))
     store, box = open_store(settings)  # the relay's start-up: it runs the migrations
     assert store.schema_status().version == SCHEMA_VERSION and store.schema_status().pending == ()
     store.close()
@@ -86,7 +88,14 @@ def test_a_version_1_database_missing_later_columns_gets_them_with_its_rows_kept
 
     status = json.loads(cli("db", "status", "--json").output)
     # The fixture's own journal mode: status opens read-only and no longer switches it to WAL.
-    assert status == {"database": str(path), "version": 1, "code_version": SCHEMA_VERSION, "journal_mode": "delete", "pending": [1]}
+    assert status == {
+        "database": str(path),
+        "dialect": "sqlite",
+        "version": 1,
+        "code_version": SCHEMA_VERSION,
+        "journal_mode": "delete",
+        "pending": [1],
+    }
     assert rows(path) == before  # status changes nothing
 
     assert json.loads(cli("db", "upgrade", "--json").output) == {"database": str(path), "applied": [1], "version": SCHEMA_VERSION}
@@ -108,7 +117,7 @@ def test_a_database_newer_than_the_code_is_refused_with_one_line(tmp_path: Path,
     path = tmp_path / "relay.db"
     load_fixture(path, f"UPDATE meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'")
     with pytest.raises(ConfigError, match=rf"schema version {SCHEMA_VERSION + 1}, newer than this release knows"):
-        open_store(Settings(database=path, secret_key=fixture_value("secret key")))
+        open_store(Settings(database=parse_location(path), secret_key=fixture_value("secret key")))
     refused = cli("db", "upgrade", code=1).output
     assert refused.count("\n") == 1 and "newer than this release knows" in refused
     status = json.loads(cli("db", "status", "--json").output)
@@ -119,7 +128,7 @@ def test_a_new_step_runs_once_however_many_processes_start_together(tmp_path: Pa
     path = tmp_path / "relay.db"
     load_fixture(path)
 
-    def step_2(conn: sqlite3.Connection) -> None:
+    def step_2(conn: Any, dialect: str) -> None:
         conn.execute("CREATE TABLE step_2_ran (x)")  # fails if it ever runs twice
         conn.execute("INSERT INTO step_2_ran VALUES (1)")
 
@@ -143,6 +152,6 @@ def test_a_new_step_runs_once_however_many_processes_start_together(tmp_path: Pa
     assert errors == []
     assert sorted(applied) == [(), (), (), (), (), (SCHEMA_VERSION + 1,)]
     assert stores[0].schema_status().version == SCHEMA_VERSION + 1
-    assert stores[0]._conn().execute("SELECT count(*) FROM step_2_ran").fetchone()[0] == 1
+    assert run_sql(stores[0], "SELECT count(*) FROM step_2_ran")[0][0] == 1
     for store in stores:
         store.close()

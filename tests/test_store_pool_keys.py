@@ -10,19 +10,20 @@ import anyio
 import pytest
 
 from relay.accounts import AccountInputError, add_account, cooldowns, reset_account
-from relay.crypto import SecretBox, SecretKeyError, generate_key
 from relay.config import Settings
+from relay.crypto import SecretBox, SecretKeyError, generate_key
 from relay.keys import AuthError, KeyCache, KeyInputError, allows, authenticate, issue_key, key_id_of, matches, rotate_key
 from relay.pool import Pool
 from relay.state import open_store
 from relay.store import AlreadyExists, Store
+from relay.store.location import parse_location
 
 NOW = 1_800_000_000.0
 
 
 @pytest.fixture
 def opened(tmp_path: Path) -> tuple[Store, SecretBox]:
-    return open_store(Settings(database=tmp_path / "relay.db", secret_key=generate_key()))
+    return open_store(Settings(database=parse_location(tmp_path / "relay.db"), secret_key=generate_key()))
 
 
 def add(store: Store, box: SecretBox, name: str, priority: int = 100) -> None:
@@ -102,19 +103,19 @@ def test_claim_session_keeps_a_live_mapping_made_elsewhere(opened: tuple[Store, 
 
 
 def test_credentials_encrypted_and_wrong_key_fails_loudly(tmp_path: Path) -> None:
-    store, box = open_store(Settings(database=tmp_path / "relay.db", secret_key=generate_key()))
+    store, box = open_store(Settings(database=parse_location(tmp_path / "relay.db"), secret_key=generate_key()))
     add(store, box, "a")
     store.close()
     raw = b"".join(path.read_bytes() for path in tmp_path.glob("relay.db*"))
     assert b"sk-a-secret" not in raw
     with pytest.raises(SecretKeyError, match="does not match"):
-        open_store(Settings(database=tmp_path / "relay.db", secret_key=generate_key()))
+        open_store(Settings(database=parse_location(tmp_path / "relay.db"), secret_key=generate_key()))
     with pytest.raises(SecretKeyError, match="32 url-safe"):
-        open_store(Settings(database=tmp_path / "relay.db", secret_key="too-short"))
+        open_store(Settings(database=parse_location(tmp_path / "relay.db"), secret_key="too-short"))
 
 
 def test_key_file_created_once_with_private_mode(tmp_path: Path) -> None:
-    settings = Settings(database=tmp_path / "relay.db")
+    settings = Settings(database=parse_location(tmp_path / "relay.db"))
     store, box = open_store(settings)
     assert settings.key_file.stat().st_mode & 0o777 == 0o600
     first = settings.key_file.read_bytes()
@@ -126,7 +127,7 @@ def test_key_file_created_once_with_private_mode(tmp_path: Path) -> None:
 
 def test_wal_mode(opened: tuple[Store, SecretBox]) -> None:
     store, _ = opened
-    assert sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert sqlite3.connect(store.location.sqlite_path()).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_keys_are_hashed_and_checked(opened: tuple[Store, SecretBox]) -> None:
@@ -184,7 +185,7 @@ def test_account_input_validation(opened: tuple[Store, SecretBox]) -> None:
 
 
 def test_concurrent_429s_from_several_workers_make_one_cooldown(tmp_path: Path) -> None:
-    settings = Settings(database=tmp_path / "relay.db", secret_key=generate_key())
+    settings = Settings(database=parse_location(tmp_path / "relay.db"), secret_key=generate_key())
     store, box = open_store(settings)
     add(store, box, "a")
     add(store, box, "b")

@@ -16,13 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import RelayProcess, Sandbox
+from test_account_faults import eventually, outcome_rows
+from test_relay import CREATE, assert_envelope, auth
+
 from relay.recorder import KeyUse, Recorder
 from relay.records import Outcome
 from relay.store import Store, StoreUnavailable
-from test_account_faults import eventually, outcome_rows
-from test_relay import CREATE, assert_envelope, auth
 
 V = "/openai/v1/videos"
 BUSY_TIMEOUT = 0.3
@@ -119,7 +119,7 @@ def test_a_damaged_file_raises_store_unavailable_and_service_resumes_when_it_is_
     path.write_bytes(b"this is not a database, it is garbage " * 200)
 
     store = Store(path, busy_timeout_seconds=BUSY_TIMEOUT)
-    for read in (lambda: store.get_meta("secret_check"), store.list_keys, store.config_version, store.quick_check):
+    for read in (lambda: store.get_meta("secret_check"), store.list_keys, store.config_version, store.integrity_check):
         with pytest.raises(StoreUnavailable, match="the file is not a database"):
             read()
     with pytest.raises(StoreUnavailable, match="the file is not a database"):

@@ -94,9 +94,8 @@ def test_writers_in_other_processes_wait_on_the_lock_file(tmp_path: Path) -> Non
     store.ensure_schema()
     other_process = os.open(tmp_path / "relay.db-lock", os.O_RDWR)
     try:
-        with store.transaction():
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(other_process, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with store.transaction(), pytest.raises(BlockingIOError):
+            fcntl.flock(other_process, fcntl.LOCK_EX | fcntl.LOCK_NB)
         fcntl.flock(other_process, fcntl.LOCK_EX | fcntl.LOCK_NB)
         fcntl.flock(other_process, fcntl.LOCK_UN)
     finally:

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import RelayProcess, Sandbox
 from test_e2e import eventually, operator_setup
 
@@ -46,7 +45,7 @@ class RssSampler:
         while not self._stop.wait(0.05):
             self.peak = max(self.peak, self.relay.rss_bytes())
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -67,12 +66,11 @@ def test_large_download_streams_in_constant_memory(relay_process: Any, sandbox: 
     # Warm up code paths and buffers once, so the measurement sees steady state.
     httpx.get(url, headers={**headers, "Range": "bytes=0-1048575"})
     received = 0
-    with RssSampler(relay) as rss:
-        with httpx.stream("GET", url, headers=headers, timeout=60) as response:
-            assert response.status_code == 200
-            assert int(response.headers["content-length"]) == BIG
-            for chunk in response.iter_raw(1024 * 1024):
-                received += len(chunk)
+    with RssSampler(relay) as rss, httpx.stream("GET", url, headers=headers, timeout=60) as response:
+        assert response.status_code == 200
+        assert int(response.headers["content-length"]) == BIG
+        for chunk in response.iter_raw(1024 * 1024):
+            received += len(chunk)
     assert received == BIG
     assert rss.growth < 32 * MiB, f"relay RSS grew by {rss.growth / MiB:.1f} MiB for a {BIG // MiB} MiB download"
 
@@ -81,15 +79,14 @@ def test_slow_reader_gets_backpressure_not_buffering(relay_process: Any, sandbox
     relay = relay_process()
     key = operator_setup(relay, sandbox, "main")
     url = big_video(relay, sandbox, key)
-    with RssSampler(relay) as rss:
-        with httpx.stream("GET", url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as response:
-            received = 0
-            started = time.monotonic()
-            for chunk in response.iter_raw(64 * 1024):
-                received += len(chunk)
-                time.sleep(0.01)  # about 6 MB/s against an upstream that could send ~100x faster
-                if time.monotonic() - started > 2.0:
-                    break
+    with RssSampler(relay) as rss, httpx.stream("GET", url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as response:
+        received = 0
+        started = time.monotonic()
+        for chunk in response.iter_raw(64 * 1024):
+            received += len(chunk)
+            time.sleep(0.01)  # about 6 MB/s against an upstream that could send ~100x faster
+            if time.monotonic() - started > 2.0:
+                break
     assert received < BIG / 4
     # Without backpressure the relay would have pulled most of the 300 MB into memory by now.
     assert rss.growth < 32 * MiB, f"relay RSS grew by {rss.growth / MiB:.1f} MiB under a slow reader"

@@ -14,12 +14,12 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-
 from conftest import TOKEN, Relay, Sandbox
-from ops.cli import main as relayctl
+from test_cli_ops import add, store_of
 from test_lifecycle import V
 from test_relay import auth, tokens_seen
-from test_cli_ops import add, store_of
+
+from ops.cli import main as relayctl
 
 
 def run_cli(relay: Relay, *args: str, code: int = 0) -> str:

@@ -1,14 +1,17 @@
 """The relay's database: the schema and every query the relay and the CLI run.
 
 `Store` is assembled from one class per aggregate (keys, accounts, sessions, videos,
-reservations, outcomes, idempotency, prices, meta), each holding that aggregate's statements,
-over the connection seam (`connection.Database`: connections, `transaction()`, the write turn)
-and the versioned schema (`schema`). Call sites keep one object: `store.reserve(...)`.
+reservations, outcomes, idempotency, prices, meta), each holding that aggregate's statements in
+SQL both databases run, over a backend (`backend`: `reading()`, `transaction()`) chosen by the
+database's location: SQLite (`sqlite`) or PostgreSQL (`postgres`), and the versioned schema
+(`schema`). Call sites keep one object: `store.reserve(...)`.
 
 The records it reads and writes live in relay.records; they are re-exported here for ops/ and tests.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ..records import (
     ACCOUNT_STATES,
@@ -28,15 +31,18 @@ from ..records import (
     Video,
 )
 from .accounts import Accounts
-from .connection import BUSY_TIMEOUT_SECONDS
+from .backend import Backend
 from .idempotency import Idempotency
 from .keys import Keys
+from .location import DatabaseLocation, LocationError, parse_location
 from .meta import Meta
 from .outcomes import Outcomes
+from .postgres import PoolSettings, PostgresBackend
 from .prices import Prices
 from .reservations import Reservations
 from .schema import SCHEMA_VERSION, Schema, SchemaStatus
 from .sessions import Sessions
+from .sqlite import BUSY_TIMEOUT_SECONDS, SQLiteBackend
 from .videos import Videos
 
 __all__ = [
@@ -44,6 +50,9 @@ __all__ = [
     "ACCOUNT_TYPES",
     "BUSY_TIMEOUT_SECONDS",
     "CHARGE_STATES",
+    "DatabaseLocation",
+    "LocationError",
+    "PoolSettings",
     "SCHEMA_VERSION",
     "STORED_STATES",
     "TERMINAL_STATUSES",
@@ -59,8 +68,42 @@ __all__ = [
     "StoreUnavailable",
     "Usage",
     "Video",
+    "parse_location",
 ]
 
 
 class Store(Schema, Meta, Keys, Accounts, Sessions, Videos, Reservations, Outcomes, Idempotency, Prices):
-    """One per process. Each thread gets its own connection to the same file."""
+    """One per process, safe to share between threads."""
+
+    def __init__(
+        self,
+        location: DatabaseLocation | Path | str,
+        *,
+        read_only: bool = False,
+        busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS,
+        pool: PoolSettings | None = None,
+    ) -> None:
+        self.location = parse_location(location)
+        self.read_only = read_only
+        backend: Backend
+        if self.location.is_sqlite:
+            backend = SQLiteBackend(self.location, read_only=read_only, busy_timeout_seconds=busy_timeout_seconds)
+        else:
+            backend = PostgresBackend(self.location, read_only=read_only, busy_timeout_seconds=busy_timeout_seconds, pool=pool)
+        self._db = backend
+
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect
+
+    def checkpoint_manually(self) -> None:
+        self._db.checkpoint_manually()
+
+    def checkpoint(self) -> None:
+        self._db.checkpoint()
+
+    def integrity_check(self) -> str:
+        return self._db.integrity_check()
+
+    def close(self) -> None:
+        self._db.close()

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..records import STORED_STATES, Account, AccountQuota, AlreadyExists, NotFound
-from .connection import Database
+from .backend import Aggregate
 from .meta import bump_config_version
 from .videos import character_count, live_video_count
 
 
-class Accounts(Database):
+class Accounts(Aggregate):
     def insert_account(
         self,
         *,
@@ -62,9 +62,7 @@ class Accounts(Database):
 
     def set_account_cap(self, name: str, max_video_seconds_per_day: float | None) -> None:
         with self.transaction() as conn:
-            cursor = conn.execute(
-                "UPDATE accounts SET max_video_seconds_per_day = ? WHERE name = ?", (max_video_seconds_per_day, name)
-            )
+            cursor = conn.execute("UPDATE accounts SET max_video_seconds_per_day = ? WHERE name = ?", (max_video_seconds_per_day, name))
             if cursor.rowcount == 0:
                 raise NotFound(f"no account named {name!r}")
             bump_config_version(conn)
@@ -103,9 +101,7 @@ class Accounts(Database):
         with self.transaction() as conn:
             if conn.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone() is None:
                 raise NotFound(f"no account named {name!r}")
-            owned = live_video_count(conn, name, time.time() if unless_owning_at is None else unless_owning_at), character_count(
-                conn, name
-            )
+            owned = live_video_count(conn, name, time.time() if unless_owning_at is None else unless_owning_at), character_count(conn, name)
             if any(owned) and unless_owning_at is not None:
                 return owned
             conn.execute("DELETE FROM accounts WHERE name = ?", (name,))
@@ -114,13 +110,15 @@ class Accounts(Database):
             return owned
 
     def account(self, name: str) -> Account:
-        row = self._conn().execute("SELECT * FROM accounts WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            raise NotFound(f"no account named {name!r}")
-        return _account(row)
+        with self.reading() as conn:
+            row = conn.execute("SELECT * FROM accounts WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no account named {name!r}")
+            return _account(row)
 
     def list_accounts(self) -> list[Account]:
-        return [_account(row) for row in self._conn().execute("SELECT * FROM accounts ORDER BY priority, name")]
+        with self.reading() as conn:
+            return [_account(row) for row in conn.execute("SELECT * FROM accounts ORDER BY priority, name")]
 
     def set_account_state(
         self,
@@ -159,19 +157,20 @@ class Accounts(Database):
             return conn.execute("DELETE FROM sessions WHERE account = ?", (name,)).rowcount
 
     def account_quotas(self) -> list[AccountQuota]:
-        return [
-            AccountQuota(
-                account=row["account"],
-                observed_at=row["observed_at"],
-                limit_requests=row["limit_requests"],
-                remaining_requests=row["remaining_requests"],
-                resets_at=row["resets_at"],
-            )
-            for row in self._conn().execute("SELECT * FROM account_quota ORDER BY account")
-        ]
+        with self.reading() as conn:
+            return [
+                AccountQuota(
+                    account=row["account"],
+                    observed_at=row["observed_at"],
+                    limit_requests=row["limit_requests"],
+                    remaining_requests=row["remaining_requests"],
+                    resets_at=row["resets_at"],
+                )
+                for row in conn.execute("SELECT * FROM account_quota ORDER BY account")
+            ]
 
 
-def _account(row: sqlite3.Row) -> Account:
+def _account(row: Any) -> Account:
     return Account(
         id=row["id"],
         name=row["name"],

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .connection import Database
+from .backend import Aggregate
 
 
-class Idempotency(Database):
+class Idempotency(Aggregate):
     def claim_idempotency(
         self, key_name: str, idempotency_key: str, request_hash: str, *, now: float, ttl: float, stale_after: float
     ) -> tuple[str, dict[str, Any] | None]:
@@ -34,8 +34,10 @@ class Idempotency(Database):
                 if row["created_at"] > now - stale_after:
                     return "in_progress", None
             conn.execute(
-                "INSERT OR REPLACE INTO idempotency (key_name, idempotency_key, request_hash, state, created_at,"
-                " expires_at) VALUES (?, ?, ?, 'pending', ?, ?)",
+                "INSERT INTO idempotency (key_name, idempotency_key, request_hash, state, created_at, expires_at)"
+                " VALUES (?, ?, ?, 'pending', ?, ?) ON CONFLICT (key_name, idempotency_key) DO UPDATE SET"
+                " request_hash = excluded.request_hash, state = excluded.state, created_at = excluded.created_at,"
+                " expires_at = excluded.expires_at, status = NULL, content_type = NULL, body = NULL",
                 (key_name, idempotency_key, request_hash, now, now + ttl),
             )
             return "claimed", None
@@ -43,8 +45,7 @@ class Idempotency(Database):
     def finish_idempotency(self, key_name: str, idempotency_key: str, *, status: int, content_type: str | None, body: bytes) -> None:
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE idempotency SET state = 'done', status = ?, content_type = ?, body = ?"
-                " WHERE key_name = ? AND idempotency_key = ?",
+                "UPDATE idempotency SET state = 'done', status = ?, content_type = ?, body = ? WHERE key_name = ? AND idempotency_key = ?",
                 (status, content_type, body, key_name, idempotency_key),
             )
 

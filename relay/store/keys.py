@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import sqlite3
+from typing import Any
 
 from ..records import AlreadyExists, KeyRecord, NotFound
-from .connection import Database
+from .backend import Aggregate
 from .meta import bump_config_version
 
 
-class Keys(Database):
+class Keys(Aggregate):
     def insert_key(self, record: KeyRecord) -> None:
         with self.transaction() as conn:
             if conn.execute("SELECT 1 FROM keys WHERE name = ?", (record.name,)).fetchone():
@@ -34,17 +34,20 @@ class Keys(Database):
             bump_config_version(conn)
 
     def key_by_id(self, key_id: str) -> KeyRecord | None:
-        row = self._conn().execute("SELECT * FROM keys WHERE id = ?", (key_id,)).fetchone()
-        return None if row is None else _key(row)
+        with self.reading() as conn:
+            row = conn.execute("SELECT * FROM keys WHERE id = ?", (key_id,)).fetchone()
+            return None if row is None else _key(row)
 
     def key_by_name(self, name: str) -> KeyRecord:
-        row = self._conn().execute("SELECT * FROM keys WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            raise NotFound(f"no key named {name!r}")
-        return _key(row)
+        with self.reading() as conn:
+            row = conn.execute("SELECT * FROM keys WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"no key named {name!r}")
+            return _key(row)
 
     def list_keys(self) -> list[KeyRecord]:
-        return [_key(row) for row in self._conn().execute("SELECT * FROM keys ORDER BY name")]
+        with self.reading() as conn:
+            return [_key(row) for row in conn.execute("SELECT * FROM keys ORDER BY name")]
 
     def revoke_key(self, name: str, now: float) -> float | None:
         """Revoke key NAME (a second revocation keeps the first time); return when it was revoked before, if it was."""
@@ -70,9 +73,7 @@ class Keys(Database):
 
     def set_key_permissions(self, name: str, permissions: frozenset[str]) -> None:
         with self.transaction() as conn:
-            cursor = conn.execute(
-                "UPDATE keys SET permissions = ? WHERE name = ?", (json.dumps(sorted(permissions)), name)
-            )
+            cursor = conn.execute("UPDATE keys SET permissions = ? WHERE name = ?", (json.dumps(sorted(permissions)), name))
             if cursor.rowcount == 0:
                 raise NotFound(f"no key named {name!r}")
             bump_config_version(conn)
@@ -84,7 +85,7 @@ class Keys(Database):
             bump_config_version(conn)
 
 
-def _key(row: sqlite3.Row) -> KeyRecord:
+def _key(row: Any) -> KeyRecord:
     return KeyRecord(
         id=row["id"],
         name=row["name"],

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import sqlite3
-
-from .connection import Database
+from .backend import Aggregate, Connection
 
 
-class Meta(Database):
+class Meta(Aggregate):
     def get_meta(self, key: str) -> str | None:
-        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row["value"]
+        with self.reading() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return None if row is None else row["value"]
 
     def set_meta_if_absent(self, key: str, value: str) -> str:
         """Store `value` unless a value is there already; return the stored one."""
         with self.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
             return str(conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()["value"])
 
     def config_version(self) -> int:
         return int(self.get_meta("config_version") or 0)
 
 
-def bump_config_version(conn: sqlite3.Connection) -> None:
+def bump_config_version(conn: Connection) -> None:
     """Every change to keys, accounts or prices bumps it: running relays poll it to refresh their
     in-memory snapshots within a fraction of a second. Call inside the change's transaction."""
     conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'config_version'")

@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..records import AccountQuota, Outcome
-from .connection import Database
+from .backend import Aggregate
 
 # The usage report's statements per grouping, made once from these fixed column names.
 _REPORT_COLUMNS = {"key": "key_name", "account": "account", "model": "model"}
 _JOBS_BY = {
     by: f"SELECT coalesce({column}, 'unknown') AS name, count(*) AS jobs,"
-    " sum(status = 'completed') AS completed, sum(status = 'failed') AS failed,"
+    " sum(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS completed,"
+    " sum(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed,"
     " coalesce(sum(CASE WHEN status = 'completed' THEN billable_seconds END), 0) AS video_seconds,"
     " coalesce(sum(CASE WHEN charge_state = 'settled' THEN usd END), 0) AS usd,"
     " coalesce(sum(CASE WHEN charge_state = 'reserved' THEN usd END), 0) AS usd_reserved"
@@ -26,7 +27,7 @@ _REQUESTS_BY = {
 }
 
 
-class Outcomes(Database):
+class Outcomes(Aggregate):
     def write_batch(
         self,
         outcomes: Sequence[Outcome],
@@ -64,16 +65,15 @@ class Outcomes(Database):
                 ],
             )
             conn.executemany(
-                "UPDATE keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                "UPDATE keys SET last_used_at = greatest(last_used_at, ?) WHERE id = ?",
                 [(ts, key_id) for key_id, ts in key_last_used.items()],
             )
             conn.executemany(
-                "UPDATE accounts SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE name = ?",
+                "UPDATE accounts SET last_used_at = greatest(last_used_at, ?) WHERE name = ?",
                 [(ts, name) for name, ts in account_last_used.items()],
             )
             conn.executemany(
-                "UPDATE sessions SET last_used_at = MAX(last_used_at, ?), expires_at = MAX(expires_at, ?)"
-                " WHERE session_hash = ?",
+                "UPDATE sessions SET last_used_at = greatest(last_used_at, ?), expires_at = greatest(expires_at, ?) WHERE session_hash = ?",
                 [(used, expires, session_hash) for session_hash, (used, expires) in session_touches.items()],
             )
 
@@ -90,50 +90,54 @@ class Outcomes(Database):
         """Newest first, filtered."""
         clauses, params = _outcome_filters(account=account, key_name=key_name, since=since, status=status, error_class=error_class)
         sql = f"SELECT * FROM outcomes {clauses} ORDER BY id DESC LIMIT ?"
-        return [dict(row) for row in self._conn().execute(sql, (*params, limit))]
+        with self.reading() as conn:
+            return [dict(row) for row in conn.execute(sql, (*params, limit))]
 
     def outcome_latencies(self, *, since: float) -> list[dict[str, Any]]:
         """(account, error_class, latency_ms) of every attempt since a time, for summaries."""
-        return [
-            dict(row)
-            for row in self._conn().execute(
-                "SELECT account, error_class, latency_ms FROM outcomes WHERE ts >= ? AND account IS NOT NULL"
-                " ORDER BY account, latency_ms",
-                (since,),
-            )
-        ]
+        with self.reading() as conn:
+            return [
+                dict(row)
+                for row in conn.execute(
+                    "SELECT account, error_class, latency_ms FROM outcomes WHERE ts >= ? AND account IS NOT NULL"
+                    " ORDER BY account, latency_ms",
+                    (since,),
+                )
+            ]
 
     def error_rates(self, since: float) -> dict[str, tuple[int, int]]:
         """account -> (attempts, attempts that failed) since a time."""
-        rows = self._conn().execute(
-            "SELECT account, count(*) AS total, sum(error_class != 'none') AS errors FROM outcomes"
-            " WHERE ts >= ? AND account IS NOT NULL GROUP BY account",
-            (since,),
-        )
-        return {row["account"]: (int(row["total"]), int(row["errors"] or 0)) for row in rows}
+        with self.reading() as conn:
+            rows = conn.execute(
+                "SELECT account, count(*) AS total, sum(CASE WHEN error_class != 'none' THEN 1 ELSE 0 END) AS errors FROM outcomes"
+                " WHERE ts >= ? AND account IS NOT NULL GROUP BY account",
+                (since,),
+            )
+            return {row["account"]: (int(row["total"]), int(row["errors"] or 0)) for row in rows}
 
     def usage_report(self, by: str, *, since: float) -> list[dict[str, Any]]:
         """Per key, account or model since a time: requests, jobs, completions, failures, seconds, USD."""
-        jobs = {row["name"]: dict(row) for row in self._conn().execute(_JOBS_BY[by], (since,))}
-        requests: dict[str, int] = {}
-        if by in _REQUESTS_BY:  # outcome rows know keys and accounts, not models
-            requests = {row["name"]: int(row["n"]) for row in self._conn().execute(_REQUESTS_BY[by], (since,))}
-        report = []
-        for name in sorted(set(jobs) | set(requests)):
-            row = jobs.get(name, {})
-            report.append(
-                {
-                    by: name,
-                    "requests": requests.get(name, 0) if by in _REQUESTS_BY else int(row.get("jobs") or 0),
-                    "jobs": int(row.get("jobs") or 0),
-                    "completed": int(row.get("completed") or 0),
-                    "failed": int(row.get("failed") or 0),
-                    "video_seconds": round(float(row.get("video_seconds") or 0), 3),
-                    "usd": round(float(row.get("usd") or 0), 6),
-                    "usd_reserved": round(float(row.get("usd_reserved") or 0), 6),
-                }
-            )
-        return report
+        with self.reading() as conn:
+            jobs = {row["name"]: dict(row) for row in conn.execute(_JOBS_BY[by], (since,))}
+            requests: dict[str, int] = {}
+            if by in _REQUESTS_BY:  # outcome rows know keys and accounts, not models
+                requests = {row["name"]: int(row["n"]) for row in conn.execute(_REQUESTS_BY[by], (since,))}
+            report = []
+            for name in sorted(set(jobs) | set(requests)):
+                row = jobs.get(name, {})
+                report.append(
+                    {
+                        by: name,
+                        "requests": requests.get(name, 0) if by in _REQUESTS_BY else int(row.get("jobs") or 0),
+                        "jobs": int(row.get("jobs") or 0),
+                        "completed": int(row.get("completed") or 0),
+                        "failed": int(row.get("failed") or 0),
+                        "video_seconds": round(float(row.get("video_seconds") or 0), 3),
+                        "usd": round(float(row.get("usd") or 0), 6),
+                        "usd_reserved": round(float(row.get("usd_reserved") or 0), 6),
+                    }
+                )
+            return report
 
 
 def _outcome_filters(**filters: Any) -> tuple[str, list[Any]]:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..records import NotFound
-from .connection import Database
+from .backend import Aggregate
 from .meta import bump_config_version
 
 
-class Prices(Database):
+class Prices(Aggregate):
     def list_prices(self) -> dict[tuple[str, str], float]:
-        rows = self._conn().execute("SELECT model, size, usd_per_second FROM prices")
-        return {(row["model"], row["size"]): float(row["usd_per_second"]) for row in rows}
+        with self.reading() as conn:
+            rows = conn.execute("SELECT model, size, usd_per_second FROM prices")
+            return {(row["model"], row["size"]): float(row["usd_per_second"]) for row in rows}
 
     def set_prices(self, rows: Sequence[tuple[str, str, float]], *, now: float) -> None:
         with self.transaction() as conn:

@@ -3,14 +3,13 @@ whose leases keep reservations alive (relay.holders)."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..limits import fits_account_cap
 from ..records import Usage
-from .connection import Database
+from .backend import Aggregate, Connection
 
 if TYPE_CHECKING:
     from ..holders import Holder
@@ -39,7 +38,7 @@ _USAGE_STATEMENTS = {
 }
 
 
-def _usage(conn: sqlite3.Connection, of: str, name: str, *, since: float, now: float, exclude: str = "") -> Usage:
+def _usage(conn: Connection, of: str, name: str, *, since: float, now: float, exclude: str = "") -> Usage:
     """`of` is "key" or "account"."""
     jobs_sql, flying_sql = _USAGE_STATEMENTS[of]
     jobs = conn.execute(jobs_sql, (name, since)).fetchone()
@@ -51,24 +50,24 @@ def _usage(conn: sqlite3.Connection, of: str, name: str, *, since: float, now: f
     )
 
 
-class Reservations(Database):
+class Reservations(Aggregate):
     def take_request_slot(self, key_name: str, *, now: float, limit: int, window: float) -> float | None:
         """Admit one request into the key's sliding window; None if admitted, else seconds until a slot frees."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM request_log WHERE key_name = ? AND ts <= ?", (key_name, now - window))
-            row = conn.execute(
-                "SELECT count(*) AS n, min(ts) AS oldest FROM request_log WHERE key_name = ?", (key_name,)
-            ).fetchone()
+            row = conn.execute("SELECT count(*) AS n, min(ts) AS oldest FROM request_log WHERE key_name = ?", (key_name,)).fetchone()
             if row["n"] >= limit:
                 return max(0.0, float(row["oldest"]) + window - now)
             conn.execute("INSERT INTO request_log (key_name, ts) VALUES (?, ?)", (key_name, now))
             return None
 
     def key_usage(self, key_name: str, *, since: float, now: float) -> Usage:
-        return _usage(self._conn(), "key", key_name, since=since, now=now)
+        with self.reading() as conn:
+            return _usage(conn, "key", key_name, since=since, now=now)
 
     def account_usage(self, account: str, *, since: float, now: float) -> Usage:
-        return _usage(self._conn(), "account", account, since=since, now=now)
+        with self.reading() as conn:
+            return _usage(conn, "account", account, since=since, now=now)
 
     def reserve(
         self,
@@ -91,9 +90,7 @@ class Reservations(Database):
         a budget are admitted one at a time and cannot overspend it.
         """
         with self.transaction() as conn:
-            conn.execute(
-                f"DELETE FROM reservations WHERE expires_at <= ? OR NOT {_HELD_BY_LIVE_OWNER}", (now, time.time())
-            )
+            conn.execute(f"DELETE FROM reservations WHERE expires_at <= ? OR NOT {_HELD_BY_LIVE_OWNER}", (now, time.time()))
             current = _usage(conn, "key", key_name, since=now, now=now)
             by_period = {start: _usage(conn, "key", key_name, since=start, now=now) for start in periods}
             refused = refuse(current, by_period)
@@ -137,30 +134,28 @@ class Reservations(Database):
 
     def live_reservations(self, now: float) -> list[dict[str, Any]]:
         """The reservations that count: not expired, and held by a live process (or by no process)."""
-        return [
-            dict(row)
-            for row in self._conn().execute(
-                f"SELECT * FROM reservations WHERE expires_at > ? AND {_HELD_BY_LIVE_OWNER}", (now, time.time())
-            )
-        ]
+        with self.reading() as conn:
+            return [
+                dict(row)
+                for row in conn.execute(f"SELECT * FROM reservations WHERE expires_at > ? AND {_HELD_BY_LIVE_OWNER}", (now, time.time()))
+            ]
 
     def key_holdings(self, key_name: str, now: float) -> list[dict[str, Any]]:
         """A key's unexpired reservations, oldest first, with their owner and whether it holds its lease."""
-        return [
-            {**dict(row), "alive": bool(row["alive"])}
-            for row in self._conn().execute(
-                "SELECT r.id, r.owner, r.account, r.video_seconds, r.usd, r.created_at, r.expires_at,"
-                " h.hostname, h.pid, h.expires_at AS lease_expires_at,"
-                " (r.owner IS NULL OR coalesce(h.expires_at > ?, 0)) AS alive"
-                " FROM reservations r LEFT JOIN holders h ON h.id = r.owner"
-                " WHERE r.key_name = ? AND r.expires_at > ? ORDER BY r.created_at, r.id",
-                (time.time(), key_name, now),
-            )
-        ]
+        with self.reading() as conn:
+            return [
+                {**dict(row), "alive": bool(row["alive"])}
+                for row in conn.execute(
+                    "SELECT r.id, r.owner, r.account, r.video_seconds, r.usd, r.created_at, r.expires_at,"
+                    " h.hostname, h.pid, h.expires_at AS lease_expires_at,"
+                    " (r.owner IS NULL OR coalesce(h.expires_at > ?, false)) AS alive"
+                    " FROM reservations r LEFT JOIN holders h ON h.id = r.owner"
+                    " WHERE r.key_name = ? AND r.expires_at > ? ORDER BY r.created_at, r.id",
+                    (time.time(), key_name, now),
+                )
+            ]
 
-    def renew_holder(
-        self, holder: Holder, *, now: float, lease: float, exited: Callable[[dict[str, Any]], bool]
-    ) -> int:
+    def renew_holder(self, holder: Holder, *, now: float, lease: float, exited: Callable[[dict[str, Any]], bool]) -> int:
         """Register or renew this process's lease; forget processes that are gone; return holdings freed.
 
         A holder is gone when its lease lapsed or when `exited` says so (a dead pid on this
@@ -176,9 +171,7 @@ class Reservations(Database):
             others = conn.execute("SELECT * FROM holders WHERE id != ?", (holder.owner,)).fetchall()
             gone = [row["id"] for row in others if row["expires_at"] <= now or exited(dict(row))]
             conn.executemany("DELETE FROM holders WHERE id = ?", [(owner,) for owner in gone])
-            return conn.execute(
-                "DELETE FROM reservations WHERE owner IS NOT NULL AND owner NOT IN (SELECT id FROM holders)"
-            ).rowcount
+            return conn.execute("DELETE FROM reservations WHERE owner IS NOT NULL AND owner NOT IN (SELECT id FROM holders)").rowcount
 
     def release_holder(self, owner: str) -> None:
         """A process that stops cleanly gives up its lease and whatever it still held."""

@@ -14,27 +14,36 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
+from typing import cast
 
 import sqlite_utils
 
 from ..records import SchemaTooNew
-from .connection import Database
+from .backend import Aggregate, Connection
+from .location import Dialect
 
 
-def _add_missing_columns(db: sqlite_utils.Database, table: str, columns: dict[str, type]) -> None:
-    """Columns added after a table first shipped: databases made by older versions get them here."""
-    existing = set(db.table(table).columns_dict)
-    for name, kind in columns.items():
-        if name not in existing:
-            db.table(table).add_column(name, kind)
+@dataclass(frozen=True)
+class Table:
+    """A table as both dialects create it. Columns are Python types: str, float, int, bytes."""
+
+    name: str
+    columns: dict[str, type]
+    pk: tuple[str, ...]
+    not_null: tuple[str, ...] = ()
+    defaults: dict[str, object] = field(default_factory=dict)
+    # (columns, unique)
+    indexes: tuple[tuple[tuple[str, ...], bool], ...] = ()
 
 
-def _step_1_base_schema(conn: sqlite3.Connection) -> None:
-    db = sqlite_utils.Database(conn)
-    db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
-    db.table("keys").create(
+_PG_TYPES = {str: "text", float: "double precision", int: "bigint", bytes: "bytea"}
+
+_STEP_1_TABLES = (
+    Table("meta", {"key": str, "value": str}, pk=("key",)),
+    Table(
+        "keys",
         {
             "id": str,
             "name": str,
@@ -51,13 +60,14 @@ def _step_1_base_schema(conn: sqlite3.Connection) -> None:
             "previous_hash": str,
             "previous_valid_until": float,
             "rotated_at": float,
+            "limits": str,
         },
-        pk="id",
-        not_null=["name", "salt", "hash", "permissions", "created_at"],
-        if_not_exists=True,
-    )
-    db.table("keys").create_index(["name"], unique=True, if_not_exists=True)
-    db.table("accounts").create(
+        pk=("id",),
+        not_null=("name", "salt", "hash", "permissions", "created_at"),
+        indexes=((("name",), True),),
+    ),
+    Table(
+        "accounts",
         {
             "id": int,
             "name": str,
@@ -76,21 +86,22 @@ def _step_1_base_schema(conn: sqlite3.Connection) -> None:
             "credential_rotated_at": float,
             # Outbound proxy URL, encrypted like the credential (it may carry a password).
             "proxy": str,
+            "max_video_seconds_per_day": float,
         },
-        pk="id",
-        not_null=["name", "type", "credential", "base_api", "priority", "enabled", "state", "created_at"],
+        pk=("id",),
+        not_null=("name", "type", "credential", "base_api", "priority", "enabled", "state", "created_at"),
         defaults={"priority": 100, "enabled": 1, "state": "active"},
-        if_not_exists=True,
-    )
-    db.table("accounts").create_index(["name"], unique=True, if_not_exists=True)
-    db.table("sessions").create(
+        indexes=((("name",), True),),
+    ),
+    Table(
+        "sessions",
         {"session_hash": str, "account": str, "created_at": float, "last_used_at": float, "expires_at": float},
-        pk="session_hash",
-        not_null=["account", "created_at", "last_used_at", "expires_at"],
-        if_not_exists=True,
-    )
-    db.table("sessions").create_index(["account"], if_not_exists=True)
-    db.table("outcomes").create(
+        pk=("session_hash",),
+        not_null=("account", "created_at", "last_used_at", "expires_at"),
+        indexes=((("account",), False),),
+    ),
+    Table(
+        "outcomes",
         {
             "id": int,
             "ts": float,
@@ -104,13 +115,12 @@ def _step_1_base_schema(conn: sqlite3.Connection) -> None:
             "latency_ms": float,
             "job_status": str,
         },
-        pk="id",
-        not_null=["ts", "request_id", "route", "error_class"],
-        if_not_exists=True,
-    )
-    db.table("outcomes").create_index(["ts"], if_not_exists=True)
-    db.table("outcomes").create_index(["account", "ts"], if_not_exists=True)
-    db.table("videos").create(
+        pk=("id",),
+        not_null=("ts", "request_id", "route", "error_class"),
+        indexes=((("ts",), False), (("account", "ts"), False)),
+    ),
+    Table(
+        "videos",
         {
             "id": str,
             "account": str,
@@ -130,14 +140,21 @@ def _step_1_base_schema(conn: sqlite3.Connection) -> None:
             "expires_at": float,
             "deleted_at": float,
             "resource": str,
+            "usd": float,
+            "charge_state": str,
+            "charged_at": float,
         },
-        pk="id",
-        not_null=["account", "key_name", "kind", "status", "created_at", "recorded_at", "resource"],
-        if_not_exists=True,
-    )
-    db.table("videos").create_index(["key_name", "created_at"], if_not_exists=True)
-    db.table("videos").create_index(["account"], if_not_exists=True)
-    db.table("idempotency").create(
+        pk=("id",),
+        not_null=("account", "key_name", "kind", "status", "created_at", "recorded_at", "resource"),
+        indexes=(
+            (("key_name", "created_at"), False),
+            (("account",), False),
+            (("key_name", "charged_at"), False),
+            (("account", "charged_at"), False),
+        ),
+    ),
+    Table(
+        "idempotency",
         {
             "key_name": str,
             "idempotency_key": str,
@@ -150,17 +167,14 @@ def _step_1_base_schema(conn: sqlite3.Connection) -> None:
             "expires_at": float,
         },
         pk=("key_name", "idempotency_key"),
-        not_null=["request_hash", "state", "created_at", "expires_at"],
-        if_not_exists=True,
-    )
-    _add_missing_columns(db, "keys", {"limits": str})
-    _add_missing_columns(db, "accounts", {"max_video_seconds_per_day": float})
-    _add_missing_columns(db, "videos", {"usd": float, "charge_state": str, "charged_at": float})
-    db.table("videos").create_index(["key_name", "charged_at"], if_not_exists=True)
-    db.table("videos").create_index(["account", "charged_at"], if_not_exists=True)
-    # Creates on their way upstream: they count against concurrency, budgets and account
-    # caps until their job is recorded (or they fail). Rows of a dead worker expire.
-    db.table("reservations").create(
+        not_null=("request_hash", "state", "created_at", "expires_at"),
+    ),
+    # Creates on their way upstream: they count against concurrency, budgets and account caps
+    # until their job is recorded (or they fail). `owner` is the relay process that wrote one
+    # (relay.holders): it counts only while that process keeps its lease. Rows without an owner
+    # (older versions) expire.
+    Table(
+        "reservations",
         {
             "id": str,
             "key_name": str,
@@ -169,16 +183,14 @@ def _step_1_base_schema(conn: sqlite3.Connection) -> None:
             "usd": float,
             "created_at": float,
             "expires_at": float,
+            "owner": str,
         },
-        pk="id",
-        not_null=["key_name", "video_seconds", "usd", "created_at", "expires_at"],
-        if_not_exists=True,
-    )
-    db.table("reservations").create_index(["key_name"], if_not_exists=True)
-    # The relay process that wrote a reservation (relay.holders): it counts only while
-    # that process keeps its lease here. Rows without an owner (older versions) expire.
-    _add_missing_columns(db, "reservations", {"owner": str})
-    db.table("holders").create(
+        pk=("id",),
+        not_null=("key_name", "video_seconds", "usd", "created_at", "expires_at"),
+        indexes=((("key_name",), False),),
+    ),
+    Table(
+        "holders",
         {
             "id": str,
             "host": str,
@@ -189,100 +201,173 @@ def _step_1_base_schema(conn: sqlite3.Connection) -> None:
             "renewed_at": float,
             "expires_at": float,
         },
-        pk="id",
-        not_null=["hostname", "pid", "started_at", "renewed_at", "expires_at"],
-        if_not_exists=True,
-    )
-    # Admitted requests of keys with a requests-per-minute limit (a sliding window).
-    db.table("request_log").create({"key_name": str, "ts": float}, not_null=["key_name", "ts"], if_not_exists=True)
-    db.table("request_log").create_index(["key_name", "ts"], if_not_exists=True)
-    db.table("prices").create(
+        pk=("id",),
+        not_null=("hostname", "pid", "started_at", "renewed_at", "expires_at"),
+    ),
+    # Admitted requests of keys with a requests-per-minute limit (a sliding window). SQLite gives
+    # it a rowid; PostgreSQL an id of its own, since every table there gets a primary key.
+    Table(
+        "request_log",
+        {"key_name": str, "ts": float},
+        pk=(),
+        not_null=("key_name", "ts"),
+        indexes=((("key_name", "ts"), False),),
+    ),
+    Table(
+        "prices",
         {"model": str, "size": str, "usd_per_second": float, "updated_at": float},
         pk=("model", "size"),
-        not_null=["usd_per_second", "updated_at"],
-        if_not_exists=True,
-    )
-    db.table("account_quota").create(
-        {
-            "account": str,
-            "observed_at": float,
-            "limit_requests": int,
-            "remaining_requests": int,
-            "resets_at": float,
-        },
-        pk="account",
-        not_null=["observed_at"],
-        if_not_exists=True,
-    )
-    db.table("characters").create(
+        not_null=("usd_per_second", "updated_at"),
+    ),
+    Table(
+        "account_quota",
+        {"account": str, "observed_at": float, "limit_requests": int, "remaining_requests": int, "resets_at": float},
+        pk=("account",),
+        not_null=("observed_at",),
+    ),
+    Table(
+        "characters",
         {"id": str, "account": str, "key_name": str, "created_at": float},
-        pk="id",
-        not_null=["account", "key_name", "created_at"],
+        pk=("id",),
+        not_null=("account", "key_name", "created_at"),
+    ),
+)
+
+# Every table the relay keeps, in an order that copies and deletes can follow.
+TABLE_NAMES = tuple(table.name for table in _STEP_1_TABLES)
+
+
+def _create_sqlite(conn: sqlite3.Connection, table: Table) -> None:
+    db = sqlite_utils.Database(conn)
+    db.table(table.name).create(
+        table.columns,
+        pk=(table.pk[0] if len(table.pk) == 1 else table.pk) if table.pk else None,
+        not_null=set(table.not_null),
+        defaults=table.defaults,
         if_not_exists=True,
     )
-    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('config_version', '0')")
+    # Columns added after a table first shipped: databases made by older versions get them here.
+    existing = set(db.table(table.name).columns_dict)
+    for name, kind in table.columns.items():
+        if name not in existing:
+            db.table(table.name).add_column(name, kind)
+    for columns, unique in table.indexes:
+        db.table(table.name).create_index(list(columns), unique=unique, if_not_exists=True)
 
 
-# Append only: a released step never changes (databases out there ran it as it was).
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_step_1_base_schema,)
+def _create_postgres(conn: Connection, table: Table) -> None:
+    definitions = []
+    for name, kind in table.columns.items():
+        if table.pk == (name,) and kind is int:
+            definitions.append(f"{name} bigint GENERATED BY DEFAULT AS IDENTITY")
+            continue
+        definition = f"{name} {_PG_TYPES[kind]}"
+        if name in table.not_null or name in table.pk:
+            definition += " NOT NULL"
+        if name in table.defaults:
+            definition += f" DEFAULT {_literal(table.defaults[name])}"
+        definitions.append(definition)
+    if table.pk:
+        definitions.append(f"PRIMARY KEY ({', '.join(table.pk)})")
+    else:
+        definitions.insert(0, "row_id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table.name} ({', '.join(definitions)})")
+    for columns, unique in table.indexes:
+        conn.execute(
+            f"CREATE {'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS idx_{table.name}_{'_'.join(columns)}"
+            f" ON {table.name} ({', '.join(columns)})"
+        )
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _step_1_base_schema(conn: Connection, dialect: Dialect) -> None:
+    for table in _STEP_1_TABLES:
+        if dialect == "sqlite":
+            _create_sqlite(cast(sqlite3.Connection, conn), table)
+        else:
+            _create_postgres(conn, table)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('config_version', '0') ON CONFLICT (key) DO NOTHING")
+
+
+# Append only: a released step never changes (databases out there ran it as it was). A step
+# gets the connection of the upgrade's write transaction and the dialect it runs on.
+MIGRATIONS: tuple[Callable[[Connection, Dialect], None], ...] = (_step_1_base_schema,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True)
 class SchemaStatus:
-    path: str
-    # None: no version recorded (a new, empty file, or not a relay database).
+    # The database as shown to people (a PostgreSQL password masked).
+    database: str
+    dialect: Dialect
+    # None: no version recorded (a new, empty database, or not a relay database).
     version: int | None
     code_version: int
-    journal_mode: str
     pending: tuple[int, ...]
+    # journal_mode (SQLite), server_version (PostgreSQL).
+    details: dict[str, str]
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "database": self.path,
+            "database": self.database,
+            "dialect": self.dialect,
             "version": self.version,
             "code_version": self.code_version,
-            "journal_mode": self.journal_mode,
+            **self.details,
             "pending": list(self.pending),
         }
 
 
-def recorded_version(conn: sqlite3.Connection) -> int | None:
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+def recorded_version(conn: Connection, dialect: Dialect) -> int | None:
+    if not has_table(conn, dialect, "meta"):
         return None
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return None if row is None else int(row[0])
 
 
-def pending_steps(conn: sqlite3.Connection) -> tuple[int, ...]:
+def has_table(conn: Connection, dialect: Dialect, name: str) -> bool:
+    if dialect == "sqlite":
+        statement = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    else:
+        statement = "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?"
+    return conn.execute(statement, (name,)).fetchone() is not None
+
+
+def pending_steps(conn: Connection, dialect: Dialect) -> tuple[int, ...]:
     """The steps an upgrade would run, in order; raises SchemaTooNew for a newer database."""
-    version = recorded_version(conn) or 0
+    version = recorded_version(conn, dialect) or 0
     if version > SCHEMA_VERSION:
         raise SchemaTooNew(
             f"the database has schema version {version}, newer than this release knows ({SCHEMA_VERSION}):"
             " run the release that upgraded it, or a newer one"
         )
     steps = tuple(range(version + 1, SCHEMA_VERSION + 1))
-    if version >= 1 and _falls_short_of_step_1(conn):
+    # Only SQLite databases predate versioned migrations.
+    if version >= 1 and dialect == "sqlite" and _falls_short_of_step_1(cast(sqlite3.Connection, conn)):
         steps = (1, *steps)
     return steps
 
 
-def upgrade(conn: sqlite3.Connection) -> tuple[int, ...]:
+def upgrade(conn: Connection, dialect: Dialect) -> tuple[int, ...]:
     """Run the pending steps on a connection inside a write transaction; return their numbers."""
-    steps = pending_steps(conn)
+    steps = pending_steps(conn, dialect)
     for number in steps:
-        MIGRATIONS[number - 1](conn)
+        MIGRATIONS[number - 1](conn, dialect)
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE CAST(value AS INTEGER) < ?",
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE CAST(meta.value AS INTEGER) < ?",
             (str(number), number),
         )
     return steps
 
 
 def _shape(conn: sqlite3.Connection) -> set[tuple[str, str]]:
-    """Every (table, column) and (index, name) the database has."""
+    """Every (table, column) and (index, name) a SQLite database has."""
     shape = set()
     for table, kind in conn.execute("SELECT name, type FROM sqlite_master WHERE type IN ('table', 'index')"):
         if kind == "index":
@@ -300,7 +385,7 @@ def _quoted(name: str) -> str:
 def _step_1_shape() -> frozenset[tuple[str, str]]:
     conn = sqlite3.connect(":memory:")
     try:
-        _step_1_base_schema(conn)
+        _step_1_base_schema(conn, "sqlite")
         return frozenset(_shape(conn))
     finally:
         conn.close()
@@ -310,21 +395,28 @@ def _falls_short_of_step_1(conn: sqlite3.Connection) -> bool:
     return not _step_1_shape() <= _shape(conn)
 
 
-class Schema(Database):
+class Schema(Aggregate):
     def ensure_schema(self) -> tuple[int, ...]:
-        """Bring the database up to this code's schema (start-up and `relayctl db upgrade`); return the steps run."""
+        """Bring the database up to this code's schema (start-up and `relayctl db upgrade`); return the steps run.
+
+        In one write transaction: on PostgreSQL its advisory lock makes replicas that start
+        together take turns, and each finds the work done or does it.
+        """
         with self.transaction() as conn:
-            return upgrade(conn)
+            return upgrade(conn, self._db.dialect)
 
     def schema_status(self) -> SchemaStatus:
         """The database's schema against this code's, without changing it."""
-        conn = self._conn()
-        version = recorded_version(conn)
-        newer = version is not None and version > SCHEMA_VERSION
+        dialect = self._db.dialect
+        with self.reading() as conn:
+            version = recorded_version(conn, dialect)
+            newer = version is not None and version > SCHEMA_VERSION
+            pending = () if newer else pending_steps(conn, dialect)
         return SchemaStatus(
-            path=str(self.path),
+            database=self._db.location.shown,
+            dialect=dialect,
             version=version,
             code_version=SCHEMA_VERSION,
-            journal_mode=self.journal_mode(),
-            pending=() if newer else pending_steps(conn),
+            pending=pending,
+            details=self._db.describe(),
         )

@@ -4,28 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from .connection import Database
+from .backend import Aggregate
 
 
-class Sessions(Database):
+class Sessions(Aggregate):
     def session_account(self, session_hash: str, now: float) -> str | None:
-        row = self._conn().execute(
-            "SELECT account FROM sessions WHERE session_hash = ? AND expires_at > ?", (session_hash, now)
-        ).fetchone()
-        return None if row is None else row["account"]
+        with self.reading() as conn:
+            row = conn.execute("SELECT account FROM sessions WHERE session_hash = ? AND expires_at > ?", (session_hash, now)).fetchone()
+            return None if row is None else row["account"]
 
-    def claim_session(
-        self, session_hash: str, candidate: str, *, replacing: str | None, now: float, ttl: float
-    ) -> str:
+    def claim_session(self, session_hash: str, candidate: str, *, replacing: str | None, now: float, ttl: float) -> str:
         """Map a session to `candidate` unless another process mapped it meanwhile; return the mapping.
 
         `replacing` is the account the caller saw and found unusable: that mapping is
         overwritten, any other live mapping wins over the caller's candidate.
         """
         with self.transaction() as conn:
-            row = conn.execute(
-                "SELECT account FROM sessions WHERE session_hash = ? AND expires_at > ?", (session_hash, now)
-            ).fetchone()
+            row = conn.execute("SELECT account FROM sessions WHERE session_hash = ? AND expires_at > ?", (session_hash, now)).fetchone()
             if row is not None and row["account"] != replacing:
                 return str(row["account"])
             conn.execute(
@@ -50,13 +45,10 @@ class Sessions(Database):
             return conn.execute(statement, params).rowcount
 
     def count_sessions(self, now: float) -> int:
-        row = self._conn().execute("SELECT COUNT(*) FROM sessions WHERE expires_at > ?", (now,)).fetchone()
-        return int(row[0])
+        with self.reading() as conn:
+            row = conn.execute("SELECT COUNT(*) FROM sessions WHERE expires_at > ?", (now,)).fetchone()
+            return int(row[0])
 
     def list_sessions(self, now: float) -> list[dict[str, Any]]:
-        return [
-            dict(row)
-            for row in self._conn().execute(
-                "SELECT * FROM sessions WHERE expires_at > ? ORDER BY last_used_at DESC", (now,)
-            )
-        ]
+        with self.reading() as conn:
+            return [dict(row) for row in conn.execute("SELECT * FROM sessions WHERE expires_at > ? ORDER BY last_used_at DESC", (now,))]

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from ..records import TERMINAL_STATUSES, Video
-from .connection import Database
+from .backend import Aggregate, Connection
 
 # Pages of a key's live videos (list_videos), oldest or newest first; (created_at, id) is the cursor.
-_FIRST_PAGE_ASC = (
-    "SELECT * FROM videos WHERE key_name = ? AND deleted_at IS NULL ORDER BY created_at ASC, id ASC LIMIT ?"
-)
-_FIRST_PAGE_DESC = (
-    "SELECT * FROM videos WHERE key_name = ? AND deleted_at IS NULL ORDER BY created_at DESC, id DESC LIMIT ?"
-)
+_FIRST_PAGE_ASC = "SELECT * FROM videos WHERE key_name = ? AND deleted_at IS NULL ORDER BY created_at ASC, id ASC LIMIT ?"
+_FIRST_PAGE_DESC = "SELECT * FROM videos WHERE key_name = ? AND deleted_at IS NULL ORDER BY created_at DESC, id DESC LIMIT ?"
 _NEXT_PAGE_ASC = (
-    "SELECT * FROM videos WHERE key_name = ? AND deleted_at IS NULL AND (created_at, id) > (?, ?)"
-    " ORDER BY created_at ASC, id ASC LIMIT ?"
+    "SELECT * FROM videos WHERE key_name = ? AND deleted_at IS NULL AND (created_at, id) > (?, ?) ORDER BY created_at ASC, id ASC LIMIT ?"
 )
 _NEXT_PAGE_DESC = (
-    "SELECT * FROM videos WHERE key_name = ? AND deleted_at IS NULL AND (created_at, id) < (?, ?)"
-    " ORDER BY created_at DESC, id DESC LIMIT ?"
+    "SELECT * FROM videos WHERE key_name = ? AND deleted_at IS NULL AND (created_at, id) < (?, ?) ORDER BY created_at DESC, id DESC LIMIT ?"
 )
 
 
-class Videos(Database):
+class Videos(Aggregate):
     def insert_video(self, video: Video, *, reservation_id: str | None = None) -> Video:
         """Record who owns a new job, its charge taking over from the create's reservation.
 
@@ -64,8 +57,9 @@ class Videos(Database):
             return _video(conn.execute("SELECT * FROM videos WHERE id = ?", (video.id,)).fetchone())
 
     def video(self, video_id: str) -> Video | None:
-        row = self._conn().execute("SELECT * FROM videos WHERE id = ?", (video_id,)).fetchone()
-        return None if row is None else _video(row)
+        with self.reading() as conn:
+            row = conn.execute("SELECT * FROM videos WHERE id = ?", (video_id,)).fetchone()
+            return None if row is None else _video(row)
 
     def update_video(
         self,
@@ -100,9 +94,7 @@ class Videos(Database):
         with self.transaction() as conn:
             conn.execute("UPDATE videos SET deleted_at = COALESCE(deleted_at, ?) WHERE id = ?", (now, video_id))
 
-    def list_videos(
-        self, key_name: str, *, after: Video | None, limit: int, order: str
-    ) -> tuple[list[Video], bool]:
+    def list_videos(self, key_name: str, *, after: Video | None, limit: int, order: str) -> tuple[list[Video], bool]:
         """A page of the key's live videos by creation time (id breaks ties), and whether more follow."""
         descending = order == "desc"
         if after is None:
@@ -111,32 +103,33 @@ class Videos(Database):
         else:
             statement = _NEXT_PAGE_DESC if descending else _NEXT_PAGE_ASC
             params = (key_name, after.created_at, after.id, limit + 1)
-        rows = self._conn().execute(statement, params).fetchall()
-        return [_video(row) for row in rows[:limit]], len(rows) > limit
+        with self.reading() as conn:
+            rows = conn.execute(statement, params).fetchall()
+            return [_video(row) for row in rows[:limit]], len(rows) > limit
 
     def live_video_count(self, account: str, now: float) -> int:
-        return live_video_count(self._conn(), account, now)
+        with self.reading() as conn:
+            return live_video_count(conn, account, now)
 
     def insert_character(self, character_id: str, *, account: str, key_name: str, now: float) -> None:
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO characters (id, account, key_name, created_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO characters (id, account, key_name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (character_id, account, key_name, now),
             )
 
     def character_count(self, account: str) -> int:
-        return character_count(self._conn(), account)
+        with self.reading() as conn:
+            return character_count(conn, account)
 
     def character_owner(self, character_id: str) -> tuple[str, str] | None:
         """(account, key name) of a character, if the relay created it."""
-        row = self._conn().execute(
-            "SELECT account, key_name FROM characters WHERE id = ?", (character_id,)
-        ).fetchone()
-        return None if row is None else (row["account"], row["key_name"])
+        with self.reading() as conn:
+            row = conn.execute("SELECT account, key_name FROM characters WHERE id = ?", (character_id,)).fetchone()
+            return None if row is None else (row["account"], row["key_name"])
 
 
-def _video(row: sqlite3.Row) -> Video:
+def _video(row: Any) -> Video:
     return Video(
         id=row["id"],
         account=row["account"],
@@ -161,7 +154,7 @@ def _video(row: sqlite3.Row) -> Video:
     )
 
 
-def live_video_count(conn: sqlite3.Connection, account: str, now: float) -> int:
+def live_video_count(conn: Connection, account: str, now: float) -> int:
     """Videos of an account that can still be reached: not deleted, not finished-and-expired."""
     row = conn.execute(
         "SELECT count(*) AS n FROM videos WHERE account = ? AND deleted_at IS NULL"
@@ -171,7 +164,7 @@ def live_video_count(conn: sqlite3.Connection, account: str, now: float) -> int:
     return int(row["n"])
 
 
-def character_count(conn: sqlite3.Connection, account: str) -> int:
+def character_count(conn: Connection, account: str) -> int:
     """Characters an account created (they do not expire)."""
     row = conn.execute("SELECT count(*) AS n FROM characters WHERE account = ?", (account,)).fetchone()
     return int(row["n"])

@@ -1,4 +1,4 @@
-"""The dialect seam: SQLite connections, their tuning, transactions and the cross-process write turn.
+"""The SQLite backend: connections, their tuning, transactions and the cross-process write turn.
 
 Several uvicorn workers and the CLI share one database file, so:
 - WAL mode and a busy timeout let readers and one writer proceed together;
@@ -29,6 +29,8 @@ from typing import Any
 from urllib.parse import quote
 
 from ..records import StoreUnavailable
+from .backend import Connection
+from .location import DatabaseLocation, Dialect
 
 # How long a statement waits for another connection's lock before the store gives up
 # (StoreUnavailable); RELAY_DATABASE_BUSY_TIMEOUT_SECONDS sets it for the relay.
@@ -136,6 +138,12 @@ class _Connection(sqlite3.Connection):
         return self.cursor(_Cursor).executescript(sql_script)
 
 
+def _greatest(*values: Any) -> Any:
+    """PostgreSQL's greatest(), which SQLite lacks: the largest argument, NULLs ignored."""
+    present = [value for value in values if value is not None]
+    return max(present) if present else None
+
+
 def _create_private(path: Path) -> None:
     """Create the database file 0600, before SQLite would create it 0644: it holds encrypted
     credentials and key hashes. SQLite gives the -wal and -shm files the database file's mode.
@@ -147,11 +155,14 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
-class Database:
+class SQLiteBackend:
     """One per process. Each thread gets its own connection to the same file."""
 
-    def __init__(self, path: Path | str, *, read_only: bool = False, busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS) -> None:
-        self.path = Path(path)
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, location: DatabaseLocation, *, read_only: bool = False, busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS) -> None:
+        self.location = location
+        self.path = location.sqlite_path()
         self.busy_timeout_seconds = busy_timeout_seconds
         # Read-only (relayctl's listings, doctor, db status): SQLite's mode=ro, so nothing is
         # created, no journal mode is switched and no WAL is checkpointed into the file on close.
@@ -190,6 +201,7 @@ class Database:
             raise _translate(error, None) from None
         try:
             conn.row_factory = sqlite3.Row
+            conn.create_function("greatest", -1, _greatest, deterministic=True)
             if self.read_only:
                 conn.execute("PRAGMA query_only=ON")
             else:
@@ -232,7 +244,12 @@ class Database:
         self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def reading(self) -> Iterator[Connection]:
+        """This thread's connection, for statements outside a transaction."""
+        yield self._conn()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
         """One write transaction (`BEGIN IMMEDIATE`): the statements run in it commit together or not at all.
 
         It holds the database's one write lock from the start, so a check and the write that
@@ -289,8 +306,9 @@ class Database:
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
-    def quick_check(self) -> str:
+    def integrity_check(self) -> str:
+        """'ok', or what SQLite's quick_check found wrong."""
         return str(self._conn().execute("PRAGMA quick_check").fetchone()[0])
 
-    def journal_mode(self) -> str:
-        return str(self._conn().execute("PRAGMA journal_mode").fetchone()[0])
+    def describe(self) -> dict[str, str]:
+        return {"journal_mode": str(self._conn().execute("PRAGMA journal_mode").fetchone()[0])}

@@ -1,0 +1,273 @@
+"""The PostgreSQL backend: a connection pool, the write lock shared by every replica, and driver errors.
+
+Several relays (replicas, each with its workers) and relayctl share one database server:
+- each process keeps a pool of connections (psycopg_pool): a store call borrows one for a read
+  or a transaction; when all are busy it waits up to the pool timeout, then gives up with
+  StoreUnavailable, which the relay answers with a 503;
+- every write transaction first takes one transaction-scoped advisory lock, so writers take turns
+  across all replicas exactly as SQLite's writers do on one host: a budget check and the
+  reservation that depends on it cannot interleave with another replica's. Readers never wait
+  for it. Its wait is bounded by the lock timeout (RELAY_DATABASE_BUSY_TIMEOUT_SECONDS);
+- a connection the server dropped (a restart, a failover, an idle timeout) fails the one call that
+  used it; the pool then checks the rest and reconnects by itself, so service resumes without a
+  restart of the relay.
+
+Driver errors stop here: those that say the database is unreachable, busy, full or refusing this
+user become StoreUnavailable with fixed words (never the server's message, which can name hosts
+and users); those that say the code is wrong (constraint, syntax, data) pass unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg.rows import RowMaker
+
+from ..records import StoreUnavailable
+from .backend import Connection
+from .location import DatabaseLocation, Dialect
+
+# pg_advisory_xact_lock's key for the store's write turn ("relay" in ASCII, to be recognisable in pg_locks).
+WRITE_LOCK = 0x72656C6179
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """A process's connections to PostgreSQL (RELAY_DATABASE_POOL_*)."""
+
+    min_size: int = 2
+    max_size: int = 10
+    # How long a store call waits for a free connection before the request gets a 503.
+    timeout_seconds: float = 5.0
+
+
+# Reasons by SQLSTATE (exact code first, then its two-character class): fixed words only.
+_REASONS = {
+    "55P03": "it stayed locked by another connection past the lock timeout",
+    "57014": "a statement ran past its timeout",
+    "25006": "it is read-only",
+    "42501": "the database user lacks a privilege the relay needs",
+    "3D000": "the database does not exist",
+    "53100": "the database server's disk is full",
+    "53300": "the database server has no connection slots left",
+    "08": "the database server cannot be reached",
+    "28": "the database server refused the user name or password",
+    "40": "a transaction conflicted with another and was rolled back",
+    "53": "the database server is out of resources",
+    "57": "the database server is shutting down or restarting",
+    "58": "the database server had a system error",
+}
+
+
+def _reason(error: psycopg.Error) -> str | None:
+    """Fixed words for an error that says the database is unavailable; None for a bug."""
+    if isinstance(error, psycopg_pool.PoolTimeout):
+        return "no database connection came free within the pool timeout"
+    if isinstance(error, psycopg_pool.PoolClosed):
+        return "the store was closed"
+    state = error.sqlstate
+    if state is None:
+        # No SQLSTATE: the client side failed (connection lost or closed, no server answer).
+        return None if isinstance(error, psycopg.ProgrammingError) else "the database server cannot be reached"
+    return _REASONS.get(state) or _REASONS.get(state[:2])
+
+
+_translated: dict[str, str] = {}
+
+
+def portable_to_pg(sql: str) -> str:
+    """The store's SQL with `?` placeholders, in psycopg's `%s` style (a literal % doubled)."""
+    converted = _translated.get(sql)
+    if converted is None:
+        converted = _translated[sql] = sql.replace("%", "%%").replace("?", "%s")
+    return converted
+
+
+class Row:
+    """A row that indexes by position and by column name, and converts with dict(), like sqlite3.Row."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
+        self._values = values
+        self._index = index
+
+    def __getitem__(self, key: int | str) -> Any:
+        return self._values[self._index[key]] if isinstance(key, str) else self._values[key]
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Row({dict(zip(self._index, self._values, strict=True))!r})"
+
+
+def _rows(cursor: Any) -> RowMaker[Row]:
+    description = cursor.description
+    index = {} if description is None else {column.name: i for i, column in enumerate(description)}
+    return lambda values: Row(values, index)
+
+
+class _Statements:
+    """A pooled connection, as the aggregates use it: portable SQL in, Rows out, errors translated."""
+
+    __slots__ = ("_backend", "_conn")
+
+    def __init__(self, conn: psycopg.Connection[Row], backend: PostgresBackend) -> None:
+        self._conn = conn
+        self._backend = backend
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Row]:
+        try:
+            return self._conn.execute(portable_to_pg(sql), tuple(parameters))
+        except psycopg.Error as error:
+            raise self._backend.translate(error) from None
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Row]:
+        cursor = self._conn.cursor()
+        rows = [tuple(row) for row in parameters]
+        if not rows:
+            return cursor
+        try:
+            cursor.executemany(portable_to_pg(sql), rows)
+        except psycopg.Error as error:
+            raise self._backend.translate(error) from None
+        return cursor
+
+
+class PostgresBackend:
+    """One per process: a pool of connections to one PostgreSQL database."""
+
+    dialect: Dialect = "postgresql"
+
+    def __init__(
+        self,
+        location: DatabaseLocation,
+        *,
+        read_only: bool = False,
+        busy_timeout_seconds: float = 10.0,
+        pool: PoolSettings | None = None,
+    ) -> None:
+        self.location = location
+        self.read_only = read_only
+        self.pool_settings = pool or PoolSettings()
+        lock_timeout_ms = max(1, int(busy_timeout_seconds * 1000))
+        self._checking = threading.Lock()
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            conn.row_factory = _rows
+            conn.execute(f"SET lock_timeout = {lock_timeout_ms}")
+            if read_only:
+                # relayctl's listings and doctor: the server itself refuses any write.
+                conn.execute("SET default_transaction_read_only = on")
+
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
+            location.conninfo,
+            kwargs=_connect_options(location.conninfo),
+            min_size=min(self.pool_settings.min_size, self.pool_settings.max_size),
+            max_size=self.pool_settings.max_size,
+            timeout=self.pool_settings.timeout_seconds,
+            configure=configure,
+            name="relay",
+            open=False,
+        )
+        try:
+            self._pool.open(wait=False)
+        except psycopg.Error as error:
+            raise self.translate(error) from None
+
+    def translate(self, error: psycopg.Error) -> Exception:
+        reason = _reason(error)
+        if reason is None:
+            return error
+        if error.sqlstate is None or error.sqlstate[:2] in ("08", "57"):
+            # The server dropped connections: find the other dead ones now, not one request each.
+            self._check_soon()
+        return StoreUnavailable(reason)
+
+    def _check_soon(self) -> None:
+        if not self._checking.acquire(blocking=False):
+            return
+
+        def check() -> None:
+            try:
+                with suppress(Exception):
+                    self._pool.check()
+            finally:
+                self._checking.release()
+
+        threading.Thread(target=check, name="relay-pool-check", daemon=True).start()
+
+    @contextmanager
+    def _borrowed(self) -> Iterator[psycopg.Connection[Row]]:
+        try:
+            conn = self._pool.getconn()
+        except psycopg.Error as error:
+            raise self.translate(error) from None
+        try:
+            yield conn
+        finally:
+            self._pool.putconn(conn)
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        with self._borrowed() as conn:
+            yield _Statements(conn, self)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction, every replica's writers taking turns on the advisory lock."""
+        if self.read_only:
+            raise StoreUnavailable("it was opened read-only")
+        with self._borrowed() as conn:
+            try:
+                with conn.transaction():
+                    statements = _Statements(conn, self)
+                    statements.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+                    yield statements
+            except psycopg.Error as error:
+                # BEGIN, COMMIT or ROLLBACK failed (statements translate their own errors).
+                raise self.translate(error) from None
+
+    def checkpoint_manually(self) -> None:
+        """SQLite's WAL checkpoints have no counterpart here: the server runs its own."""
+
+    def checkpoint(self) -> None:
+        """See checkpoint_manually."""
+
+    def integrity_check(self) -> str:
+        with self.reading() as conn:
+            conn.execute("SELECT 1").fetchone()
+        return "ok"
+
+    def describe(self) -> dict[str, str]:
+        with self.reading() as conn:
+            row = conn.execute("SELECT current_setting('server_version') AS version").fetchone()
+        return {"server_version": str(row["version"]), "pool_max_size": str(self.pool_settings.max_size)}
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _connect_options(conninfo: str) -> dict[str, Any]:
+    """Options for every connection, unless the URL sets them itself."""
+    given = psycopg.conninfo.conninfo_to_dict(conninfo)
+    options: dict[str, Any] = {"autocommit": True}
+    if "connect_timeout" not in given:
+        # libpq waits forever by default: a blackholed server would hang start-up and the pool.
+        options["connect_timeout"] = 5
+    if "application_name" not in given:
+        options["application_name"] = "video-relay"
+    return options
