@@ -27,6 +27,7 @@ from relay.crypto import generate_key
 from relay.keys import issue_key
 from relay.state import RelayState
 from relay.store.location import parse_location
+from relay.store.schema import TABLE_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -145,12 +146,36 @@ def relay_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that sets `BACKENDS = ("sqlite", "postgresql")` runs each of its tests that uses a
+    store or a relay once per database; elsewhere they run on SQLite only."""
+    if "backend" in metafunc.fixturenames:
+        backends = getattr(metafunc.module, "BACKENDS", None)
+        if backends is not None:
+            metafunc.parametrize("backend", backends, indirect=True)
+
+
 @pytest.fixture
-def make_relay(tmp_path: Path) -> Iterator[Any]:
+def backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """RELAY_DATABASE for this test: a file in its tmp_path, or a fresh PostgreSQL database."""
+    if backend == "sqlite":
+        yield str(tmp_path / "relay.db")
+        return
+    with fresh_database(request.getfixturevalue("postgres_cluster")) as url:
+        yield url
+
+
+@pytest.fixture
+def make_relay(tmp_path: Path, database: str) -> Iterator[Any]:
     opened: list[TestClient] = []
 
     def make(**overrides: Any) -> Relay:
-        settings = relay_settings(tmp_path, **overrides)
+        settings = relay_settings(tmp_path, **{"database": database, **overrides})
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
         opened.append(client)
@@ -301,3 +326,8 @@ def run_sql(store: Store, statement: str, parameters: tuple[Any, ...] = ()) -> l
     with store.reading() as conn:
         cursor = conn.execute(statement, parameters)
         return list(cursor) if getattr(cursor, "description", None) else []
+
+
+def every_row_as_text(store: Store) -> str:
+    """Every row of every table, as text: to check that something is stored nowhere."""
+    return "\n".join(repr(tuple(row)) for table in TABLE_NAMES for row in run_sql(store, f"SELECT * FROM {table}"))

@@ -33,6 +33,9 @@ def reserve(store: Store, reservation_id: str, owner: str | None, *, now: float)
         refuse=lambda *_: None, owner=owner,
     )
 
+# Admission, budgets and records must hold on either database.
+BACKENDS = ("sqlite", "postgresql")
+
 
 def other_process(**changes: Any) -> Holder:
     return dataclasses.replace(this_process(), **changes)

@@ -11,6 +11,9 @@ from test_relay import CREATE, assert_envelope, auth
 
 V = "/openai/v1/videos"
 
+# Admission, budgets and records must hold on either database.
+BACKENDS = ("sqlite", "postgresql")
+
 
 def creates(sandbox: Sandbox) -> int:
     return sum(1 for r in sandbox.requests() if r["method"] == "POST")

@@ -21,6 +21,9 @@ from relay.outcomes import (
 
 NOW = 1_800_000_000.0
 
+# Admission, budgets and records must hold on either database.
+BACKENDS = ("sqlite", "postgresql")
+
 
 def hint(headers: dict[str, str] | None = None, body: object = None, default: float = 60.0) -> tuple[float, str]:
     raw = b"" if body is None else json.dumps(body).encode()

@@ -18,6 +18,9 @@ from relay.limits import PERIODS, Limits, period_bounds, validate_limits
 # Noon UTC on a mid-month day: far from day and month boundaries unless a test moves there.
 NOON = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC).timestamp()
 
+# Admission, budgets and records must hold on either database.
+BACKENDS = ("sqlite", "postgresql")
+
 
 class Clock:
     def __init__(self, now: float = NOON) -> None:

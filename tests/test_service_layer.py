@@ -14,18 +14,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from relay.accounts import add_account, daily_cap_status, set_daily_cap
 from relay.crypto import SecretBox, generate_key
 from relay.limits import DEFAULT_SECONDS, period_bounds
 from relay.store import Store
-from tests.conftest import BIN, TOKEN
+from tests.conftest import BIN, TOKEN, run_sql
+
+
+BACKENDS = ("sqlite", "postgresql")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(tmp_path / "relay.db")
+def store(database: str) -> Iterator[Store]:
+    store = Store(database)
     store.ensure_schema()
     yield store
     store.close()
@@ -59,16 +63,22 @@ def test_capped_says_what_admission_does(store: Store, used: float) -> None:
 def test_add_account_with_proxy_is_one_transaction(store: Store) -> None:
     """The account and its proxy were two transactions: when the second failed, the account
     stayed, sending straight to the upstream without the proxy it was given."""
-    conn = sqlite3.connect(store.location.sqlite_path())
-    for event in ("INSERT", "UPDATE OF proxy"):
-        name = event.split()[0].lower()
-        conn.execute(
-            f"CREATE TRIGGER no_proxy_{name} BEFORE {event} ON accounts WHEN NEW.proxy IS NOT NULL"
-            " BEGIN SELECT RAISE(ABORT, 'proxy refused'); END"
+    if store.dialect == "sqlite":
+        for event in ("INSERT", "UPDATE OF proxy"):
+            run_sql(
+                store,
+                f"CREATE TRIGGER no_proxy_{event.split()[0].lower()} BEFORE {event} ON accounts WHEN NEW.proxy IS NOT NULL"
+                " BEGIN SELECT RAISE(ABORT, 'proxy refused'); END",
+            )
+    else:
+        run_sql(
+            store,
+            "CREATE FUNCTION no_proxy() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE integrity_constraint_violation USING MESSAGE = 'proxy refused'; END $$",
         )
-    conn.commit()
-    conn.close()
-    with pytest.raises(sqlite3.IntegrityError):
+        run_sql(store, "CREATE TRIGGER no_proxy BEFORE INSERT OR UPDATE OF proxy ON accounts FOR EACH ROW"
+                " WHEN (NEW.proxy IS NOT NULL) EXECUTE FUNCTION no_proxy()")
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
         add_account(
             store, BOX, name="a", type="openai-responses", credential=TOKEN, base_api="http://127.0.0.1:9/v1",
             proxy="http://127.0.0.1:3128",

@@ -21,10 +21,13 @@ from test_relay import auth, tokens_seen
 
 from ops.cli import main as relayctl
 
+# Admission, budgets and records must hold on either database.
+BACKENDS = ("sqlite", "postgresql")
+
 
 def run_cli(relay: Relay, *args: str, code: int = 0) -> str:
     result = CliRunner().invoke(
-        relayctl, ["--help"] if not args else list(args), env={"RELAY_DATABASE": str(relay.settings.database), "RELAY_SECRET_KEY": relay.settings.secret_key or ""}
+        relayctl, ["--help"] if not args else list(args), env={"RELAY_DATABASE": relay.settings.database.raw, "RELAY_SECRET_KEY": relay.settings.secret_key or ""}
     )
     assert result.exit_code == code, result.output
     return result.output

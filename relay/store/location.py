@@ -5,8 +5,7 @@
   with libpq's own query options passed through unchanged.
 
 A location prints as `shown`, with any password replaced by `***`, so an f-string in a log line,
-an error or `relayctl doctor` cannot leak it; only `conninfo` carries the password, and only the
-PostgreSQL driver reads it.
+an error or `relayctl doctor` cannot leak it; only `raw` carries the password.
 """
 
 from __future__ import annotations
@@ -32,8 +31,9 @@ class DatabaseLocation:
     shown: str
     # SQLite: the database file.
     path: Path | None = None
-    # PostgreSQL: the URL as given, password included (for the driver only).
-    conninfo: str = field(default="", repr=False)
+    # The setting as given, password included: for the driver and for a child process's
+    # RELAY_DATABASE, never for a message.
+    raw: str = field(default="", repr=False)
 
     def __str__(self) -> str:
         return self.shown
@@ -48,24 +48,24 @@ class DatabaseLocation:
         return self.path
 
 
-def parse_location(raw: str | Path | DatabaseLocation) -> DatabaseLocation:
-    if isinstance(raw, DatabaseLocation):
-        return raw
-    if isinstance(raw, Path):
-        return DatabaseLocation("sqlite", str(raw), path=raw)
-    text = raw.strip()
+def parse_location(given: str | Path | DatabaseLocation) -> DatabaseLocation:
+    if isinstance(given, DatabaseLocation):
+        return given
+    if isinstance(given, Path):
+        return DatabaseLocation("sqlite", str(given), path=given, raw=str(given))
+    text = given.strip()
     if not text:
         raise LocationError("the database location is empty: set RELAY_DATABASE or --db to a path or a postgresql:// URL")
     scheme, sep, rest = text.partition("://")
     if not sep or "/" in scheme or "\\" in scheme:
-        return DatabaseLocation("sqlite", text, path=Path(text))
+        return DatabaseLocation("sqlite", text, path=Path(text), raw=text)
     scheme = scheme.lower()
     if scheme == "sqlite":
         # SQLAlchemy's spelling: sqlite:///relay.db is relative, sqlite:////var/lib/relay.db absolute.
         if not rest.startswith("/") or rest == "/":
             raise LocationError("a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path")
         path = Path(rest[1:])
-        return DatabaseLocation("sqlite", str(path), path=path)
+        return DatabaseLocation("sqlite", str(path), path=path, raw=text)
     if scheme in _POSTGRES_SCHEMES:
         return _postgres(text)
     raise LocationError(f"the database URL scheme {scheme[:20]!r} is not supported: use a path, sqlite:///path or postgresql://")
@@ -87,7 +87,7 @@ def _postgres(url: str) -> DatabaseLocation:
         psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.Error:
         raise LocationError("libpq does not accept this postgresql:// URL: check its query options") from None
-    return DatabaseLocation("postgresql", _without_password(parts), conninfo=url)
+    return DatabaseLocation("postgresql", _without_password(parts), raw=url)
 
 
 def _without_password(parts: SplitResult) -> str:

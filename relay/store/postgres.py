@@ -174,8 +174,8 @@ class PostgresBackend:
                 conn.execute("SET default_transaction_read_only = on")
 
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
-            location.conninfo,
-            kwargs=_connect_options(location.conninfo),
+            location.raw,
+            kwargs=_connect_options(location.raw),
             min_size=min(self.pool_settings.min_size, self.pool_settings.max_size),
             max_size=self.pool_settings.max_size,
             timeout=self.pool_settings.timeout_seconds,
@@ -261,9 +261,9 @@ class PostgresBackend:
         self._pool.close()
 
 
-def _connect_options(conninfo: str) -> dict[str, Any]:
+def _connect_options(raw: str) -> dict[str, Any]:
     """Options for every connection, unless the URL sets them itself."""
-    given = psycopg.conninfo.conninfo_to_dict(conninfo)
+    given = psycopg.conninfo.conninfo_to_dict(raw)
     options: dict[str, Any] = {"autocommit": True}
     if "connect_timeout" not in given:
         # libpq waits forever by default: a blackholed server would hang start-up and the pool.
