@@ -89,6 +89,7 @@ async def new_job(
         fields = body_fields(body, request.headers.get("content-type"), _FIELDS)
         if source is None and kind in ("edit", "extension") and "video[id]" in fields:
             source = await owned_video(state, key, fields["video[id]"])
+        state.store.refuse_while_down()
         booking = await book(state, key, job_terms(fields, source, kind, state.prices), now)
         try:
             if source is not None:

@@ -252,7 +252,8 @@ def relay_process(tmp_path: Path) -> Iterator[Any]:
     """Start real `uvicorn relay.app:app` processes (the way the Procfile does) on 127.0.0.1."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*, workers: int = 1, extra_env: dict[str, str] | None = None) -> RelayProcess:
+    def start(*, workers: int = 1, extra_env: dict[str, str] | None = None, cwd: Path = ROOT) -> RelayProcess:
+        """`cwd`: the process's working directory (replicas on PostgreSQL get one each: no shared files)."""
         port = free_port()
         env = {
             **os.environ,
@@ -277,7 +278,7 @@ def relay_process(tmp_path: Path) -> Iterator[Any]:
                 str(workers),
                 "--no-access-log",
             ],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -96,6 +96,16 @@ class Store(Schema, Meta, Keys, Accounts, Sessions, Videos, Reservations, Outcom
     def dialect(self) -> str:
         return self._db.dialect
 
+    def refuse_while_down(self) -> None:
+        """Raise the database's last failure while no call has succeeded since.
+
+        For work that starts something upstream that only the database can keep track of (a
+        create): better a 503 before than a job nobody can follow. The relay's background
+        refresh reads the database twice a second, so this clears soon after it returns.
+        """
+        if self._db.down is not None:
+            raise self._db.down
+
     def checkpoint_manually(self) -> None:
         self._db.checkpoint_manually()
 

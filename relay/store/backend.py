@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from ..records import StoreUnavailable
 from .location import DatabaseLocation, Dialect
 
 
@@ -44,6 +45,9 @@ class Backend(Protocol):
     dialect: Dialect
     location: DatabaseLocation
     read_only: bool
+    # The failure of the last call, until one succeeds again: a create is refused before it
+    # reaches an upstream while the database cannot record the job it would start.
+    down: StoreUnavailable | None
 
     def reading(self) -> AbstractContextManager[Connection]: ...
 

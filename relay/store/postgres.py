@@ -165,6 +165,8 @@ class PostgresBackend:
         self.pool_settings = pool or PoolSettings()
         lock_timeout_ms = max(1, int(busy_timeout_seconds * 1000))
         self._checking = threading.Lock()
+        # The last failure, until a call succeeds again (see Backend.down).
+        self.down: StoreUnavailable | None = None
 
         def configure(conn: psycopg.Connection[Any]) -> None:
             conn.row_factory = _rows
@@ -192,6 +194,7 @@ class PostgresBackend:
         reason = _reason(error)
         if reason is None:
             return error
+        self.down = StoreUnavailable(reason)
         if error.sqlstate is None or error.sqlstate[:2] in ("08", "57"):
             # The server dropped connections: find the other dead ones now, not one request each.
             self._check_soon()
@@ -218,6 +221,7 @@ class PostgresBackend:
             raise self.translate(error) from None
         try:
             yield conn
+            self.down = None
         finally:
             self._pool.putconn(conn)
 

@@ -173,6 +173,8 @@ class SQLiteBackend:
         self._write_turn = threading.Lock()
         self._manual_checkpoints = False
         self._lock_fd: int | None = None
+        # The last failure, until a call succeeds again (see Backend.down).
+        self.down: StoreUnavailable | None = None
         if not read_only:
             _create_private(self.path)
 
@@ -246,7 +248,13 @@ class SQLiteBackend:
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         """This thread's connection, for statements outside a transaction."""
-        yield self._conn()
+        try:
+            yield self._conn()
+        except StoreUnavailable as error:
+            self.down = error
+            raise
+        else:
+            self.down = None
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -259,7 +267,7 @@ class SQLiteBackend:
         # locked sleeps in SQLite's busy handler for up to tens of milliseconds at a time.
         if self.read_only:
             raise sqlite3.OperationalError(f"{self.path} was opened read-only")
-        with self._write_turn, self._process_turn():
+        with self._write_turn, self._process_turn(), self._noting_failures():
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -273,6 +281,16 @@ class SQLiteBackend:
                     with suppress(StoreUnavailable):
                         conn.execute("ROLLBACK")
                 raise
+
+    @contextmanager
+    def _noting_failures(self) -> Iterator[None]:
+        try:
+            yield
+        except StoreUnavailable as error:
+            self.down = error
+            raise
+        else:
+            self.down = None
 
     @contextmanager
     def _process_turn(self) -> Iterator[None]:
