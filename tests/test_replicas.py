@@ -11,7 +11,11 @@ service resuming by itself when it returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -24,6 +28,7 @@ import httpx
 import psycopg
 import pytest
 from conftest import RelayProcess, Sandbox
+from test_soak import ACCOUNTS, Result, http_client, issue_keys, post_create, sandbox_total, settle
 
 from relay.crypto import generate_key
 from relay.pricing import DEFAULT_SECONDS
@@ -187,10 +192,8 @@ class Forwarder:
         with self._lock:
             for client, server in self._pairs:
                 for end in (client, server):
-                    try:
+                    with contextlib.suppress(OSError):
                         end.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
                     end.close()
             self._pairs.clear()
 
@@ -219,10 +222,8 @@ class Forwarder:
             pass
         finally:
             for end in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 @pytest.fixture
@@ -310,3 +311,145 @@ def test_pool_exhaustion_queues_briefly_then_answers_503(
     after = httpx.post(f"{replica.url}{CREATE_PATH}", json={"prompt": "after"}, headers=headers(key), timeout=10, trust_env=False)
     assert after.status_code == 200, after.text
     assert "Traceback" not in replica.log()
+
+
+# --------------------------------------------------------------------------- soak and crash
+
+
+def query(database_url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(statement, params).fetchall()
+
+
+async def load_across(
+    replicas: list[RelayProcess],
+    keys: list[tuple[str, str]],
+    *,
+    total: int,
+    concurrency: int,
+    send_for: float,
+    watcher: Any = None,
+) -> list[tuple[int, Result]]:
+    """`total` creates from `concurrency` workers, spread round-robin over replicas and keys: (replica index, result)."""
+    results: list[tuple[int, Result]] = []
+    numbers = itertools.count()
+    stop_sending = time.monotonic() + send_for
+    async with http_client(concurrency) as client:
+
+        async def worker() -> None:
+            while time.monotonic() < stop_sending:
+                index = next(numbers)
+                if index >= total:
+                    return
+                target = index % len(replicas)
+                result = await post_create(client, replicas[target], index, keys[(index // len(replicas)) % len(keys)])
+                results.append((target, result))
+
+        tasks = [worker() for _ in range(concurrency)]
+        if watcher is not None:
+            tasks.append(watcher(results))
+        await asyncio.gather(*tasks)
+    return results
+
+
+@pytest.mark.soak
+def test_soak_three_replicas_with_upstream_faults_loses_nothing_and_overspends_nothing(
+    relay_process: Any, sandbox: Sandbox, postgres_database_url: str, tmp_path: Path
+) -> None:
+    total = int(os.environ.get("RELAY_REPLICA_SOAK_REQUESTS", "900"))
+    budget_videos = 40
+    replicas = start_replicas(relay_process, tmp_path, postgres_database_url)
+    replicas[0].add_accounts(sandbox, *ACCOUNTS)
+    keys = issue_keys(replicas[0], "alice", "bob")
+    limited = replicas[1].relayctl("keys", "limits", "alice", "--video-seconds-per-day", str(budget_videos * DEFAULT_SECONDS))
+    assert limited.returncode == 0, limited.stderr
+    time.sleep(1.0)
+    creates = {"method": "POST", "path_contains": "/videos"}
+    sandbox.fault(preset="rate_limited", resets_in_seconds=1, probability=0.05, **creates)
+    sandbox.fault(preset="server_error", probability=0.03 / 0.95, **creates)
+    sandbox.fault(action="reset", probability=0.02 / 0.92, **creates)
+    baseline = sandbox_total(sandbox)
+
+    started = time.monotonic()
+    answered = asyncio.run(load_across(replicas, keys, total=total, concurrency=24, send_for=90))
+    duration = time.monotonic() - started
+    results = [result for _, result in answered]
+
+    def counts() -> tuple[int, int]:
+        return query(postgres_database_url, "SELECT count(*) FROM outcomes")[0][0], sandbox_total(sandbox) - baseline
+
+    recorded, upstream_requests = settle(counts, within=10)
+    statuses = Counter(r.status if r.error is None else "transport_error" for r in results)
+    codes = Counter(f"{r.status} {r.error_code}" for r in results if r.status not in (None, 200))
+    print(
+        f"\nreplica soak: {len(results)} creates through 3 replicas in {duration:.1f} s; statuses {dict(statuses)};"
+        f" non-2xx by code {dict(codes)};"
+        f" upstream requests {upstream_requests}, outcome rows {recorded}"
+    )
+    assert len(results) == total, f"sent {len(results)} of {total} within the time limit"
+    relay_500s = [r for r in results if r.status == 500 and not r.from_sandbox_500]
+    assert not relay_500s, f"{len(relay_500s)} 500s not from the upstream, first: {relay_500s[0].body}"
+    assert not [r for r in results if r.error is not None], "transport errors"
+    assert set(statuses) <= {200, 429, 500, 502, 503}, statuses
+
+    # Jobs: every video a client got has its row, with its key; nothing else has one.
+    created = [r for r in results if r.status == 200]
+    videos = dict(query(postgres_database_url, "SELECT id, key_name FROM videos"))
+    assert {r.body["id"]: r.key_name for r in created} == videos
+    # Outcomes: every upstream attempt recorded exactly once, whichever replica made it.
+    assert recorded == upstream_requests
+    # Usage: alice's budget is spent exactly, never beyond, though three replicas admitted her creates.
+    alice = [r for r in created if r.key_name == "alice"]
+    charged = query(postgres_database_url, "SELECT coalesce(sum(billable_seconds), 0) FROM videos WHERE key_name = 'alice'")[0][0]
+    assert len(alice) == budget_videos, f"alice got {len(alice)} videos on a budget of {budget_videos}"
+    assert charged == pytest.approx(budget_videos * DEFAULT_SECONDS)
+    refused = Counter(r.error_code for r in results if r.key_name == "alice" and r.status == 429)
+    assert refused["relay_video_seconds_exceeded"] > 0, refused
+
+
+@pytest.mark.soak
+def test_a_replica_killed_mid_load_loses_nothing_the_others_or_the_database_acknowledged(
+    relay_process: Any, sandbox: Sandbox, postgres_database_url: str, tmp_path: Path
+) -> None:
+    replicas = start_replicas(relay_process, tmp_path, postgres_database_url, RELAY_HOLDER_LEASE_SECONDS="2")
+    replicas[0].add_accounts(sandbox, *ACCOUNTS)
+    keys = issue_keys(replicas[0], "alice")
+    limited = replicas[0].relayctl("keys", "limits", "alice", "--video-seconds-per-day", "100000")
+    assert limited.returncode == 0, limited.stderr
+    time.sleep(1.0)
+    victim = replicas[0]
+    killed: list[float] = []
+
+    async def kill_mid_load(results: list[tuple[int, Result]]) -> None:
+        deadline = time.monotonic() + 30
+        while sum(result.status == 200 for _, result in results) < 100:
+            assert time.monotonic() < deadline, "the replicas did not answer 100 creates"
+            await asyncio.sleep(0.01)
+        os.kill(victim.pid, signal.SIGKILL)
+        killed.append(time.monotonic())
+
+    answered = asyncio.run(load_across(replicas, keys, total=600, concurrency=24, send_for=60, watcher=kill_mid_load))
+    assert killed, "the victim was never killed"
+    # Only the killed replica may fail a request, and only by going away.
+    others_failed = [r for target, r in answered if target != 0 and (r.error is not None or r.status not in (200,))]
+    assert not others_failed, [(r.status, r.error, r.body) for r in others_failed[:3]]
+    created = [r for _, r in answered if r.status == 200]
+    videos = {row[0] for row in query(postgres_database_url, "SELECT id FROM videos")}
+    lost = [r.body["id"] for r in created if r.body["id"] not in videos]
+    assert not lost, f"{len(lost)} of {len(created)} acknowledged videos lost"
+
+    # What the dead replica held is freed when its lease lapses, by the live replicas.
+    survivor = replicas[1]
+
+    def nothing_held() -> bool:
+        shown = survivor.relayctl("keys", "limits", "alice", "--json")
+        return shown.returncode == 0 and json.loads(shown.stdout)["held_video_seconds"] == 0
+
+    took = wait_for(nothing_held, 20, "the dead replica's holdings being freed")
+    print(f"\nkilled one replica of 3 mid-load: {len(created)} videos acknowledged, none lost; holdings freed in {took:.1f} s")
+    # Its videos are served by the others.
+    before_kill = next(r for target, r in answered if target == 0 and r.status == 200)
+    seen = httpx.get(
+        f"{survivor.url}{CREATE_PATH}/{before_kill.body['id']}", headers=headers(keys[0][1]), timeout=10, trust_env=False
+    )
+    assert seen.status_code == 200, seen.text
