@@ -133,8 +133,9 @@ dashboard-pictures: $(VENV)/.installed-docs prometheus-tools
 bench-tools:
 	$(call ensure_bench_tools)
 
-# The relay beside direct calls and LiteLLM on loopback; writes bench/results/<date>.{json,md,png}.
-bench: $(VENV)/.installed-docs $(BENCH_VENV)/.installed bench-tools
+# The relay (on SQLite, and on a throwaway PostgreSQL) beside direct calls and LiteLLM on loopback;
+# writes bench/results/<date>.{json,md,png}.
+bench: $(VENV)/.installed-docs $(BENCH_VENV)/.installed bench-tools postgresql-tools
 	$(BIN)/python -m bench.run
 
 demo: $(VENV)/.installed-run

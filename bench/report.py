@@ -62,7 +62,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "vanished_client_released": bool(streamed["disconnect"]["upstream_release"]["released"])
         and streamed["disconnect"]["rss_change_mib"] <= RSS_GROWTH_MIB,
     }
-    return {
+    summary = {
         "added_latency_ms": added,
         "relay_rate_within_p99_limit": relay_rates,
         "relay_vs_litellm_throughput": versus_litellm,
@@ -72,6 +72,55 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "download_rss_growth_mib": single["relay_rss_growth_max_mib"],
         "concurrent_rss_growth_mib": concurrent["relay_rss_growth_max_mib"],
         "targets_met": checks,
+    }
+    if any(name.startswith(PG_PREFIX) for by_target in latency.values() for name in by_target):
+        summary["postgresql_vs_sqlite"] = versus_sqlite(results, added)
+    return summary
+
+
+# The relay on PostgreSQL with N replicas is "relay-pg-Nr"; its SQLite counterpart for throughput
+# is the relay with as many workers ("relay-Nw"). At c=1 only one SQLite worker is measured.
+PG_PREFIX = "relay-pg-"
+PG_REPLICAS = (1, 2)
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return round(numerator / denominator, 2) if denominator > 0 else None
+
+
+def versus_sqlite(results: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
+    """The relay on PostgreSQL ÷ the relay on SQLite, same run: added latency at c=1 and throughput;
+    and what a second process adds on each (2 ÷ 1, peak rate). None where the divisor is 0."""
+    latency: dict[str, float | None] = {}
+    for replicas in PG_REPLICAS:
+        for operation, figures in added.get(f"{PG_PREFIX}{replicas}r", {}).items():
+            sqlite = added.get("relay-1w", {}).get(operation)
+            if sqlite is None:
+                continue
+            for quantile in ("p50_ms", "p99_ms"):
+                latency[f"{operation} {quantile[:3]} {replicas}r"] = _ratio(figures[quantile], sqlite[quantile])
+    within: dict[str, float | None] = {}
+    peak: dict[str, float | None] = {}
+    second_process: dict[str, float | None] = {}
+    for operation, by_concurrency in results["throughput"].items():
+        for connections, by_target in by_concurrency.items():
+            for replicas in PG_REPLICAS:
+                on_pg, on_sqlite = by_target.get(f"{PG_PREFIX}{replicas}r"), by_target.get(f"relay-{replicas}w")
+                if on_pg is None or on_sqlite is None:
+                    continue
+                label = f"{operation} c={connections} {replicas}r"
+                within[label] = _ratio(on_pg["rate_within_p99_limit"], on_sqlite["rate_within_p99_limit"])
+                peak[label] = _ratio(on_pg["peak_rate"], on_sqlite["peak_rate"])
+            for store, one, two in (("sqlite", "relay-1w", "relay-2w"), ("postgresql", f"{PG_PREFIX}1r", f"{PG_PREFIX}2r")):
+                if one in by_target and two in by_target:
+                    second_process[f"{store} {operation} c={connections}"] = _ratio(
+                        by_target[two]["peak_rate"], by_target[one]["peak_rate"]
+                    )
+    return {
+        "added_latency": latency,
+        "rate_within_p99_limit": within,
+        "peak_rate": peak,
+        "second_process_peak_gain": second_process,
     }
 
 
@@ -123,6 +172,9 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
         summary["relay_vs_litellm_peak_throughput"],
     )
 
+    if "postgresql_vs_sqlite" in summary:
+        lines += ["", *_postgresql_section(results)]
+
     streamed = results["streaming"]
     single, concurrent = streamed["single"], streamed["concurrent"]
     lines += [
@@ -146,6 +198,62 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
         "Versions: " + ", ".join(f"{name} {version}" for name, version in results["versions"].items() if version) + ".",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _postgresql_section(results: dict[str, Any]) -> list[str]:
+    compared = results["summary"]["postgresql_vs_sqlite"]
+    setup = results.get("postgresql", {})
+    server = setup.get("server", {})
+    pool = setup.get("pool", {})
+    lines = [
+        "## Relay on PostgreSQL ÷ relay on SQLite (same run)",
+        "",
+        f"PostgreSQL {server.get('server_version', '?')}, durability `{setup.get('durability', '?')}` "
+        f"(fsync {server.get('fsync', '?')}, synchronous_commit {server.get('synchronous_commit', '?')}, "
+        f"full_page_writes {server.get('full_page_writes', '?')}); each replica one worker with a pool of "
+        f"{pool.get('min_size', '?')}–{pool.get('max_size', '?')} connections; several replicas sit behind nginx "
+        "(round robin). Latency is compared with SQLite's one worker; throughput with as many SQLite workers as "
+        "replicas.",
+        "",
+        "| measurement | " + " | ".join(f"{replicas} replica{'s' if replicas > 1 else ''}" for replicas in PG_REPLICAS) + " |",
+        "|---" * (len(PG_REPLICAS) + 1) + "|",
+    ]
+
+    def row(title: str, figures: Mapping[str, float | None], label: str) -> str:
+        cells = [_ratio_cell(figures, f"{label} {replicas}r") for replicas in PG_REPLICAS]
+        return f"| {title} | " + " | ".join(cells) + " |"
+
+    for operation in results["latency"]:
+        for quantile in ("p50", "p99"):
+            lines.append(row(f"added latency {quantile}, {operation}, c=1", compared["added_latency"], f"{operation} {quantile}"))
+    for operation, by_concurrency in results["throughput"].items():
+        for connections in by_concurrency:
+            label = f"{operation} c={connections}"
+            lines.append(row(f"rate with p99 < 50 ms, {label}", compared["rate_within_p99_limit"], label))
+            lines.append(row(f"peak rate, {label}", compared["peak_rate"], label))
+    gains = compared["second_process_peak_gain"]
+    if gains:
+        lines += [
+            "",
+            "What a second process adds (peak rate, 2 ÷ 1): SQLite workers, PostgreSQL replicas.",
+            "",
+            "| operation | SQLite 2w ÷ 1w | PostgreSQL 2r ÷ 1r |",
+            "|---|---|---|",
+        ]
+        for operation, by_concurrency in results["throughput"].items():
+            for connections in by_concurrency:
+                label = f"{operation} c={connections}"
+                lines.append(
+                    f"| {label} | {_ratio_cell(gains, f'sqlite {label}')} | {_ratio_cell(gains, f'postgresql {label}')} |"
+                )
+    return lines
+
+
+def _ratio_cell(ratios: Mapping[str, float | None], label: str) -> str:
+    if label not in ratios:
+        return "—"
+    ratio = ratios[label]
+    return "SQLite 0" if ratio is None else f"{ratio:.2f}×"
 
 
 def _throughput_table(
@@ -175,7 +283,7 @@ def _target_names(results: dict[str, Any]) -> list[str]:
     for by_concurrency in results["throughput"].values():
         for by_target in by_concurrency.values():
             names += [name for name in by_target if name not in names]
-    order = {"direct": 0, "relay-1w": 1, "relay-2w": 2, "litellm-1w": 3, "litellm-2w": 4}
+    order = {"direct": 0, "relay-1w": 1, "relay-2w": 2, "relay-pg-1r": 3, "relay-pg-2r": 4, "litellm-1w": 5, "litellm-2w": 6}
     return sorted(names, key=lambda name: order.get(name, 9))
 
 
@@ -188,7 +296,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     targets = _target_names(results)
     groups = [(operation, connections) for operation, by_c in results["throughput"].items() for connections in by_c]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 1.3]})
+    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [3, 1.6]})
     width = 0.8 / max(1, len(targets))
     for index, name in enumerate(targets):
         rates = [results["throughput"][op][c].get(name, {}).get("rate_within_p99_limit", 0) for op, c in groups]
@@ -203,18 +311,19 @@ def chart(results: dict[str, Any], path: Path) -> None:
     added = results["summary"]["added_latency_ms"]
     names = list(added)
     operations = list(results["latency"])
+    bar = 0.8 / max(1, 2 * len(names))
     for index, name in enumerate(names):
         for offset, quantile in enumerate(("p50_ms", "p99_ms")):
             values = [added[name][op][quantile] for op in operations]
             right.bar(
-                [o + (index * 2 + offset) * 0.2 for o in range(len(operations))],
+                [o + (index * 2 + offset) * bar for o in range(len(operations))],
                 values,
-                0.2,
+                bar,
                 label=f"{name} {quantile[:3]}",
             )
     right.axhline(ADDED_P50_MS, color="grey", linestyle="--", linewidth=0.8)
     right.axhline(ADDED_P99_MS, color="grey", linestyle=":", linewidth=0.8)
-    right.set_xticks([o + 0.3 for o in range(len(operations))])
+    right.set_xticks([o + bar * (2 * len(names) - 1) / 2 for o in range(len(operations))])
     right.set_xticklabels(operations)
     right.set_ylabel("added latency vs direct, ms")
     right.set_title("Added latency at c=1")

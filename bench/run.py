@@ -1,8 +1,9 @@
 """`make bench`: the relay side by side with direct calls and the LiteLLM proxy, on loopback.
 
-One run starts the nginx mock upstream, the relay (1 and 2 workers) and LiteLLM (1 and 2
-workers), then measures in interleaved rounds (every target once per round, in rotating
-order, medians over rounds) so that a noisy neighbour slows all targets alike:
+One run starts the nginx mock upstream, the relay on SQLite (1 and 2 workers), the relay on a
+throwaway PostgreSQL (1 replica, and 2 replicas behind a round-robin nginx: bench/postgres.py)
+and LiteLLM (1 and 2 workers), then measures in interleaved rounds (every target once per round,
+in rotating order, medians over rounds) so that a noisy neighbour slows all targets alike:
 
 - added latency at concurrency 1 (create and retrieve): relay or LiteLLM minus direct, p50 and p99;
 - throughput at concurrency 16 and 64: the highest rate with p99 < 50 ms and no errors;
@@ -14,6 +15,7 @@ Results: bench/results/<date>.json, .md and .png (bench/report.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import report, streaming
+from . import postgres, report, streaming
 from .load import Run, best_rate, wrk
 from .mock import nginx_binary, start_nginx
 from .procs import Server, workspace
@@ -57,15 +59,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, action="append", help=f"worker counts; repeat (default {WORKER_COUNTS})")
     parser.add_argument("--file-mib", type=int, default=int(os.environ.get("BENCH_FILE_MIB", "1024")), help="download size")
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (no comparison column)")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the relay on PostgreSQL")
+    parser.add_argument(
+        "--replicas", type=int, action="append", help=f"PostgreSQL replica counts; repeat (default {postgres.REPLICA_COUNTS})"
+    )
+    parser.add_argument(
+        "--pg-durability", choices=sorted(postgres.DURABILITY), default=os.environ.get("BENCH_PG_DURABILITY", "production"),
+        help="production: PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on); throwaway: all off",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     args.concurrency = tuple(args.concurrency or CONCURRENCIES)
     args.workers = tuple(args.workers or WORKER_COUNTS)
+    args.replicas = () if args.no_postgres else tuple(args.replicas or postgres.REPLICA_COUNTS)
+    if args.replicas and not postgres.postgres_available():
+        raise SystemExit("PostgreSQL's initdb and postgres are missing: run `make bench` (or pass --no-postgres)")
     if 1 not in args.workers:
         parser.error("--workers must include 1: latency and streaming are measured on one worker")
 
     started = time.monotonic()
-    with workspace("relay-bench-") as (workdir, servers):
+    with contextlib.ExitStack() as stack:
+        # Entered first so that it stops last, once every relay on it has stopped.
+        cluster = stack.enter_context(postgres.cluster_for_bench(args.pg_durability)) if args.replicas else None
+        workdir, servers = stack.enter_context(workspace("relay-bench-"))
         mock = start_nginx(workdir, file_bytes=args.file_mib * 1024 * 1024)
         servers.append(mock)
         env, key = prepare_relay_database(workdir, mock.url + "/v1")
@@ -73,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         for workers in args.workers:
             relays[workers] = start_relay(workdir, env, key, workers=workers)
             servers.append(relays[workers])
+        on_postgres: dict[int, Server] = {}
+        if cluster is not None:
+            on_postgres = postgres.start_targets(workdir, cluster, mock.url + "/v1", servers, replica_counts=args.replicas)
         litellms: dict[int, Server] = {}
         if not args.no_litellm:
             if not litellm_available():
@@ -83,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"servers up after {time.monotonic() - started:.0f} s")
 
         direct = Server("direct", mock.url + "/v1", mock.process, mock.port, key=UPSTREAM_TOKEN)
-        video = {server.name: create_video(server) for server in [direct, *relays.values(), *litellms.values()]}
-        latency = measure_latency([direct, relays[1], *([litellms[1]] if litellms else [])], video, args)
+        targets = [direct, *relays.values(), *on_postgres.values(), *litellms.values()]
+        video = {server.name: create_video(server) for server in targets}
+        latency = measure_latency([direct, relays[1], *on_postgres.values(), *([litellms[1]] if litellms else [])], video, args)
         log(f"latency done after {time.monotonic() - started:.0f} s")
-        throughput = measure_throughput(direct, relays, litellms, video, args)
+        throughput = measure_throughput(direct, relays, litellms, list(on_postgres.values()), video, args)
         log(f"throughput done after {time.monotonic() - started:.0f} s")
         streamed = streaming.run_streaming(mock, relays[1], video[relays[1].name], rounds=args.rounds)
         log(f"streaming done after {time.monotonic() - started:.0f} s")
@@ -106,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             "streaming": streamed,
             "duration_seconds": round(time.monotonic() - started, 1),
         }
+        if cluster is not None:
+            results["postgresql"] = postgres.described(cluster, args.pg_durability, args.replicas)
         results["summary"] = report.summarize(results)
         paths = report.write(results, args.out)
         print(report.markdown(results))
@@ -146,14 +168,23 @@ def measure_latency(targets: list[Server], video: dict[str, str], args: argparse
 
 
 def measure_throughput(
-    direct: Server, relays: dict[int, Server], litellms: dict[int, Server], video: dict[str, str], args: argparse.Namespace
+    direct: Server,
+    relays: dict[int, Server],
+    litellms: dict[int, Server],
+    on_postgres: list[Server],
+    video: dict[str, str],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Per operation and concurrency: each target's best rate under p99 < 50 ms, median of rounds.
 
     Each round measures the flat-out peak, then tries the pacing the previous round settled on
     before searching again, which keeps the search short.
     """
-    targets = [direct, *[server for workers in args.workers for server in (relays[workers], litellms.get(workers)) if server]]
+    targets = [
+        direct,
+        *[server for workers in args.workers for server in (relays[workers], litellms.get(workers)) if server],
+        *on_postgres,
+    ]
     # (operation, connections, target) -> each round's (best within the limit, peak, every run tried)
     searched: dict[tuple[str, int, str], list[tuple[Run, Run, list[Run]]]] = {}
     for round_number in range(args.rounds):
@@ -202,7 +233,7 @@ def machine() -> dict[str, Any]:
 def versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    found = {name: version(name) for name in ("starlette", "uvicorn", "uvloop", "httptools", "aiohttp", "httpx")}
+    found = {name: version(name) for name in ("starlette", "uvicorn", "uvloop", "httptools", "aiohttp", "httpx", "psycopg", "psycopg-pool")}
     found["relay"] = _output(["git", "-C", str(REPO), "describe", "--always", "--dirty"]) or "unknown"
     found["nginx"] = _output([nginx_binary() or "nginx", "-v"]).removeprefix("nginx version: ")
     found["wrk"] = _output(["wrk", "-v"]).split(" [")[0].removeprefix("wrk ")

@@ -20,11 +20,12 @@ RELAY_BIN = Path(sys.executable).parent
 UPSTREAM_TOKEN = "sk-bench-upstream"
 
 
-def prepare_relay_database(workdir: Path, upstream_base: str) -> tuple[dict[str, str], str]:
-    """A database with one account on the mock and one key without limits; returns (env, key)."""
+def prepare_relay_database(workdir: Path, upstream_base: str, *, database: str | None = None) -> tuple[dict[str, str], str]:
+    """A database (SQLite in `workdir` unless `database` names another) with one account on the mock
+    and one key without limits; returns (env, key)."""
     env = {
         **os.environ,
-        "RELAY_DATABASE": str(workdir / "relay.db"),
+        "RELAY_DATABASE": database or str(workdir / "relay.db"),
         "RELAY_SECRET_KEY": generate_key(),
     }
     relayctl = str(RELAY_BIN / "relayctl")
@@ -39,21 +40,24 @@ def prepare_relay_database(workdir: Path, upstream_base: str) -> tuple[dict[str,
     return env, json.loads(issued.stdout)["key"]
 
 
-def start_relay(workdir: Path, env: dict[str, str], key: str, *, workers: int) -> Server:
+def start_relay(
+    workdir: Path, env: dict[str, str], key: str, *, workers: int, name: str | None = None, cwd: Path = REPO
+) -> Server:
     """The relay with the flags `make run` and the Procfile use: uvicorn, uvloop, httptools."""
+    name = name or f"relay-{workers}w"
     port = free_port()
     process = subprocess.Popen(
         [
             str(RELAY_BIN / "uvicorn"), "relay.app:app", "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
         ],
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=open(workdir / f"relay-{workers}w.log", "wb"),
+        stderr=open(workdir / f"{name}.log", "wb"),
         start_new_session=True,
     )
-    server = Server(f"relay-{workers}w", f"http://127.0.0.1:{port}/openai/v1", process, port, key=key)
+    server = Server(name, f"http://127.0.0.1:{port}/openai/v1", process, port, key=key)
     wait_until_listening(server)
     return server
 

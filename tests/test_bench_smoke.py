@@ -1,8 +1,10 @@
 """`make bench`'s harness end to end, shrunk: nginx, wrk and the relay for real, LiteLLM left out.
 
 Figures are not judged here (this machine is shared and the runs are one second long); what
-is checked is that every measurement runs and reports what it should. Needs Debian's nginx and
-wrk, which `make test` installs; under CI=true their absence fails the run instead of skipping.
+is checked is that every measurement runs and reports what it should. The relay on PostgreSQL
+runs as its two-replica target only (a throwaway cluster, two relay processes, the nginx balancer
+in front), which covers the one-replica path too. Needs Debian's nginx, wrk and PostgreSQL, which
+`make test` installs; under CI=true their absence fails the run instead of skipping.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench.mock import nginx_binary
+from bench.postgres import postgres_available
 
 pytestmark = pytest.mark.e2e
 
@@ -24,14 +27,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
-    if nginx_binary() is None or shutil.which("wrk") is None:
+    if nginx_binary() is None or shutil.which("wrk") is None or not postgres_available():
+        reason = "nginx/wrk/PostgreSQL are missing: make test installs Debian's nginx-light, wrk and postgresql"
         if os.environ.get("CI") == "true":
-            pytest.fail("nginx/wrk are missing (make test installs Debian's nginx-light and wrk)")
-        pytest.skip("nginx/wrk are missing: make test installs Debian's nginx-light and wrk")
+            pytest.fail(reason)
+        pytest.skip(reason)
     done = subprocess.run(
         [
             sys.executable, "-m", "bench.run", "--rounds", "1", "--seconds", "1", "--throughput-seconds", "1",
-            "--concurrency", "16", "--workers", "1", "--file-mib", "128", "--no-litellm", "--out", str(tmp_path),
+            "--concurrency", "16", "--workers", "1", "--replicas", "2", "--file-mib", "128", "--no-litellm",
+            "--out", str(tmp_path),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -43,12 +48,24 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
     results = json.loads(results_path.read_text())
 
     for operation in ("create", "retrieve"):
-        direct, relay = results["latency"][operation]["direct"], results["latency"][operation]["relay-1w"]
-        assert direct["errors"] == relay["errors"] == 0
-        assert 0 < direct["p50_us"] < relay["p50_us"]  # a relay adds something; never nothing
+        by_target = results["latency"][operation]
+        assert set(by_target) == {"direct", "relay-1w", "relay-pg-2r"}
+        for relay in ("relay-1w", "relay-pg-2r"):
+            assert by_target["direct"]["errors"] == by_target[relay]["errors"] == 0
+            assert 0 < by_target["direct"]["p50_us"] < by_target[relay]["p50_us"]  # a relay adds something; never nothing
         slot = results["throughput"][operation]["16"]
-        assert set(slot) == {"direct", "relay-1w"}
-        assert slot["relay-1w"]["peak_rate"] > 0 and slot["relay-1w"]["search"]
+        assert set(slot) == {"direct", "relay-1w", "relay-pg-2r"}
+        for relay in ("relay-1w", "relay-pg-2r"):
+            assert slot[relay]["peak_rate"] > 0 and slot[relay]["search"]
+            assert all(run["errors"] == 0 for run in slot[relay]["search"])
+
+    # Two processes on one throwaway cluster (bench/postgres.py checks that both answer through the
+    # balancer), durable as PostgreSQL ships unless asked otherwise.
+    setup = results["postgresql"]
+    assert setup["replicas"] == [2] and setup["durability"] == "production"
+    assert (setup["server"]["fsync"], setup["server"]["synchronous_commit"]) == ("on", "on")
+    compared = results["summary"]["postgresql_vs_sqlite"]["added_latency"]
+    assert set(compared) == {f"{operation} {quantile} 2r" for operation in ("create", "retrieve") for quantile in ("p50", "p99")}
 
     streamed = results["streaming"]
     assert streamed["file_bytes"] == 128 * 1024 * 1024
@@ -62,4 +79,5 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
     assert met["throughput_vs_litellm"] is None  # not measured without LiteLLM
     markdown = results_path.with_suffix(".md").read_text()
     assert "| ≥ 10× LiteLLM's rate at p99 < 50 ms | not measured |" in markdown
+    assert "## Relay on PostgreSQL ÷ relay on SQLite (same run)" in markdown
     assert results_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
