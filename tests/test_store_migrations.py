@@ -155,3 +155,48 @@ def test_a_new_step_runs_once_however_many_processes_start_together(tmp_path: Pa
     assert run_sql(stores[0], "SELECT count(*) FROM step_2_ran")[0][0] == 1
     for store in stores:
         store.close()
+
+
+def test_replicas_starting_together_on_postgresql_run_a_new_step_once(
+    postgres_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each Store here has its own connection pool, as separate replicas do; the advisory lock
+    every write transaction takes makes them take turns over the upgrade."""
+    made = Store(postgres_database_url)
+    assert made.ensure_schema() == tuple(range(1, SCHEMA_VERSION + 1))
+    assert made.ensure_schema() == ()
+    made.close()
+
+    def step_2(conn: Any, dialect: str) -> None:
+        assert dialect == "postgresql"
+        conn.execute("CREATE TABLE step_2_ran (x integer)")  # fails if it ever runs twice
+        conn.execute("INSERT INTO step_2_ran VALUES (1)")
+
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, step_2))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    stores = [Store(postgres_database_url) for _ in range(6)]
+    applied: list[tuple[int, ...]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def start(store: Store) -> None:
+        try:
+            barrier.wait()
+            applied.append(store.ensure_schema())
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert sorted(applied) == [(), (), (), (), (), (SCHEMA_VERSION + 1,)]
+        status = stores[0].schema_status()
+        assert (status.dialect, status.version, status.pending) == ("postgresql", SCHEMA_VERSION + 1, ())
+        assert run_sql(stores[0], "SELECT count(*) FROM step_2_ran")[0][0] == 1
+    finally:
+        for store in stores:
+            store.close()
