@@ -8,7 +8,7 @@ Several uvicorn workers and the CLI share one database file, so:
   that, so a waiting writer wakes when its turn comes instead of sleeping in SQLite's busy
   handler; WAL checkpoints run in the recorder's thread, not in commits on the request path.
 
-Driver errors stop here: a connection made by `Database` turns the operational ones (locked past
+Driver errors stop here: a connection made by `SQLiteBackend` turns the operational ones (locked past
 the busy timeout, I/O error, disk full, file gone or damaged) into `StoreUnavailable`, in its
 `execute` and its cursors' fetches, so every read and write of every aggregate is covered by this
 one module, for the relay and relayctl alike. A connection that failed so is closed and replaced
