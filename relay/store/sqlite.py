@@ -155,6 +155,23 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+class _Reading:
+    """`with backend.reading() as conn`: a class, not a generator, since every read goes through
+    it (a @contextmanager costs about 2 µs a call, this a fraction). Holds no per-call state, so
+    one instance serves every thread."""
+
+    __slots__ = ("_backend",)
+
+    def __init__(self, backend: SQLiteBackend) -> None:
+        self._backend = backend
+
+    def __enter__(self) -> Connection:
+        return self._backend._conn()
+
+    def __exit__(self, *_exception: object) -> None:
+        return None
+
+
 class SQLiteBackend:
     """One per process. Each thread gets its own connection to the same file."""
 
@@ -173,8 +190,10 @@ class SQLiteBackend:
         self._write_turn = threading.Lock()
         self._manual_checkpoints = False
         self._lock_fd: int | None = None
-        # The last failure, until a call succeeds again (see Backend.down).
+        # Never set: a SQLite file is local, so it is never out of reach the way a server is; its
+        # failures (a lock held past the busy timeout, the disk) are found by each call itself.
         self.down: StoreUnavailable | None = None
+        self._reading = _Reading(self)
         if not read_only:
             _create_private(self.path)
 
@@ -245,16 +264,9 @@ class SQLiteBackend:
         """Copy what the WAL holds into the database file, without waiting for readers or writers."""
         self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    @contextmanager
-    def reading(self) -> Iterator[Connection]:
+    def reading(self) -> _Reading:
         """This thread's connection, for statements outside a transaction."""
-        try:
-            yield self._conn()
-        except StoreUnavailable as error:
-            self.down = error
-            raise
-        else:
-            self.down = None
+        return self._reading
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -267,7 +279,7 @@ class SQLiteBackend:
         # locked sleeps in SQLite's busy handler for up to tens of milliseconds at a time.
         if self.read_only:
             raise sqlite3.OperationalError(f"{self.path} was opened read-only")
-        with self._write_turn, self._process_turn(), self._noting_failures():
+        with self._write_turn, self._process_turn():
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -281,16 +293,6 @@ class SQLiteBackend:
                     with suppress(StoreUnavailable):
                         conn.execute("ROLLBACK")
                 raise
-
-    @contextmanager
-    def _noting_failures(self) -> Iterator[None]:
-        try:
-            yield
-        except StoreUnavailable as error:
-            self.down = error
-            raise
-        else:
-            self.down = None
 
     @contextmanager
     def _process_turn(self) -> Iterator[None]:
