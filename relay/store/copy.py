@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from .backend import Connection
 from .location import DatabaseLocation
+from .postgres import PoolSettings
 from .schema import TABLE_NAMES
 
 if TYPE_CHECKING:
@@ -34,11 +35,13 @@ class CopyMismatch(Exception):
     """After the copy, a table's row count differs between source and target."""
 
 
-def copy_database(source: Store, destination: DatabaseLocation, *, replace: bool = False) -> dict[str, int]:
+def copy_database(
+    source: Store, destination: DatabaseLocation, *, replace: bool = False, pool: PoolSettings | None = None
+) -> dict[str, int]:
     """Copy every table of `source` into the database at `destination`; return rows copied per table."""
     from . import Store
 
-    target = Store(destination)
+    target = Store(destination, pool=pool)
     try:
         target.ensure_schema()
         with target.transaction() as into:

@@ -19,11 +19,12 @@ and users); those that say the code is wrong (constraint, syntax, data) pass unc
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 import psycopg_pool
@@ -76,6 +77,20 @@ def _reason(error: psycopg.Error) -> str | None:
         # No SQLSTATE: the client side failed (connection lost or closed, no server answer).
         return None if isinstance(error, psycopg.ProgrammingError) else "the database server cannot be reached"
     return _REASONS.get(state) or _REASONS.get(state[:2])
+
+
+# A failed connection attempt has no SQLSTATE (libpq reports it as text): the server's refusals,
+# in its default English, tell a wrong password or database from a server out of reach.
+_REFUSALS = (
+    (re.compile(r"password authentication failed|no password supplied|role \".*\" does not exist"), _REASONS["28"]),
+    (re.compile(r"database \".*\" does not exist"), _REASONS["3D000"]),
+)
+
+
+def _connect_reason(error: psycopg.Error) -> str:
+    """Fixed words for why a new connection failed."""
+    message = str(error)
+    return next((reason for pattern, reason in _REFUSALS if pattern.search(message)), _REASONS["08"])
 
 
 _translated: dict[str, str] = {}
@@ -167,6 +182,21 @@ class PostgresBackend:
         self._checking = threading.Lock()
         # The last failure, until a call succeeds again (see Backend.down).
         self.down: StoreUnavailable | None = None
+        # The pool connects in threads of its own and tells a caller only that no connection came
+        # free: why its last attempt failed (out of reach, a wrong password), until one succeeds.
+        self._connect_failure: str | None = None
+        backend = self
+
+        class NotingConnection(psycopg.Connection[Any]):
+            @classmethod
+            def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+                try:
+                    conn = super().connect(conninfo, **kwargs)
+                except psycopg.Error as error:
+                    backend._connect_failure = _connect_reason(error)
+                    raise
+                backend._connect_failure = None
+                return conn
 
         def configure(conn: psycopg.Connection[Any]) -> None:
             conn.row_factory = _rows
@@ -177,6 +207,7 @@ class PostgresBackend:
 
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
             location.raw,
+            connection_class=NotingConnection,
             kwargs=_connect_options(location.raw),
             min_size=min(self.pool_settings.min_size, self.pool_settings.max_size),
             max_size=self.pool_settings.max_size,
@@ -194,6 +225,8 @@ class PostgresBackend:
         reason = _reason(error)
         if reason is None:
             return error
+        if isinstance(error, psycopg_pool.PoolTimeout) and self._connect_failure is not None:
+            reason = self._connect_failure
         self.down = StoreUnavailable(reason)
         if error.sqlstate is None or error.sqlstate[:2] in ("08", "57"):
             # The server dropped connections: find the other dead ones now, not one request each.
