@@ -6,6 +6,8 @@ or ./relay.db); relays pick up changes within about a second, without a restart.
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from .accounts_cmd import accounts
@@ -53,6 +55,9 @@ def main(ctx: click.Context, db_path: str | None, as_json: bool) -> None:
       relayctl usage --by key --since 30d --csv
     """
     remember_options(ctx, db_path=db_path, as_json=as_json)
+    # PostgreSQL's connection pool warns of every failed connection attempt, with host and user:
+    # a command says once, in its own error, why the database cannot be used.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 @main.command("sandbox")

@@ -128,11 +128,16 @@ def db_copy(target: str, force: bool, db_path: str, as_json: bool) -> None:
         if source.schema_status().pending:
             raise click.ClickException(f"{source.location} needs 'relayctl db upgrade' before it can be copied")
         try:
-            copied = copy_database(source, destination, replace=force)
+            copied = copy_database(source, destination, replace=force, pool=settings_for(db_path).database_pool)
         except TargetNotEmpty as error:
             raise click.ClickException(f"{destination} holds relay data already ({error}): pass --force to replace it") from None
         except CopyMismatch as error:
             raise click.ClickException(f"the copy into {destination} does not match its source: {error}") from None
+        except StoreUnavailable as error:
+            # The source answered a moment ago (its schema status): it is the target that fails.
+            raise click.ClickException(f"{destination} cannot be opened or written ({error.reason})") from None
+        except SchemaTooNew as error:
+            raise click.ClickException(f"{destination}: {error}") from None
     if as_json:
         emit_json({"from": source.location.shown, "to": destination.shown, "rows": copied})
         return
@@ -143,11 +148,14 @@ def db_copy(target: str, force: bool, db_path: str, as_json: bool) -> None:
 @contextmanager
 def _existing_store(db_path: str, *, read_only: bool = False) -> Iterator[Store]:
     """The store of a database that exists, without the secret key: migrations do not need it."""
-    location = settings_for(db_path).database
+    settings = settings_for(db_path)
+    location = settings.database
     if location.path is not None and not location.path.is_file():
         raise click.ClickException(f"no relay database at {location}: check --db or RELAY_DATABASE (or create one with 'db init')")
     try:
-        store = Store(location, read_only=read_only)
+        store = Store(
+            location, read_only=read_only, busy_timeout_seconds=settings.database_busy_timeout_seconds, pool=settings.database_pool
+        )
     except StoreUnavailable as error:
         raise click.ClickException(f"{location} cannot be opened ({error.reason})") from None
     try:

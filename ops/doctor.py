@@ -9,9 +9,10 @@ import click
 import httpx
 
 from relay.accounts import rotate_secret_key
+from relay.config import Settings
 from relay.crypto import SecretKeyError, generate_key, parse_keys
 from relay.state import open_store
-from relay.store import SCHEMA_VERSION, DatabaseLocation, Store, StoreUnavailable
+from relay.store import SCHEMA_VERSION, Store, StoreUnavailable
 from relay.upstream import base_api_problem, shown_url
 
 from .common import database_options, json_wanted, open_db, settings_for
@@ -28,14 +29,15 @@ class Check:
     fix: str = ""
 
 
-def check_database(location: DatabaseLocation) -> tuple[list[Check], Store | None]:
+def check_database(settings: Settings) -> tuple[list[Check], Store | None]:
+    location = settings.database
     if location.path is not None and not location.path.exists():
         return [
             Check("database", "fail", f"{location} does not exist", "start the relay once, or pass the right --db / RELAY_DATABASE")
         ], None
     checks = []
     try:
-        store = Store(location, read_only=True)
+        store = Store(location, read_only=True, busy_timeout_seconds=settings.database_busy_timeout_seconds, pool=settings.database_pool)
         integrity = store.integrity_check()
         details = store.schema_status().details
     except StoreUnavailable as error:
@@ -145,7 +147,7 @@ def doctor(db_path: str, as_json: bool) -> None:
     Example:
       relayctl doctor
     """
-    checks, store = check_database(settings_for(db_path).database)
+    checks, store = check_database(settings_for(db_path))
     if store is not None:
         checks += check_secret(db_path)
         checks += check_accounts(store)
