@@ -25,18 +25,18 @@ from .usage_cmd import prices, usage
 @click.option(
     "--db",
     "db_path",
-    type=click.Path(dir_okay=False),
-    help="SQLite database the relay uses, for every command (a command's own --db wins).",
+    help="The relay's database, a SQLite path or a postgresql:// URL, for every command (a command's own --db wins).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, for every command.")
 @click.pass_context
 def main(ctx: click.Context, db_path: str | None, as_json: bool) -> None:
     """Operate a video relay: relay keys, upstream accounts, cooldowns, outcomes.
 
-    Every command works on the SQLite database the relay uses: --db PATH (before or after
-    the command), or $RELAY_DATABASE, or ./relay.db. Credentials are encrypted with
-    $RELAY_SECRET_KEY or, when that is unset, the key file beside the database. Running
-    relays pick up every change within about a second. Add --json (before or after the
+    Every command works on the database the relay uses: --db PATH or --db postgresql://...
+    (before or after the command), or $RELAY_DATABASE, or ./relay.db. Credentials are
+    encrypted with $RELAY_SECRET_KEY or, when that is unset, the key file beside a SQLite
+    database ($RELAY_SECRET_KEY_FILE, or ./relay.key with PostgreSQL). Running relays, every
+    replica included, pick up every change within about a second. Add --json (before or after the
     command) for machine-readable output.
 
     \b

@@ -92,7 +92,8 @@ def _copy_table(out: Connection, into: Connection, table: str) -> None:
             # PostgreSQL's own row_id (request_log) is numbered by the target, not copied.
             names = list(row.keys())
             keep = [i for i, name in enumerate(names) if name != "row_id"]
-            columns = [names[i] for i in keep]
+            # Column names come from the source file: quoted, whatever they are.
+            columns = ['"' + names[i].replace('"', '""') + '"' for i in keep]
             statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
         batch.append(tuple(row[i] for i in keep))
         if len(batch) >= BATCH_ROWS:

@@ -10,6 +10,7 @@ an error or `relayctl doctor` cannot leak it; only `raw` carries the password.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 Dialect = Literal["sqlite", "postgresql"]
 
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
+_LIBPQ_KEYWORDS = re.compile(r"(^|\s)(host|hostaddr|dbname|user|password|port|sslmode)\s*=")
 
 
 class LocationError(ValueError):
@@ -58,6 +60,9 @@ def parse_location(given: str | Path | DatabaseLocation) -> DatabaseLocation:
         raise LocationError("the database location is empty: set RELAY_DATABASE or --db to a path or a postgresql:// URL")
     scheme, sep, rest = text.partition("://")
     if not sep or "/" in scheme or "\\" in scheme:
+        if _LIBPQ_KEYWORDS.search(text):
+            # `host=db password=...` would otherwise name a SQLite file, shown with its password.
+            raise LocationError("libpq keyword settings are not supported here: give a postgresql:// URL")
         return DatabaseLocation("sqlite", text, path=Path(text), raw=text)
     scheme = scheme.lower()
     if scheme == "sqlite":

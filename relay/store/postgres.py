@@ -19,6 +19,7 @@ and users); those that say the code is wrong (constraint, syntax, data) pass unc
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -93,15 +94,10 @@ def _connect_reason(error: psycopg.Error) -> str:
     return next((reason for pattern, reason in _REFUSALS if pattern.search(message)), _REASONS["08"])
 
 
-_translated: dict[str, str] = {}
-
-
+@functools.lru_cache(maxsize=1024)
 def portable_to_pg(sql: str) -> str:
     """The store's SQL with `?` placeholders, in psycopg's `%s` style (a literal % doubled)."""
-    converted = _translated.get(sql)
-    if converted is None:
-        converted = _translated[sql] = sql.replace("%", "%%").replace("?", "%s")
-    return converted
+    return sql.replace("%", "%%").replace("?", "%s")
 
 
 class Row:
@@ -225,13 +221,20 @@ class PostgresBackend:
         reason = _reason(error)
         if reason is None:
             return error
-        if isinstance(error, psycopg_pool.PoolTimeout) and self._connect_failure is not None:
-            reason = self._connect_failure
-        self.down = StoreUnavailable(reason)
-        if error.sqlstate is None or error.sqlstate[:2] in ("08", "57"):
-            # The server dropped connections: find the other dead ones now, not one request each.
-            self._check_soon()
-        return StoreUnavailable(reason)
+        unreachable = error.sqlstate is None or error.sqlstate[:2] in ("08", "57")
+        if isinstance(error, psycopg_pool.PoolTimeout):
+            # No connection came free: a busy pool, or one that cannot connect at all.
+            unreachable = self._connect_failure is not None
+            reason = self._connect_failure or reason
+        unavailable = StoreUnavailable(reason)
+        if unreachable:
+            # Only an unreachable server stops creates before they leave (Backend.down); a lock
+            # or pool timeout under load says nothing about the next call.
+            self.down = unavailable
+            if not isinstance(error, psycopg_pool.PoolTimeout):
+                # The server dropped connections: find the other dead ones now, not one request each.
+                self._check_soon()
+        return unavailable
 
     def _check_soon(self) -> None:
         if not self._checking.acquire(blocking=False):
