@@ -557,6 +557,8 @@ def test_doctor_and_db_status_on_a_database_they_cannot_use_say_one_line_without
         f"postgresql://relay:{FAKE_PASSWORD}@127.0.0.1:99999/relay",
         f"postgresql://relay@127.0.0.1/relay?password={FAKE_PASSWORD}&no_such_option=1",
         f"postgresql://relay:{FAKE_PASSWORD}@127.0.0.1/relay#{FAKE_PASSWORD}",
+        # libpq's keyword form is no URL: it must not be taken for a SQLite file's name.
+        f"host=127.0.0.1 user=relay password={FAKE_PASSWORD} dbname=relay",
     ],
 )
 def test_a_malformed_url_is_refused_in_one_line_without_the_password(
