@@ -165,13 +165,27 @@ def open_db(db_path: str, *, create: bool = False) -> tuple[Store, SecretBox]:
 
 
 def _must_exist(db_path: str) -> None:
-    """A SQLite file must exist already; a PostgreSQL database always exists (the server made it)."""
-    location = settings_for(db_path).database
-    if location.path is not None and not location.path.exists():
+    """A SQLite file must exist already, and a PostgreSQL database must hold the relay's tables:
+    a mistyped --db must not be given a schema (and a key file) by a command that changes it."""
+    settings = settings_for(db_path)
+    if not relay_database_exists(settings):
         raise click.ClickException(
-            f"no relay database at {location}: check --db or RELAY_DATABASE "
+            f"no relay database at {settings.database}: check --db or RELAY_DATABASE "
             "(the relay creates it on first start, as do 'db init', 'accounts add', 'keys issue', 'prices set' and 'prices load')"
         )
+
+
+def relay_database_exists(settings: Settings) -> bool:
+    """Whether the database is a relay's: a SQLite file that exists, or a PostgreSQL database
+    with a schema version recorded (an unreachable server raises StoreUnavailable)."""
+    location = settings.database
+    if location.path is not None:
+        return location.path.exists()
+    store = Store(location, read_only=True, busy_timeout_seconds=settings.database_busy_timeout_seconds, pool=settings.database_pool)
+    try:
+        return store.schema_status().version is not None
+    finally:
+        store.close()
 
 
 def read_db(db_path: str) -> tuple[Store, SecretBox]:

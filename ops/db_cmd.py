@@ -11,7 +11,7 @@ import click
 from relay.store import LocationError, SchemaTooNew, Store, StoreUnavailable, parse_location
 from relay.store.copy import CopyMismatch, TargetNotEmpty, copy_database
 
-from .common import database_options, open_db, settings_for
+from .common import database_options, open_db, relay_database_exists, settings_for
 from .output import emit_json, emit_record, emit_table
 
 
@@ -41,12 +41,12 @@ def db_init(db_path: str, as_json: bool) -> None:
     if path is not None and not path.parent.is_dir():
         path.parent.mkdir(mode=0o700, parents=True)
         created.append(str(path.parent))
-    existed = path.exists() if path is not None else True
+    existed = relay_database_exists(settings)
     key_existed = settings.key_file.exists()
     store, _ = open_db(db_path, create=True)
     store.close()
     if not existed:
-        created.append(str(path))
+        created.append(str(path) if path is not None else f"the relay's tables in {settings.database}")
     if settings.secret_key is None and not key_existed and settings.key_file.exists():
         created.append(str(settings.key_file))
     if as_json:

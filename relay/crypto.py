@@ -45,7 +45,7 @@ class SecretBox:
         if self.decrypt_or_none(token) != _CHECK_PLAINTEXT:
             raise SecretKeyError(
                 "the secret key does not match the one this database was encrypted with "
-                "(check RELAY_SECRET_KEY or the key file beside the database)"
+                "(check RELAY_SECRET_KEY, or the key file: RELAY_SECRET_KEY_FILE, beside a SQLite database, or ./relay.key)"
             )
 
     def reencrypt(self, token: str) -> str:

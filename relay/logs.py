@@ -106,6 +106,10 @@ def formatter_from_env() -> logging.Formatter:
 
 def configure_logging(log_format: str) -> None:
     """Lines on stderr, unless the host application configured the `relay` logger itself."""
+    # PostgreSQL's connection pool warns of every failed connection attempt (several a second in
+    # an outage) with the server's message, which names hosts and users. The relay says once when
+    # its database becomes unavailable and once when it is back, with the reason in fixed words.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     logger = logging.getLogger("relay")
     if logger.handlers:
         return

@@ -228,7 +228,7 @@ def test_db_and_json_work_before_and_after_the_command(cli: Any, tmp_path: Path)
     assert "no account named 'x'" in cli("--db", str(other), "cooldowns", "clear", "x", code=1).output
     assert "no relay database" in cli("cooldowns", "--db", str(tmp_path / "typo.db"), "clear", "x", code=1).output
     help_text = " ".join(cli("--help").output.split())
-    assert "--db PATH (before or after the command)" in help_text and "Add --json (before or after the command)" in help_text
+    assert "--db postgresql://... (before or after the command)" in help_text and "Add --json (before or after the command)" in help_text
 
 
 # -- --json on secrets generate-key and sandbox ---------------------------------------------------

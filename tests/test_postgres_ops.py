@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import httpx
+import psycopg
 import pytest
 from click.testing import CliRunner, Result
 from conftest import BIN, ROOT, Sandbox, free_port, run_sql, stop, wait_until_serving
@@ -457,6 +458,7 @@ def test_relayctl_runs_a_relay_on_postgresql(
 
     status = json.loads(run("db", "status", "--json").output)
     assert status["dialect"] == "postgresql" and status["version"] is None and status["pending"] == [1]
+    assert run("db", "init").output == f"Created the relay's tables in {shown}.\n"
     assert run("db", "init").output == f"{shown} is already set up; nothing changed.\n"
     status = json.loads(run("db", "status", "--json").output)
     assert status["database"] == shown and status["dialect"] == "postgresql"
@@ -730,3 +732,34 @@ def test_an_unknown_scheme_is_refused_at_start_up_in_one_line(
     assert refused.output.count("\n") == 1 and "scheme 'mysql' is not supported" in refused.output
     never_shown(refused.output, FAKE_PASSWORD)
     assert [path.name for path in tmp_path.iterdir()] == [started.log.name]  # no file named like the URL
+
+
+def test_db_init_then_db_copy_the_way_the_deployment_page_moves_a_relay(
+    populated: Populated, postgres_database_url: str, relayctl_runner: Any
+) -> None:
+    """`db init` first (it records a secret check) must not make the copy call the target non-empty,
+    and `db init` says what it created on a database the server made empty."""
+    url = postgres_database_url
+    env = clean_env(RELAY_SECRET_KEY=populated.secret_key)
+    made = relayctl_runner("db", "init", "--db", url, env=env)
+    assert made.output == f"Created the relay's tables in {parse_location(url)}.\n"
+    assert relayctl_runner("db", "init", "--db", url, env=env).output.endswith("is already set up; nothing changed.\n")
+
+    copied = relayctl_runner("db", "copy", "--db", str(populated.path), "--to", url, "--json", env=env)
+    assert json.loads(copied.output)["rows"]["keys"] == len(table_rows(populated.path)["keys"])
+    assert table_rows(url) == table_rows(populated.path)
+
+
+def test_a_command_that_changes_the_database_refuses_one_without_relay_tables(
+    postgres_database_url: str, relayctl_runner: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PostgreSQL side of the guard against a mistyped --db: no schema, no key file appears."""
+    monkeypatch.chdir(tmp_path)
+    env = clean_env()
+    for args in (("keys", "revoke", "alice"), ("keys", "list"), ("accounts", "list"), ("sessions", "evict", "--all")):
+        refused = relayctl_runner(*args, "--db", postgres_database_url, env=env, code=1)
+        assert refused.output.startswith(f"Error: no relay database at {parse_location(postgres_database_url)}"), refused.output
+    with psycopg.connect(postgres_database_url) as conn:
+        tables = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()").fetchone()
+    assert tables == (0,)
+    assert not list(tmp_path.iterdir())

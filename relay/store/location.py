@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -104,4 +104,5 @@ def _without_password(parts: SplitResult) -> str:
         f"{name}=***" if name.lower() == "password" else f"{name}={value}" if eq else name
         for name, eq, value in (item.partition("=") for item in parts.query.split("&") if item)
     )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    # Not urlunsplit: it drops an empty host (postgresql:///relay?host=/run/postgresql, a unix socket).
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")

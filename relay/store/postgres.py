@@ -209,6 +209,11 @@ class PostgresBackend:
             max_size=self.pool_settings.max_size,
             timeout=self.pool_settings.timeout_seconds,
             configure=configure,
+            # psycopg_pool retries a lost connection after 1, 2, 4, 8 ... s, without a ceiling,
+            # until it gives up; then the next call that finds the pool short starts again at 1 s.
+            # Giving up after 10 s keeps every wait short: connections come back within a few
+            # seconds of the server's return, however long it was away.
+            reconnect_timeout=10.0,
             name="relay",
             open=False,
         )
