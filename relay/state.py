@@ -157,7 +157,9 @@ def _open_box(store: Store, settings: Settings, *, read_only: bool) -> SecretBox
             store.ensure_schema()
         check = store.get_meta("secret_check")
     except StoreUnavailable as error:
-        raise ConfigError(f"{settings.database} is not a relay database or cannot be read ({error.reason})") from None
+        if settings.database.is_sqlite:
+            raise ConfigError(f"{settings.database} is not a relay database or cannot be read ({error.reason})") from None
+        raise ConfigError(f"{settings.database} cannot be used: {error.reason}") from None
     except SchemaTooNew as error:
         raise ConfigError(f"{settings.database}: {error}") from None
     if read_only and check is None and settings.secret_key is None and not settings.key_file.exists():
