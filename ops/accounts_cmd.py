@@ -11,6 +11,7 @@ import click
 from relay.accounts import (
     CONSUMER_BACKEND_WARNING,
     PRIORITY_RANGE,
+    AccountInputError,
     add_account,
     checked_input,
     daily_cap_status,
@@ -21,8 +22,10 @@ from relay.accounts import (
     set_base_api,
     set_daily_cap,
     set_enabled,
+    set_models,
     set_priority,
     set_proxy,
+    validate_models,
 )
 from relay.store import ACCOUNT_TYPES, Account, Store
 from relay.upstream import shown_url
@@ -32,7 +35,7 @@ from .output import emit, emit_json, emit_record, timestamp
 
 ERROR_RATE_WINDOW_SECONDS = 3600
 PRIORITY = click.IntRange(*PRIORITY_RANGE)
-ACCOUNT_COLUMNS = ["name", "type", "base_api", "priority", "state", "until", "last_used", "error_rate_1h"]
+ACCOUNT_COLUMNS = ["name", "type", "base_api", "priority", "models", "state", "until", "last_used", "error_rate_1h"]
 
 
 def account_row(account: Account, now: float, rates: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
@@ -44,6 +47,8 @@ def account_row(account: Account, now: float, rates: dict[str, tuple[int, int]] 
         # A row stored before base_api was checked may hold a password in it.
         "base_api": shown_url(account.base_api),
         "priority": account.priority,
+        # None (an empty cell): every model the account's type can carry.
+        "models": list(account.models) if account.models is not None else None,
         "state": state,
         "until": timestamp(account.state_until) if state == "rate_limited" else None,
         "last_used": timestamp(account.last_used_at),
@@ -113,6 +118,9 @@ def accounts() -> None:
 )
 @click.option("--priority", type=PRIORITY, default=100, show_default=True, help="Lower numbers are used first.")
 @click.option("--proxy", help="Send this account's traffic through a proxy: http://host:port or socks5://host:port.")
+@click.option(
+    "--models", "models_text", metavar="A,B", help="Serve only these models (default: every model). Change with 'accounts models'."
+)
 @database_options
 def accounts_add(
     name: str,
@@ -122,6 +130,7 @@ def accounts_add(
     base_api: str | None,
     priority: int,
     proxy: str | None,
+    models_text: str | None,
     db_path: str,
     as_json: bool,
 ) -> None:
@@ -135,15 +144,25 @@ def accounts_add(
     Example:
       relayctl accounts add main --type openai-responses --token-stdin < key.txt
       relayctl accounts add backup --type openai-responses --base-api https://gateway.example/v1
+      relayctl accounts add pro --type openai-responses --models sora-2-pro --token-stdin < key.txt
     """
     if account_type == "openai":
         click.echo(CONSUMER_BACKEND_WARNING, err=True)
+    models = model_list(models_text) if models_text is not None else None
     credential = read_token(token, token_stdin)
     # Before the database is opened: refused input leaves nothing behind, not even a new database.
     checked_input(name=name, type=account_type, credential=credential, base_api=base_api, priority=priority, proxy=proxy)
     store, box = open_db(db_path, create=True)
     account = add_account(
-        store, box, name=name, type=account_type, credential=credential, base_api=base_api, priority=priority, proxy=proxy
+        store,
+        box,
+        name=name,
+        type=account_type,
+        credential=credential,
+        base_api=base_api,
+        priority=priority,
+        proxy=proxy,
+        models=models,
     )
     done(
         name,
@@ -297,6 +316,39 @@ def accounts_priority(name: str, priority: int, db_path: str, as_json: bool) -> 
     store, _ = open_db(db_path)
     set_priority(store, name, priority)
     done(name, as_json, f"Account {name!r} has priority {priority}.", priority=priority)
+
+
+def model_list(text: str) -> tuple[str, ...] | None:
+    """`a,b` as a checked list; `none` for every model."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return validate_models(text.split(","))
+    except AccountInputError as error:
+        raise click.BadParameter(str(error), param_hint="--models / MODELS") from None
+
+
+@accounts.command("models")
+@click.argument("name")
+@click.argument("models_text", metavar="MODELS")
+@database_options
+def accounts_models(name: str, models_text: str, db_path: str, as_json: bool) -> None:
+    """Serve only MODELS (comma-separated) on account NAME, or 'none' for every model.
+
+    New work goes only to accounts that serve its model; a model no account serves is the
+    client's 400 (model_not_found). Work on existing videos stays with their account whatever
+    it serves. Running relays follow within about a second.
+
+    \b
+    Example:
+      relayctl accounts models pro sora-2-pro
+      relayctl accounts models main none
+    """
+    models = model_list(models_text)
+    store, _ = open_db(db_path)
+    set_models(store, name, models)
+    served = ", ".join(models) if models is not None else "every model"
+    done(name, as_json, f"Account {name!r} serves {served}.", models=list(models) if models is not None else None)
 
 
 @accounts.command("base-api")

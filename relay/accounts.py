@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .crypto import SecretBox, generate_key, read_key_file, write_key_file
+from .errors import shown
 from .keys import KeyInputError, validate_name
 from .limits import account_cap_summary, period_bounds
 from .records import ACCOUNT_TYPES, Account, NotFound
@@ -95,9 +98,11 @@ def add_account(
     base_api: str | None = None,
     priority: int = 100,
     proxy: str | None = None,
+    models: Iterable[str] | None = None,
     now: float | None = None,
 ) -> Account:
     credential, base_api = checked_input(name=name, type=type, credential=credential, base_api=base_api, priority=priority, proxy=proxy)
+    served = validate_models(models)
     now = time.time() if now is None else now
     left_behind = 0 if _exists(store, name) else store.live_video_count(name, now) + store.character_count(name)
     if left_behind:
@@ -116,7 +121,35 @@ def add_account(
         priority=priority,
         now=now,
         proxy_encrypted=box.encrypt(proxy) if proxy else None,
+        models=served,
     )
+
+
+# A model as providers name them (sora-2, veo-3.1-generate-preview, models/veo-3.0 ...).
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}")
+MAX_MODELS = 100
+
+
+def validate_models(models: Iterable[str] | None) -> tuple[str, ...] | None:
+    """An account's model list, in the order given without repeats; None: every model its type carries."""
+    if models is None:
+        return None
+    names = tuple(dict.fromkeys(model.strip() for model in models))
+    if not names or len(names) > MAX_MODELS:
+        raise AccountInputError(f"--models lists 1 to {MAX_MODELS} models (or 'none' for every model)")
+    for model in names:
+        if not _MODEL_NAME.fullmatch(model):
+            raise AccountInputError(
+                f"model names are 1-128 characters: letters, digits and . _ : / @ - (not starting with a sign); got {shown(model)}"
+            )
+    return names
+
+
+def set_models(store: Store, name: str, models: Iterable[str] | None) -> tuple[str, ...] | None:
+    """Which models account NAME serves from now on (None: every model); running relays follow within a second."""
+    served = validate_models(models)
+    store.set_account_models(name, served)
+    return served
 
 
 def clean_credential(credential: str) -> str:

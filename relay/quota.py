@@ -10,6 +10,7 @@ import functools
 import logging
 from dataclasses import dataclass, field
 
+from .errors import RelayError, shown
 from .limits import (
     RATE_WINDOW_SECONDS,
     JobTerms,
@@ -85,7 +86,14 @@ class Booking:
         return self.id if self.written else None
 
     async def admit(self, upstream: Upstream) -> bool:
-        """Whether this work fits under the account's daily cap (always, for accounts without one)."""
+        """Whether new work may go to the account: it serves the work's model (every candidate,
+        when the request leaves it open) and the work fits under its daily cap."""
+        if not all(upstream.account.serves(model) for model in self.terms.models):
+            return False
+        return await self._fits_daily_cap(upstream)
+
+    async def _fits_daily_cap(self, upstream: Upstream) -> bool:
+        """Always, for accounts without a cap; otherwise booked on the account when it fits."""
         cap = upstream.account.max_video_seconds_per_day
         if cap is None:
             return True
@@ -111,8 +119,9 @@ class Booking:
         return False
 
     async def admit_owner(self, upstream: Upstream) -> None:
-        """Work on an existing video cannot move: a capped owner refuses it."""
-        if not await self.admit(upstream):
+        """Work on an existing video cannot move: a capped owner refuses it. Its model list does
+        not: the video is the owner's whatever the account serves today."""
+        if not await self._fits_daily_cap(upstream):
             raise counted(self.state, self.key, account_capped(period_bounds("day", self.now)[1], self.now))
 
     def taken(self) -> None:
@@ -123,6 +132,27 @@ class Booking:
         if self.written:
             self.written = False
             await self.state.db(self.state.store.release_reservation, self.id)
+
+
+async def require_served(state: RelayState, terms: JobTerms) -> None:
+    """New work for a model no account of the pool serves is the client's 400: no retry or
+    failover can place it. The view is refreshed first: an operator may have just added one."""
+
+    def unserved() -> str | None:
+        accounts = [upstream.account for upstream in state.pool.all()]
+        return next((model for model in terms.models if not any(account.serves(model) for account in accounts)), None)
+
+    if unserved() is not None:
+        await state.db(state.reload)
+    model = unserved()
+    if model is not None:
+        raise RelayError(
+            400,
+            f"No upstream account of this relay serves the model {shown(model)}: ask for another model, "
+            "or ask the operator to add an account that serves it.",
+            param="model",
+            code="model_not_found",
+        )
 
 
 async def book(state: RelayState, key: KeyRecord, terms: JobTerms, now: float) -> Booking:

@@ -42,6 +42,11 @@ class Account:
     proxy_encrypted: str | None = field(default=None, repr=False)
     # Operator's cap on video-seconds this account may render per UTC day (None: no cap).
     max_video_seconds_per_day: float | None = None
+    # The models this account serves (None: every model its type can carry).
+    models: tuple[str, ...] | None = None
+
+    def serves(self, model: str) -> bool:
+        return self.models is None or model in self.models
 
     def effective_state(self, now: float) -> str:
         if not self.enabled:

@@ -50,7 +50,7 @@ from .proxy import (
     request_facts,
     settle,
 )
-from .quota import Booking, book, note_upstream_quota
+from .quota import Booking, book, note_upstream_quota, require_served
 from .records import TERMINAL_STATUSES, KeyRecord, StoreUnavailable, Video
 from .sessions import SESSION_FIELD, session_hash, session_id
 from .state import RelayState
@@ -90,7 +90,10 @@ async def new_job(
         if source is None and kind in ("edit", "extension") and "video[id]" in fields:
             source = await owned_video(state, key, fields["video[id]"])
         state.store.refuse_while_down()
-        booking = await book(state, key, job_terms(fields, source, kind, state.prices), now)
+        terms = job_terms(fields, source, kind, state.prices)
+        if source is None:
+            await require_served(state, terms)
+        booking = await book(state, key, terms, now)
         try:
             if source is not None:
                 upstream = await owner_account(state, source.account)

@@ -51,7 +51,7 @@ def test_accounts_add_list_reset(cli: Any, tmp_path: Path) -> None:
         ("main", "https://api.openai.com/v1", 100, "active"),
     ]
     table = cli("accounts", "list").output
-    assert table.splitlines()[0].split() == ["name", "type", "base_api", "priority", "state", "until", "last_used", "error_rate_1h"]
+    assert table.splitlines()[0].split() == ["name", "type", "base_api", "priority", "models", "state", "until", "last_used", "error_rate_1h"]
     assert "All accounts are active." in cli("cooldowns").output
     cli("accounts", "disable", "gw")
     cooldowns = json.loads(cli("cooldowns", "--json").output)

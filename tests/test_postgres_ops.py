@@ -36,7 +36,7 @@ from relay.state import open_store
 from relay.store import AccountQuota, KeyRecord, Outcome, Store, Video
 from relay.store.location import parse_location
 from relay.store.postgres import PostgresBackend
-from relay.store.schema import TABLE_NAMES
+from relay.store.schema import SCHEMA_VERSION, TABLE_NAMES
 
 # A relay or relayctl that gets no database connection gives up after the pool timeout: the
 # default 5 s would only make these tests slow.
@@ -457,13 +457,13 @@ def test_relayctl_runs_a_relay_on_postgresql(
         return result
 
     status = json.loads(run("db", "status", "--json").output)
-    assert status["dialect"] == "postgresql" and status["version"] is None and status["pending"] == [1]
+    assert status["dialect"] == "postgresql" and status["version"] is None and status["pending"] == list(range(1, SCHEMA_VERSION + 1))
     assert run("db", "init").output == f"Created the relay's tables in {shown}.\n"
     assert run("db", "init").output == f"{shown} is already set up; nothing changed.\n"
     status = json.loads(run("db", "status", "--json").output)
     assert status["database"] == shown and status["dialect"] == "postgresql"
-    assert status["version"] == status["code_version"] == 1 and status["pending"] == []
-    assert run("db", "upgrade").output == f"{shown} is at schema version 1; nothing to do.\n"
+    assert status["version"] == status["code_version"] == SCHEMA_VERSION and status["pending"] == []
+    assert run("db", "upgrade").output == f"{shown} is at schema version {SCHEMA_VERSION}; nothing to do.\n"
 
     issued = run("keys", "issue", "alice", "--permission", "openai", "--json")
     key = json.loads(issued.output)["key"]
@@ -586,7 +586,7 @@ def test_a_password_given_as_a_query_option_is_masked(postgres_database_url: str
     env = clean_env(RELAY_SECRET_KEY=generate_key())
     relayctl_runner("db", "init", "--db", url, env=env)
     status = json.loads(relayctl_runner("db", "status", "--json", "--db", url, env=env).output)
-    assert status["database"].endswith("?sslmode=disable&password=***") and status["version"] == 1
+    assert status["database"].endswith("?sslmode=disable&password=***") and status["version"] == SCHEMA_VERSION
     for args in (("db", "status"), ("db", "upgrade"), ("keys", "issue", "alice", "--permission", "openai"), ("doctor",)):
         never_shown(relayctl_runner(*args, "--db", url, env=env, code=1 if args == ("doctor",) else 0).output, password)
     assert password not in repr(parse_location(url)) and password not in str(parse_location(url))
@@ -712,7 +712,7 @@ def test_postgres_scheme_and_libpq_options_are_accepted(postgres_database_url: s
         location = load_settings({"RELAY_DATABASE": url}).database
         assert location.dialect == "postgresql" and location.raw == url and location.path is None
         relayctl_runner("db", "init", "--db", url, env=env)
-        assert json.loads(relayctl_runner("db", "status", "--json", "--db", url, env=env).output)["version"] == 1
+        assert json.loads(relayctl_runner("db", "status", "--json", "--db", url, env=env).output)["version"] == SCHEMA_VERSION
 
 
 def test_an_unknown_scheme_is_refused_at_start_up_in_one_line(

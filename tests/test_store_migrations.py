@@ -49,6 +49,8 @@ def rows(path: Path) -> dict[str, set[tuple[tuple[str, Any], ...]]]:
 
 
 def contains_every_row(after: dict[str, set[Any]], before: dict[str, set[Any]]) -> None:
+    """Every row of `before` is in `after` (later columns aside); the schema version moves on, of course."""
+    before = {**before, "meta": {row for row in before["meta"] if ("key", "schema_version") not in row}}
     for table, table_rows in before.items():
         assert table_rows, f"the fixture has no {table} rows"
         columns = {column for column, _ in next(iter(table_rows))}
@@ -94,11 +96,11 @@ def test_a_version_1_database_missing_later_columns_gets_them_with_its_rows_kept
         "version": 1,
         "code_version": SCHEMA_VERSION,
         "journal_mode": "delete",
-        "pending": [1],
+        "pending": list(range(1, SCHEMA_VERSION + 1)),
     }
     assert rows(path) == before  # status changes nothing
 
-    assert json.loads(cli("db", "upgrade", "--json").output) == {"database": str(path), "applied": [1], "version": SCHEMA_VERSION}
+    assert json.loads(cli("db", "upgrade", "--json").output) == {"database": str(path), "applied": list(range(1, SCHEMA_VERSION + 1)), "version": SCHEMA_VERSION}
     assert "nothing to do" in cli("db", "upgrade").output
     assert "pending       none" in cli("db", "status").output
     after = rows(path)
@@ -150,7 +152,8 @@ def test_a_new_step_runs_once_however_many_processes_start_together(tmp_path: Pa
     for thread in threads:
         thread.join()
     assert errors == []
-    assert sorted(applied) == [(), (), (), (), (), (SCHEMA_VERSION + 1,)]
+    # The fixture is at version 1: the one that upgrades runs every later step, the new one last.
+    assert sorted(applied) == [(), (), (), (), (), tuple(range(2, SCHEMA_VERSION + 2))]
     assert stores[0].schema_status().version == SCHEMA_VERSION + 1
     assert run_sql(stores[0], "SELECT count(*) FROM step_2_ran")[0][0] == 1
     for store in stores:

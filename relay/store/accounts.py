@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,14 +24,25 @@ class Accounts(Aggregate):
         priority: int,
         now: float,
         proxy_encrypted: str | None = None,
+        models: tuple[str, ...] | None = None,
     ) -> Account:
         with self.transaction() as conn:
             if conn.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone():
                 raise AlreadyExists(f"an account named {name!r} exists already")
             conn.execute(
                 "INSERT INTO accounts (name, type, credential, base_api, priority, enabled, state, state_since,"
-                " created_at, proxy) VALUES (?, ?, ?, ?, ?, 1, 'active', ?, ?, ?)",
-                (name, type, credential_encrypted, base_api, priority, now, now, proxy_encrypted),
+                " created_at, proxy, models) VALUES (?, ?, ?, ?, ?, 1, 'active', ?, ?, ?, ?)",
+                (
+                    name,
+                    type,
+                    credential_encrypted,
+                    base_api,
+                    priority,
+                    now,
+                    now,
+                    proxy_encrypted,
+                    None if models is None else json.dumps(list(models)),
+                ),
             )
             bump_config_version(conn)
         return self.account(name)
@@ -64,6 +76,12 @@ class Accounts(Aggregate):
         with self.transaction() as conn:
             cursor = conn.execute("UPDATE accounts SET max_video_seconds_per_day = ? WHERE name = ?", (max_video_seconds_per_day, name))
             if cursor.rowcount == 0:
+                raise NotFound(f"no account named {name!r}")
+            bump_config_version(conn)
+
+    def set_account_models(self, name: str, models: tuple[str, ...] | None) -> None:
+        with self.transaction() as conn:
+            if conn.execute("UPDATE accounts SET models = ? WHERE name = ?", (_models_json(models), name)).rowcount == 0:
                 raise NotFound(f"no account named {name!r}")
             bump_config_version(conn)
 
@@ -170,6 +188,10 @@ class Accounts(Aggregate):
             ]
 
 
+def _models_json(models: tuple[str, ...] | None) -> str | None:
+    return None if models is None else json.dumps(list(models))
+
+
 def _account(row: Any) -> Account:
     return Account(
         id=row["id"],
@@ -189,4 +211,5 @@ def _account(row: Any) -> Account:
         credential_rotated_at=row["credential_rotated_at"],
         proxy_encrypted=row["proxy"],
         max_video_seconds_per_day=row["max_video_seconds_per_day"],
+        models=None if row["models"] is None else tuple(json.loads(row["models"])),
     )

@@ -294,9 +294,14 @@ def _step_1_base_schema(conn: Connection, dialect: Dialect) -> None:
     conn.execute("INSERT INTO meta (key, value) VALUES ('config_version', '0') ON CONFLICT (key) DO NOTHING")
 
 
+def _step_2_account_models(conn: Connection, dialect: Dialect) -> None:
+    """The models an account serves (a JSON list; NULL: every model its type can carry)."""
+    conn.execute("ALTER TABLE accounts ADD COLUMN models text")
+
+
 # Append only: a released step never changes (databases out there ran it as it was). A step
 # gets the connection of the upgrade's write transaction and the dialect it runs on.
-MIGRATIONS: tuple[Callable[[Connection, Dialect], None], ...] = (_step_1_base_schema,)
+MIGRATIONS: tuple[Callable[[Connection, Dialect], None], ...] = (_step_1_base_schema, _step_2_account_models)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
