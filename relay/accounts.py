@@ -81,6 +81,10 @@ def checked_input(*, name: str, type: str, credential: str, base_api: str | None
         raise AccountInputError(str(error)) from None
     if type not in ACCOUNT_TYPES:
         raise AccountInputError(f"unknown account type {type!r}: choose from {', '.join(ACCOUNT_TYPES)}")
+    if base_api is None and type not in DEFAULT_BASE_API:
+        raise AccountInputError(
+            f"--base-api is required for {type} accounts, such as https://RESOURCE.openai.azure.com/openai/v1"
+        )
     base_api = validate_base_api(DEFAULT_BASE_API[type] if base_api is None else base_api)
     if proxy is not None:
         validate_proxy(proxy)

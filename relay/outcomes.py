@@ -105,6 +105,11 @@ def parse_retry_after(value: str, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def _milliseconds(value: str) -> float | None:
+    seconds = _finite_seconds(value.strip())
+    return None if seconds is None else seconds / 1000.0
+
+
 def _finite_seconds(text: str) -> float | None:
     try:
         seconds = float(text)
@@ -139,12 +144,14 @@ def _body_hint(body: bytes) -> float | None:
 def cooldown_seconds(headers: Mapping[str, str], body: bytes, *, now: float, default: float, maximum: float) -> tuple[float, str]:
     """How long a 429'd account rests, and which hint said so.
 
-    Order: `resets_in_seconds` in the body (top level or in `error`), `Retry-After`,
+    Order: `resets_in_seconds` in the body (top level or in `error`), `Retry-After-Ms`, `Retry-After`,
     `x-ratelimit-reset-requests`, then the configured default. The result is clamped to
     [1 s, maximum] so a zero hint cannot cause a hammering loop nor a huge one a lockout.
     """
     candidates: tuple[tuple[str, Callable[[], float | None]], ...] = (
         ("resets_in_seconds", lambda: _body_hint(body)),
+        # Azure OpenAI (and OpenAI's SDKs) use milliseconds, the finer of the two it sends.
+        ("retry_after_ms", lambda: _header(headers, "retry-after-ms", _milliseconds)),
         ("retry_after", lambda: _header(headers, "retry-after", lambda v: parse_retry_after(v, now))),
         ("x_ratelimit_reset_requests", lambda: _header(headers, "x-ratelimit-reset-requests", parse_duration)),
     )

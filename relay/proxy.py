@@ -217,7 +217,9 @@ async def open_attempt(
             state.client_for(upstream),
             method,
             upstream_http.url_for(upstream.account.base_api, path),
-            headers=upstream_http.request_headers(request.headers.raw, upstream.credential, content=content),
+            headers=upstream_http.request_headers(
+                request.headers.raw, upstream.credential, account_type=upstream.account.type, content=content
+            ),
             body=body,
             head_timeout=state.settings.read_timeout_seconds,
             credential=upstream.credential,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ACCOUNT_TYPES = ("openai-responses", "openai")
+ACCOUNT_TYPES = ("openai-responses", "openai", "azure-openai")
 ACCOUNT_STATES = ("active", "rate_limited", "unauthorized", "disabled")
 # What the relay stores; `disabled` is how an account with enabled = 0 shows.
 STORED_STATES = ("active", "rate_limited", "unauthorized")

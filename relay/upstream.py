@@ -25,7 +25,12 @@ from .config import Settings
 DEFAULT_BASE_API = {
     "openai-responses": "https://api.openai.com/v1",
     "openai": "https://chatgpt.com/backend-api",
+    # azure-openai has none: every Azure resource has a base of its own.
 }
+
+# How each account type presents its credential: OpenAI's Bearer token, or Azure's api-key header
+# (Azure OpenAI's v1 API serves the same contract, authenticated so).
+_AUTH_HEADER = {"azure-openai": b"api-key"}
 
 # The only client headers that travel upstream. Never authorization, cookies, x-api-key or
 # hop-by-hop headers; and nothing the client did not send (no invented device ids).
@@ -309,12 +314,18 @@ def url_for(base_api: str, path: str) -> str:
     return base_api.rstrip("/") + path
 
 
-def request_headers(client_headers: list[tuple[bytes, bytes]], credential: str, *, content: bool = False) -> list[tuple[bytes, bytes]]:
+def request_headers(
+    client_headers: list[tuple[bytes, bytes]], credential: str, *, account_type: str = "openai-responses", content: bool = False
+) -> list[tuple[bytes, bytes]]:
     """The allowed client headers as raw bytes, plus upstream auth; they are sent byte for byte."""
     allowed = _FORWARDED_FOR_CONTENT if content else _FORWARDED
     # Surrounding whitespace is not part of a field value (RFC 9110, 5.5); h11 refuses to send it.
     headers = [(name, value.strip(b" \t")) for name, value in client_headers if name in allowed or name == b"content-type"]
-    headers.append((b"authorization", b"Bearer " + credential.encode("ascii")))
+    auth_header = _AUTH_HEADER.get(account_type)
+    if auth_header is None:
+        headers.append((b"authorization", b"Bearer " + credential.encode("ascii")))
+    else:
+        headers.append((auth_header, credential.encode("ascii")))
     headers.append((b"accept-encoding", b"identity"))
     return headers
 

@@ -67,6 +67,12 @@ def test_retry_after_seconds_beats_ratelimit_reset() -> None:
     assert hint({"retry-after": "30", "x-ratelimit-reset-requests": "6m0s"}, {"error": {}}) == (30.0, "retry_after")
 
 
+def test_retry_after_ms_beats_retry_after() -> None:
+    """Azure OpenAI sends both; the milliseconds are the finer hint."""
+    assert hint({"retry-after-ms": "7500", "retry-after": "8"}, {"error": {}}) == (7.5, "retry_after_ms")
+    assert hint({"retry-after-ms": "soon", "retry-after": "8"}, {"error": {}}) == (8.0, "retry_after")
+
+
 def test_retry_after_http_date() -> None:
     when = format_datetime(datetime.fromtimestamp(NOW + 90, tz=UTC), usegmt=True)
     seconds, source = hint({"retry-after": when})
@@ -136,14 +142,14 @@ json_values = st.recursive(
 @settings(max_examples=300)
 @given(
     headers=st.dictionaries(
-        st.sampled_from(["retry-after", "x-ratelimit-reset-requests", "content-type"]), st.text(max_size=30), max_size=3
+        st.sampled_from(["retry-after", "retry-after-ms", "x-ratelimit-reset-requests", "content-type"]), st.text(max_size=30), max_size=4
     ),
     body=st.one_of(st.binary(max_size=80), json_values.map(lambda v: json.dumps(v).encode())),
 )
 def test_cooldown_is_always_within_bounds(headers: dict[str, str], body: bytes) -> None:
     seconds, source = cooldown_seconds(headers, body, now=NOW, default=60.0, maximum=3600.0)
     assert 1.0 <= seconds <= 3600.0
-    assert source in ("resets_in_seconds", "retry_after", "x_ratelimit_reset_requests", "default")
+    assert source in ("resets_in_seconds", "retry_after_ms", "retry_after", "x_ratelimit_reset_requests", "default")
 
 
 def test_upstream_error_scrubs_key_like_text() -> None:
