@@ -333,9 +333,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def write(results: dict[str, Any], directory: Path) -> list[Path]:
+def write(results: dict[str, Any], directory: Path, label: str = "") -> list[Path]:
+    """<date>[-label].json, .md and .png in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
-    stem = results["date"][:10]
+    stem = results["date"][:10] + (f"-{label}" if label else "")
     json_path, md_path, png_path = (directory / f"{stem}{suffix}" for suffix in (".json", ".md", ".png"))
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     md_path.write_text(markdown(results, png_path.name))

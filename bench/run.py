@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         help="production: PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on); throwaway: all off",
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--label", default="", help="results are <date>-<label>.*, beside the day's main run")
     args = parser.parse_args(argv)
     args.concurrency = tuple(args.concurrency or CONCURRENCIES)
     args.workers = tuple(args.workers or WORKER_COUNTS)
@@ -106,7 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         video = {server.name: create_video(server) for server in targets}
         latency = measure_latency([direct, relays[1], *on_postgres.values(), *([litellms[1]] if litellms else [])], video, args)
         log(f"latency done after {time.monotonic() - started:.0f} s")
-        throughput = measure_throughput(direct, relays, litellms, list(on_postgres.values()), video, args)
+        throughput = measure_throughput(
+            [
+                direct,
+                *[server for workers in args.workers for server in (relays[workers], litellms.get(workers)) if server],
+                *on_postgres.values(),
+            ],
+            video,
+            args,
+        )
         log(f"throughput done after {time.monotonic() - started:.0f} s")
         streamed = streaming.run_streaming(mock, relays[1], video[relays[1].name], rounds=args.rounds)
         log(f"streaming done after {time.monotonic() - started:.0f} s")
@@ -129,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         if cluster is not None:
             results["postgresql"] = postgres.described(cluster, args.pg_durability, args.replicas)
         results["summary"] = report.summarize(results)
-        paths = report.write(results, args.out)
+        paths = report.write(results, args.out, args.label)
         print(report.markdown(results))
         log("wrote " + ", ".join(str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path) for path in paths))
     return 0
@@ -167,24 +176,12 @@ def measure_latency(targets: list[Server], video: dict[str, str], args: argparse
     return result
 
 
-def measure_throughput(
-    direct: Server,
-    relays: dict[int, Server],
-    litellms: dict[int, Server],
-    on_postgres: list[Server],
-    video: dict[str, str],
-    args: argparse.Namespace,
-) -> dict[str, Any]:
+def measure_throughput(targets: list[Server], video: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     """Per operation and concurrency: each target's best rate under p99 < 50 ms, median of rounds.
 
     Each round measures the flat-out peak, then tries the pacing the previous round settled on
     before searching again, which keeps the search short.
     """
-    targets = [
-        direct,
-        *[server for workers in args.workers for server in (relays[workers], litellms.get(workers)) if server],
-        *on_postgres,
-    ]
     # (operation, connections, target) -> each round's (best within the limit, peak, every run tried)
     searched: dict[tuple[str, int, str], list[tuple[Run, Run, list[Run]]]] = {}
     for round_number in range(args.rounds):

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -20,23 +21,30 @@ RELAY_BIN = Path(sys.executable).parent
 UPSTREAM_TOKEN = "sk-bench-upstream"
 
 
-def prepare_relay_database(workdir: Path, upstream_base: str, *, database: str | None = None) -> tuple[dict[str, str], str]:
+def prepare_relay_database(
+    workdir: Path, upstream_base: str, *, database: str | None = None, source: Path | None = None
+) -> tuple[dict[str, str], str]:
     """A database (SQLite in `workdir` unless `database` names another) with one account on the mock
-    and one key without limits; returns (env, key)."""
+    and one key without limits; returns (env, key). With `source` (another checkout of the relay,
+    bench/ab.py), its relayctl prepares the database and the env runs its code."""
     env = {
         **os.environ,
         "RELAY_DATABASE": database or str(workdir / "relay.db"),
         "RELAY_SECRET_KEY": generate_key(),
     }
-    relayctl = str(RELAY_BIN / "relayctl")
+    relayctl = [str(RELAY_BIN / "relayctl")]
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+        # -P: the current directory must not come before PYTHONPATH, or this checkout's ops would run.
+        relayctl = [sys.executable, "-P", "-c", "from ops.cli import main; main()"]
     subprocess.run(
-        [relayctl, "accounts", "add", "mock", "--type", "openai-responses", "--token-stdin", "--base-api", upstream_base],
+        [*relayctl, "accounts", "add", "mock", "--type", "openai-responses", "--token-stdin", "--base-api", upstream_base],
         input=UPSTREAM_TOKEN.encode(),
         env=env,
         check=True,
         capture_output=True,
     )
-    issued = subprocess.run([relayctl, "keys", "issue", "bench", "--json"], env=env, check=True, capture_output=True)
+    issued = subprocess.run([*relayctl, "keys", "issue", "bench", "--json"], env=env, check=True, capture_output=True)
     return env, json.loads(issued.stdout)["key"]
 
 
@@ -102,5 +110,8 @@ def create_video(server: Server) -> str:
         data=b'{"model":"sora-2","prompt":"A calm lake at dawn, slow pan","seconds":"4","size":"720x1280"}',
         headers={"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return str(json.load(answer)["id"])
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return str(json.load(answer)["id"])
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(f"{server.name} answered a create with {error.code}: {error.read()[:500]!r}") from None

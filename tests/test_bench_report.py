@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench import compare, report
+from bench import ab, compare, report
 from bench.load import Run, pacing_for
 
 
@@ -214,3 +214,27 @@ def test_comparing_two_runs_takes_each_against_its_own_direct_baseline() -> None
     assert "| peak rate, create, c=16, relay-1w | 2,500 (60,000) | 2,000 (48,000) | 0.80 | 1.00 |" in compare.markdown(
         earlier, later
     )
+
+
+def test_ab_table_sets_each_relay_against_the_same_direct_run() -> None:
+    results = {
+        "date": "2026-12-05T12:00:00+00:00",
+        "earlier": "abc1234",
+        "later": "def5678",
+        "started_first": "later",
+        "settings": {"rounds": 3},
+        "machine": {"cores": 2},
+        "duration_seconds": 200.0,
+        "latency": {
+            op: {"direct": _latency(100, 500), "earlier-1w": _latency(900, 2_500), "later-1w": _latency(1_100, 2_500)}
+            for op in ("create", "retrieve")
+        },
+        "throughput": {
+            op: {"16": {"direct": _slot(100_000, 100_000), "earlier-1w": _slot(1_000, 1_000), "later-1w": _slot(950, 990)}}
+            for op in ("create", "retrieve")
+        },
+    }
+    text = ab.markdown(results)
+    assert "| added latency p50 ms, create, c=1 | 0.100 | 0.800 | 1.000 | 1.25 |" in text
+    assert "| added latency p99 ms, retrieve, c=1 | 0.500 | 2.000 | 2.000 | 1.00 |" in text
+    assert "| peak rate, retrieve, c=16, 1w | 100,000 | 1,000 | 990 | 0.99 |" in text

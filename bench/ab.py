@@ -1,0 +1,167 @@
+"""The relay on SQLite at an earlier commit against the working tree's, in the same interleaved rounds.
+
+    python -m bench.ab <commit> [--rounds 3] [--workers 1 --workers 2] [--out bench/results]
+
+Two `make bench` runs days apart differ by whatever else the shared machine was doing, which can
+be more than the change being looked for. Here both relays run side by side against the same nginx
+mock, each with a SQLite database its own relayctl prepared, and take turns in every round exactly
+as `make bench`'s targets do, so a noisy neighbour slows both alike. The earlier commit is
+extracted with `git archive` into a temporary directory (the repository itself is left alone) and
+runs on this virtualenv's packages.
+
+Both are started the same way, but two processes on 2 shared cores are never placed identically:
+repeat with the order swapped (--earlier-first / default later-first) before trusting a few percent.
+
+Writes <date>-ab-<commit>-<earlier|later>-first.json and .md to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .mock import start_nginx
+from .procs import Server, workspace
+from .run import CONCURRENCIES, OPERATIONS, log, machine, measure_latency, measure_throughput
+from .targets import REPO, UPSTREAM_TOKEN, create_video, prepare_relay_database, start_relay
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("commit", help="the earlier relay: any commit git knows")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=2, help="per latency run")
+    parser.add_argument("--throughput-seconds", type=int, default=2, help="per throughput run")
+    parser.add_argument("--concurrency", type=int, action="append", help=f"repeat (default {CONCURRENCIES})")
+    parser.add_argument("--workers", type=int, action="append", help="worker counts; repeat (default 1 and 2)")
+    parser.add_argument("--earlier-first", action="store_true", help="start the earlier relay first (placement check)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args(argv)
+    args.concurrency = tuple(args.concurrency or CONCURRENCIES)
+    args.workers = tuple(args.workers or (1, 2))
+    commit = _git("rev-parse", "--short", args.commit)
+    later = _git("describe", "--always", "--dirty")
+
+    started = time.monotonic()
+    with extracted(commit) as source, workspace("relay-ab-") as (workdir, servers):
+        mock = start_nginx(workdir, file_bytes=1024 * 1024)
+        servers.append(mock)
+        upstream = mock.url + "/v1"
+        sides: dict[str, tuple[dict[str, str], str, Path | None]] = {}
+        order = [("earlier", source), ("later", None)]
+        for side, tree in order if args.earlier_first else reversed(order):
+            (workdir / side).mkdir()
+            env, key = prepare_relay_database(workdir / side, upstream, source=tree)
+            sides[side] = (env, key, tree)
+        _check_runs_from(sides["earlier"][0], source)
+        relays: dict[tuple[str, int], Server] = {}
+        for side, (env, key, tree) in sides.items():
+            for workers in args.workers:
+                server = start_relay(workdir, env, key, workers=workers, name=f"{side}-{workers}w", cwd=tree or REPO)
+                servers.append(server)
+                relays[side, workers] = server
+        direct = Server("direct", upstream, mock.process, mock.port, key=UPSTREAM_TOKEN)
+        video = {server.name: create_video(server) for server in [direct, *relays.values()]}
+        one_worker = [relays[side, 1] for side in sides if (side, 1) in relays]
+        latency = measure_latency([direct, *one_worker], video, args)
+        log(f"latency done after {time.monotonic() - started:.0f} s")
+        throughput = measure_throughput([direct, *relays.values()], video, args)
+        log(f"throughput done after {time.monotonic() - started:.0f} s")
+
+    results = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "earlier": commit,
+        "later": later,
+        "started_first": next(iter(sides)),
+        "settings": {"rounds": args.rounds, "latency_seconds_per_run": args.seconds, "throughput_seconds_per_run": args.throughput_seconds},
+        "machine": machine(),
+        "latency": latency,
+        "throughput": throughput,
+        "duration_seconds": round(time.monotonic() - started, 1),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"{results['date'][:10]}-ab-{commit}-{results['started_first']}-first"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    stem.with_suffix(".md").write_text(text)
+    print(text)
+    log(f"wrote {stem}.json and .md")
+    return 0
+
+
+def markdown(results: dict[str, Any]) -> str:
+    earlier, later = results["earlier"], results["later"]
+    lines = [
+        f"# The relay on SQLite: {earlier} against {later}, {results['date']}",
+        "",
+        f"{results['machine']['cores']} cores, {results['settings']['rounds']} interleaved rounds, the {results['started_first']} "
+        f"relay started first; took {results['duration_seconds']:.0f} s. Ratios are later ÷ earlier: below 1 is less added "
+        "latency or a lower rate.",
+        "",
+        "| figure | direct | earlier | later | later ÷ earlier |",
+        "|---|---|---|---|---|",
+    ]
+    for operation in OPERATIONS:
+        by_target = results["latency"][operation]
+        for quantile in ("p50", "p99"):
+            key = f"{quantile}_us"
+            direct = by_target["direct"][key]
+            before, after = by_target["earlier-1w"][key] - direct, by_target["later-1w"][key] - direct
+            lines.append(
+                f"| added latency {quantile} ms, {operation}, c=1 | {direct / 1000:.3f} | {before / 1000:.3f} | "
+                f"{after / 1000:.3f} | {_ratio(after, before)} |"
+            )
+    for operation, by_concurrency in results["throughput"].items():
+        for connections, by_target in by_concurrency.items():
+            workers = sorted({name.split("-")[1] for name in by_target if name != "direct"})
+            for count in workers:
+                for key, title in (("rate_within_p99_limit", "rate with p99 < 50 ms"), ("peak_rate", "peak rate")):
+                    before, after = by_target[f"earlier-{count}"][key], by_target[f"later-{count}"][key]
+                    lines.append(
+                        f"| {title}, {operation}, c={connections}, {count} | {by_target['direct'][key]:,.0f} | "
+                        f"{before:,.0f} | {after:,.0f} | {_ratio(after, before)} |"
+                    )
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(after: float, before: float) -> str:
+    return f"{after / before:.2f}" if before > 0 else "—"
+
+
+@contextlib.contextmanager
+def extracted(commit: str) -> Iterator[Path]:
+    """The commit's files in a temporary directory, without touching the repository's work tree."""
+    with tempfile.TemporaryDirectory(prefix="relay-ab-source-") as directory:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(directory, filter="data")
+        yield Path(directory)
+
+
+def _check_runs_from(env: dict[str, str], source: Path) -> None:
+    """The earlier relay's processes import the extracted code, not this checkout's."""
+    found = subprocess.run(
+        [sys.executable, "-P", "-c", "import relay, ops; print(relay.__file__); print(ops.__file__)"],
+        env=env, cwd=source, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    if not all(Path(path).is_relative_to(source) for path in found):
+        raise RuntimeError(f"the earlier relay would import {found}, not the code under {source}")
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
