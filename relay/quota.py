@@ -140,6 +140,8 @@ async def require_served(state: RelayState, terms: JobTerms) -> None:
 
     def unserved() -> str | None:
         accounts = [upstream.account for upstream in state.pool.all()]
+        if not accounts:
+            return None  # no pool at all is the operator's to fix: the 503 that says so, retried later
         return next((model for model in terms.models if not any(account.serves(model) for account in accounts)), None)
 
     if unserved() is not None:
