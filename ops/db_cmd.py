@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import click
 
-from relay.store import LocationError, SchemaTooNew, Store, StoreUnavailable, parse_location
+from relay.store import LocationError, SchemaTooNew, Store, StoreBug, StoreUnavailable, parse_location
 from relay.store.copy import CopyMismatch, TargetNotEmpty, copy_database
 
 from .common import database_options, open_db, relay_database_exists, settings_for
@@ -138,6 +138,10 @@ def db_copy(target: str, force: bool, db_path: str, as_json: bool) -> None:
             raise click.ClickException(f"{destination} cannot be opened or written ({error.reason})") from None
         except SchemaTooNew as error:
             raise click.ClickException(f"{destination}: {error}") from None
+        except StoreBug as error:
+            # A row the target's column types refuse (an older version stored something odd):
+            # nothing was written, the copy being one transaction.
+            raise click.ClickException(f"the copy into {destination} failed on a row it cannot take ({error}); none copied") from None
     if as_json:
         emit_json({"from": source.location.shown, "to": destination.shown, "rows": copied})
         return

@@ -156,6 +156,13 @@ class SchemaTooNew(RuntimeError):
     """The database was upgraded by a newer release than this one: its schema is unknown here."""
 
 
+class StoreBug(Exception):
+    """A statement failed in a way that says the code or the schema is wrong (a constraint, a
+    syntax or type error), on either database: no retry helps. Driver errors never leave the
+    store as themselves; this names the driver's error class and code only (its message can
+    quote the values of a row)."""
+
+
 class StoreUnavailable(Exception):
     """The database could not be read or written just now (locked past the busy timeout, I/O error,
     disk full, file missing or damaged): the caller may try again later.

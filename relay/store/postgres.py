@@ -14,7 +14,7 @@ Several relays (replicas, each with its workers) and relayctl share one database
 
 Driver errors stop here: those that say the database is unreachable, busy, full or refusing this
 user become StoreUnavailable with fixed words (never the server's message, which can name hosts
-and users); those that say the code is wrong (constraint, syntax, data) pass unchanged.
+and users); those that say the code is wrong (constraint, syntax, data) become StoreBug.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import psycopg
 import psycopg_pool
 from psycopg.rows import RowMaker
 
-from ..records import StoreUnavailable
+from ..records import StoreBug, StoreUnavailable
 from .backend import Connection
 from .location import DatabaseLocation, Dialect
 
@@ -225,7 +225,7 @@ class PostgresBackend:
     def translate(self, error: psycopg.Error) -> Exception:
         reason = _reason(error)
         if reason is None:
-            return error
+            return StoreBug(f"{type(error).__name__} (SQLSTATE {error.sqlstate or 'none'})")
         unreachable = error.sqlstate is None or error.sqlstate[:2] in ("08", "57")
         if isinstance(error, psycopg_pool.PoolTimeout):
             # No connection came free: a busy pool, or one that cannot connect at all.

@@ -13,7 +13,7 @@ the busy timeout, I/O error, disk full, file gone or damaged) into `StoreUnavail
 `execute` and its cursors' fetches, so every read and write of every aggregate is covered by this
 one module, for the relay and relayctl alike. A connection that failed so is closed and replaced
 on its thread's next use: when the database comes back, service resumes without a restart.
-Constraint and programming errors (IntegrityError, ProgrammingError) are bugs and pass unchanged.
+Constraint and programming errors (IntegrityError, ProgrammingError) are bugs: StoreBug, naming the driver's class.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..records import StoreUnavailable
+from ..records import StoreBug, StoreUnavailable
 from .backend import Connection
 from .location import DatabaseLocation, Dialect
 
@@ -63,7 +63,7 @@ def _translate(error: sqlite3.DatabaseError, conn: sqlite3.Connection | None) ->
     """What a driver error raised through a store connection becomes: StoreUnavailable (and the
     connection marked for replacement), unless it is a bug."""
     if isinstance(error, _BUGS):
-        return error
+        return StoreBug(f"{type(error).__name__} ({getattr(error, 'sqlite_errorname', 'no error code')})")
     if isinstance(conn, _Connection):
         conn.failed = True
     return unavailable(error)
