@@ -1,4 +1,4 @@
-"""Tests of the sandbox upstream (relay/sandbox.py) through in-process and real-socket clients."""
+"""Tests of the sandbox upstream (relay/sandbox/) through in-process and real-socket clients."""
 
 from __future__ import annotations
 
