@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 from conftest import TOKEN, Relay, Sandbox
 from test_relay import CREATE, auth
 
@@ -84,4 +85,4 @@ def test_an_azure_429_rests_the_account_for_its_retry_after_ms(relay: Relay, san
     assert account.state == "rate_limited" and account.state_reason is not None
     assert account.state_reason == "upstream 429 (cooldown from retry_after_ms)"
     assert account.state_until is not None and account.state_since is not None
-    assert account.state_until - account.state_since == 42
+    assert account.state_until - account.state_since == pytest.approx(42)
