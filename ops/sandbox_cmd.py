@@ -1,4 +1,4 @@
-"""relayctl sandbox: serve the Videos API emulator and say where it listens."""
+"""relayctl sandbox: serve the providers' emulators (OpenAI, Azure OpenAI, Gemini Veo) and say where they listen."""
 
 from __future__ import annotations
 
@@ -29,11 +29,16 @@ class _AnnouncingServer(uvicorn.Server):
 
 
 def announce(host: str, port: int, *, as_json: bool) -> None:
+    """Where each provider's emulator listens: the --base-api to give each type of account."""
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    bases = {"openai": f"{url}/v1", "azure-openai": f"{url}/openai/v1", "gemini": f"{url}/v1beta"}
     if as_json:
-        click.echo(json.dumps({"url": url, "base_api": f"{url}/v1", "host": host, "port": port}))
+        click.echo(json.dumps({"url": url, "base_api": bases["openai"], "base_apis": bases, "host": host, "port": port}))
     else:
-        click.echo(f"Sandbox upstream on {url}/v1 (Ctrl-C to stop).")
+        click.echo(
+            f"Sandbox upstream on {bases['openai']} (OpenAI), {bases['azure-openai']} (Azure OpenAI),"
+            f" {bases['gemini']} (Gemini Veo) (Ctrl-C to stop)."
+        )
 
 
 def serve_sandbox(host: str, port: int, *, complete_after_seconds: float, fail: str | None, as_json: bool) -> None:

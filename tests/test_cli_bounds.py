@@ -255,5 +255,15 @@ def test_sandbox_json_says_where_it_listens() -> None:
         assert announced["base_api"] == f"http://127.0.0.1:{announced['port']}/v1" == announced["url"] + "/v1"
         created = httpx.post(f"{announced['base_api']}/videos", json={"prompt": "a cat"}, headers={"Authorization": "Bearer t"})
         assert created.status_code == 200, created.text
+        bases = announced["base_apis"]
+        assert bases["openai"] == announced["base_api"]
+        azure = httpx.post(f"{bases['azure-openai']}/videos", json={"prompt": "a cat"}, headers={"api-key": "k"})
+        assert azure.status_code == 200, azure.text
+        veo = httpx.post(
+            f"{bases['gemini']}/models/veo-3.0-generate-001:predictLongRunning",
+            json={"instances": [{"prompt": "a cat"}]},
+            headers={"x-goog-api-key": "k"},
+        )
+        assert veo.status_code == 200 and veo.json()["name"].startswith("models/veo-3.0-generate-001/operations/"), veo.text
     finally:
         stop(process)  # type: ignore[arg-type]
