@@ -256,7 +256,6 @@ def test_json_logs_are_structured_and_secret_free(relay_process: Any, sandbox: S
     sandbox.fault(preset="server_error", times=1)
     failed = httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": prompt}, headers={"Authorization": f"Bearer {key}"})
     refused = httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": prompt})
-    assert float(ok.headers["x-relay-overhead-ms"]) >= 0
     time.sleep(0.3)
     entries = [json.loads(line) for line in relay.log().splitlines() if line.startswith("{")]
     requests = {e["request_id"]: e for e in entries if e["message"] == "request"}
@@ -266,11 +265,13 @@ def test_json_logs_are_structured_and_secret_free(relay_process: Any, sandbox: S
     assert first["duration_ms"] >= first["upstream_ms"] and first["level"] == "info"
     # The log line and the header tell the same relay overhead.
     assert first["overhead_ms"] == round(float(ok.headers["x-relay-overhead-ms"]), 3)
-    assert first["overhead_ms"] <= first["duration_ms"] - first["upstream_ms"] + 0.01
+    assert 0 < first["overhead_ms"] <= first["duration_ms"] - first["upstream_ms"] + 0.01
     second = requests[failed.headers["x-request-id"]]
     assert second["status"] == 500 and second["error_class"] == "server_error"
     third = requests[refused.headers["x-request-id"]]
-    assert third["status"] == 401 and third["route"] == "videos.create" and third["overhead_ms"] >= 0
+    assert third["status"] == 401 and third["route"] == "videos.create"
+    # With no upstream call, the relay's own time is all there is (the app's max(0, ...) would show as 0).
+    assert "upstream_ms" not in third and 0 < third["overhead_ms"] <= third["duration_ms"]
     assert any(e["message"] == "upstream error" and e["request_id"] == failed.headers["x-request-id"] for e in entries)
     log = relay.log()
     for secret in (key, "tok-main", prompt, "secret garden"):
