@@ -28,7 +28,7 @@ import httpx
 import psycopg
 import pytest
 from conftest import RelayProcess, Sandbox
-from test_soak import ACCOUNTS, Result, http_client, issue_keys, post_create, sandbox_total, settle
+from test_soak import ACCOUNTS, Result, http_client, inject_random_faults, issue_keys, post_create, sandbox_total, settle
 
 from relay.crypto import generate_key
 from relay.pricing import DEFAULT_SECONDS
@@ -370,10 +370,7 @@ def test_soak_three_replicas_with_upstream_faults_loses_nothing_and_overspends_n
     limited = replicas[1].relayctl("keys", "limits", "alice", "--video-seconds-per-day", str(budget_videos * DEFAULT_SECONDS))
     assert limited.returncode == 0, limited.stderr
     time.sleep(1.0)
-    creates = {"method": "POST", "path_contains": "/videos"}
-    sandbox.fault(preset="rate_limited", resets_in_seconds=1, probability=0.05, **creates)
-    sandbox.fault(preset="server_error", probability=0.03 / 0.95, **creates)
-    sandbox.fault(action="reset", probability=0.02 / 0.92, **creates)
+    inject_random_faults(sandbox)
     baseline = sandbox_total(sandbox)
 
     started = time.monotonic()

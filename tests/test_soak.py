@@ -39,6 +39,15 @@ def issue_keys(relay: RelayProcess, *names: str) -> list[tuple[str, str]]:
     return [(name, relay.issue_key(name)) for name in names]
 
 
+def inject_random_faults(sandbox: Sandbox) -> None:
+    """~5% 429 (back after 1 s), ~3% 500, ~2% connection reset on creates. Rules are tried in
+    order, so each later probability is conditional on the earlier rules not applying."""
+    creates = {"method": "POST", "path_contains": "/videos"}
+    sandbox.fault(preset="rate_limited", resets_in_seconds=1, probability=0.05, **creates)
+    sandbox.fault(preset="server_error", probability=0.03 / 0.95, **creates)
+    sandbox.fault(action="reset", probability=0.02 / 0.92, **creates)
+
+
 def sandbox_total(sandbox: Sandbox) -> int:
     response = httpx.get(f"{sandbox.url}/_sandbox/stats", trust_env=False)
     response.raise_for_status()
@@ -214,12 +223,7 @@ def test_soak_random_faults_two_workers(relay_process: Any, sandbox: Sandbox) ->
     relay = relay_process(workers=2)
     relay.add_accounts(sandbox, *ACCOUNTS)
     keys = issue_keys(relay, "alice", "bob")
-    # ~5% 429 (back after 1 s), ~3% 500, ~2% connection reset. Rules are tried in order, so each
-    # later probability is conditional on the earlier rules not applying.
-    creates = {"method": "POST", "path_contains": "/videos"}
-    sandbox.fault(preset="rate_limited", resets_in_seconds=1, probability=0.05, **creates)
-    sandbox.fault(preset="server_error", probability=0.03 / 0.95, **creates)
-    sandbox.fault(action="reset", probability=0.02 / 0.92, **creates)
+    inject_random_faults(sandbox)
     baseline = sandbox_total(sandbox)
 
     started = time.monotonic()

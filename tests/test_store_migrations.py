@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import run_sql
+from test_store_concurrency import race
 
 from relay.config import ConfigError, Settings
 from relay.state import open_store
@@ -137,21 +137,7 @@ def test_a_new_step_runs_once_however_many_processes_start_together(tmp_path: Pa
     monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, step_2))
     monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     stores = [Store(path) for _ in range(6)]
-    applied: list[tuple[int, ...]] = []
-    errors: list[BaseException] = []
-
-    def start(store: Store) -> None:
-        try:
-            applied.append(store.ensure_schema())
-        except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=start, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    applied = race(stores, lambda store, _index: store.ensure_schema())
     # The fixture is at version 1: the one that upgrades runs every later step, the new one last.
     assert sorted(applied) == [(), (), (), (), (), tuple(range(2, SCHEMA_VERSION + 2))]
     assert stores[0].schema_status().version == SCHEMA_VERSION + 1
@@ -178,24 +164,8 @@ def test_replicas_starting_together_on_postgresql_run_a_new_step_once(
     monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, step_2))
     monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     stores = [Store(postgres_database_url) for _ in range(6)]
-    applied: list[tuple[int, ...]] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(stores))
-
-    def start(store: Store) -> None:
-        try:
-            barrier.wait()
-            applied.append(store.ensure_schema())
-        except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=start, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
     try:
-        assert errors == []
+        applied = race(stores, lambda store, _index: store.ensure_schema())
         assert sorted(applied) == [(), (), (), (), (), (SCHEMA_VERSION + 1,)]
         status = stores[0].schema_status()
         assert (status.dialect, status.version, status.pending) == ("postgresql", SCHEMA_VERSION + 1, ())
