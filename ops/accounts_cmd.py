@@ -109,14 +109,15 @@ def accounts() -> None:
     "account_type",
     type=click.Choice(ACCOUNT_TYPES),
     required=True,
-    help="openai-responses (API key, recommended), azure-openai (Azure OpenAI key, sent as api-key; --base-api required)"
+    help="openai-responses (API key, recommended), azure-openai (Azure OpenAI key, sent as api-key; --base-api required),"
+    " gemini (Gemini API key, sent as x-goog-api-key; serves veo-* models, translated behind the OpenAI contract)"
     " or openai (ChatGPT access token; see the warning above).",
 )
 @token_options
 @click.option(
     "--base-api",
-    help="Upstream base URL (default: https://api.openai.com/v1 for openai-responses, https://chatgpt.com/backend-api for openai;"
-    " for azure-openai, https://RESOURCE.openai.azure.com/openai/v1).",
+    help="Upstream base URL (default: https://api.openai.com/v1 for openai-responses, https://chatgpt.com/backend-api for openai,"
+    " https://generativelanguage.googleapis.com/v1beta for gemini; for azure-openai, https://RESOURCE.openai.azure.com/openai/v1).",
 )
 @click.option("--priority", type=PRIORITY, default=100, show_default=True, help="Lower numbers are used first.")
 @click.option("--proxy", help="Send this account's traffic through a proxy: http://host:port or socks5://host:port.")
@@ -148,6 +149,7 @@ def accounts_add(
       relayctl accounts add backup --type openai-responses --base-api https://gateway.example/v1
       relayctl accounts add pro --type openai-responses --models sora-2-pro --token-stdin < key.txt
       relayctl accounts add az --type azure-openai --base-api https://res.openai.azure.com/openai/v1 --token-stdin < azure-key.txt
+      relayctl accounts add veo --type gemini --token-stdin < gemini-key.txt
     """
     if account_type == "openai":
         click.echo(CONSUMER_BACKEND_WARNING, err=True)

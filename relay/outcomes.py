@@ -144,12 +144,15 @@ def _body_hint(body: bytes) -> float | None:
 def cooldown_seconds(headers: Mapping[str, str], body: bytes, *, now: float, default: float, maximum: float) -> tuple[float, str]:
     """How long a 429'd account rests, and which hint said so.
 
-    Order: `resets_in_seconds` in the body (top level or in `error`), `Retry-After-Ms`, `Retry-After`,
+    Order: `resets_in_seconds` in the body (top level or in `error`), Google's
+    `google.rpc.RetryInfo.retryDelay` in the error's details, `Retry-After-Ms`, `Retry-After`,
     `x-ratelimit-reset-requests`, then the configured default. The result is clamped to
     [1 s, maximum] so a zero hint cannot cause a hammering loop nor a huge one a lockout.
     """
     candidates: tuple[tuple[str, Callable[[], float | None]], ...] = (
         ("resets_in_seconds", lambda: _body_hint(body)),
+        # Google (Gemini) says it in the error's details, not in a header.
+        ("retry_info", lambda: google_retry_delay(body)),
         # Azure OpenAI (and OpenAI's SDKs) use milliseconds, the finer of the two it sends.
         ("retry_after_ms", lambda: _header(headers, "retry-after-ms", _milliseconds)),
         ("retry_after", lambda: _header(headers, "retry-after", lambda v: parse_retry_after(v, now))),
@@ -160,6 +163,26 @@ def cooldown_seconds(headers: Mapping[str, str], body: bytes, *, now: float, def
         if seconds is not None:
             return min(max(seconds, 1.0), maximum), source
     return min(max(default, 1.0), maximum), "default"
+
+
+_GOOGLE_DURATION = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,9})?)s")
+
+
+def google_retry_delay(body: bytes) -> float | None:
+    """Seconds from a `google.rpc.RetryInfo` detail of Google's error envelope (`"retryDelay": "7s"`), or None."""
+    try:
+        payload: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            delay = detail.get("retryDelay")
+            match = _GOOGLE_DURATION.fullmatch(delay.strip()) if isinstance(delay, str) else None
+            if match:
+                return float(match.group(1))
+    return None
 
 
 def _header(headers: Mapping[str, str], name: str, parse: Any) -> float | None:

@@ -168,9 +168,11 @@ async def fetch(
     method: str,
     path: str,
     body: bytes | None,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> upstream_http.Answer:
-    """Send and read the whole (bounded) answer; the caller settles it."""
-    opened = await open_attempt(state, upstream, request, route=route, key=key, method=method, path=path, body=body)
+    """Send and read the whole (bounded) answer; the caller settles it. `headers` replace the
+    forwarded ones for a request the relay wrote itself (a translated provider call)."""
+    opened = await open_attempt(state, upstream, request, route=route, key=key, method=method, path=path, body=body, headers=headers)
     return await read_attempt(state, upstream, key, request, route, opened)
 
 
@@ -204,6 +206,7 @@ async def open_attempt(
     path: str,
     body: bytes | None,
     content: bool = False,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> upstream_http.Opened:
     """Send and wait for the answer's head; transport failures are recorded and become 502/504.
 
@@ -219,7 +222,9 @@ async def open_attempt(
             upstream_http.url_for(upstream.account.base_api, path),
             headers=upstream_http.request_headers(
                 request.headers.raw, upstream.credential, account_type=upstream.account.type, content=content
-            ),
+            )
+            if headers is None
+            else headers,
             body=body,
             head_timeout=state.settings.read_timeout_seconds,
             credential=upstream.credential,
@@ -453,17 +458,22 @@ async def attempt_with_failover(
     body: bytes,
     may_fail_over: bool,
     admit: Admit = _admitting,
+    send: Callable[[Upstream], Awaitable[upstream_http.Answer]] | None = None,
 ) -> tuple[Upstream, upstream_http.Answer]:
     """New work: on 429/401/402, or a failure before anything was sent, try the next eligible account.
 
     Never after the request may have reached an upstream (read timeout, reset, 5xx): a
-    duplicate render costs money. At most RELAY_MAX_FAILOVER extra attempts.
+    duplicate render costs money. At most RELAY_MAX_FAILOVER extra attempts. `send` replaces
+    the byte-for-byte attempt for accounts whose provider translates the request.
     """
     tried = [upstream.name]
     while True:
         unavailable: UpstreamUnavailable | None = None
         try:
-            answer = await attempt(state, upstream, request, route=route, key=key, method="POST", path=path, body=body)
+            if send is None:
+                answer = await attempt(state, upstream, request, route=route, key=key, method="POST", path=path, body=body)
+            else:
+                answer = await send(upstream)
         except UpstreamUnavailable as error:
             if not error.before_send:
                 raise OutcomeUnknown(error) from None

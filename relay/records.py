@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ACCOUNT_TYPES = ("openai-responses", "openai", "azure-openai")
+ACCOUNT_TYPES = ("openai-responses", "openai", "azure-openai", "gemini")
+# Account types that speak Google's Veo API (the relay translates the OpenAI contract for them).
+VEO_ACCOUNT_TYPES = frozenset({"gemini"})
+VEO_MODEL_PREFIX = "veo-"
 ACCOUNT_STATES = ("active", "rate_limited", "unauthorized", "disabled")
 # What the relay stores; `disabled` is how an account with enabled = 0 shows.
 STORED_STATES = ("active", "rate_limited", "unauthorized")
@@ -46,7 +49,11 @@ class Account:
     models: tuple[str, ...] | None = None
 
     def serves(self, model: str) -> bool:
-        return self.models is None or model in self.models
+        """Its model list decides; without one, a Veo account serves Veo models and the
+        OpenAI-contract types every other model (so a mixed pool never crosses them)."""
+        if self.models is not None:
+            return model in self.models
+        return model.startswith(VEO_MODEL_PREFIX) == (self.type in VEO_ACCOUNT_TYPES)
 
     def effective_state(self, now: float) -> str:
         if not self.enabled:

@@ -26,11 +26,12 @@ DEFAULT_BASE_API = {
     "openai-responses": "https://api.openai.com/v1",
     "openai": "https://chatgpt.com/backend-api",
     # azure-openai has none: every Azure resource has a base of its own.
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
 }
 
 # How each account type presents its credential: OpenAI's Bearer token, or Azure's api-key header
 # (Azure OpenAI's v1 API serves the same contract, authenticated so).
-_AUTH_HEADER = {"azure-openai": b"api-key"}
+_AUTH_HEADER = {"azure-openai": b"api-key", "gemini": b"x-goog-api-key"}
 
 # The only client headers that travel upstream. Never authorization, cookies, x-api-key or
 # hop-by-hop headers; and nothing the client did not send (no invented device ids).
@@ -326,6 +327,26 @@ def request_headers(
         headers.append((b"authorization", b"Bearer " + credential.encode("ascii")))
     else:
         headers.append((auth_header, credential.encode("ascii")))
+    headers.append((b"accept-encoding", b"identity"))
+    return headers
+
+
+def provider_headers(credential: str, *, account_type: str, json_body: bool = False) -> list[tuple[bytes, bytes]]:
+    """Headers for a request the relay wrote itself (a translated provider call): the
+    credential in the type's header and nothing of the client's, whose headers speak the OpenAI contract."""
+    auth_header = _AUTH_HEADER.get(account_type)
+    auth = (b"authorization", b"Bearer " + credential.encode("ascii")) if auth_header is None else (auth_header, credential.encode("ascii"))
+    headers = [auth, (b"accept-encoding", b"identity")]
+    if json_body:
+        headers.append((b"content-type", b"application/json"))
+    return headers
+
+
+def storage_headers(client_headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Headers for a download a provider redirected to: the client's range and conditional
+    headers, and no credential at all (the key belongs to the provider's API, not its storage)."""
+    wanted = frozenset(name.encode() for name in CONTENT_REQUEST_HEADERS)
+    headers = [(name, value.strip(b" \t")) for name, value in client_headers if name in wanted]
     headers.append((b"accept-encoding", b"identity"))
     return headers
 

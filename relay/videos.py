@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -31,7 +31,9 @@ from .logs import SHUTDOWN, fields as log_fields
 from .outcomes import is_redirect
 from .pool import Upstream
 from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
+from .providers import Provider, calls as provider_calls, provider_for, public_json
 from .proxy import (
+    Admit,
     attempt,
     attempt_with_failover,
     authorize,
@@ -103,6 +105,14 @@ async def new_job(
                 upstream = await choose_account(
                     state, session_hash(session) if session else None, now=now, route=route, admit=booking.admit
                 )
+            # Branch once: accounts of the OpenAI contract get the client's bytes as they came.
+            provider = provider_for(upstream.account.type)
+            admit: Admit = booking.admit
+            send = None
+            if provider is not None:
+                refuse_untranslated(upstream, kind)
+                admit = same_provider(provider, booking)
+                send = translated_create(state, request, provider, route=route, key=key, body=body)
             # Work on an existing video must stay with its owner; everything else may move on.
             try:
                 upstream, answer = await attempt_with_failover(
@@ -114,7 +124,8 @@ async def new_job(
                     path=upstream_path,
                     body=body,
                     may_fail_over=source is None,
-                    admit=booking.admit,
+                    admit=admit,
+                    send=send,
                 )
                 if answer.status < 300:
                     try:
@@ -128,8 +139,38 @@ async def new_job(
                 raise
         finally:
             await booking.release()
+        if provider is not None:
+            answer = provider_calls.client_answer(answer)
         claim.keep(answer.status, answer.headers.get("content-type"), answer.body)
         return passthrough(answer)
+
+
+def refuse_untranslated(upstream: Upstream, kind: str) -> None:
+    """A translated provider carries create, retrieve, content, delete and list; nothing else yet."""
+    if kind != "create":
+        raise RelayError(
+            400,
+            f"A {kind} is not supported on {upstream.account.type} accounts, which serve create, retrieve, content, delete and list only.",
+            code="unsupported_for_account_type",
+        )
+
+
+def same_provider(provider: Provider, booking: Booking) -> Admit:
+    """Failover stays with accounts of the same provider: the translated request suits no other."""
+
+    async def admit(candidate: Upstream) -> bool:
+        return provider_for(candidate.account.type) is provider and await booking.admit(candidate)
+
+    return admit
+
+
+def translated_create(
+    state: RelayState, request: Request, provider: Provider, *, route: str, key: KeyRecord, body: bytes
+) -> Callable[[Upstream], Awaitable[upstream_http.Answer]]:
+    async def send(upstream: Upstream) -> upstream_http.Answer:
+        return await provider_calls.create(state, upstream, request, provider, route=route, key=key, body=body)
+
+    return send
 
 
 def job_not_recorded(account: str, error: StoreUnavailable) -> WorkMayExist:
@@ -246,15 +287,22 @@ async def followup(request: Request) -> tuple[RelayState, KeyRecord, Video, Upst
 
 async def retrieve_video(request: Request) -> Response:
     state, key, video, upstream = await followup(request)
-    answer = await fetch(
-        state, upstream, request, route="videos.retrieve", key=key, method="GET", path=f"/videos/{quote(video.id)}", body=None
-    )
+    provider = provider_for(upstream.account.type)
+    if provider is None:
+        answer = await fetch(
+            state, upstream, request, route="videos.retrieve", key=key, method="GET", path=f"/videos/{quote(video.id)}", body=None
+        )
+        for_account = answer
+    else:
+        for_account, answer, _ = await provider_calls.poll(
+            state, upstream, request, provider, route="videos.retrieve", key=key, video=video
+        )
     finished = await refresh_status(state, video, answer) if answer.status == 200 else None
-    await settle(state, upstream, key, request, "videos.retrieve", answer, job_status=finished)
+    await settle(state, upstream, key, request, "videos.retrieve", for_account, job_status=finished)
     extra = {}
     if "openai-poll-after-ms" not in answer.headers:
         extra["openai-poll-after-ms"] = str(state.settings.poll_after_ms)
-    return passthrough(answer, extra)
+    return passthrough(answer if provider is None else provider_calls.client_answer(answer), extra)
 
 
 async def refresh_status(state: RelayState, video: Video, answer: upstream_http.Answer) -> str | None:
@@ -290,6 +338,10 @@ async def refresh_status(state: RelayState, video: Video, answer: upstream_http.
 
 async def delete_video(request: Request) -> Response:
     state, key, video, upstream = await followup(request)
+    if provider_for(upstream.account.type) is not None:
+        # Veo keeps no deletable video (its files expire by themselves): the relay's record is what goes.
+        await state.db(state.store.mark_video_deleted, video.id, time.time())
+        return JSONResponse({"id": video.id, "object": "video.deleted", "deleted": True})
     answer = await attempt(
         state, upstream, request, route="videos.delete", key=key, method="DELETE", path=f"/videos/{quote(video.id)}", body=None
     )
@@ -310,7 +362,18 @@ async def video_content(request: Request) -> Response:
         )
     path = f"/videos/{quote(video.id)}/content" + (f"?variant={variant}" if "variant" in request.query_params else "")
     route = "videos.content"
-    opened = await open_attempt(state, upstream, request, route=route, key=key, method="GET", path=path, body=None, content=True)
+    provider = provider_for(upstream.account.type)
+    if provider is None:
+        opened = await open_attempt(state, upstream, request, route=route, key=key, method="GET", path=path, body=None, content=True)
+    else:
+        if variant != "video":
+            raise RelayError(
+                400, f"{upstream.account.type} accounts have no {variant} for a video.", code="invalid_variant", param="variant"
+            )
+        located = await provider_calls.open_content(state, upstream, request, provider, route=route, key=key, video=video)
+        if isinstance(located, upstream_http.Answer):
+            return passthrough(located)
+        opened = located
     if opened.status >= 400 or is_redirect(opened.status):
         # Errors are small and carry cooldown hints: read them whole and treat them like any other.
         answer = await read_attempt(state, upstream, key, request, route, opened)
@@ -389,7 +452,8 @@ async def list_videos(request: Request) -> Response:
         if after is None or after.key_name != key.name:
             raise RelayError(400, f"Invalid 'after' cursor: no video '{shown(params['after'])}'.", code="invalid_cursor", param="after")
     videos, has_more = await state.db(state.store.list_videos, key.name, after=after, limit=limit, order=order)
-    data = [json.loads(video.resource) for video in videos]
+    # A translated provider's record holds its job handle, which clients never see.
+    data = [public_json(video.resource) for video in videos]
     return JSONResponse(
         {
             "object": "list",

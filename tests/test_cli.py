@@ -69,7 +69,7 @@ def test_account_errors(cli: Any) -> None:
     assert "exists already" in cli("accounts", "add", "main", "--type", "openai-responses", "--token", TOKEN, code=1).output
     assert "empty" in cli("accounts", "add", "x", "--type", "openai-responses", "--token-stdin", input="\n", code=1).output
     assert "base_api" in cli("accounts", "add", "x", "--type", "openai-responses", "--token", "t", "--base-api", "nope", code=1).output
-    assert "not one of" in cli("accounts", "add", "x", "--type", "gemini", "--token", "t", code=2).output
+    assert "not one of" in cli("accounts", "add", "x", "--type", "vertex-ai", "--token", "t", code=2).output
     assert "not both" in cli("accounts", "add", "x", "--type", "openai-responses", "--token", "t", "--token-stdin", code=2).output
     assert "no account named 'ghost'" in cli("accounts", "reset", "ghost", code=1).output
 
