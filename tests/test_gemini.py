@@ -16,7 +16,7 @@ from test_relay import CREATE, assert_envelope, auth
 from relay.accounts import checked_input
 from relay.errors import RelayError
 from relay.outcomes import cooldown_seconds, google_retry_delay
-from relay.providers import JOB_FIELD, gemini, provider_for, public
+from relay.providers import JOB_FIELD, calls, gemini, provider_for, public
 from relay.records import Account
 from relay.upstream import provider_headers, storage_headers
 
@@ -378,3 +378,39 @@ def test_remix_of_a_veo_video_is_a_400_naming_the_account_type(relay: Relay, san
     error = assert_envelope(refused, 400, "unsupported_for_account_type")
     assert "gemini" in error["message"]
     assert sandbox.requests() == []
+
+
+def test_a_repeated_create_with_an_idempotency_key_starts_one_operation(relay: Relay, sandbox: Sandbox) -> None:
+    veo_account(relay, sandbox)
+    key = relay.issue_key()
+    headers = {**auth(key), "Idempotency-Key": "veo-1"}
+    first = relay.client.post(V, json=VEO_CREATE, headers=headers)
+    again = relay.client.post(V, json=VEO_CREATE, headers=headers)
+    assert first.status_code == again.status_code == 200, again.text
+    assert first.json() == again.json() and JOB_FIELD not in again.json()
+    assert len([r for r in sandbox.requests() if r["path"].endswith(":predictLongRunning")]) == 1
+
+
+def test_a_veo_video_has_no_thumbnail(relay: Relay, sandbox: Sandbox) -> None:
+    veo_account(relay, sandbox)
+    key = relay.issue_key()
+    video_id = relay.client.post(V, json=VEO_CREATE, headers=auth(key)).json()["id"]
+    refused = relay.client.get(f"{V}/{video_id}/content?variant=thumbnail", headers=auth(key))
+    assert assert_envelope(refused, 400, "invalid_variant")["param"] == "variant"
+
+
+def test_the_key_goes_only_to_the_accounts_own_origin() -> None:
+    base = "https://generativelanguage.googleapis.com/v1beta"
+    assert calls._same_origin("https://generativelanguage.googleapis.com/v1beta/files/x:download?alt=media", base)
+    assert not calls._same_origin("https://elsewhere.example/v1beta/files/x", base)
+    assert not calls._same_origin("http://generativelanguage.googleapis.com/v1beta/files/x", base)
+
+
+def test_a_daily_quota_is_insufficient_quota_which_clients_do_not_retry(relay: Relay, sandbox: Sandbox) -> None:
+    veo_account(relay, sandbox)
+    key = relay.issue_key()
+    sandbox.fault(preset="insufficient_quota", provider="gemini", times=1)
+    spent = relay.client.post(V, json=VEO_CREATE, headers=auth(key))
+    assert_envelope(spent, 429, "insufficient_quota")
+    assert spent.headers["x-should-retry"] == "false"
+    assert relay.state.store.account("veo").state == "rate_limited"

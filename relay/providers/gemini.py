@@ -349,6 +349,16 @@ def _reasons(details: list[Any]) -> set[str]:
     return {str(detail.get("reason")) for detail in details if isinstance(detail, dict) and "reason" in detail}
 
 
+def _daily_quota(details: list[Any]) -> bool:
+    """A QuotaFailure naming a per-day quota: the account is spent until Google's day ends."""
+    for detail in details:
+        violations = detail.get("violations") if isinstance(detail, dict) else None
+        for violation in violations if isinstance(violations, list) else ():
+            if isinstance(violation, dict) and "PerDay" in str(violation.get("quotaId", "")):
+                return True
+    return False
+
+
 def param_of(message: str) -> str | None:
     """The OpenAI field an INVALID_ARGUMENT message is about, when it names one."""
     return next((PARAM_OF_FIELD[name] for name in _NAMED_FIELD.findall(message) if name in PARAM_OF_FIELD), None)
@@ -359,12 +369,14 @@ def error(status: int, body: bytes, *, creating: bool) -> Translated:
     google_status, message, details = google_error(body)
     text = redact((message or f"The Gemini API answered HTTP {status}.")[:500])
     client_status = _STATUS_BY_CODE.get(google_status or "", status)
-    param, headers = None, {}
+    param, headers, code = None, {}, None
     if google_status == "RESOURCE_EXHAUSTED" or status == 429:
         client_status = 429
         delay = google_retry_delay(body)
         if delay is not None:
             headers = {"retry-after-ms": str(int(delay * 1000)), "retry-after": str(max(1, int(delay + 0.999)))}
+        elif _daily_quota(details):
+            code = "insufficient_quota"  # spent for the day: retrying soon cannot help (clients are told so)
     elif (
         _reasons(details) & _ACCOUNT_KEY_REASONS
         or google_status == "UNAUTHENTICATED"
@@ -378,7 +390,7 @@ def error(status: int, body: bytes, *, creating: bool) -> Translated:
         param = param_of(text)
     if creating and google_status == "NOT_FOUND":
         client_status, param = 400, "model"
-    code = "model_not_found" if param == "model" else _CODE_BY_STATUS.get(client_status, "upstream_error")
+    code = code or ("model_not_found" if param == "model" else _CODE_BY_STATUS.get(client_status, "upstream_error"))
     payload = json.loads(envelope(text, status=client_status, code=code, param=param))
     return Translated(client_status, payload, headers)
 
