@@ -177,7 +177,7 @@ def test_account_input_validation(opened: tuple[Store, SecretBox]) -> None:
     with pytest.raises(AccountInputError, match="base_api"):
         add_account(store, box, name="x", type="openai-responses", credential="t", base_api="ftp://h")
     with pytest.raises(AccountInputError, match="type"):
-        add_account(store, box, name="x", type="gemini", credential="t")
+        add_account(store, box, name="x", type="vertex-ai", credential="t")
     chatgpt = add_account(store, box, name="c", type="openai", credential="t")
     api = add_account(store, box, name="k", type="openai-responses", credential="t")
     assert chatgpt.base_api == "https://chatgpt.com/backend-api"
