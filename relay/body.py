@@ -123,6 +123,15 @@ def _duplicate_field(name: str) -> RelayError:
     return RelayError(400, f"The field '{name}' appears more than once in the request body.", code="duplicate_field", param=name)
 
 
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """A body that is a JSON object, as a dict; None for anything else (an answer an upstream garbled)."""
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def is_valid_unicode(text: str) -> bool:
     try:
         text.encode("utf-8")

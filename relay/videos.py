@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Send
 
 from . import upstream as upstream_http
-from .body import body_fields, is_valid_unicode
+from .body import body_fields, is_valid_unicode, json_object
 from .errors import AnswerCutShort, RelayError, WorkMayExist, shown
 from .idempotency import idempotent
 from .limits import job_terms
@@ -196,7 +196,7 @@ async def record_job(
     fields: dict[str, str],
     booking: Booking,
 ) -> None:
-    resource = _json_object(body)
+    resource = json_object(body)
     video_id = _text(resource.get("id")) if resource else None
     if resource is None or video_id is None:
         return  # an upstream that answers 2xx without a usable id gives nothing to follow up on
@@ -307,7 +307,7 @@ async def retrieve_video(request: Request) -> Response:
 
 async def refresh_status(state: RelayState, video: Video, answer: upstream_http.Answer) -> str | None:
     """Store the job's latest status; count a completion or failure once. Returns the final status it reached."""
-    resource = _json_object(answer.body)
+    resource = json_object(answer.body)
     status = _text(resource.get("status")) if resource else None
     if resource is None or status is None:
         return None
@@ -345,7 +345,7 @@ async def delete_video(request: Request) -> Response:
     answer = await attempt(
         state, upstream, request, route="videos.delete", key=key, method="DELETE", path=f"/videos/{quote(video.id)}", body=None
     )
-    resource = _json_object(answer.body)
+    resource = json_object(answer.body)
     # A 2xx that says `"deleted": false` kept the video: so does the relay.
     if answer.status < 300 and (resource is None or resource.get("deleted") is not False):
         await state.db(state.store.mark_video_deleted, video.id, time.time())
@@ -490,7 +490,7 @@ async def create_character(request: Request) -> Response:
     upstream, answer = await attempt_with_failover(
         state, upstream, request, route=route, key=key, path="/videos/characters", body=body, may_fail_over=True
     )
-    resource = _json_object(answer.body) if answer.status < 300 else None
+    resource = json_object(answer.body) if answer.status < 300 else None
     character_id = _text(resource.get("id")) if resource else None
     if character_id is not None:
         await state.db(state.store.insert_character, character_id, account=upstream.name, key_name=key.name, now=time.time())
@@ -519,14 +519,6 @@ async def retrieve_character(request: Request) -> Response:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _text(value: Any) -> str | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
-from ..body import is_json, media_type, multipart_boundary
+from ..body import is_json, json_object, media_type, multipart_boundary
 from ..errors import RelayError, envelope, shown
 from ..outcomes import google_retry_delay, redact
 from . import JOB_FIELD, CreateRequest, Translated, UpstreamCall
@@ -236,7 +236,7 @@ def video_object(video_id: str, request: CreateRequest, now: float) -> dict[str,
 
 
 def created(answer: bytes, request: CreateRequest, video_id: str, now: float) -> dict[str, Any] | None:
-    operation = _json_object(answer)
+    operation = json_object(answer)
     name = operation.get("name") if operation else None
     if not isinstance(name, str) or not _OPERATION.fullmatch(name):
         return None
@@ -264,7 +264,7 @@ def _samples(operation: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
 
 def job_state(resource: dict[str, Any], answer: bytes, now: float) -> dict[str, Any] | None:
     """The video object after a poll: `in_progress` until done; then `completed` only with a sample."""
-    operation = _json_object(answer)
+    operation = json_object(answer)
     if operation is None:
         return None
     updated = dict(resource)
@@ -297,7 +297,7 @@ def content_url_of(sample: Any) -> str | None:
 
 
 def content_url(answer: bytes) -> str | None:
-    operation = _json_object(answer)
+    operation = json_object(answer)
     if operation is None or operation.get("done") is not True or "error" in operation:
         return None
     return next((url for url in map(content_url_of, _samples(operation)[0]) if url), None)
@@ -333,7 +333,7 @@ _ACCOUNT_KEY_REASONS: Final = frozenset({"API_KEY_INVALID", "API_KEY_SERVICE_BLO
 
 def google_error(body: bytes) -> tuple[str | None, str | None, list[Any]]:
     """(status, message, details) of Google's error envelope."""
-    payload = _json_object(body)
+    payload = json_object(body)
     error = payload.get("error") if payload else None
     if not isinstance(error, dict):
         return None, None, []
@@ -393,14 +393,6 @@ def error(status: int, body: bytes, *, creating: bool) -> Translated:
     code = code or ("model_not_found" if param == "model" else _CODE_BY_STATUS.get(client_status, "upstream_error"))
     payload = json.loads(envelope(text, status=client_status, code=code, param=param))
     return Translated(client_status, payload, headers)
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 class Gemini:
