@@ -1,7 +1,7 @@
 """The price table: USD per second of video by model and size, and cost estimates from it.
 
-Defaults follow the published per-second prices of the Videos API; operators override or
-extend them (`relayctl prices set/load`) for other providers' models. A size of `*` prices
+Defaults follow the published per-second prices of OpenAI's Videos API (Sora) and of the Gemini
+API (Veo); operators override or extend them (`relayctl prices set/load`) for other models. A size of `*` prices
 every size of a model that has no exact row.
 """
 
@@ -30,6 +30,25 @@ DEFAULT_MODEL = "sora-2"
 DEFAULT_SIZE = "720x1280"
 DEFAULT_SECONDS = 4.0
 
+# The OpenAI sizes a Veo create names, by the resolution Veo renders them at.
+VEO_720P_SIZES = ("1280x720", "720x1280")
+VEO_1080P_SIZES = ("1920x1080", "1080x1920")
+
+
+def _veo(models: tuple[str, ...], usd_720p: float, usd_1080p: float) -> dict[tuple[str, str], float]:
+    """Rows for Veo models: one `*` row when 720p and 1080p cost the same, else a row per size.
+
+    The relay asks Veo for 720p or 1080p only (any other size maps to one of them), so when the two
+    differ the `*` row carries the dearer: a reservation for an unlisted size never falls short.
+    """
+    if usd_720p == usd_1080p:
+        return {(model, ANY_SIZE): usd_720p for model in models}
+    rows = {(model, ANY_SIZE): max(usd_720p, usd_1080p) for model in models}
+    rows.update({(model, size): usd_720p for model in models for size in VEO_720P_SIZES})
+    rows.update({(model, size): usd_1080p for model in models for size in VEO_1080P_SIZES})
+    return rows
+
+
 DEFAULT_PRICES: dict[tuple[str, str], float] = {
     ("sora-2", "720x1280"): 0.10,
     ("sora-2", "1280x720"): 0.10,
@@ -37,6 +56,20 @@ DEFAULT_PRICES: dict[tuple[str, str], float] = {
     ("sora-2-pro", "1280x720"): 0.30,
     ("sora-2-pro", "1024x1792"): 0.50,
     ("sora-2-pro", "1792x1024"): 0.50,
+    # Google Veo on the Gemini API's paid tier (video with audio, which Veo 3+ always renders there),
+    # from https://ai.google.dev/gemini-api/docs/pricing. Checked 2026-12-05, but only through copies
+    # of that page; its own text could not be read, so operators should compare before relying on them:
+    # - Veo 3.1 $0.40 at 720p and 1080p: transcriptions of the page read 2026-09-20 and 2026-10-07.
+    # - Veo 3.1 Fast $0.10 at 720p and $0.12 at 1080p: a May 2026 comparison quoting the page, and a
+    #   reseller's "$0.96 for 8 s at 1080p". It was $0.15 at both until early 2026.
+    # - Veo 3 $0.40, Veo 3 Fast $0.15, Veo 2 $0.35: a table of the page collected 2026-02-11; no later
+    #   figure was found.
+    # 4K ($0.60 a second for Veo 3.1) is not listed: the relay never asks Veo for it.
+    **_veo(("veo-3.1-generate-preview", "veo-3.1-generate-001"), 0.40, 0.40),
+    **_veo(("veo-3.1-fast-generate-preview", "veo-3.1-fast-generate-001"), 0.10, 0.12),
+    **_veo(("veo-3.0-generate-001",), 0.40, 0.40),
+    **_veo(("veo-3.0-fast-generate-001",), 0.15, 0.15),
+    **_veo(("veo-2.0-generate-001",), 0.35, 0.35),
 }
 
 
