@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole flow in a throwaway directory: sandbox upstream, relay, operator commands, a user's
-# calls, a rate limit and how the relay rides it out. Run it with `make demo`.
+# calls, routing by model across OpenAI, Azure OpenAI and Gemini (Veo) accounts, a rate limit and
+# how the relay rides it out. Run it with `make demo`.
 set -euo pipefail
 
 SANDBOX_PORT=${DEMO_SANDBOX_PORT:-8090}
@@ -64,9 +65,11 @@ RELAY_ACCESS_LOG=0 uvicorn relay.app:app --host 127.0.0.1 --port "$RELAY_PORT" -
 wait_for "$SANDBOX/_sandbox/faults" "$sandbox_pid"
 wait_for "$RELAY/healthz" "$relay_pid"
 
-step "Operator: two upstream accounts and a relay key"
-show_input sandbox-token-a relayctl accounts add acct-a --type openai-responses --token-stdin --base-api "$SANDBOX/v1"
-show_input sandbox-token-b relayctl accounts add acct-b --type openai-responses --token-stdin --base-api "$SANDBOX/v1"
+step "Operator: a mixed pool (two OpenAI accounts, an Azure OpenAI resource, a Gemini key for Veo) and a relay key"
+show_input sandbox-token-a relayctl accounts add acct-a --type openai-responses --token-stdin --base-api "$SANDBOX/v1" --models sora-2,sora-2-pro
+show_input sandbox-token-b relayctl accounts add acct-b --type openai-responses --token-stdin --base-api "$SANDBOX/v1" --models sora-2,sora-2-pro
+show_input sandbox-azure-key relayctl accounts add azure --type azure-openai --token-stdin --base-api "$SANDBOX/openai/v1" --models sora-2-pro
+show_input AIza-sandbox-key relayctl accounts add veo --type gemini --token-stdin --base-api "$SANDBOX/v1beta"
 show relayctl accounts list
 KEY=$(relayctl keys issue demo-user --permission openai --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
 echo "issued a key for demo-user (shown once): ${KEY:0:22}..."
@@ -85,6 +88,17 @@ curl -sS "$SANDBOX/_sandbox/requests" | python3 -c '
 import json, sys
 print("accounts used, in order:", [r["token"] for r in json.load(sys.stdin)])'
 
+step "User: the model picks the account: Veo to Gemini, sora-2-pro to any of three (here Azure), an unknown model is a 400"
+show curl -sS "$RELAY/openai/v1/videos" -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
+    -d '{"prompt": "A lighthouse in a storm", "model": "veo-3.1-fast-generate-preview", "seconds": "8", "size": "1280x720"}'
+echo
+curl -sS -o /dev/null -w "a sora-2-pro video -> HTTP %{http_code}\n" "$RELAY/openai/v1/videos" -H "Authorization: Bearer $KEY" \
+    -H "Content-Type: application/json" -d '{"prompt": "A slow pan over a city", "model": "sora-2-pro", "seconds": "4", "size": "1280x720"}'
+show curl -sS "$RELAY/openai/v1/videos" -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
+    -d '{"prompt": "A cat", "model": "sora-9"}'
+echo
+show relayctl usage --by account --since 1d
+
 step "The upstream rate-limits acct-a once: the relay cools acct-a down and fails over to acct-b"
 show curl -sS -X POST "$SANDBOX/_sandbox/faults" -d '{"preset": "rate_limited", "resets_in_seconds": 30, "token": "sandbox-token-a", "times": 1}'
 echo
@@ -95,7 +109,7 @@ done
 show relayctl cooldowns
 
 step "Operator: a daily budget for demo-user; a create that would break it never reaches an upstream"
-show relayctl keys limits demo-user --usd-per-day 3 --max-concurrent-creates 4
+show relayctl keys limits demo-user --usd-per-day 6 --max-concurrent-creates 4
 show curl -sS "$RELAY/openai/v1/videos" -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
     -d '{"prompt": "An epic", "model": "sora-2-pro", "seconds": "12", "size": "1792x1024"}'
 echo
