@@ -14,9 +14,10 @@ from .crypto import SecretBox, generate_key, read_key_file, write_key_file
 from .errors import shown
 from .keys import KeyInputError, validate_name
 from .limits import account_cap_summary, period_bounds
+from .providers import account_type
 from .records import ACCOUNT_TYPES, Account, NotFound
 from .store import Store
-from .upstream import DEFAULT_BASE_API, base_api_problem, credential_problem, proxy_problem, shown_url
+from .upstream import base_api_problem, credential_problem, proxy_problem, shown_url
 
 # Said by `relayctl accounts add --type openai` and the README, plainly.
 CONSUMER_BACKEND_WARNING = (
@@ -81,11 +82,10 @@ def checked_input(*, name: str, type: str, credential: str, base_api: str | None
         raise AccountInputError(str(error)) from None
     if type not in ACCOUNT_TYPES:
         raise AccountInputError(f"unknown account type {type!r}: choose from {', '.join(ACCOUNT_TYPES)}")
-    if base_api is None and type not in DEFAULT_BASE_API:
-        raise AccountInputError(
-            f"--base-api is required for {type} accounts, such as https://RESOURCE.openai.azure.com/openai/v1"
-        )
-    base_api = validate_base_api(DEFAULT_BASE_API[type] if base_api is None else base_api)
+    default_base_api = account_type(type).default_base_api
+    if base_api is None and default_base_api is None:
+        raise AccountInputError(f"--base-api is required for {type} accounts, such as https://RESOURCE.openai.azure.com/openai/v1")
+    base_api = validate_base_api(base_api or default_base_api or "")
     if proxy is not None:
         validate_proxy(proxy)
     validate_priority(priority)

@@ -23,19 +23,19 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, Router
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import multiprocess, videos
+from . import multiprocess
+from .caller import relay_state, request_facts
 from .config import ConfigError, Settings, is_loopback_address, load_settings
 from .crypto import SecretKeyError
 from .errors import AnswerCutShort, ClientGone, RelayError, envelope, error_response
 from .logs import RequestFacts, configure_logging, fields, log_format_from_env
 from .metrics import RelayRegistry
 from .metrics_server import listening_socket, serve_metrics
-from .proxy import relay_state, request_facts
 from .records import StoreUnavailable
-from .routes import route_name
+from .routes import OTHER, video_router
 from .state import RelayState, build_state, keep_fresh
 
 log = logging.getLogger("relay")
@@ -112,32 +112,6 @@ def _exposition(registry: RelayRegistry) -> bytes:
     if registry.multiprocess_dir is not None:
         multiprocess.reap_dead_workers(registry.multiprocess_dir)
     return generate_latest(registry)
-
-
-async def videos_collection(request: Request) -> Response:
-    if request.method == "POST":
-        return await videos.create_video(request)
-    return await videos.list_videos(request)
-
-
-async def video_item(request: Request) -> Response:
-    if request.method == "DELETE":
-        return await videos.delete_video(request)
-    return await videos.retrieve_video(request)
-
-
-def video_routes() -> list[Route]:
-    # Fixed paths first: `/videos/edits` must not be read as a video id.
-    return [
-        Route("/videos", videos_collection, methods=["GET", "POST"]),
-        Route("/videos/edits", videos.edit_video, methods=["POST"]),
-        Route("/videos/extensions", videos.extend_video, methods=["POST"]),
-        Route("/videos/characters", videos.create_character, methods=["POST"]),
-        Route("/videos/characters/{character_id}", videos.retrieve_character, methods=["GET"]),
-        Route("/videos/{video_id}", video_item, methods=["GET", "DELETE"]),
-        Route("/videos/{video_id}/content", videos.video_content, methods=["GET"]),
-        Route("/videos/{video_id}/remix", videos.remix_video, methods=["POST"]),
-    ]
 
 
 async def relay_error(request: Request, exc: Exception) -> Response:
@@ -241,7 +215,8 @@ class RequestIdMiddleware:
             body = envelope(f"The relay failed to handle this request (request id {request_id}).", status=500, code="internal_error")
             await send({"type": "http.response.body", "body": body})
         finally:
-            route = route_name(scope["method"], scope.get("path", ""))
+            # Named by the route table when routed; a request that matched no route is `other`.
+            route = facts.route or OTHER
             if metrics is not None:
                 metrics.in_flight.dec()
                 # 499: the client went away before an answer started (nginx's convention).
@@ -253,7 +228,7 @@ class RequestIdMiddleware:
                     extra=fields(
                         request_id=request_id,
                         method=scope["method"],
-                        route=facts.route or route,
+                        route=route,
                         status=status or 499,
                         key=facts.key,
                         account=facts.account,
@@ -354,8 +329,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
             # No slash-fixing redirects: they answer with an empty body and a Location built from
             # the client's Host header. A wrong path is a 404 in the error envelope.
-            Mount("/openai/v1", app=Router(video_routes(), redirect_slashes=False)),
-            Mount("/openai", app=Router(video_routes(), redirect_slashes=False)),
+            Mount("/openai/v1", app=video_router()),
+            Mount("/openai", app=video_router()),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={RelayError: relay_error, HTTPException: http_error, StoreUnavailable: database_unavailable},

@@ -21,6 +21,7 @@ from typing import Any
 from .errors import RelayError
 from .holders import short
 from .pricing import DEFAULT_MODEL, DEFAULT_SECONDS, DEFAULT_SIZE, PriceTable, is_size
+from .providers import default_seconds_for
 from .records import Usage, Video
 
 # Values of relay_quota_hits_total{limit}.
@@ -322,7 +323,9 @@ def job_terms(fields_: dict[str, str], source: Video | None, kind: str, prices: 
     lengths = [_seconds(fields_.get("seconds"))]
     if kind != "extension" and source is not None:
         lengths.append(_seconds(source.seconds))  # an extension's `seconds` is what it adds
-    seconds = max((length for length in lengths if length), default=DEFAULT_SECONDS)
+    # Without a length, each model's provider renders its own default (Veo: 8 s, the contract: 4 s).
+    default = max(default_seconds_for(model) or DEFAULT_SECONDS for model in models)
+    seconds = max((length for length in lengths if length), default=default)
     priced = [(prices.cost(model, size, seconds), model, size) for model in models for size in sizes]
     known = [(cost, model, size) for cost, model, size in priced if cost is not None]
     usd, model, size = max(known, key=lambda choice: choice[0]) if known else (None, models[0], sizes[0])

@@ -141,28 +141,75 @@ def _body_hint(body: bytes) -> float | None:
     return None
 
 
-def cooldown_seconds(headers: Mapping[str, str], body: bytes, *, now: float, default: float, maximum: float) -> tuple[float, str]:
+# Every hint the relay can read from a 429, in the order trusted when a provider names none.
+COOLDOWN_HINTS = ("resets_in_seconds", "retry_info", "daily_quota", "retry_after_ms", "retry_after", "x_ratelimit_reset_requests")
+
+
+def cooldown_seconds(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    default: float,
+    maximum: float,
+    hints: tuple[str, ...] = COOLDOWN_HINTS,
+) -> tuple[float, str]:
     """How long a 429'd account rests, and which hint said so.
 
-    Order: `resets_in_seconds` in the body (top level or in `error`), Google's
-    `google.rpc.RetryInfo.retryDelay` in the error's details, `Retry-After-Ms`, `Retry-After`,
-    `x-ratelimit-reset-requests`, then the configured default. The result is clamped to
-    [1 s, maximum] so a zero hint cannot cause a hammering loop nor a huge one a lockout.
+    `hints` names the ones the account's provider sends, in the order they are trusted (its
+    AccountType's cooldown_hints): `resets_in_seconds` in the body (top level or in `error`),
+    Google's `google.rpc.RetryInfo.retryDelay` in the error's details, Google's per-day quota
+    (spent until Google's day ends), `Retry-After-Ms`, `Retry-After`, `x-ratelimit-reset-requests`;
+    then the configured default. The result is clamped to [1 s, maximum] so a zero hint cannot
+    cause a hammering loop nor a huge one a lockout.
     """
-    candidates: tuple[tuple[str, Callable[[], float | None]], ...] = (
-        ("resets_in_seconds", lambda: _body_hint(body)),
-        # Google (Gemini) says it in the error's details, not in a header.
-        ("retry_info", lambda: google_retry_delay(body)),
-        # Azure OpenAI (and OpenAI's SDKs) use milliseconds, the finer of the two it sends.
-        ("retry_after_ms", lambda: _header(headers, "retry-after-ms", _milliseconds)),
-        ("retry_after", lambda: _header(headers, "retry-after", lambda v: parse_retry_after(v, now))),
-        ("x_ratelimit_reset_requests", lambda: _header(headers, "x-ratelimit-reset-requests", parse_duration)),
-    )
-    for source, read in candidates:
-        seconds = read()
+    readers: dict[str, Callable[[], float | None]] = {
+        "resets_in_seconds": lambda: _body_hint(body),
+        "retry_info": lambda: google_retry_delay(body),
+        "daily_quota": lambda: google_daily_quota_reset(body, now),
+        "retry_after_ms": lambda: _header(headers, "retry-after-ms", _milliseconds),
+        "retry_after": lambda: _header(headers, "retry-after", lambda v: parse_retry_after(v, now)),
+        "x_ratelimit_reset_requests": lambda: _header(headers, "x-ratelimit-reset-requests", parse_duration),
+    }
+    for source in hints:
+        seconds = readers[source]()
         if seconds is not None:
             return min(max(seconds, 1.0), maximum), source
     return min(max(default, 1.0), maximum), "default"
+
+
+# Google's per-day quotas reset at midnight Pacific time. 08:00 UTC is that midnight in winter
+# and an hour after it in summer: resting until then never wakes the account while still spent.
+_GOOGLE_DAY_ENDS_UTC_HOUR = 8
+
+
+def google_daily_quota_reset(body: bytes, now: float) -> float | None:
+    """Seconds until Google's day ends, for a 429 whose QuotaFailure names a per-day quota; else None."""
+    if not google_daily_quota(body):
+        return None
+    day = 86400.0
+    into_google_day = (now - _GOOGLE_DAY_ENDS_UTC_HOUR * 3600.0) % day
+    return day - into_google_day
+
+
+def google_daily_quota(body: bytes) -> bool:
+    """Whether Google's error names a per-day quota (QuotaFailure violation with a `...PerDay...` quotaId)."""
+    for detail in _google_details(body):
+        violations = detail.get("violations")
+        for violation in violations if isinstance(violations, list) else ():
+            if isinstance(violation, dict) and "PerDay" in str(violation.get("quotaId", "")):
+                return True
+    return False
+
+
+def _google_details(body: bytes) -> list[dict[str, Any]]:
+    try:
+        payload: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return []
+    error = payload.get("error") if isinstance(payload, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    return [detail for detail in details if isinstance(detail, dict)] if isinstance(details, list) else []
 
 
 _GOOGLE_DURATION = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,9})?)s")
@@ -170,14 +217,8 @@ _GOOGLE_DURATION = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,9})?)s")
 
 def google_retry_delay(body: bytes) -> float | None:
     """Seconds from a `google.rpc.RetryInfo` detail of Google's error envelope (`"retryDelay": "7s"`), or None."""
-    try:
-        payload: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    details = error.get("details") if isinstance(error, dict) else None
-    for detail in details if isinstance(details, list) else ():
-        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+    for detail in _google_details(body):
+        if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
             delay = detail.get("retryDelay")
             match = _GOOGLE_DURATION.fullmatch(delay.strip()) if isinstance(delay, str) else None
             if match:

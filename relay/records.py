@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ACCOUNT_TYPES = ("openai-responses", "openai", "azure-openai", "gemini")
-# Account types that speak Google's Veo API (the relay translates the OpenAI contract for them).
-VEO_ACCOUNT_TYPES = frozenset({"gemini"})
-VEO_MODEL_PREFIX = "veo-"
+from .providers import ACCOUNT_TYPES as _TYPES, model_name, serves_by_default
+
+ACCOUNT_TYPES = tuple(_TYPES)
 ACCOUNT_STATES = ("active", "rate_limited", "unauthorized", "disabled")
 # What the relay stores; `disabled` is how an account with enabled = 0 shows.
 STORED_STATES = ("active", "rate_limited", "unauthorized")
@@ -49,11 +48,11 @@ class Account:
     models: tuple[str, ...] | None = None
 
     def serves(self, model: str) -> bool:
-        """Its model list decides; without one, a Veo account serves Veo models and the
-        OpenAI-contract types every other model (so a mixed pool never crosses them)."""
+        """Its model list decides; without one, its type's models (relay.providers): a gemini
+        account serves veo-*, the OpenAI-contract types every model no other type claims."""
         if self.models is not None:
-            return model in self.models
-        return model.startswith(VEO_MODEL_PREFIX) == (self.type in VEO_ACCOUNT_TYPES)
+            return model in self.models or model_name(model) in self.models
+        return serves_by_default(self.type, model)
 
     def effective_state(self, now: float) -> str:
         if not self.enabled:

@@ -1,55 +1,65 @@
-"""Route names for metrics and logs: a closed set, whatever path a client sends."""
+"""The route table: which handler serves a request, and the name its metrics and logs carry.
+
+One table serves both, so a name can never drift from what actually handled the request. Names
+are a closed set: a path that matches no route is `other`, whatever the client sent.
+"""
 
 from __future__ import annotations
 
-ROUTE_NAMES = (
-    "videos.create",
-    "videos.list",
-    "videos.retrieve",
-    "videos.delete",
-    "videos.content",
-    "videos.remix",
-    "videos.edit",
-    "videos.extend",
-    "videos.character_create",
-    "videos.character_retrieve",
-    "other",
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
+
+from . import videos
+from .caller import request_facts
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class VideoRoute:
+    method: str
+    path: str
+    name: str
+    handler: Handler
+
+
+# Fixed paths before templated ones: `/videos/edits` must not be read as a video id.
+VIDEO_ROUTES: tuple[VideoRoute, ...] = (
+    VideoRoute("POST", "/videos", "videos.create", videos.create_video),
+    VideoRoute("GET", "/videos", "videos.list", videos.list_videos),
+    VideoRoute("POST", "/videos/edits", "videos.edit", videos.edit_video),
+    VideoRoute("POST", "/videos/extensions", "videos.extend", videos.extend_video),
+    VideoRoute("POST", "/videos/characters", "videos.character_create", videos.create_character),
+    VideoRoute("GET", "/videos/characters/{character_id}", "videos.character_retrieve", videos.retrieve_character),
+    VideoRoute("GET", "/videos/{video_id}", "videos.retrieve", videos.retrieve_video),
+    VideoRoute("DELETE", "/videos/{video_id}", "videos.delete", videos.delete_video),
+    VideoRoute("GET", "/videos/{video_id}/content", "videos.content", videos.video_content),
+    VideoRoute("POST", "/videos/{video_id}/remix", "videos.remix", videos.remix_video),
 )
-
-_FIXED = {
-    ("POST", ("videos",)): "videos.create",
-    ("GET", ("videos",)): "videos.list",
-    ("POST", ("videos", "edits")): "videos.edit",
-    ("POST", ("videos", "extensions")): "videos.extend",
-    ("POST", ("videos", "characters")): "videos.character_create",
-}
-# `/videos/{id}` and `/videos/{id}/<tail>`, by (method, tail).
-_WITH_ID = {
-    ("GET", ""): "videos.retrieve",
-    ("DELETE", ""): "videos.delete",
-    ("GET", "content"): "videos.content",
-    ("POST", "remix"): "videos.remix",
-}
+OTHER = "other"
+ROUTE_NAMES: tuple[str, ...] = tuple(route.name for route in VIDEO_ROUTES) + (OTHER,)
 
 
-def route_name(method: str, path: str) -> str:
-    """The route a request addresses (by path shape and method), or `other`: never a raw path."""
-    for prefix in ("/openai/v1/", "/openai/"):
-        if path.startswith(prefix):
-            rest = path[len(prefix) :]
-            break
-    else:
-        return "other"
-    segments = tuple(rest.rstrip("/").split("/"))
-    if not segments or segments[0] != "videos" or any(segment == "" for segment in segments):
-        return "other"
-    fixed = _FIXED.get((method, segments))
-    if fixed is not None:
-        return fixed
-    if len(segments) == 3 and segments[1] == "characters":
-        return "videos.character_retrieve" if method == "GET" else "other"
-    if len(segments) == 2 and segments[1] not in ("edits", "extensions", "characters"):
-        return _WITH_ID.get((method, ""), "other")
-    if len(segments) == 3:
-        return _WITH_ID.get((method, segments[2]), "other")
-    return "other"
+def _dispatch(by_method: dict[str, VideoRoute]) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        # Starlette answers HEAD with a GET route; the name and handler are the GET's.
+        route = by_method[request.method if request.method != "HEAD" else "GET"]
+        request_facts(request).route = route.name
+        return await route.handler(request)
+
+    return endpoint
+
+
+def video_router() -> Router:
+    """The Videos routes under one mount (no slash-fixing redirects: see relay.app)."""
+    paths: dict[str, dict[str, VideoRoute]] = {}
+    for route in VIDEO_ROUTES:
+        paths.setdefault(route.path, {})[route.method] = route
+    return Router(
+        [Route(path, _dispatch(by_method), methods=list(by_method)) for path, by_method in paths.items()],
+        redirect_slashes=False,
+    )

@@ -22,17 +22,6 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from .config import Settings
 
-DEFAULT_BASE_API = {
-    "openai-responses": "https://api.openai.com/v1",
-    "openai": "https://chatgpt.com/backend-api",
-    # azure-openai has none: every Azure resource has a base of its own.
-    "gemini": "https://generativelanguage.googleapis.com/v1beta",
-}
-
-# How each account type presents its credential: OpenAI's Bearer token, or Azure's api-key header
-# (Azure OpenAI's v1 API serves the same contract, authenticated so).
-_AUTH_HEADER = {"azure-openai": b"api-key", "gemini": b"x-goog-api-key"}
-
 # The only client headers that travel upstream. Never authorization, cookies, x-api-key or
 # hop-by-hop headers; and nothing the client did not send (no invented device ids).
 FORWARDED_REQUEST_HEADERS = (
@@ -316,26 +305,19 @@ def url_for(base_api: str, path: str) -> str:
 
 
 def request_headers(
-    client_headers: list[tuple[bytes, bytes]], credential: str, *, account_type: str = "openai-responses", content: bool = False
+    client_headers: list[tuple[bytes, bytes]], auth: tuple[bytes, bytes], *, content: bool = False
 ) -> list[tuple[bytes, bytes]]:
-    """The allowed client headers as raw bytes, plus upstream auth; they are sent byte for byte."""
+    """The allowed client headers as raw bytes, plus the account's `auth` header; sent byte for byte."""
     allowed = _FORWARDED_FOR_CONTENT if content else _FORWARDED
     # Surrounding whitespace is not part of a field value (RFC 9110, 5.5); h11 refuses to send it.
     headers = [(name, value.strip(b" \t")) for name, value in client_headers if name in allowed or name == b"content-type"]
-    auth_header = _AUTH_HEADER.get(account_type)
-    if auth_header is None:
-        headers.append((b"authorization", b"Bearer " + credential.encode("ascii")))
-    else:
-        headers.append((auth_header, credential.encode("ascii")))
-    headers.append((b"accept-encoding", b"identity"))
+    headers += [auth, (b"accept-encoding", b"identity")]
     return headers
 
 
-def provider_headers(credential: str, *, account_type: str, json_body: bool = False) -> list[tuple[bytes, bytes]]:
-    """Headers for a request the relay wrote itself (a translated provider call): the
-    credential in the type's header and nothing of the client's, whose headers speak the OpenAI contract."""
-    auth_header = _AUTH_HEADER.get(account_type)
-    auth = (b"authorization", b"Bearer " + credential.encode("ascii")) if auth_header is None else (auth_header, credential.encode("ascii"))
+def provider_headers(auth: tuple[bytes, bytes], *, json_body: bool = False) -> list[tuple[bytes, bytes]]:
+    """Headers for a request the relay wrote itself (a translated provider call): the account's
+    `auth` header and nothing of the client's, whose headers speak the OpenAI contract."""
     headers = [auth, (b"accept-encoding", b"identity")]
     if json_body:
         headers.append((b"content-type", b"application/json"))

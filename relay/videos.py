@@ -4,58 +4,38 @@ Job affinity: every job the relay starts is recorded (video id -> account, relay
 seconds, size, status) before the client hears of it, so retrieve, content, remix, delete,
 edits and extensions reach the account that holds the job, whatever the scheduler would pick.
 Ownership: a key sees only its own videos; anything else is a 404, existence not revealed.
+What differs per provider is behind relay.providers.operations; every upstream attempt goes
+through the request's relay.attempts.Attempts.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
-import anyio
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Send
+from starlette.responses import JSONResponse, Response
 
-from . import upstream as upstream_http
+from .attempts import Attempts, passthrough
 from .body import body_fields, is_valid_unicode, json_object
-from .errors import AnswerCutShort, RelayError, WorkMayExist, shown
+from .caller import authorize, relay_state, request_body, request_route
+from .errors import RelayError, WorkMayExist, shown
 from .idempotency import idempotent
 from .limits import job_terms
-from .logs import SHUTDOWN, fields as log_fields
-from .outcomes import is_redirect
+from .logs import fields as log_fields
 from .pool import Upstream
 from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
-from .providers import Provider, calls as provider_calls, provider_for, public_json
-from .proxy import (
-    Admit,
-    attempt,
-    attempt_with_failover,
-    authorize,
-    choose_account,
-    count_attempt,
-    fetch,
-    note_attempt,
-    note_broken_answer,
-    note_server_health,
-    open_attempt,
-    owner_account,
-    passthrough,
-    read_attempt,
-    relay_state,
-    request_body,
-    request_facts,
-    settle,
-)
-from .quota import Booking, book, note_upstream_quota, require_served
+from .providers import account_type, public_json
+from .providers.operations import operations_for
+from .providers.passthrough import forwarded
+from .quota import Booking, book, require_served
 from .records import TERMINAL_STATUSES, KeyRecord, StoreUnavailable, Video
+from .scheduling import Admit, admit_any, choose_account, owner_account
 from .sessions import SESSION_FIELD, session_hash, session_id
 from .state import RelayState
+from .upstream import Answer
 
 log = logging.getLogger("relay.videos")
 
@@ -74,18 +54,24 @@ async def owned_video(state: RelayState, key: KeyRecord, video_id: str) -> Video
     return video
 
 
+async def attempts_for(request: Request) -> Attempts:
+    """The caller's key checked, and the request's attempts upstream ready to be made."""
+    state = relay_state(request)
+    key = await authorize(request, state)
+    return Attempts(state, request, key, request_route(request))
+
+
 # -- new work ---------------------------------------------------------------------------------------
 
 
 async def new_job(
-    request: Request, *, route: str, kind: str, upstream_path: str, source: Video | None = None, key: KeyRecord | None = None
+    request: Request, *, kind: str, upstream_path: str, source: Video | None = None, attempts: Attempts | None = None
 ) -> Response:
-    """Create, remix, edit or extend: forward byte for byte, record the new job, answer unchanged."""
-    state = relay_state(request)
-    now = state.clock()
-    key = key or await authorize(request, state, now)
+    """Create, remix, edit or extend: send it to the chosen account, record the new job, answer."""
+    attempts = attempts or await attempts_for(request)
+    state, key = attempts.state, attempts.key
     body = await request_body(request, state)
-    async with idempotent(state, request, key, route, body) as claim:
+    async with idempotent(state, request, key, attempts.route, body) as claim:
         if claim.replay is not None:
             return claim.replay
         fields = body_fields(body, request.headers.get("content-type"), _FIELDS)
@@ -95,42 +81,32 @@ async def new_job(
         terms = job_terms(fields, source, kind, state.prices)
         if source is None:
             await require_served(state, terms)
-        booking = await book(state, key, terms, now)
+        booking = await book(state, key, terms, state.clock())
+        admit = carrying(kind, booking.admit)
         try:
             if source is not None:
                 upstream = await owner_account(state, source.account)
                 await booking.admit_owner(upstream)
             else:
                 session = session_id(fields, request.headers)
-                upstream = await choose_account(
-                    state, session_hash(session) if session else None, now=now, route=route, admit=booking.admit
-                )
-            # Branch once: accounts of the OpenAI contract get the client's bytes as they came.
-            provider = provider_for(upstream.account.type)
-            admit: Admit = booking.admit
-            send = None
-            if provider is not None:
-                refuse_untranslated(upstream, kind)
-                admit = same_provider(provider, booking)
-                send = translated_create(state, request, provider, route=route, key=key, body=body)
-            # Work on an existing video must stay with its owner; everything else may move on.
+                upstream = await choose_account(state, session_hash(session) if session else None, route=attempts.route, admit=admit)
+            refuse_unsupported(upstream, kind)
+            sent: dict[str, dict[str, Any] | None] = {}
+
+            async def send(candidate: Upstream) -> Answer:
+                result = await operations_for(candidate).create(attempts, candidate, path=upstream_path, body=body)
+                sent[candidate.name] = result.resource
+                return result.answer
+
             try:
-                upstream, answer = await attempt_with_failover(
-                    state,
-                    upstream,
-                    request,
-                    route=route,
-                    key=key,
-                    path=upstream_path,
-                    body=body,
-                    may_fail_over=source is None,
-                    admit=admit,
-                    send=send,
-                )
-                if answer.status < 300:
+                # Work on an existing video must stay with its owner; everything else may move on, to
+                # an account of any provider: each builds its own request from the client's.
+                upstream, answer = await attempts.with_failover(upstream, send, may_fail_over=source is None, admit=admit)
+                resource = sent.get(upstream.name)
+                if answer.status < 300 and resource is not None:
                     try:
                         await record_job(
-                            state, answer.body, account=upstream.name, key=key, kind=kind, source=source, fields=fields, booking=booking
+                            state, resource, account=upstream.name, key=key, kind=kind, source=source, fields=fields, booking=booking
                         )
                     except StoreUnavailable as error:
                         raise job_not_recorded(upstream.name, error) from None
@@ -139,38 +115,32 @@ async def new_job(
                 raise
         finally:
             await booking.release()
-        if provider is not None:
-            answer = provider_calls.client_answer(answer)
         claim.keep(answer.status, answer.headers.get("content-type"), answer.body)
         return passthrough(answer)
 
 
-def refuse_untranslated(upstream: Upstream, kind: str) -> None:
-    """A translated provider carries create, retrieve, content, delete and list; nothing else yet."""
-    if kind != "create":
+_OPERATION_NAMES = {"remix": "remix", "edit": "edit", "extension": "extension", "character": "character create"}
+
+
+def refuse_unsupported(upstream: Upstream, kind: str) -> None:
+    """Work the account's type cannot carry is the client's 400, naming the type."""
+    carried = account_type(upstream.account.type)
+    if kind != "create" and kind not in carried.operations:
         raise RelayError(
             400,
-            f"A {kind} is not supported on {upstream.account.type} accounts, which serve create, retrieve, content, delete and list only.",
+            f"{_OPERATION_NAMES[kind].capitalize()} requests are not supported on {carried.name} accounts,"
+            " which serve create, retrieve, content, delete and list only.",
             code="unsupported_for_account_type",
         )
 
 
-def same_provider(provider: Provider, booking: Booking) -> Admit:
-    """Failover stays with accounts of the same provider: the translated request suits no other."""
+def carrying(kind: str, admit: Admit) -> Admit:
+    """Only accounts whose type carries this kind of work."""
 
-    async def admit(candidate: Upstream) -> bool:
-        return provider_for(candidate.account.type) is provider and await booking.admit(candidate)
+    async def admitted(candidate: Upstream) -> bool:
+        return (kind == "create" or kind in account_type(candidate.account.type).operations) and await admit(candidate)
 
-    return admit
-
-
-def translated_create(
-    state: RelayState, request: Request, provider: Provider, *, route: str, key: KeyRecord, body: bytes
-) -> Callable[[Upstream], Awaitable[upstream_http.Answer]]:
-    async def send(upstream: Upstream) -> upstream_http.Answer:
-        return await provider_calls.create(state, upstream, request, provider, route=route, key=key, body=body)
-
-    return send
+    return admitted
 
 
 def job_not_recorded(account: str, error: StoreUnavailable) -> WorkMayExist:
@@ -187,7 +157,7 @@ def job_not_recorded(account: str, error: StoreUnavailable) -> WorkMayExist:
 
 async def record_job(
     state: RelayState,
-    body: bytes,
+    resource: dict[str, Any],
     *,
     account: str,
     key: KeyRecord,
@@ -196,14 +166,13 @@ async def record_job(
     fields: dict[str, str],
     booking: Booking,
 ) -> None:
-    resource = json_object(body)
-    video_id = _text(resource.get("id")) if resource else None
-    if resource is None or video_id is None:
+    video_id = _text(resource.get("id"))
+    if video_id is None:
         return  # an upstream that answers 2xx without a usable id gives nothing to follow up on
     seconds = _text(resource.get("seconds")) or fields.get("seconds")
     # An extension's `seconds` is the stitched total; what was rendered is the request's `seconds`.
     rendered = fields.get("seconds") if kind == "extension" else seconds
-    now = time.time()
+    now = state.clock()
     progress = _json_number(resource.get("progress"))
     model = _text(resource.get("model")) or fields.get("model") or (source.model if source else None)
     size = _text(resource.get("size")) or fields.get("size") or (source.size if source else None)
@@ -253,63 +222,49 @@ async def record_job(
 
 
 async def create_video(request: Request) -> Response:
-    return await new_job(request, route="videos.create", kind="create", upstream_path="/videos")
+    return await new_job(request, kind="create", upstream_path="/videos")
 
 
 async def remix_video(request: Request) -> Response:
-    state = relay_state(request)
-    key = await authorize(request, state, time.time())
+    attempts = await attempts_for(request)
     video_id = request.path_params["video_id"]
-    source = await owned_video(state, key, video_id)
-    return await new_job(
-        request, route="videos.remix", kind="remix", upstream_path=f"/videos/{quote(video_id)}/remix", source=source, key=key
-    )
+    source = await owned_video(attempts.state, attempts.key, video_id)
+    return await new_job(request, kind="remix", upstream_path=f"/videos/{quote(video_id)}/remix", source=source, attempts=attempts)
 
 
 async def edit_video(request: Request) -> Response:
-    return await new_job(request, route="videos.edit", kind="edit", upstream_path="/videos/edits")
+    return await new_job(request, kind="edit", upstream_path="/videos/edits")
 
 
 async def extend_video(request: Request) -> Response:
-    return await new_job(request, route="videos.extend", kind="extension", upstream_path="/videos/extensions")
+    return await new_job(request, kind="extension", upstream_path="/videos/extensions")
 
 
 # -- follow-ups on existing jobs ------------------------------------------------------------------------
 
 
-async def followup(request: Request) -> tuple[RelayState, KeyRecord, Video, Upstream]:
-    """The caller's key, its video named in the path, and the account that owns it."""
-    state = relay_state(request)
-    key = await authorize(request, state, time.time())
-    video = await owned_video(state, key, request.path_params["video_id"])
-    return state, key, video, await owner_account(state, video.account)
+async def followup(request: Request) -> tuple[Attempts, Video, Upstream]:
+    """The caller's attempts, its video named in the path, and the account that owns it."""
+    attempts = await attempts_for(request)
+    video = await owned_video(attempts.state, attempts.key, request.path_params["video_id"])
+    return attempts, video, await owner_account(attempts.state, video.account)
 
 
 async def retrieve_video(request: Request) -> Response:
-    state, key, video, upstream = await followup(request)
-    provider = provider_for(upstream.account.type)
-    if provider is None:
-        answer = await fetch(
-            state, upstream, request, route="videos.retrieve", key=key, method="GET", path=f"/videos/{quote(video.id)}", body=None
-        )
-        for_account = answer
-    else:
-        for_account, answer, _ = await provider_calls.poll(
-            state, upstream, request, provider, route="videos.retrieve", key=key, video=video
-        )
-    finished = await refresh_status(state, video, answer) if answer.status == 200 else None
-    await settle(state, upstream, key, request, "videos.retrieve", for_account, job_status=finished)
+    attempts, video, upstream = await followup(request)
+    polled = await operations_for(upstream).retrieve(attempts, upstream, video)
+    finished = await refresh_status(attempts.state, video, polled.resource) if polled.resource is not None else None
+    await attempts.settle(upstream, polled.for_account, job_status=finished)
     extra = {}
-    if "openai-poll-after-ms" not in answer.headers:
-        extra["openai-poll-after-ms"] = str(state.settings.poll_after_ms)
-    return passthrough(answer if provider is None else provider_calls.client_answer(answer), extra)
+    if "openai-poll-after-ms" not in polled.answer.headers:
+        extra["openai-poll-after-ms"] = str(attempts.state.settings.poll_after_ms)
+    return passthrough(polled.answer, extra)
 
 
-async def refresh_status(state: RelayState, video: Video, answer: upstream_http.Answer) -> str | None:
+async def refresh_status(state: RelayState, video: Video, resource: dict[str, Any]) -> str | None:
     """Store the job's latest status; count a completion or failure once. Returns the final status it reached."""
-    resource = json_object(answer.body)
-    status = _text(resource.get("status")) if resource else None
-    if resource is None or status is None:
+    status = _text(resource.get("status"))
+    if status is None:
         return None
     progress = _json_number(resource.get("progress"))
     if video.status in TERMINAL_STATUSES or (status == video.status and progress == video.progress):
@@ -321,7 +276,7 @@ async def refresh_status(state: RelayState, video: Video, answer: upstream_http.
         progress=int(progress) if progress is not None else None,
         expires_at=_json_number(resource.get("expires_at")),
         resource=json.dumps(resource),
-        now=time.time(),
+        now=state.clock(),
     )
     if not finished:
         return None
@@ -337,110 +292,37 @@ async def refresh_status(state: RelayState, video: Video, answer: upstream_http.
 
 
 async def delete_video(request: Request) -> Response:
-    state, key, video, upstream = await followup(request)
-    if provider_for(upstream.account.type) is not None:
-        # Veo keeps no deletable video (its files expire by themselves): the relay's record is what goes.
-        await state.db(state.store.mark_video_deleted, video.id, time.time())
+    attempts, video, upstream = await followup(request)
+    state = attempts.state
+    answer = await operations_for(upstream).delete(attempts, upstream, video)
+    if answer is None:
+        await state.db(state.store.mark_video_deleted, video.id, state.clock())
         return JSONResponse({"id": video.id, "object": "video.deleted", "deleted": True})
-    answer = await attempt(
-        state, upstream, request, route="videos.delete", key=key, method="DELETE", path=f"/videos/{quote(video.id)}", body=None
-    )
     resource = json_object(answer.body)
     # A 2xx that says `"deleted": false` kept the video: so does the relay.
     if answer.status < 300 and (resource is None or resource.get("deleted") is not False):
-        await state.db(state.store.mark_video_deleted, video.id, time.time())
+        await state.db(state.store.mark_video_deleted, video.id, state.clock())
     return passthrough(answer)
 
 
 async def video_content(request: Request) -> Response:
     """Stream the bytes: constant memory, the client's pace, the upstream released on disconnect."""
-    state, key, video, upstream = await followup(request)
-    variant = request.query_params.get("variant", "video")
-    if variant not in CONTENT_VARIANTS:
+    attempts, video, upstream = await followup(request)
+    variant = request.query_params.get("variant")
+    if variant is not None and variant not in CONTENT_VARIANTS:
         raise RelayError(
             400, f"Invalid variant '{shown(variant)}': choose from {', '.join(CONTENT_VARIANTS)}.", code="invalid_variant", param="variant"
         )
-    path = f"/videos/{quote(video.id)}/content" + (f"?variant={variant}" if "variant" in request.query_params else "")
-    route = "videos.content"
-    provider = provider_for(upstream.account.type)
-    if provider is None:
-        opened = await open_attempt(state, upstream, request, route=route, key=key, method="GET", path=path, body=None, content=True)
-    else:
-        if variant != "video":
-            raise RelayError(
-                400, f"{upstream.account.type} accounts have no {variant} for a video.", code="invalid_variant", param="variant"
-            )
-        located = await provider_calls.open_content(state, upstream, request, provider, route=route, key=key, video=video)
-        if isinstance(located, upstream_http.Answer):
-            return passthrough(located)
-        opened = located
-    if opened.status >= 400 or is_redirect(opened.status):
-        # Errors are small and carry cooldown hints: read them whole and treat them like any other.
-        answer = await read_attempt(state, upstream, key, request, route, opened)
-        await settle(state, upstream, key, request, route, answer)
-        return passthrough(answer)
-    if request.method == "HEAD":
-        # The head is the whole answer: drop the upstream body instead of copying it nowhere.
-        await opened.close()
-        head = upstream_http.Answer(opened.status, opened.headers, b"", time.perf_counter() - opened.started)
-        await settle(state, upstream, key, request, route, head)
-        return Response(status_code=opened.status, headers=upstream_http.response_headers(opened.headers, content=True))
-    latency = time.perf_counter() - opened.started
-    note_attempt(request, upstream, route, "none", latency)
-    note_upstream_quota(state, upstream, opened.headers, time.time())
-    return DownloadResponse(
-        _relay_bytes(state, upstream, key, request, route, opened, latency),
-        status_code=opened.status,
-        headers=upstream_http.response_headers(opened.headers, content=True),
-        background=BackgroundTask(opened.close),
-    )
-
-
-class DownloadResponse(StreamingResponse):
-    """Closes its body however the stream ends: a download cut while it waits on a slow client
-    records its outcome there and then, not whenever the abandoned generator is collected."""
-
-    async def stream_response(self, send: Send) -> None:
-        try:
-            await super().stream_response(send)
-        finally:
-            close = getattr(self.body_iterator, "aclose", None)
-            if close is not None:
-                with anyio.CancelScope(shield=True):
-                    await close()
-
-
-async def _relay_bytes(
-    state: RelayState, upstream: Upstream, key: KeyRecord, request: Request, route: str, opened: upstream_http.Opened, latency: float
-) -> AsyncIterator[bytes]:
-    """The body as it comes. The attempt is recorded when it ends: a download the upstream breaks
-    off is a failure of that account, though its status line said 200."""
-    kind = "none"
-    try:
-        # Chunks pass on as they were read: re-slicing them would copy every byte again.
-        async for chunk in opened.chunks():
-            yield chunk
-    except upstream_http.UpstreamFailure as failure:
-        kind = failure.error_class
-        note_broken_answer(request, upstream, route, failure)
-        raise AnswerCutShort() from None
-    except (asyncio.CancelledError, GeneratorExit):
-        # Cut while waiting on the upstream (cancelled) or on the client (closed at its yield).
-        if request_facts(request).cut_by_shutdown():
-            kind = SHUTDOWN
-        raise
-    finally:
-        # Also runs when the client went away and the response task was cancelled; a client leaving
-        # is no failure of the upstream's, and for "none" the health note never waits.
-        count_attempt(state, upstream, key, request, route, opened.status, kind, latency)
-        await note_server_health(state, upstream, kind)
-        await opened.close()
+    opened = await operations_for(upstream).open_content(attempts, upstream, video, variant)
+    if isinstance(opened, Answer):
+        return passthrough(opened)
+    return await attempts.stream(upstream, opened)
 
 
 async def list_videos(request: Request) -> Response:
     """The caller's videos from the relay's own records (status as last seen), cursor-paged."""
     state = relay_state(request)
-    key = await authorize(request, state, time.time())
+    key = await authorize(request, state)
     params = request.query_params
     limit = _limit(params.get("limit"))
     order = params.get("order", "desc")
@@ -479,42 +361,34 @@ def _limit(raw: str | None) -> int:
 
 
 async def create_character(request: Request) -> Response:
-    state = relay_state(request)
-    now = state.clock()
-    key = await authorize(request, state, now)
+    attempts = await attempts_for(request)
+    state, key = attempts.state, attempts.key
     body = await request_body(request, state)
     fields = body_fields(body, request.headers.get("content-type"), _FIELDS)
     session = session_id(fields, request.headers)
-    route = "videos.character_create"
-    upstream = await choose_account(state, session_hash(session) if session else None, now=now, route=route)
-    upstream, answer = await attempt_with_failover(
-        state, upstream, request, route=route, key=key, path="/videos/characters", body=body, may_fail_over=True
-    )
+    admit = carrying("character", admit_any)
+    upstream = await choose_account(state, session_hash(session) if session else None, route=attempts.route, admit=admit)
+
+    async def send(candidate: Upstream) -> Answer:
+        return await attempts.send(candidate, forwarded(request, candidate, "POST", "/videos/characters", body))
+
+    upstream, answer = await attempts.with_failover(upstream, send, may_fail_over=True, admit=admit)
     resource = json_object(answer.body) if answer.status < 300 else None
     character_id = _text(resource.get("id")) if resource else None
     if character_id is not None:
-        await state.db(state.store.insert_character, character_id, account=upstream.name, key_name=key.name, now=time.time())
+        await state.db(state.store.insert_character, character_id, account=upstream.name, key_name=key.name, now=state.clock())
     return passthrough(answer)
 
 
 async def retrieve_character(request: Request) -> Response:
-    state = relay_state(request)
-    key = await authorize(request, state, time.time())
+    attempts = await attempts_for(request)
+    state = attempts.state
     character_id = request.path_params["character_id"]
     owner = await state.db(state.store.character_owner, character_id)
-    if owner is None or owner[1] != key.name:
+    if owner is None or owner[1] != attempts.key.name:
         raise _not_found("character", character_id)
     upstream = await owner_account(state, owner[0])
-    answer = await attempt(
-        state,
-        upstream,
-        request,
-        route="videos.character_retrieve",
-        key=key,
-        method="GET",
-        path=f"/videos/characters/{quote(character_id)}",
-        body=None,
-    )
+    answer = await attempts.send(upstream, forwarded(request, upstream, "GET", f"/videos/characters/{quote(character_id)}", None))
     return passthrough(answer)
 
 

@@ -11,6 +11,7 @@ from conftest import TOKEN, Relay, Sandbox
 from test_relay import CREATE, auth
 
 from relay.accounts import AccountInputError, checked_input
+from relay.providers import account_type
 from relay.upstream import request_headers
 
 V = "/openai/v1/videos"
@@ -18,15 +19,15 @@ CLIENT = [(b"content-type", b"application/json"), (b"authorization", b"Bearer rk
 
 
 def test_an_azure_account_sends_its_key_as_api_key_and_never_authorization() -> None:
-    headers = dict(request_headers(CLIENT, "azure-key-123", account_type="azure-openai"))
+    headers = dict(request_headers(CLIENT, account_type("azure-openai").auth("azure-key-123")))
     assert headers[b"api-key"] == b"azure-key-123"
     assert b"authorization" not in headers
     assert headers[b"user-agent"] == b"sdk/1" and headers[b"content-type"] == b"application/json"
 
 
 def test_openai_accounts_keep_the_bearer_token() -> None:
-    for account_type in ("openai-responses", "openai"):
-        headers = dict(request_headers(CLIENT, "sk-upstream", account_type=account_type))
+    for name in ("openai-responses", "openai"):
+        headers = dict(request_headers(CLIENT, account_type(name).auth("sk-upstream")))
         assert headers[b"authorization"] == b"Bearer sk-upstream" and b"api-key" not in headers
 
 

@@ -16,7 +16,7 @@ from test_relay import CREATE, assert_envelope, auth
 from relay.accounts import checked_input
 from relay.errors import RelayError
 from relay.outcomes import cooldown_seconds, google_retry_delay
-from relay.providers import JOB_FIELD, calls, gemini, provider_for, public
+from relay.providers import JOB_FIELD, account_type, gemini, public, translating
 from relay.records import Account
 from relay.upstream import provider_headers, storage_headers
 
@@ -141,6 +141,7 @@ def test_the_create_answer_keeps_the_operation_privately() -> None:
         "size": "1280x720",
         "seconds": "8",
         "remixed_from_video_id": None,
+        "prompt": "A lighthouse in a storm",
         "error": None,
     }
     assert gemini.poll_call(video) == gemini.UpstreamCall("GET", f"/{NAME}")
@@ -200,14 +201,14 @@ def test_retry_info_is_a_cooldown_hint() -> None:
 
 
 def test_a_gemini_account_sends_its_key_as_x_goog_api_key_and_storage_gets_no_key() -> None:
-    assert dict(provider_headers("AIza-key", account_type="gemini", json_body=True)) == {
+    assert dict(provider_headers(account_type("gemini").auth("AIza-key"), json_body=True)) == {
         b"x-goog-api-key": b"AIza-key",
         b"accept-encoding": b"identity",
         b"content-type": b"application/json",
     }
     client = [(b"authorization", b"Bearer rk"), (b"range", b"bytes=0-9"), (b"x-goog-api-key", b"k")]
     assert storage_headers(client) == [(b"range", b"bytes=0-9"), (b"accept-encoding", b"identity")]
-    assert provider_for("gemini") is gemini.GEMINI and provider_for("openai-responses") is None
+    assert account_type("gemini").translation is gemini.GEMINI and account_type("openai-responses").translation is None
 
 
 def account(type: str, models: tuple[str, ...] | None = None) -> Account:
@@ -401,9 +402,9 @@ def test_a_veo_video_has_no_thumbnail(relay: Relay, sandbox: Sandbox) -> None:
 
 def test_the_key_goes_only_to_the_accounts_own_origin() -> None:
     base = "https://generativelanguage.googleapis.com/v1beta"
-    assert calls._same_origin("https://generativelanguage.googleapis.com/v1beta/files/x:download?alt=media", base)
-    assert not calls._same_origin("https://elsewhere.example/v1beta/files/x", base)
-    assert not calls._same_origin("http://generativelanguage.googleapis.com/v1beta/files/x", base)
+    assert translating._same_origin("https://generativelanguage.googleapis.com/v1beta/files/x:download?alt=media", base)
+    assert not translating._same_origin("https://elsewhere.example/v1beta/files/x", base)
+    assert not translating._same_origin("http://generativelanguage.googleapis.com/v1beta/files/x", base)
 
 
 def test_a_daily_quota_is_insufficient_quota_which_clients_do_not_retry(relay: Relay, sandbox: Sandbox) -> None:

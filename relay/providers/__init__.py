@@ -1,12 +1,14 @@
-"""Upstreams beyond the OpenAI contract: what differs per provider, behind the OpenAI front door.
+"""Account types and what differs per provider, behind the one OpenAI front door.
 
-An account whose type has a provider here does not receive the client's bytes: its provider
-builds the upstream request for each operation, translates the answer back into the OpenAI
-contract, reads a job's state, locates its content and words its errors (with the cooldown hint
-and the class the relay acts on). Account types without one (the OpenAI contract's) pass through
-byte for byte, untouched by anything here: the request path asks `provider_for` once per request.
+Every account type is an `AccountType`: how its credential is sent, its default base_api, the
+models it serves without a list, the cooldown hints its 429s carry, and, for providers that do not
+speak the OpenAI contract, a `Translation`. A type without one (openai-responses, openai,
+azure-openai) gets the client's bytes as they came; a translated one (gemini) gets requests its
+translation builds, and its answers are put back into the contract's words.
 
-The translation functions are pure (no I/O); relay.providers.calls does the sending.
+This package's door is pure data and pure functions (no I/O), so records, limits and the CLI can
+ask it about types; relay.providers.operations does the sending, for both kinds alike. A new
+provider is one new module here: its AccountType (and Translation), registered below.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from ..outcomes import COOLDOWN_HINTS
+
 # Where a translated video's upstream job handle (Gemini: the operation name) is kept in the
 # relay's own record of the video (its `resource` JSON). Never shown to clients: `public` drops it.
 JOB_FIELD: Final = "relay_upstream_job"
+# The contract the relay's clients speak, and what pass-through types speak upstream.
+OPENAI_CONTRACT: Final = "openai"
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class CreateRequest:
     model: str
     size: str
     seconds: str
+    prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,8 @@ class Translated:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class Provider(Protocol):
-    account_type: str
+class Translation(Protocol):
+    """A provider that does not speak the OpenAI contract, as pure functions of bytes and dicts."""
 
     def create_request(self, body: bytes, content_type: str | None) -> CreateRequest:
         """The upstream request for an OpenAI create; raises RelayError (400) for input it cannot carry."""
@@ -71,6 +78,34 @@ class Provider(Protocol):
         """An upstream error answer as the OpenAI envelope, and the status the account's state follows."""
 
 
+@dataclass(frozen=True)
+class AccountType:
+    name: str
+    # How the credential travels: `authorization: Bearer <credential>`, or the credential alone
+    # in a header of the provider's own.
+    auth_header: bytes = b"authorization"
+    default_base_api: str | None = None
+    # The models an account of this type serves when it lists none: these prefixes, or (None)
+    # every model no other type claims by prefix.
+    model_prefixes: tuple[str, ...] | None = None
+    # What a create that leaves them out renders, when it differs from the contract's defaults.
+    default_seconds: float | None = None
+    # Which hints of a 429 say how long to rest, in the order they are trusted (relay.outcomes).
+    cooldown_hints: tuple[str, ...] = COOLDOWN_HINTS
+    translation: Translation | None = None
+    # The operations beyond create, retrieve, content, delete and list that this type carries.
+    operations: frozenset[str] = frozenset({"remix", "edit", "extension", "character"})
+
+    @property
+    def contract(self) -> str:
+        """What its requests speak: failover never moves work to an account that speaks another."""
+        return OPENAI_CONTRACT if self.translation is None else self.name
+
+    def auth(self, credential: str) -> tuple[bytes, bytes]:
+        value = credential.encode("ascii")
+        return (self.auth_header, b"Bearer " + value) if self.auth_header == b"authorization" else (self.auth_header, value)
+
+
 def public(resource: dict[str, Any]) -> dict[str, Any]:
     """The video object as a client sees it: without the relay's private job handle."""
     if JOB_FIELD not in resource:
@@ -83,10 +118,37 @@ def public_json(raw: str) -> Any:
     return public(value) if isinstance(value, dict) else value
 
 
-def provider_for(account_type: str) -> Provider | None:
-    return _PROVIDERS.get(account_type)
+def model_name(model: str) -> str:
+    """A model as the pool matches it: Google's `models/veo-…` spelling is the same model as `veo-…`."""
+    return model.removeprefix("models/")
 
 
-from .gemini import GEMINI  # noqa: E402  (the registry needs the types above)
+def account_type(name: str) -> AccountType:
+    """The type's facts; an unknown name (a row from a newer release) is treated as the OpenAI contract."""
+    return ACCOUNT_TYPES.get(name) or AccountType(name)
 
-_PROVIDERS: Final[dict[str, Provider]] = {GEMINI.account_type: GEMINI}
+
+def serves_by_default(type_name: str, model: str) -> bool:
+    """Whether an account of this type without a model list serves `model`."""
+    model = model_name(model)
+    prefixes = account_type(type_name).model_prefixes
+    if prefixes is not None:
+        return model.startswith(prefixes)
+    return not model.startswith(_CLAIMED_PREFIXES)
+
+
+def default_seconds_for(model: str) -> float | None:
+    """A create's length when it names none, where the model's provider differs from the contract."""
+    model = model_name(model)
+    for kind in ACCOUNT_TYPES.values():
+        if kind.model_prefixes is not None and model.startswith(kind.model_prefixes):
+            return kind.default_seconds
+    return None
+
+
+from .azure import AZURE_OPENAI  # noqa: E402  (the registry needs the types above)
+from .gemini import GEMINI_TYPE  # noqa: E402
+from .openai import CHATGPT, OPENAI_RESPONSES  # noqa: E402
+
+ACCOUNT_TYPES: Final[dict[str, AccountType]] = {kind.name: kind for kind in (OPENAI_RESPONSES, CHATGPT, AZURE_OPENAI, GEMINI_TYPE)}
+_CLAIMED_PREFIXES: Final = tuple(prefix for kind in ACCOUNT_TYPES.values() for prefix in kind.model_prefixes or ())

@@ -23,15 +23,17 @@ from urllib.parse import quote
 
 from ..body import is_json, json_object, media_type, multipart_boundary
 from ..errors import RelayError, envelope, shown
-from ..outcomes import google_retry_delay, redact
-from . import JOB_FIELD, CreateRequest, Translated, UpstreamCall
+from ..outcomes import google_daily_quota, google_retry_delay, redact
+from ..sessions import SESSION_FIELD
+from . import JOB_FIELD, AccountType, CreateRequest, Translated, UpstreamCall
 
 ACCOUNT_TYPE: Final = "gemini"
 DEFAULT_SIZE: Final = "1280x720"  # Veo's default: 16:9 at 720p
 DEFAULT_SECONDS: Final = "8"
 IMAGE_MIME_TYPES: Final = ("image/png", "image/jpeg", "image/webp")
-# The OpenAI create fields this translation carries, and Veo-only ones passed through by their Google names.
-OPENAI_FIELDS: Final = frozenset({"prompt", "model", "seconds", "size", "input_reference"})
+# The OpenAI create fields this translation carries (and the relay's own session field, which
+# stays with the relay), and Veo-only ones passed through by their Google names.
+OPENAI_FIELDS: Final = frozenset({"prompt", "model", "seconds", "size", "input_reference", SESSION_FIELD})
 VEO_FIELDS: Final = {"negative_prompt": "negativePrompt", "person_generation": "personGeneration", "enhance_prompt": "enhancePrompt"}
 # A Google field named in an INVALID_ARGUMENT message, and the OpenAI field the client sent it as.
 PARAM_OF_FIELD: Final = {
@@ -212,7 +214,7 @@ def create_request(body: bytes, content_type: str | None) -> CreateRequest:
         instance["image"] = {"bytesBase64Encoded": base64.b64encode(image.data).decode("ascii"), "mimeType": image.mime_type}
     payload = {"instances": [instance], "parameters": parameters}
     call = UpstreamCall("POST", f"/models/{quote(model, safe='')}:predictLongRunning", json.dumps(payload).encode())
-    return CreateRequest(call, model, size, str(duration_seconds(seconds)))
+    return CreateRequest(call, model, size, str(duration_seconds(seconds)), prompt)
 
 
 # --------------------------------------------------------------------------- jobs
@@ -231,6 +233,7 @@ def video_object(video_id: str, request: CreateRequest, now: float) -> dict[str,
         "size": request.size,
         "seconds": request.seconds,
         "remixed_from_video_id": None,
+        "prompt": request.prompt,
         "error": None,
     }
 
@@ -349,16 +352,6 @@ def _reasons(details: list[Any]) -> set[str]:
     return {str(detail.get("reason")) for detail in details if isinstance(detail, dict) and "reason" in detail}
 
 
-def _daily_quota(details: list[Any]) -> bool:
-    """A QuotaFailure naming a per-day quota: the account is spent until Google's day ends."""
-    for detail in details:
-        violations = detail.get("violations") if isinstance(detail, dict) else None
-        for violation in violations if isinstance(violations, list) else ():
-            if isinstance(violation, dict) and "PerDay" in str(violation.get("quotaId", "")):
-                return True
-    return False
-
-
 def param_of(message: str) -> str | None:
     """The OpenAI field an INVALID_ARGUMENT message is about, when it names one."""
     return next((PARAM_OF_FIELD[name] for name in _NAMED_FIELD.findall(message) if name in PARAM_OF_FIELD), None)
@@ -373,10 +366,10 @@ def error(status: int, body: bytes, *, creating: bool) -> Translated:
     if google_status == "RESOURCE_EXHAUSTED" or status == 429:
         client_status = 429
         delay = google_retry_delay(body)
-        if delay is not None:
-            headers = {"retry-after-ms": str(int(delay * 1000)), "retry-after": str(max(1, int(delay + 0.999)))}
-        elif _daily_quota(details):
+        if google_daily_quota(body):
             code = "insufficient_quota"  # spent for the day: retrying soon cannot help (clients are told so)
+        elif delay is not None:
+            headers = {"retry-after-ms": str(int(delay * 1000)), "retry-after": str(max(1, int(delay + 0.999)))}
     elif (
         _reasons(details) & _ACCOUNT_KEY_REASONS
         or google_status == "UNAUTHENTICATED"
@@ -396,9 +389,7 @@ def error(status: int, body: bytes, *, creating: bool) -> Translated:
 
 
 class Gemini:
-    """The `gemini` account type's provider (relay.providers.Provider)."""
-
-    account_type = ACCOUNT_TYPE
+    """Veo's translation (relay.providers.Translation)."""
 
     def create_request(self, body: bytes, content_type: str | None) -> CreateRequest:
         return create_request(body, content_type)
@@ -420,3 +411,14 @@ class Gemini:
 
 
 GEMINI: Final = Gemini()
+GEMINI_TYPE: Final = AccountType(
+    ACCOUNT_TYPE,
+    auth_header=b"x-goog-api-key",
+    default_base_api="https://generativelanguage.googleapis.com/v1beta",
+    model_prefixes=("veo-",),
+    default_seconds=float(DEFAULT_SECONDS),
+    # A spent daily quota outranks a short retryDelay Google may add: the day must end first.
+    cooldown_hints=("daily_quota", "retry_info", "retry_after"),
+    translation=GEMINI,
+    operations=frozenset(),
+)

@@ -140,4 +140,3 @@ def serve_bytes(
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media_type)
     return StreamingResponse(stream_span(state, head, start, stop, request.is_disconnected), status, headers, media_type)
-

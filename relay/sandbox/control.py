@@ -82,4 +82,3 @@ def control_routes() -> list[BaseRoute]:
         Route("/requests", list_requests, methods=["GET"]),
         Route("/requests", clear_requests, methods=["DELETE"]),
     ]
-

@@ -204,4 +204,3 @@ def video_reference(fields: Fields) -> str | Upload:
         param="video",
         code="missing_required_parameter",
     )
-

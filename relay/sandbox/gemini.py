@@ -158,7 +158,9 @@ def preset_reply(name: str, resets_in_seconds: float) -> dict[str, Any]:
         case "payment_required":
             return {"status": 400, "body": google_error(400, "INVALID_ARGUMENT", "Veo is only accessible to billed users at this time.")}
         case "server_error":
-            message = "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting"
+            message = (
+                "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting"
+            )
             return {"status": 500, "body": google_error(500, "INTERNAL", message)}
     raise ValueError(f"no reply preset {name!r}")
 

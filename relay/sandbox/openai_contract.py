@@ -480,4 +480,3 @@ def contract_routes() -> list[BaseRoute]:
         Route("/videos/{video_id}/content", video_content, methods=["GET"]),
         Route("/videos/{video_id}/remix", remix_video, methods=["POST"]),
     ]
-
