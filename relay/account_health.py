@@ -23,10 +23,17 @@ SERVER_SIDE = frozenset({"server_error", "timeout", "connection_error", "config_
 
 
 async def change_account_state(
-    state: RelayState, upstream: Upstream, new_state: str, *, reason: str, until: float | None, last_error: str, evicted_as: str
+    state: RelayState,
+    upstream: Upstream,
+    new_state: str,
+    *,
+    now: float,
+    reason: str,
+    until: float | None,
+    last_error: str,
+    evicted_as: str,
 ) -> None:
     """Store and pool together; a removed account (an operator's doing mid-request) is left alone."""
-    now = state.clock()
     try:
         evicted = await state.db(
             state.store.set_account_state,
@@ -60,12 +67,14 @@ async def note_server_health(state: RelayState, upstream: Upstream, kind: str) -
     if count < state.settings.server_error_threshold:
         return
     state.server_failures.pop(name, None)
+    now = state.clock()
     await change_account_state(
         state,
         upstream,
         "rate_limited",
+        now=now,
         reason=f"{count} upstream failures in a row ({kind})",
-        until=state.clock() + state.settings.server_error_cooldown_seconds,
+        until=now + state.settings.server_error_cooldown_seconds,
         last_error=f"last failure: {kind}",
         evicted_as="server_errors",
     )
@@ -80,8 +89,8 @@ async def note_upstream_error(
         "upstream error",
         extra=fields(request_id=request_id, account=upstream.name, route=route, status=answer.status, error_class=kind, code=code),
     )
+    now = state.clock()
     if kind == "rate_limited":
-        now = state.clock()
         seconds, source = cooldown_seconds(
             answer.headers,
             answer.body,
@@ -96,5 +105,5 @@ async def note_upstream_error(
     else:
         return
     await change_account_state(
-        state, upstream, new_state, reason=reason, until=until, last_error=message or f"HTTP {answer.status}", evicted_as=new_state
+        state, upstream, new_state, now=now, reason=reason, until=until, last_error=message or f"HTTP {answer.status}", evicted_as=new_state
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,10 @@ class Settings:
     access_log: bool = True
     # `lru` (least recently used) or `most-remaining` (most upstream requests left first).
     scheduler: str = "lru"
+    # Hosts whose http(s) image URLs the relay may fetch for providers that take image bytes
+    # (Veo's input_reference). None by default: fetching a client's URL from inside the operator's
+    # network is theirs to allow, host by host.
+    image_url_hosts: frozenset[str] = frozenset()
 
     @property
     def key_file(self) -> Path:
@@ -162,4 +167,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_host=_metrics_host(env, metrics_token),
         access_log=_choice(env, "RELAY_ACCESS_LOG", ("1", "0", "true", "false"), "1") in ("1", "true"),
         scheduler=_choice(env, "RELAY_SCHEDULER", ("lru", "most-remaining"), "lru"),
+        image_url_hosts=_host_names(env, "RELAY_IMAGE_URL_HOSTS"),
     )
+
+
+_HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?|\[[0-9a-f:.]{2,45}\]")
+
+
+def _host_names(env: Mapping[str, str], name: str) -> frozenset[str]:
+    """A comma-separated list of host names (or IP literals, IPv6 in brackets), compared lower-case."""
+    hosts = frozenset(part.strip().lower() for part in env.get(name, "").split(",") if part.strip())
+    for host in hosts:
+        if not _HOST_NAME.fullmatch(host):
+            raise ConfigError(f"{name} lists host names such as images.example.com or 127.0.0.1, got {host!r}")
+    return hosts

@@ -89,7 +89,12 @@ def test_input_reference_as_a_data_url_or_image_url_becomes_the_instance_image()
     for reference in (data_url, {"image_url": data_url}):
         request = gemini.create_request(json.dumps({**VEO_CREATE, "input_reference": reference}).encode(), "application/json")
         assert payload_of(request)["instances"][0]["image"] == expected
-    for bad in ("https://example.com/a.png", {"file_id": "file_1"}, "data:text/plain;base64,aGk="):
+    # An http(s) URL is left for the relay to fetch (relay.providers.images), then attached.
+    for url in ("https://example.com/a.png", {"image_url": "https://example.com/a.png"}):
+        pending = gemini.create_request(json.dumps({**VEO_CREATE, "input_reference": url}).encode(), "application/json")
+        assert pending.image_url == "https://example.com/a.png" and "image" not in payload_of(pending)["instances"][0]
+        assert payload_of(gemini.with_image(pending, PNG, "image/png"))["instances"][0]["image"] == expected
+    for bad in ("ftp://example.com/a.png", {"file_id": "file_1"}, "data:text/plain;base64,aGk="):
         with pytest.raises(RelayError) as refused:
             gemini.create_request(json.dumps({**VEO_CREATE, "input_reference": bad}).encode(), "application/json")
         assert refused.value.param == "input_reference"

@@ -44,6 +44,8 @@ class CreateRequest:
     size: str
     seconds: str
     prompt: str | None = None
+    # An image the client gave by URL, which the relay fetches (relay.providers.images) before sending.
+    image_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class Translation(Protocol):
 
     def create_request(self, body: bytes, content_type: str | None) -> CreateRequest:
         """The upstream request for an OpenAI create; raises RelayError (400) for input it cannot carry."""
+
+    def with_image(self, request: CreateRequest, data: bytes, mime_type: str) -> CreateRequest:
+        """The create with the image its `image_url` named, fetched; raises RelayError (400) for one it cannot take."""
 
     def created(self, answer: bytes, request: CreateRequest, video_id: str, now: float) -> dict[str, Any] | None:
         """The OpenAI video object (with its JOB_FIELD) for a 2xx create answer; None if it names no job."""

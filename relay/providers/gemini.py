@@ -17,7 +17,7 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -66,7 +66,7 @@ class Image:
     mime_type: str
 
 
-def parse_json_create(body: bytes) -> tuple[dict[str, Any], Image | None]:
+def parse_json_create(body: bytes) -> tuple[dict[str, Any], Image | str | None]:
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -77,13 +77,16 @@ def parse_json_create(body: bytes) -> tuple[dict[str, Any], Image | None]:
     return payload, image_of_reference(reference) if reference is not None else None
 
 
-def image_of_reference(reference: Any) -> Image:
-    """`input_reference` in JSON: a data URL, alone or as `{"image_url": ...}`."""
+def image_of_reference(reference: Any) -> Image | str:
+    """`input_reference` in JSON: a data URL, or an http(s) URL the relay must fetch (returned as
+    is), alone or as `{"image_url": ...}`."""
     url = reference.get("image_url") if isinstance(reference, dict) else reference
     if isinstance(url, dict):
         url = url.get("url")
     if not isinstance(url, str):
-        raise _invalid("input_reference must be an image: an uploaded file, or a data URL (alone or as image_url).", "input_reference")
+        raise _invalid("input_reference must be an image: an uploaded file, a data URL or an image URL.", "input_reference")
+    if url.strip().lower().startswith(("https://", "http://")):
+        return url.strip()
     return image_of_data_url(url)
 
 
@@ -91,8 +94,8 @@ def image_of_data_url(url: str) -> Image:
     match = _DATA_URL.fullmatch(url.strip())
     if match is None:
         raise _invalid(
-            "input_reference for a gemini account must be an uploaded file or a data: URL (data:image/png;base64,...);"
-            " the relay does not fetch image URLs.",
+            "input_reference for a gemini account must be an uploaded file, a data: URL (data:image/png;base64,...)"
+            " or an http(s) URL of an image.",
             "input_reference",
         )
     try:
@@ -144,15 +147,15 @@ def multipart_parts(body: bytes, boundary: bytes) -> list[Part]:
     return parts
 
 
-def parse_multipart_create(body: bytes, boundary: bytes) -> tuple[dict[str, Any], Image | None]:
+def parse_multipart_create(body: bytes, boundary: bytes) -> tuple[dict[str, Any], Image | str | None]:
     fields: dict[str, Any] = {}
-    image = None
+    image: Image | str | None = None
     for part in multipart_parts(body, boundary):
         if part.name == "input_reference":
             if part.filename is not None:
                 image = checked_image(part.data, part.content_type or "")
             else:
-                image = image_of_data_url(part.data.decode("utf-8", errors="replace"))
+                image = image_of_reference(part.data.decode("utf-8", errors="replace"))
         elif part.filename is not None:
             raise _invalid(f"The field '{shown(part.name)}' must be a form field, not a file.", part.name)
         else:
@@ -210,11 +213,20 @@ def create_request(body: bytes, content_type: str | None) -> CreateRequest:
         if name in fields:
             parameters[google_name] = fields[name]
     instance: dict[str, Any] = {"prompt": prompt}
-    if image is not None:
+    if isinstance(image, Image):
         instance["image"] = {"bytesBase64Encoded": base64.b64encode(image.data).decode("ascii"), "mimeType": image.mime_type}
     payload = {"instances": [instance], "parameters": parameters}
     call = UpstreamCall("POST", f"/models/{quote(model, safe='')}:predictLongRunning", json.dumps(payload).encode())
-    return CreateRequest(call, model, size, str(duration_seconds(seconds)), prompt)
+    return CreateRequest(call, model, size, str(duration_seconds(seconds)), prompt, image_url=image if isinstance(image, str) else None)
+
+
+def with_image(request: CreateRequest, data: bytes, mime_type: str) -> CreateRequest:
+    """The create with the image its `image_url` named, once the relay has fetched it."""
+    image = checked_image(data, mime_type)
+    assert request.call.body is not None  # built by create_request
+    payload = json.loads(request.call.body)
+    payload["instances"][0]["image"] = {"bytesBase64Encoded": base64.b64encode(image.data).decode("ascii"), "mimeType": image.mime_type}
+    return replace(request, call=replace(request.call, body=json.dumps(payload).encode()), image_url=None)
 
 
 # --------------------------------------------------------------------------- jobs
@@ -393,6 +405,9 @@ class Gemini:
 
     def create_request(self, body: bytes, content_type: str | None) -> CreateRequest:
         return create_request(body, content_type)
+
+    def with_image(self, request: CreateRequest, data: bytes, mime_type: str) -> CreateRequest:
+        return with_image(request, data, mime_type)
 
     def created(self, answer: bytes, request: CreateRequest, video_id: str, now: float) -> dict[str, Any] | None:
         return created(answer, request, video_id, now)

@@ -20,6 +20,7 @@ from ..outcomes import is_redirect
 from ..pool import Upstream
 from ..records import Video
 from . import Translation, UpstreamCall, account_type, public
+from .images import fetch_image
 from .operations import Polled, Result
 
 JSON_HEADERS = {"content-type": "application/json"}
@@ -73,6 +74,9 @@ class Translating:
 
     async def create(self, attempts: Attempts, upstream: Upstream, *, path: str, body: bytes) -> Result:
         request = self.translation.create_request(body, attempts.request.headers.get("content-type"))
+        if request.image_url is not None:
+            data, media_type = await fetch_image(request.image_url, attempts.state.settings)
+            request = self.translation.with_image(request, data, media_type)
         raw = await attempts.fetch(upstream, self._call(upstream, request.call))
         if raw.status >= 300:
             for_account, answer = self._error(raw, creating=True)
