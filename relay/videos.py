@@ -94,7 +94,9 @@ async def new_job(
             sent: dict[str, dict[str, Any] | None] = {}
 
             async def send(candidate: Upstream) -> Answer:
-                result = await operations_for(candidate).create(attempts, candidate, path=upstream_path, body=body)
+                result = await operations_for(candidate).create(
+                    attempts, candidate, kind=kind, path=upstream_path, body=body, source=source
+                )
                 sent[candidate.name] = result.resource
                 return result.answer
 

@@ -67,6 +67,10 @@ class Translation(Protocol):
     def with_image(self, request: CreateRequest, data: bytes, mime_type: str) -> CreateRequest:
         """The create with the image its `image_url` named, fetched; raises RelayError (400) for one it cannot take."""
 
+    def extension_request(self, body: bytes, content_type: str | None, source: dict[str, Any], video_uri: str) -> CreateRequest:
+        """The upstream request for an OpenAI extension of `source` (its stored video object), whose
+        file is at `video_uri`; raises RelayError (400) for one it cannot carry."""
+
     def created(self, answer: bytes, request: CreateRequest, video_id: str, now: float) -> dict[str, Any] | None:
         """The OpenAI video object (with its JOB_FIELD) for a 2xx create answer; None if it names no job."""
 

@@ -34,8 +34,8 @@ class Polled(Result):
 
 
 class Operations(Protocol):
-    async def create(self, attempts: Attempts, upstream: Upstream, *, path: str, body: bytes) -> Result:
-        """New work (create, remix, edit, extension) at `path` of the contract; one settled attempt."""
+    async def create(self, attempts: Attempts, upstream: Upstream, *, kind: str, path: str, body: bytes, source: Video | None) -> Result:
+        """New work (create, remix, edit, extension of `source`) at `path` of the contract; settled attempts."""
 
     async def retrieve(self, attempts: Attempts, upstream: Upstream, video: Video) -> Polled:
         """The job's state, read from the upstream; the caller settles it with the status it records."""

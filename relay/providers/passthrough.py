@@ -30,7 +30,7 @@ def forwarded(request: Request, upstream: Upstream, method: str, path: str, body
 
 
 class PassThrough:
-    async def create(self, attempts: Attempts, upstream: Upstream, *, path: str, body: bytes) -> Result:
+    async def create(self, attempts: Attempts, upstream: Upstream, *, kind: str, path: str, body: bytes, source: Video | None) -> Result:
         answer = await attempts.send(upstream, forwarded(attempts.request, upstream, "POST", path, body))
         return Result(answer, json_object(answer.body) if answer.status < 300 else None)
 

@@ -72,8 +72,23 @@ class Translating:
         for_account = upstream_http.Answer(translated.status, raw.headers, raw.body, raw.latency_seconds)
         return for_account, answer_of(translated.body, raw.latency_seconds, translated.status, translated.headers)
 
-    async def create(self, attempts: Attempts, upstream: Upstream, *, path: str, body: bytes) -> Result:
-        request = self.translation.create_request(body, attempts.request.headers.get("content-type"))
+    async def create(self, attempts: Attempts, upstream: Upstream, *, kind: str, path: str, body: bytes, source: Video | None) -> Result:
+        content_type = attempts.request.headers.get("content-type")
+        if kind == "extension":
+            if source is None:
+                raise RelayError(
+                    400,
+                    f"{upstream.account.type} accounts extend a video named by id (video[id]), not an uploaded one.",
+                    code="invalid_value",
+                    param="video",
+                )
+            located = await self._source_file(attempts, upstream, source)
+            if isinstance(located, upstream_http.Answer):
+                return Result(located, None)
+            stored, video_uri = located
+            request = self.translation.extension_request(body, content_type, stored, video_uri)
+        else:
+            request = self.translation.create_request(body, content_type)
         if request.image_url is not None:
             data, media_type = await fetch_image(request.image_url, attempts.state.settings)
             request = self.translation.with_image(request, data, media_type)
@@ -86,6 +101,19 @@ class Translating:
         answer = unreadable(raw.latency_seconds) if resource is None else answer_of(resource, raw.latency_seconds)
         await attempts.settle(upstream, answer)
         return Result(answer, resource)
+
+    async def _source_file(
+        self, attempts: Attempts, upstream: Upstream, source: Video
+    ) -> tuple[dict[str, Any], str] | upstream_http.Answer:
+        """(the source's video object, the URL of its file) for work that starts from it; or the answer instead."""
+        polled, raw_body = await self._poll(attempts, upstream, source)
+        await attempts.settle(upstream, polled.for_account)
+        if polled.answer.status >= 300:
+            return polled.answer
+        url = self.translation.content_url(raw_body)
+        if polled.resource is None or polled.resource.get("status") != "completed" or url is None:
+            raise RelayError(409, f"Video '{source.id}' can be extended once it is completed.", code="video_not_ready", param="video")
+        return polled.resource, url
 
     async def retrieve(self, attempts: Attempts, upstream: Upstream, video: Video) -> Polled:
         polled, _ = await self._poll(attempts, upstream, video)
