@@ -1,18 +1,27 @@
 """The relay on SQLite at an earlier commit against the working tree's, in the same interleaved rounds.
 
-    python -m bench.ab <commit> [--rounds 3] [--workers 1 --workers 2] [--out bench/results]
+    python -m bench.ab <commit> [--later <commit>] [--rounds 3] [--workers 1 --workers 2]
+                       [--concurrency 16] [--download-mib 1024] [--out bench/results]
 
 Two `make bench` runs days apart differ by whatever else the shared machine was doing, which can
 be more than the change being looked for. Here both relays run side by side against the same nginx
 mock, each with a SQLite database its own relayctl prepared, and take turns in every round exactly
 as `make bench`'s targets do, so a noisy neighbour slows both alike. The earlier commit is
 extracted with `git archive` into a temporary directory (the repository itself is left alone) and
-runs on this virtualenv's packages.
+runs on this virtualenv's packages. With --later, the later side is a commit extracted the same way
+instead of the working tree, so that uncommitted edits and later commits stay out of the comparison.
+
+With --download-mib, each round also downloads the mock's file of that size once directly and once
+through each one-worker relay, in rotating order (bench/streaming.py's client).
+
+Every figure is the median of the rounds; the last column is the range of the rounds' own
+later ÷ earlier ratios (each round's two relays measured minutes apart at most), which shows how
+far a single pairing moves on a shared machine.
 
 Both are started the same way, but two processes on 2 shared cores are never placed identically:
 repeat with the order swapped (--earlier-first / default later-first) before trusting a few percent.
 
-Writes <date>-ab-<commit>-<earlier|later>-first.json and .md to --out.
+Writes <date>-ab-<commit>[-<later commit>]-<earlier|later>-first.json and .md to --out.
 """
 
 from __future__ import annotations
@@ -33,38 +42,46 @@ from typing import Any
 
 from .mock import start_nginx
 from .procs import Server, workspace
-from .run import CONCURRENCIES, OPERATIONS, log, machine, measure_latency, measure_throughput
+from .run import CONCURRENCIES, OPERATIONS, log, machine, measure_latency, measure_throughput, median
+from .streaming import WARM_UP_BYTES, content_urls, download
 from .targets import REPO, UPSTREAM_TOKEN, create_video, prepare_relay_database, start_relay
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("commit", help="the earlier relay: any commit git knows")
+    parser.add_argument("--later", help="the later relay as a commit (default: the working tree)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=2, help="per latency run")
     parser.add_argument("--throughput-seconds", type=int, default=2, help="per throughput run")
     parser.add_argument("--concurrency", type=int, action="append", help=f"repeat (default {CONCURRENCIES})")
     parser.add_argument("--workers", type=int, action="append", help="worker counts; repeat (default 1 and 2)")
     parser.add_argument("--earlier-first", action="store_true", help="start the earlier relay first (placement check)")
+    parser.add_argument("--download-mib", type=int, default=0, help="also time downloads of a file this large (0: none)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     args.concurrency = tuple(args.concurrency or CONCURRENCIES)
     args.workers = tuple(args.workers or (1, 2))
     commit = _git("rev-parse", "--short", args.commit)
-    later = _git("describe", "--always", "--dirty")
+    later = _git("rev-parse", "--short", args.later) if args.later else _git("describe", "--always", "--dirty")
 
     started = time.monotonic()
-    with extracted(commit) as source, workspace("relay-ab-") as (workdir, servers):
-        mock = start_nginx(workdir, file_bytes=1024 * 1024)
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(extracted(commit))
+        later_source = stack.enter_context(extracted(later)) if args.later else None
+        workdir, servers = stack.enter_context(workspace("relay-ab-"))
+        mock = start_nginx(workdir, file_bytes=max(args.download_mib, 1) * 1024 * 1024)
         servers.append(mock)
         upstream = mock.url + "/v1"
         sides: dict[str, tuple[dict[str, str], str, Path | None]] = {}
-        order = [("earlier", source), ("later", None)]
+        order = [("earlier", source), ("later", later_source)]
         for side, tree in order if args.earlier_first else reversed(order):
             (workdir / side).mkdir()
             env, key = prepare_relay_database(workdir / side, upstream, source=tree)
             sides[side] = (env, key, tree)
-        _check_runs_from(sides["earlier"][0], source)
+        for env, _, tree in sides.values():
+            if tree is not None:
+                _check_runs_from(env, tree)
         relays: dict[tuple[str, int], Server] = {}
         for side, (env, key, tree) in sides.items():
             for workers in args.workers:
@@ -78,20 +95,30 @@ def main(argv: list[str] | None = None) -> int:
         log(f"latency done after {time.monotonic() - started:.0f} s")
         throughput = measure_throughput([direct, *relays.values()], video, args)
         log(f"throughput done after {time.monotonic() - started:.0f} s")
+        downloads = measure_downloads(mock, one_worker, video, args.rounds) if args.download_mib else None
+        if downloads is not None:
+            log(f"downloads done after {time.monotonic() - started:.0f} s")
 
-    results = {
+    results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "earlier": commit,
         "later": later,
         "started_first": next(iter(sides)),
-        "settings": {"rounds": args.rounds, "latency_seconds_per_run": args.seconds, "throughput_seconds_per_run": args.throughput_seconds},
+        "settings": {
+            "rounds": args.rounds,
+            "latency_seconds_per_run": args.seconds,
+            "throughput_seconds_per_run": args.throughput_seconds,
+            "download_mib": args.download_mib,
+        },
         "machine": machine(),
         "latency": latency,
         "throughput": throughput,
+        **({"downloads": downloads} if downloads is not None else {}),
         "duration_seconds": round(time.monotonic() - started, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"{results['date'][:10]}-ab-{commit}-{results['started_first']}-first"
+    pair = f"{commit}-{later}" if args.later else commit
+    stem = args.out / f"{results['date'][:10]}-ab-{pair}-{results['started_first']}-first"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     text = markdown(results)
     stem.with_suffix(".md").write_text(text)
@@ -107,10 +134,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{results['machine']['cores']} cores, {results['settings']['rounds']} interleaved rounds, the {results['started_first']} "
         f"relay started first; took {results['duration_seconds']:.0f} s. Ratios are later ÷ earlier: below 1 is less added "
-        "latency or a lower rate.",
+        "latency or a lower rate. The last column is the range of each round's own ratio.",
         "",
-        "| figure | direct | earlier | later | later ÷ earlier |",
-        "|---|---|---|---|---|",
+        "| figure | direct | earlier | later | later ÷ earlier | rounds' ratios |",
+        "|---|---|---|---|---|---|",
     ]
     for operation in OPERATIONS:
         by_target = results["latency"][operation]
@@ -118,9 +145,10 @@ def markdown(results: dict[str, Any]) -> str:
             key = f"{quantile}_us"
             direct = by_target["direct"][key]
             before, after = by_target["earlier-1w"][key] - direct, by_target["later-1w"][key] - direct
+            spread = _spread(*(_added(by_target, side, key) for side in ("earlier-1w", "later-1w")))
             lines.append(
                 f"| added latency {quantile} ms, {operation}, c=1 | {direct / 1000:.3f} | {before / 1000:.3f} | "
-                f"{after / 1000:.3f} | {_ratio(after, before)} |"
+                f"{after / 1000:.3f} | {_ratio(after, before)} | {spread} |"
             )
     for operation, by_concurrency in results["throughput"].items():
         for connections, by_target in by_concurrency.items():
@@ -128,15 +156,69 @@ def markdown(results: dict[str, Any]) -> str:
             for count in workers:
                 for key, title in (("rate_within_p99_limit", "rate with p99 < 50 ms"), ("peak_rate", "peak rate")):
                     before, after = by_target[f"earlier-{count}"][key], by_target[f"later-{count}"][key]
+                    spread = _spread(*(_rates(by_target[f"{side}-{count}"], key) for side in ("earlier", "later")))
                     lines.append(
                         f"| {title}, {operation}, c={connections}, {count} | {by_target['direct'][key]:,.0f} | "
-                        f"{before:,.0f} | {after:,.0f} | {_ratio(after, before)} |"
+                        f"{before:,.0f} | {after:,.0f} | {_ratio(after, before)} | {spread} |"
                     )
+    downloads = results.get("downloads")
+    if downloads:
+        before, after = downloads["earlier-1w"]["mb_per_second"], downloads["later-1w"]["mb_per_second"]
+        spread = _spread(downloads["earlier-1w"]["rounds_mb_per_second"], downloads["later-1w"]["rounds_mb_per_second"])
+        lines.append(
+            f"| download MB/s, {results['settings']['download_mib']} MiB, 1w | {downloads['direct']['mb_per_second']:,.0f} | "
+            f"{before:,.0f} | {after:,.0f} | {_ratio(after, before)} | {spread} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def _ratio(after: float, before: float) -> str:
     return f"{after / before:.2f}" if before > 0 else "—"
+
+
+def _added(by_target: dict[str, Any], side: str, key: str) -> list[float]:
+    """Each round's added latency: the side's figure minus direct's in the same round."""
+    direct, relay = by_target["direct"].get("rounds", []), by_target[side].get("rounds", [])
+    return [ours[key] - theirs[key] for ours, theirs in zip(relay, direct, strict=False)]
+
+
+def _rates(slot: dict[str, Any], key: str) -> list[float]:
+    """Each round's rate; a round whose best pacing missed the limit counts as 0, as in the median."""
+    if key == "peak_rate":
+        return [run["rate"] for run in slot.get("peak_rounds", [])]
+    return [run["rate"] if run["within_limit"] else 0.0 for run in slot.get("rounds", [])]
+
+
+def _spread(before: list[float], after: list[float]) -> str:
+    """Lowest–highest of the rounds' later ÷ earlier, or — when the rounds were not kept."""
+    ratios = [later / earlier for earlier, later in zip(before, after, strict=False) if earlier > 0]
+    if not ratios:
+        return "—"
+    return f"{min(ratios):.2f}–{max(ratios):.2f}"
+
+
+def measure_downloads(mock: Server, relays: list[Server], video: dict[str, str], rounds: int) -> dict[str, Any]:
+    """One whole-file download per target per round, in rotating order, medians of the rounds."""
+    urls = {relay.name: content_urls(mock, relay, video[relay.name])[1] for relay in relays}
+    urls["direct"] = content_urls(mock, relays[0], video[relays[0].name])[0]
+    headers = {relay.name: {"Authorization": f"Bearer {relay.key}"} for relay in relays}
+    # The first read of the sparse file fills the page cache; the relays' pools and paths get warm.
+    download(urls["direct"])
+    for relay in relays:
+        download(urls[relay.name], headers={**headers[relay.name], "Range": f"bytes=0-{WARM_UP_BYTES - 1}"})
+    names = ["direct", *(relay.name for relay in relays)]
+    measured: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(rounds):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            run = download(urls[name], headers=headers.get(name, {}))
+            if run.status != 200 or not run.complete:
+                raise RuntimeError(f"{name}: a download answered {run.status} with {run.body_bytes} bytes")
+            measured[name].append(run.mb_per_second)
+    return {
+        name: {"mb_per_second": round(median(rates), 1), "rounds_mb_per_second": [round(rate, 1) for rate in rates]}
+        for name, rates in measured.items()
+    }
 
 
 @contextlib.contextmanager

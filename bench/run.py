@@ -206,6 +206,8 @@ def measure_throughput(targets: list[Server], video: dict[str, str], args: argpa
             "peak_p99_us": median(run.p99_us for run in peaks),
             "rounds_within_limit": sum(run.within_limit for run in best),
             "rounds": [run.as_dict() for run in best],
+            # Each round's flat-out run, so that A/B runs can pair rounds (bench/ab.py's spread).
+            "peak_rounds": [run.as_dict() for run in peaks],
             "search": [run.as_dict() for _, _, tried in rounds for run in tried],
         }
     return result
