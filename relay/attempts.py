@@ -160,16 +160,7 @@ class Attempts:
         """Record a transport failure; the error to raise for it."""
         self._note(upstream, failure.error_class, failure.latency_seconds)
         self._count(upstream, None, failure.error_class, failure.latency_seconds)
-        log.warning(
-            "upstream failure",
-            extra=fields(
-                request_id=self.request.state.request_id,
-                account=upstream.name,
-                route=self.route,
-                error_class=failure.error_class,
-                detail=failure.message,
-            ),
-        )
+        self._log_failure("upstream failure", upstream, failure)
         await note_server_health(self.state, upstream, failure.error_class)
         return UpstreamUnavailable(failure)
 
@@ -303,8 +294,11 @@ class Attempts:
     def _broken_off(self, upstream: Upstream, failure: upstream_http.UpstreamFailure) -> None:
         """An answer the upstream broke off after its head had been passed on: logged, and in the access log."""
         request_facts(self.request).error_class = failure.error_class
+        self._log_failure("upstream broke off an answer", upstream, failure)
+
+    def _log_failure(self, message: str, upstream: Upstream, failure: upstream_http.UpstreamFailure) -> None:
         log.warning(
-            "upstream broke off an answer",
+            message,
             extra=fields(
                 request_id=self.request.state.request_id,
                 account=upstream.name,
