@@ -22,8 +22,6 @@ from ..outcomes import COOLDOWN_HINTS
 # Where a translated video's upstream job handle (Gemini: the operation name) is kept in the
 # relay's own record of the video (its `resource` JSON). Never shown to clients: `public` drops it.
 JOB_FIELD: Final = "relay_upstream_job"
-# The contract the relay's clients speak, and what pass-through types speak upstream.
-OPENAI_CONTRACT: Final = "openai"
 
 
 @dataclass(frozen=True)
@@ -104,11 +102,6 @@ class AccountType:
     translation: Translation | None = None
     # The operations beyond create, retrieve, content, delete and list that this type carries.
     operations: frozenset[str] = frozenset({"remix", "edit", "extension", "character"})
-
-    @property
-    def contract(self) -> str:
-        """What its requests speak: failover never moves work to an account that speaks another."""
-        return OPENAI_CONTRACT if self.translation is None else self.name
 
     def auth(self, credential: str) -> tuple[bytes, bytes]:
         value = credential.encode("ascii")
