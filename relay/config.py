@@ -55,6 +55,18 @@ class Settings:
     # (Veo's input_reference). None by default: fetching a client's URL from inside the operator's
     # network is theirs to allow, host by host.
     image_url_hosts: frozenset[str] = frozenset()
+    # The job watcher (relay.watcher): how often an unfinished job is polled when the upstream
+    # gives no hint, how long before it is given up, and each account's share of this process's polls.
+    job_poll_seconds: float = 10.0
+    job_max_age_seconds: float = 24 * 3600.0
+    watcher_polls_per_minute: int = 60
+    # Webhook deliveries (relay.webhooks): the delays before each attempt (Standard Webhooks' schedule),
+    # one attempt's time limit, how long an endpoint may fail every delivery before it is disabled.
+    webhook_retry_schedule: tuple[float, ...] = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+    webhook_timeout_seconds: float = 15.0
+    webhook_disable_after_seconds: float = 5 * 24 * 3600.0
+    # Development and tests only: http:// and private, loopback or link-local webhook targets.
+    webhook_allow_private: bool = False
 
     @property
     def key_file(self) -> Path:
@@ -168,7 +180,28 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         access_log=_choice(env, "RELAY_ACCESS_LOG", ("1", "0", "true", "false"), "1") in ("1", "true"),
         scheduler=_choice(env, "RELAY_SCHEDULER", ("lru", "most-remaining"), "lru"),
         image_url_hosts=_host_names(env, "RELAY_IMAGE_URL_HOSTS"),
+        job_poll_seconds=_number(env, "RELAY_JOB_POLL_SECONDS", 10.0, minimum=0.05),
+        job_max_age_seconds=_number(env, "RELAY_JOB_MAX_AGE_SECONDS", 24 * 3600.0, minimum=1.0),
+        watcher_polls_per_minute=int(_number(env, "RELAY_WATCHER_POLLS_PER_MINUTE", 60, minimum=1)),
+        webhook_retry_schedule=_schedule(env, "RELAY_WEBHOOK_RETRY_SCHEDULE", Settings.webhook_retry_schedule),
+        webhook_timeout_seconds=_number(env, "RELAY_WEBHOOK_TIMEOUT_SECONDS", 15.0, minimum=0.05),
+        webhook_disable_after_seconds=_number(env, "RELAY_WEBHOOK_DISABLE_AFTER_SECONDS", 5 * 24 * 3600.0, minimum=1.0),
+        webhook_allow_private=_choice(env, "RELAY_WEBHOOK_ALLOW_PRIVATE", ("1", "0", "true", "false"), "0") in ("1", "true"),
     )
+
+
+def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """Comma-separated delays in seconds, one per attempt, the first usually 0."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        delays = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated seconds such as 0,5,300, got {raw!r}") from None
+    if not all(0 <= delay < float("inf") for delay in delays):
+        raise ConfigError(f"{name} must list finite delays >= 0, got {raw!r}")
+    return delays
 
 
 _HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?|\[[0-9a-f:.]{2,45}\]")

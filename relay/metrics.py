@@ -176,6 +176,37 @@ class Metrics:
             ["account", "key", "model"],
             registry=self.registry,
         )
+        # The job watcher (relay.watcher) and webhook deliveries (relay.webhooks).
+        self.watcher_polls = Counter(
+            "relay_watcher_polls_total",
+            "Upstream polls the relay's job watcher made, by result (changed, unchanged, rate_limited, error, stopped).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.watcher_stops = Counter(
+            "relay_watcher_stops_total",
+            "Unfinished jobs the watcher stopped following, by reason (max_age, account_unauthorized, account_removed, not_found).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Counter(
+            "relay_webhook_deliveries_total",
+            "Webhook delivery attempts by result (delivered, http_error, redirect, timeout, connect_error, unsafe_target, gone).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.webhook_delivery_latency = Histogram(
+            "relay_webhook_delivery_latency_seconds",
+            "Time from an event being written to its delivery being accepted by the endpoint.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.webhook_endpoints_disabled = Counter(
+            "relay_webhook_endpoints_disabled_total",
+            "Webhook endpoints the relay disabled, by reason (gone, failing).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.registry.register(AccountStateCollector(accounts))
         if live_sessions is not None:
             self.registry.register(SessionCollector(live_sessions))
