@@ -133,6 +133,10 @@ class Video:
     usd: float | None = None
     charge_state: str | None = None
     charged_at: float | None = None
+    # The job watcher (relay.watcher): when the relay next polls this unfinished job (None: not
+    # watched, because it finished or the watcher stopped), and why it stopped, if it did.
+    watch_next_at: float | None = None
+    watch_stopped: str | None = None
 
 
 CHARGE_STATES = ("reserved", "settled", "released")
