@@ -122,7 +122,11 @@ def accounts() -> None:
 @click.option("--priority", type=PRIORITY, default=100, show_default=True, help="Lower numbers are used first.")
 @click.option("--proxy", help="Send this account's traffic through a proxy: http://host:port or socks5://host:port.")
 @click.option(
-    "--models", "models_text", metavar="A,B", help="Serve only these models (default: every model). Change with 'accounts models'."
+    "--models",
+    "models_text",
+    metavar="A,B",
+    help="Serve only these models (default: every model its type carries: veo-* for gemini, any other model for the"
+    " OpenAI-contract types). Change with 'accounts models'.",
 )
 @database_options
 def accounts_add(
@@ -338,7 +342,7 @@ def model_list(text: str) -> tuple[str, ...] | None:
 @click.argument("models_text", metavar="MODELS")
 @database_options
 def accounts_models(name: str, models_text: str, db_path: str, as_json: bool) -> None:
-    """Serve only MODELS (comma-separated) on account NAME, or 'none' for every model.
+    """Serve only MODELS (comma-separated) on account NAME, or 'none' for every model its type carries.
 
     New work goes only to accounts that serve its model; a model no account serves is the
     client's 400 (model_not_found). Work on existing videos stays with their account whatever
@@ -352,7 +356,7 @@ def accounts_models(name: str, models_text: str, db_path: str, as_json: bool) ->
     models = model_list(models_text)
     store, _ = open_db(db_path)
     set_models(store, name, models)
-    served = ", ".join(models) if models is not None else "every model"
+    served = ", ".join(models) if models is not None else "every model its type carries"
     done(name, as_json, f"Account {name!r} serves {served}.", models=list(models) if models is not None else None)
 
 

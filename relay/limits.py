@@ -21,7 +21,7 @@ from typing import Any
 from .errors import RelayError
 from .holders import short
 from .pricing import DEFAULT_MODEL, DEFAULT_SECONDS, DEFAULT_SIZE, PriceTable, is_size
-from .providers import default_seconds_for
+from .providers import default_seconds_for, model_name
 from .records import Usage, Video
 
 # Values of relay_quota_hits_total{limit}.
@@ -318,7 +318,10 @@ def job_terms(fields_: dict[str, str], source: Video | None, kind: str, prices: 
     whether an upstream honours them or the source's: every candidate must be allowed, and the
     dearest reading is booked. A missing or zero length books the default, not nothing.
     """
-    models = _candidates(fields_.get("model"), source.model if source else None, DEFAULT_MODEL)
+    # Google's `models/veo-…` is the same model as `veo-…` for allow-lists and prices alike.
+    models = tuple(
+        dict.fromkeys(model_name(model) for model in _candidates(fields_.get("model"), source.model if source else None, DEFAULT_MODEL))
+    )
     sizes = _candidates(fields_.get("size"), source.size if source else None, DEFAULT_SIZE)
     lengths = [_seconds(fields_.get("seconds"))]
     if kind != "extension" and source is not None:

@@ -26,6 +26,7 @@ from .limits import (
 )
 from .outcomes import parse_duration
 from .pool import Upstream
+from .providers import account_type, unsupported_message
 from .recorder import QuotaSeen
 from .records import AccountQuota, KeyRecord
 from .state import RelayState
@@ -134,27 +135,41 @@ class Booking:
             await self.state.db(self.state.store.release_reservation, self.id)
 
 
-async def require_served(state: RelayState, terms: JobTerms) -> None:
-    """New work for a model no account of the pool serves is the client's 400: no retry or
-    failover can place it. The view is refreshed first: an operator may have just added one."""
+async def require_served(state: RelayState, kind: str, models: tuple[str, ...]) -> None:
+    """New work no account of the pool can take is the client's 400: no retry or failover can
+    place it. A model no account serves is `model_not_found`; work of a kind (remix, edit,
+    extension, character) that no account serving the model carries names the types that do
+    not. The view is refreshed first: an operator may have just added an account."""
 
-    def unserved() -> str | None:
+    def refusal() -> RelayError | None:
         accounts = [upstream.account for upstream in state.pool.all()]
         if not accounts:
             return None  # no pool at all is the operator's to fix: the 503 that says so, retried later
-        return next((model for model in terms.models if not any(account.serves(model) for account in accounts)), None)
+        if not models and not any(account_type(account.type).carries(kind) for account in accounts):
+            return unsupported(kind, [account.type for account in accounts])
+        for model in models:
+            serving = [account for account in accounts if account.serves(model)]
+            if not serving:
+                return RelayError(
+                    400,
+                    f"No upstream account of this relay serves the model {shown(model)}: ask for another model, "
+                    "or ask the operator to add an account that serves it.",
+                    param="model",
+                    code="model_not_found",
+                )
+            if not any(account_type(account.type).carries(kind) for account in serving):
+                return unsupported(kind, [account.type for account in serving])
+        return None
 
-    if unserved() is not None:
+    if refusal() is not None:
         await state.db(state.reload)
-    model = unserved()
-    if model is not None:
-        raise RelayError(
-            400,
-            f"No upstream account of this relay serves the model {shown(model)}: ask for another model, "
-            "or ask the operator to add an account that serves it.",
-            param="model",
-            code="model_not_found",
-        )
+    error = refusal()
+    if error is not None:
+        raise error
+
+
+def unsupported(kind: str, type_names: list[str]) -> RelayError:
+    return RelayError(400, unsupported_message(kind, type_names), code="unsupported_for_account_type")
 
 
 async def book(state: RelayState, key: KeyRecord, terms: JobTerms, now: float) -> Booking:

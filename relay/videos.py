@@ -27,10 +27,10 @@ from .limits import job_terms
 from .logs import fields as log_fields
 from .pool import Upstream
 from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
-from .providers import account_type, public_json
+from .providers import account_type, model_name, public_json
 from .providers.operations import operations_for
 from .providers.passthrough import forwarded
-from .quota import Booking, book, require_served
+from .quota import Booking, book, require_served, unsupported
 from .records import TERMINAL_STATUSES, KeyRecord, StoreUnavailable, Video
 from .scheduling import Admit, admit_any, choose_account, owner_account
 from .sessions import SESSION_FIELD, session_hash, session_id
@@ -80,7 +80,7 @@ async def new_job(
         state.store.refuse_while_down()
         terms = job_terms(fields, source, kind, state.prices)
         if source is None:
-            await require_served(state, terms)
+            await require_served(state, kind, terms.models)
         booking = await book(state, key, terms, state.clock())
         admit = carrying(kind, booking.admit)
         try:
@@ -121,26 +121,17 @@ async def new_job(
         return passthrough(answer)
 
 
-_OPERATION_NAMES = {"remix": "remix", "edit": "edit", "extension": "extension", "character": "character create"}
-
-
 def refuse_unsupported(upstream: Upstream, kind: str) -> None:
     """Work the account's type cannot carry is the client's 400, naming the type."""
-    carried = account_type(upstream.account.type)
-    if kind != "create" and kind not in carried.operations:
-        raise RelayError(
-            400,
-            f"{_OPERATION_NAMES[kind].capitalize()} requests are not supported on {carried.name} accounts,"
-            " which serve create, retrieve, content, delete and list only.",
-            code="unsupported_for_account_type",
-        )
+    if not account_type(upstream.account.type).carries(kind):
+        raise unsupported(kind, [upstream.account.type])
 
 
 def carrying(kind: str, admit: Admit) -> Admit:
     """Only accounts whose type carries this kind of work."""
 
     async def admitted(candidate: Upstream) -> bool:
-        return (kind == "create" or kind in account_type(candidate.account.type).operations) and await admit(candidate)
+        return account_type(candidate.account.type).carries(kind) and await admit(candidate)
 
     return admitted
 
@@ -183,7 +174,7 @@ async def record_job(
     if billable_seconds is None:
         billable_seconds = booking.terms.video_seconds
     # The charge: this job's seconds at today's price, reserved until it completes or fails.
-    usd = state.prices.cost(model or DEFAULT_MODEL, size or DEFAULT_SIZE, billable_seconds)
+    usd = state.prices.cost(model_name(model or DEFAULT_MODEL), size or DEFAULT_SIZE, billable_seconds)
     holder = await state.db(
         state.store.insert_video,
         Video(
@@ -285,7 +276,7 @@ async def refresh_status(state: RelayState, video: Video, resource: dict[str, An
     state.metrics.videos.labels(status).inc()
     if status == "completed":
         # A label from a closed set: the price table's models. An upstream may echo any string.
-        model = video.model if video.model and state.prices.knows(video.model) else "other"
+        model = model_name(video.model) if video.model and state.prices.knows(model_name(video.model)) else "other"
         if video.billable_seconds:
             state.metrics.video_seconds.labels(video.account, video.key_name, model).inc(video.billable_seconds)
         if video.usd and video.charge_state == "reserved":
@@ -368,6 +359,7 @@ async def create_character(request: Request) -> Response:
     body = await request_body(request, state)
     fields = body_fields(body, request.headers.get("content-type"), _FIELDS)
     session = session_id(fields, request.headers)
+    await require_served(state, "character", ())
     admit = carrying("character", admit_any)
     upstream = await choose_account(state, session_hash(session) if session else None, route=attempts.route, admit=admit)
 

@@ -118,7 +118,7 @@ def test_relayctl_sets_shows_and_clears_an_accounts_models(cli: Any) -> None:
     listed = cli("accounts", "list")
     header, _, row = listed.output.splitlines()[:3]
     assert header.split()[4] == "models" and "sora-2,sora-2-pro" in row
-    assert cli("accounts", "models", "pro", "none").output == "Account 'pro' serves every model.\n"
+    assert cli("accounts", "models", "pro", "none").output == "Account 'pro' serves every model its type carries.\n"
     assert json.loads(cli("accounts", "list", "--json").output)[0]["models"] is None
     assert json.loads(cli("accounts", "models", "pro", "veo-3.0-generate-001", "--json").output) == {
         "name": "pro",

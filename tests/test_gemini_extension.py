@@ -8,8 +8,8 @@ import json
 from typing import Any
 
 import pytest
-from openai.types import Video
 from conftest import Relay, Sandbox
+from openai.types import Video
 from test_gemini import poll_until_done, sdk, veo_account
 from test_relay import assert_envelope, auth
 from test_veo_prices import by_model
@@ -50,6 +50,39 @@ def test_the_sdk_extends_a_veo_video_and_seven_seconds_are_billed(relay: Relay, 
     assert poll_until_done(relay, key, extended.id)["status"] == "completed"
     # The source's 8 s and the extension's 7 s, each at veo-3.1's $0.40 a second.
     assert by_model(relay) == {VEO31: (15, pytest.approx(0.40 * 15), 0)}
+
+
+def test_an_extension_of_a_1080p_video_answers_and_bills_the_720p_veo_renders(relay: Relay, sandbox: Sandbox) -> None:
+    veo_account(relay, sandbox)
+    key = relay.issue_key()
+    created = relay.client.post(V, json={"prompt": "A tower", "model": VEO31, "seconds": "8", "size": "1080x1920"}, headers=auth(key))
+    assert created.status_code == 200, created.text
+    source = poll_until_done(relay, key, created.json()["id"])
+    body = {"video": {"id": source["id"]}, "prompt": "The fog lifts", "seconds": "7"}
+    extended = relay.client.post(f"{V}/extensions", json=body, headers=auth(key))
+    assert extended.status_code == 200, extended.text
+    assert extended.json()["size"] == "720x1280"
+    assert predict_bodies(sandbox)[-1]["parameters"] == {"aspectRatio": "9:16", "resolution": "720p"}
+    assert relay.state.store.video(extended.json()["id"]).size == "720x1280"
+
+
+@pytest.mark.parametrize("as_multipart", [False, True])
+def test_an_extension_with_an_input_reference_is_refused_not_dropped(relay: Relay, sandbox: Sandbox, as_multipart: bool) -> None:
+    veo_account(relay, sandbox)
+    key = relay.issue_key()
+    source = completed_video(relay, sandbox, key)
+    sandbox.reset()
+    image = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32).decode()
+    if as_multipart:
+        fields = {"video[id]": source["id"], "prompt": "More", "seconds": "7"}
+        refused = relay.client.post(
+            f"{V}/extensions", data=fields, files={"input_reference": ("i.png", b"\x89PNG", "image/png")}, headers=auth(key)
+        )
+    else:
+        body = {"video": {"id": source["id"]}, "prompt": "More", "seconds": "7", "input_reference": {"image_url": image}}
+        refused = relay.client.post(f"{V}/extensions", json=body, headers=auth(key))
+    error = assert_envelope(refused, 400, "invalid_value")
+    assert error["param"] == "input_reference" and predict_bodies(sandbox) == []
 
 
 @pytest.mark.parametrize(("seconds", "param"), [("8", "seconds"), (None, "seconds")])

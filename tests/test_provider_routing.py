@@ -28,12 +28,39 @@ def test_characters_never_go_to_an_account_whose_type_has_none(relay: Relay, san
     assert paths(sandbox) == ["/v1/videos/characters"]
 
 
-def test_a_pool_of_veo_accounts_only_refuses_characters_clearly(relay: Relay, sandbox: Sandbox) -> None:
+def test_a_pool_of_veo_accounts_only_refuses_characters_as_the_clients_400(relay: Relay, sandbox: Sandbox) -> None:
     veo_account(relay, sandbox)
     key = relay.issue_key()
     refused = relay.client.post(f"{V}/characters", files={"video": ("c.mp4", b"\x00" * 64, "video/mp4")}, data={"name": "Mo"}, headers=auth(key))
-    assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_upstream_account"
+    error = assert_envelope(refused, 400, "unsupported_for_account_type")
+    # Not retryable, and it names what the accounts do serve.
+    assert "gemini" in error["message"] and "extensions" in error["message"] and "retry-after" not in refused.headers
     assert sandbox.requests() == []
+
+
+def test_an_edit_of_an_upload_for_a_model_only_veo_serves_is_the_clients_400(relay: Relay, sandbox: Sandbox) -> None:
+    relay.add_account("sora", sandbox.base_api())
+    veo_account(relay, sandbox)
+    key = relay.issue_key()
+    upload = {"video": ("v.mp4", b"\x00" * 64, "video/mp4")}
+    refused = relay.client.post(f"{V}/edits", files=upload, data={"prompt": "p", "model": VEO_CREATE["model"]}, headers=auth(key))
+    error = assert_envelope(refused, 400, "unsupported_for_account_type")
+    assert error["message"].startswith("Edit requests are not supported on gemini accounts")
+    assert sandbox.requests() == []
+    # The contract's own models still reach the account that edits.
+    edited = relay.client.post(f"{V}/edits", files=upload, data={"prompt": "p", "model": "sora-2"}, headers=auth(key))
+    assert edited.status_code == 200, edited.text
+    assert paths(sandbox) == ["/v1/videos/edits"]
+
+
+@pytest.mark.parametrize("model", ["models/veo-3.1-generate-preview", "veo-3.1-generate-preview"])
+def test_googles_models_spelling_meets_the_keys_allow_list_and_its_price(relay: Relay, sandbox: Sandbox, model: str) -> None:
+    veo_account(relay, sandbox)
+    key = relay.issue_key(limits={"models": ["veo-3.1-generate-preview"], "usd_per_day": 10.0})
+    created = relay.client.post(V, json={"prompt": "p", "model": model, "size": "1280x720", "seconds": "8"}, headers=auth(key))
+    assert created.status_code == 200, created.text
+    (video,) = relay.state.store.list_videos("alice", after=None, limit=10, order="desc")[0]
+    assert video.usd == pytest.approx(0.40 * 8)
 
 
 def test_a_429_fails_over_to_another_provider_serving_the_model_with_a_request_in_its_own_words(relay: Relay, sandbox: Sandbox) -> None:

@@ -14,6 +14,7 @@ provider is one new module here: its AccountType (and Translation), registered b
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -103,9 +104,28 @@ class AccountType:
     # The operations beyond create, retrieve, content, delete and list that this type carries.
     operations: frozenset[str] = frozenset({"remix", "edit", "extension", "character"})
 
+    def carries(self, kind: str) -> bool:
+        return kind == "create" or kind in self.operations
+
     def auth(self, credential: str) -> tuple[bytes, bytes]:
         value = credential.encode("ascii")
         return (self.auth_header, b"Bearer " + value) if self.auth_header == b"authorization" else (self.auth_header, value)
+
+
+_OPERATION_NAMES = {"remix": "Remix", "edit": "Edit", "extension": "Extension", "character": "Character create"}
+_ALWAYS_CARRIED = ("create", "retrieve", "content", "delete", "list")
+
+
+def unsupported_message(kind: str, type_names: Iterable[str]) -> str:
+    """Why work of `kind` cannot go to accounts of these types, naming what they do carry."""
+    names = sorted(set(type_names))
+    carried = [account_type(name) for name in names]
+    common = [operation for operation in ("remix", "edit", "extension", "character") if all(t.carries(operation) for t in carried)]
+    served = [*_ALWAYS_CARRIED, *(f"{operation}s" for operation in common)]
+    return (
+        f"{_OPERATION_NAMES[kind]} requests are not supported on {' or '.join(names)} accounts,"
+        f" which serve {', '.join(served[:-1])} and {served[-1]} only."
+    )
 
 
 def public(resource: dict[str, Any]) -> dict[str, Any]:

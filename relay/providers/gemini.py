@@ -230,9 +230,13 @@ def extension_request(body: bytes, content_type: str | None, source: dict[str, A
     """An OpenAI extension of `source` (the relay's record of a completed Veo video whose file is
     `video_uri`) as predictLongRunning with `instances[0].video`."""
     if is_json(content_type):
-        fields, _ = parse_json_create(body)
+        fields, reference = parse_json_create(body)
+        if reference is not None:
+            raise _no_extension_reference()
     elif media_type(content_type) == "multipart/form-data":
         parts = multipart_parts(body, multipart_boundary(content_type or ""))
+        if any(part.name == "input_reference" for part in parts):
+            raise _no_extension_reference()
         if any(part.filename is not None for part in parts):
             raise _invalid("A gemini account extends a video named by id (video[id]), not an uploaded file.", "video")
         fields = {part.name: part.data.decode("utf-8", errors="replace") for part in parts}
@@ -254,14 +258,19 @@ def extension_request(body: bytes, content_type: str | None, source: dict[str, A
             code="unsupported_for_model",
             param="video",
         )
-    size = str(source.get("size") or DEFAULT_SIZE)
-    aspect, _ = aspect_and_resolution(size)
+    aspect, _ = aspect_and_resolution(str(source.get("size") or DEFAULT_SIZE))
+    # Veo extends at 720p whatever the source's resolution: the answer says what is rendered.
+    size = "1280x720" if aspect == "16:9" else "720x1280"
     payload = {"instances": [{"prompt": prompt, "video": {"uri": video_uri}}], "parameters": {"aspectRatio": aspect, "resolution": "720p"}}
     rendered_before = _number_or_none(source.get("seconds"))
     # The contract's `seconds` of an extension is the stitched total.
     total = int(rendered_before) + EXTENSION_SECONDS if rendered_before is not None else EXTENSION_SECONDS
     call = UpstreamCall("POST", f"/models/{quote(model, safe='')}:predictLongRunning", json.dumps(payload).encode())
     return CreateRequest(call, model, size, str(total), prompt)
+
+
+def _no_extension_reference() -> RelayError:
+    return _invalid("Veo extends a video from its prompt alone: an extension takes no input_reference.", "input_reference")
 
 
 def _number_or_none(value: Any) -> float | None:
