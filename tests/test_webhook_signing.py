@@ -45,7 +45,8 @@ def test_the_sdk_accepts_a_signed_event_and_unwraps_it() -> None:
     headers = headers_for([secret], WEBHOOK_ID, int(time.time()), BODY)
     verify(BODY, headers, secret)
     event = openai.OpenAI(api_key="x").webhooks.unwrap(BODY, headers, secret=secret)
-    assert event.type == "video.completed" and event.data.id == "video_1"
+    # The SDK's typed union has no video events yet; the parsed object carries them all the same.
+    assert event.to_dict() == json.loads(BODY)
 
 
 def test_the_headers_are_the_standard_ones() -> None:
