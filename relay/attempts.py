@@ -1,6 +1,6 @@
 """Upstream attempts: the one API handlers and providers send through.
 
-An `Attempts` belongs to one client request (its state, key and route). Every attempt it makes
+An `Attempts` belongs to one caller (a client's request, or the job watcher), its key and route. Every attempt it makes
 is recorded the same way, whatever the provider: the access log's facts, the metrics, an outcome
 row, and what the answer means for the account's state (relay.account_health). Handlers never
 do that bookkeeping themselves: they send, settle (once they know the job status to record),
@@ -17,19 +17,18 @@ from dataclasses import dataclass
 
 import anyio
 from starlette.background import BackgroundTask
-from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from . import upstream as upstream_http
 from .account_health import note_server_health, note_upstream_error
-from .caller import request_facts
+from .caller import Caller
 from .errors import AnswerCutShort, RelayError, WorkMayExist, error_response
 from .logs import SHUTDOWN, fields
 from .outcomes import answer_class, is_redirect, status_class, upstream_error
 from .pool import Upstream
 from .quota import note_upstream_quota
-from .records import KeyRecord, Outcome
+from .records import Outcome
 from .scheduling import Admit, admit_any, mark_chosen, pick_admitted
 from .state import RelayState
 
@@ -89,8 +88,9 @@ class OutcomeUnknown(WorkMayExist):
 @dataclass(frozen=True)
 class Attempts:
     state: RelayState
-    request: Request
-    key: KeyRecord
+    caller: Caller
+    # The relay key the work is for; None for the relay's own (the job watcher's polls).
+    key_name: str | None
     route: str
 
     # -- sending -------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ class Attempts:
         self._count(upstream, answer.status, kind, answer.latency_seconds, job_status)
         note_upstream_quota(self.state, upstream, answer.headers, self.state.clock())
         if kind != "none":
-            await note_upstream_error(self.state, upstream, answer, kind, request_id=self.request.state.request_id, route=self.route)
+            await note_upstream_error(self.state, upstream, answer, kind, request_id=self.caller.request_id, route=self.route)
         await note_server_health(self.state, upstream, kind)
 
     async def failed(self, upstream: Upstream, failure: upstream_http.UpstreamFailure) -> UpstreamUnavailable:
@@ -166,7 +166,7 @@ class Attempts:
 
     def _note(self, upstream: Upstream, kind: str, latency_seconds: float) -> None:
         """What the access log and `x-relay-overhead-ms` learn of an upstream attempt."""
-        facts = request_facts(self.request)
+        facts = self.caller.facts
         facts.account, facts.error_class = upstream.account.name, kind
         facts.upstream_seconds += latency_seconds
 
@@ -178,8 +178,8 @@ class Attempts:
         state.recorder.put(
             Outcome(
                 ts=state.clock(),
-                request_id=self.request.state.request_id,
-                key_name=self.key.name,
+                request_id=self.caller.request_id,
+                key_name=self.key_name,
                 account=account.name,
                 account_type=account.type,
                 route=self.route,
@@ -233,9 +233,7 @@ class Attempts:
             state.metrics.failovers.labels(reason).inc()
             log.info(
                 "failover",
-                extra=fields(
-                    request_id=self.request.state.request_id, route=self.route, account=upstream.name, to=following.name, reason=reason
-                ),
+                extra=fields(request_id=self.caller.request_id, route=self.route, account=upstream.name, to=following.name, reason=reason),
             )
             mark_chosen(state, following, now)
             tried.append(following.name)
@@ -252,7 +250,7 @@ class Attempts:
             await self.settle(upstream, answer)
             return passthrough(answer)
         headers = upstream_http.response_headers(opened.headers, content=True)
-        if self.request.method == "HEAD":
+        if self.caller.method == "HEAD":
             # The head is the whole answer: drop the upstream body instead of copying it nowhere.
             await opened.close()
             await self.settle(upstream, upstream_http.Answer(opened.status, opened.headers, b"", time.perf_counter() - opened.started))
@@ -281,7 +279,7 @@ class Attempts:
             raise AnswerCutShort() from None
         except (asyncio.CancelledError, GeneratorExit):
             # Cut while waiting on the upstream (cancelled) or on the client (closed at its yield).
-            if request_facts(self.request).cut_by_shutdown():
+            if self.caller.facts.cut_by_shutdown():
                 kind = SHUTDOWN
             raise
         finally:
@@ -293,14 +291,14 @@ class Attempts:
 
     def _broken_off(self, upstream: Upstream, failure: upstream_http.UpstreamFailure) -> None:
         """An answer the upstream broke off after its head had been passed on: logged, and in the access log."""
-        request_facts(self.request).error_class = failure.error_class
+        self.caller.facts.error_class = failure.error_class
         self._log_failure("upstream broke off an answer", upstream, failure)
 
     def _log_failure(self, message: str, upstream: Upstream, failure: upstream_http.UpstreamFailure) -> None:
         log.warning(
             message,
             extra=fields(
-                request_id=self.request.state.request_id,
+                request_id=self.caller.request_id,
                 account=upstream.name,
                 route=self.route,
                 error_class=failure.error_class,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 
 from .body import read_body
@@ -23,6 +26,21 @@ def relay_state(request: Request) -> RelayState:
 def request_facts(request: Request) -> RequestFacts:
     facts: RequestFacts = request.state.facts
     return facts
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Whom upstream attempts are made for: a client's request, or the relay's own job watcher
+    (which has no client: it sends no client headers, and its facts reach no access log)."""
+
+    request_id: str
+    method: str = "GET"
+    headers: Headers = field(default_factory=Headers)
+    facts: RequestFacts = field(default_factory=RequestFacts)
+
+
+def caller_of(request: Request) -> Caller:
+    return Caller(request.state.request_id, request.method, request.headers, request_facts(request))
 
 
 def request_route(request: Request) -> str:

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from .attempts import Attempts, passthrough
 from .body import body_fields, is_valid_unicode, json_object
-from .caller import authorize, relay_state, request_body, request_route
+from .caller import authorize, caller_of, relay_state, request_body, request_route
 from .errors import RelayError, WorkMayExist, shown
 from .idempotency import idempotent
 from .limits import job_terms
@@ -54,22 +54,22 @@ async def owned_video(state: RelayState, key: KeyRecord, video_id: str) -> Video
     return video
 
 
-async def attempts_for(request: Request) -> Attempts:
+async def attempts_for(request: Request) -> tuple[Attempts, KeyRecord]:
     """The caller's key checked, and the request's attempts upstream ready to be made."""
     state = relay_state(request)
     key = await authorize(request, state)
-    return Attempts(state, request, key, request_route(request))
+    return Attempts(state, caller_of(request), key.name, request_route(request)), key
 
 
 # -- new work ---------------------------------------------------------------------------------------
 
 
 async def new_job(
-    request: Request, *, kind: str, upstream_path: str, source: Video | None = None, attempts: Attempts | None = None
+    request: Request, *, kind: str, upstream_path: str, source: Video | None = None, caller: tuple[Attempts, KeyRecord] | None = None
 ) -> Response:
     """Create, remix, edit or extend: send it to the chosen account, record the new job, answer."""
-    attempts = attempts or await attempts_for(request)
-    state, key = attempts.state, attempts.key
+    attempts, key = caller or await attempts_for(request)
+    state = attempts.state
     body = await request_body(request, state)
     async with idempotent(state, request, key, attempts.route, body) as claim:
         if claim.replay is not None:
@@ -219,10 +219,10 @@ async def create_video(request: Request) -> Response:
 
 
 async def remix_video(request: Request) -> Response:
-    attempts = await attempts_for(request)
+    attempts, key = await attempts_for(request)
     video_id = request.path_params["video_id"]
-    source = await owned_video(attempts.state, attempts.key, video_id)
-    return await new_job(request, kind="remix", upstream_path=f"/videos/{quote(video_id)}/remix", source=source, attempts=attempts)
+    source = await owned_video(attempts.state, key, video_id)
+    return await new_job(request, kind="remix", upstream_path=f"/videos/{quote(video_id)}/remix", source=source, caller=(attempts, key))
 
 
 async def edit_video(request: Request) -> Response:
@@ -238,8 +238,8 @@ async def extend_video(request: Request) -> Response:
 
 async def followup(request: Request) -> tuple[Attempts, Video, Upstream]:
     """The caller's attempts, its video named in the path, and the account that owns it."""
-    attempts = await attempts_for(request)
-    video = await owned_video(attempts.state, attempts.key, request.path_params["video_id"])
+    attempts, key = await attempts_for(request)
+    video = await owned_video(attempts.state, key, request.path_params["video_id"])
     return attempts, video, await owner_account(attempts.state, video.account)
 
 
@@ -354,8 +354,8 @@ def _limit(raw: str | None) -> int:
 
 
 async def create_character(request: Request) -> Response:
-    attempts = await attempts_for(request)
-    state, key = attempts.state, attempts.key
+    attempts, key = await attempts_for(request)
+    state = attempts.state
     body = await request_body(request, state)
     fields = body_fields(body, request.headers.get("content-type"), _FIELDS)
     session = session_id(fields, request.headers)
@@ -364,7 +364,7 @@ async def create_character(request: Request) -> Response:
     upstream = await choose_account(state, session_hash(session) if session else None, route=attempts.route, admit=admit)
 
     async def send(candidate: Upstream) -> Answer:
-        return await attempts.send(candidate, forwarded(request, candidate, "POST", "/videos/characters", body))
+        return await attempts.send(candidate, forwarded(request.headers, candidate, "POST", "/videos/characters", body))
 
     upstream, answer = await attempts.with_failover(upstream, send, may_fail_over=True, admit=admit)
     resource = json_object(answer.body) if answer.status < 300 else None
@@ -375,14 +375,14 @@ async def create_character(request: Request) -> Response:
 
 
 async def retrieve_character(request: Request) -> Response:
-    attempts = await attempts_for(request)
+    attempts, key = await attempts_for(request)
     state = attempts.state
     character_id = request.path_params["character_id"]
     owner = await state.db(state.store.character_owner, character_id)
-    if owner is None or owner[1] != attempts.key.name:
+    if owner is None or owner[1] != key.name:
         raise _not_found("character", character_id)
     upstream = await owner_account(state, owner[0])
-    answer = await attempts.send(upstream, forwarded(request, upstream, "GET", f"/videos/characters/{quote(character_id)}", None))
+    answer = await attempts.send(upstream, forwarded(request.headers, upstream, "GET", f"/videos/characters/{quote(character_id)}", None))
     return passthrough(answer)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Final
 from urllib.parse import quote
 
-from starlette.requests import Request
+from starlette.datastructures import Headers
 
 from .. import upstream as upstream_http
 from ..attempts import Attempts, Outgoing
@@ -18,33 +18,33 @@ from . import account_type
 from .operations import Polled, Result
 
 
-def forwarded(request: Request, upstream: Upstream, method: str, path: str, body: bytes | None, *, content: bool = False) -> Outgoing:
-    """The client's request for `path` of the account's base_api, with the account's credential."""
+def forwarded(headers: Headers, upstream: Upstream, method: str, path: str, body: bytes | None, *, content: bool = False) -> Outgoing:
+    """The client's request (its `headers`) for `path` of the account's base_api, with the account's credential."""
     auth = account_type(upstream.account.type).auth(upstream.credential)
     return Outgoing(
         method,
         upstream_http.url_for(upstream.account.base_api, path),
-        upstream_http.request_headers(request.headers.raw, auth, content=content),
+        upstream_http.request_headers(headers.raw, auth, content=content),
         body,
     )
 
 
 class PassThrough:
     async def create(self, attempts: Attempts, upstream: Upstream, *, kind: str, path: str, body: bytes, source: Video | None) -> Result:
-        answer = await attempts.send(upstream, forwarded(attempts.request, upstream, "POST", path, body))
+        answer = await attempts.send(upstream, forwarded(attempts.caller.headers, upstream, "POST", path, body))
         return Result(answer, json_object(answer.body) if answer.status < 300 else None)
 
     async def retrieve(self, attempts: Attempts, upstream: Upstream, video: Video) -> Polled:
-        answer = await attempts.fetch(upstream, forwarded(attempts.request, upstream, "GET", f"/videos/{quote(video.id)}", None))
+        answer = await attempts.fetch(upstream, forwarded(attempts.caller.headers, upstream, "GET", f"/videos/{quote(video.id)}", None))
         return Polled(answer, json_object(answer.body) if answer.status == 200 else None, answer)
 
     async def open_content(self, attempts: Attempts, upstream: Upstream, video: Video, variant: str | None) -> upstream_http.Opened:
         # The variant goes upstream only as the client gave it: the contract's default stays the upstream's.
         path = f"/videos/{quote(video.id)}/content" + (f"?variant={variant}" if variant is not None else "")
-        return await attempts.open(upstream, forwarded(attempts.request, upstream, "GET", path, None, content=True))
+        return await attempts.open(upstream, forwarded(attempts.caller.headers, upstream, "GET", path, None, content=True))
 
     async def delete(self, attempts: Attempts, upstream: Upstream, video: Video) -> upstream_http.Answer:
-        return await attempts.send(upstream, forwarded(attempts.request, upstream, "DELETE", f"/videos/{quote(video.id)}", None))
+        return await attempts.send(upstream, forwarded(attempts.caller.headers, upstream, "DELETE", f"/videos/{quote(video.id)}", None))
 
 
 PASS_THROUGH: Final = PassThrough()

@@ -73,7 +73,7 @@ class Translating:
         return for_account, answer_of(translated.body, raw.latency_seconds, translated.status, translated.headers)
 
     async def create(self, attempts: Attempts, upstream: Upstream, *, kind: str, path: str, body: bytes, source: Video | None) -> Result:
-        content_type = attempts.request.headers.get("content-type")
+        content_type = attempts.caller.headers.get("content-type")
         if kind == "extension":
             if source is None:
                 raise RelayError(
@@ -171,7 +171,7 @@ class Translating:
         target = urljoin(url, location)
         if urlsplit(target).scheme not in ("http", "https"):
             raise RelayError(502, "The upstream redirected the download somewhere the relay does not follow.", code="upstream_redirect")
-        stored = await attempts.open(upstream, Outgoing("GET", target, upstream_http.storage_headers(attempts.request.headers.raw)))
+        stored = await attempts.open(upstream, Outgoing("GET", target, upstream_http.storage_headers(attempts.caller.headers.raw)))
         if stored.status < 300 or stored.status == 304:
             return stored
         await stored.close()
