@@ -2,6 +2,6 @@
 
 The sending half: `signing` (secrets and Standard Webhooks signatures), `targets` (which URLs
 the relay may post to, and the checked address it connects to), `sender` (one delivery attempt),
-`dispatcher` (the background loop that claims due deliveries, sends them, and records each
-attempt with its retry schedule). `endpoints` serves the webhook-endpoint API.
+`schedule` (when a failed delivery is tried again), `dispatcher` (the background loop that claims
+due deliveries, sends them, and records each attempt). `endpoints` serves the webhook-endpoint API.
 """
