@@ -141,6 +141,59 @@ class Video:
 
 CHARGE_STATES = ("reserved", "settled", "released")
 
+# The events the relay sends to webhook endpoints (relay.webhooks): a job reached a final status.
+WEBHOOK_EVENT_TYPES = ("video.completed", "video.failed")
+WEBHOOK_DELIVERY_STATES = ("pending", "delivered", "failed", "cancelled")
+# Why an endpoint is disabled: it answered 410 Gone, it failed every delivery for too long, an operator said so.
+WEBHOOK_DISABLED_REASONS = ("gone", "failing", "operator")
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """Where a relay key's job events go (OpenAI's webhook endpoint), and its signing secret, encrypted."""
+
+    id: str  # "we_<32 hex>"
+    key_name: str  # the relay key that owns it
+    name: str
+    url: str
+    event_types: tuple[str, ...]  # a subset of WEBHOOK_EVENT_TYPES
+    secret_encrypted: str = field(repr=False)
+    secret_hint: str
+    # After a rotation with a grace period, the old secret signs too until previous_secret_until.
+    previous_secret_encrypted: str | None = field(repr=False)
+    previous_secret_until: float | None
+    created_at: float
+    updated_at: float
+    disabled_at: float | None
+    disabled_reason: str | None  # one of WEBHOOK_DISABLED_REASONS
+    # The first failed attempt since the last delivered one (None: the last attempt succeeded).
+    failing_since: float | None
+
+    @property
+    def status(self) -> str:
+        return "enabled" if self.disabled_at is None else "disabled"
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event on its way to one endpoint: the same id and bytes on every attempt."""
+
+    id: str  # "wh_<32 hex>": the webhook-id header
+    endpoint_id: str
+    event_id: str  # "evt_<32 hex>", also inside body
+    event_type: str
+    video_id: str | None
+    body: bytes = field(repr=False)  # the exact bytes signed and sent
+    state: str  # one of WEBHOOK_DELIVERY_STATES ("cancelled": its endpoint was deleted)
+    # Attempts since the delivery was queued, or re-queued by `redeliver` (every one is in webhook_attempts).
+    attempts: int
+    created_at: float
+    next_attempt_at: float | None
+    last_attempt_at: float | None
+    last_status: int | None  # the endpoint's HTTP status on the last attempt
+    last_error: str | None  # http_error, redirect, timeout, connect_error, unsafe_target, gone
+    delivered_at: float | None
+
 
 @dataclass(frozen=True)
 class Usage:

@@ -1,7 +1,7 @@
 """The relay's database: the schema and every query the relay and the CLI run.
 
 `Store` is assembled from one class per aggregate (keys, accounts, sessions, videos,
-reservations, outcomes, idempotency, prices, meta), each holding that aggregate's statements in
+reservations, outcomes, idempotency, prices, meta, webhooks), each holding that aggregate's statements in
 SQL both databases run, over a backend (`backend`: `reading()`, `transaction()`) chosen by the
 database's location: SQLite (`sqlite`) or PostgreSQL (`postgres`), and the versioned schema
 (`schema`). Call sites keep one object: `store.reserve(...)`.
@@ -19,6 +19,9 @@ from ..records import (
     CHARGE_STATES,
     STORED_STATES,
     TERMINAL_STATUSES,
+    WEBHOOK_DELIVERY_STATES,
+    WEBHOOK_DISABLED_REASONS,
+    WEBHOOK_EVENT_TYPES,
     Account,
     AccountQuota,
     AlreadyExists,
@@ -30,6 +33,8 @@ from ..records import (
     StoreUnavailable,
     Usage,
     Video,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from .accounts import Accounts
 from .backend import Backend
@@ -45,6 +50,7 @@ from .schema import SCHEMA_VERSION, Schema, SchemaStatus
 from .sessions import Sessions
 from .sqlite import BUSY_TIMEOUT_SECONDS, SQLiteBackend
 from .videos import Videos
+from .webhooks import EndpointLimitReached, Webhooks, enqueue_video_event
 
 __all__ = [
     "ACCOUNT_STATES",
@@ -57,9 +63,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "STORED_STATES",
     "TERMINAL_STATUSES",
+    "WEBHOOK_DELIVERY_STATES",
+    "WEBHOOK_DISABLED_REASONS",
+    "WEBHOOK_EVENT_TYPES",
     "Account",
     "AccountQuota",
     "AlreadyExists",
+    "EndpointLimitReached",
     "KeyRecord",
     "NotFound",
     "Outcome",
@@ -70,11 +80,14 @@ __all__ = [
     "StoreUnavailable",
     "Usage",
     "Video",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "enqueue_video_event",
     "parse_location",
 ]
 
 
-class Store(Schema, Meta, Keys, Accounts, Sessions, Videos, Reservations, Outcomes, Idempotency, Prices):
+class Store(Schema, Meta, Keys, Accounts, Sessions, Videos, Reservations, Outcomes, Idempotency, Prices, Webhooks):
     """One per process, safe to share between threads."""
 
     def __init__(

@@ -233,8 +233,74 @@ _STEP_1_TABLES = (
     ),
 )
 
+# Webhooks (relay.webhooks): a key's endpoints, each event on its way to one of them (the exact
+# bytes sent, a lease so one worker of one replica attempts it at a time), and every attempt.
+_STEP_3_TABLES = (
+    Table(
+        "webhook_endpoints",
+        {
+            "id": str,
+            "key_name": str,
+            "name": str,
+            "url": str,
+            # A JSON list.
+            "event_types": str,
+            # Encrypted like account credentials; the hint is what anyone is ever shown.
+            "secret": str,
+            "secret_hint": str,
+            "previous_secret": str,
+            "previous_secret_until": float,
+            "created_at": float,
+            "updated_at": float,
+            "disabled_at": float,
+            "disabled_reason": str,
+            "failing_since": float,
+        },
+        pk=("id",),
+        not_null=("key_name", "name", "url", "event_types", "secret", "secret_hint", "created_at", "updated_at"),
+        indexes=((("key_name", "created_at"), False),),
+    ),
+    Table(
+        "webhook_deliveries",
+        {
+            "id": str,
+            "endpoint_id": str,
+            "event_id": str,
+            "event_type": str,
+            "video_id": str,
+            "body": bytes,
+            "state": str,
+            "attempts": int,
+            "created_at": float,
+            "next_attempt_at": float,
+            "last_attempt_at": float,
+            "last_status": int,
+            "last_error": str,
+            "delivered_at": float,
+            "lease_owner": str,
+            "lease_until": float,
+        },
+        pk=("id",),
+        not_null=("endpoint_id", "event_id", "event_type", "body", "state", "attempts", "created_at"),
+        defaults={"attempts": 0},
+        indexes=(
+            (("state", "next_attempt_at"), False),
+            (("endpoint_id", "created_at"), False),
+            (("created_at",), False),
+        ),
+    ),
+    # No id of its own: PostgreSQL gives it a row_id that `db copy` leaves to the target to number.
+    Table(
+        "webhook_attempts",
+        {"delivery_id": str, "ts": float, "status": int, "error": str, "latency_seconds": float},
+        pk=(),
+        not_null=("delivery_id", "ts"),
+        indexes=((("delivery_id", "ts"), False),),
+    ),
+)
+
 # Every table the relay keeps, in an order that copies and deletes can follow.
-TABLE_NAMES = tuple(table.name for table in _STEP_1_TABLES)
+TABLE_NAMES = tuple(table.name for table in (*_STEP_1_TABLES, *_STEP_3_TABLES))
 
 
 def _create_sqlite(conn: sqlite3.Connection, table: Table) -> None:
@@ -299,9 +365,34 @@ def _step_2_account_models(conn: Connection, dialect: Dialect) -> None:
     conn.execute("ALTER TABLE accounts ADD COLUMN models text")
 
 
+def _step_3_webhooks_and_job_watch(conn: Connection, dialect: Dialect) -> None:
+    """Webhook endpoints, deliveries and attempts; and the job watcher's columns on videos.
+
+    Jobs still unfinished when the relay is upgraded are watched from the start: due at once.
+    """
+    for table in _STEP_3_TABLES:
+        if dialect == "sqlite":
+            _create_sqlite(cast(sqlite3.Connection, conn), table)
+        else:
+            _create_postgres(conn, table)
+    # (relay.watcher) when the relay next polls the job, which process holds it and until when,
+    # why the watcher stopped following it, and how often it polled.
+    conn.execute("ALTER TABLE videos ADD COLUMN watch_next_at double precision")
+    conn.execute("ALTER TABLE videos ADD COLUMN watch_owner text")
+    conn.execute("ALTER TABLE videos ADD COLUMN watch_until double precision")
+    conn.execute("ALTER TABLE videos ADD COLUMN watch_stopped text")
+    conn.execute("ALTER TABLE videos ADD COLUMN watch_polls bigint NOT NULL DEFAULT 0")
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_videos_watch_next_at ON videos (watch_next_at)")
+    conn.execute("UPDATE videos SET watch_next_at = recorded_at WHERE status NOT IN ('completed', 'failed') AND deleted_at IS NULL")
+
+
 # Append only: a released step never changes (databases out there ran it as it was). A step
 # gets the connection of the upgrade's write transaction and the dialect it runs on.
-MIGRATIONS: tuple[Callable[[Connection, Dialect], None], ...] = (_step_1_base_schema, _step_2_account_models)
+MIGRATIONS: tuple[Callable[[Connection, Dialect], None], ...] = (
+    _step_1_base_schema,
+    _step_2_account_models,
+    _step_3_webhooks_and_job_watch,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
