@@ -31,6 +31,7 @@ from .caller import relay_state, request_facts
 from .config import ConfigError, Settings, is_loopback_address, load_settings
 from .crypto import SecretKeyError
 from .errors import AnswerCutShort, ClientGone, RelayError, envelope, error_response
+from .jobs.watcher import run_watcher
 from .logs import RequestFacts, configure_logging, fields, log_format_from_env
 from .metrics import RelayRegistry
 from .metrics_server import listening_socket, serve_metrics
@@ -301,6 +302,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(keep_fresh, state)
+                if configured.job_watcher:
+                    tasks.start_soon(run_watcher, state)
                 if metrics_socket is not None:
                     tasks.start_soon(
                         serve_metrics,

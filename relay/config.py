@@ -57,6 +57,8 @@ class Settings:
     image_url_hosts: frozenset[str] = frozenset()
     # The job watcher (relay.watcher): how often an unfinished job is polled when the upstream
     # gives no hint, how long before it is given up, and each account's share of this process's polls.
+    # RELAY_JOB_WATCHER=0: this process leaves watching to others (replicas that run it share the jobs).
+    job_watcher: bool = True
     job_poll_seconds: float = 10.0
     job_max_age_seconds: float = 24 * 3600.0
     watcher_polls_per_minute: int = 60
@@ -180,6 +182,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         access_log=_choice(env, "RELAY_ACCESS_LOG", ("1", "0", "true", "false"), "1") in ("1", "true"),
         scheduler=_choice(env, "RELAY_SCHEDULER", ("lru", "most-remaining"), "lru"),
         image_url_hosts=_host_names(env, "RELAY_IMAGE_URL_HOSTS"),
+        job_watcher=_choice(env, "RELAY_JOB_WATCHER", ("1", "0", "true", "false"), "1") in ("1", "true"),
         job_poll_seconds=_number(env, "RELAY_JOB_POLL_SECONDS", 10.0, minimum=0.05),
         job_max_age_seconds=_number(env, "RELAY_JOB_MAX_AGE_SECONDS", 24 * 3600.0, minimum=1.0),
         watcher_polls_per_minute=int(_number(env, "RELAY_WATCHER_POLLS_PER_MINUTE", 60, minimum=1)),

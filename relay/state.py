@@ -18,6 +18,7 @@ import anyio.to_thread
 from . import holders, multiprocess
 from .config import ConfigError, Settings
 from .crypto import SecretBox, generate_key, read_key_file, resolve_keys
+from .jobs.gauges import BackgroundWorkCollector
 from .keys import KeyCache
 from .metrics import Metrics
 from .pool import Pool, Upstream
@@ -206,6 +207,7 @@ def build_state(settings: Settings) -> RelayState:
         metrics=Metrics(store.list_accounts, store.count_sessions, multiprocess.active_dir()),
     )
     state.metrics.registry.register(UsageCollector(store, state.pool.all, lambda: state.clock()))
+    state.metrics.registry.register(BackgroundWorkCollector(store, lambda: state.clock()))
     state.reload()
     # Before serving: a reservation whose owner holds no lease does not count.
     renew_lease(state)

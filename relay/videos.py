@@ -19,10 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .attempts import Attempts, passthrough
-from .body import body_fields, is_valid_unicode, json_object
+from .body import body_fields, json_object
 from .caller import authorize, caller_of, relay_state, request_body, request_route
 from .errors import RelayError, WorkMayExist, shown
 from .idempotency import idempotent
+from .jobs.pacing import next_poll_delay, poll_hint_seconds
+from .jobs.settle import json_number, settle_status, text_value
 from .limits import job_terms
 from .logs import fields as log_fields
 from .pool import Upstream
@@ -31,7 +33,7 @@ from .providers import account_type, model_name, public_json
 from .providers.operations import operations_for
 from .providers.passthrough import forwarded
 from .quota import Booking, book, require_served, unsupported
-from .records import TERMINAL_STATUSES, KeyRecord, StoreUnavailable, Video
+from .records import KeyRecord, StoreUnavailable, Video
 from .scheduling import Admit, admit_any, choose_account, owner_account
 from .sessions import SESSION_FIELD, session_hash, session_id
 from .state import RelayState
@@ -159,16 +161,16 @@ async def record_job(
     fields: dict[str, str],
     booking: Booking,
 ) -> None:
-    video_id = _text(resource.get("id"))
+    video_id = text_value(resource.get("id"))
     if video_id is None:
         return  # an upstream that answers 2xx without a usable id gives nothing to follow up on
-    seconds = _text(resource.get("seconds")) or fields.get("seconds")
+    seconds = text_value(resource.get("seconds")) or fields.get("seconds")
     # An extension's `seconds` is the stitched total; what was rendered is the request's `seconds`.
     rendered = fields.get("seconds") if kind == "extension" else seconds
     now = state.clock()
-    progress = _json_number(resource.get("progress"))
-    model = _text(resource.get("model")) or fields.get("model") or (source.model if source else None)
-    size = _text(resource.get("size")) or fields.get("size") or (source.size if source else None)
+    progress = json_number(resource.get("progress"))
+    model = text_value(resource.get("model")) or fields.get("model") or (source.model if source else None)
+    size = text_value(resource.get("size")) or fields.get("size") or (source.size if source else None)
     # Without seconds in the answer or the request, the contract's default is what was rendered.
     billable_seconds = _number(rendered)
     if billable_seconds is None:
@@ -187,9 +189,9 @@ async def record_job(
             seconds=seconds,
             billable_seconds=billable_seconds,
             size=size,
-            status=_text(resource.get("status")) or "queued",
+            status=text_value(resource.get("status")) or "queued",
             progress=int(progress) if progress is not None else None,
-            created_at=_json_number(resource.get("created_at")) or now,
+            created_at=json_number(resource.get("created_at")) or now,
             recorded_at=now,
             finished_at=None,
             deleted_at=None,
@@ -197,6 +199,8 @@ async def record_job(
             usd=usd,
             charge_state="reserved",
             charged_at=booking.now,
+            # The watcher's first poll, unless a client's retrieve brings news before.
+            watch_next_at=now + next_poll_delay(state.settings, created_at=now, now=now, hint_seconds=None),
         ),
         reservation_id=booking.reservation_id,
     )
@@ -246,42 +250,14 @@ async def followup(request: Request) -> tuple[Attempts, Video, Upstream]:
 async def retrieve_video(request: Request) -> Response:
     attempts, video, upstream = await followup(request)
     polled = await operations_for(upstream).retrieve(attempts, upstream, video)
-    finished = await refresh_status(attempts.state, video, polled.resource) if polled.resource is not None else None
+    finished = None
+    if polled.resource is not None:
+        finished = await settle_status(attempts.state, video, polled.resource, hint_seconds=poll_hint_seconds(polled.answer.headers))
     await attempts.settle(upstream, polled.for_account, job_status=finished)
     extra = {}
     if "openai-poll-after-ms" not in polled.answer.headers:
         extra["openai-poll-after-ms"] = str(attempts.state.settings.poll_after_ms)
     return passthrough(polled.answer, extra)
-
-
-async def refresh_status(state: RelayState, video: Video, resource: dict[str, Any]) -> str | None:
-    """Store the job's latest status; count a completion or failure once. Returns the final status it reached."""
-    status = _text(resource.get("status"))
-    if status is None:
-        return None
-    progress = _json_number(resource.get("progress"))
-    if video.status in TERMINAL_STATUSES or (status == video.status and progress == video.progress):
-        return None  # nothing new: spare the database a write on every poll
-    finished = await state.db(
-        state.store.update_video,
-        video.id,
-        status=status,
-        progress=int(progress) if progress is not None else None,
-        expires_at=_json_number(resource.get("expires_at")),
-        resource=json.dumps(resource),
-        now=state.clock(),
-    )
-    if not finished:
-        return None
-    state.metrics.videos.labels(status).inc()
-    if status == "completed":
-        # A label from a closed set: the price table's models. An upstream may echo any string.
-        model = model_name(video.model) if video.model and state.prices.knows(model_name(video.model)) else "other"
-        if video.billable_seconds:
-            state.metrics.video_seconds.labels(video.account, video.key_name, model).inc(video.billable_seconds)
-        if video.usd and video.charge_state == "reserved":
-            state.metrics.cost_usd.labels(video.account, video.key_name, model).inc(video.usd)
-    return status
 
 
 async def delete_video(request: Request) -> Response:
@@ -368,7 +344,7 @@ async def create_character(request: Request) -> Response:
 
     upstream, answer = await attempts.with_failover(upstream, send, may_fail_over=True, admit=admit)
     resource = json_object(answer.body) if answer.status < 300 else None
-    character_id = _text(resource.get("id")) if resource else None
+    character_id = text_value(resource.get("id")) if resource else None
     if character_id is not None:
         await state.db(state.store.insert_character, character_id, account=upstream.name, key_name=key.name, now=state.clock())
     return passthrough(answer)
@@ -387,18 +363,6 @@ async def retrieve_character(request: Request) -> Response:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-
-def _text(value: Any) -> str | None:
-    """A non-empty string from upstream JSON that can be stored (no lone surrogates)."""
-    return value if isinstance(value, str) and value and is_valid_unicode(value) else None
-
-
-def _json_number(value: Any) -> float | None:
-    """A JSON number as a float; anything else (booleans included) as None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        return None
-    return float(value)
 
 
 def _number(value: str | None) -> float | None:

@@ -1,7 +1,7 @@
 """The OpenAI Videos contract (``/v1``, ``/backend-api`` and the root), and the mounts that reuse it (Azure).
 
 Jobs go from ``queued`` through ``in_progress`` to ``completed`` over the sandbox's
-``complete_after_seconds``; content is the sample MP4 (padded by ``[bytes=N]`` in the prompt or the
+``complete_after_seconds`` (never, with ``[never]`` in the prompt); content is the sample MP4 (padded by ``[bytes=N]`` in the prompt or the
 sandbox's ``content_bytes``); ``[fail]`` in the prompt ends a job ``failed``. Jobs are scoped per
 credential, so two accounts never see each other's videos.
 """
@@ -51,6 +51,7 @@ QUEUED_FRACTION: Final = 0.2
 LIST_LIMIT_DEFAULT: Final = 20
 LIST_LIMIT_MAX: Final = 100
 FAIL_MARKER: Final = "[fail]"
+NEVER_MARKER: Final = "[never]"
 RATE_LIMIT_REQUESTS: Final = 100
 RATE_LIMIT_WINDOW_SECONDS: Final = 3600.0
 
@@ -170,6 +171,7 @@ def create_job(
         remixed_from_video_id=remixed_from,
         fails=FAIL_MARKER in prompt,
         content_bytes=content_length_for(prompt, state),
+        never_finishes=NEVER_MARKER in prompt,
     )
     store.videos[job.id] = job
     return job
@@ -177,6 +179,8 @@ def create_job(
 
 def job_phase(job: VideoJob, now: float, duration: float) -> tuple[str, int]:
     elapsed = now - job.started
+    if job.never_finishes and elapsed >= duration * QUEUED_FRACTION:
+        return "in_progress", 50
     if elapsed >= duration:
         return ("failed", 0) if job.fails else ("completed", 100)
     fraction = elapsed / duration

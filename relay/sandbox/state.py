@@ -51,6 +51,8 @@ class VideoJob:
     remixed_from_video_id: str | None
     fails: bool
     content_bytes: int | None
+    # `[never]` in the prompt: the job stays in_progress for good (a render that hangs upstream).
+    never_finishes: bool = False
 
 
 @dataclass(frozen=True)

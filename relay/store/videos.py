@@ -6,6 +6,7 @@ from typing import Any
 
 from ..records import TERMINAL_STATUSES, Video
 from .backend import Aggregate, Connection
+from .webhooks import enqueue_video_event
 
 # Pages of a key's live videos (list_videos), oldest or newest first; (created_at, id) is the cursor.
 _FIRST_PAGE_ASC = "SELECT * FROM videos WHERE key_name = ? AND deleted_at IS NULL ORDER BY created_at ASC, id ASC LIMIT ?"
@@ -29,8 +30,9 @@ class Videos(Aggregate):
                 conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
             inserted = conn.execute(
                 "INSERT INTO videos (id, account, key_name, kind, source_video_id, model, seconds, billable_seconds,"
-                " size, status, progress, created_at, recorded_at, updated_at, resource, usd, charge_state, charged_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                " size, status, progress, created_at, recorded_at, updated_at, resource, usd, charge_state, charged_at,"
+                " watch_next_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (
                     video.id,
                     video.account,
@@ -50,6 +52,7 @@ class Videos(Aggregate):
                     video.usd,
                     video.charge_state,
                     video.charged_at,
+                    None if video.status in TERMINAL_STATUSES else video.watch_next_at,
                 ),
             )
             if inserted.rowcount == 1:
@@ -70,23 +73,102 @@ class Videos(Aggregate):
         expires_at: float | None,
         resource: str,
         now: float,
+        next_poll_at: float | None = None,
     ) -> bool:
         """Store the latest status; True only for the one call that moved the job to a final status.
 
         The compare-and-set (`status` not already final) means a completion is counted once,
-        however many workers or polls see it: its charge (the price when it was created, times
-        its seconds) is settled, or for a failure released, exactly once.
+        however many workers, replicas, client polls and watchers see it: its charge (the price
+        when it was created, times its seconds) is settled, or for a failure released, exactly
+        once, and its webhook events are written to the outbox in the same transaction, so a
+        crash can lose neither. News the caller brought counts as the watcher's poll: the next
+        one waits until `next_poll_at`.
         """
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE videos SET status = ?, progress = ?, resource = ?, updated_at = ?, expires_at = ?,"
                 " finished_at = CASE WHEN ? IN ('completed', 'failed') THEN ? ELSE NULL END,"
-                " charge_state = CASE WHEN charge_state != 'reserved' THEN charge_state"
-                "   WHEN ? = 'completed' THEN 'settled' WHEN ? = 'failed' THEN 'released' ELSE charge_state END"
+                " charge_state = CASE WHEN ? = 'completed' AND charge_state = 'released' AND watch_stopped = 'max_age' THEN 'settled'"
+                "   WHEN charge_state != 'reserved' THEN charge_state"
+                "   WHEN ? = 'completed' THEN 'settled' WHEN ? = 'failed' THEN 'released' ELSE charge_state END,"
+                " watch_next_at = CASE WHEN ? IN ('completed', 'failed') OR watch_next_at IS NULL THEN NULL"
+                "   ELSE COALESCE(CAST(? AS double precision), watch_next_at) END"
                 " WHERE id = ? AND status NOT IN ('completed', 'failed')",
-                (status, progress, resource, now, expires_at, status, now, status, status, video_id),
+                (
+                    status,
+                    progress,
+                    resource,
+                    now,
+                    expires_at,
+                    status,
+                    now,
+                    status,
+                    status,
+                    status,
+                    status,
+                    next_poll_at,
+                    video_id,
+                ),
             )
-            return cursor.rowcount == 1 and status in TERMINAL_STATUSES
+            finished = cursor.rowcount == 1 and status in TERMINAL_STATUSES
+            if finished:
+                row = conn.execute("SELECT key_name FROM videos WHERE id = ?", (video_id,)).fetchone()
+                enqueue_video_event(conn, key_name=row["key_name"], video_id=video_id, event_type=f"video.{status}", now=now)
+            return finished
+
+    # -- the job watcher (relay.watcher) ---------------------------------------------------------
+
+    def claim_jobs_to_watch(self, owner: str, *, now: float, lease_seconds: float, limit: int) -> list[Video]:
+        """Unfinished jobs due a poll, leased to `owner` so one worker of one replica polls each at a time.
+
+        A lease that ran out (its worker died mid-poll) is anyone's again.
+        """
+        with self.reading() as conn:
+            # Most rounds find nothing due: a read spares every worker a write lock each second.
+            if conn.execute("SELECT 1 FROM videos WHERE watch_next_at <= ? LIMIT 1", (now,)).fetchone() is None:
+                return []
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "SELECT * FROM videos WHERE watch_next_at <= ? AND deleted_at IS NULL AND status NOT IN ('completed', 'failed')"
+                " AND (watch_until IS NULL OR watch_until < ?) ORDER BY watch_next_at LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            if rows:
+                conn.executemany(
+                    "UPDATE videos SET watch_owner = ?, watch_until = ? WHERE id = ?",
+                    [(owner, now + lease_seconds, row["id"]) for row in rows],
+                )
+            return [_video(row) for row in rows]
+
+    def watch_later(self, video_id: str, owner: str, *, next_poll_at: float, polled: bool, reason: str | None = None) -> None:
+        """Give a claimed job back until `next_poll_at`; `reason` says why it waits (shown while it does)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE videos SET watch_next_at = CASE WHEN watch_next_at IS NULL THEN NULL ELSE ? END, watch_owner = NULL,"
+                " watch_until = NULL, watch_stopped = ?, watch_polls = COALESCE(watch_polls, 0) + ?"
+                " WHERE id = ? AND watch_owner = ?",
+                (next_poll_at, reason, 1 if polled else 0, video_id, owner),
+            )
+
+    def stop_watching(self, video_id: str, owner: str, *, reason: str, release_charge: bool) -> None:
+        """The watcher gives a job up for good. A job given up for its age releases its reservation
+        (the budget it blocked is free again); should it complete after all, it is charged then."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE videos SET watch_next_at = NULL, watch_owner = NULL, watch_until = NULL, watch_stopped = ?,"
+                " charge_state = CASE WHEN ? = 1 AND charge_state = 'reserved' THEN 'released' ELSE charge_state END"
+                " WHERE id = ? AND watch_owner = ?",
+                (reason, 1 if release_charge else 0, video_id, owner),
+            )
+
+    def jobs_in_flight(self) -> dict[str, int]:
+        """Unfinished, undeleted jobs by status, with `unwatched` for those the watcher gave up."""
+        with self.reading() as conn:
+            rows = conn.execute(
+                "SELECT CASE WHEN watch_next_at IS NULL THEN 'unwatched' ELSE status END AS status, count(*) AS n FROM videos"
+                " WHERE deleted_at IS NULL AND status NOT IN ('completed', 'failed') GROUP BY 1"
+            ).fetchall()
+            return {row["status"]: int(row["n"]) for row in rows}
 
     def mark_video_deleted(self, video_id: str, now: float) -> None:
         # The charge stays as it is: the relay cannot know whether the upstream rendered (and
@@ -151,6 +233,8 @@ def _video(row: Any) -> Video:
         usd=row["usd"],
         charge_state=row["charge_state"],
         charged_at=row["charged_at"],
+        watch_next_at=row["watch_next_at"],
+        watch_stopped=row["watch_stopped"],
     )
 
 

@@ -1,0 +1,58 @@
+"""When a job is polled next, and how many polls an account gets from this process's watcher."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..config import Settings
+
+# An unfinished job is polled at the base interval for its first five minutes, then less often
+# as it ages, up to six times the base (a minute by default): long renders do not need a poll
+# every ten seconds, and a job that is quick to finish is still seen soon.
+_YOUNG_SECONDS = 300.0
+_MAX_STRETCH = 6.0
+# The upstream's own hint is honoured, within sane bounds (a hint of 0 is not a busy loop).
+_MIN_HINT_SECONDS = 1.0
+_MAX_HINT_SECONDS = 3600.0
+
+
+def poll_hint_seconds(headers: Mapping[str, str]) -> float | None:
+    """The upstream's `openai-poll-after-ms`, in seconds, when it sent a usable one."""
+    raw = headers.get("openai-poll-after-ms")
+    if raw is None or not raw.strip().isdigit():
+        return None
+    return min(_MAX_HINT_SECONDS, max(_MIN_HINT_SECONDS, int(raw.strip()) / 1000))
+
+
+def next_poll_delay(settings: Settings, *, created_at: float, now: float, hint_seconds: float | None) -> float:
+    if hint_seconds is not None:
+        return hint_seconds
+    age = max(0.0, now - created_at)
+    stretch = min(_MAX_STRETCH, max(1.0, age / _YOUNG_SECONDS))
+    return settings.job_poll_seconds * stretch
+
+
+@dataclass
+class AccountPacer:
+    """A token bucket per account: at most `per_minute` watcher polls a minute each, in bursts of
+    at most a tenth of that, so client traffic on the same account is never starved."""
+
+    per_minute: int
+    _tokens: dict[str, float] = field(default_factory=dict)
+    _stamps: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def _burst(self) -> float:
+        return max(1.0, self.per_minute / 10)
+
+    def take(self, account: str, now: float) -> float:
+        """0 if a poll may go now (and it is counted); else the seconds until one may."""
+        rate = self.per_minute / 60
+        tokens = min(self._burst, self._tokens.get(account, self._burst) + (now - self._stamps.get(account, now)) * rate)
+        self._stamps[account] = now
+        if tokens >= 1:
+            self._tokens[account] = tokens - 1
+            return 0.0
+        self._tokens[account] = tokens
+        return (1 - tokens) / rate

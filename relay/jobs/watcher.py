@@ -1,0 +1,133 @@
+"""The job watcher: the relay polls its unfinished jobs itself, so a job settles (its charge, its
+seconds, its webhooks) whether or not a client ever asks again.
+
+Each round claims the jobs due a poll under a lease in the database (one worker of one replica
+per job; a dead worker's lease runs out and another takes over), polls each on its owning account
+through the same providers seam and `Attempts` as a client's retrieve (so a 429 marks the account
+and a 401 makes it unauthorized, as any request would), and gives it back with its next poll time.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+import anyio
+
+from ..attempts import Attempts
+from ..caller import Caller
+from ..errors import RelayError
+from ..logs import fields
+from ..pool import Upstream
+from ..providers.operations import operations_for
+from ..records import StoreUnavailable, Video
+from ..state import RelayState
+from .pacing import AccountPacer, next_poll_delay, poll_hint_seconds
+from .settle import is_news, settle_status
+
+log = logging.getLogger("relay.watcher")
+
+# The route name the watcher's attempts carry in metrics, outcomes and logs.
+WATCH_ROUTE = "watch"
+_BATCH = 50
+_CONCURRENT_POLLS = 16
+# An unauthorized account's jobs wait (no upstream call) and are looked at again this often, so
+# they resume by themselves once an operator rotates or resets the account.
+_PAUSED_SECONDS = 300.0
+
+
+async def run_watcher(state: RelayState) -> None:
+    """Poll due jobs until cancelled (at shutdown)."""
+    pacer = AccountPacer(state.settings.watcher_polls_per_minute)
+    limiter = anyio.CapacityLimiter(_CONCURRENT_POLLS)
+    idle = min(1.0, state.settings.job_poll_seconds / 2)
+    # Longer than any poll can take, so a lease never runs out under a poll still running.
+    lease = state.settings.connect_timeout_seconds + 2 * state.settings.read_timeout_seconds + 30
+    while True:
+        try:
+            due = await state.db(state.store.claim_jobs_to_watch, state.holder.owner, now=state.clock(), lease_seconds=lease, limit=_BATCH)
+        except StoreUnavailable as error:
+            log.warning("the job watcher cannot read the database: %s", error)
+            due = []
+        if due:
+            async with anyio.create_task_group() as tasks:
+                for video in due:
+                    tasks.start_soon(_watch_guarded, state, pacer, limiter, video)
+        if len(due) < _BATCH:
+            await anyio.sleep(idle)
+
+
+async def _watch_guarded(state: RelayState, pacer: AccountPacer, limiter: anyio.CapacityLimiter, video: Video) -> None:
+    async with limiter:
+        try:
+            await watch(state, pacer, video)
+        except StoreUnavailable as error:
+            # The lease runs out and the job is polled again later.
+            log.warning("the job watcher could not record a poll: %s", error, extra=fields(video_id=video.id, account=video.account))
+        except Exception:
+            log.exception("the job watcher failed on a job", extra=fields(video_id=video.id, account=video.account))
+
+
+async def watch(state: RelayState, pacer: AccountPacer, video: Video) -> None:
+    """One claimed job: poll it if its account may be polled now, else say when to look again."""
+    owner, now, settings = state.holder.owner, state.clock(), state.settings
+    if now - video.created_at > settings.job_max_age_seconds:
+        await _stop(state, video, "max_age", release_charge=True)
+        return
+    upstream = state.pool.get(video.account)
+    if upstream is None:
+        await state.db(state.reload)
+        upstream = state.pool.get(video.account)
+    if upstream is None:
+        await _stop(state, video, "account_removed", release_charge=False)
+        return
+    account = upstream.account
+    if account.state == "unauthorized":
+        state.metrics.watcher_polls.labels("paused").inc()
+        await state.db(
+            state.store.watch_later, video.id, owner, next_poll_at=now + _PAUSED_SECONDS, polled=False, reason="account_unauthorized"
+        )
+        return
+    if account.effective_state(now) == "rate_limited" and account.state_until is not None:
+        # The account rests; its clients come first when it is back.
+        await state.db(state.store.watch_later, video.id, owner, next_poll_at=account.state_until + 1, polled=False)
+        return
+    wait = pacer.take(account.name, now)
+    if wait > 0:
+        await state.db(state.store.watch_later, video.id, owner, next_poll_at=now + wait, polled=False)
+        return
+    await _poll(state, upstream, video)
+
+
+async def _poll(state: RelayState, upstream: Upstream, video: Video) -> None:
+    attempts = Attempts(state, Caller(f"watch-{secrets.token_hex(8)}"), None, WATCH_ROUTE)
+    hint = None
+    try:
+        polled = await operations_for(upstream).retrieve(attempts, upstream, video)
+    except RelayError as error:
+        # A transport failure (recorded like any attempt) or an answer the relay cannot follow.
+        result = "error"
+        log.info("the job watcher's poll failed: %s", error.message, extra=fields(video_id=video.id, account=upstream.name))
+    else:
+        hint = poll_hint_seconds(polled.answer.headers)
+        finished = None
+        if polled.resource is not None:
+            result = "changed" if is_news(video, polled.resource) else "unchanged"
+            finished = await settle_status(state, video, polled.resource, hint_seconds=hint)
+        else:
+            result = {404: "not_found", 429: "rate_limited"}.get(polled.answer.status, "error")
+        await attempts.settle(upstream, polled.for_account, job_status=finished)
+        if result == "not_found":
+            state.metrics.watcher_polls.labels(result).inc()
+            await _stop(state, video, "not_found", release_charge=False)
+            return
+    state.metrics.watcher_polls.labels(result).inc()
+    now = state.clock()
+    delay = next_poll_delay(state.settings, created_at=video.created_at, now=now, hint_seconds=hint)
+    await state.db(state.store.watch_later, video.id, state.holder.owner, next_poll_at=now + delay, polled=True)
+
+
+async def _stop(state: RelayState, video: Video, reason: str, *, release_charge: bool) -> None:
+    await state.db(state.store.stop_watching, video.id, state.holder.owner, reason=reason, release_charge=release_charge)
+    state.metrics.watcher_stops.labels(reason).inc()
+    log.info("the job watcher stopped following a job: %s", reason, extra=fields(video_id=video.id, account=video.account, reason=reason))
