@@ -33,7 +33,7 @@ _BATCH = 50
 _CONCURRENT_POLLS = 16
 # An unauthorized account's jobs wait (no upstream call) and are looked at again this often, so
 # they resume by themselves once an operator rotates or resets the account.
-_PAUSED_SECONDS = 300.0
+_PAUSED_SECONDS = 300.0  # at most; 30 poll intervals when those are shorter
 
 
 async def run_watcher(state: RelayState) -> None:
@@ -84,9 +84,8 @@ async def watch(state: RelayState, pacer: AccountPacer, video: Video) -> None:
     account = upstream.account
     if account.state == "unauthorized":
         state.metrics.watcher_polls.labels("paused").inc()
-        await state.db(
-            state.store.watch_later, video.id, owner, next_poll_at=now + _PAUSED_SECONDS, polled=False, reason="account_unauthorized"
-        )
+        paused_until = now + min(_PAUSED_SECONDS, 30 * settings.job_poll_seconds)
+        await state.db(state.store.watch_later, video.id, owner, next_poll_at=paused_until, polled=False, reason="account_unauthorized")
         return
     if account.effective_state(now) == "rate_limited" and account.state_until is not None:
         # The account rests; its clients come first when it is back.

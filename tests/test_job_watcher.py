@@ -1,0 +1,185 @@
+"""The job watcher: the relay polls its unfinished jobs itself, paced, under a lease, and settles
+them whether or not a client ever asks again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import pytest
+from conftest import Relay, Sandbox
+from test_relay import CREATE, auth
+
+from relay.accounts import remove_account, reset_account
+from relay.records import Video
+
+BACKENDS = ("sqlite", "postgresql")
+V = "/openai/v1/videos"
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], *, within: float = 15.0) -> T:
+    """The probe's first truthy value; a bound, not a measurement: slower machines only wait longer."""
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "the condition did not come about in time"
+        time.sleep(0.05)
+
+
+def watching(make_relay: Any, sandbox: Sandbox, **overrides: Any) -> Relay:
+    relay: Relay = make_relay(**{"job_watcher": True, "job_poll_seconds": 0.1, **overrides})
+    relay.add_account("main", sandbox.base_api())
+    return relay
+
+
+def create(relay: Relay, key: str, prompt: str = "A lighthouse") -> str:
+    created = relay.client.post(V, json={**CREATE, "prompt": prompt}, headers=auth(key))
+    assert created.status_code == 200, created.text
+    return str(created.json()["id"])
+
+
+def video(relay: Relay, video_id: str) -> Video:
+    found = relay.state.store.video(video_id)
+    assert found is not None
+    return found
+
+
+def polls(sandbox: Sandbox, video_id: str) -> list[dict[str, Any]]:
+    return [r for r in sandbox.requests() if r["method"] == "GET" and r["path"].endswith(f"/videos/{video_id}")]
+
+
+def metric(relay: Relay, line_start: str) -> float:
+    for line in relay.metrics().splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_job_nobody_polls_completes_settles_and_is_counted(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = watching(make_relay, sandbox)
+    key = relay.issue_key()
+    video_id = create(relay, key)
+    done = eventually(lambda: (v := video(relay, video_id)).status == "completed" and v)
+    assert done.charge_state == "settled" and done.finished_at is not None and done.watch_next_at is None
+    usage = relay.state.store.key_usage("alice", since=0, now=time.time())
+    assert usage.video_seconds == pytest.approx(float(CREATE["seconds"]))
+    assert metric(relay, 'relay_videos_total{status="completed"}') == 1
+    assert metric(relay, 'relay_watcher_polls_total{result="changed"}') >= 1
+    # The watcher forwards no client's headers: only the account's credential went up.
+    names = {name for name, _ in polls(sandbox, video_id)[0]["headers"]}
+    assert "authorization" in names and not names & {"openai-organization", "x-request-id", "cookie"}
+    # Once final, the job is not polled again.
+    seen = len(polls(sandbox, video_id))
+    time.sleep(0.5)
+    assert len(polls(sandbox, video_id)) == seen
+
+
+def test_a_failed_job_releases_its_reservation(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = watching(make_relay, sandbox)
+    key = relay.issue_key()
+    video_id = create(relay, key, prompt="A storm [fail]")
+    failed = eventually(lambda: (v := video(relay, video_id)).status == "failed" and v)
+    assert failed.charge_state == "released"
+    assert relay.state.store.key_usage("alice", since=0, now=time.time()).usd == 0
+
+
+def test_watcher_polls_are_paced_per_account(make_relay: Any, sandbox: Sandbox) -> None:
+    # 60 a minute: a burst of 6, then one a second, however many jobs are due.
+    relay = watching(make_relay, sandbox, watcher_polls_per_minute=60)
+    key = relay.issue_key()
+    ids = [create(relay, key, prompt=f"Forever {n} [never]") for n in range(20)]
+    started = time.monotonic()
+    time.sleep(2.0)
+    elapsed = time.monotonic() - started
+    sent = sum(len(polls(sandbox, video_id)) for video_id in ids)
+    assert 1 <= sent <= 6 + elapsed * 1 + 1
+
+
+def test_a_429_on_a_watcher_poll_rests_the_account_and_the_watcher(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = watching(make_relay, sandbox)
+    key = relay.issue_key()
+    sandbox.fault(preset="rate_limited", resets_in_seconds=30, method="GET", times=1)
+    video_id = create(relay, key, prompt="Slowly [never]")
+    eventually(lambda: relay.state.store.account("main").state == "rate_limited")  # type: ignore[union-attr]
+    assert metric(relay, 'relay_watcher_polls_total{result="rate_limited"}') == 1
+    seen = len(polls(sandbox, video_id))
+    time.sleep(0.8)  # eight poll intervals: none goes to the resting account
+    assert len(polls(sandbox, video_id)) == seen
+    assert video(relay, video_id).watch_next_at is not None  # still watched, later
+
+
+def test_an_unauthorized_account_pauses_its_jobs_until_an_operator_resets_it(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = watching(make_relay, sandbox)
+    key = relay.issue_key()
+    sandbox.fault(preset="unauthorized", method="GET", times=1)
+    video_id = create(relay, key)
+    eventually(lambda: video(relay, video_id).watch_stopped == "account_unauthorized")
+    seen = len(polls(sandbox, video_id))
+    time.sleep(0.5)
+    assert len(polls(sandbox, video_id)) == seen  # no upstream call while it is unauthorized
+    reset_account(relay.state.store, "main")
+    # Paused jobs are looked at again after 30 poll intervals (3 s here) and resume by themselves.
+    done = eventually(lambda: (v := video(relay, video_id)).status == "completed" and v)
+    assert done.watch_stopped is None and done.charge_state == "settled"
+
+
+def test_a_removed_accounts_jobs_stop_with_a_reason(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = watching(make_relay, sandbox, job_poll_seconds=0.5)
+    key = relay.issue_key()
+    video_id = create(relay, key, prompt="Gone [never]")
+    remove_account(relay.state.store, "main", force=True)
+    relay.state.reload()
+    stopped = eventually(lambda: (v := video(relay, video_id)).watch_stopped and v)
+    assert stopped.watch_stopped == "account_removed" and stopped.watch_next_at is None
+    assert metric(relay, 'relay_watcher_stops_total{reason="account_removed"}') == 1
+    assert metric(relay, 'relay_jobs_in_flight{status="unwatched"}') == 1
+
+
+def test_a_job_past_the_maximum_age_is_given_up_and_a_late_completion_still_charges(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = watching(make_relay, sandbox, job_max_age_seconds=0.5)
+    key = relay.issue_key()
+    video_id = create(relay, key, prompt="Forever [never]")
+    given_up = eventually(lambda: (v := video(relay, video_id)).watch_stopped and v)
+    assert given_up.watch_stopped == "max_age" and given_up.charge_state == "released"
+    assert relay.state.store.key_usage("alice", since=0, now=time.time()).usd == 0
+    # The upstream finishes it after all, and a client asks: it is charged then, once.
+    relay.state.store.update_video(video_id, status="in_progress", progress=99, expires_at=None, resource="{}", now=time.time())
+    relay.state.store.update_video(video_id, status="completed", progress=100, expires_at=None, resource="{}", now=time.time())
+    assert video(relay, video_id).charge_state == "settled"
+
+
+def test_a_clients_news_counts_as_the_watchers_poll(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = watching(make_relay, sandbox, job_poll_seconds=30)
+    key = relay.issue_key()
+    video_id = create(relay, key)
+    first = video(relay, video_id).watch_next_at
+    assert first is not None
+    time.sleep(0.1)
+    retrieved = relay.client.get(f"{V}/{video_id}", headers=auth(key))
+    assert retrieved.status_code == 200 and retrieved.json()["status"] in ("in_progress", "completed")
+    after = video(relay, video_id)
+    if after.status != "completed":
+        assert after.watch_next_at is not None and after.watch_next_at > first
+    assert polls(sandbox, video_id) == polls(sandbox, video_id)[:1]  # the client's only
+
+
+def test_settlement_happens_once_however_many_see_the_end(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = watching(make_relay, sandbox)
+    key = relay.issue_key()
+    ids = [create(relay, key) for _ in range(5)]
+    time.sleep(0.4)  # done upstream: clients and the watcher now race to see it
+
+    def retrieve(video_id: str) -> int:
+        return relay.client.get(f"{V}/{video_id}", headers=auth(key)).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(retrieve, ids * 4)) == {200}
+    eventually(lambda: all(video(relay, video_id).status == "completed" for video_id in ids))
+    assert metric(relay, 'relay_videos_total{status="completed"}') == 5
+    usage = relay.state.store.key_usage("alice", since=0, now=time.time())
+    assert usage.video_seconds == pytest.approx(5 * float(CREATE["seconds"]))
