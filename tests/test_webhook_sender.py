@@ -11,6 +11,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -120,8 +121,9 @@ class QuietServer(ThreadingHTTPServer):
         pass
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@contextmanager
+def running_receiver() -> Iterator[Receiver]:
+    """A Receiver serving on 127.0.0.1 (also used by the dispatcher's tests)."""
     state = Receiver()
     handler = type("BoundEndpoint", (Endpoint,), {"receiver": state})
     server = QuietServer(("127.0.0.1", 0), handler)
@@ -134,6 +136,12 @@ def receiver() -> Iterator[Receiver]:
         state.release.set()
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as state:
+        yield state
 
 
 def attempt(
