@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import openai
@@ -25,6 +26,7 @@ from relay.crypto import SecretBox, generate_key
 from relay.metrics import Metrics
 from relay.records import StoreUnavailable, WebhookDelivery, WebhookEndpoint
 from relay.state import RelayState
+from relay.store import Store, enqueue_video_event
 from relay.webhooks.dispatcher import deliver_due, run_deliveries, signing_secrets, wake
 from relay.webhooks.sender import make_client
 from relay.webhooks.signing import new_secret, secret_hint
@@ -128,11 +130,32 @@ class FakeStore:
         return True
 
 
+def new_endpoint(box: SecretBox, endpoint_id: str, url: str, secret: str, now: float, **changes: Any) -> WebhookEndpoint:
+    endpoint = WebhookEndpoint(
+        id=endpoint_id,
+        key_name="alice",
+        name="hooks",
+        url=url,
+        event_types=("video.completed", "video.failed"),
+        secret_encrypted=box.encrypt(secret),
+        secret_hint=secret_hint(secret),
+        previous_secret_encrypted=None,
+        previous_secret_until=None,
+        created_at=now,
+        updated_at=now,
+        disabled_at=None,
+        disabled_reason=None,
+        failing_since=None,
+    )
+    return dataclasses.replace(endpoint, **changes)
+
+
 @dataclass
 class FakeState:
     """The parts of RelayState the dispatcher uses."""
 
-    store: FakeStore
+    # A FakeStore, or a real Store for the test that runs against one.
+    store: Any
     settings: Settings
     clock: Clock = field(default_factory=Clock)
     box: SecretBox = field(default_factory=lambda: SecretBox([generate_key().encode()]))
@@ -143,23 +166,7 @@ class FakeState:
         return function(*args, **kwargs)
 
     def add_endpoint(self, url: str, secret: str, **changes: Any) -> WebhookEndpoint:
-        endpoint = WebhookEndpoint(
-            id=f"we_{len(self.store.endpoints):032x}",
-            key_name="alice",
-            name="hooks",
-            url=url,
-            event_types=("video.completed", "video.failed"),
-            secret_encrypted=self.box.encrypt(secret),
-            secret_hint=secret_hint(secret),
-            previous_secret_encrypted=None,
-            previous_secret_until=None,
-            created_at=self.clock(),
-            updated_at=self.clock(),
-            disabled_at=None,
-            disabled_reason=None,
-            failing_since=None,
-        )
-        endpoint = dataclasses.replace(endpoint, **changes)
+        endpoint = new_endpoint(self.box, f"we_{len(self.store.endpoints):032x}", url, secret, self.clock(), **changes)
         self.store.endpoints[endpoint.id] = endpoint
         return endpoint
 
@@ -193,14 +200,17 @@ class FakeState:
         return delivery
 
     def delivery(self, delivery_id: str) -> WebhookDelivery:
-        return self.store.deliveries[delivery_id]
+        delivery: WebhookDelivery = self.store.deliveries[delivery_id]
+        return delivery
 
     def sample(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-def fake_state(**settings: Any) -> FakeState:
-    return FakeState(store=FakeStore(), settings=Settings(**{"webhook_allow_private": True, "webhook_timeout_seconds": 2.0, **settings}))
+def fake_state(store: Any = None, **settings: Any) -> FakeState:
+    return FakeState(
+        store=store or FakeStore(), settings=Settings(**{"webhook_allow_private": True, "webhook_timeout_seconds": 2.0, **settings})
+    )
 
 
 def as_relay_state(state: FakeState) -> RelayState:
@@ -440,3 +450,41 @@ def test_a_delivery_cut_by_shutdown_is_given_back(receiver: Receiver) -> None:
     assert delivery.id not in state.store.leases
     assert (given_back.state, given_back.attempts, given_back.next_attempt_at) == ("pending", 0, delivery.next_attempt_at)
     assert state.store.attempts == []
+
+
+def test_against_a_real_store_a_retried_delivery_keeps_its_id_and_bytes(receiver: Receiver, tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "relay.db"))
+    store.ensure_schema()
+    try:
+        state = fake_state(store)
+        secret = new_secret()
+        retried = new_endpoint(
+            state.box, "we_" + "1" * 32, receiver.url("/script"), secret, state.clock(), event_types=("video.completed",)
+        )
+        gone = new_endpoint(state.box, "we_" + "2" * 32, receiver.url("/status/410"), secret, state.clock(), event_types=("video.failed",))
+        store.create_webhook_endpoint(retried)
+        store.create_webhook_endpoint(gone)
+        with store.transaction() as conn:
+            assert enqueue_video_event(conn, key_name="alice", video_id="video_1", event_type="video.completed", now=state.clock()) == 1
+            assert enqueue_video_event(conn, key_name="alice", video_id="video_2", event_type="video.failed", now=state.clock()) == 1
+        receiver.script = [500]
+        assert one_round(state) == 2
+        [queued] = store.list_webhook_deliveries(endpoint_id=retried.id, state="pending")
+        assert (queued.attempts, queued.last_status, queued.last_error) == (1, 500, "http_error")
+        failing = store.webhook_endpoint(retried.id)
+        assert failing is not None and failing.failing_since == state.clock.now
+        disabled = store.webhook_endpoint(gone.id)
+        assert disabled is not None and disabled.disabled_reason == "gone"
+        state.clock.now += 6
+        assert one_round(state) == 1
+        done = store.webhook_delivery(queued.id)
+        assert done is not None and (done.state, done.attempts) == ("delivered", 2)
+        assert len(store.webhook_attempts(queued.id)) == 2
+        first, second = [received for received in receiver.received if received.path == "/script"]
+        assert first.body == second.body == done.body
+        assert first.headers["webhook-id"] == second.headers["webhook-id"] == done.id
+        verify(second.body, second.headers, secret)
+        assert json.loads(done.body)["data"] == {"id": "video_1"}
+        assert one_round(state) == 0
+    finally:
+        store.close()
