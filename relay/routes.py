@@ -15,6 +15,7 @@ from starlette.routing import Route, Router
 
 from . import videos
 from .caller import request_facts
+from .webhooks import endpoints as webhooks
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -27,7 +28,8 @@ class VideoRoute:
     handler: Handler
 
 
-# Fixed paths before templated ones: `/videos/edits` must not be read as a video id.
+# Every route of the front door (/openai/v1 and /openai): the Videos API and the key's webhook
+# endpoints. Fixed paths before templated ones: `/videos/edits` must not be read as a video id.
 VIDEO_ROUTES: tuple[VideoRoute, ...] = (
     VideoRoute("POST", "/videos", "videos.create", videos.create_video),
     VideoRoute("GET", "/videos", "videos.list", videos.list_videos),
@@ -39,6 +41,15 @@ VIDEO_ROUTES: tuple[VideoRoute, ...] = (
     VideoRoute("DELETE", "/videos/{video_id}", "videos.delete", videos.delete_video),
     VideoRoute("GET", "/videos/{video_id}/content", "videos.content", videos.video_content),
     VideoRoute("POST", "/videos/{video_id}/remix", "videos.remix", videos.remix_video),
+    # The key's webhook endpoints (OpenAI's webhook-endpoint API), served beside the Videos API.
+    VideoRoute("POST", "/webhook_endpoints", "webhooks.create", webhooks.create_endpoint),
+    VideoRoute("GET", "/webhook_endpoints", "webhooks.list", webhooks.list_endpoints),
+    VideoRoute("GET", "/webhook_endpoints/{webhook_endpoint_id}", "webhooks.retrieve", webhooks.retrieve_endpoint),
+    VideoRoute("POST", "/webhook_endpoints/{webhook_endpoint_id}", "webhooks.update", webhooks.update_endpoint),
+    VideoRoute("DELETE", "/webhook_endpoints/{webhook_endpoint_id}", "webhooks.delete", webhooks.delete_endpoint),
+    VideoRoute("POST", "/webhook_endpoints/{webhook_endpoint_id}/rotate_secret", "webhooks.rotate_secret", webhooks.rotate_secret),
+    VideoRoute("POST", "/webhook_endpoints/{webhook_endpoint_id}/test", "webhooks.test", webhooks.send_test_event),
+    VideoRoute("GET", "/webhook_event_types", "webhooks.event_types", webhooks.list_event_types),
 )
 OTHER = "other"
 ROUTE_NAMES: tuple[str, ...] = tuple(route.name for route in VIDEO_ROUTES) + (OTHER,)
@@ -55,7 +66,7 @@ def _dispatch(by_method: dict[str, VideoRoute]) -> Handler:
 
 
 def video_router() -> Router:
-    """The Videos routes under one mount (no slash-fixing redirects: see relay.app)."""
+    """The front door's routes (Videos, webhook endpoints) under one mount (no slash-fixing redirects: see relay.app)."""
     paths: dict[str, dict[str, VideoRoute]] = {}
     for route in VIDEO_ROUTES:
         paths.setdefault(route.path, {})[route.method] = route
