@@ -1,4 +1,4 @@
-"""relayctl: keys, accounts, cooldowns, sessions, outcomes, doctor, secrets, the sandbox.
+"""relayctl: keys, accounts, cooldowns, sessions, outcomes, doctor, secrets, webhooks, the sandbox.
 
 Every command works on the database a running relay uses (`--db`, default $RELAY_DATABASE
 or ./relay.db); relays pick up changes within about a second, without a restart.
@@ -18,6 +18,7 @@ from .keys_cmd import keys
 from .observe_cmd import cooldowns_group, outcomes_group, sessions_group
 from .sandbox_cmd import MAX_COMPLETE_AFTER_SECONDS, serve_sandbox
 from .usage_cmd import prices, usage
+from .webhooks_cmd import webhooks_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,5 +87,17 @@ def sandbox(host: str, port: int, complete_after: float, fail: str | None, as_js
     serve_sandbox(host, port, complete_after_seconds=complete_after, fail=fail, as_json=json_wanted(as_json))
 
 
-for command in (keys, accounts, cooldowns_group, sessions_group, outcomes_group, usage, prices, doctor, secrets_group, db_group):
+for command in (
+    keys,
+    accounts,
+    cooldowns_group,
+    sessions_group,
+    outcomes_group,
+    usage,
+    prices,
+    doctor,
+    secrets_group,
+    db_group,
+    webhooks_group,
+):
     main.add_command(command)
