@@ -114,6 +114,9 @@ class FakeStore:
         self.attempts.append({"delivery_id": delivery_id, "ts": now, "status": status, "error": error})
         return True
 
+    def webhook_endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
+        return self.endpoints.get(endpoint_id)
+
     def disable_webhook_endpoint(self, endpoint_id: str, reason: str, now: float) -> None:
         self.disabled.append((endpoint_id, reason))
         self.endpoints[endpoint_id] = dataclasses.replace(self.endpoints[endpoint_id], disabled_at=now, disabled_reason=reason)
@@ -217,10 +220,10 @@ def as_relay_state(state: FakeState) -> RelayState:
     return cast(RelayState, state)
 
 
-def one_round(state: FakeState, *, batch: int = 20) -> int:
+def one_round(state: FakeState, *, batch: int = 20, concurrency: int = 4) -> int:
     async def run() -> int:
         async with make_client() as client:
-            return await deliver_due(as_relay_state(state), client, batch=batch, concurrency=4, rng=random.Random(1))
+            return await deliver_due(as_relay_state(state), client, batch=batch, concurrency=concurrency, rng=random.Random(1))
 
     return asyncio.run(run())
 
@@ -323,12 +326,26 @@ def test_an_endpoint_failing_for_too_long_is_disabled(receiver: Receiver) -> Non
 def test_an_endpoint_that_just_took_a_delivery_is_not_disabled_for_failing(receiver: Receiver) -> None:
     state = fake_state(webhook_disable_after_seconds=DAY)
     endpoint = state.add_endpoint(receiver.url("/script"), new_secret(), failing_since=state.clock.now - 2 * DAY)
-    receiver.script = [500, 200]
+    receiver.script = [200, 500]
     state.add_delivery(endpoint)
     state.add_delivery(endpoint)
+    # One at a time: the second attempt fails after the first went through, which the endpoint
+    # as claimed (failing for two days) does not show yet.
+    one_round(state, concurrency=1)
+    assert len(receiver.received) == 2
+    assert sorted(str(delivery.last_status) for delivery in state.store.deliveries.values()) == ["200", "500"]
+    assert state.store.disabled == [] and state.store.endpoints[endpoint.id].failing_since == state.clock.now
+
+
+def test_an_endpoint_disabled_already_is_not_disabled_again(receiver: Receiver) -> None:
+    state = fake_state()
+    endpoint = state.add_endpoint(receiver.url("/status/410"), new_secret())
+    for _ in range(3):
+        state.add_delivery(endpoint)
     one_round(state)
-    assert sorted(received.path for received in receiver.received) == ["/script", "/script"]
-    assert state.store.disabled == []
+    assert len(receiver.received) == 3
+    assert state.store.disabled == [(endpoint.id, "gone")]
+    assert state.sample("relay_webhook_endpoints_disabled_total", reason="gone") == 1
 
 
 def test_a_spent_schedule_fails_the_delivery_for_good(receiver: Receiver) -> None:
@@ -488,3 +505,39 @@ def test_against_a_real_store_a_retried_delivery_keeps_its_id_and_bytes(receiver
         assert one_round(state) == 0
     finally:
         store.close()
+
+
+def test_in_the_loop_attempts_are_bounded_by_the_slots(receiver: Receiver) -> None:
+    state = fake_state(webhook_timeout_seconds=30.0)
+    hanging = [state.add_delivery(state.add_endpoint(receiver.url("/hang"), new_secret())) for _ in range(2)]
+    quick = state.add_endpoint(receiver.url("/ok"), new_secret())
+
+    async def scenario(loop: asyncio.Task[None]) -> None:
+        await until(lambda: len(receiver.received) == 2)
+        waiting = state.add_delivery(quick)
+        # Both slots are busy until the hanging attempts time out (30 s): nothing more is claimed.
+        wake(as_relay_state(state))
+        await asyncio.sleep(0.1)
+        assert waiting.id not in state.store.leases and len(receiver.received) == 2
+        receiver.release.set()
+        # The hanging endpoints close without answering: their slots free up, and the waiting delivery goes.
+        await until(lambda: state.delivery(waiting.id).state == "delivered")
+        assert {state.delivery(delivery.id).last_error for delivery in hanging} == {"connect_error"}
+
+    run_loop(state, scenario, interval=3600.0, concurrency=2)
+
+
+def test_in_the_loop_a_slow_endpoint_does_not_delay_the_others(receiver: Receiver) -> None:
+    state = fake_state(webhook_timeout_seconds=30.0)
+    slow = state.add_delivery(state.add_endpoint(receiver.url("/hang"), new_secret()))
+    quick = state.add_endpoint(receiver.url("/ok"), new_secret())
+
+    async def scenario(loop: asyncio.Task[None]) -> None:
+        await until(lambda: len(receiver.received) == 1)
+        waiting = state.add_delivery(quick)
+        wake(as_relay_state(state))
+        # Well before the slow attempt's 30 s run out.
+        await until(lambda: state.delivery(waiting.id).state == "delivered")
+        assert slow.id in state.store.leases
+
+    run_loop(state, scenario, interval=3600.0, concurrency=4)

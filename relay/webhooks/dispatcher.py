@@ -1,11 +1,13 @@
 """The background loop that sends webhook deliveries (one per relay process, from the app's lifespan).
 
-Every round it claims the deliveries that are due (a lease in the store, so each is attempted by
-one process at a time, across workers and replicas), sends them a few at a time, and records
-each attempt with when to try again. An endpoint that answers 410 Gone is disabled at once;
-one whose every attempt failed for settings.webhook_disable_after_seconds is disabled too.
-A round that fails (the database is away, a bug) is logged and the next one goes on; nothing
-logged here carries a secret, a body or an endpoint's URL (which may hold its owner's token).
+It claims the deliveries that are due (a lease in the store, so each is attempted by one process
+at a time, across workers and replicas) as attempt slots free up, sends each at once, and
+records each attempt with when to try again. Slots are refilled as attempts end, not a round at
+a time, so one endpoint that takes its whole timeout to answer holds up nobody else's events.
+An endpoint that answers 410 Gone is disabled at once; one whose every attempt failed for
+settings.webhook_disable_after_seconds is disabled too. A claim that fails (the database is
+away) is logged and retried on the next tick; nothing logged here carries a secret, a body or an
+endpoint's URL (which may hold its owner's token).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
-from collections import defaultdict
 from dataclasses import dataclass
 
 import anyio
@@ -37,41 +39,57 @@ DELIVERED = "delivered"
 _wakeups: dict[int, asyncio.Event] = {}
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    delivery: WebhookDelivery
-    endpoint: WebhookEndpoint
-    result: AttemptResult
-    finished_at: float
-
-
 def wake(state: RelayState) -> None:
-    """Start the next round now rather than at the next interval (call from the event loop's thread,
+    """Look for due deliveries now rather than at the next tick (call from the event loop's thread,
     e.g. after writing events), so a delivery waits for the network, not for the poll."""
     woken = _wakeups.get(id(state))
     if woken is not None:
         woken.set()
 
 
+@dataclass
+class _Slots:
+    free: int
+    # The last claim filled every slot it asked for: more may be due, so a freed slot is refilled at once.
+    saturated: bool = False
+
+
 async def run_deliveries(state: RelayState, *, interval: float = 1.0, batch: int = 20, concurrency: int = 8) -> None:
-    """Deliver due webhooks until cancelled: a round every `interval` seconds, or at once while
-    rounds come back full, or when woken; at most `batch` deliveries a round, `concurrency` at a time."""
-    rounds = _Retrying("deliver webhooks (deliveries wait in the database meanwhile)")
+    """Deliver due webhooks until cancelled: up to `concurrency` attempts at once, claiming at most
+    `batch` at a time, every `interval` seconds or sooner when woken or when a slot frees after a
+    full claim. Cancelled mid-attempt, a delivery is given back to the store, due as it was."""
+    claims = _Retrying("claim webhook deliveries (they wait in the database meanwhile)")
     woken = _wakeups.setdefault(id(state), asyncio.Event())
+    slots = _Slots(free=concurrency)
     rng = random.Random()
+
+    async def attempt(client: httpx.AsyncClient, delivery: WebhookDelivery, endpoint: WebhookEndpoint) -> None:
+        try:
+            await _deliver_one(state, client, delivery, endpoint, rng)
+        finally:
+            slots.free += 1
+            if slots.saturated:
+                woken.set()
+
     try:
-        async with make_client() as client:
+        async with make_client() as client, anyio.create_task_group() as tasks:
             while True:
                 woken.clear()
-                try:
-                    claimed = await deliver_due(state, client, batch=batch, concurrency=concurrency, rng=rng)
-                except Exception as error:
-                    rounds.failed(error)
-                    claimed = 0
-                else:
-                    rounds.succeeded()
-                if claimed >= batch:
-                    continue
+                wanted = min(batch, slots.free)
+                if wanted > 0:
+                    try:
+                        claimed = await _claim(state, limit=wanted, concurrency=concurrency)
+                    except Exception as error:
+                        claims.failed(error)
+                        claimed = []
+                    else:
+                        claims.succeeded()
+                    slots.saturated = len(claimed) == wanted
+                    for delivery, endpoint in claimed:
+                        slots.free -= 1
+                        tasks.start_soon(attempt, client, delivery, endpoint)
+                    if slots.saturated and slots.free > 0:
+                        continue
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(interval):
                         await woken.wait()
@@ -81,50 +99,51 @@ async def run_deliveries(state: RelayState, *, interval: float = 1.0, batch: int
 
 
 async def deliver_due(state: RelayState, client: httpx.AsyncClient, *, batch: int, concurrency: int, rng: random.Random) -> int:
-    """One round: claim, send and record what is due now; returns how many deliveries were claimed."""
-    settings = state.settings
-    claimed = await state.db(
-        state.store.claim_due_deliveries,
-        state.holder.owner,
-        now=state.clock(),
-        lease_seconds=settings.webhook_timeout_seconds * 2 + LEASE_MARGIN_SECONDS,
-        limit=batch,
-    )
-    if not claimed:
-        return 0
-    outcomes: list[_Outcome] = []
+    """One round: claim up to `batch` due deliveries, attempt them `concurrency` at a time and wait
+    for all; returns how many were claimed. (The loop refills slots instead; tests step with this.)"""
+    claimed = await _claim(state, limit=batch, concurrency=concurrency)
     limiter = anyio.CapacityLimiter(concurrency)
+
+    async def attempt(delivery: WebhookDelivery, endpoint: WebhookEndpoint) -> None:
+        async with limiter:
+            await _deliver_one(state, client, delivery, endpoint, rng)
+
     async with anyio.create_task_group() as tasks:
         for delivery, endpoint in claimed:
-            tasks.start_soon(_deliver_one, state, client, delivery, endpoint, limiter, rng, outcomes)
-    await _disable_endpoints(state, outcomes)
+            tasks.start_soon(attempt, delivery, endpoint)
     return len(claimed)
 
 
+async def _claim(state: RelayState, *, limit: int, concurrency: int) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
+    # The lease covers every attempt's whole timeout, in as many waves as the slots make of the claim
+    # (one, in the loop), and recording it: a lease that lapsed would let another process send it too.
+    timeout = state.settings.webhook_timeout_seconds
+    waves = math.ceil(limit / max(concurrency, 1))
+    return await state.db(
+        state.store.claim_due_deliveries,
+        state.holder.owner,
+        now=state.clock(),
+        lease_seconds=timeout * (waves + 1) + LEASE_MARGIN_SECONDS,
+        limit=limit,
+    )
+
+
 async def _deliver_one(
-    state: RelayState,
-    client: httpx.AsyncClient,
-    delivery: WebhookDelivery,
-    endpoint: WebhookEndpoint,
-    limiter: anyio.CapacityLimiter,
-    rng: random.Random,
-    outcomes: list[_Outcome],
+    state: RelayState, client: httpx.AsyncClient, delivery: WebhookDelivery, endpoint: WebhookEndpoint, rng: random.Random
 ) -> None:
     settings = state.settings
     owner = state.holder.owner
     try:
-        async with limiter:
-            secrets = signing_secrets(state.box, endpoint, state.clock())
-            result = await send_event(
-                client,
-                url=endpoint.url,
-                webhook_id=delivery.id,
-                body=delivery.body,
-                secrets=secrets,
-                timeout=settings.webhook_timeout_seconds,
-                allow_private=settings.webhook_allow_private,
-                now=state.clock,
-            )
+        result = await send_event(
+            client,
+            url=endpoint.url,
+            webhook_id=delivery.id,
+            body=delivery.body,
+            secrets=signing_secrets(state.box, endpoint, state.clock()),
+            timeout=settings.webhook_timeout_seconds,
+            allow_private=settings.webhook_allow_private,
+            now=state.clock,
+        )
         finished_at = state.clock()
         next_attempt_at: float | None = None
         if not result.delivered and result.error != GONE:
@@ -148,15 +167,20 @@ async def _deliver_one(
             await _release(state, delivery)
         raise
     except Exception:
-        # A bug or the database away: the lease lapses and the delivery is claimed again then.
+        # A bug, an undecryptable secret, the database away: the lease lapses and the delivery is claimed again then.
         log.exception("could not attempt webhook delivery %s", delivery.id, extra=fields(delivery=delivery.id, endpoint=endpoint.id))
         return
     metrics = state.metrics
     metrics.webhook_deliveries.labels(result=DELIVERED if result.delivered else result.error).inc()
     if result.delivered:
         metrics.webhook_delivery_latency.observe(max(finished_at - delivery.created_at, 0.0))
-    outcomes.append(_Outcome(delivery, endpoint, result, finished_at))
     _log_attempt(delivery, endpoint, result, next_attempt_at, recorded=recorded)
+    if not result.delivered:
+        try:
+            await _disable_if_due(state, endpoint, result, finished_at)
+        except Exception:
+            # The next failure decides again.
+            log.exception("could not disable webhook endpoint %s", endpoint.id, extra=fields(endpoint=endpoint.id))
 
 
 def signing_secrets(box: SecretBox, endpoint: WebhookEndpoint, now: float) -> list[str]:
@@ -176,25 +200,25 @@ async def _release(state: RelayState, delivery: WebhookDelivery) -> None:
         log.warning("could not give back webhook delivery %s; its lease lapses on its own", delivery.id, extra=fields(delivery=delivery.id))
 
 
-async def _disable_endpoints(state: RelayState, outcomes: list[_Outcome]) -> None:
-    """After a round: disable the endpoints that answered 410, and those failing for too long
-    (unless one of their deliveries just went through)."""
-    by_endpoint: dict[str, list[_Outcome]] = defaultdict(list)
-    for outcome in outcomes:
-        by_endpoint[outcome.endpoint.id].append(outcome)
+async def _disable_if_due(state: RelayState, claimed: WebhookEndpoint, result: AttemptResult, now: float) -> None:
+    """Disable the endpoint after a failed attempt if it answered 410, or if it has failed every
+    attempt for too long. The endpoint as claimed may be stale (another attempt may have gone
+    through since), so the store's current view decides."""
     limit = state.settings.webhook_disable_after_seconds
-    for endpoint_id, its in by_endpoint.items():
-        failing_since = its[0].endpoint.failing_since
-        latest = max(outcome.finished_at for outcome in its)
-        if any(outcome.result.error == GONE for outcome in its):
-            reason, why = "gone", "it answered 410 Gone"
-        elif not any(outcome.result.delivered for outcome in its) and failing_since is not None and latest - failing_since >= limit:
-            reason, why = "failing", f"every delivery to it has failed for {latest - failing_since:.0f} s"
-        else:
-            continue
-        await state.db(state.store.disable_webhook_endpoint, endpoint_id, reason, latest)
-        state.metrics.webhook_endpoints_disabled.labels(reason=reason).inc()
-        log.warning("disabled webhook endpoint %s: %s", endpoint_id, why, extra=fields(endpoint=endpoint_id, key=its[0].endpoint.key_name))
+    if result.error != GONE and (claimed.failing_since is None or now - claimed.failing_since < limit):
+        return
+    endpoint = await state.db(state.store.webhook_endpoint, claimed.id)
+    if endpoint is None or endpoint.disabled_at is not None:
+        return
+    if result.error == GONE:
+        reason, why = "gone", "it answered 410 Gone"
+    elif endpoint.failing_since is not None and now - endpoint.failing_since >= limit:
+        reason, why = "failing", f"every delivery to it has failed for {now - endpoint.failing_since:.0f} s"
+    else:
+        return
+    await state.db(state.store.disable_webhook_endpoint, endpoint.id, reason, now)
+    state.metrics.webhook_endpoints_disabled.labels(reason=reason).inc()
+    log.warning("disabled webhook endpoint %s: %s", endpoint.id, why, extra=fields(endpoint=endpoint.id, key=endpoint.key_name))
 
 
 def _log_attempt(
