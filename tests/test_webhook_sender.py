@@ -4,9 +4,11 @@ can answer (or not) ends as a result, the bytes and signature arrive as the SDK 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -14,11 +16,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import openai
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from relay.webhooks.sender import RESPONSE_READ_LIMIT, AttemptResult, make_client, retry_after_seconds, send_event
 from relay.webhooks.signing import new_secret
@@ -122,14 +130,16 @@ class QuietServer(ThreadingHTTPServer):
 
 
 @contextmanager
-def running_receiver() -> Iterator[Receiver]:
-    """A Receiver serving on 127.0.0.1 (also used by the dispatcher's tests)."""
+def running_receiver(tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    """A Receiver serving on 127.0.0.1 (also used by the dispatcher's tests), over TLS with `tls`."""
     state = Receiver()
     handler = type("BoundEndpoint", (Endpoint,), {"receiver": state})
     server = QuietServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    state.base = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     try:
         yield state
     finally:
@@ -291,3 +301,65 @@ def test_the_delivery_connects_to_the_checked_address_with_the_name_as_host(rece
 )
 def test_retry_after_values(value: str | None, seconds: float | None) -> None:
     assert retry_after_seconds(value, 1_800_000_000.0) == seconds
+
+
+def self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for `name` (and its key), its own issuer."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize(("certified", "delivered"), [("hooks.test", True), ("other.test", False)])
+def test_https_connects_to_the_checked_address_and_checks_the_certificate_for_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, certified: str, delivered: bool
+) -> None:
+    cert_path, key_path = self_signed(tmp_path, certified)
+    names: list[str | None] = []
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert_path, key_path)
+    server_context.sni_callback = lambda connection, name, context: names.append(name)
+    with running_receiver(server_context) as tls:
+        monkeypatch.setattr(
+            socket, "getaddrinfo", lambda host, port, *args, **kwargs: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        )
+
+        async def run() -> AttemptResult:
+            # The operator's trust store, standing in for the public CAs: it trusts the test certificate.
+            client_context = ssl.create_default_context(cafile=str(cert_path))
+            async with httpx.AsyncClient(verify=client_context, trust_env=False) as client:
+                return await send_event(
+                    client,
+                    url=f"https://hooks.test:{tls.port}/ok",
+                    webhook_id=WEBHOOK_ID,
+                    body=BODY,
+                    secrets=[new_secret()],
+                    timeout=5.0,
+                    allow_private=True,
+                    now=time.time,
+                )
+
+        result = asyncio.run(run())
+    assert names == ["hooks.test"]
+    if delivered:
+        assert (result.delivered, result.status) == (True, 200)
+        assert [received.headers["host"] for received in tls.received] == [f"hooks.test:{tls.port}"]
+    else:
+        # Connected to 127.0.0.1 as checked, but the certificate is not for the name: no request went.
+        assert (result.delivered, result.error) == (False, "connect_error") and tls.received == []
