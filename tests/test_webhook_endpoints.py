@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import Relay, every_row_as_text, free_port
+from conftest import Relay, every_row_as_text, free_port, run_sql
+from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from relay.store import Store
@@ -426,3 +427,25 @@ def test_no_body_a_client_sends_makes_a_500(target: Target, route: str, body: An
     answer = target.relay.client.post(path, headers=target.headers, content=content)
     assert answer.status_code in (200, 400, 502), (path, content, answer.text)
     assert answer.status_code == 200 or set(answer.json()) == {"error"}
+
+
+def test_a_secret_the_relay_cannot_read_is_a_503_until_it_is_rotated(make_relay: Any) -> None:
+    relay: Relay = make_relay(webhook_allow_private=True, webhook_timeout_seconds=1.0)
+    headers = {"authorization": f"Bearer {relay.issue_key('alice')}"}
+    made = relay.client.post(
+        "/openai/v1/webhook_endpoints",
+        headers=headers,
+        json={"name": "x", "url": f"http://127.0.0.1:{free_port()}/in", "event_types": ["video.failed"]},
+    )
+    endpoint_id = made.json()["id"]
+    # As if written under a secret key the relay no longer holds.
+    run_sql(
+        relay.state.store,
+        "UPDATE webhook_endpoints SET secret = ? WHERE id = ?",
+        (Fernet(Fernet.generate_key()).encrypt(b"x").decode(), endpoint_id),
+    )
+    test = f"/openai/v1/webhook_endpoints/{endpoint_id}/test"
+    unreadable = relay.client.post(test, headers=headers, json={"event_type": "video.failed"})
+    assert unreadable.status_code == 503 and unreadable.json()["error"]["code"] == "webhook_secret_unreadable"
+    assert relay.client.post(f"/openai/v1/webhook_endpoints/{endpoint_id}/rotate_secret", headers=headers).status_code == 200
+    assert relay.client.post(test, headers=headers, json={"event_type": "video.failed"}).status_code == 502  # signed; nobody listens

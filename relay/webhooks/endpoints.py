@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..body import is_json, is_valid_unicode
 from ..caller import authorize, relay_state, request_body
+from ..crypto import SecretKeyError
 from ..errors import RelayError, shown
 from ..records import WEBHOOK_EVENT_TYPES, KeyRecord, WebhookEndpoint
 from ..state import RelayState
@@ -201,6 +202,15 @@ async def send_test_event(request: Request) -> Response:
     allow_private = state.settings.webhook_allow_private
     # Checked here first for its words: the attempt only says that the target was unsafe.
     await _reachable_target(endpoint.url, allow_private)
+    try:
+        secrets = signing_secrets(state.box, endpoint, now)
+    except SecretKeyError:
+        # Encrypted under a key the relay no longer has: a new secret is the way out.
+        raise RelayError(
+            503,
+            "The relay cannot read this endpoint's signing secret (its secret key changed): rotate the secret, then test again.",
+            code="webhook_secret_unreadable",
+        ) from None
     body = event_body(new_event_id(), event_type, now, {"id": f"video_test_{random_source.token_hex(12)}"})
     async with sender.make_client() as client:
         result = await sender.send_event(
@@ -208,7 +218,7 @@ async def send_test_event(request: Request) -> Response:
             url=endpoint.url,
             webhook_id=new_delivery_id(),
             body=body,
-            secrets=signing_secrets(state.box, endpoint, now),
+            secrets=secrets,
             timeout=state.settings.webhook_timeout_seconds,
             allow_private=allow_private,
             now=state.clock,
