@@ -38,6 +38,7 @@ from .metrics_server import listening_socket, serve_metrics
 from .records import StoreUnavailable
 from .routes import OTHER, video_router
 from .state import RelayState, build_state, keep_fresh
+from .webhooks.dispatcher import run_deliveries
 
 log = logging.getLogger("relay")
 access_log = logging.getLogger("relay.access")
@@ -304,6 +305,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 tasks.start_soon(keep_fresh, state)
                 if configured.job_watcher:
                     tasks.start_soon(run_watcher, state)
+                tasks.start_soon(run_deliveries, state)
                 if metrics_socket is not None:
                     tasks.start_soon(
                         serve_metrics,

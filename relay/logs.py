@@ -110,6 +110,8 @@ def configure_logging(log_format: str) -> None:
     # an outage) with the server's message, which names hosts and users. The relay says once when
     # its database becomes unavailable and once when it is back, with the reason in fixed words.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+    # httpx logs every request's URL at INFO; a webhook endpoint's URL may carry its owner's token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     logger = logging.getLogger("relay")
     if logger.handlers:
         return

@@ -233,7 +233,7 @@ async def keep_fresh(state: RelayState) -> None:
         await _keep_config(state)
 
 
-class _Retrying:
+class Retrying:
     """A background task's failures: a database outage is logged when it starts and when it ends,
     not with a traceback on every tick; anything else is a bug and keeps its traceback."""
 
@@ -255,7 +255,7 @@ class _Retrying:
 
 
 async def _keep_lease(state: RelayState) -> None:
-    renewals = _Retrying("renew this process's lease (its reservations lapse if this goes on)")
+    renewals = Retrying("renew this process's lease (its reservations lapse if this goes on)")
     try:
         while True:
             await anyio.sleep(state.settings.holder_lease_seconds / holders.RENEWALS_PER_LEASE)
@@ -275,7 +275,7 @@ async def _keep_lease(state: RelayState) -> None:
 
 
 async def _keep_config(state: RelayState) -> None:
-    refreshes = _Retrying("refresh keys and accounts (keeping the last good view)")
+    refreshes = Retrying("refresh keys and accounts (keeping the last good view)")
     while True:
         await anyio.sleep(state.settings.refresh_interval_seconds)
         try:

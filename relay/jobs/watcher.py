@@ -21,7 +21,7 @@ from ..logs import fields
 from ..pool import Upstream
 from ..providers.operations import operations_for
 from ..records import StoreUnavailable, Video
-from ..state import RelayState
+from ..state import RelayState, Retrying
 from .pacing import AccountPacer, next_poll_delay, poll_hint_seconds
 from .settle import is_news, settle_status
 
@@ -29,7 +29,6 @@ log = logging.getLogger("relay.watcher")
 
 # The route name the watcher's attempts carry in metrics, outcomes and logs.
 WATCH_ROUTE = "watch"
-_BATCH = 50
 _CONCURRENT_POLLS = 16
 # An unauthorized account's jobs wait (no upstream call) and are looked at again this often, so
 # they resume by themselves once an operator rotates or resets the account.
@@ -37,35 +36,54 @@ _PAUSED_SECONDS = 300.0  # at most; 30 poll intervals when those are shorter
 
 
 async def run_watcher(state: RelayState) -> None:
-    """Poll due jobs until cancelled (at shutdown)."""
+    """Poll due jobs until cancelled (at shutdown).
+
+    No rounds: a claim takes only as many jobs as there are free slots, and each slot is refilled
+    as its poll ends, so one upstream that hangs until its read timeout holds one slot, not the
+    watcher.
+    """
     pacer = AccountPacer(state.settings.watcher_polls_per_minute)
-    limiter = anyio.CapacityLimiter(_CONCURRENT_POLLS)
     idle = min(1.0, state.settings.job_poll_seconds / 2)
     # Longer than any poll can take, so a lease never runs out under a poll still running.
     lease = state.settings.connect_timeout_seconds + 2 * state.settings.read_timeout_seconds + 30
-    while True:
+    claims = Retrying("claim jobs to watch (they wait in the database meanwhile)")
+    running = 0
+
+    async def watch_one(video: Video) -> None:
+        nonlocal running
         try:
-            due = await state.db(state.store.claim_jobs_to_watch, state.holder.owner, now=state.clock(), lease_seconds=lease, limit=_BATCH)
-        except StoreUnavailable as error:
-            log.warning("the job watcher cannot read the database: %s", error)
-            due = []
-        if due:
-            async with anyio.create_task_group() as tasks:
-                for video in due:
-                    tasks.start_soon(_watch_guarded, state, pacer, limiter, video)
-        if len(due) < _BATCH:
-            await anyio.sleep(idle)
+            await _watch_guarded(state, pacer, video)
+        finally:
+            running -= 1
+
+    async with anyio.create_task_group() as tasks:
+        while True:
+            free = _CONCURRENT_POLLS - running
+            due: list[Video] = []
+            if free > 0:
+                try:
+                    due = await state.db(
+                        state.store.claim_jobs_to_watch, state.holder.owner, now=state.clock(), lease_seconds=lease, limit=free
+                    )
+                except Exception as error:
+                    claims.failed(error)
+                else:
+                    claims.succeeded()
+            for video in due:
+                running += 1
+                tasks.start_soon(watch_one, video)
+            if len(due) < free or free == 0:
+                await anyio.sleep(idle)
 
 
-async def _watch_guarded(state: RelayState, pacer: AccountPacer, limiter: anyio.CapacityLimiter, video: Video) -> None:
-    async with limiter:
-        try:
-            await watch(state, pacer, video)
-        except StoreUnavailable as error:
-            # The lease runs out and the job is polled again later.
-            log.warning("the job watcher could not record a poll: %s", error, extra=fields(video_id=video.id, account=video.account))
-        except Exception:
-            log.exception("the job watcher failed on a job", extra=fields(video_id=video.id, account=video.account))
+async def _watch_guarded(state: RelayState, pacer: AccountPacer, video: Video) -> None:
+    try:
+        await watch(state, pacer, video)
+    except StoreUnavailable as error:
+        # The lease runs out and the job is polled again later.
+        log.warning("the job watcher could not record a poll: %s", error, extra=fields(video_id=video.id, account=video.account))
+    except Exception:
+        log.exception("the job watcher failed on a job", extra=fields(video_id=video.id, account=video.account))
 
 
 async def watch(state: RelayState, pacer: AccountPacer, video: Video) -> None:

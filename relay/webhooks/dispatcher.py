@@ -25,7 +25,7 @@ import httpx
 from ..crypto import SecretBox
 from ..logs import fields
 from ..records import WebhookDelivery, WebhookEndpoint
-from ..state import RelayState, _Retrying
+from ..state import RelayState, Retrying
 from .schedule import next_attempt_delay
 from .sender import GONE, AttemptResult, make_client, send_event
 
@@ -58,7 +58,7 @@ async def run_deliveries(state: RelayState, *, interval: float = 1.0, batch: int
     """Deliver due webhooks until cancelled: up to `concurrency` attempts at once, claiming at most
     `batch` at a time, every `interval` seconds or sooner when woken or when a slot frees after a
     full claim. Cancelled mid-attempt, a delivery is given back to the store, due as it was."""
-    claims = _Retrying("claim webhook deliveries (they wait in the database meanwhile)")
+    claims = Retrying("claim webhook deliveries (they wait in the database meanwhile)")
     woken = _wakeups.setdefault(id(state), asyncio.Event())
     slots = _Slots(free=concurrency)
     rng = random.Random()
