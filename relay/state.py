@@ -59,6 +59,8 @@ class RelayState:
     holder: holders.Holder = field(default_factory=holders.this_process)
     # Requests this worker is handling; shutdown waits for the ones uvicorn cancelled to note their ends.
     requests_running: int = 0
+    # Set when webhook events were written, so this worker's deliveries look for them at once.
+    deliveries_due: asyncio.Event = field(default_factory=asyncio.Event)
 
     def client_for(self, upstream: Upstream) -> Client:
         if upstream.proxy is None:

@@ -164,6 +164,7 @@ class FakeState:
     box: SecretBox = field(default_factory=lambda: SecretBox([generate_key().encode()]))
     metrics: Metrics = field(default_factory=lambda: Metrics(lambda: []))
     holder: holders.Holder = field(default_factory=holders.this_process)
+    deliveries_due: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return function(*args, **kwargs)

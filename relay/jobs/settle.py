@@ -36,6 +36,7 @@ async def settle_status(state: RelayState, video: Video, resource: dict[str, Any
     )
     if not finished:
         return None
+    state.deliveries_due.set()  # its webhook events, if the key has endpoints, go out now
     state.metrics.videos.labels(status).inc()
     if status == "completed":
         # A label from a closed set: the price table's models. An upstream may echo any string.

@@ -35,16 +35,11 @@ log = logging.getLogger("relay.webhooks")
 LEASE_MARGIN_SECONDS = 5.0
 DELIVERED = "delivered"
 
-# The event that wakes each running loop (see wake), by the id of the state it serves.
-_wakeups: dict[int, asyncio.Event] = {}
-
 
 def wake(state: RelayState) -> None:
     """Look for due deliveries now rather than at the next tick (call from the event loop's thread,
     e.g. after writing events), so a delivery waits for the network, not for the poll."""
-    woken = _wakeups.get(id(state))
-    if woken is not None:
-        woken.set()
+    state.deliveries_due.set()
 
 
 @dataclass
@@ -59,7 +54,7 @@ async def run_deliveries(state: RelayState, *, interval: float = 1.0, batch: int
     `batch` at a time, every `interval` seconds or sooner when woken or when a slot frees after a
     full claim. Cancelled mid-attempt, a delivery is given back to the store, due as it was."""
     claims = Retrying("claim webhook deliveries (they wait in the database meanwhile)")
-    woken = _wakeups.setdefault(id(state), asyncio.Event())
+    woken = state.deliveries_due
     slots = _Slots(free=concurrency)
     rng = random.Random()
 
@@ -71,31 +66,27 @@ async def run_deliveries(state: RelayState, *, interval: float = 1.0, batch: int
             if slots.saturated:
                 woken.set()
 
-    try:
-        async with make_client() as client, anyio.create_task_group() as tasks:
-            while True:
-                woken.clear()
-                wanted = min(batch, slots.free)
-                if wanted > 0:
-                    try:
-                        claimed = await _claim(state, limit=wanted, concurrency=concurrency)
-                    except Exception as error:
-                        claims.failed(error)
-                        claimed = []
-                    else:
-                        claims.succeeded()
-                    slots.saturated = len(claimed) == wanted
-                    for delivery, endpoint in claimed:
-                        slots.free -= 1
-                        tasks.start_soon(attempt, client, delivery, endpoint)
-                    if slots.saturated and slots.free > 0:
-                        continue
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(interval):
-                        await woken.wait()
-    finally:
-        if _wakeups.get(id(state)) is woken:
-            del _wakeups[id(state)]
+    async with make_client() as client, anyio.create_task_group() as tasks:
+        while True:
+            woken.clear()
+            wanted = min(batch, slots.free)
+            if wanted > 0:
+                try:
+                    claimed = await _claim(state, limit=wanted, concurrency=concurrency)
+                except Exception as error:
+                    claims.failed(error)
+                    claimed = []
+                else:
+                    claims.succeeded()
+                slots.saturated = len(claimed) == wanted
+                for delivery, endpoint in claimed:
+                    slots.free -= 1
+                    tasks.start_soon(attempt, client, delivery, endpoint)
+                if slots.saturated and slots.free > 0:
+                    continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await woken.wait()
 
 
 async def deliver_due(state: RelayState, client: httpx.AsyncClient, *, batch: int, concurrency: int, rng: random.Random) -> int:
