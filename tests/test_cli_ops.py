@@ -17,6 +17,7 @@ from relay.crypto import SecretBox, generate_key, read_key_file
 from relay.keys import key_id_of, matches
 from relay.sessions import session_hash
 from relay.state import open_store
+from relay.records import WebhookEndpoint
 from relay.store import Outcome, Video
 from relay.store.location import parse_location
 
@@ -226,6 +227,27 @@ def test_secrets_rotate_with_key_file(cli: Any, tmp_path: Path, monkeypatch: pyt
     assert SecretBox(before).decrypt_or_none(credential) is None
     assert "Re-encrypted 1 credential" in cli("secrets", "rotate").output
     assert TOKEN in SecretBox(read_key_file(key_file)[:1]).decrypt(store.account("main").credential_encrypted)
+
+
+def test_secrets_rotate_reencrypts_webhook_signing_secrets(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RELAY_SECRET_KEY")
+    add(cli, "main")
+    key_file = tmp_path / "relay.db.key"
+    store, _ = open_store(Settings(database=parse_location(tmp_path / "relay.db")))
+    old = SecretBox(read_key_file(key_file))
+    secret, previous = "whsec_" + "A" * 44, "whsec_" + "B" * 44
+    now = time.time()
+    endpoint = WebhookEndpoint(
+        id="we_" + "0" * 32, key_name="alice", name="hooks", url="https://hooks.example.com/", event_types=("video.completed",),
+        secret_encrypted=old.encrypt(secret), secret_hint="whsec_...AAAA", previous_secret_encrypted=old.encrypt(previous),
+        previous_secret_until=now + 3600, created_at=now, updated_at=now, disabled_at=None, disabled_reason=None, failing_since=None,
+    )
+    store.create_webhook_endpoint(endpoint)
+    cli("secrets", "rotate")
+    new = SecretBox(read_key_file(key_file)[:1])  # the new key alone reads both secrets
+    stored = store.webhook_endpoint(endpoint.id)
+    assert stored is not None and stored.previous_secret_encrypted is not None
+    assert new.decrypt(stored.secret_encrypted) == secret and new.decrypt(stored.previous_secret_encrypted) == previous
 
 
 def test_secrets_rotate_with_env_key(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

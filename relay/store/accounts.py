@@ -98,12 +98,18 @@ class Accounts(Aggregate):
             bump_config_version(conn)
 
     def reencrypt_credentials(self, reencrypt: Callable[[str], str], check_value: str) -> int:
-        """Re-encrypt every credential and the key check in one transaction; return how many."""
+        """Re-encrypt every credential (and webhook signing secret) and the key check in one
+        transaction; return how many credentials."""
         with self.transaction() as conn:
             rows = conn.execute("SELECT id, credential, proxy FROM accounts").fetchall()
             conn.executemany(
                 "UPDATE accounts SET credential = ?, proxy = ? WHERE id = ?",
                 [(reencrypt(r["credential"]), reencrypt(r["proxy"]) if r["proxy"] else None, r["id"]) for r in rows],
+            )
+            endpoints = conn.execute("SELECT id, secret, previous_secret FROM webhook_endpoints").fetchall()
+            conn.executemany(
+                "UPDATE webhook_endpoints SET secret = ?, previous_secret = ? WHERE id = ?",
+                [(reencrypt(e["secret"]), reencrypt(e["previous_secret"]) if e["previous_secret"] else None, e["id"]) for e in endpoints],
             )
             conn.execute("UPDATE meta SET value = ? WHERE key = 'secret_check'", (check_value,))
             bump_config_version(conn)
