@@ -27,6 +27,7 @@ from .jobs.pacing import next_poll_delay, poll_hint_seconds
 from .jobs.settle import json_number, settle_status, text_value
 from .limits import job_terms
 from .logs import fields as log_fields
+from .paging import page_limit
 from .pool import Upstream
 from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
 from .providers import account_type, model_name, public_json
@@ -293,7 +294,7 @@ async def list_videos(request: Request) -> Response:
     state = relay_state(request)
     key = await authorize(request, state)
     params = request.query_params
-    limit = _limit(params.get("limit"))
+    limit = page_limit(params.get("limit"))
     order = params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise RelayError(400, f"Invalid order '{shown(order)}': use 'asc' or 'desc'.", code="invalid_order", param="order")
@@ -314,16 +315,6 @@ async def list_videos(request: Request) -> Response:
             "has_more": has_more,
         }
     )
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return 20
-    # ASCII digits only: int() also reads '1_0' and other scripts' digits, which no client means.
-    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 3 else 0
-    if not 1 <= limit <= 100:
-        raise RelayError(400, f"Invalid limit '{shown(raw)}': use a whole number from 1 to 100.", code="invalid_limit", param="limit")
-    return limit
 
 
 # -- characters ---------------------------------------------------------------------------------------

@@ -33,10 +33,12 @@ from relay.crypto import generate_key
 from relay.holders import Holder
 from relay.keys import KeyCache, authenticate, issue_key, rotate_key
 from relay.state import open_store
+from relay.records import WebhookEndpoint
 from relay.store import AccountQuota, KeyRecord, Outcome, Store, Video
 from relay.store.location import parse_location
 from relay.store.postgres import PostgresBackend
 from relay.store.schema import SCHEMA_VERSION, TABLE_NAMES
+from relay.webhooks.signing import new_secret, secret_hint
 
 # A relay or relayctl that gets no database connection gives up after the pool timeout: the
 # default 5 s would only make these tests slow.
@@ -171,6 +173,14 @@ def populate(path: Path) -> Populated:
                 charged_at=now - 100,
             )
         )
+        # alice hears of video_one's completion: the outbox row is written as the job settles.
+        secret = new_secret()
+        store.create_webhook_endpoint(
+            WebhookEndpoint(
+                "we_" + "1" * 32, "alice", "hook", "https://hooks.example/in", ("video.completed",), box.encrypt(secret),
+                secret_hint(secret), None, None, now - 30, now - 30, None, None, None,
+            )
+        )
         store.update_video(
             "video_one",
             status="completed",
@@ -178,6 +188,10 @@ def populate(path: Path) -> Populated:
             expires_at=now + 86400,
             resource='{"id": "video_one", "status": "completed"}',
             now=now - 20,
+        )
+        ((delivery, _),) = store.claim_due_deliveries("worker", now=now - 18, lease_seconds=30, limit=1)
+        store.record_delivery_attempt(
+            delivery.id, "worker", status=204, error=None, delivered=True, next_attempt_at=None, latency_seconds=0.1, now=now - 18
         )
         store.insert_video(
             Video(

@@ -11,6 +11,7 @@ from ..records import STORED_STATES, Account, AccountQuota, AlreadyExists, NotFo
 from .backend import Aggregate
 from .meta import bump_config_version
 from .videos import character_count, live_video_count
+from .webhooks import reencrypt_webhook_secrets
 
 
 class Accounts(Aggregate):
@@ -106,11 +107,7 @@ class Accounts(Aggregate):
                 "UPDATE accounts SET credential = ?, proxy = ? WHERE id = ?",
                 [(reencrypt(r["credential"]), reencrypt(r["proxy"]) if r["proxy"] else None, r["id"]) for r in rows],
             )
-            endpoints = conn.execute("SELECT id, secret, previous_secret FROM webhook_endpoints").fetchall()
-            conn.executemany(
-                "UPDATE webhook_endpoints SET secret = ?, previous_secret = ? WHERE id = ?",
-                [(reencrypt(e["secret"]), reencrypt(e["previous_secret"]) if e["previous_secret"] else None, e["id"]) for e in endpoints],
-            )
+            reencrypt_webhook_secrets(conn, reencrypt)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'secret_check'", (check_value,))
             bump_config_version(conn)
             return len(rows)

@@ -21,6 +21,7 @@ from ..body import is_json, is_valid_unicode
 from ..caller import authorize, relay_state, request_body
 from ..crypto import SecretKeyError
 from ..errors import RelayError, shown
+from ..paging import page_limit
 from ..records import WEBHOOK_EVENT_TYPES, KeyRecord, WebhookEndpoint
 from ..state import RelayState
 from ..store.webhooks import EndpointLimitReached, event_body, new_delivery_id, new_event_id
@@ -114,7 +115,7 @@ async def list_endpoints(request: Request) -> Response:
     """The key's endpoints, newest first, cursor-paged by id."""
     state, key = await _caller(request)
     params = request.query_params
-    limit = _limit(params.get("limit"))
+    limit = page_limit(params.get("limit"))
     after = params.get("after") or None
     if after is not None:
         cursor = await state.db(state.store.webhook_endpoint, after)
@@ -397,13 +398,3 @@ def _unreachable(error: str | None, timeout: float) -> RelayError:
     else:
         why = "the relay could not connect to the endpoint"
     return RelayError(502, f"The test event could not be delivered: {why}.", code="webhook_endpoint_unreachable")
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return 20
-    # ASCII digits only: int() also reads '1_0' and other scripts' digits, which no client means.
-    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 3 else 0
-    if not 1 <= limit <= 100:
-        raise RelayError(400, f"Invalid limit '{shown(raw)}': use a whole number from 1 to 100.", code="invalid_limit", param="limit")
-    return limit
