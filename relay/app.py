@@ -36,7 +36,7 @@ from .logs import RequestFacts, configure_logging, fields, log_format_from_env
 from .metrics import RelayRegistry
 from .metrics_server import listening_socket, serve_metrics
 from .records import StoreUnavailable
-from .routes import OTHER, video_router
+from .routes import OTHER, front_door_router
 from .state import RelayState, build_state, keep_fresh
 from .webhooks.dispatcher import run_deliveries
 
@@ -334,8 +334,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
             # No slash-fixing redirects: they answer with an empty body and a Location built from
             # the client's Host header. A wrong path is a 404 in the error envelope.
-            Mount("/openai/v1", app=video_router()),
-            Mount("/openai", app=video_router()),
+            Mount("/openai/v1", app=front_door_router()),
+            Mount("/openai", app=front_door_router()),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={RelayError: relay_error, HTTPException: http_error, StoreUnavailable: database_unavailable},

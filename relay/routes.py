@@ -21,7 +21,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
-class VideoRoute:
+class FrontDoorRoute:
     method: str
     path: str
     name: str
@@ -30,32 +30,32 @@ class VideoRoute:
 
 # Every route of the front door (/openai/v1 and /openai): the Videos API and the key's webhook
 # endpoints. Fixed paths before templated ones: `/videos/edits` must not be read as a video id.
-VIDEO_ROUTES: tuple[VideoRoute, ...] = (
-    VideoRoute("POST", "/videos", "videos.create", videos.create_video),
-    VideoRoute("GET", "/videos", "videos.list", videos.list_videos),
-    VideoRoute("POST", "/videos/edits", "videos.edit", videos.edit_video),
-    VideoRoute("POST", "/videos/extensions", "videos.extend", videos.extend_video),
-    VideoRoute("POST", "/videos/characters", "videos.character_create", videos.create_character),
-    VideoRoute("GET", "/videos/characters/{character_id}", "videos.character_retrieve", videos.retrieve_character),
-    VideoRoute("GET", "/videos/{video_id}", "videos.retrieve", videos.retrieve_video),
-    VideoRoute("DELETE", "/videos/{video_id}", "videos.delete", videos.delete_video),
-    VideoRoute("GET", "/videos/{video_id}/content", "videos.content", videos.video_content),
-    VideoRoute("POST", "/videos/{video_id}/remix", "videos.remix", videos.remix_video),
+ROUTES: tuple[FrontDoorRoute, ...] = (
+    FrontDoorRoute("POST", "/videos", "videos.create", videos.create_video),
+    FrontDoorRoute("GET", "/videos", "videos.list", videos.list_videos),
+    FrontDoorRoute("POST", "/videos/edits", "videos.edit", videos.edit_video),
+    FrontDoorRoute("POST", "/videos/extensions", "videos.extend", videos.extend_video),
+    FrontDoorRoute("POST", "/videos/characters", "videos.character_create", videos.create_character),
+    FrontDoorRoute("GET", "/videos/characters/{character_id}", "videos.character_retrieve", videos.retrieve_character),
+    FrontDoorRoute("GET", "/videos/{video_id}", "videos.retrieve", videos.retrieve_video),
+    FrontDoorRoute("DELETE", "/videos/{video_id}", "videos.delete", videos.delete_video),
+    FrontDoorRoute("GET", "/videos/{video_id}/content", "videos.content", videos.video_content),
+    FrontDoorRoute("POST", "/videos/{video_id}/remix", "videos.remix", videos.remix_video),
     # The key's webhook endpoints (OpenAI's webhook-endpoint API), served beside the Videos API.
-    VideoRoute("POST", "/webhook_endpoints", "webhooks.create", webhooks.create_endpoint),
-    VideoRoute("GET", "/webhook_endpoints", "webhooks.list", webhooks.list_endpoints),
-    VideoRoute("GET", "/webhook_endpoints/{webhook_endpoint_id}", "webhooks.retrieve", webhooks.retrieve_endpoint),
-    VideoRoute("POST", "/webhook_endpoints/{webhook_endpoint_id}", "webhooks.update", webhooks.update_endpoint),
-    VideoRoute("DELETE", "/webhook_endpoints/{webhook_endpoint_id}", "webhooks.delete", webhooks.delete_endpoint),
-    VideoRoute("POST", "/webhook_endpoints/{webhook_endpoint_id}/rotate_secret", "webhooks.rotate_secret", webhooks.rotate_secret),
-    VideoRoute("POST", "/webhook_endpoints/{webhook_endpoint_id}/test", "webhooks.test", webhooks.send_test_event),
-    VideoRoute("GET", "/webhook_event_types", "webhooks.event_types", webhooks.list_event_types),
+    FrontDoorRoute("POST", "/webhook_endpoints", "webhooks.create", webhooks.create_endpoint),
+    FrontDoorRoute("GET", "/webhook_endpoints", "webhooks.list", webhooks.list_endpoints),
+    FrontDoorRoute("GET", "/webhook_endpoints/{webhook_endpoint_id}", "webhooks.retrieve", webhooks.retrieve_endpoint),
+    FrontDoorRoute("POST", "/webhook_endpoints/{webhook_endpoint_id}", "webhooks.update", webhooks.update_endpoint),
+    FrontDoorRoute("DELETE", "/webhook_endpoints/{webhook_endpoint_id}", "webhooks.delete", webhooks.delete_endpoint),
+    FrontDoorRoute("POST", "/webhook_endpoints/{webhook_endpoint_id}/rotate_secret", "webhooks.rotate_secret", webhooks.rotate_secret),
+    FrontDoorRoute("POST", "/webhook_endpoints/{webhook_endpoint_id}/test", "webhooks.test", webhooks.send_test_event),
+    FrontDoorRoute("GET", "/webhook_event_types", "webhooks.event_types", webhooks.list_event_types),
 )
 OTHER = "other"
-ROUTE_NAMES: tuple[str, ...] = tuple(route.name for route in VIDEO_ROUTES) + (OTHER,)
+ROUTE_NAMES: tuple[str, ...] = tuple(route.name for route in ROUTES) + (OTHER,)
 
 
-def _dispatch(by_method: dict[str, VideoRoute]) -> Handler:
+def _dispatch(by_method: dict[str, FrontDoorRoute]) -> Handler:
     async def endpoint(request: Request) -> Response:
         # Starlette answers HEAD with a GET route; the name and handler are the GET's.
         route = by_method[request.method if request.method != "HEAD" else "GET"]
@@ -65,10 +65,10 @@ def _dispatch(by_method: dict[str, VideoRoute]) -> Handler:
     return endpoint
 
 
-def video_router() -> Router:
+def front_door_router() -> Router:
     """The front door's routes (Videos, webhook endpoints) under one mount (no slash-fixing redirects: see relay.app)."""
-    paths: dict[str, dict[str, VideoRoute]] = {}
-    for route in VIDEO_ROUTES:
+    paths: dict[str, dict[str, FrontDoorRoute]] = {}
+    for route in ROUTES:
         paths.setdefault(route.path, {})[route.method] = route
     return Router(
         [Route(path, _dispatch(by_method), methods=list(by_method)) for path, by_method in paths.items()],

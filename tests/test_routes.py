@@ -3,12 +3,13 @@ request lands in the closed set, under the name of the handler that served it.""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from relay.routes import OTHER, ROUTE_NAMES, VIDEO_ROUTES
+from relay.routes import OTHER, ROUTE_NAMES, ROUTES
 from tests.conftest import Relay
 
 
@@ -61,7 +62,7 @@ def test_a_request_is_named_by_the_route_that_served_it(relay: Relay, method: st
 
 
 def test_every_route_in_the_table_has_its_own_name() -> None:
-    names = [route.name for route in VIDEO_ROUTES]
+    names = [route.name for route in ROUTES]
     assert len(set(names)) == len(names) and set(ROUTE_NAMES) == {*names, OTHER}
 
 
@@ -71,9 +72,9 @@ ids = st.text(alphabet=st.characters(blacklist_characters="/?#%", blacklist_cate
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.sampled_from(VIDEO_ROUTES), st.sampled_from(["/openai/v1", "/openai"]), ids)
+@given(st.sampled_from(ROUTES), st.sampled_from(["/openai/v1", "/openai"]), ids)
 def test_every_route_is_named_whatever_its_ids(relay: Relay, route: Any, prefix: str, identifier: str) -> None:
-    path = prefix + route.path.replace("{video_id}", identifier).replace("{character_id}", identifier)
+    path = prefix + re.sub(r"\{[a-z_]+\}", lambda _: identifier, route.path)
     assert named(relay, route.method, path) == route.name
 
 
