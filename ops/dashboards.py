@@ -283,7 +283,86 @@ TRAFFIC = Dashboard(
     ),
 )
 
-DASHBOARDS = (QUOTAS, ERRORS, TRAFFIC)
+JOBS = Dashboard(
+    uid="video-relay-jobs",
+    title="video-relay / Jobs & webhooks",
+    description="The relay's background work: the job watcher polling unfinished jobs, and webhook deliveries from the outbox.",
+    panels=(
+        Panel(
+            "Jobs in flight by status",
+            "Unfinished jobs by last known status (read from the database at scrape time); unwatched: jobs the watcher gave up.",
+            (Target("max by (status) (relay_jobs_in_flight)", "{{status}}"),),
+            stacked=True,
+        ),
+        Panel(
+            "Watcher polls by result",
+            "The job watcher's polls per second by result; paused: the account is unauthorized, so no upstream call was made.",
+            (Target(f"sum by (result) ({rate('relay_watcher_polls_total')})", "{{result}}"),),
+            unit="reqps",
+            stacked=True,
+        ),
+        Panel(
+            "Watcher upstream attempts by account and error class",
+            "The watcher's upstream attempts (route watch), per second, by account and error class (none: it went through).",
+            (
+                Target(
+                    "sum by (account, error_class) (" + rate('relay_upstream_requests_total{route="watch"}') + ")",
+                    "{{account}} {{error_class}}",
+                ),
+            ),
+            unit="reqps",
+            stacked=True,
+            width=16,
+        ),
+        Panel(
+            "Jobs the watcher gave up",
+            "Jobs the watcher stopped following over the dashboard's time range, by reason (max_age, account_removed, not_found).",
+            (Target("sum by (reason) (increase(relay_watcher_stops_total[$__range])) > 0", "{{reason}}", instant=True),),
+            kind="bargauge",
+            width=8,
+        ),
+        Panel(
+            "Webhook deliveries by result",
+            "Delivery attempts per second: delivered, or why not (http_error, redirect, timeout, connect_error, unsafe_target, gone).",
+            (Target(f"sum by (result) ({rate('relay_webhook_deliveries_total')})", "{{result}}"),),
+            unit="reqps",
+            stacked=True,
+        ),
+        Panel(
+            "Webhook delivery latency",
+            "p50 and p95 of the time from an event being written to its delivery being accepted, retries included.",
+            tuple(quantile(q, "relay_webhook_delivery_latency_seconds", "") for q in (0.5, 0.95)),
+            unit="s",
+        ),
+        Panel(
+            "Webhook outbox pending",
+            "Deliveries waiting for their next attempt, retries and disabled endpoints' deliveries included (from the database).",
+            (Target("max(relay_webhook_outbox_pending)", "pending"),),
+            width=8,
+        ),
+        Panel(
+            "Oldest pending delivery",
+            "How long the oldest pending delivery has waited since its event was written (0 when none is pending).",
+            (Target("max(relay_webhook_outbox_oldest_seconds)", "oldest"),),
+            unit="s",
+            width=8,
+        ),
+        Panel(
+            "Disabled webhook endpoints",
+            "Endpoints disabled now (gone, failing or by an operator; from the database), and those the relay just disabled, by reason.",
+            (
+                Target("max(relay_webhook_disabled_endpoints)", "disabled"),
+                Target(
+                    f"sum by (reason) (increase(relay_webhook_endpoints_disabled_total[{RATE}]))",
+                    "newly disabled: {{reason}}",
+                ),
+            ),
+            width=8,
+        ),
+    ),
+)
+
+DASHBOARDS = (QUOTAS, ERRORS, TRAFFIC, JOBS)
 
 
 def _layout(panels: tuple[Panel, ...]) -> list[dict[str, int]]:

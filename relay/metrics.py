@@ -19,6 +19,14 @@ from prometheus_client.registry import Collector
 from .records import ACCOUNT_STATES, Account
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# A webhook's first attempt takes milliseconds; retries follow the schedule up to hours later.
+DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 86400.0, 172800.0)
+# The closed label sets of the watcher's and the deliveries' counters: every value is exported
+# from the start (at 0), so `increase()` sees the first event after a restart too.
+WATCHER_POLL_RESULTS = ("changed", "unchanged", "rate_limited", "error", "not_found", "paused")
+WATCHER_STOP_REASONS = ("max_age", "account_removed", "not_found")
+WEBHOOK_RESULTS = ("delivered", "http_error", "redirect", "timeout", "connect_error", "unsafe_target", "gone")
+WEBHOOK_DISABLE_REASONS = ("gone", "failing")
 # The relay's own time per request is milliseconds; the tail matters more than the body.
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -179,34 +187,42 @@ class Metrics:
         # The job watcher (relay.watcher) and webhook deliveries (relay.webhooks).
         self.watcher_polls = Counter(
             "relay_watcher_polls_total",
-            "Upstream polls the relay's job watcher made, by result (changed, unchanged, rate_limited, error, stopped).",
+            "Polls of unfinished jobs by the relay's job watcher, by result (paused: its account is unauthorized, no call made).",
             ["result"],
             registry=self.registry,
         )
         self.watcher_stops = Counter(
             "relay_watcher_stops_total",
-            "Unfinished jobs the watcher stopped following, by reason (max_age, account_unauthorized, account_removed, not_found).",
+            "Unfinished jobs the watcher stopped following, by reason.",
             ["reason"],
             registry=self.registry,
         )
         self.webhook_deliveries = Counter(
             "relay_webhook_deliveries_total",
-            "Webhook delivery attempts by result (delivered, http_error, redirect, timeout, connect_error, unsafe_target, gone).",
+            "Webhook delivery attempts by result.",
             ["result"],
             registry=self.registry,
         )
         self.webhook_delivery_latency = Histogram(
             "relay_webhook_delivery_latency_seconds",
             "Time from an event being written to its delivery being accepted by the endpoint.",
-            buckets=LATENCY_BUCKETS,
+            buckets=DELIVERY_BUCKETS,
             registry=self.registry,
         )
         self.webhook_endpoints_disabled = Counter(
             "relay_webhook_endpoints_disabled_total",
-            "Webhook endpoints the relay disabled, by reason (gone, failing).",
+            "Webhook endpoints the relay disabled, by reason (gone: it answered 410; failing: every delivery failed for too long).",
             ["reason"],
             registry=self.registry,
         )
+        for counter, values in (
+            (self.watcher_polls, WATCHER_POLL_RESULTS),
+            (self.watcher_stops, WATCHER_STOP_REASONS),
+            (self.webhook_deliveries, WEBHOOK_RESULTS),
+            (self.webhook_endpoints_disabled, WEBHOOK_DISABLE_REASONS),
+        ):
+            for value in values:
+                counter.labels(value)
         self.registry.register(AccountStateCollector(accounts))
         if live_sessions is not None:
             self.registry.register(SessionCollector(live_sessions))

@@ -15,6 +15,11 @@ every error class through the sandbox upstream:
 so new work fails over down the list to acct-ok. Keys: alice (the workload), bob (a
 requests-per-minute limit of 1) and carol (a USD budget) for the relay's own quotas (issue 6),
 mallory (revoked); plus requests with no, malformed and unknown keys.
+
+Background work: the job watcher polls every unfinished job (every 0.5 s here), and alice's
+finished videos go to her webhook endpoint (a receiver in this process). Each round also creates
+a job whose upstream then answers 404 (the watcher gives it up: not_found) and a new endpoint
+that answers 410 (the relay disables it: gone), so those counters move between scrapes.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from test_webhook_sender import running_receiver
 
 from relay.accounts import add_account
 from relay.config import Settings
@@ -45,6 +53,7 @@ BIN = Path(sys.executable).parent
 JOB = "video-relay"
 METRICS_TOKEN = "metrics-token-for-the-live-test"
 CREATE = {"model": "sora-2", "seconds": "4", "size": "720x1280"}
+VIDEO_EVENTS = ["video.completed", "video.failed"]
 # What `$__rate_interval` and `$__range` become when a dashboard query is sent to Prometheus.
 ASSERT_WINDOWS = {"$__rate_interval": "2m", "$__range": "10m"}
 
@@ -136,6 +145,8 @@ class LiveStack:
     issue_6_cli: bool = False
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
+    # Run at close, after the processes stop (the webhook receiver).
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def relayctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "RELAY_DATABASE": str(self.database), "RELAY_SECRET_KEY": self.secret_key}
@@ -148,6 +159,8 @@ class LiveStack:
     def close(self) -> None:
         for process in reversed(self.processes):
             stop(process)
+        for cleanup in reversed(self.cleanups):
+            cleanup()
 
 
 def start_stack(workdir: Path, rules: Path) -> LiveStack:
@@ -178,6 +191,8 @@ def start_stack(workdir: Path, rules: Path) -> LiveStack:
             "RELAY_POLL_AFTER_MS": "100",
             "RELAY_METRICS_TOKEN": METRICS_TOKEN,
             "RELAY_LOG_FORMAT": "json",
+            "RELAY_JOB_POLL_SECONDS": "0.5",
+            "RELAY_WEBHOOK_ALLOW_PRIVATE": "1",
         }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         relay = subprocess.Popen(
@@ -256,6 +271,7 @@ class Workload:
         self.client = httpx.Client(base_url=stack.relay_url, timeout=30)
         self.keys: dict[str, str] = {}
         self.videos: list[str] = []
+        self.receiver = stack_receiver(stack)
 
     def fault(self, **rule: Any) -> None:
         httpx.post(f"{self.stack.sandbox_url}/_sandbox/faults", json=rule, timeout=10).raise_for_status()
@@ -287,6 +303,11 @@ class Workload:
         if self.stack.issue_6_cli:
             budget = self.stack.relayctl("keys", "limits", "carol", "--usd-per-day", "0.9")
             assert budget.returncode == 0, budget.stderr
+        self.webhook_endpoint("alice-ok", self.receiver.url("/ok"))
+
+    def webhook_endpoint(self, name: str, url: str) -> None:
+        created = self.call("POST", "/webhook_endpoints", json={"name": name, "url": url, "event_types": VIDEO_EVENTS})
+        assert created.status_code == 200, created.text
 
     def call(self, method: str, path: str, key: str | None = "alice", **kwargs: Any) -> httpx.Response:
         headers = dict(kwargs.pop("headers", {}))
@@ -311,10 +332,17 @@ class Workload:
         raise AssertionError(f"video {video_id} did not finish")
 
     def round(self, index: int) -> None:
+        # An endpoint that answers 410 to this round's events: the relay disables it (gone).
+        self.webhook_endpoint(f"alice-gone-{index}", self.receiver.url("/status/410"))
         good = self.create(session=f"session-{index}")
         assert good.status_code == 200, good.text
         failing = self.create(prompt="a storm [fail]")
         assert failing.status_code == 200, failing.text
+        # A job its upstream forgets: the watcher's next poll gets a 404 and gives it up (not_found).
+        # (Created after the session's job, which is to meet acct-429 first and lose its session.)
+        lost = self.create(prompt="a job its upstream forgets")
+        assert lost.status_code == 200, lost.text
+        self.fault(status=404, token="tok-acct-ok", method="GET", path_contains=lost.json()["id"])
         video_id = good.json()["id"]
         assert self.finish(video_id) == "completed"
         assert self.finish(failing.json()["id"]) == "failed"
@@ -371,6 +399,13 @@ class Workload:
                 self.no_account_phase()
             time.sleep(1.1)
         self.client.close()
+
+
+def stack_receiver(stack: LiveStack) -> Any:
+    """A webhook receiver on 127.0.0.1 for the stack's lifetime (its path says how it answers)."""
+    exits = ExitStack()
+    stack.cleanups.append(exits.close)
+    return exits.enter_context(running_receiver())
 
 
 def relay_totals(stack: LiveStack) -> float:

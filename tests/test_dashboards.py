@@ -69,9 +69,7 @@ def catalogue() -> dict[str, tuple[str, tuple[str, ...], str]]:
             continue
         labels = tuple(sorted({label for sample in family.samples for label in sample.labels}))
         found[family.name + ("_total" if family.type == "counter" else "")] = (family.type, labels, "database")
-    # The watcher's and the outbox's gauges, database reads too. Not skipped by name like the
-    # families above: the gauge relay_webhook_endpoints_disabled shares its family name with the
-    # counter relay_webhook_endpoints_disabled_total.
+    # The watcher's and the outbox's gauges, database reads too.
     for family in background_families():
         labels = tuple(sorted({label for sample in family.samples for label in sample.labels}))
         found[family.name] = (family.type, labels, "database")

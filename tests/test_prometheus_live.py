@@ -102,13 +102,20 @@ def expect_alerts(live: LiveStack, firing: set[str], inactive: set[str], timeout
 def test_alerts_after_the_workload(live: LiveStack) -> None:
     expect_alerts(
         live,
-        firing={"RelayAccountUnauthorized", "RelayUpstream429RateHigh", "RelayErrorRatioHigh"},
-        inactive={"RelayAllAccountsUnavailable", "RelayDown", "RelayNotScraped"},
+        firing={
+            "RelayAccountUnauthorized", "RelayUpstream429RateHigh", "RelayErrorRatioHigh",
+            "RelayWebhookEndpointDisabled", "RelayJobsGivenUp",
+        },
+        inactive={"RelayAllAccountsUnavailable", "RelayDown", "RelayNotScraped", "RelayWebhookBacklogGrowing", "RelayWatcherRateLimited"},
     )
     unauthorized = live.prometheus.query('ALERTS{alertname="RelayAccountUnauthorized", alertstate="firing"}')
     assert {series["metric"]["account"] for series in unauthorized} == {"acct-401", "acct-402"}
     limited = live.prometheus.query('ALERTS{alertname="RelayUpstream429RateHigh", alertstate="firing"}')
     assert "acct-429" in {series["metric"]["account"] for series in limited}
+    disabled = live.prometheus.query('ALERTS{alertname="RelayWebhookEndpointDisabled", alertstate="firing"}')
+    assert {series["metric"]["reason"] for series in disabled} == {"gone"}
+    given_up = live.prometheus.query('ALERTS{alertname="RelayJobsGivenUp", alertstate="firing"}')
+    assert {series["metric"]["reason"] for series in given_up} == {"not_found"}
 
 
 def test_budget_alert_fires(live: LiveStack) -> None:

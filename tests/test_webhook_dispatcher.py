@@ -117,13 +117,16 @@ class FakeStore:
     def webhook_endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
         return self.endpoints.get(endpoint_id)
 
-    def disable_webhook_endpoint(self, endpoint_id: str, reason: str, now: float) -> None:
+    def disable_webhook_endpoint(self, endpoint_id: str, reason: str, now: float) -> bool:
+        if self.endpoints[endpoint_id].disabled_at is not None:
+            return False
         self.disabled.append((endpoint_id, reason))
         self.endpoints[endpoint_id] = dataclasses.replace(self.endpoints[endpoint_id], disabled_at=now, disabled_reason=reason)
         if reason == "gone":
             for delivery in list(self.deliveries.values()):
                 if delivery.endpoint_id == endpoint_id and delivery.state == "pending":
                     self.deliveries[delivery.id] = dataclasses.replace(delivery, state="failed", last_error="gone", next_attempt_at=None)
+        return True
 
     def release_delivery(self, delivery_id: str, owner: str, next_attempt_at: float) -> bool:
         if self.leases.get(delivery_id, ("", 0.0))[0] != owner:

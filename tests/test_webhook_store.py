@@ -318,13 +318,13 @@ def test_deleting_an_endpoint_cancels_its_pending_deliveries_and_keeps_history(s
 def test_a_disabled_endpoint_gets_no_events_and_its_pending_deliveries_wait(store: Store) -> None:
     store.create_webhook_endpoint(endpoint(1))
     enqueue(store, "video_1")
-    store.disable_webhook_endpoint(endpoint(1).id, "operator", T0 + 1)
+    assert store.disable_webhook_endpoint(endpoint(1).id, "operator", T0 + 1) is True
     assert enqueue(store, "video_2", now=T0 + 2) == 0
     assert store.claim_due_deliveries("w", now=T0 + DAY, lease_seconds=30, limit=10) == []
     assert only_delivery(store, endpoint(1).id).state == "pending"
     assert store.webhook_backlog(T0 + 10) == {"pending": 1, "oldest_pending_seconds": 10.0, "disabled_endpoints": 1}
-    # A second disable keeps the first reason and time.
-    store.disable_webhook_endpoint(endpoint(1).id, "failing", T0 + 5)
+    # A second disable keeps the first reason and time, and says it changed nothing.
+    assert store.disable_webhook_endpoint(endpoint(1).id, "failing", T0 + 5) is False
     found = store.webhook_endpoint(endpoint(1).id)
     assert found is not None and (found.disabled_at, found.disabled_reason) == (T0 + 1, "operator")
     with pytest.raises(ValueError, match="unknown reason"):

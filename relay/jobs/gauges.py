@@ -42,7 +42,7 @@ class BackgroundWorkCollector(Collector):
             value=backlog["oldest_pending_seconds"],
         )
         yield GaugeMetricFamily(
-            "relay_webhook_endpoints_disabled",
+            "relay_webhook_disabled_endpoints",
             "Webhook endpoints disabled (gone, failing, or by an operator).",
             value=backlog["disabled_endpoints"],
         )

@@ -158,25 +158,27 @@ class Webhooks(Aggregate):
         with self.transaction() as conn:
             _enable(conn, _endpoint_or_raise(conn, endpoint_id), now)
 
-    def disable_webhook_endpoint(self, endpoint_id: str, reason: str, now: float) -> None:
+    def disable_webhook_endpoint(self, endpoint_id: str, reason: str, now: float) -> bool:
         """Stop delivering to an endpoint: it gets no new events, and its pending deliveries wait
         (not claimed) until it is enabled again. For `gone` (it answered 410) they end instead:
-        state failed, last_error gone. An endpoint disabled already keeps its first time and reason.
+        state failed, last_error gone. An endpoint disabled already keeps its first time and reason;
+        True only for the call that disabled it (so two workers seeing a 410 count it once).
         """
         if reason not in WEBHOOK_DISABLED_REASONS:
             raise ValueError(f"unknown reason {reason!r} to disable a webhook endpoint")
         with self.transaction() as conn:
             _endpoint_or_raise(conn, endpoint_id)
-            conn.execute(
+            disabled = conn.execute(
                 "UPDATE webhook_endpoints SET disabled_at = ?, disabled_reason = ? WHERE id = ? AND disabled_at IS NULL",
                 (now, reason, endpoint_id),
-            )
+            ).rowcount
             if reason == "gone":
                 conn.execute(
                     "UPDATE webhook_deliveries SET state = 'failed', last_error = 'gone', next_attempt_at = NULL,"
                     " lease_owner = NULL, lease_until = NULL WHERE endpoint_id = ? AND state = 'pending'",
                     (endpoint_id,),
                 )
+            return disabled == 1
 
     def rotate_webhook_secret(
         self,

@@ -207,7 +207,8 @@ async def _disable_if_due(state: RelayState, claimed: WebhookEndpoint, result: A
         reason, why = "failing", f"every delivery to it has failed for {now - endpoint.failing_since:.0f} s"
     else:
         return
-    await state.db(state.store.disable_webhook_endpoint, endpoint.id, reason, now)
+    if not await state.db(state.store.disable_webhook_endpoint, endpoint.id, reason, now):
+        return  # another attempt disabled it first
     state.metrics.webhook_endpoints_disabled.labels(reason=reason).inc()
     log.warning("disabled webhook endpoint %s: %s", endpoint.id, why, extra=fields(endpoint=endpoint.id, key=endpoint.key_name))
 
