@@ -9,18 +9,17 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import openai
 import pytest
 from conftest import Sandbox
+from test_job_watcher import eventually
 from test_relay import CREATE
 from test_webhook_sender import Received, Receiver, running_receiver
-
-T = TypeVar("T")
 
 # Fast pacing for tests; the retry schedule in seconds, not hours.
 FAST = {
@@ -29,17 +28,6 @@ FAST = {
     "RELAY_WEBHOOK_RETRY_SCHEDULE": "0,0.5,0.5,0.5",
     "RELAY_WEBHOOK_TIMEOUT_SECONDS": "1",
 }
-
-
-def eventually(probe: Callable[[], T | None], *, within: float = 30.0) -> T:
-    """A bound, not a measurement: slower machines only wait longer."""
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "the condition did not come about in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture
