@@ -184,9 +184,9 @@ def test_relayctl_on_a_locked_database_says_one_line(cli: Any, tmp_path: Path, m
 
 
 def test_background_tasks_log_an_outage_once_not_every_tick(caplog: pytest.LogCaptureFixture) -> None:
-    from relay.state import _Retrying
+    from relay.state import Retrying
 
-    retrying = _Retrying("renew the lease")
+    retrying = Retrying("renew the lease")
     with caplog.at_level(logging.WARNING, logger="relay"):
         for _ in range(20):
             retrying.failed(StoreUnavailable("it stayed locked"))
