@@ -122,10 +122,6 @@ class FakeStore:
             return False
         self.disabled.append((endpoint_id, reason))
         self.endpoints[endpoint_id] = dataclasses.replace(self.endpoints[endpoint_id], disabled_at=now, disabled_reason=reason)
-        if reason == "gone":
-            for delivery in list(self.deliveries.values()):
-                if delivery.endpoint_id == endpoint_id and delivery.state == "pending":
-                    self.deliveries[delivery.id] = dataclasses.replace(delivery, state="failed", last_error="gone", next_attempt_at=None)
         return True
 
     def release_delivery(self, delivery_id: str, owner: str, next_attempt_at: float) -> bool:
@@ -298,16 +294,16 @@ def test_retry_after_stretches_the_wait(receiver: Receiver) -> None:
     assert waiting.next_attempt_at == state.clock.now + 600 and waiting.last_status == 429
 
 
-def test_410_disables_the_endpoint_and_ends_its_deliveries(receiver: Receiver) -> None:
+def test_410_disables_the_endpoint_and_its_deliveries_wait(receiver: Receiver) -> None:
     state = fake_state()
     endpoint = state.add_endpoint(receiver.url("/status/410"), new_secret())
     gone = state.add_delivery(endpoint)
     later = state.add_delivery(endpoint, next_attempt_at=state.clock.now + 60)
     one_round(state)
-    assert (state.delivery(gone.id).state, state.delivery(gone.id).last_error) == ("failed", "gone")
+    assert (state.delivery(gone.id).state, state.delivery(gone.id).last_error) == ("pending", "gone")
     assert state.store.disabled == [(endpoint.id, "gone")]
     assert state.store.endpoints[endpoint.id].disabled_reason == "gone"
-    assert state.delivery(later.id).state == "failed"
+    assert state.delivery(later.id).state == "pending"
     assert state.sample("relay_webhook_endpoints_disabled_total", reason="gone") == 1
     assert state.sample("relay_webhook_deliveries_total", result="gone") == 1
     state.clock.now += 120

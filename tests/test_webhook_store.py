@@ -348,16 +348,19 @@ def test_a_waiting_delivery_is_due_at_once_when_its_endpoint_is_enabled(store: S
     assert only_delivery(store, endpoint(1).id).next_attempt_at == T0 + 3
 
 
-def test_gone_ends_the_pending_deliveries(store: Store) -> None:
+def test_gone_disables_and_the_pending_deliveries_wait_for_the_endpoint(store: Store) -> None:
     store.create_webhook_endpoint(endpoint(1))
     enqueue(store, "video_1")
     enqueue(store, "video_2", now=T0 + 1)
     store.disable_webhook_endpoint(endpoint(1).id, "gone", T0 + 2)
-    ended = store.list_webhook_deliveries(endpoint_id=endpoint(1).id)
-    assert [(d.state, d.last_error, d.next_attempt_at) for d in ended] == [("failed", "gone", None)] * 2
-    assert store.list_webhook_deliveries(state="pending") == []
-    assert store.webhook_delivery_counts([endpoint(1).id, "we_none"]) == {endpoint(1).id: {"failed": 2}}
-    assert store.webhook_backlog(T0 + 3) == {"pending": 0, "oldest_pending_seconds": 0.0, "disabled_endpoints": 1}
+    waiting = store.list_webhook_deliveries(endpoint_id=endpoint(1).id)
+    assert [d.state for d in waiting] == ["pending"] * 2
+    assert store.claim_due_deliveries("w", now=T0 + DAY, lease_seconds=30, limit=10) == []
+    assert store.webhook_delivery_counts([endpoint(1).id, "we_none"]) == {endpoint(1).id: {"pending": 2}}
+    assert store.webhook_backlog(T0 + 3) == {"pending": 2, "oldest_pending_seconds": 3.0, "disabled_endpoints": 1}
+    # The key holder fixes the URL: both go out.
+    store.update_webhook_endpoint(endpoint(1).id, name=None, url="https://hooks.example.com/new", event_types=None, now=T0 + 4)
+    assert len(store.claim_due_deliveries("w", now=T0 + 4, lease_seconds=30, limit=10)) == 2
 
 
 def test_deliveries_list_newest_first_filtered_and_bounded(store: Store) -> None:

@@ -160,8 +160,8 @@ class Webhooks(Aggregate):
 
     def disable_webhook_endpoint(self, endpoint_id: str, reason: str, now: float) -> bool:
         """Stop delivering to an endpoint: it gets no new events, and its pending deliveries wait
-        (not claimed) until it is enabled again. For `gone` (it answered 410) they end instead:
-        state failed, last_error gone. An endpoint disabled already keeps its first time and reason;
+        (not claimed) until it is enabled again, whatever the reason (a 410 included: the key holder
+        may fix the URL). An endpoint disabled already keeps its first time and reason;
         True only for the call that disabled it (so two workers seeing a 410 count it once).
         """
         if reason not in WEBHOOK_DISABLED_REASONS:
@@ -172,12 +172,6 @@ class Webhooks(Aggregate):
                 "UPDATE webhook_endpoints SET disabled_at = ?, disabled_reason = ? WHERE id = ? AND disabled_at IS NULL",
                 (now, reason, endpoint_id),
             ).rowcount
-            if reason == "gone":
-                conn.execute(
-                    "UPDATE webhook_deliveries SET state = 'failed', last_error = 'gone', next_attempt_at = NULL,"
-                    " lease_owner = NULL, lease_until = NULL WHERE endpoint_id = ? AND state = 'pending'",
-                    (endpoint_id,),
-                )
             return disabled == 1
 
     def rotate_webhook_secret(

@@ -137,7 +137,8 @@ async def _deliver_one(
         )
         finished_at = state.clock()
         next_attempt_at: float | None = None
-        if not result.delivered and result.error != GONE:
+        if not result.delivered:
+            # A 410 too: its endpoint is disabled below, and the delivery waits for it to be enabled again.
             delay = next_attempt_delay(delivery.attempts + 1, settings.webhook_retry_schedule, result.retry_after, rng)
             next_attempt_at = None if delay is None else finished_at + delay
         recorded = await state.db(
