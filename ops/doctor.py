@@ -196,9 +196,10 @@ def secrets_rotate(db_path: str, as_json: bool) -> None:
     settings = settings_for(db_path)
     store, _ = open_db(db_path)
     env_keys = parse_keys(settings.secret_key) if settings.secret_key else None
-    count = rotate_secret_key(store, env_keys=env_keys, key_file=settings.key_file)
+    count, endpoints = rotate_secret_key(store, env_keys=env_keys, key_file=settings.key_file)
     where = "RELAY_SECRET_KEY's first key" if env_keys else f"a new key at the top of {settings.key_file}"
     if as_json:
-        emit_json({"reencrypted": count})
+        emit_json({"reencrypted": count, "webhook_secrets_reencrypted": endpoints})
     else:
-        click.echo(f"Re-encrypted {count} credential(s) under {where}.")
+        webhooks = f" and {endpoints} webhook endpoint(s)' signing secrets" if endpoints else ""
+        click.echo(f"Re-encrypted {count} credential(s){webhooks} under {where}.")

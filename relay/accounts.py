@@ -196,8 +196,9 @@ def remove_account(store: Store, name: str, *, force: bool = False, now: float |
         )
 
 
-def rotate_secret_key(store: Store, *, env_keys: list[bytes] | None, key_file: Path) -> int:
-    """Re-encrypt every credential under a new first key, without stopping running relays.
+def rotate_secret_key(store: Store, *, env_keys: list[bytes] | None, key_file: Path) -> tuple[int, int]:
+    """Re-encrypt every credential (and webhook signing secret) under a new first key, without
+    stopping running relays; return how many accounts' and webhook endpoints'.
 
     Key-file mode: a new key is written at the top of the key file (old keys stay below it),
     then everything is re-encrypted; relays re-read the file before they reload accounts.

@@ -218,7 +218,7 @@ def test_secrets_rotate_with_key_file(cli: Any, tmp_path: Path, monkeypatch: pyt
     add(cli, "main")
     key_file = tmp_path / "relay.db.key"
     before = read_key_file(key_file)
-    assert json.loads(cli("secrets", "rotate", "--json").output) == {"reencrypted": 1}
+    assert json.loads(cli("secrets", "rotate", "--json").output) == {"reencrypted": 1, "webhook_secrets_reencrypted": 0}
     after = read_key_file(key_file)
     assert len(after) == 2 and after[1:] == before and key_file.stat().st_mode & 0o777 == 0o600
     store, _ = open_store(Settings(database=parse_location(tmp_path / "relay.db")))
@@ -243,7 +243,7 @@ def test_secrets_rotate_reencrypts_webhook_signing_secrets(cli: Any, tmp_path: P
         previous_secret_until=now + 3600, created_at=now, updated_at=now, disabled_at=None, disabled_reason=None, failing_since=None,
     )
     store.create_webhook_endpoint(endpoint)
-    cli("secrets", "rotate")
+    assert "Re-encrypted 1 credential(s) and 1 webhook endpoint(s)' signing secrets under" in cli("secrets", "rotate").output
     new = SecretBox(read_key_file(key_file)[:1])  # the new key alone reads both secrets
     stored = store.webhook_endpoint(endpoint.id)
     assert stored is not None and stored.previous_secret_encrypted is not None

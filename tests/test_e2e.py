@@ -232,7 +232,7 @@ def test_rotations_and_cooldown_clears_reach_a_running_relay(relay_process: Any,
 
     # Re-encrypting every credential under a new key while the relay runs: it keeps serving.
     rotated = relay.relayctl("secrets", "rotate", "--json")
-    assert rotated.returncode == 0 and json.loads(rotated.stdout) == {"reencrypted": 2}
+    assert rotated.returncode == 0 and json.loads(rotated.stdout) == {"reencrypted": 2, "webhook_secrets_reencrypted": 0}
     sandbox.reset()
     time.sleep(1.0)
     assert all(create(key).status_code == 200 for _ in range(6))

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
-from conftest import Relay, Sandbox
+from conftest import Relay, Sandbox, run_sql
 from test_relay import CREATE, auth
 
 from relay.accounts import remove_account, reset_account
@@ -123,7 +123,7 @@ def test_an_unauthorized_account_pauses_its_jobs_until_an_operator_resets_it(mak
     time.sleep(0.5)
     assert len(polls(sandbox, video_id)) == seen  # no upstream call while it is unauthorized
     reset_account(relay.state.store, "main")
-    # Paused jobs are looked at again after 30 poll intervals (3 s here) and resume by themselves.
+    # The reset makes the paused job due at once (not after its pause of 30 poll intervals).
     done = eventually(lambda: (v := video(relay, video_id)).status == "completed" and v)
     assert done.watch_stopped is None and done.charge_state == "settled"
 
@@ -136,6 +136,7 @@ def test_a_removed_accounts_jobs_stop_with_a_reason(make_relay: Any, sandbox: Sa
     relay.state.reload()
     stopped = eventually(lambda: (v := video(relay, video_id)).watch_stopped and v)
     assert stopped.watch_stopped == "account_removed" and stopped.watch_next_at is None
+    assert stopped.charge_state == "released"  # nobody can follow it: it no longer blocks the budget
     assert metric(relay, 'relay_watcher_stops_total{reason="account_removed"}') == 1
     assert metric(relay, 'relay_jobs_in_flight{status="unwatched"}') == 1
 
@@ -183,3 +184,46 @@ def test_settlement_happens_once_however_many_see_the_end(make_relay: Any, sandb
     assert metric(relay, 'relay_videos_total{status="completed"}') == 5
     usage = relay.state.store.key_usage("alice", since=0, now=time.time())
     assert usage.video_seconds == pytest.approx(5 * float(CREATE["seconds"]))
+
+
+def test_a_job_the_upstream_no_longer_knows_is_given_up_after_two_404s_in_a_row(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = watching(make_relay, sandbox)
+    key = relay.issue_key()
+    video_id = create(relay, key, prompt="Lost [never]")
+    sandbox.fault(status=404, body={"error": {"message": "No such video", "type": "invalid_request_error"}}, method="GET", times=1)
+    # One 404 alone is noted, and the next poll finds the job again.
+    eventually(lambda: metric(relay, 'relay_watcher_polls_total{result="not_found"}') == 1)
+    eventually(lambda: video(relay, video_id).watch_stopped is None and metric(relay, 'relay_watcher_polls_total{result="unchanged"}') >= 1)
+    assert video(relay, video_id).watch_next_at is not None
+    sandbox.fault(status=404, body={"error": {"message": "No such video", "type": "invalid_request_error"}}, method="GET", times=2)
+    stopped = eventually(lambda: (v := video(relay, video_id)).watch_next_at is None and v)
+    assert stopped.watch_stopped == "not_found" and stopped.charge_state == "released"
+    assert metric(relay, 'relay_watcher_stops_total{reason="not_found"}') == 1
+
+
+def test_a_dead_processs_claims_are_taken_over_once_its_holder_lease_lapses(make_relay: Any, sandbox: Sandbox) -> None:
+    quiet: Relay = make_relay()  # no watcher: the job waits, claimed by a process that died mid-poll
+    quiet.add_account("main", sandbox.base_api())
+    key = quiet.issue_key()
+    video_id = create(quiet, key)
+    now = time.time()
+    (claimed,) = quiet.state.store.claim_jobs_to_watch("dead-process", now=now + 60, lease_seconds=3600, limit=5, holders_now=now)
+    assert claimed.id == video_id
+    # The same database and key; its own holder is live. (It adds "main" again: already there.)
+    relay: Relay = make_relay(job_watcher=True, job_poll_seconds=0.1, secret_key=quiet.settings.secret_key)
+    done = eventually(lambda: (v := video(relay, video_id)).status == "completed" and v)
+    assert done.charge_state == "settled"
+
+
+def test_the_watchers_outcome_rows_name_the_jobs_key(make_relay: Any, sandbox: Sandbox) -> None:
+    relay = watching(make_relay, sandbox)
+    key = relay.issue_key()
+    create(relay, key)
+    relay.flush()
+
+    def watch_rows() -> list[Any]:
+        relay.flush()
+        return run_sql(relay.state.store, "SELECT key_name, request_id FROM outcomes WHERE route = 'watch'")
+
+    rows = eventually(watch_rows)
+    assert all(row[0] == "alice" and row[1].startswith("watch-") for row in rows)

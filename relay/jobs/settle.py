@@ -43,8 +43,9 @@ async def settle_status(state: RelayState, video: Video, resource: dict[str, Any
         model = model_name(video.model) if video.model and state.prices.knows(model_name(video.model)) else "other"
         if video.billable_seconds:
             state.metrics.video_seconds.labels(video.account, video.key_name, model).inc(video.billable_seconds)
-        # A job the watcher gave up for its age had its reservation released; completing after all, it is charged now.
-        charged_now = video.charge_state == "reserved" or (video.charge_state == "released" and video.watch_stopped == "max_age")
+        # A job the watcher gave up had its reservation released; completing after all, it is charged now.
+        given_up = video.watch_next_at is None and video.watch_stopped is not None
+        charged_now = video.charge_state == "reserved" or (video.charge_state == "released" and given_up)
         if video.usd and charged_now:
             state.metrics.cost_usd.labels(video.account, video.key_name, model).inc(video.usd)
     return status

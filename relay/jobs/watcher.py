@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 import anyio
 
@@ -63,7 +64,12 @@ async def run_watcher(state: RelayState) -> None:
             if free > 0:
                 try:
                     due = await state.db(
-                        state.store.claim_jobs_to_watch, state.holder.owner, now=state.clock(), lease_seconds=lease, limit=free
+                        state.store.claim_jobs_to_watch,
+                        state.holder.owner,
+                        now=state.clock(),
+                        lease_seconds=lease,
+                        limit=free,
+                        holders_now=time.time(),
                     )
                 except Exception as error:
                     claims.failed(error)
@@ -90,14 +96,14 @@ async def watch(state: RelayState, pacer: AccountPacer, video: Video) -> None:
     """One claimed job: poll it if its account may be polled now, else say when to look again."""
     owner, now, settings = state.holder.owner, state.clock(), state.settings
     if now - video.created_at > settings.job_max_age_seconds:
-        await _stop(state, video, "max_age", release_charge=True)
+        await _stop(state, video, "max_age")
         return
     upstream = state.pool.get(video.account)
     if upstream is None:
         await state.db(state.reload)
         upstream = state.pool.get(video.account)
     if upstream is None:
-        await _stop(state, video, "account_removed", release_charge=False)
+        await _stop(state, video, "account_removed")
         return
     account = upstream.account
     if account.state == "unauthorized":
@@ -117,7 +123,8 @@ async def watch(state: RelayState, pacer: AccountPacer, video: Video) -> None:
 
 
 async def _poll(state: RelayState, upstream: Upstream, video: Video) -> None:
-    attempts = Attempts(state, Caller(f"watch-{secrets.token_hex(8)}"), None, WATCH_ROUTE)
+    # Outcome rows name the job's key, so an operator's view of a key includes the polls of its jobs.
+    attempts = Attempts(state, Caller(f"watch-{secrets.token_hex(8)}"), video.key_name, WATCH_ROUTE)
     hint = None
     try:
         polled = await operations_for(upstream).retrieve(attempts, upstream, video)
@@ -134,17 +141,19 @@ async def _poll(state: RelayState, upstream: Upstream, video: Video) -> None:
         else:
             result = {404: "not_found", 429: "rate_limited"}.get(polled.answer.status, "error")
         await attempts.settle(upstream, polled.for_account, job_status=finished)
-        if result == "not_found":
+        if result == "not_found" and video.watch_stopped == "not_found":
+            # The second 404 in a row: one alone may be a gateway's passing mistake.
             state.metrics.watcher_polls.labels(result).inc()
-            await _stop(state, video, "not_found", release_charge=False)
+            await _stop(state, video, "not_found")
             return
     state.metrics.watcher_polls.labels(result).inc()
     now = state.clock()
     delay = next_poll_delay(state.settings, created_at=video.created_at, now=now, hint_seconds=hint)
-    await state.db(state.store.watch_later, video.id, state.holder.owner, next_poll_at=now + delay, polled=True)
+    reason = "not_found" if result == "not_found" else None
+    await state.db(state.store.watch_later, video.id, state.holder.owner, next_poll_at=now + delay, polled=True, reason=reason)
 
 
-async def _stop(state: RelayState, video: Video, reason: str, *, release_charge: bool) -> None:
-    await state.db(state.store.stop_watching, video.id, state.holder.owner, reason=reason, release_charge=release_charge)
+async def _stop(state: RelayState, video: Video, reason: str) -> None:
+    await state.db(state.store.stop_watching, video.id, state.holder.owner, reason=reason)
     state.metrics.watcher_stops.labels(reason).inc()
     log.info("the job watcher stopped following a job: %s", reason, extra=fields(video_id=video.id, account=video.account, reason=reason))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..records import STORED_STATES, Account, AccountQuota, AlreadyExists, NotFound
-from .backend import Aggregate
+from .backend import Aggregate, Connection
 from .meta import bump_config_version
 from .videos import character_count, live_video_count
 from .webhooks import reencrypt_webhook_secrets
@@ -96,21 +96,22 @@ class Accounts(Aggregate):
             )
             if cursor.rowcount == 0:
                 raise NotFound(f"no account named {name!r}")
+            resume_paused_jobs(conn, name, now)
             bump_config_version(conn)
 
-    def reencrypt_credentials(self, reencrypt: Callable[[str], str], check_value: str) -> int:
-        """Re-encrypt every credential (and webhook signing secret) and the key check in one
-        transaction; return how many credentials."""
+    def reencrypt_credentials(self, reencrypt: Callable[[str], str], check_value: str) -> tuple[int, int]:
+        """Re-encrypt every credential, every webhook endpoint's signing secrets and the key check
+        in one transaction; return how many accounts and endpoints."""
         with self.transaction() as conn:
             rows = conn.execute("SELECT id, credential, proxy FROM accounts").fetchall()
             conn.executemany(
                 "UPDATE accounts SET credential = ?, proxy = ? WHERE id = ?",
                 [(reencrypt(r["credential"]), reencrypt(r["proxy"]) if r["proxy"] else None, r["id"]) for r in rows],
             )
-            reencrypt_webhook_secrets(conn, reencrypt)
+            endpoints = reencrypt_webhook_secrets(conn, reencrypt)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'secret_check'", (check_value,))
             bump_config_version(conn)
-            return len(rows)
+            return len(rows), endpoints
 
     def remove_account(self, name: str, *, unless_owning_at: float | None = None) -> tuple[int, int]:
         """Delete an account and its sticky sessions; its videos keep naming it (for history).
@@ -172,6 +173,8 @@ class Accounts(Aggregate):
                 " last_error = COALESCE(?, last_error) WHERE name = ?",
                 (state, reason, since, until, last_error, name),
             )
+            if state == "active":
+                resume_paused_jobs(conn, name, now)
             bump_config_version(conn)
             if not evict_sessions:
                 return 0
@@ -215,4 +218,13 @@ def _account(row: Any) -> Account:
         proxy_encrypted=row["proxy"],
         max_video_seconds_per_day=row["max_video_seconds_per_day"],
         models=None if row["models"] is None else tuple(json.loads(row["models"])),
+    )
+
+
+def resume_paused_jobs(conn: Connection, account: str, now: float) -> None:
+    """The watcher's jobs that waited for an unauthorized account are due again at once."""
+    conn.execute(
+        "UPDATE videos SET watch_next_at = ?, watch_stopped = NULL"
+        " WHERE account = ? AND watch_stopped = 'account_unauthorized' AND watch_next_at IS NOT NULL",
+        (now, account),
     )

@@ -88,7 +88,9 @@ class Videos(Aggregate):
             cursor = conn.execute(
                 "UPDATE videos SET status = ?, progress = ?, resource = ?, updated_at = ?, expires_at = ?,"
                 " finished_at = CASE WHEN ? IN ('completed', 'failed') THEN ? ELSE NULL END,"
-                " charge_state = CASE WHEN ? = 'completed' AND charge_state = 'released' AND watch_stopped = 'max_age' THEN 'settled'"
+                # A job the watcher gave up (reservation released) that completes after all is charged.
+                " charge_state = CASE WHEN ? = 'completed' AND charge_state = 'released'"
+                "   AND watch_next_at IS NULL AND watch_stopped IS NOT NULL THEN 'settled'"
                 "   WHEN charge_state != 'reserved' THEN charge_state"
                 "   WHEN ? = 'completed' THEN 'settled' WHEN ? = 'failed' THEN 'released' ELSE charge_state END,"
                 " watch_next_at = CASE WHEN ? IN ('completed', 'failed') OR watch_next_at IS NULL THEN NULL"
@@ -118,10 +120,13 @@ class Videos(Aggregate):
 
     # -- the job watcher (relay.watcher) ---------------------------------------------------------
 
-    def claim_jobs_to_watch(self, owner: str, *, now: float, lease_seconds: float, limit: int) -> list[Video]:
-        """Unfinished jobs due a poll, leased to `owner` so one worker of one replica polls each at a time.
+    def claim_jobs_to_watch(self, owner: str, *, now: float, lease_seconds: float, limit: int, holders_now: float) -> list[Video]:
+        """Unfinished jobs due a poll, leased to `owner` (this process's holder id, relay.holders)
+        so one worker of one replica polls each at a time.
 
-        A lease that ran out (its worker died mid-poll) is anyone's again.
+        A lease is anyone's again once it runs out, or as soon as its owner's holder lease has
+        lapsed (compared at the holders' wall-clock `holders_now`): a process killed mid-poll
+        hands its jobs over within RELAY_HOLDER_LEASE_SECONDS, not after the poll's long lease.
         """
         with self.reading() as conn:
             # Most rounds find nothing due: a read spares every worker a write lock each second.
@@ -130,8 +135,9 @@ class Videos(Aggregate):
         with self.transaction() as conn:
             rows = conn.execute(
                 "SELECT * FROM videos WHERE watch_next_at <= ? AND deleted_at IS NULL AND status NOT IN ('completed', 'failed')"
-                " AND (watch_until IS NULL OR watch_until < ?) ORDER BY watch_next_at LIMIT ?",
-                (now, now, limit),
+                " AND (watch_until IS NULL OR watch_until < ? OR watch_owner NOT IN (SELECT id FROM holders WHERE expires_at > ?))"
+                " ORDER BY watch_next_at LIMIT ?",
+                (now, now, holders_now, limit),
             ).fetchall()
             if rows:
                 conn.executemany(
@@ -150,15 +156,16 @@ class Videos(Aggregate):
                 (next_poll_at, reason, 1 if polled else 0, video_id, owner),
             )
 
-    def stop_watching(self, video_id: str, owner: str, *, reason: str, release_charge: bool) -> None:
-        """The watcher gives a job up for good. A job given up for its age releases its reservation
-        (the budget it blocked is free again); should it complete after all, it is charged then."""
+    def stop_watching(self, video_id: str, owner: str, *, reason: str) -> None:
+        """The watcher gives a job up for good: its reservation is released, so the budget it
+        blocked is free again (nobody can follow the job to know what it cost); should it
+        complete after all and a client see it, it is charged then."""
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE videos SET watch_next_at = NULL, watch_owner = NULL, watch_until = NULL, watch_stopped = ?,"
-                " charge_state = CASE WHEN ? = 1 AND charge_state = 'reserved' THEN 'released' ELSE charge_state END"
+                " charge_state = CASE WHEN charge_state = 'reserved' THEN 'released' ELSE charge_state END"
                 " WHERE id = ? AND watch_owner = ?",
-                (reason, 1 if release_charge else 0, video_id, owner),
+                (reason, video_id, owner),
             )
 
     def jobs_in_flight(self) -> dict[str, int]:
