@@ -76,11 +76,22 @@ class Translation(Protocol):
     def poll_call(self, resource: dict[str, Any]) -> UpstreamCall | None:
         """The request that reads the job's state, from the stored video object; None if it has no job."""
 
+    def result_call(self, resource: dict[str, Any], answer: bytes) -> UpstreamCall | None:
+        """A second request that a 2xx poll answer calls for before the job's state can be read (fal: a
+        finished request's result); None when the poll answer says it all."""
+
     def job_state(self, resource: dict[str, Any], answer: bytes, now: float) -> dict[str, Any] | None:
-        """The stored video object brought up to date by a 2xx poll answer; None if the answer is unreadable."""
+        """The stored video object brought up to date by a 2xx poll answer (or by the 2xx answer to
+        its result_call, when it named one); None if the answer is unreadable."""
 
     def content_url(self, answer: bytes) -> str | None:
-        """Where a completed job's video is (an absolute URL), from a 2xx poll answer."""
+        """Where a completed job's video is (an absolute URL), from the answer job_state read. A URL
+        on the account's own origin is fetched with the account's credential; any other (a storage
+        or CDN link) without it."""
+
+    def delete_call(self, resource: dict[str, Any]) -> UpstreamCall | None:
+        """The upstream's delete of the job, from the stored video object; None where the provider
+        keeps nothing to delete (the relay's record alone goes)."""
 
     def error(self, status: int, body: bytes, *, creating: bool) -> Translated:
         """An upstream error answer as the OpenAI envelope, and the status the account's state follows."""

@@ -478,11 +478,18 @@ class Gemini:
     def poll_call(self, resource: dict[str, Any]) -> UpstreamCall | None:
         return poll_call(resource)
 
+    def result_call(self, resource: dict[str, Any], answer: bytes) -> UpstreamCall | None:
+        return None
+
     def job_state(self, resource: dict[str, Any], answer: bytes, now: float) -> dict[str, Any] | None:
         return job_state(resource, answer, now)
 
     def content_url(self, answer: bytes) -> str | None:
         return content_url(answer)
+
+    def delete_call(self, resource: dict[str, Any]) -> UpstreamCall | None:
+        # Veo keeps no deletable video (its files expire by themselves).
+        return None
 
     def error(self, status: int, body: bytes, *, creating: bool) -> Translated:
         return error(status, body, creating=creating)

@@ -126,6 +126,9 @@ class Translating:
         if call is None:
             raise RelayError(502, "The relay holds no upstream job for this video.", code="upstream_job_missing")
         raw = await attempts.fetch(upstream, self._call(upstream, call))
+        result = self.translation.result_call(stored, raw.body) if raw.status < 300 else None
+        if result is not None:
+            raw = await attempts.fetch(upstream, self._call(upstream, result))
         if raw.status >= 300:
             for_account, answer = self._error(raw, creating=False)
             return Polled(answer, None, for_account), raw.body
@@ -137,7 +140,8 @@ class Translating:
         self, attempts: Attempts, upstream: Upstream, video: Video, variant: str | None
     ) -> upstream_http.Opened | upstream_http.Answer:
         """The completed job's video. The provider's file link is fetched with the account's key only
-        on the account's own origin; the storage it redirects to gets the client's range headers and no key."""
+        on the account's own origin; a link elsewhere (a CDN), and the storage a keyed link redirects
+        to, get the client's range headers and no key."""
         if variant not in (None, "video"):
             raise RelayError(
                 400, f"{upstream.account.type} accounts have no {shown(variant)} for a video.", code="invalid_variant", param="variant"
@@ -155,23 +159,28 @@ class Translating:
                 code="video_not_ready" if status in ("queued", "in_progress") else "video_failed",
             )
         url = self.translation.content_url(raw_body)
-        if url is None or not _same_origin(url, upstream.account.base_api):
+        if url is None or urlsplit(url).scheme not in ("http", "https"):
             raise RelayError(502, "The upstream's completed job names no video file the relay may fetch.", code="upstream_content_missing")
-        opened = await attempts.open(upstream, self._keyed(upstream, url))
-        if not is_redirect(opened.status):
-            if opened.status < 300:
-                return opened
-            for_account, answer = self._error(await attempts.read(upstream, opened), creating=False)
-            await attempts.settle(upstream, for_account)
-            return answer
-        location = opened.headers.get("location")
-        await opened.close()
-        if not location:
-            raise RelayError(502, "The upstream redirected the download without saying where.", code="upstream_redirect")
-        target = urljoin(url, location)
-        if urlsplit(target).scheme not in ("http", "https"):
-            raise RelayError(502, "The upstream redirected the download somewhere the relay does not follow.", code="upstream_redirect")
-        stored = await attempts.open(upstream, Outgoing("GET", target, upstream_http.storage_headers(attempts.caller.headers.raw)))
+        if _same_origin(url, upstream.account.base_api):
+            opened = await attempts.open(upstream, self._keyed(upstream, url))
+            if not is_redirect(opened.status):
+                if opened.status < 300:
+                    return opened
+                for_account, answer = self._error(await attempts.read(upstream, opened), creating=False)
+                await attempts.settle(upstream, for_account)
+                return answer
+            location = opened.headers.get("location")
+            await opened.close()
+            if not location:
+                raise RelayError(502, "The upstream redirected the download without saying where.", code="upstream_redirect")
+            url = urljoin(url, location)
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise RelayError(502, "The upstream redirected the download somewhere the relay does not follow.", code="upstream_redirect")
+        return await self._from_storage(attempts, upstream, url)
+
+    async def _from_storage(self, attempts: Attempts, upstream: Upstream, url: str) -> upstream_http.Opened:
+        """A video file away from the account's origin: never sent the account's key."""
+        stored = await attempts.open(upstream, Outgoing("GET", url, upstream_http.storage_headers(attempts.caller.headers.raw)))
         if stored.status < 300 or stored.status == 304:
             return stored
         await stored.close()
@@ -179,6 +188,17 @@ class Translating:
             raise RelayError(416, "The requested range cannot be satisfied.", code="range_not_satisfiable")
         raise RelayError(502, f"The upstream's storage refused the download (HTTP {stored.status}).", code="upstream_content_refused")
 
-    async def delete(self, attempts: Attempts, upstream: Upstream, video: Video) -> None:
-        # Veo keeps no deletable video (its files expire by themselves): the relay's record is what goes.
-        return None
+    async def delete(self, attempts: Attempts, upstream: Upstream, video: Video) -> upstream_http.Answer | None:
+        stored = json.loads(video.resource)
+        call = self.translation.delete_call(stored) if isinstance(stored, dict) else None
+        if call is None:
+            return None
+        raw = await attempts.fetch(upstream, self._call(upstream, call))
+        # A job the upstream no longer knows is as deleted as the client asked.
+        if raw.status < 300 or raw.status == 404:
+            answer = answer_of({"id": video.id, "object": "video.deleted", "deleted": True}, raw.latency_seconds)
+            await attempts.settle(upstream, answer)
+            return answer
+        for_account, answer = self._error(raw, creating=False)
+        await attempts.settle(upstream, for_account)
+        return answer
