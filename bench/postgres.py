@@ -7,7 +7,7 @@ WAL flush) unless asked for the harness's settings (`throwaway`), so that Postgr
 latency is not flattered by default.
 
 Both targets share one database, prepared as the SQLite one is (bench/targets.py): one account on
-the mock upstream, one key without limits. Each replica is its own relay process (one worker, its
+the mock upstream, one key with limits (bench.targets.KEY_LIMITS). Each replica is its own relay process (one worker, its
 own port and working directory), as separate machines would run it; the load balancer is a second
 Debian nginx (bench/mock/balancer.conf.template) that keeps connections to the replicas open.
 """

@@ -19,13 +19,17 @@ REPO = Path(__file__).resolve().parent.parent
 RELAY_BIN = Path(sys.executable).parent
 # What the relay's account sends upstream; the mock accepts anything.
 UPSTREAM_TOKEN = "sk-bench-upstream"
+# The relay key has limits, as production keys do, so that their checks are on the measured path:
+# a request-rate limit and a USD budget (each create reserves against it), both far above what a
+# run uses, so that none is ever refused.
+KEY_LIMITS = ("--requests-per-minute", "1000000", "--usd-per-month", "1000000000")
 
 
 def prepare_relay_database(
     workdir: Path, upstream_base: str, *, database: str | None = None, source: Path | None = None
 ) -> tuple[dict[str, str], str]:
     """A database (SQLite in `workdir` unless `database` names another) with one account on the mock
-    and one key without limits; returns (env, key). With `source` (another checkout of the relay,
+    and one key with KEY_LIMITS; returns (env, key). With `source` (another checkout of the relay,
     bench/ab.py), its relayctl prepares the database and the env runs its code."""
     env = {
         **os.environ,
@@ -44,7 +48,7 @@ def prepare_relay_database(
         check=True,
         capture_output=True,
     )
-    issued = subprocess.run([*relayctl, "keys", "issue", "bench", "--json"], env=env, check=True, capture_output=True)
+    issued = subprocess.run([*relayctl, "keys", "issue", "bench", *KEY_LIMITS, "--json"], env=env, check=True, capture_output=True)
     return env, json.loads(issued.stdout)["key"]
 
 

@@ -32,7 +32,7 @@ from .config import ConfigError, Settings, is_loopback_address, load_settings
 from .crypto import SecretKeyError
 from .errors import AnswerCutShort, ClientGone, RelayError, envelope, error_response
 from .jobs.watcher import run_watcher
-from .logs import RequestFacts, configure_logging, fields, log_format_from_env
+from .logs import RequestFacts, configure_logging, fields, flush_logs, log_format_from_env
 from .metrics import RelayRegistry
 from .metrics_server import listening_socket, serve_metrics
 from .records import StoreUnavailable
@@ -327,6 +327,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             state.recorder.close()
             state.store.close()
             multiprocess.worker_exiting(metrics_dir)
+            flush_logs()
 
     relay = RelayApp(
         routes=[

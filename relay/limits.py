@@ -38,6 +38,45 @@ LIMIT_NAMES = (
 )
 PERIODS = ("day", "month")
 RATE_WINDOW_SECONDS = 60.0
+# A key whose requests-per-minute limit is this high or higher has its slots claimed in blocks
+# (RequestSlots): a database write per block instead of per request.
+BLOCK_CLAIMS_FROM = 600
+# A block's unspent slots are dropped this long after the claim: the window counts them from the
+# claim's time, so spending them later would let requests outlive their place in the window.
+BLOCK_SPEND_SECONDS = 1.0
+
+
+def slots_per_claim(limit: int) -> int:
+    """How many of a key's requests-per-minute slots one process claims at once: 1 below
+    BLOCK_CLAIMS_FROM (every request is its own row, exact), else a six-hundredth of the limit,
+    so slots claimed and left unspent by a process hold back at most that much of the window."""
+    return 1 if limit < BLOCK_CLAIMS_FROM else limit // BLOCK_CLAIMS_FROM
+
+
+@dataclass
+class _Block:
+    left: int
+    claimed_at: float
+
+
+class RequestSlots:
+    """This process's unspent, claimed requests-per-minute slots, by key name."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[str, _Block] = {}
+
+    def take(self, key_name: str, now: float) -> bool:
+        """Spend one claimed slot of the key, if one is left and fresh."""
+        block = self._blocks.get(key_name)
+        if block is None or block.left <= 0 or not 0 <= now - block.claimed_at < BLOCK_SPEND_SECONDS:
+            return False
+        block.left -= 1
+        return True
+
+    def claimed(self, key_name: str, granted: int, now: float) -> None:
+        """A claim of `granted` slots succeeded; one of them is the request's own."""
+        if granted > 1:
+            self._blocks[key_name] = _Block(granted - 1, now)
 # A limit that frees up within this long is worth retrying; beyond it clients are told not to.
 SOON_SECONDS = 60.0
 

@@ -23,6 +23,7 @@ from .limits import (
     period_starts,
     rate_refusal,
     refusal_for,
+    slots_per_claim,
 )
 from .outcomes import parse_duration
 from .pool import Upstream
@@ -54,9 +55,14 @@ async def check_request_rate(state: RelayState, key: KeyRecord, now: float) -> N
     limit = limits_of(key).requests_per_minute
     if limit is None:
         return
-    wait = await state.db(state.store.take_request_slot, key.name, now=now, limit=limit, window=RATE_WINDOW_SECONDS)
-    if wait is not None:
+    if state.request_slots.take(key.name, now):
+        return
+    granted, wait = await state.db(
+        state.store.take_request_slots, key.name, now=now, limit=limit, window=RATE_WINDOW_SECONDS, wanted=slots_per_claim(limit)
+    )
+    if not granted:
         raise counted(state, key, rate_refusal(limit, wait))
+    state.request_slots.claimed(key.name, granted, now)
 
 
 @dataclass

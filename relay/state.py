@@ -20,6 +20,7 @@ from .config import ConfigError, Settings
 from .crypto import SecretBox, generate_key, read_key_file, resolve_keys
 from .jobs.gauges import BackgroundWorkCollector
 from .keys import KeyCache
+from .limits import RequestSlots
 from .metrics import Metrics
 from .pool import Pool, Upstream
 from .pricing import PriceTable
@@ -28,6 +29,7 @@ from .records import Account, SchemaTooNew, StoreUnavailable
 from .store import Store
 from .upstream import Client, close_client, make_client
 from .usage_metrics import UsageCollector
+from .video_cache import VideoCache
 
 log = logging.getLogger("relay")
 
@@ -57,6 +59,10 @@ class RelayState:
     clock: Callable[[], float] = time.time
     # This process as the owner of its reservations (relay.holders); its lease is renewed in keep_fresh.
     holder: holders.Holder = field(default_factory=holders.this_process)
+    # Videos' owners, read once (relay.video_cache).
+    videos: VideoCache = field(default_factory=VideoCache)
+    # Requests-per-minute slots this process claimed in blocks and has not spent yet.
+    request_slots: RequestSlots = field(default_factory=RequestSlots)
     # Requests this worker is handling; shutdown waits for the ones uvicorn cancelled to note their ends.
     requests_running: int = 0
     # Set when webhook events were written, so this worker's deliveries look for them at once.
@@ -98,7 +104,8 @@ class RelayState:
     def reload(self) -> None:
         """Re-read keys and accounts if the database's configuration moved (blocking: call in a thread)."""
         with self._reload_lock:
-            version = self.store.config_version()
+            version, deletions = self.store.versions()
+            self.videos.deletions_at(deletions)
             if version == self.config_version:
                 return
             if self.settings.secret_key is None:

@@ -51,7 +51,11 @@ def _not_found(what: str, identifier: str) -> RelayError:
 
 
 async def owned_video(state: RelayState, key: KeyRecord, video_id: str) -> Video:
-    video = await state.db(state.store.video, video_id)
+    video = state.videos.get(video_id)
+    if video is None:
+        video = await state.db(state.store.video, video_id)
+        if video is not None:
+            state.videos.put(video)
     if video is None or video.key_name != key.name or video.deleted_at is not None:
         raise _not_found("video", video_id)
     return video
@@ -265,6 +269,7 @@ async def delete_video(request: Request) -> Response:
     attempts, video, upstream = await followup(request)
     state = attempts.state
     answer = await operations_for(upstream).delete(attempts, upstream, video)
+    state.videos.forget(video.id)
     if answer is None:
         await state.db(state.store.mark_video_deleted, video.id, state.clock())
         return JSONResponse({"id": video.id, "object": "video.deleted", "deleted": True})

@@ -231,7 +231,7 @@ def populate(path: Path) -> Populated:
             owner=holder.owner,
         )
         for offset in (3, 2, 1):
-            store.take_request_slot("alice", now=now - offset, limit=10, window=60)
+            store.take_request_slots("alice", now=now - offset, limit=10, window=60)
         store.set_prices([("sora-2", "1280x720", 0.1), ("sora-2-pro", "1792x1024", 1 / 3)], now=now - 600)
         store.write_batch(
             [
@@ -375,7 +375,7 @@ def test_db_copy_moves_every_row_of_every_table_and_the_relay_works_on_the_copy(
         )
         outcome_ids = {row[0] for row in run_sql(store, "SELECT id FROM outcomes")}
         assert populated.outcome_ids < outcome_ids and min(outcome_ids - populated.outcome_ids) > max(populated.outcome_ids)
-        store.take_request_slot("alice", now=time.time(), limit=10, window=60)
+        store.take_request_slots("alice", now=time.time(), limit=10, window=60)
     finally:
         store.close()
 

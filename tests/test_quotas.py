@@ -69,6 +69,23 @@ def test_requests_per_minute_window_slides(relay: Relay, sandbox: Sandbox, clock
     assert len(sandbox.requests()) == 1  # nothing refused went upstream
 
 
+def test_a_high_requests_per_minute_limit_is_claimed_in_blocks_and_still_holds(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = limited_key(relay, requests_per_minute=1800)  # blocks of 3 slots
+    for _ in range(4):
+        assert relay.client.get(V, headers=auth(key)).status_code == 200
+    # Two claims of three (the second partly unspent), not a row per request.
+    assert [tuple(row) for row in run_sql(relay.state.store, "SELECT slots FROM request_log WHERE key_name = 'alice'")] == [(3,), (3,)]
+    # Another process took all but one slot of the window: this one gets that slot and no more,
+    # once its own block's time has passed.
+    clock.now += 2
+    relay.state.store.take_request_slots("alice", now=clock.now, limit=1800, window=60, wanted=1800)
+    run_sql(relay.state.store, "UPDATE request_log SET slots = slots - 1 WHERE slots > 3")
+    assert relay.client.get(V, headers=auth(key)).status_code == 200
+    assert_envelope(relay.client.get(V, headers=auth(key)), 429, "relay_rate_limited")
+    assert quota_hits(relay, "alice", "requests_per_minute") == 1
+
+
 def test_video_seconds_per_day_resets_at_midnight_utc(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, video_seconds_per_day=12)
@@ -294,3 +311,19 @@ def test_period_bounds_contain_now_and_tile_the_calendar(now: float) -> None:
 )
 def test_limits_survive_storage(limits: Limits) -> None:
     assert Limits.from_json(limits.to_json()) == validate_limits(limits)
+
+
+def test_request_slots_of_a_block_are_spent_once_and_only_while_fresh() -> None:
+    from relay.limits import BLOCK_SPEND_SECONDS, RequestSlots, slots_per_claim
+
+    assert slots_per_claim(60) == 1 and slots_per_claim(599) == 1
+    assert slots_per_claim(600) == 1 and slots_per_claim(60_000) == 100
+    slots = RequestSlots()
+    assert not slots.take("alice", 100.0)
+    slots.claimed("alice", 3, 100.0)  # one of the three is the claiming request's own
+    assert slots.take("alice", 100.1) and slots.take("alice", 100.2)
+    assert not slots.take("alice", 100.3)
+    assert not slots.take("bob", 100.3)
+    slots.claimed("alice", 5, 200.0)
+    assert not slots.take("alice", 200.0 + BLOCK_SPEND_SECONDS)
+    assert not slots.take("alice", 199.0)  # a clock that went back does not spend old slots

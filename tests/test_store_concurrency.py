@@ -88,9 +88,22 @@ def test_an_idempotency_key_is_claimed_once(stores: list[Store]) -> None:
 
 def test_a_requests_per_minute_window_admits_exactly_its_limit(stores: list[Store]) -> None:
     def take(store: Store, _index: int) -> bool:
-        return store.take_request_slot("alice", now=NOW, limit=10, window=60) is None
+        return store.take_request_slots("alice", now=NOW, limit=10, window=60) == (1, 0.0)
 
     assert Counter(race(stores, take, per_store=4)) == {True: 10, False: 4 * RACERS - 10}
+
+
+def test_block_claims_grant_exactly_the_limit_between_them(stores: list[Store]) -> None:
+    """Processes claiming slots in blocks (relay.limits.RequestSlots) never get more than the
+    limit between them: the last claim gets what is left, later ones none."""
+
+    def take(store: Store, _index: int) -> int:
+        granted, wait = store.take_request_slots("alice", now=NOW, limit=1000, window=60, wanted=300)
+        assert (granted == 0) == (wait > 0)
+        return granted
+
+    granted = sorted(race(stores, take, per_store=2), reverse=True)
+    assert granted == [300, 300, 300, 100] + [0] * (2 * RACERS - 4)
 
 
 def test_concurrent_429s_make_one_cooldown_and_evict_the_session_once(stores: list[Store]) -> None:

@@ -24,6 +24,8 @@ async def settle_status(state: RelayState, video: Video, resource: dict[str, Any
     assert status is not None  # is_news
     progress = json_number(resource.get("progress"))
     now = state.clock()
+    # What this process remembers of the job is older than this news, whether or not it settles.
+    state.videos.forget(video.id)
     finished = await state.db(
         state.store.update_video,
         video.id,

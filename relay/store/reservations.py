@@ -51,15 +51,19 @@ def _usage(conn: Connection, of: str, name: str, *, since: float, now: float, ex
 
 
 class Reservations(Aggregate):
-    def take_request_slot(self, key_name: str, *, now: float, limit: int, window: float) -> float | None:
-        """Admit one request into the key's sliding window; None if admitted, else seconds until a slot frees."""
+    def take_request_slots(self, key_name: str, *, now: float, limit: int, window: float, wanted: int = 1) -> tuple[int, float]:
+        """Admit up to `wanted` requests into the key's sliding window: (how many were granted,
+        0.0) or, when the window is full, (0, seconds until a slot frees)."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM request_log WHERE key_name = ? AND ts <= ?", (key_name, now - window))
-            row = conn.execute("SELECT count(*) AS n, min(ts) AS oldest FROM request_log WHERE key_name = ?", (key_name,)).fetchone()
-            if row["n"] >= limit:
-                return max(0.0, float(row["oldest"]) + window - now)
-            conn.execute("INSERT INTO request_log (key_name, ts) VALUES (?, ?)", (key_name, now))
-            return None
+            row = conn.execute(
+                "SELECT coalesce(sum(slots), 0) AS n, min(ts) AS oldest FROM request_log WHERE key_name = ?", (key_name,)
+            ).fetchone()
+            granted = min(wanted, limit - int(row["n"]))
+            if granted <= 0:
+                return 0, max(0.0, float(row["oldest"]) + window - now)
+            conn.execute("INSERT INTO request_log (key_name, ts, slots) VALUES (?, ?, ?)", (key_name, now, granted))
+            return granted, 0.0
 
     def key_usage(self, key_name: str, *, since: float, now: float) -> Usage:
         with self.reading() as conn:

@@ -386,12 +386,19 @@ def _step_3_webhooks_and_job_watch(conn: Connection, dialect: Dialect) -> None:
     conn.execute("UPDATE videos SET watch_next_at = recorded_at WHERE status NOT IN ('completed', 'failed') AND deleted_at IS NULL")
 
 
+def _step_4_request_slots(conn: Connection, dialect: Dialect) -> None:
+    """A request_log row may admit several requests: a relay process claims a key's slots in
+    blocks when its requests-per-minute limit is high (relay.quota.RequestSlots)."""
+    conn.execute("ALTER TABLE request_log ADD COLUMN slots bigint NOT NULL DEFAULT 1")
+
+
 # Append only: a released step never changes (databases out there ran it as it was). A step
 # gets the connection of the upgrade's write transaction and the dialect it runs on.
 MIGRATIONS: tuple[Callable[[Connection, Dialect], None], ...] = (
     _step_1_base_schema,
     _step_2_account_models,
     _step_3_webhooks_and_job_watch,
+    _step_4_request_slots,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

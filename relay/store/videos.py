@@ -6,6 +6,7 @@ from typing import Any
 
 from ..records import TERMINAL_STATUSES, Video
 from .backend import Aggregate, Connection
+from .meta import bump_deletions
 from .webhooks import enqueue_video_event
 
 # Pages of a key's live videos (list_videos), oldest or newest first; (created_at, id) is the cursor.
@@ -182,6 +183,7 @@ class Videos(Aggregate):
         # billed) the job before it was deleted, and under-billing is the worse mistake.
         with self.transaction() as conn:
             conn.execute("UPDATE videos SET deleted_at = COALESCE(deleted_at, ?) WHERE id = ?", (now, video_id))
+            bump_deletions(conn)
 
     def list_videos(self, key_name: str, *, after: Video | None, limit: int, order: str) -> tuple[list[Video], bool]:
         """A page of the key's live videos by creation time (id breaks ties), and whether more follow."""
