@@ -80,6 +80,21 @@ def test_a_database_from_the_release_before_migrations_opens_with_every_row(tmp_
     assert remix is not None and remix.account == "acct-two" and remix.charge_state == "reserved"
     assert relay.state.store.character_owner("char_fixture1") == ("acct-one", "alice")
     assert relay.state.prices.usd_per_second("sora-2-pro", "1792x1024") == 0.5
+    # The running totals of charges (step 4) start from the jobs already recorded.
+    totals = {
+        (row["subject"], row["name"], row["period"]): (row["video_seconds"], row["usd"])
+        for row in run_sql(relay.state.store, "SELECT * FROM charge_totals")
+    }
+    assert totals == {
+        ("key", "alice", "day"): (8.0, 0.8),
+        ("key", "alice", "month"): (8.0, 0.8),
+        ("account", "acct-one", "day"): (8.0, 0.8),
+        ("account", "acct-one", "month"): (8.0, 0.8),
+        ("key", "bob", "day"): (4.0, 0.4),
+        ("key", "bob", "month"): (4.0, 0.4),
+        ("account", "acct-two", "day"): (4.0, 0.4),
+        ("account", "acct-two", "month"): (4.0, 0.4),
+    }
 
 
 def test_a_version_1_database_missing_later_columns_gets_them_with_its_rows_kept(tmp_path: Path, cli: Any) -> None:

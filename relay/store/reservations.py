@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..limits import fits_account_cap
 from ..records import Usage
 from .backend import Aggregate, Connection
+from .charges import charged_in_period
 
 if TYPE_CHECKING:
     from ..holders import Holder
@@ -39,14 +40,18 @@ _USAGE_STATEMENTS = {
 
 
 def _usage(conn: Connection, of: str, name: str, *, since: float, now: float, exclude: str = "") -> Usage:
-    """`of` is "key" or "account"."""
+    """`of` is "key" or "account". Since the start of a day or month, the jobs' charges come
+    from their running totals (relay.store.charges); since any other time, from the jobs."""
     jobs_sql, flying_sql = _USAGE_STATEMENTS[of]
-    jobs = conn.execute(jobs_sql, (name, since)).fetchone()
+    charged = charged_in_period(conn, of, name, since, now)
+    if charged is None:
+        jobs = conn.execute(jobs_sql, (name, since)).fetchone()
+        charged = float(jobs["seconds"]), float(jobs["usd"])
     flying = conn.execute(flying_sql, (name, now, exclude, time.time())).fetchone()
     return Usage(
         in_flight=int(flying["n"]),
-        video_seconds=float(jobs["seconds"]) + float(flying["seconds"]),
-        usd=float(jobs["usd"]) + float(flying["usd"]),
+        video_seconds=charged[0] + float(flying["seconds"]),
+        usd=charged[1] + float(flying["usd"]),
     )
 
 

@@ -22,6 +22,7 @@ import sqlite_utils
 
 from ..records import SchemaTooNew
 from .backend import Aggregate, Connection
+from .charges import add_charge
 from .location import Dialect
 
 
@@ -300,7 +301,18 @@ _STEP_3_TABLES = (
 )
 
 # Every table the relay keeps, in an order that copies and deletes can follow.
-TABLE_NAMES = tuple(table.name for table in (*_STEP_1_TABLES, *_STEP_3_TABLES))
+# What each key and each account has been charged, per UTC day and month (relay.store.charges):
+# budgets read one row instead of summing every job of the month.
+_STEP_4_TABLES = (
+    Table(
+        "charge_totals",
+        {"subject": str, "name": str, "period": str, "starts_at": float, "video_seconds": float, "usd": float},
+        pk=("subject", "name", "period", "starts_at"),
+        not_null=("video_seconds", "usd"),
+    ),
+)
+
+TABLE_NAMES = tuple(table.name for table in (*_STEP_1_TABLES, *_STEP_3_TABLES, *_STEP_4_TABLES))
 
 
 def _create_sqlite(conn: sqlite3.Connection, table: Table) -> None:
@@ -386,10 +398,30 @@ def _step_3_webhooks_and_job_watch(conn: Connection, dialect: Dialect) -> None:
     conn.execute("UPDATE videos SET watch_next_at = recorded_at WHERE status NOT IN ('completed', 'failed') AND deleted_at IS NULL")
 
 
-def _step_4_request_slots(conn: Connection, dialect: Dialect) -> None:
+def _step_4_request_slots_and_charge_totals(conn: Connection, dialect: Dialect) -> None:
     """A request_log row may admit several requests: a relay process claims a key's slots in
-    blocks when its requests-per-minute limit is high (relay.quota.RequestSlots)."""
+    blocks when its requests-per-minute limit is high (relay.limits.RequestSlots). And running
+    totals of every charge, per key and account and UTC day and month, summed from the jobs
+    recorded so far."""
     conn.execute("ALTER TABLE request_log ADD COLUMN slots bigint NOT NULL DEFAULT 1")
+    for table in _STEP_4_TABLES:
+        if dialect == "sqlite":
+            _create_sqlite(cast(sqlite3.Connection, conn), table)
+        else:
+            _create_postgres(conn, table)
+    rows = conn.execute(
+        "SELECT key_name, account, charged_at, billable_seconds, usd FROM videos"
+        " WHERE charged_at IS NOT NULL AND charge_state IN ('reserved', 'settled')"
+    )
+    for row in rows.fetchall():
+        add_charge(
+            conn,
+            key_name=row["key_name"],
+            account=row["account"],
+            charged_at=row["charged_at"],
+            video_seconds=row["billable_seconds"],
+            usd=row["usd"],
+        )
 
 
 # Append only: a released step never changes (databases out there ran it as it was). A step
@@ -398,7 +430,7 @@ MIGRATIONS: tuple[Callable[[Connection, Dialect], None], ...] = (
     _step_1_base_schema,
     _step_2_account_models,
     _step_3_webhooks_and_job_watch,
-    _step_4_request_slots,
+    _step_4_request_slots_and_charge_totals,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..records import TERMINAL_STATUSES, Video
 from .backend import Aggregate, Connection
+from .charges import COUNTED_STATES, add_charge, charge_of, note_charge_change
 from .meta import bump_deletions
 from .webhooks import enqueue_video_event
 
@@ -57,6 +58,15 @@ class Videos(Aggregate):
                 ),
             )
             if inserted.rowcount == 1:
+                if video.charged_at is not None and video.charge_state in COUNTED_STATES:
+                    add_charge(
+                        conn,
+                        key_name=video.key_name,
+                        account=video.account,
+                        charged_at=video.charged_at,
+                        video_seconds=video.billable_seconds,
+                        usd=video.usd,
+                    )
                 return video
             return _video(conn.execute("SELECT * FROM videos WHERE id = ?", (video.id,)).fetchone())
 
@@ -86,6 +96,7 @@ class Videos(Aggregate):
         one waits until `next_poll_at`.
         """
         with self.transaction() as conn:
+            before = charge_of(conn, video_id)
             cursor = conn.execute(
                 "UPDATE videos SET status = ?, progress = ?, resource = ?, updated_at = ?, expires_at = ?,"
                 " finished_at = CASE WHEN ? IN ('completed', 'failed') THEN ? ELSE NULL END,"
@@ -115,6 +126,7 @@ class Videos(Aggregate):
             )
             finished = cursor.rowcount == 1 and status in TERMINAL_STATUSES
             if finished:
+                note_charge_change(conn, before, video_id)
                 row = conn.execute("SELECT key_name FROM videos WHERE id = ?", (video_id,)).fetchone()
                 enqueue_video_event(conn, key_name=row["key_name"], video_id=video_id, event_type=f"video.{status}", now=now)
             return finished
@@ -162,12 +174,14 @@ class Videos(Aggregate):
         blocked is free again (nobody can follow the job to know what it cost); should it
         complete after all and a client see it, it is charged then."""
         with self.transaction() as conn:
+            before = charge_of(conn, video_id)
             conn.execute(
                 "UPDATE videos SET watch_next_at = NULL, watch_owner = NULL, watch_until = NULL, watch_stopped = ?,"
                 " charge_state = CASE WHEN charge_state = 'reserved' THEN 'released' ELSE charge_state END"
                 " WHERE id = ? AND watch_owner = ?",
                 (reason, video_id, owner),
             )
+            note_charge_change(conn, before, video_id)
 
     def jobs_in_flight(self) -> dict[str, int]:
         """Unfinished, undeleted jobs by status, with `unwatched` for those the watcher gave up."""

@@ -1,0 +1,75 @@
+"""Running totals of what each key and account has been charged, per UTC day and month.
+
+A budget check needs "USD and video seconds charged to this key since the start of the month".
+Summing the month's jobs made every create slower as a key's jobs piled up (a busy key's month
+holds tens of thousands); the totals make it one row. They are kept in the same transactions
+that change a job's charge: recorded (`reserved`), released when it fails or is given up, and
+counted again when a given-up job completes after all. `settled` counts as `reserved` did.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..limits import PERIODS, period_bounds
+from .backend import Connection
+
+# Charges that count against budgets and caps.
+COUNTED_STATES = ("reserved", "settled")
+_CHARGE_COLUMNS = "key_name, account, charged_at, charge_state, billable_seconds, usd"
+
+
+def add_charge(
+    conn: Connection, *, key_name: str, account: str, charged_at: float, video_seconds: float | None, usd: float | None, sign: int = 1
+) -> None:
+    """Add (or with sign=-1 take away) one job's charge in its day's and month's totals."""
+    rows = [
+        (subject, name, period, period_bounds(period, charged_at)[0], sign * (video_seconds or 0.0), sign * (usd or 0.0))
+        for period in PERIODS
+        for subject, name in (("key", key_name), ("account", account))
+    ]
+    conn.executemany(
+        "INSERT INTO charge_totals (subject, name, period, starts_at, video_seconds, usd) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (subject, name, period, starts_at) DO UPDATE SET"
+        " video_seconds = charge_totals.video_seconds + excluded.video_seconds, usd = charge_totals.usd + excluded.usd",
+        rows,
+    )
+
+
+def charge_of(conn: Connection, video_id: str) -> Any:
+    """The job's charge as it stands (read inside the transaction that may change it)."""
+    return conn.execute(f"SELECT {_CHARGE_COLUMNS} FROM videos WHERE id = ?", (video_id,)).fetchone()
+
+
+def note_charge_change(conn: Connection, before: Any, video_id: str) -> None:
+    """After an update in the same transaction: move the totals if the job's charge began or
+    stopped counting."""
+    if before is None or before["charged_at"] is None:
+        return
+    after = charge_of(conn, video_id)
+    was, now = before["charge_state"] in COUNTED_STATES, after is not None and after["charge_state"] in COUNTED_STATES
+    if was != now:
+        add_charge(
+            conn,
+            key_name=before["key_name"],
+            account=before["account"],
+            charged_at=before["charged_at"],
+            video_seconds=before["billable_seconds"],
+            usd=before["usd"],
+            sign=1 if now else -1,
+        )
+
+
+def charged_in_period(conn: Connection, subject: str, name: str, since: float, now: float) -> tuple[float, float] | None:
+    """(video seconds, USD) charged to the key or account since `since`, when `since` starts
+    the UTC month or day that holds `now` (the periods budgets and caps count); None for any
+    other time."""
+    for period in ("month", "day"):
+        if period_bounds(period, now)[0] == since:
+            row = conn.execute(
+                "SELECT video_seconds, usd FROM charge_totals WHERE subject = ? AND name = ? AND period = ? AND starts_at = ?",
+                (subject, name, period, since),
+            ).fetchone()
+            # Additions and subtractions of floats leave dust: budgets compare at cent fractions.
+            return (0.0, 0.0) if row is None else (round(float(row["video_seconds"]), 9), round(float(row["usd"]), 9))
+    return None
