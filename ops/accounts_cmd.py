@@ -110,14 +110,19 @@ def accounts() -> None:
     type=click.Choice(ACCOUNT_TYPES),
     required=True,
     help="openai-responses (API key, recommended), azure-openai (Azure OpenAI key, sent as api-key; --base-api required),"
-    " gemini (Gemini API key, sent as x-goog-api-key; serves veo-* models, translated behind the OpenAI contract)"
+    " gemini (Gemini API key, sent as x-goog-api-key; serves veo-* models, translated behind the OpenAI contract),"
+    " runway (Runway API key, sent as Bearer with X-Runway-Version; serves gen4*, gen3a* and veo3* models, translated),"
+    " byteplus (BytePlus ModelArk API key, sent as Bearer; serves seedance-* models, translated),"
+    " fal (fal API key, sent as 'Authorization: Key'; serves fal-ai/* model ids, translated),"
     " or openai (ChatGPT access token; see the warning above).",
 )
 @token_options
 @click.option(
     "--base-api",
     help="Upstream base URL (default: https://api.openai.com/v1 for openai-responses, https://chatgpt.com/backend-api for openai,"
-    " https://generativelanguage.googleapis.com/v1beta for gemini; for azure-openai, https://RESOURCE.openai.azure.com/openai/v1).",
+    " https://generativelanguage.googleapis.com/v1beta for gemini, https://api.dev.runwayml.com/v1 for runway,"
+    " https://ark.ap-southeast.bytepluses.com/api/v3 for byteplus, https://queue.fal.run for fal;"
+    " for azure-openai, https://RESOURCE.openai.azure.com/openai/v1).",
 )
 @click.option("--priority", type=PRIORITY, default=100, show_default=True, help="Lower numbers are used first.")
 @click.option("--proxy", help="Send this account's traffic through a proxy: http://host:port or socks5://host:port.")

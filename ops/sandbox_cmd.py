@@ -31,13 +31,22 @@ class _AnnouncingServer(uvicorn.Server):
 def announce(host: str, port: int, *, as_json: bool) -> None:
     """Where each provider's emulator listens: the --base-api to give each type of account."""
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    bases = {"openai": f"{url}/v1", "azure-openai": f"{url}/openai/v1", "gemini": f"{url}/v1beta"}
+    bases = {
+        "openai": f"{url}/v1",
+        "azure-openai": f"{url}/openai/v1",
+        "gemini": f"{url}/v1beta",
+        "runway": f"{url}/runway/v1",
+        "byteplus": f"{url}/byteplus/api/v3",
+        "fal": f"{url}/fal",
+    }
     if as_json:
         click.echo(json.dumps({"url": url, "base_api": bases["openai"], "base_apis": bases, "host": host, "port": port}))
     else:
         click.echo(
             f"Sandbox upstream on {bases['openai']} (OpenAI), {bases['azure-openai']} (Azure OpenAI),"
-            f" {bases['gemini']} (Gemini Veo) (Ctrl-C to stop)."
+            f" {bases['gemini']} (Gemini Veo), {bases['runway']} (Runway), {bases['byteplus']} (BytePlus Seedance),"
+            f" {bases['fal']} (fal)"
+            " (Ctrl-C to stop)."
         )
 
 

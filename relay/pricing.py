@@ -1,8 +1,9 @@
 """The price table: USD per second of video by model and size, and cost estimates from it.
 
 Defaults follow the published per-second prices of OpenAI's Videos API (Sora) and of the Gemini
-API (Veo); operators override or extend them (`relayctl prices set/load`) for other models. A size of `*` prices
-every size of a model that has no exact row.
+API (Veo), and BytePlus's per-token Seedance prices as per second; operators override or extend them
+(`relayctl prices set/load`) for other models. A size of `*` prices every size of a model that has no
+exact row.
 """
 
 from __future__ import annotations
@@ -49,6 +50,20 @@ def _veo(models: tuple[str, ...], usd_720p: float, usd_1080p: float) -> dict[tup
     return rows
 
 
+# The OpenAI sizes a Seedance create names most, by the resolution the relay asks for (the shorter side).
+SEEDANCE_720P_SIZES = ("1280x720", "720x1280", "1792x1024", "1024x1792")
+SEEDANCE_1080P_SIZES = ("1920x1080", "1080x1920")
+
+
+def _seedance(models: tuple[str, ...], usd_720p: float, usd_1080p: float) -> dict[tuple[str, str], float]:
+    """Rows for Seedance models: 720p and 1080p sizes, and a `*` row at the dearer 1080p price, so a
+    reservation for any other size (480p ones included) never falls short."""
+    rows = {(model, ANY_SIZE): usd_1080p for model in models}
+    rows.update({(model, size): usd_720p for model in models for size in SEEDANCE_720P_SIZES})
+    rows.update({(model, size): usd_1080p for model in models for size in SEEDANCE_1080P_SIZES})
+    return rows
+
+
 DEFAULT_PRICES: dict[tuple[str, str], float] = {
     ("sora-2", "720x1280"): 0.10,
     ("sora-2", "1280x720"): 0.10,
@@ -70,6 +85,42 @@ DEFAULT_PRICES: dict[tuple[str, str], float] = {
     **_veo(("veo-3.0-generate-001",), 0.40, 0.40),
     **_veo(("veo-3.0-fast-generate-001",), 0.15, 0.15),
     **_veo(("veo-2.0-generate-001",), 0.35, 0.35),
+    # BytePlus ModelArk's Seedance (byteplus accounts, online inference). BytePlus prices video by
+    # token, not by second: tokens = width x height x 24 fps x seconds / 1024 of the output, so a
+    # second costs the same whatever the ratio, by resolution (rendered 864x480, 1248x704, 1920x1088
+    # at 16:9). The per-token prices, $2.5 (1.0 Pro) and $1.8 (1.0 Lite) per million, come from
+    # copies of https://docs.byteplus.com/en/docs/ModelArk/1544106 (Pricing) checked 2026-12-05; the
+    # page itself could not be read, so operators should compare before relying on them. Per second:
+    # Pro $0.0243 / $0.0515 / $0.1224, Lite $0.0175 / $0.0371 / $0.0881 at 480p / 720p / 1080p.
+    # 1.0 Pro Fast, 1.5 Pro and the Dreamina 2.x models are left out: no price for them was confirmed.
+    **_seedance(("seedance-1-0-pro-250528",), 0.0515, 0.1224),
+    **_seedance(("seedance-1-0-lite-t2v-250428", "seedance-1-0-lite-i2v-250428"), 0.0371, 0.0881),
+    # Runway's API (runway accounts) bills credits per second of output, whatever the ratio, and sells
+    # API credits at $0.01 each (https://docs.dev.runwayml.com/guides/pricing). Checked 2026-12-05,
+    # but only through copies: Runway's own API reference in github.com/runwayml/skills
+    # (rw-api-reference) and a summary of the pricing page; the page itself could not be read, so
+    # operators should compare before relying on them. Credits a second: gen4.5 12, gen4_turbo 5,
+    # veo3 40, veo3.1 20 to 40 and veo3.1_fast 10 to 15 (without and with audio: booked at the dearer,
+    # since the relay leaves audio at Runway's default). gen3a_turbo 5: Runway's help centre table of
+    # credit rates ("How do credits work?"), which the API reference no longer lists.
+    **{(model, ANY_SIZE): usd for model, usd in (("gen4.5", 0.12), ("gen4_turbo", 0.05), ("gen3a_turbo", 0.05))},
+    **{(model, ANY_SIZE): usd for model, usd in (("veo3", 0.40), ("veo3.1", 0.40), ("veo3.1_fast", 0.15))},
+    # fal (fal accounts; the model is fal's model id). fal prices each model on its own page, per second
+    # of output at any ratio: "For 5s video your request will cost $1.40. For every additional second
+    # you will be charged $0.28" (Kling 2.1 / 2.0 Master), $0.098 (2.1 Pro), $0.056 (2.1 Standard).
+    # Checked 2026-12-05, through stored copies of https://fal.ai/models/<model id>/llms.txt (the
+    # pages' own text); operators should compare before relying on them. fal serves hundreds of other
+    # models: price those with `relayctl prices set` (no other price was confirmed here).
+    **{
+        (model, ANY_SIZE): usd
+        for model, usd in (
+            ("fal-ai/kling-video/v2.1/master/text-to-video", 0.28),
+            ("fal-ai/kling-video/v2.1/master/image-to-video", 0.28),
+            ("fal-ai/kling-video/v2/master/text-to-video", 0.28),
+            ("fal-ai/kling-video/v2.1/pro/image-to-video", 0.098),
+            ("fal-ai/kling-video/v2.1/standard/image-to-video", 0.056),
+        )
+    },
 }
 
 

@@ -100,8 +100,8 @@ class Translation(Protocol):
 @dataclass(frozen=True)
 class AccountType:
     name: str
-    # How the credential travels: `authorization: Bearer <credential>`, or the credential alone
-    # in a header of the provider's own.
+    # How the credential travels: `authorization: <auth_scheme> <credential>`, or the credential
+    # alone in a header of the provider's own.
     auth_header: bytes = b"authorization"
     default_base_api: str | None = None
     # The models an account of this type serves when it lists none: these prefixes, or (None)
@@ -112,15 +112,20 @@ class AccountType:
     # Which hints of a 429 say how long to rest, in the order they are trusted (relay.outcomes).
     cooldown_hints: tuple[str, ...] = COOLDOWN_HINTS
     translation: Translation | None = None
+    # Fixed headers every request a translation builds carries besides the credential (Runway's
+    # API version); never sent to storage or CDN links, nor on the OpenAI contract's pass-through.
+    extra_headers: tuple[tuple[bytes, bytes], ...] = ()
     # The operations beyond create, retrieve, content, delete and list that this type carries.
     operations: frozenset[str] = frozenset({"remix", "edit", "extension", "character"})
+    # The scheme before the credential in `authorization` (fal's is `Key`).
+    auth_scheme: bytes = b"Bearer"
 
     def carries(self, kind: str) -> bool:
         return kind == "create" or kind in self.operations
 
     def auth(self, credential: str) -> tuple[bytes, bytes]:
         value = credential.encode("ascii")
-        return (self.auth_header, b"Bearer " + value) if self.auth_header == b"authorization" else (self.auth_header, value)
+        return (self.auth_header, self.auth_scheme + b" " + value) if self.auth_header == b"authorization" else (self.auth_header, value)
 
 
 _OPERATION_NAMES = {"remix": "Remix", "edit": "Edit", "extension": "Extension", "character": "Character create"}
@@ -180,8 +185,13 @@ def default_seconds_for(model: str) -> float | None:
 
 
 from .azure import AZURE_OPENAI  # noqa: E402  (the registry needs the types above)
+from .byteplus import BYTEPLUS_TYPE  # noqa: E402
+from .fal import FAL_TYPE  # noqa: E402
 from .gemini import GEMINI_TYPE  # noqa: E402
 from .openai import CHATGPT, OPENAI_RESPONSES  # noqa: E402
+from .runway import RUNWAY_TYPE  # noqa: E402
 
-ACCOUNT_TYPES: Final[dict[str, AccountType]] = {kind.name: kind for kind in (OPENAI_RESPONSES, CHATGPT, AZURE_OPENAI, GEMINI_TYPE)}
+ACCOUNT_TYPES: Final[dict[str, AccountType]] = {
+    kind.name: kind for kind in (OPENAI_RESPONSES, CHATGPT, AZURE_OPENAI, GEMINI_TYPE, BYTEPLUS_TYPE, FAL_TYPE, RUNWAY_TYPE)
+}
 _CLAIMED_PREFIXES: Final = tuple(prefix for kind in ACCOUNT_TYPES.values() for prefix in kind.model_prefixes or ())

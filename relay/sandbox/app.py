@@ -11,7 +11,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from . import azure, gemini, openai_contract, storage
+from . import azure, byteplus, fal, gemini, openai_contract, runway, storage
 from .content import padding_problem
 from .control import control_routes
 from .errors import exception_handlers
@@ -26,6 +26,9 @@ PRESETS: Final = PresetCatalog(
         OPENAI.name: openai_contract.preset_reply,
         azure.AZURE.name: azure.preset_reply,
         gemini.GEMINI.name: gemini.preset_reply,
+        byteplus.BYTEPLUS.name: byteplus.preset_reply,
+        runway.RUNWAY.name: runway.preset_reply,
+        fal.FAL.name: fal.preset_reply,
     },
 )
 
@@ -46,7 +49,9 @@ def create_sandbox_app(
     seed: int | None = None,
 ) -> Starlette:
     """Build the sandbox upstream: OpenAI at ``/v1`` (and ``/backend-api``, and the root), Azure at
-    ``/openai/v1``, Gemini at ``/v1beta`` (its downloads redirect to ``/_gcs``), control at ``/_sandbox``.
+    ``/openai/v1``, Gemini at ``/v1beta`` (its downloads redirect to ``/_gcs``), BytePlus ModelArk at
+    ``/byteplus/api/v3`` (its videos under ``/byteplus/tos``), fal's queue at ``/fal`` (its CDN at
+    ``/_falcdn``), Runway at ``/runway/v1`` (its CDN at ``/runway/cdn``), control at ``/_sandbox``.
 
     ``fail`` (``429``/``401``/``402``/``500``/``slow`` or a preset name) installs that preset as
     an unlimited fault rule, for every provider; ``content_bytes`` pads every video download to that
@@ -70,6 +75,10 @@ def create_sandbox_app(
             Mount(storage.PREFIX, app=storage.storage_app(state)),
             Mount(azure.PREFIX, app=contract_app(state, azure.azure_mount(state))),
             Mount(gemini.PREFIX, app=gemini.gemini_app(state)),
+            Mount(byteplus.PREFIX, app=byteplus.byteplus_app(state)),
+            Mount(runway.PREFIX, app=runway.runway_app(state)),
+            Mount(fal.PREFIX, app=fal.fal_app(state)),
+            Mount(fal.CDN_PREFIX, app=fal.cdn_app(state)),
             Mount("/v1", app=openai_app),
             Mount("/backend-api", app=openai_app),
             Mount("", app=openai_app),

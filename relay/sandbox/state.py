@@ -114,6 +114,56 @@ class GeminiStore:
     url_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
 
+# --------------------------------------------------------------------------- BytePlus ModelArk (Seedance)
+
+
+@dataclass
+class SeedanceTask:
+    """A video generation task; its outcome is fixed at creation (prompt markers), revealed when it finishes."""
+
+    id: str
+    model: str
+    token: str
+    request: dict[str, Any]
+    started: float
+    created_wall: int
+    outcome: str  # "succeeded", "failed" or "filtered"
+    content_bytes: int | None
+    cancelled: bool = False
+
+
+@dataclass
+class BytePlusStore:
+    tasks: dict[str, SeedanceTask] = field(default_factory=dict)
+    # Signs the storage links that finished tasks' video_url point at.
+    url_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+
+
+# --------------------------------------------------------------------------- fal (queue)
+
+
+@dataclass
+class FalRequest:
+    """A request in fal's queue; its outcome is fixed at submission (prompt markers), revealed when it completes."""
+
+    id: str
+    app: str
+    model: str
+    token: str
+    started: float
+    outcome: str  # "succeeded", "failed" or "filtered"
+    content_bytes: int | None
+    # The unguessable name of its video on the CDN stand-in: like fal's CDN, the link is the only key.
+    file_id: str
+    cancelled: bool = False
+
+
+@dataclass
+class FalStore:
+    requests: dict[str, FalRequest] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # file id -> request id
+
+
 # --------------------------------------------------------------------------- the whole sandbox
 
 
@@ -127,6 +177,8 @@ class SandboxState:
     openai: ContractStore = field(default_factory=ContractStore)
     azure: ContractStore = field(default_factory=ContractStore)
     gemini: GeminiStore = field(default_factory=GeminiStore)
+    fal: FalStore = field(default_factory=FalStore)
+    byteplus: BytePlusStore = field(default_factory=BytePlusStore)
     faults: list[FaultRule] = field(default_factory=list)
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_CAP))
     fault_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
