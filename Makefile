@@ -113,8 +113,10 @@ postgresql-tools:
 	$(call ensure_postgresql)
 
 # The docs extra brings matplotlib, which the benchmark's smoke test draws its chart with.
+# Two test processes (pytest-xdist), a file each at a time: the suite's servers and clusters are
+# per file or per process, and two processes fill 2 cores.
 test: lint $(VENV)/.installed-docs $(SDK2_VENV)/.installed prometheus-tools postgresql-tools bench-tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The linter and the strict type checker on relay/ and ops/ (configured in pyproject.toml); a
 # finding fails `make test`. mypy reads matplotlib's types (ops/dashboard_pictures.py), hence docs.

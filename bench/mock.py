@@ -11,6 +11,8 @@ from pathlib import Path
 from .procs import Server, free_port, wait_until_listening
 
 TEMPLATE = Path(__file__).parent / "mock" / "nginx.conf.template"
+# What operators copy to put the relay behind nginx with downloads offloaded (relay.offload).
+OFFLOAD_SITE = Path(__file__).resolve().parent.parent / "docs" / "nginx" / "relay-offload.conf"
 
 
 def nginx_binary() -> str | None:
@@ -48,3 +50,40 @@ def writing_connections(mock: Server) -> int:
     # "Reading: 0 Writing: 1 Waiting: 3"
     words = text.split()
     return int(words[words.index("Writing:") + 1]) - 1
+
+
+def offload_site(relay_host_port: str, listen: str, secret: str) -> str:
+    """The documented site configuration with its marked lines set: the relay, the listening
+    address and the shared secret (everything else exactly as operators copy it)."""
+    site = OFFLOAD_SITE.read_text()
+    for documented, actual in (
+        ("server 127.0.0.1:8080;", f"server {relay_host_port};"),
+        ("listen 8000;", f"listen {listen};"),
+        ("REPLACE_WITH_RELAY_OFFLOAD_SECRET", secret),
+    ):
+        if documented not in site:
+            raise RuntimeError(f"{OFFLOAD_SITE} no longer has the line {documented!r} to set")
+        site = site.replace(documented, actual)
+    return site
+
+
+def start_offload_front(workdir: Path, relay_host_port: str, secret: str) -> Server:
+    """nginx in front of the relay with the documented offload configuration, on a free port."""
+    nginx = nginx_binary()
+    if nginx is None:
+        raise RuntimeError("nginx is missing: `make bench-tools` installs Debian's nginx-light")
+    root = workdir / "front"
+    (root / "tmp").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (root / "site.conf").write_text(offload_site(relay_host_port, f"127.0.0.1:{port}", secret))
+    temp_paths = "".join(f"    {kind}_temp_path {root / 'tmp' / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (root / "nginx.conf").write_text(
+        f"daemon off;\nworker_processes 1;\npid {root / 'nginx.pid'};\nerror_log {root / 'error.log'} warn;\n"
+        f"events {{ worker_connections 1024; }}\nhttp {{\n    access_log off;\n{temp_paths}    include {root / 'site.conf'};\n}}\n"
+    )
+    process = subprocess.Popen(
+        [nginx, "-c", str(root / "nginx.conf")], stdout=subprocess.DEVNULL, stderr=open(root / "stderr.log", "wb")
+    )
+    server = Server("front", f"http://127.0.0.1:{port}", process, port)
+    wait_until_listening(server)
+    return server

@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             args,
         )
         log(f"throughput done after {time.monotonic() - started:.0f} s")
-        streamed = streaming.run_streaming(mock, relays[1], video[relays[1].name], rounds=args.rounds)
+        front = streaming.offload_front(workdir, relays[1], servers)
+        streamed = streaming.run_streaming(mock, relays[1], video[relays[1].name], rounds=args.rounds, front=front)
         log(f"streaming done after {time.monotonic() - started:.0f} s")
 
         results = {

@@ -24,13 +24,14 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .mock import start_nginx, writing_connections
+from .mock import start_nginx, start_offload_front, writing_connections
 from .procs import Server, cpu_seconds, rss_bytes, workspace
 from .report import RSS_GROWTH_MIB as RSS_GROWTH_LIMIT_MIB
-from .targets import create_video, prepare_relay_database, start_relay
+from .targets import OFFLOAD_SECRET, create_video, prepare_relay_database, start_relay
 
 MIB = 1024 * 1024
 MB = 1_000_000
@@ -403,6 +404,15 @@ def _comparison(
     }
 
 
+def offload_front(workdir: Path, relay: Server, servers: list[Server]) -> Server:
+    """nginx in front of `relay` with downloads offloaded (added to `servers`, to be stopped), as a
+    Server whose url and key reach the relay's API through it, and whose process is the relay's
+    (the memory and CPU samples read the relay)."""
+    nginx = start_offload_front(workdir, f"127.0.0.1:{relay.port}", OFFLOAD_SECRET)
+    servers.append(nginx)
+    return Server("offloaded", f"{nginx.url}/openai/v1", relay.process, nginx.port, key=relay.key)
+
+
 def _auth(relay: Server) -> dict[str, str]:
     return {"Authorization": f"Bearer {relay.key}"}
 
@@ -414,8 +424,10 @@ def file_size(url: str) -> int:
         return int(answer.headers["Content-Length"])
 
 
-def run_streaming(mock: Server, relay: Server, video_id: str, *, rounds: int) -> dict[str, Any]:
-    """All four measurements, in an order where each starts with nginx writing nothing."""
+def run_streaming(mock: Server, relay: Server, video_id: str, *, rounds: int, front: Server | None = None) -> dict[str, Any]:
+    """All four measurements, in an order where each starts with nginx writing nothing; with
+    `front` (nginx in front of the relay, downloads offloaded: relay.offload), the first two
+    again through it."""
     started = time.perf_counter()
     direct_url, relay_url = content_urls(mock, relay, video_id)
     file_bytes = file_size(direct_url)
@@ -428,6 +440,12 @@ def run_streaming(mock: Server, relay: Server, video_id: str, *, rounds: int) ->
     warm_up(direct_url, relay_url, relay)
     result["single"] = single_downloads(direct_url, relay_url, relay, rounds=rounds)
     result["concurrent"] = concurrent_downloads(direct_url, relay_url, relay, rounds=rounds, file_bytes=file_bytes)
+    if front is not None:
+        _, front_url = content_urls(mock, front, video_id)
+        result["offloaded"] = {
+            "single": single_downloads(direct_url, front_url, front, rounds=rounds),
+            "concurrent": concurrent_downloads(direct_url, front_url, front, rounds=rounds, file_bytes=file_bytes),
+        }
     result["slow_reader"] = slow_reader(relay_url, relay, mock)
     result["disconnect"] = disconnecting_client(relay_url, relay, mock)
     result["relay_rss_end_mib"] = _mib(rss_bytes(relay.process.pid))
@@ -445,7 +463,8 @@ def main() -> None:
         env, key = prepare_relay_database(workdir, f"{mock.url}/v1")
         relay = start_relay(workdir, env, key, workers=1)
         servers.append(relay)
-        result = run_streaming(mock, relay, create_video(relay), rounds=3)
+        front = offload_front(workdir, relay, servers)
+        result = run_streaming(mock, relay, create_video(relay), rounds=3, front=front)
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
 

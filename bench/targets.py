@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ UPSTREAM_TOKEN = "sk-bench-upstream"
 # a request-rate limit and a USD budget (each create reserves against it), both far above what a
 # run uses, so that none is ever refused.
 KEY_LIMITS = ("--requests-per-minute", "1000000", "--usd-per-month", "1000000000")
+# Shared by the relays of a run and the nginx in front of one of them that offloads downloads.
+OFFLOAD_SECRET = secrets.token_hex(32)
 
 
 def prepare_relay_database(
@@ -35,6 +38,7 @@ def prepare_relay_database(
         **os.environ,
         "RELAY_DATABASE": database or str(workdir / "relay.db"),
         "RELAY_SECRET_KEY": generate_key(),
+        "RELAY_OFFLOAD_SECRET": OFFLOAD_SECRET,
     }
     relayctl = [str(RELAY_BIN / "relayctl")]
     if source is not None:

@@ -69,6 +69,10 @@ class Settings:
     webhook_disable_after_seconds: float = 5 * 24 * 3600.0
     # Development and tests only: http:// and private, loopback or link-local webhook targets.
     webhook_allow_private: bool = False
+    # Downloads handed to a front nginx (relay.offload): the secret it sends in X-Relay-Offload on
+    # every request it passes to the relay, and its internal location that fetches from upstream.
+    offload_secret: str | None = None
+    offload_location: str = "/_relay_offload"
 
     @property
     def key_file(self) -> Path:
@@ -190,7 +194,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_timeout_seconds=_number(env, "RELAY_WEBHOOK_TIMEOUT_SECONDS", 15.0, minimum=0.05),
         webhook_disable_after_seconds=_number(env, "RELAY_WEBHOOK_DISABLE_AFTER_SECONDS", 5 * 24 * 3600.0, minimum=1.0),
         webhook_allow_private=_choice(env, "RELAY_WEBHOOK_ALLOW_PRIVATE", ("1", "0", "true", "false"), "0") in ("1", "true"),
+        offload_secret=_offload_secret(env),
+        offload_location=_offload_location(env),
     )
+
+
+def _offload_secret(env: Mapping[str, str]) -> str | None:
+    secret = env.get("RELAY_OFFLOAD_SECRET") or None
+    # It stands between a client and an upstream credential: a guessable one would hand both out.
+    if secret is not None and (len(secret) < 32 or not secret.isascii() or not secret.isprintable() or " " in secret):
+        raise ConfigError("RELAY_OFFLOAD_SECRET must be at least 32 printable ASCII characters without spaces (e.g. openssl rand -hex 32)")
+    return secret
+
+
+def _offload_location(env: Mapping[str, str]) -> str:
+    location = env.get("RELAY_OFFLOAD_LOCATION") or Settings.offload_location
+    if not re.fullmatch(r"/[A-Za-z0-9._/-]{1,200}", location):
+        raise ConfigError(f"RELAY_OFFLOAD_LOCATION must be a path such as /_relay_offload, got {location!r}")
+    return location
 
 
 def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:

@@ -27,12 +27,13 @@ from .jobs.pacing import next_poll_delay, poll_hint_seconds
 from .jobs.settle import json_number, settle_status, text_value
 from .limits import job_terms
 from .logs import fields as log_fields
+from .offload import offload_requested, offloaded
 from .paging import page_limit
 from .pool import Upstream
 from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
 from .providers import account_type, model_name, public_json
 from .providers.operations import operations_for
-from .providers.passthrough import forwarded
+from .providers.passthrough import PASS_THROUGH, forwarded
 from .quota import Booking, book, require_served, unsupported
 from .records import KeyRecord, StoreUnavailable, Video
 from .scheduling import Admit, admit_any, choose_account, owner_account
@@ -288,7 +289,12 @@ async def video_content(request: Request) -> Response:
         raise RelayError(
             400, f"Invalid variant '{shown(variant)}': choose from {', '.join(CONTENT_VARIANTS)}.", code="invalid_variant", param="variant"
         )
-    opened = await operations_for(upstream).open_content(attempts, upstream, video, variant)
+    operations = operations_for(upstream)
+    if operations is PASS_THROUGH and upstream.proxy is None and offload_requested(attempts.state.settings, request.headers):
+        attempts.caller.facts.account = upstream.name
+        path = f"/videos/{quote(video.id)}/content" + (f"?variant={variant}" if variant is not None else "")
+        return offloaded(forwarded(attempts.caller.headers, upstream, "GET", path, None, content=True), attempts.state.settings)
+    opened = await operations.open_content(attempts, upstream, video, variant)
     if isinstance(opened, Answer):
         return passthrough(opened)
     return await attempts.stream(upstream, opened)

@@ -57,6 +57,21 @@ def passing_results() -> dict[str, Any]:
                 "ratio_relay_to_direct": 0.92,
                 "relay_rss_growth_max_mib": 12.0,
             },
+            "offloaded": {
+                "single": {
+                    "direct_mb_per_second": 2000.0,
+                    "relay_mb_per_second": 1950.0,
+                    "ratio_relay_to_direct": 0.975,
+                    "relay_rss_growth_max_mib": 0.5,
+                },
+                "concurrent": {
+                    "clients": 8,
+                    "direct_mb_per_second": 2500.0,
+                    "relay_mb_per_second": 2400.0,
+                    "ratio_relay_to_direct": 0.96,
+                    "relay_rss_growth_max_mib": 0.5,
+                },
+            },
             "slow_reader": {"flat": True, "target_mb_per_second": 1.0, "rss": {"growth_mib": 0.0}},
             "disconnect": {"rss_change_mib": 0.0, "upstream_release": {"released": True, "seconds": 0.05}},
         },
@@ -85,6 +100,9 @@ def test_added_latency_is_relay_minus_direct() -> None:
         # LiteLLM meeting the limit nowhere does not excuse a relay that meets it nowhere either.
         (lambda r: r["throughput"]["retrieve"]["16"]["relay-2w"].update(rate_within_p99_limit=0), "throughput_vs_litellm"),
         (lambda r: r["streaming"]["single"].update(ratio_relay_to_direct=0.85), "download_ratio"),
+        (lambda r: r["streaming"]["concurrent"].update(ratio_relay_to_direct=0.85), "download_ratio"),
+        (lambda r: r["streaming"]["offloaded"]["single"].update(ratio_relay_to_direct=0.85), "download_ratio_offloaded"),
+        (lambda r: r["streaming"]["offloaded"]["concurrent"].update(ratio_relay_to_direct=0.85), "download_ratio_offloaded"),
         (lambda r: r["streaming"]["single"].update(relay_rss_growth_max_mib=17.0), "download_rss_growth"),
         (lambda r: r["streaming"]["slow_reader"].update(flat=False), "slow_reader_flat"),
         (lambda r: r["streaming"]["disconnect"]["upstream_release"].update(released=False), "vanished_client_released"),
@@ -114,6 +132,11 @@ def test_markdown_table() -> None:
     assert "| added latency p50 ≤ 0.5 ms at c=1 | yes |" in text
     assert "| create | 16 | 50000 | 2000 | 3500 | 100 | 0 | 20.0×, LiteLLM none |" in text
     assert "| one download | 2000 | 1900 | 0.95 | 8.0 |" in text
+    assert "| 8 concurrent downloads, behind nginx, offloaded | 2500 | 2400 | 0.96 | 0.5 |" in text
+    del results["streaming"]["offloaded"]
+    results["summary"] = report.summarize(results)
+    assert results["summary"]["targets_met"]["download_ratio_offloaded"] is None
+    assert "| the same behind nginx, downloads offloaded (one, and 8 concurrent) | not measured |" in report.markdown(results, "c.png")
 
 
 def test_pacing_brings_the_offered_rate_down() -> None:
