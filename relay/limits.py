@@ -77,6 +77,8 @@ class RequestSlots:
         """A claim of `granted` slots succeeded; one of them is the request's own."""
         if granted > 1:
             self._blocks[key_name] = _Block(granted - 1, now)
+
+
 # A limit that frees up within this long is worth retrying; beyond it clients are told not to.
 SOON_SECONDS = 60.0
 
