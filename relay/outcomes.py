@@ -232,23 +232,56 @@ def _header(headers: Mapping[str, str], name: str, parse: Any) -> float | None:
 
 
 def upstream_error(body: bytes, limit: int = 300) -> tuple[str | None, str | None]:
-    """(code, message) of an upstream error envelope; the message shortened and scrubbed of key-like text."""
+    """(code, message) of an upstream error body, for logs and an account's last_error: OpenAI's and
+    ModelArk's `{"error": {"code", "message"}}`, Google's (`message`, no string code), Runway's
+    `{"error": "..."}`, fal's `{"detail": "..." | [{"loc", "msg"}]}` and a bare `{"message": "..."}`.
+    Both are cut short, free of control characters, and scrubbed of key-like text."""
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None, None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if not isinstance(error, dict):
+    if not isinstance(payload, dict):
         return None, None
-    code, message = error.get("code"), error.get("message")
+    error = payload.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    message = _error_message(payload)
     return (
-        redact(code[:64]) if isinstance(code, str) else None,
-        redact(message[:limit]) if isinstance(message, str) else None,
+        _shown(code, 64) if isinstance(code, str) else None,
+        _shown(message, limit) if message is not None else None,
     )
 
 
+def _error_message(payload: dict[str, Any]) -> str | None:
+    error, detail = payload.get("error"), payload.get("detail")
+    if isinstance(error, dict):
+        error = error.get("message")
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        first = detail[0]
+        loc = first.get("loc")
+        where = [str(part) for part in loc if part != "body"] if isinstance(loc, list) else []
+        detail = f"{'.'.join(where)}: {first.get('msg')}" if where and isinstance(first.get("msg"), str) else first.get("msg")
+    for candidate in (error, detail, payload.get("message")):
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate
+    return None
+
+
+def _shown(text: str, limit: int) -> str:
+    """An upstream's text as the relay shows it: keys masked before it is cut (so no cut hides a key
+    from the mask), then cut to `limit`, with every character that is not printable (controls and
+    line separators, which could forge log lines; bidi overrides, which reorder what an operator
+    reads; lone surrogates) as a space."""
+    masked = redact(text[: limit * 4])[:limit]
+    return "".join(char if char.isprintable() else " " for char in masked).strip()
+
+
 # Upstreams echo (partly masked) keys in messages like "Incorrect API key provided: sk-…".
-_KEY_LIKE = re.compile(r"\b(?:sk|rk|sess|eyJ)[A-Za-z0-9_\-\.\*]{6,}|Bearer\s+\S+", re.IGNORECASE)
+# Also the shapes of the providers' own keys: Google's (AIza…), Runway's (key_ and hex), fal's (an id, a colon, a secret).
+_KEY_LIKE = re.compile(
+    r"\b(?:sk|rk|sess|eyJ)[A-Za-z0-9_\-\.\*]{6,}|Bearer\s+\S+|\bAIza[A-Za-z0-9_\-]{20,}|\bkey_[0-9a-f]{32,}"
+    r"|\b[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}:[0-9a-f]{16,}",
+    re.IGNORECASE,
+)
 
 
 def redact(text: str) -> str:

@@ -4,34 +4,18 @@ official openai SDK as the only client of the relay."""
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import datetime
 from typing import Any, Final
 
 import httpx
 import openai
+import provider_scenarios as scenario
 import pytest
-import test_providers_e2e as providers_e2e
 from conftest import RelayProcess, Sandbox
-from test_providers_e2e import (
-    OPENAI_STATUSES,
-    PADDED_BYTES,
-    PNG,
-    POLL_INTERVAL_MS,
-    SAMPLE,
-    SdkTraffic,
-    accounts_by_name,
-    add_account,
-    header_values,
-    recorded_body,
-)
+from provider_scenarios import SdkTraffic, make_sdk, traffic
 
 pytestmark = pytest.mark.e2e
-
-# The SDK-as-client fixtures of the provider end-to-end tests, shared rather than copied.
-traffic = providers_e2e.traffic
-make_sdk = providers_e2e.make_sdk
+__all__ = ["make_sdk", "traffic"]  # the SDK-as-client fixtures, for pytest
 
 PRO: Final = "seedance-1-0-pro-250528"
 I2V: Final = "seedance-1-0-lite-i2v-250428"
@@ -44,17 +28,11 @@ def ark_key(name: str) -> str:
 
 
 def add_byteplus_account(relay: RelayProcess, sandbox: Sandbox, name: str, *options: str) -> None:
-    add_account(relay, name, "byteplus", f"{sandbox.url}/byteplus/api/v3", ark_key(name), *options)
+    scenario.add_account(relay, name, "byteplus", f"{sandbox.url}/byteplus/api/v3", ark_key(name), *options)
 
 
 def task_creates(sandbox: Sandbox) -> list[dict[str, Any]]:
     return [r for r in sandbox.requests() if r["method"] == "POST" and r["path"] == TASKS]
-
-
-def account_details(relay: RelayProcess, name: str) -> dict[str, Any]:
-    shown = relay.relayctl("accounts", "show", name, "--json")
-    assert shown.returncode == 0, shown.stderr
-    return json.loads(shown.stdout)  # type: ignore[no-any-return]
 
 
 def test_create_and_poll_completes_downloads_the_sandbox_bytes_and_deletes_the_task(
@@ -64,29 +42,23 @@ def test_create_and_poll_completes_downloads_the_sandbox_bytes_and_deletes_the_t
     add_byteplus_account(relay, sandbox, "ark")
     client = make_sdk(relay, relay.issue_key("alice"))
 
-    video = client.videos.create_and_poll(
-        model=PRO, prompt=f"A red fox in fresh snow [bytes={PADDED_BYTES}]", size="720x1280", seconds="8", poll_interval_ms=POLL_INTERVAL_MS
+    video = scenario.completes(
+        client, traffic, model=PRO, prompt=f"A red fox in fresh snow [bytes={scenario.PADDED_BYTES}]", size="720x1280", seconds="8"
     )
-    assert video.status == "completed" and video.error is None
-    assert video.id.startswith("video_") and (video.model, video.size, video.seconds) == (PRO, "720x1280", "8")
-    assert traffic.statuses and set(traffic.statuses) <= OPENAI_STATUSES and traffic.statuses[-1] == "completed"
+    assert (video.size, video.seconds) == ("720x1280", "8")
     [created] = task_creates(sandbox)
-    assert recorded_body(created) == {
+    assert scenario.recorded_body(created) == {
         "model": PRO,
-        "content": [{"type": "text", "text": f"A red fox in fresh snow [bytes={PADDED_BYTES}]"}],
+        "content": [{"type": "text", "text": f"A red fox in fresh snow [bytes={scenario.PADDED_BYTES}]"}],
         "ratio": "9:16",
         "resolution": "720p",
         "duration": 8,
     }
-    assert header_values(created, "authorization") == [f"Bearer {ark_key('ark')}"]
+    assert scenario.header_values(created, "authorization") == [f"Bearer {ark_key('ark')}"]
 
-    downloaded = client.videos.download_content(video.id).read()
-    # The video_url the relay followed, fetched again straight from the sandbox (it needs no key).
-    [stored] = [r for r in sandbox.requests() if r["path"].startswith("/byteplus/tos/")]
-    served = httpx.get(f"{sandbox.url}{stored['path']}?{stored['query']}")
-    assert served.status_code == 200
-    assert downloaded == served.content
-    assert len(downloaded) == PADDED_BYTES and downloaded.startswith(SAMPLE)
+    # The video_url the relay followed: a storage link on another origin, which needs no key and got none.
+    stored = scenario.downloads_from_storage(client, video.id, sandbox, "/byteplus/tos/")
+    assert stored["token"] is None and scenario.header_values(stored, "authorization") == []
 
     sandbox.reset()
     deleted = client.videos.delete(video.id)
@@ -107,16 +79,12 @@ def test_an_uploaded_image_and_an_image_url_reach_seedance_as_the_first_frame(
     key = relay.issue_key("alice")
     client = make_sdk(relay, key)
 
-    video = client.videos.create_and_poll(
-        model=I2V, prompt="The fox turns its head", input_reference=("fox.png", PNG, "image/png"), poll_interval_ms=POLL_INTERVAL_MS
-    )
-    assert video.status == "completed"
-    [sent] = [r for r in traffic.requests if r.method == "POST"]
-    assert sent.headers["content-type"].startswith("multipart/form-data")
+    scenario.completes(client, traffic, model=I2V, prompt="The fox turns its head", input_reference=("fox.png", scenario.PNG, "image/png"))
+    assert traffic.posted().headers["content-type"].startswith("multipart/form-data")
     [created] = task_creates(sandbox)
-    assert recorded_body(created)["content"] == [
+    assert scenario.recorded_body(created)["content"] == [
         {"type": "text", "text": "The fox turns its head"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(PNG).decode()}, "role": "first_frame"},
+        {"type": "image_url", "image_url": {"url": scenario.PNG_DATA_URL}, "role": "first_frame"},
     ]
 
     # An image URL travels as it is: BytePlus fetches it, the relay does not (no RELAY_IMAGE_URL_HOSTS needed).
@@ -126,7 +94,7 @@ def test_an_uploaded_image_and_an_image_url_reach_seedance_as_the_first_frame(
     answer = httpx.post(f"{relay.url}/openai/v1/videos", json=body, headers={"Authorization": f"Bearer {key}"})
     assert answer.status_code == 200, answer.text
     [created] = task_creates(sandbox)
-    assert recorded_body(created)["content"][1] == {"type": "image_url", "image_url": {"url": url}, "role": "first_frame"}
+    assert scenario.recorded_body(created)["content"][1] == {"type": "image_url", "image_url": {"url": url}, "role": "first_frame"}
 
 
 @pytest.mark.parametrize(("marker", "code"), [("[fail]", "video_generation_failed"), ("[filtered]", "moderation_blocked")])
@@ -137,12 +105,7 @@ def test_a_failed_task_ends_failed_with_an_error_and_has_no_content(
     add_byteplus_account(relay, sandbox, "ark")
     client = make_sdk(relay, relay.issue_key("alice"))
 
-    video = client.videos.create_and_poll(model=PRO, prompt=f"A storm at sea {marker}", poll_interval_ms=POLL_INTERVAL_MS)
-    assert video.status == "failed"
-    assert video.error is not None and video.error.code == code and video.error.message
-    with pytest.raises(openai.ConflictError) as refused:
-        client.videos.download_content(video.id)
-    assert refused.value.code == "video_failed"
+    scenario.fails_with(client, PRO, f"A storm at sea {marker}", code)
 
 
 def test_a_rate_limited_account_fails_over_and_rests_for_the_default_cooldown(relay_process: Any, sandbox: Sandbox, make_sdk: Any) -> None:
@@ -153,14 +116,9 @@ def test_a_rate_limited_account_fails_over_and_rests_for_the_default_cooldown(re
     client = make_sdk(relay, relay.issue_key("alice"))
     sandbox.fault(preset="rate_limited", provider="byteplus", token=ark_key("first"), times=1)
 
-    video = client.videos.create_and_poll(model=PRO, prompt="A red fox in fresh snow", poll_interval_ms=POLL_INTERVAL_MS)
-    assert video.status == "completed"
-    assert [r["token"] for r in task_creates(sandbox)] == [ark_key("first"), ark_key("second")]
-    polls = [r for r in sandbox.requests() if r["method"] == "GET" and r["path"].startswith(TASKS)]
-    assert polls and {r["token"] for r in polls} == {ark_key("second")}
-
-    assert accounts_by_name(relay)["second"]["state"] == "active"
-    first = account_details(relay, "first")
+    keys = (ark_key("first"), ark_key("second"))
+    scenario.fails_over(relay, sandbox, client, model=PRO, creates=task_creates, keys=keys, first_state="rate_limited", poll=True)
+    first = scenario.account_details(relay, "first")
     assert first["state"] == "rate_limited" and "cooldown from default" in first["state_reason"]
     rested = datetime.fromisoformat(first["until"]) - datetime.fromisoformat(first["state_since"])
     assert abs(rested.total_seconds() - COOLDOWN_SECONDS) <= 2
@@ -172,13 +130,9 @@ def test_a_retry_after_in_front_of_modelark_is_the_cooldown(relay_process: Any, 
     add_byteplus_account(relay, sandbox, "first", "--priority", "1")
     add_byteplus_account(relay, sandbox, "second", "--priority", "2")
     client = make_sdk(relay, relay.issue_key("alice"))
-    sandbox.fault(preset="rate_limited", provider="byteplus", token=ark_key("first"), times=1, headers={"Retry-After": "300"})
-
-    assert client.videos.create(model=PRO, prompt="A red fox").status == "queued"
-    first = account_details(relay, "first")
-    assert first["state"] == "rate_limited" and "cooldown from retry_after" in first["state_reason"]
-    rested = datetime.fromisoformat(first["until"]) - datetime.fromisoformat(first["state_since"])
-    assert abs(rested.total_seconds() - 300) <= 2
+    scenario.retry_after_rests_the_account(
+        relay, sandbox, client, model=PRO, provider="byteplus", first_key=ark_key("first"), seconds=300, header="Retry-After"
+    )
 
 
 def test_an_invalid_key_marks_the_account_unauthorized_and_the_create_moves_on(relay_process: Any, sandbox: Sandbox, make_sdk: Any) -> None:
@@ -188,11 +142,9 @@ def test_an_invalid_key_marks_the_account_unauthorized_and_the_create_moves_on(r
     client = make_sdk(relay, relay.issue_key("alice"))
     sandbox.fault(preset="unauthorized", provider="byteplus", token=ark_key("first"))
 
-    assert client.videos.create(model=PRO, prompt="A red fox").status == "queued"
-    assert [r["token"] for r in task_creates(sandbox)] == [ark_key("first"), ark_key("second")]
-    accounts = accounts_by_name(relay)
-    assert (accounts["first"]["state"], accounts["second"]["state"]) == ("unauthorized", "active")
-    assert "AK/SK" in account_details(relay, "first")["last_error"]
+    keys = (ark_key("first"), ark_key("second"))
+    scenario.fails_over(relay, sandbox, client, model=PRO, creates=task_creates, keys=keys, first_state="unauthorized")
+    assert "AK/SK" in scenario.account_details(relay, "first")["last_error"]
 
 
 def test_remix_and_characters_are_a_400_naming_the_type(relay_process: Any, sandbox: Sandbox, make_sdk: Any) -> None:
@@ -202,12 +154,7 @@ def test_remix_and_characters_are_a_400_naming_the_type(relay_process: Any, sand
     video = client.videos.create(model=PRO, prompt="A red fox")
     sandbox.reset()
 
-    with pytest.raises(openai.BadRequestError) as remix:
-        client.videos.remix(video.id, prompt="The same fox at night")
-    assert remix.value.code == "unsupported_for_account_type" and "byteplus" in str(remix.value.message)
-    with pytest.raises(openai.BadRequestError) as character:
-        client.videos.create_character(name="Fox", video=("fox.mp4", SAMPLE, "video/mp4"))
-    assert character.value.code == "unsupported_for_account_type" and "byteplus" in str(character.value.message)
+    scenario.refuses_remix_and_characters(client, video.id, "byteplus")
     with pytest.raises(openai.BadRequestError) as field:
         client.videos.create(model=PRO, prompt="A fox", extra_body={"character_ids": ["char_1"]})
     assert field.value.code == "invalid_value" and "byteplus" in str(field.value.message)

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from conftest import ROOT, TOKEN, Relay, Sandbox
 from hypothesis import given, strategies as st
+from provider_scenarios import multipart, poll_until_done
 from test_relay import assert_envelope, auth
 
 from relay.accounts import checked_input
 from relay.errors import RelayError
 from relay.outcomes import cooldown_seconds
-from relay.providers import JOB_FIELD, CreateRequest, UpstreamCall, account_type, fal, public, serves_by_default
-from relay.providers.translating import ErrorOutcomes
+from relay.providers import JOB_FIELD, CreateRequest, UpstreamCall, account_type, fal, public, runway, serves_by_default
 from relay.upstream import provider_headers
 
 V = "/openai/v1/videos"
@@ -38,15 +38,6 @@ def payload_of(request: CreateRequest) -> dict[str, Any]:
 
 def create(body: dict[str, Any]) -> CreateRequest:
     return fal.create_request(json.dumps(body).encode(), "application/json")
-
-
-def multipart(fields: dict[str, str], image: bytes | None = None, mime: str = "image/png") -> tuple[bytes, str]:
-    boundary = "b0undary"
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode() for name, value in fields.items()]
-    if image is not None:
-        head = f'--{boundary}\r\nContent-Disposition: form-data; name="input_reference"; filename="a.png"\r\nContent-Type: {mime}\r\n\r\n'
-        parts.append(head.encode() + image + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 # --------------------------------------------------------------------------- create
@@ -261,7 +252,9 @@ def test_the_queue_statuses_map_to_the_openai_statuses() -> None:
 
 def test_a_finished_requests_error_result_is_a_failed_video_not_an_error() -> None:
     video = stored()
-    assert isinstance(fal.FAL, ErrorOutcomes)
+    # The translation the relay calls is these functions (other providers leave both out).
+    assert fal.FAL.failed_result is fal.failed_result and fal.FAL.cancelled is fal.cancelled
+    assert runway.RUNWAY.failed_result(video, 500, b'{"error": "x"}', 9.0) is None and not runway.RUNWAY.cancelled(400, b"{}")
     runner = json.dumps({"detail": "Runner crashed", "error_type": "runner_server_error"}).encode()
     failed = fal.failed_result(video, 500, runner, 9.0)
     assert failed is not None and failed["status"] == "failed" and failed["completed_at"] == 9
@@ -356,17 +349,6 @@ def fal_key(name: str) -> str:
 
 def fal_account(relay: Relay, sandbox: Sandbox, name: str = "fal", priority: int = 100) -> None:
     relay.add_account(name, f"{sandbox.url}/fal", token=fal_key(name), type="fal", priority=priority)
-
-
-def poll_until_done(relay: Relay, key: str, video_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        seen = relay.client.get(f"{V}/{video_id}", headers=auth(key))
-        assert seen.status_code == 200, seen.text
-        if seen.json()["status"] in ("completed", "failed"):
-            return seen.json()  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, "the emulator never finished the request"
-        time.sleep(0.05)
 
 
 def test_create_poll_content_and_the_keys_path(relay: Relay, sandbox: Sandbox) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from typing import Any
 
 import pytest
 from conftest import ROOT, TOKEN, Relay, Sandbox
 from openai import OpenAI
+from provider_scenarios import multipart, poll_until_done
 from test_relay import CREATE, assert_envelope, auth
 
 from relay.accounts import checked_input
@@ -98,15 +98,6 @@ def test_input_reference_as_a_data_url_or_image_url_becomes_the_instance_image()
         with pytest.raises(RelayError) as refused:
             gemini.create_request(json.dumps({**VEO_CREATE, "input_reference": bad}).encode(), "application/json")
         assert refused.value.param == "input_reference"
-
-
-def multipart(fields: dict[str, str], image: bytes | None = None, mime: str = "image/png") -> tuple[bytes, str]:
-    boundary = "b0undary"
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode() for name, value in fields.items()]
-    if image is not None:
-        head = f'--{boundary}\r\nContent-Disposition: form-data; name="input_reference"; filename="a.png"\r\nContent-Type: {mime}\r\n\r\n'
-        parts.append(head.encode() + image + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def test_a_multipart_create_with_an_uploaded_image() -> None:
@@ -248,17 +239,6 @@ def veo_account(relay: Relay, sandbox: Sandbox, name: str = "veo", priority: int
 
 def sdk(relay: Relay, key: str) -> OpenAI:
     return OpenAI(api_key=key, base_url=f"{relay.client.base_url}/openai/v1", http_client=relay.client, max_retries=0)
-
-
-def poll_until_done(relay: Relay, key: str, video_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        seen = relay.client.get(f"{V}/{video_id}", headers=auth(key))
-        assert seen.status_code == 200, seen.text
-        if seen.json()["status"] in ("completed", "failed"):
-            return seen.json()  # type: ignore[no-any-return]
-        assert time.monotonic() < deadline, "the emulator never finished the operation"
-        time.sleep(0.1)
 
 
 def test_the_sdk_creates_polls_downloads_and_lists_a_veo_video(relay: Relay, sandbox: Sandbox) -> None:

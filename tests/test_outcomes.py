@@ -134,7 +134,9 @@ def test_parse_retry_after_never_raises(text: str, now: float) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(["error", "resets_in_seconds", "x"]), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(["error", "resets_in_seconds", "x"]), children, max_size=3)
+    ),
     max_leaves=10,
 )
 
@@ -153,11 +155,86 @@ def test_cooldown_is_always_within_bounds(headers: dict[str, str], body: bytes) 
 
 
 def test_upstream_error_scrubs_key_like_text() -> None:
-    body = json.dumps(
-        {"error": {"message": "Incorrect API key provided: sk-proj-abc123****wxyz.", "code": "invalid_api_key"}}
-    ).encode()
+    body = json.dumps({"error": {"message": "Incorrect API key provided: sk-proj-abc123****wxyz.", "code": "invalid_api_key"}}).encode()
     code, message = upstream_error(body)
     assert code == "invalid_api_key"
     assert message is not None and "sk-proj" not in message and "[redacted]" in message
     assert upstream_error(b"not json") == (None, None)
     assert "Bearer" not in redact("sent Bearer abc.def.ghi")
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        # OpenAI and ModelArk: the envelope's code and message.
+        (
+            {"error": {"code": "RateLimitExceeded.EndpointRPM", "message": "RPM limit hit"}},
+            "RateLimitExceeded.EndpointRPM",
+            "RPM limit hit",
+        ),
+        # Google: a number as the code, which is no code the relay acts on.
+        ({"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}, None, "Quota exceeded"),
+        # Runway: the error is the message itself.
+        ({"error": "You have exceeded the rate limit.", "issues": []}, None, "You have exceeded the rate limit."),
+        # fal: a string detail, or the first validation issue with the field it names.
+        ({"detail": "User is locked. Reason: Exhausted balance."}, None, "User is locked. Reason: Exhausted balance."),
+        (
+            {"detail": [{"loc": ["body", "duration"], "msg": "unexpected value", "type": "literal_error"}]},
+            None,
+            "duration: unexpected value",
+        ),
+        ({"detail": [{"msg": "bad input"}]}, None, "bad input"),
+        ({"message": "Too many requests"}, None, "Too many requests"),
+        # Nothing readable: the caller falls back on the status.
+        ({"detail": []}, None, None),
+        ({"error": {"code": "x"}}, "x", None),
+        ({"status": "failed"}, None, None),
+        (["not", "an", "object"], None, None),
+    ],
+)
+def test_upstream_error_reads_each_providers_error_shape(body: object, code: str | None, message: str | None) -> None:
+    assert upstream_error(json.dumps(body).encode()) == (code, message)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": "Invalid API key: key_" + "0123456789abcdef" * 4},
+        {"detail": "Bad credentials 2f1c0b7e-8d6a-4c53-9e21-7a0b9c8d1e2f:" + "a1b2c3d4" * 4},
+        {"error": {"message": "API key not valid: AIzaSyA-abcdefghijklmnopqrstuvwxyz012", "status": "INVALID_ARGUMENT"}},
+        {"detail": [{"loc": ["body"], "msg": "Authorization: Bearer abc.def.ghi rejected"}]},
+    ],
+)
+def test_upstream_error_masks_provider_keys_in_every_shape(body: dict[str, object]) -> None:
+    _, message = upstream_error(json.dumps(body).encode())
+    assert message is not None and "[redacted]" in message
+    for secret in ("0123456789abcdef0123", "a1b2c3d4a1b2c3d4", "AIzaSyA", "abc.def.ghi"):
+        assert secret not in message
+
+
+def test_upstream_error_is_short_on_one_line_and_masks_a_key_at_the_cut() -> None:
+    hostile = "line one\r\nforged: log line\x1b[31m\u202ereversed\u2028" + "x" * 1000
+    _, message = upstream_error(json.dumps({"detail": hostile}).encode())
+    assert message is not None and len(message) <= 300
+    assert not any(char in message for char in "\r\n\x1b\u202e\u2028")
+    assert message.startswith("line one  forged: log line")
+    # A key that straddles the limit is masked, not cut into a shorter, unmasked piece.
+    _, cut = upstream_error(json.dumps({"error": "x" * 290 + " sk-proj-" + "A" * 40}).encode(), limit=300)
+    assert cut is not None and "sk-pr" not in cut and "AAAA" not in cut
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.sampled_from(["error", "detail", "message", "code", "msg", "loc"]), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_upstream_error_never_raises_and_stays_bounded(body: object) -> None:
+    code, message = upstream_error(json.dumps(body).encode(), limit=50)
+    assert code is None or len(code) <= 64
+    assert message is None or (len(message) <= 50 and message.isprintable())

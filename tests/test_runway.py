@@ -21,6 +21,7 @@ from relay.providers import JOB_FIELD, CreateRequest, account_type, public, runw
 from relay.providers.translating import Translating
 from relay.records import Account
 from relay.sandbox import create_sandbox_app, runway as emulator
+from relay.sandbox.provider import storage_origin
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 PNG_URI = "data:image/png;base64," + base64.b64encode(PNG).decode("ascii")
@@ -651,7 +652,7 @@ def test_presets_use_runways_words_and_no_retry_hint(client: TestClient, preset:
 def test_the_cdn_origin_swaps_loopback_names_only() -> None:
     def origin(host: str) -> str:
         scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"host", host.encode())], "scheme": "http", "query_string": b""}
-        return emulator.cdn_origin(emulator.Request(scope))
+        return storage_origin(emulator.Request(scope))
 
     assert origin("127.0.0.1:9") == "http://localhost:9"
     assert origin("localhost:9") == "http://127.0.0.1:9"

@@ -8,7 +8,8 @@ translation builds, and its answers are put back into the contract's words.
 
 This package's door is pure data and pure functions (no I/O), so records, limits and the CLI can
 ask it about types; relay.providers.operations does the sending, for both kinds alike. A new
-provider is one new module here: its AccountType (and Translation), registered below.
+provider is one new module here: its AccountType (and Translation, its functions gathered by
+relay.providers.jobs.Functions), registered below; relay.providers.inputs reads the client's create.
 """
 
 from __future__ import annotations
@@ -95,6 +96,14 @@ class Translation(Protocol):
 
     def error(self, status: int, body: bytes, *, creating: bool) -> Translated:
         """An upstream error answer as the OpenAI envelope, and the status the account's state follows."""
+
+    def failed_result(self, resource: dict[str, Any], status: int, body: bytes, now: float) -> dict[str, Any] | None:
+        """The stored video object, failed, when the error answer to a result_call is the job's own
+        failure (fal: the model's 422); None when it is an error (the account's, a missing job's)."""
+
+    def cancelled(self, status: int, body: bytes) -> bool:
+        """Whether an error answer to the delete_call still leaves the job as deleted as the client
+        asked (fal: a cancel of a request that already ran)."""
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 import re
@@ -26,12 +24,35 @@ from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import quote
 
-from ..body import is_json, json_object, media_type, multipart_boundary
-from ..errors import RelayError, envelope, shown
-from ..outcomes import redact
+from ..body import json_object
+from ..errors import RelayError, shown
 from ..sessions import SESSION_FIELD
 from . import JOB_FIELD, AccountType, CreateRequest, Translated, UpstreamCall
-from .gemini import multipart_parts, video_object
+from .inputs import (
+    checked_image,
+    create_fields,
+    data_url as image_data_url,
+    decoded_data_url,
+    invalid,
+    is_http_url,
+    reference_url,
+    required_prompt,
+    whole_seconds,
+    width_and_height,
+)
+from .jobs import (
+    CODE_BY_STATUS,
+    Functions,
+    answered_id,
+    completed,
+    failed,
+    http_url,
+    no_extensions,
+    shown_message,
+    stored_id,
+    translated_error,
+    video_object,
+)
 
 ACCOUNT_TYPE: Final = "byteplus"
 DEFAULT_BASE_API: Final = "https://ark.ap-southeast.bytepluses.com/api/v3"
@@ -64,15 +85,9 @@ PARAM_OF_FIELD: Final = {
 }
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _TASK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_SIZE = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")
-_DATA_URL = re.compile(r"data:([a-z]+/[a-z0-9.+-]+)(?:;[^,;]*)*;base64,(.*)", re.DOTALL | re.IGNORECASE)
 _NAMED_FIELD = re.compile(r"`([A-Za-z_]+)`")
 _TRUE: Final = ("true", "1")
 _FALSE: Final = ("false", "0")
-
-
-def _invalid(message: str, param: str) -> RelayError:
-    return RelayError(400, message, code="invalid_value", param=param)
 
 
 # --------------------------------------------------------------------------- the client's create
@@ -81,73 +96,21 @@ def _invalid(message: str, param: str) -> RelayError:
 def image_url_of(reference: Any) -> str:
     """`input_reference` as the URL BytePlus takes: an http(s) URL as is (BytePlus fetches it, not
     the relay), or a data URL checked and with its media type in lower case, as BytePlus requires."""
-    url = reference.get("image_url") if isinstance(reference, dict) else reference
-    if isinstance(url, dict):
-        url = url.get("url")
-    if not isinstance(url, str):
-        raise _invalid("input_reference must be an image: an uploaded file, a data URL or an image URL.", "input_reference")
-    url = url.strip()
-    if url.lower().startswith(("https://", "http://")):
-        return url
-    match = _DATA_URL.fullmatch(url)
-    if match is None:
-        raise _invalid(
-            "input_reference for a byteplus account must be an uploaded file, a data: URL (data:image/png;base64,...)"
-            " or an http(s) URL of an image.",
-            "input_reference",
-        )
-    try:
-        data = base64.b64decode(match.group(2), validate=True)
-    except binascii.Error:
-        raise _invalid("input_reference holds a data URL whose base64 does not decode.", "input_reference") from None
-    return data_url(data, match.group(1).lower())
+    url = reference_url(reference)
+    return url if is_http_url(url) else data_url(*decoded_data_url(url, ACCOUNT_TYPE))
 
 
 def data_url(data: bytes, mime_type: str) -> str:
-    if not data:
-        raise _invalid("input_reference is empty.", "input_reference")
-    if mime_type not in IMAGE_MIME_TYPES:
-        raise _invalid(f"input_reference must be one of {', '.join(IMAGE_MIME_TYPES)}; got {shown(mime_type)}.", "input_reference")
-    return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def parse_json_create(body: bytes) -> tuple[dict[str, Any], str | None]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise RelayError(400, "The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise RelayError(400, "The request body must be a JSON object.", code="invalid_json")
-    reference = payload.pop("input_reference", None)
-    return payload, image_url_of(reference) if reference is not None else None
-
-
-def parse_multipart_create(body: bytes, boundary: bytes) -> tuple[dict[str, Any], str | None]:
-    fields: dict[str, Any] = {}
-    image: str | None = None
-    for part in multipart_parts(body, boundary):
-        if part.name == "input_reference":
-            if part.filename is not None:
-                image = data_url(part.data, part.content_type or "")
-            else:
-                image = image_url_of(part.data.decode("utf-8", errors="replace"))
-        elif part.filename is not None:
-            raise _invalid(f"The field '{shown(part.name)}' must be a form field, not a file.", part.name)
-        else:
-            fields[part.name] = part.data.decode("utf-8", errors="replace")
-    return fields, image
+    return image_data_url(checked_image(data, mime_type, IMAGE_MIME_TYPES))
 
 
 def ratio_and_resolution(size: str) -> tuple[str, str]:
     """OpenAI's `WIDTHxHEIGHT` as Seedance's ratio (the one its shape is) and resolution (by its shorter side)."""
-    match = _SIZE.fullmatch(size.strip())
-    if match is None:
-        raise _invalid(f"Invalid size '{shown(size)}' for a Seedance model: use WIDTHxHEIGHT, such as 1280x720.", "size")
-    width, height = int(match.group(1)), int(match.group(2))
+    width, height = width_and_height(size, "Seedance")
     shape = width / height
     ratio, exact = min(RATIOS.items(), key=lambda item: abs(math.log(shape / item[1])))
     if abs(shape / exact - 1) > RATIO_TOLERANCE:
-        raise _invalid(
+        raise invalid(
             f"Invalid size '{shown(size)}' for a Seedance model: its shape must be one of {', '.join(RATIOS)}.",
             "size",
         )
@@ -157,10 +120,7 @@ def ratio_and_resolution(size: str) -> tuple[str, str]:
 
 
 def duration_seconds(seconds: Any) -> int:
-    text = str(seconds).strip()
-    if isinstance(seconds, bool) or not text.isascii() or not text.isdigit() or len(text) > 3:
-        raise _invalid(f"Invalid seconds '{shown(seconds)}' for a Seedance model: a whole number of seconds, such as 5.", "seconds")
-    return int(text)
+    return whole_seconds(seconds, "Seedance", 5)
 
 
 def seedance_model(model: Any) -> str:
@@ -179,33 +139,26 @@ def seedance_value(name: str, value: Any) -> Any:
             return value
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
-        raise _invalid(f"{name} must be true or false.", name)
+        raise invalid(f"{name} must be true or false.", name)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     text = value.strip() if isinstance(value, str) else ""
     if text.lstrip("-").isdigit() and text.isascii() and len(text) <= 11:
         return int(text)
-    raise _invalid(f"{name} must be a whole number.", name)
+    raise invalid(f"{name} must be a whole number.", name)
 
 
 def create_request(body: bytes, content_type: str | None) -> CreateRequest:
     """The task create for an OpenAI create (JSON or multipart)."""
-    if is_json(content_type):
-        fields, image = parse_json_create(body)
-    elif media_type(content_type) == "multipart/form-data":
-        fields, image = parse_multipart_create(body, multipart_boundary(content_type or ""))
-    else:
-        raise RelayError(400, "Send the request body as application/json or multipart/form-data.", code="unsupported_content_type")
+    fields, image = create_fields(body, content_type, image_url_of, data_url)
     unknown = sorted(set(fields) - OPENAI_FIELDS - set(SEEDANCE_FIELDS))
     if unknown:
-        raise _invalid(f"The field '{shown(unknown[0])}' is not supported for byteplus accounts.", unknown[0])
+        raise invalid(f"The field '{shown(unknown[0])}' is not supported for byteplus accounts.", unknown[0])
     model = seedance_model(fields.get("model"))
-    prompt = fields.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise RelayError(400, "A text prompt is required.", code="invalid_value", param="prompt")
+    prompt = required_prompt(fields.get("prompt"))
     size = fields.get("size") or DEFAULT_SIZE
     if not isinstance(size, str):
-        raise _invalid("size must be a string such as 1280x720.", "size")
+        raise invalid("size must be a string such as 1280x720.", "size")
     ratio, resolution = ratio_and_resolution(size)
     duration = duration_seconds(fields.get("seconds") or DEFAULT_SECONDS)
     content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
@@ -231,17 +184,12 @@ def with_image(request: CreateRequest, data: bytes, mime_type: str) -> CreateReq
 
 
 def created(answer: bytes, request: CreateRequest, video_id: str, now: float) -> dict[str, Any] | None:
-    task = json_object(answer)
-    task_id = task.get("id") if task else None
-    if not isinstance(task_id, str) or not _TASK.fullmatch(task_id):
-        return None
-    return {**video_object(video_id, request, now), JOB_FIELD: {"task": task_id, "status": "queued"}}
+    task = answered_id(answer, "id", _TASK)
+    return {**video_object(video_id, request, now), JOB_FIELD: {"task": task, "status": "queued"}} if task else None
 
 
 def task_id(resource: dict[str, Any]) -> str | None:
-    job = resource.get(JOB_FIELD)
-    value = job.get("task") if isinstance(job, dict) else None
-    return value if isinstance(value, str) and _TASK.fullmatch(value) else None
+    return stored_id(resource, "task", _TASK)
 
 
 def poll_call(resource: dict[str, Any]) -> UpstreamCall | None:
@@ -265,14 +213,15 @@ _ENDED: Final = {
 }
 
 
-def task_failure(task: dict[str, Any]) -> dict[str, str]:
+def task_failure(task: dict[str, Any]) -> tuple[str, str]:
+    """(code, message) of a failed task's error."""
     error = task.get("error")
     code = error.get("code") if isinstance(error, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
-    text = redact(str(message)[:500]) if isinstance(message, str) and message else "Video generation failed."
+    text = shown_message(message) if isinstance(message, str) and message else "Video generation failed."
     if isinstance(code, str) and "SensitiveContentDetected" in code:
-        return {"code": "moderation_blocked", "message": text}
-    return {"code": "video_generation_failed", "message": text}
+        return "moderation_blocked", text
+    return "video_generation_failed", text
 
 
 def job_state(resource: dict[str, Any], answer: bytes, now: float) -> dict[str, Any] | None:
@@ -283,22 +232,15 @@ def job_state(resource: dict[str, Any], answer: bytes, now: float) -> dict[str, 
         return None
     job = resource.get(JOB_FIELD)
     updated = {**resource, JOB_FIELD: {**(job if isinstance(job, dict) else {}), "status": status}}
-    if status == "queued":
-        updated.update(status="queued", progress=0)
-    elif status == "running":
-        updated.update(status="in_progress", progress=0)
-    elif status == "succeeded" and content_url(answer) is not None:
-        updated.update(status="completed", progress=100, completed_at=int(now), error=None)
-    else:
-        if status in _ENDED:
-            code, message = _ENDED[status]
-            failure = {"code": code, "message": message}
-        elif status == "succeeded":
-            failure = {"code": "video_generation_failed", "message": "The task succeeded without a video URL."}
-        else:
-            failure = task_failure(task)
-        updated.update(status="failed", progress=100, completed_at=int(now), error=failure)
-    return updated
+    if status in ("queued", "running"):
+        return {**updated, "status": "queued" if status == "queued" else "in_progress", "progress": 0}
+    if status == "succeeded" and content_url(answer) is not None:
+        return completed(updated, now)
+    if status in _ENDED:
+        return failed(updated, now, *_ENDED[status])
+    if status == "succeeded":
+        return failed(updated, now, "video_generation_failed", "The task succeeded without a video URL.")
+    return failed(updated, now, *task_failure(task))
 
 
 def content_url(answer: bytes) -> str | None:
@@ -306,21 +248,12 @@ def content_url(answer: bytes) -> str | None:
     if task is None or task.get("status") != "succeeded":
         return None
     content = task.get("content")
-    url = content.get("video_url") if isinstance(content, dict) else None
-    return url if isinstance(url, str) and url.startswith(("https://", "http://")) else None
+    return http_url(content.get("video_url")) if isinstance(content, dict) else None
 
 
 # --------------------------------------------------------------------------- errors
 
-_CODE_BY_STATUS: Final = {
-    400: "invalid_value",
-    401: "invalid_api_key",
-    402: "payment_required",
-    403: "permission_denied",
-    404: "not_found",
-    409: "conflict",
-    429: "rate_limit_exceeded",
-}
+_CODE_BY_STATUS: Final = {**CODE_BY_STATUS, 402: "payment_required", 409: "conflict"}
 # 403s and 429s that need an operator (money, a limit set in the console), not time or another request.
 _BILLING_CODES: Final = ("AccountOverdueError", "OperationDenied.ServiceOverdue", "SetLimitExceeded")
 _KEY_CODES: Final = ("AuthenticationError", "InvalidAccountStatus")
@@ -354,7 +287,7 @@ def param_of(code: str, message: str, named: str | None) -> str | None:
 def error(status: int, body: bytes, *, creating: bool) -> Translated:
     """ModelArk's error as the OpenAI envelope, with the status the account's state follows."""
     code, message, named = modelark_error(body)
-    text = redact((message or f"BytePlus ModelArk answered HTTP {status}.")[:500])
+    text = shown_message(message or f"BytePlus ModelArk answered HTTP {status}.")
     client_status, param, client_code = status, None, None
     if code in _KEY_CODES or status == 401:
         # The account's key, not the client's request: out of rotation, and another account may serve.
@@ -381,46 +314,20 @@ def error(status: int, body: bytes, *, creating: bool) -> Translated:
         elif code.startswith("InvalidImageURL"):
             param = "input_reference"
     client_code = client_code or _CODE_BY_STATUS.get(client_status, "upstream_error")
-    payload = json.loads(envelope(text, status=client_status, code=client_code, param=param))
-    return Translated(client_status, payload)
+    return translated_error(client_status, text, code=client_code, param=param)
 
 
-class BytePlus:
-    """Seedance's translation (relay.providers.Translation)."""
-
-    def create_request(self, body: bytes, content_type: str | None) -> CreateRequest:
-        return create_request(body, content_type)
-
-    def with_image(self, request: CreateRequest, data: bytes, mime_type: str) -> CreateRequest:
-        return with_image(request, data, mime_type)
-
-    def extension_request(self, body: bytes, content_type: str | None, source: dict[str, Any], video_uri: str) -> CreateRequest:
-        # Never called: the type carries no extensions, so the routes refuse them first.
-        raise RelayError(400, "Extension requests are not supported on byteplus accounts.", code="unsupported_for_account_type")
-
-    def created(self, answer: bytes, request: CreateRequest, video_id: str, now: float) -> dict[str, Any] | None:
-        return created(answer, request, video_id, now)
-
-    def poll_call(self, resource: dict[str, Any]) -> UpstreamCall | None:
-        return poll_call(resource)
-
-    def result_call(self, resource: dict[str, Any], answer: bytes) -> UpstreamCall | None:
-        return None
-
-    def job_state(self, resource: dict[str, Any], answer: bytes, now: float) -> dict[str, Any] | None:
-        return job_state(resource, answer, now)
-
-    def content_url(self, answer: bytes) -> str | None:
-        return content_url(answer)
-
-    def delete_call(self, resource: dict[str, Any]) -> UpstreamCall | None:
-        return delete_call(resource)
-
-    def error(self, status: int, body: bytes, *, creating: bool) -> Translated:
-        return error(status, body, creating=creating)
-
-
-BYTEPLUS: Final = BytePlus()
+BYTEPLUS: Final = Functions(
+    create_request=create_request,
+    with_image=with_image,
+    extension_request=no_extensions(ACCOUNT_TYPE),
+    created=created,
+    poll_call=poll_call,
+    job_state=job_state,
+    content_url=content_url,
+    error=error,
+    delete_call=delete_call,
+)
 BYTEPLUS_TYPE: Final = AccountType(
     ACCOUNT_TYPE,
     default_base_api=DEFAULT_BASE_API,

@@ -24,18 +24,28 @@ whatever the header says, and fails over.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from typing import Any, Final
 
-from ..body import is_json, json_object, media_type, multipart_boundary
-from ..errors import RelayError, envelope, shown
-from ..outcomes import redact
+from ..body import json_object
+from ..errors import RelayError, shown
 from ..sessions import SESSION_FIELD
 from . import JOB_FIELD, AccountType, CreateRequest, Translated, UpstreamCall
-from .gemini import checked_image, multipart_parts, video_object
+from .inputs import (
+    checked_image,
+    create_fields,
+    data_url as image_data_url,
+    decoded_data_url,
+    invalid,
+    is_form,
+    is_http_url,
+    reference_url,
+    required_prompt,
+    whole_seconds as checked_seconds,
+    width_and_height,
+)
+from .jobs import Functions, answered_id, completed, failed, http_url, no_extensions, shown_message, translated_error, video_object
 
 ACCOUNT_TYPE: Final = "fal"
 DEFAULT_SECONDS: Final = "5"  # the default duration of most of fal's video models (Kling, Wan, Seedance)
@@ -57,13 +67,9 @@ RESOLUTIONS: Final = (480, 580, 720, 1080, 1440, 2160)
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-_SIZE = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")
-_DATA_URL = re.compile(r"data:(image/[a-z0-9.+-]+)(?:;[^,;]*)*;base64,(.*)", re.DOTALL | re.IGNORECASE)
 _LEADING_NUMBER = re.compile(r"\s*([0-9]{1,3})(?:\.0+)?\s*s?\s*")
-
-
-def _invalid(message: str, param: str) -> RelayError:
-    return RelayError(400, message, code="invalid_value", param=param)
+# The contract's fields, which a form sends as text and the relay reads as such.
+_CONTRACT_FIELDS: Final = frozenset({"prompt", "model", "seconds", "size"})
 
 
 # --------------------------------------------------------------------------- the model id
@@ -80,7 +86,7 @@ def model_segments(model: Any) -> list[str]:
             param="model",
         )
     if segments[0] in APP_NAMESPACES and len(segments) < 3:
-        raise _invalid(f"The fal model id '{shown(model)}' names a namespace but no app.", "model")
+        raise invalid(f"The fal model id '{shown(model)}' names a namespace but no app.", "model")
     return segments
 
 
@@ -106,19 +112,13 @@ def resolution(width: int, height: int) -> str:
 
 
 def size_fields(size: str) -> dict[str, str]:
-    match = _SIZE.fullmatch(size.strip())
-    if match is None:
-        raise _invalid(f"Invalid size '{shown(size)}' for a fal model: use WIDTHxHEIGHT, such as 1280x720.", "size")
-    width, height = int(match.group(1)), int(match.group(2))
+    width, height = width_and_height(size, "fal")
     return {"aspect_ratio": aspect_ratio(width, height), "resolution": resolution(width, height)}
 
 
 def whole_seconds(value: Any) -> int:
     """`seconds` as a whole number; fal's models take their `duration` as such (`"5"`, `"10"`)."""
-    text = str(value).strip()
-    if isinstance(value, bool) or not text.isascii() or not text.isdigit() or len(text) > 3 or int(text) == 0:
-        raise _invalid(f"Invalid seconds '{shown(value)}' for a fal model: a whole number of seconds, such as 5.", "seconds")
-    return int(text)
+    return checked_seconds(value, "fal", 5, minimum=1)
 
 
 def seconds_of_duration(duration: Any) -> str | None:
@@ -131,43 +131,12 @@ def seconds_of_duration(duration: Any) -> str | None:
 
 def image_url_of(reference: Any) -> str:
     """`input_reference` in JSON as fal's `image_url`: a data URL (checked), or an http(s) URL fal fetches."""
-    url = reference.get("image_url") if isinstance(reference, dict) else reference
-    if isinstance(url, dict):
-        url = url.get("url")
-    if not isinstance(url, str):
-        raise _invalid("input_reference must be an image: an uploaded file, a data URL or an image URL.", "input_reference")
-    url = url.strip()
-    if url.lower().startswith(("https://", "http://")):
-        return url
-    match = _DATA_URL.fullmatch(url)
-    if match is None:
-        raise _invalid(
-            "input_reference for a fal account must be an uploaded file, a data: URL (data:image/png;base64,...)"
-            " or an http(s) URL of an image.",
-            "input_reference",
-        )
-    try:
-        data = base64.b64decode(match.group(2), validate=True)
-    except binascii.Error:
-        raise _invalid("input_reference holds a data URL whose base64 does not decode.", "input_reference") from None
-    return data_url(data, match.group(1).lower())
+    url = reference_url(reference)
+    return url if is_http_url(url) else data_url(*decoded_data_url(url, ACCOUNT_TYPE))
 
 
 def data_url(data: bytes, mime_type: str) -> str:
-    image = checked_image(data, mime_type)
-    return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
-
-
-def parse_json_create(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise RelayError(400, "The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise RelayError(400, "The request body must be a JSON object.", code="invalid_json")
-    if payload.get("input_reference") is not None:
-        payload["input_reference"] = image_url_of(payload["input_reference"])
-    return payload
+    return image_data_url(checked_image(data, mime_type))
 
 
 def form_value(text: str) -> Any:
@@ -177,48 +146,27 @@ def form_value(text: str) -> Any:
     return lowered == "true" if lowered in ("true", "false") else text
 
 
-def parse_multipart_create(body: bytes, boundary: bytes) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for part in multipart_parts(body, boundary):
-        if part.name == "input_reference":
-            if part.filename is not None:
-                fields["input_reference"] = data_url(part.data, part.content_type or "")
-            else:
-                fields["input_reference"] = image_url_of(part.data.decode("utf-8", errors="replace"))
-        elif part.filename is not None:
-            raise _invalid(f"The field '{shown(part.name)}' must be a form field, not a file.", part.name)
-        else:
-            text = part.data.decode("utf-8", errors="replace")
-            fields[part.name] = text if part.name in ("prompt", "model", "seconds", "size") else form_value(text)
-    return fields
-
-
 def create_request(body: bytes, content_type: str | None) -> CreateRequest:
     """The queue submit for an OpenAI create (JSON or multipart)."""
-    if is_json(content_type):
-        fields = parse_json_create(body)
-    elif media_type(content_type) == "multipart/form-data":
-        fields = parse_multipart_create(body, multipart_boundary(content_type or ""))
-    else:
-        raise RelayError(400, "Send the request body as application/json or multipart/form-data.", code="unsupported_content_type")
+    fields, reference = create_fields(body, content_type, image_url_of, data_url)
+    if is_form(content_type):
+        fields = {name: value if name in _CONTRACT_FIELDS else form_value(value) for name, value in fields.items()}
     refused = sorted(set(fields) & REFUSED_FIELDS)
     if refused:
-        raise _invalid(f"The field '{refused[0]}' is not supported for fal accounts.", refused[0])
+        raise invalid(f"The field '{refused[0]}' is not supported for fal accounts.", refused[0])
     odd = sorted(name for name in fields if not _FIELD.fullmatch(name))
     if odd:
-        raise _invalid(f"The field '{shown(odd[0])}' is no field a fal model takes.", odd[0])
+        raise invalid(f"The field '{shown(odd[0])}' is no field a fal model takes.", odd[0])
     model = fields.pop("model", None)
     model_segments(model)
-    prompt = fields.pop("prompt", None)
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise RelayError(400, "A text prompt is required.", code="invalid_value", param="prompt")
+    prompt = required_prompt(fields.pop("prompt", None))
     fields.pop(SESSION_FIELD, None)  # the relay's own: it stays with the relay
-    size, seconds, reference = fields.pop("size", None), fields.pop("seconds", None), fields.pop("input_reference", None)
+    size, seconds = fields.pop("size", None), fields.pop("seconds", None)
     # What the relay writes from the contract's fields; the client's model-specific fields win.
     written: dict[str, Any] = {"prompt": prompt}
     if size is not None:
         if not isinstance(size, str):
-            raise _invalid("size must be a string such as 1280x720.", "size")
+            raise invalid("size must be a string such as 1280x720.", "size")
         written.update(size_fields(size))
     if seconds is not None:
         written["duration"] = str(whole_seconds(seconds))
@@ -232,16 +180,15 @@ def create_request(body: bytes, content_type: str | None) -> CreateRequest:
 
 def with_image(request: CreateRequest, data: bytes, mime_type: str) -> CreateRequest:
     # fal fetches image URLs itself, so create_request never leaves one for the relay to fetch.
-    raise _invalid("fal accounts take input_reference as an upload, a data URL or an image URL.", "input_reference")
+    raise invalid("fal accounts take input_reference as an upload, a data URL or an image URL.", "input_reference")
 
 
 # --------------------------------------------------------------------------- jobs
 
 
 def created(answer: bytes, request: CreateRequest, video_id: str, now: float) -> dict[str, Any] | None:
-    submitted = json_object(answer)
-    request_id = submitted.get("request_id") if submitted else None
-    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+    request_id = answered_id(answer, "request_id", _REQUEST_ID)
+    if request_id is None:
         return None
     return {**video_object(video_id, request, now), JOB_FIELD: {"request_id": request_id, "app": app_id(request.model)}}
 
@@ -277,8 +224,7 @@ def video_url(result: dict[str, Any]) -> str | None:
     videos = result.get("videos")
     if not isinstance(video, dict) and isinstance(videos, list) and videos:
         video = videos[0]
-    url = video.get("url") if isinstance(video, dict) else None
-    return url if isinstance(url, str) and url.startswith(("https://", "http://")) else None
+    return http_url(video.get("url")) if isinstance(video, dict) else None
 
 
 def job_state(resource: dict[str, Any], answer: bytes, now: float) -> dict[str, Any] | None:
@@ -286,21 +232,15 @@ def job_state(resource: dict[str, Any], answer: bytes, now: float) -> dict[str, 
     payload = json_object(answer)
     if payload is None:
         return None
-    updated = dict(resource)
     match payload.get("status"):
         case "IN_QUEUE":
-            updated.update(status="queued", progress=0)
-            return updated
+            return {**resource, "status": "queued", "progress": 0}
         case "IN_PROGRESS" | "COMPLETED":
             # COMPLETED reaches here only when its result could not be asked for: still running, to the client.
-            updated.update(status="in_progress", progress=0)
-            return updated
+            return {**resource, "status": "in_progress", "progress": 0}
     if video_url(payload) is None:
-        failure = {"code": "video_generation_failed", "message": "The request finished without a video."}
-        updated.update(status="failed", progress=100, completed_at=int(now), error=failure)
-        return updated
-    updated.update(status="completed", progress=100, completed_at=int(now), error=None)
-    return updated
+        return failed(resource, now, "video_generation_failed", "The request finished without a video.")
+    return completed(resource, now)
 
 
 def content_url(answer: bytes) -> str | None:
@@ -323,14 +263,6 @@ def cancelled(status: int, body: bytes) -> bool:
 
 # --------------------------------------------------------------------------- errors
 
-_CODE_BY_STATUS: Final = {
-    400: "invalid_value",
-    401: "invalid_api_key",
-    402: "insufficient_quota",
-    403: "permission_denied",
-    404: "not_found",
-    429: "rate_limit_exceeded",
-}
 # Answers to the result call that say something about the account or the request id, not the job.
 _NOT_THE_JOB: Final = frozenset({401, 402, 403, 404, 408, 409, 429})
 _MODERATION: Final = re.compile(r"content.?policy|nsfw|safety|moderat", re.IGNORECASE)
@@ -354,7 +286,7 @@ def fal_detail(body: bytes) -> tuple[str | None, str | None, str | None]:
 def error(status: int, body: bytes, *, creating: bool) -> Translated:
     """fal's error as the OpenAI envelope, with the status the account's state follows."""
     message, field, _ = fal_detail(body)
-    text = redact((message or f"fal answered HTTP {status}.")[:500])
+    text = shown_message(message or f"fal answered HTTP {status}.")
     client_status, param = status, None
     if status == 403 and "locked" in text.lower():
         client_status = 402  # "User is locked. Reason: Exhausted balance": the account's billing, not the key
@@ -365,8 +297,7 @@ def error(status: int, body: bytes, *, creating: bool) -> Translated:
         param = PARAM_OF_FIELD.get(field, field) if field else None
     elif creating and status == 404:
         client_status, param = 400, "model"
-    code = "model_not_found" if param == "model" else _CODE_BY_STATUS.get(client_status, "upstream_error")
-    return Translated(client_status, json.loads(envelope(text, status=client_status, code=code, param=param)))
+    return translated_error(client_status, text, param=param)
 
 
 def failed_result(resource: dict[str, Any], status: int, body: bytes, now: float) -> dict[str, Any] | None:
@@ -377,54 +308,23 @@ def failed_result(resource: dict[str, Any], status: int, body: bytes, now: float
     if status in _NOT_THE_JOB or message is None:
         return None
     moderated = _MODERATION.search(f"{kind or ''} {message}") is not None
-    failure = {"code": "moderation_blocked" if moderated else "video_generation_failed", "message": redact(message[:500])}
-    updated = dict(resource)
-    updated.update(status="failed", progress=100, completed_at=int(now), error=failure)
-    return updated
+    return failed(resource, now, "moderation_blocked" if moderated else "video_generation_failed", shown_message(message))
 
 
-class Fal:
-    """fal's translation (relay.providers.Translation, and translating.ErrorOutcomes)."""
-
-    def create_request(self, body: bytes, content_type: str | None) -> CreateRequest:
-        return create_request(body, content_type)
-
-    def with_image(self, request: CreateRequest, data: bytes, mime_type: str) -> CreateRequest:
-        return with_image(request, data, mime_type)
-
-    def extension_request(self, body: bytes, content_type: str | None, source: dict[str, Any], video_uri: str) -> CreateRequest:
-        # Never called: the type carries no extensions (operations), so the routes refuse them first.
-        raise RelayError(400, "Extension requests are not supported on fal accounts.", code="unsupported_for_account_type")
-
-    def created(self, answer: bytes, request: CreateRequest, video_id: str, now: float) -> dict[str, Any] | None:
-        return created(answer, request, video_id, now)
-
-    def poll_call(self, resource: dict[str, Any]) -> UpstreamCall | None:
-        return poll_call(resource)
-
-    def result_call(self, resource: dict[str, Any], answer: bytes) -> UpstreamCall | None:
-        return result_call(resource, answer)
-
-    def job_state(self, resource: dict[str, Any], answer: bytes, now: float) -> dict[str, Any] | None:
-        return job_state(resource, answer, now)
-
-    def content_url(self, answer: bytes) -> str | None:
-        return content_url(answer)
-
-    def delete_call(self, resource: dict[str, Any]) -> UpstreamCall | None:
-        return delete_call(resource)
-
-    def error(self, status: int, body: bytes, *, creating: bool) -> Translated:
-        return error(status, body, creating=creating)
-
-    def failed_result(self, resource: dict[str, Any], status: int, body: bytes, now: float) -> dict[str, Any] | None:
-        return failed_result(resource, status, body, now)
-
-    def cancelled(self, status: int, body: bytes) -> bool:
-        return cancelled(status, body)
-
-
-FAL: Final[Fal] = Fal()
+FAL: Final = Functions(
+    create_request=create_request,
+    with_image=with_image,
+    extension_request=no_extensions(ACCOUNT_TYPE),
+    created=created,
+    poll_call=poll_call,
+    result_call=result_call,
+    job_state=job_state,
+    content_url=content_url,
+    delete_call=delete_call,
+    error=error,
+    failed_result=failed_result,
+    cancelled=cancelled,
+)
 FAL_TYPE: Final[AccountType] = AccountType(
     ACCOUNT_TYPE,
     auth_header=b"authorization",

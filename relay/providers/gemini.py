@@ -14,23 +14,37 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import quote
 
-from ..body import is_json, json_object, media_type, multipart_boundary
-from ..errors import RelayError, envelope, shown
-from ..outcomes import google_daily_quota, google_retry_delay, redact
+from ..body import is_json, json_object
+from ..errors import RelayError, shown
+from ..outcomes import google_daily_quota, google_retry_delay
 from ..sessions import SESSION_FIELD
 from . import JOB_FIELD, AccountType, CreateRequest, Translated, UpstreamCall
+from .inputs import (
+    Image,
+    checked_image,
+    create_fields,
+    decoded_data_url,
+    invalid,
+    is_form,
+    is_http_url,
+    json_fields,
+    parts_of,
+    reference_url,
+    unsupported_content_type,
+    whole_seconds,
+    width_and_height,
+)
+from .jobs import Functions, answered_id, completed, failed, http_url, shown_message, stored_id, translated_error, video_object
 
 ACCOUNT_TYPE: Final = "gemini"
 DEFAULT_SIZE: Final = "1280x720"  # Veo's default: 16:9 at 720p
 DEFAULT_SECONDS: Final = "8"
-IMAGE_MIME_TYPES: Final = ("image/png", "image/jpeg", "image/webp")
 # The OpenAI create fields this translation carries (and the relay's own session field, which
 # stays with the relay), and Veo-only ones passed through by their Google names.
 OPENAI_FIELDS: Final = frozenset({"prompt", "model", "seconds", "size", "input_reference", SESSION_FIELD})
@@ -48,137 +62,32 @@ PARAM_OF_FIELD: Final = {
 }
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _OPERATION = re.compile(r"models/[A-Za-z0-9._-]{1,128}/operations/[A-Za-z0-9._-]{1,256}")
-_SIZE = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")
-_DATA_URL = re.compile(r"data:([a-z]+/[a-z0-9.+-]+)(?:;[^,;]*)*;base64,(.*)", re.DOTALL | re.IGNORECASE)
 _NAMED_FIELD = re.compile(r"`([A-Za-z]+)")
-
-
-def _invalid(message: str, param: str) -> RelayError:
-    return RelayError(400, message, code="invalid_value", param=param)
 
 
 # --------------------------------------------------------------------------- the client's create
 
 
-@dataclass(frozen=True)
-class Image:
-    data: bytes
-    mime_type: str
-
-
-def parse_json_create(body: bytes) -> tuple[dict[str, Any], Image | str | None]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise RelayError(400, "The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise RelayError(400, "The request body must be a JSON object.", code="invalid_json")
-    reference = payload.pop("input_reference", None)
-    return payload, image_of_reference(reference) if reference is not None else None
-
-
 def image_of_reference(reference: Any) -> Image | str:
-    """`input_reference` in JSON: a data URL, or an http(s) URL the relay must fetch (returned as
-    is), alone or as `{"image_url": ...}`."""
-    url = reference.get("image_url") if isinstance(reference, dict) else reference
-    if isinstance(url, dict):
-        url = url.get("url")
-    if not isinstance(url, str):
-        raise _invalid("input_reference must be an image: an uploaded file, a data URL or an image URL.", "input_reference")
-    if url.strip().lower().startswith(("https://", "http://")):
-        return url.strip()
-    return image_of_data_url(url)
-
-
-def image_of_data_url(url: str) -> Image:
-    match = _DATA_URL.fullmatch(url.strip())
-    if match is None:
-        raise _invalid(
-            "input_reference for a gemini account must be an uploaded file, a data: URL (data:image/png;base64,...)"
-            " or an http(s) URL of an image.",
-            "input_reference",
-        )
-    try:
-        data = base64.b64decode(match.group(2), validate=True)
-    except binascii.Error:
-        raise _invalid("input_reference holds a data URL whose base64 does not decode.", "input_reference") from None
-    return checked_image(data, match.group(1).lower())
-
-
-def checked_image(data: bytes, mime_type: str) -> Image:
-    if not data:
-        raise _invalid("input_reference is empty.", "input_reference")
-    if mime_type not in IMAGE_MIME_TYPES:
-        raise _invalid(f"input_reference must be one of {', '.join(IMAGE_MIME_TYPES)}; got {shown(mime_type)}.", "input_reference")
-    return Image(data, mime_type)
-
-
-@dataclass(frozen=True)
-class Part:
-    name: str
-    filename: str | None
-    content_type: str | None
-    data: bytes
-
-
-_DISPOSITION_PARAMETER = re.compile(r';\s*([A-Za-z*]+)\s*=\s*("[^"]*"|[^;\s]*)')
-
-
-def multipart_parts(body: bytes, boundary: bytes) -> list[Part]:
-    """Every part of a form (its framing already checked strictly by relay.body.body_fields)."""
-    delimiter = b"\r\n--" + boundary
-    pieces = (b"\r\n" + body).split(delimiter)
-    parts = []
-    for piece in pieces[1:]:
-        if piece.startswith(b"--"):
-            break
-        _, _, rest = piece.partition(b"\r\n")
-        raw_headers, _, data = rest.partition(b"\r\n\r\n")
-        name = filename = content_type = None
-        for line in raw_headers.decode("utf-8", errors="replace").split("\r\n"):
-            header, _, value = line.partition(":")
-            if header.strip().lower() == "content-disposition":
-                parameters = {key.lower(): raw.strip('"') for key, raw in _DISPOSITION_PARAMETER.findall(value)}
-                name, filename = parameters.get("name"), parameters.get("filename")
-            elif header.strip().lower() == "content-type":
-                content_type = value.strip().split(";")[0].strip().lower()
-        if name is not None:
-            parts.append(Part(name, filename, content_type, data))
-    return parts
-
-
-def parse_multipart_create(body: bytes, boundary: bytes) -> tuple[dict[str, Any], Image | str | None]:
-    fields: dict[str, Any] = {}
-    image: Image | str | None = None
-    for part in multipart_parts(body, boundary):
-        if part.name == "input_reference":
-            if part.filename is not None:
-                image = checked_image(part.data, part.content_type or "")
-            else:
-                image = image_of_reference(part.data.decode("utf-8", errors="replace"))
-        elif part.filename is not None:
-            raise _invalid(f"The field '{shown(part.name)}' must be a form field, not a file.", part.name)
-        else:
-            fields[part.name] = part.data.decode("utf-8", errors="replace")
-    if isinstance(fields.get("enhance_prompt"), str):
-        fields["enhance_prompt"] = fields["enhance_prompt"].strip().lower() in ("true", "1")
-    return fields, image
+    """`input_reference` in JSON or a form's text: a data URL, or an http(s) URL the relay must
+    fetch (returned as is)."""
+    url = reference_url(reference)
+    if is_http_url(url):
+        return url
+    return checked_image(*decoded_data_url(url, ACCOUNT_TYPE))
 
 
 def aspect_and_resolution(size: str) -> tuple[str, str]:
     """OpenAI's `WIDTHxHEIGHT` as Veo's aspect ratio (16:9 landscape, 9:16 portrait) and resolution (720p, 1080p)."""
-    match = _SIZE.fullmatch(size.strip())
-    if match is None or match.group(1) == match.group(2):
-        raise _invalid(f"Invalid size '{shown(size)}' for a Veo model: use WIDTHxHEIGHT, landscape (16:9) or portrait (9:16).", "size")
-    width, height = int(match.group(1)), int(match.group(2))
+    hint = "landscape (16:9) or portrait (9:16)"
+    width, height = width_and_height(size, "Veo", hint)
+    if width == height:
+        raise invalid(f"Invalid size '{shown(size)}' for a Veo model: use WIDTHxHEIGHT, {hint}.", "size")
     return ("16:9" if width > height else "9:16"), ("1080p" if min(width, height) >= 1080 else "720p")
 
 
 def duration_seconds(seconds: Any) -> int:
-    text = str(seconds).strip()
-    if isinstance(seconds, bool) or not text.isascii() or not text.isdigit() or len(text) > 3:
-        raise _invalid(f"Invalid seconds '{shown(seconds)}' for a Veo model: a whole number of seconds, such as 8.", "seconds")
-    return int(text)
+    return whole_seconds(seconds, "Veo", 8)
 
 
 def veo_model(model: Any) -> str:
@@ -190,15 +99,12 @@ def veo_model(model: Any) -> str:
 
 def create_request(body: bytes, content_type: str | None) -> CreateRequest:
     """The predictLongRunning request for an OpenAI create (JSON or multipart)."""
-    if is_json(content_type):
-        fields, image = parse_json_create(body)
-    elif media_type(content_type) == "multipart/form-data":
-        fields, image = parse_multipart_create(body, multipart_boundary(content_type or ""))
-    else:
-        raise RelayError(400, "Send the request body as application/json or multipart/form-data.", code="unsupported_content_type")
+    fields, image = create_fields(body, content_type, image_of_reference, checked_image)
+    if is_form(content_type) and isinstance(fields.get("enhance_prompt"), str):
+        fields["enhance_prompt"] = fields["enhance_prompt"].strip().lower() in ("true", "1")
     unknown = sorted(set(fields) - OPENAI_FIELDS - set(VEO_FIELDS))
     if unknown:
-        raise _invalid(f"The field '{shown(unknown[0])}' is not supported for gemini accounts.", unknown[0])
+        raise invalid(f"The field '{shown(unknown[0])}' is not supported for gemini accounts.", unknown[0])
     model = veo_model(fields.get("model"))
     prompt = fields.get("prompt")
     if not isinstance(prompt, str):
@@ -206,7 +112,7 @@ def create_request(body: bytes, content_type: str | None) -> CreateRequest:
     size = fields.get("size") or DEFAULT_SIZE
     seconds = fields.get("seconds") or DEFAULT_SECONDS
     if not isinstance(size, str):
-        raise _invalid("size must be a string such as 1280x720.", "size")
+        raise invalid("size must be a string such as 1280x720.", "size")
     aspect, resolution = aspect_and_resolution(size)
     parameters: dict[str, Any] = {"aspectRatio": aspect, "resolution": resolution, "durationSeconds": duration_seconds(seconds)}
     for name, google_name in VEO_FIELDS.items():
@@ -230,26 +136,27 @@ def extension_request(body: bytes, content_type: str | None, source: dict[str, A
     """An OpenAI extension of `source` (the relay's record of a completed Veo video whose file is
     `video_uri`) as predictLongRunning with `instances[0].video`."""
     if is_json(content_type):
-        fields, reference = parse_json_create(body)
-        if reference is not None:
+        fields = json_fields(body)
+        if fields.get("input_reference") is not None:
             raise _no_extension_reference()
-    elif media_type(content_type) == "multipart/form-data":
-        parts = multipart_parts(body, multipart_boundary(content_type or ""))
+        fields.pop("input_reference", None)
+    elif is_form(content_type):
+        parts = parts_of(body, content_type)
         if any(part.name == "input_reference" for part in parts):
             raise _no_extension_reference()
         if any(part.filename is not None for part in parts):
-            raise _invalid("A gemini account extends a video named by id (video[id]), not an uploaded file.", "video")
-        fields = {part.name: part.data.decode("utf-8", errors="replace") for part in parts}
+            raise invalid("A gemini account extends a video named by id (video[id]), not an uploaded file.", "video")
+        fields = {part.name: part.text for part in parts}
     else:
-        raise RelayError(400, "Send the request body as application/json or multipart/form-data.", code="unsupported_content_type")
+        raise unsupported_content_type()
     unknown = sorted(set(fields) - _EXTENSION_FIELDS)
     if unknown:
-        raise _invalid(f"The field '{shown(unknown[0])}' is not supported for extensions on gemini accounts.", unknown[0])
+        raise invalid(f"The field '{shown(unknown[0])}' is not supported for extensions on gemini accounts.", unknown[0])
     prompt = fields.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise RelayError(400, "A text prompt is required.", code="invalid_value", param="prompt")
     if str(fields.get("seconds")) != str(EXTENSION_SECONDS):
-        raise _invalid(f"Veo extends a video by exactly {EXTENSION_SECONDS} seconds: send seconds {EXTENSION_SECONDS}.", "seconds")
+        raise invalid(f"Veo extends a video by exactly {EXTENSION_SECONDS} seconds: send seconds {EXTENSION_SECONDS}.", "seconds")
     model = str(source.get("model") or "")
     if not model.startswith(EXTENSION_MODELS):
         raise RelayError(
@@ -270,7 +177,7 @@ def extension_request(body: bytes, content_type: str | None, source: dict[str, A
 
 
 def _no_extension_reference() -> RelayError:
-    return _invalid("Veo extends a video from its prompt alone: an extension takes no input_reference.", "input_reference")
+    return invalid("Veo extends a video from its prompt alone: an extension takes no input_reference.", "input_reference")
 
 
 def _number_or_none(value: Any) -> float | None:
@@ -292,36 +199,13 @@ def with_image(request: CreateRequest, data: bytes, mime_type: str) -> CreateReq
 # --------------------------------------------------------------------------- jobs
 
 
-def video_object(video_id: str, request: CreateRequest, now: float) -> dict[str, Any]:
-    return {
-        "id": video_id,
-        "object": "video",
-        "model": request.model,
-        "status": "queued",
-        "progress": 0,
-        "created_at": int(now),
-        "completed_at": None,
-        "expires_at": None,
-        "size": request.size,
-        "seconds": request.seconds,
-        "remixed_from_video_id": None,
-        "prompt": request.prompt,
-        "error": None,
-    }
-
-
 def created(answer: bytes, request: CreateRequest, video_id: str, now: float) -> dict[str, Any] | None:
-    operation = json_object(answer)
-    name = operation.get("name") if operation else None
-    if not isinstance(name, str) or not _OPERATION.fullmatch(name):
-        return None
-    return {**video_object(video_id, request, now), JOB_FIELD: {"operation": name}}
+    name = answered_id(answer, "name", _OPERATION)
+    return {**video_object(video_id, request, now), JOB_FIELD: {"operation": name}} if name else None
 
 
 def operation_name(resource: dict[str, Any]) -> str | None:
-    job = resource.get(JOB_FIELD)
-    name = job.get("operation") if isinstance(job, dict) else None
-    return name if isinstance(name, str) and _OPERATION.fullmatch(name) else None
+    return stored_id(resource, "operation", _OPERATION)
 
 
 def poll_call(resource: dict[str, Any]) -> UpstreamCall | None:
@@ -342,33 +226,25 @@ def job_state(resource: dict[str, Any], answer: bytes, now: float) -> dict[str, 
     operation = json_object(answer)
     if operation is None:
         return None
-    updated = dict(resource)
     if operation.get("done") is not True:
-        updated.update(status="in_progress", progress=0)
-        return updated
+        return {**resource, "status": "in_progress", "progress": 0}
     error = operation.get("error")
     samples, videos = _samples(operation)
     if isinstance(error, dict):
         message = error.get("message") if isinstance(error.get("message"), str) else "Video generation failed."
-        failure = {"code": "video_generation_failed", "message": redact(str(message)[:500])}
-    elif not any(content_url_of(sample) for sample in samples):
-        reasons = videos.get("raiMediaFilteredReasons")
-        reason = reasons[0] if isinstance(reasons, list) and reasons and isinstance(reasons[0], str) else None
-        if videos.get("raiMediaFilteredCount") or reason:
-            failure = {"code": "moderation_blocked", "message": reason or "Every generated video was removed by safety filters."}
-        else:
-            failure = {"code": "video_generation_failed", "message": "The operation finished without a video."}
-    else:
-        updated.update(status="completed", progress=100, completed_at=int(now), error=None)
-        return updated
-    updated.update(status="failed", progress=100, completed_at=int(now), error=failure)
-    return updated
+        return failed(resource, now, "video_generation_failed", shown_message(str(message)))
+    if any(content_url_of(sample) for sample in samples):
+        return completed(resource, now)
+    reasons = videos.get("raiMediaFilteredReasons")
+    reason = reasons[0] if isinstance(reasons, list) and reasons and isinstance(reasons[0], str) else None
+    if videos.get("raiMediaFilteredCount") or reason:
+        return failed(resource, now, "moderation_blocked", reason or "Every generated video was removed by safety filters.")
+    return failed(resource, now, "video_generation_failed", "The operation finished without a video.")
 
 
 def content_url_of(sample: Any) -> str | None:
     video = sample.get("video") if isinstance(sample, dict) else None
-    uri = video.get("uri") if isinstance(video, dict) else None
-    return uri if isinstance(uri, str) and uri.startswith(("https://", "http://")) else None
+    return http_url(video.get("uri")) if isinstance(video, dict) else None
 
 
 def content_url(answer: bytes) -> str | None:
@@ -395,13 +271,6 @@ _STATUS_BY_CODE: Final = {
     "UNIMPLEMENTED": 501,
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
-}
-_CODE_BY_STATUS: Final = {
-    400: "invalid_value",
-    401: "invalid_api_key",
-    403: "permission_denied",
-    404: "not_found",
-    429: "rate_limit_exceeded",
 }
 _ACCOUNT_KEY_REASONS: Final = frozenset({"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED"})
 
@@ -432,7 +301,7 @@ def param_of(message: str) -> str | None:
 def error(status: int, body: bytes, *, creating: bool) -> Translated:
     """Google's error as the OpenAI envelope, with the status the account's state follows."""
     google_status, message, details = google_error(body)
-    text = redact((message or f"The Gemini API answered HTTP {status}.")[:500])
+    text = shown_message(message or f"The Gemini API answered HTTP {status}.")
     client_status = _STATUS_BY_CODE.get(google_status or "", status)
     param, headers, code = None, {}, None
     if google_status == "RESOURCE_EXHAUSTED" or status == 429:
@@ -455,47 +324,20 @@ def error(status: int, body: bytes, *, creating: bool) -> Translated:
         param = param_of(text)
     if creating and google_status == "NOT_FOUND":
         client_status, param = 400, "model"
-    code = code or ("model_not_found" if param == "model" else _CODE_BY_STATUS.get(client_status, "upstream_error"))
-    payload = json.loads(envelope(text, status=client_status, code=code, param=param))
-    return Translated(client_status, payload, headers)
+    return translated_error(client_status, text, code=code, param=param, headers=headers)
 
 
-class Gemini:
-    """Veo's translation (relay.providers.Translation)."""
-
-    def create_request(self, body: bytes, content_type: str | None) -> CreateRequest:
-        return create_request(body, content_type)
-
-    def with_image(self, request: CreateRequest, data: bytes, mime_type: str) -> CreateRequest:
-        return with_image(request, data, mime_type)
-
-    def extension_request(self, body: bytes, content_type: str | None, source: dict[str, Any], video_uri: str) -> CreateRequest:
-        return extension_request(body, content_type, source, video_uri)
-
-    def created(self, answer: bytes, request: CreateRequest, video_id: str, now: float) -> dict[str, Any] | None:
-        return created(answer, request, video_id, now)
-
-    def poll_call(self, resource: dict[str, Any]) -> UpstreamCall | None:
-        return poll_call(resource)
-
-    def result_call(self, resource: dict[str, Any], answer: bytes) -> UpstreamCall | None:
-        return None
-
-    def job_state(self, resource: dict[str, Any], answer: bytes, now: float) -> dict[str, Any] | None:
-        return job_state(resource, answer, now)
-
-    def content_url(self, answer: bytes) -> str | None:
-        return content_url(answer)
-
-    def delete_call(self, resource: dict[str, Any]) -> UpstreamCall | None:
-        # Veo keeps no deletable video (its files expire by themselves).
-        return None
-
-    def error(self, status: int, body: bytes, *, creating: bool) -> Translated:
-        return error(status, body, creating=creating)
-
-
-GEMINI: Final = Gemini()
+GEMINI: Final = Functions(
+    create_request=create_request,
+    with_image=with_image,
+    extension_request=extension_request,
+    created=created,
+    poll_call=poll_call,
+    job_state=job_state,
+    content_url=content_url,
+    error=error,
+    # Veo keeps no deletable video (its files expire by themselves): no delete_call.
+)
 GEMINI_TYPE: Final = AccountType(
     ACCOUNT_TYPE,
     auth_header=b"x-goog-api-key",

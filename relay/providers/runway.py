@@ -18,8 +18,6 @@ Every request carries `X-Runway-Version` (AccountType.extra_headers) beside the 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import json
 import math
@@ -28,12 +26,32 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
-from ..body import is_json, json_object, media_type, multipart_boundary
-from ..errors import RelayError, envelope, shown
-from ..outcomes import redact
+from ..body import json_object
+from ..errors import RelayError, shown
 from ..sessions import SESSION_FIELD
 from . import JOB_FIELD, AccountType, CreateRequest, Translated, UpstreamCall
-from .gemini import multipart_parts
+from .inputs import (
+    Image,
+    create_fields,
+    data_url as image_data_url,
+    decoded_data_url,
+    invalid,
+    reference_url,
+    whole_seconds,
+    width_and_height,
+)
+from .jobs import (
+    Functions,
+    answered_id,
+    completed,
+    failed,
+    http_url,
+    no_extensions,
+    shown_message,
+    stored_id,
+    translated_error,
+    video_object,
+)
 
 ACCOUNT_TYPE: Final = "runway"
 API_VERSION: Final = "2024-11-06"
@@ -59,8 +77,6 @@ PARAM_OF_FIELD: Final = {
 NOT_AN_IMAGE: Final = "input_reference must be an image: an uploaded file, a data URL or an https image URL (not a file id)."
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TASK = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_SIZE = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")
-_DATA_URL = re.compile(r"data:([a-z]+/[a-z0-9.+-]+)(?:;[^,;]*)*;base64,(.*)", re.DOTALL | re.IGNORECASE)
 _FAILURE_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -88,10 +104,6 @@ MODELS: Final = {
 _UNLISTED: Final = Model(True, (), (), 5)
 
 
-def _invalid(message: str, param: str) -> RelayError:
-    return RelayError(400, message, code="invalid_value", param=param)
-
-
 def size_of(ratio: str) -> str:
     return ratio.replace(":", "x")
 
@@ -113,35 +125,20 @@ def _sniffed(data: bytes) -> str | None:
 def data_uri(data: bytes, mime_type: str) -> str:
     """An image's bytes as the data URI Runway takes in `promptImage`."""
     if not data:
-        raise _invalid("input_reference is empty.", "input_reference")
+        raise invalid("input_reference is empty.", "input_reference")
     declared = (mime_type or "").lower()
     kind = declared if declared in IMAGE_MIME_TYPES else _sniffed(data)
     if kind is None:
         allowed = ", ".join(IMAGE_MIME_TYPES)
-        raise _invalid(f"input_reference must be one of {allowed}; got {shown(declared or 'no type')}.", "input_reference")
-    uri = f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
+        raise invalid(f"input_reference must be one of {allowed}; got {shown(declared or 'no type')}.", "input_reference")
+    uri = image_data_url(Image(data, kind))
     if len(uri) > MAX_DATA_URI_CHARS:
-        raise _invalid(
+        raise invalid(
             f"input_reference is {len(data)} bytes: Runway takes an image sent with the request up to 5 MiB base64-encoded"
             " (about 3.7 MB); send a smaller image or an https URL of it.",
             "input_reference",
         )
     return uri
-
-
-def _checked_data_url(url: str) -> str:
-    match = _DATA_URL.fullmatch(url)
-    if match is None:
-        raise _invalid(
-            "input_reference for a runway account must be an uploaded file, a data: URL (data:image/png;base64,...)"
-            " or an https URL of an image.",
-            "input_reference",
-        )
-    try:
-        data = base64.b64decode(match.group(2), validate=True)
-    except binascii.Error:
-        raise _invalid("input_reference holds a data URL whose base64 does not decode.", "input_reference") from None
-    return data_uri(data, match.group(1))
 
 
 def _checked_https_url(url: str) -> str:
@@ -150,66 +147,29 @@ def _checked_https_url(url: str) -> str:
         parts = urlsplit(url)
         host = parts.hostname or ""
     except ValueError:
-        raise _invalid("input_reference holds an image URL that cannot be read.", "input_reference") from None
+        raise invalid("input_reference holds an image URL that cannot be read.", "input_reference") from None
     if parts.scheme.lower() != "https":
-        raise _invalid("Runway fetches image URLs itself, over https only: send an https URL, an upload or a data: URL.", "input_reference")
+        raise invalid("Runway fetches image URLs itself, over https only: send an https URL, an upload or a data: URL.", "input_reference")
     if len(url) > MAX_URL_CHARS:
-        raise _invalid(f"input_reference is a URL of {len(url)} characters; Runway takes at most {MAX_URL_CHARS}.", "input_reference")
+        raise invalid(f"input_reference is a URL of {len(url)} characters; Runway takes at most {MAX_URL_CHARS}.", "input_reference")
     try:
         ipaddress.ip_address(host)
     except ValueError:
         if host:
             return url
-    raise _invalid("Runway fetches image URLs from a domain name, not an IP address.", "input_reference")
+    raise invalid("Runway fetches image URLs from a domain name, not an IP address.", "input_reference")
 
 
 def prompt_image(reference: Any) -> str:
     """`input_reference` in JSON or as a form's text: a data URL or an https URL, alone or as
     `{"image_url": ...}` (or `{"image_url": {"url": ...}}`), as Runway's `promptImage`."""
-    url = reference.get("image_url") if isinstance(reference, dict) else reference
-    if isinstance(url, dict):
-        url = url.get("url")
-    if not isinstance(url, str):
-        raise _invalid(NOT_AN_IMAGE, "input_reference")
-    url = url.strip()
+    url = reference_url(reference, NOT_AN_IMAGE)
     if url[:5].lower() == "data:":
-        return _checked_data_url(url)
+        return data_uri(*decoded_data_url(url, ACCOUNT_TYPE, "https"))
     return _checked_https_url(url)
 
 
 # --------------------------------------------------------------------------- the client's create
-
-
-def _json_fields(body: bytes) -> tuple[dict[str, Any], str | None]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise RelayError(400, "The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise RelayError(400, "The request body must be a JSON object.", code="invalid_json")
-    reference = payload.pop("input_reference", None)
-    return payload, prompt_image(reference) if reference is not None else None
-
-
-def _form_fields(body: bytes, boundary: bytes) -> tuple[dict[str, Any], str | None]:
-    fields: dict[str, Any] = {}
-    image: str | None = None
-    for part in multipart_parts(body, boundary):
-        if part.name == "input_reference":
-            if part.filename is not None:
-                image = data_uri(part.data, part.content_type or "")
-            else:
-                image = prompt_image(part.data.decode("utf-8", errors="replace"))
-        elif part.name == "input_reference[image_url]":
-            # The SDKs' multipart spelling of `{"image_url": ...}`.
-            image = prompt_image(part.data.decode("utf-8", errors="replace"))
-        elif part.name == "input_reference[file_id]":
-            raise _invalid(NOT_AN_IMAGE, "input_reference")
-        elif part.filename is not None:
-            raise _invalid(f"The field '{shown(part.name)}' must be a form field, not a file.", part.name)
-        else:
-            fields[part.name] = part.data.decode("utf-8", errors="replace")
-    return fields, image
 
 
 def runway_model(value: Any) -> str:
@@ -221,24 +181,19 @@ def runway_model(value: Any) -> str:
 
 def ratio_of(size: Any, model: str, spec: Model) -> str:
     """OpenAI's `WIDTHxHEIGHT` as Runway's `WIDTH:HEIGHT`, if the model renders it."""
-    match = _SIZE.fullmatch(size.strip()) if isinstance(size, str) else None
-    if match is None:
-        raise _invalid(f"Invalid size '{shown(size)}' for a Runway model: use WIDTHxHEIGHT, such as 1280x720.", "size")
-    ratio = f"{int(match.group(1))}:{int(match.group(2))}"
+    width, height = width_and_height(size, "Runway")
+    ratio = f"{width}:{height}"
     if spec.ratios and ratio not in spec.ratios:
         sizes = ", ".join(map(size_of, spec.ratios))
-        raise _invalid(f"Runway's {model} renders the sizes {sizes}; it cannot render {shown(size)}.", "size")
+        raise invalid(f"Runway's {model} renders the sizes {sizes}; it cannot render {shown(size)}.", "size")
     return ratio
 
 
 def duration_of(seconds: Any, model: str, spec: Model) -> int:
-    text = str(seconds).strip()
-    if isinstance(seconds, bool) or not text.isascii() or not text.isdigit() or len(text) > 3:
-        raise _invalid(f"Invalid seconds '{shown(seconds)}' for a Runway model: a whole number of seconds, such as 5.", "seconds")
-    duration = int(text)
+    duration = whole_seconds(seconds, "Runway", 5)
     if spec.durations and duration not in spec.durations:
         allowed = f"{spec.durations[0]} to {spec.durations[-1]}" if len(spec.durations) > 3 else ", ".join(map(str, spec.durations))
-        raise _invalid(f"Runway's {model} renders {allowed} seconds; it cannot render {duration}.", "seconds")
+        raise invalid(f"Runway's {model} renders {allowed} seconds; it cannot render {duration}.", "seconds")
     return duration
 
 
@@ -248,32 +203,27 @@ def prompt_text(prompt: Any, has_image: bool) -> str | None:
     if not isinstance(prompt, str) or not (prompt.strip() or has_image):
         raise RelayError(400, "A text prompt is required.", code="invalid_value", param="prompt")
     if len(prompt.encode("utf-16-le")) // 2 > MAX_PROMPT_UTF16_UNITS:
-        raise _invalid(f"Runway takes a prompt of at most {MAX_PROMPT_UTF16_UNITS} characters (UTF-16 code units).", "prompt")
+        raise invalid(f"Runway takes a prompt of at most {MAX_PROMPT_UTF16_UNITS} characters (UTF-16 code units).", "prompt")
     return prompt if prompt.strip() else None
 
 
 def _seed(value: Any) -> int:
     text = str(value).strip()
     if isinstance(value, bool) or not text.isascii() or not text.isdigit() or int(text) > MAX_SEED:
-        raise _invalid(f"seed must be a whole number from 0 to {MAX_SEED}.", "seed")
+        raise invalid(f"seed must be a whole number from 0 to {MAX_SEED}.", "seed")
     return int(text)
 
 
 def create_request(body: bytes, content_type: str | None) -> CreateRequest:
     """The text_to_video or image_to_video request for an OpenAI create (JSON or multipart)."""
-    if is_json(content_type):
-        fields, image = _json_fields(body)
-    elif media_type(content_type) == "multipart/form-data":
-        fields, image = _form_fields(body, multipart_boundary(content_type or ""))
-    else:
-        raise RelayError(400, "Send the request body as application/json or multipart/form-data.", code="unsupported_content_type")
+    fields, image = create_fields(body, content_type, prompt_image, data_uri)
     unknown = sorted(set(fields) - OPENAI_FIELDS - set(RUNWAY_FIELDS))
     if unknown:
-        raise _invalid(f"The field '{shown(unknown[0])}' is not supported for runway accounts.", unknown[0])
+        raise invalid(f"The field '{shown(unknown[0])}' is not supported for runway accounts.", unknown[0])
     model = runway_model(fields.get("model"))
     spec = MODELS.get(model, _UNLISTED)
     if image is None and not spec.text_to_video:
-        raise _invalid(f"Runway's {model} makes videos from an image: send one as input_reference.", "input_reference")
+        raise invalid(f"Runway's {model} makes videos from an image: send one as input_reference.", "input_reference")
     text = prompt_text(fields.get("prompt"), image is not None)
     size = fields.get("size") or (size_of(spec.ratios[0]) if spec.ratios else "1280x720")
     seconds = fields.get("seconds") or spec.default_seconds
@@ -305,36 +255,13 @@ def with_image(request: CreateRequest, data: bytes, mime_type: str) -> CreateReq
 # --------------------------------------------------------------------------- jobs
 
 
-def video_object(video_id: str, request: CreateRequest, now: float) -> dict[str, Any]:
-    return {
-        "id": video_id,
-        "object": "video",
-        "model": request.model,
-        "status": "queued",
-        "progress": 0,
-        "created_at": int(now),
-        "completed_at": None,
-        "expires_at": None,
-        "size": request.size,
-        "seconds": request.seconds,
-        "remixed_from_video_id": None,
-        "prompt": request.prompt,
-        "error": None,
-    }
-
-
 def created(answer: bytes, request: CreateRequest, video_id: str, now: float) -> dict[str, Any] | None:
-    task = json_object(answer)
-    task_id = task.get("id") if task else None
-    if not isinstance(task_id, str) or not _TASK.fullmatch(task_id):
-        return None
-    return {**video_object(video_id, request, now), JOB_FIELD: {"task": task_id}}
+    task_id = answered_id(answer, "id", _TASK)
+    return {**video_object(video_id, request, now), JOB_FIELD: {"task": task_id}} if task_id else None
 
 
 def task_id_of(resource: dict[str, Any]) -> str | None:
-    job = resource.get(JOB_FIELD)
-    task_id = job.get("task") if isinstance(job, dict) else None
-    return task_id if isinstance(task_id, str) and _TASK.fullmatch(task_id) else None
+    return stored_id(resource, "task", _TASK)
 
 
 def poll_call(resource: dict[str, Any]) -> UpstreamCall | None:
@@ -349,8 +276,7 @@ def delete_call(resource: dict[str, Any]) -> UpstreamCall | None:
 
 def _output_url(task: dict[str, Any]) -> str | None:
     output = task.get("output")
-    first = output[0] if isinstance(output, list) and output else None
-    return first if isinstance(first, str) and first.startswith(("https://", "http://")) else None
+    return http_url(output[0]) if isinstance(output, list) and output else None
 
 
 def _percent(progress: Any) -> int:
@@ -360,14 +286,15 @@ def _percent(progress: Any) -> int:
     return min(99, max(0, round(progress * 100)))
 
 
-def _failure(task: dict[str, Any], status: str) -> dict[str, str]:
+def _failure(task: dict[str, Any], status: str) -> tuple[str, str]:
+    """(code, message) of a failed or cancelled task: Runway's failureCode and failure."""
     code, failure = task.get("failureCode"), task.get("failure")
     fallback = "video_generation_cancelled" if status == "CANCELLED" else "video_generation_failed"
     default_message = "The task was cancelled at Runway." if status == "CANCELLED" else "Runway reported the task failed."
-    return {
-        "code": code if isinstance(code, str) and _FAILURE_CODE.fullmatch(code) else fallback,
-        "message": redact(failure[:500]) if isinstance(failure, str) and failure.strip() else default_message,
-    }
+    return (
+        code if isinstance(code, str) and _FAILURE_CODE.fullmatch(code) else fallback,
+        shown_message(failure) if isinstance(failure, str) and failure.strip() else default_message,
+    )
 
 
 def job_state(resource: dict[str, Any], answer: bytes, now: float) -> dict[str, Any] | None:
@@ -376,21 +303,17 @@ def job_state(resource: dict[str, Any], answer: bytes, now: float) -> dict[str, 
     status = task.get("status") if task else None
     if task is None or not isinstance(status, str):
         return None
-    updated = dict(resource)
     if status in ("PENDING", "THROTTLED"):
-        updated.update(status="queued", progress=0)
-    elif status == "RUNNING":
-        updated.update(status="in_progress", progress=_percent(task.get("progress")))
-    elif status == "SUCCEEDED" and _output_url(task):
-        updated.update(status="completed", progress=100, completed_at=int(now), error=None)
-    elif status == "SUCCEEDED":
-        failure = {"code": "video_generation_failed", "message": "The task succeeded without an output."}
-        updated.update(status="failed", progress=100, completed_at=int(now), error=failure)
-    elif status in ("FAILED", "CANCELLED"):
-        updated.update(status="failed", progress=100, completed_at=int(now), error=_failure(task, status))
-    else:
-        return None
-    return updated
+        return {**resource, "status": "queued", "progress": 0}
+    if status == "RUNNING":
+        return {**resource, "status": "in_progress", "progress": _percent(task.get("progress"))}
+    if status == "SUCCEEDED" and _output_url(task):
+        return completed(resource, now)
+    if status == "SUCCEEDED":
+        return failed(resource, now, "video_generation_failed", "The task succeeded without an output.")
+    if status in ("FAILED", "CANCELLED"):
+        return failed(resource, now, *_failure(task, status))
+    return None
 
 
 def content_url(answer: bytes) -> str | None:
@@ -399,15 +322,6 @@ def content_url(answer: bytes) -> str | None:
 
 
 # --------------------------------------------------------------------------- errors
-
-_CODE_BY_STATUS: Final = {
-    400: "invalid_value",
-    401: "invalid_api_key",
-    402: "insufficient_quota",
-    403: "permission_denied",
-    404: "not_found",
-    429: "rate_limit_exceeded",
-}
 
 
 def runway_error(body: bytes) -> tuple[str | None, list[dict[str, Any]]]:
@@ -439,7 +353,7 @@ def _described(message: str | None, issues: list[dict[str, Any]], status: int) -
         path = first.get("path")
         where = ".".join(str(part) for part in path) if isinstance(path, list) and path else None
         text = f"{text}: {where + ': ' if where else ''}{first['message']}"
-    return redact(text[:500])
+    return shown_message(text)
 
 
 def error(status: int, body: bytes, *, creating: bool) -> Translated:
@@ -451,47 +365,20 @@ def error(status: int, body: bytes, *, creating: bool) -> Translated:
         client_status = 402  # the organization's credit balance: the account's, and another may serve
     elif status == 400:
         param = param_of(issues)
-    code = "model_not_found" if param == "model" else _CODE_BY_STATUS.get(client_status, "upstream_error")
-    payload = json.loads(envelope(text, status=client_status, code=code, param=param))
-    return Translated(client_status, payload)
+    return translated_error(client_status, text, param=param)
 
 
-class Runway:
-    """Runway's translation (relay.providers.Translation)."""
-
-    def create_request(self, body: bytes, content_type: str | None) -> CreateRequest:
-        return create_request(body, content_type)
-
-    def with_image(self, request: CreateRequest, data: bytes, mime_type: str) -> CreateRequest:
-        return with_image(request, data, mime_type)
-
-    def extension_request(self, body: bytes, content_type: str | None, source: dict[str, Any], video_uri: str) -> CreateRequest:
-        # Never called: the type carries no extensions, so the routes refuse them first.
-        raise RelayError(400, "Extension requests are not supported on runway accounts.", code="unsupported_for_account_type")
-
-    def created(self, answer: bytes, request: CreateRequest, video_id: str, now: float) -> dict[str, Any] | None:
-        return created(answer, request, video_id, now)
-
-    def poll_call(self, resource: dict[str, Any]) -> UpstreamCall | None:
-        return poll_call(resource)
-
-    def result_call(self, resource: dict[str, Any], answer: bytes) -> UpstreamCall | None:
-        return None
-
-    def job_state(self, resource: dict[str, Any], answer: bytes, now: float) -> dict[str, Any] | None:
-        return job_state(resource, answer, now)
-
-    def content_url(self, answer: bytes) -> str | None:
-        return content_url(answer)
-
-    def delete_call(self, resource: dict[str, Any]) -> UpstreamCall | None:
-        return delete_call(resource)
-
-    def error(self, status: int, body: bytes, *, creating: bool) -> Translated:
-        return error(status, body, creating=creating)
-
-
-RUNWAY: Final = Runway()
+RUNWAY: Final = Functions(
+    create_request=create_request,
+    with_image=with_image,
+    extension_request=no_extensions(ACCOUNT_TYPE),
+    created=created,
+    poll_call=poll_call,
+    job_state=job_state,
+    content_url=content_url,
+    delete_call=delete_call,
+    error=error,
+)
 RUNWAY_TYPE: Final = AccountType(
     ACCOUNT_TYPE,
     auth_header=b"authorization",

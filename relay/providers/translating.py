@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from .. import upstream as upstream_http
@@ -48,21 +48,6 @@ def unreadable(latency: float) -> upstream_http.Answer:
         latency,
         status=502,
     )
-
-
-@runtime_checkable
-class ErrorOutcomes(Protocol):
-    """What a translation may add to `Translation` when some error answers of its provider are a
-    job's outcome rather than an error for the client or the account (fal: a finished request whose
-    result is the model's 422 is a failed video; a cancel of a request that already ran leaves
-    nothing to delete). A translation without these methods gets every error answer as an error."""
-
-    def failed_result(self, resource: dict[str, Any], status: int, body: bytes, now: float) -> dict[str, Any] | None:
-        """The stored video object, failed, when the error answer to a result_call is the job's own
-        failure; None when it is an error (the account's, a missing job's)."""
-
-    def cancelled(self, status: int, body: bytes) -> bool:
-        """Whether an error answer to the delete_call still leaves the job as deleted as the client asked."""
 
 
 def _same_origin(url: str, base_api: str) -> bool:
@@ -145,7 +130,7 @@ class Translating:
         result = self.translation.result_call(stored, raw.body) if raw.status < 300 else None
         if result is not None:
             raw = await attempts.fetch(upstream, self._call(upstream, result))
-            if raw.status >= 300 and isinstance(self.translation, ErrorOutcomes):
+            if raw.status >= 300:
                 failed = self.translation.failed_result(stored, raw.status, raw.body, attempts.state.clock())
                 if failed is not None:
                     answer = answer_of(failed, raw.latency_seconds)
@@ -216,7 +201,7 @@ class Translating:
             return None
         raw = await attempts.fetch(upstream, self._call(upstream, call))
         # A job the upstream no longer knows is as deleted as the client asked.
-        finished = isinstance(self.translation, ErrorOutcomes) and self.translation.cancelled(raw.status, raw.body)
+        finished = self.translation.cancelled(raw.status, raw.body)
         if raw.status < 300 or raw.status == 404 or finished:
             answer = answer_of({"id": video.id, "object": "video.deleted", "deleted": True}, raw.latency_seconds)
             await attempts.settle(upstream, answer)

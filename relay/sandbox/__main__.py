@@ -19,7 +19,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, metavar="N", help="seed for fault rules with a probability")
     args = parser.parse_args(argv)
     origin = f"http://{args.host}:{args.port}"
-    print(f"sandbox upstream on {origin}/v1 (OpenAI), {origin}/openai/v1 (Azure), {origin}/v1beta (Gemini)", flush=True)
+    bases = {
+        "OpenAI": "/v1",
+        "Azure": "/openai/v1",
+        "Gemini": "/v1beta",
+        "BytePlus": "/byteplus/api/v3",
+        "fal": "/fal",
+        "Runway": "/runway/v1",
+    }
+    print("sandbox upstream on " + ", ".join(f"{origin}{path} ({name})" for name, path in bases.items()), flush=True)
     run_sandbox(
         args.host,
         args.port,

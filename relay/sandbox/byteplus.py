@@ -5,7 +5,9 @@
   "duration"?, ...}`` answers ``{"id": "cgt-..."}``.
 * ``GET /byteplus/api/v3/contents/generations/tasks/{id}`` answers the task: ``queued`` for the first
   half of the sandbox's ``complete_after_seconds``, ``running`` for the second, then ``succeeded``
-  with ``content.video_url`` (a signed link under ``/byteplus/tos``, valid 24 h, that needs no key)
+  with ``content.video_url`` (a signed link under ``/byteplus/tos``, valid 24 h, that needs no key,
+  naming the sandbox by loopback's other spelling, ``localhost`` for ``127.0.0.1`` and back, so
+  that, as with BytePlus's real storage, it is on another origin than the API)
   and ``usage``, or ``failed`` with ``error`` {code, message}.
 * ``DELETE /byteplus/api/v3/contents/generations/tasks/{id}`` cancels a queued task (it stays,
   ``cancelled``), deletes a finished one, and refuses a running one (409 ``TaskRunningCannotCancel``).
@@ -38,7 +40,7 @@ from starlette.types import Scope
 from .content import content_etag, marked_content_length, padded_head, serve_bytes
 from .errors import ProviderError, exception_handlers
 from .gate import ProviderGate
-from .provider import Provider, bearer_token, header, short_id
+from .provider import Provider, bearer_token, header, short_id, storage_origin
 from .state import BytePlusStore, SandboxState, SeedanceTask, sandbox_state
 from .storage import xml_error
 
@@ -221,11 +223,6 @@ async def the_payload(request: Request) -> dict[str, Any]:
 # --------------------------------------------------------------------------- tasks
 
 
-def origin(request: Request) -> str:
-    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-    return f"{request.url.scheme}://{host}"
-
-
 def signature(store: BytePlusStore, task_id: str, expires: int) -> str:
     return hmac.new(store.url_key, f"{task_id}:{expires}".encode(), hashlib.sha256).hexdigest()
 
@@ -233,7 +230,7 @@ def signature(store: BytePlusStore, task_id: str, expires: int) -> str:
 def video_url(request: Request, state: SandboxState, task: SeedanceTask) -> str:
     expires = int(state.clock()) + URL_TTL_SECONDS
     query = f"X-Tos-Expires={expires}&X-Tos-Signature={signature(state.byteplus, task.id, expires)}"
-    return f"{origin(request)}{PREFIX}{STORAGE}/{task.id}.mp4?{query}"
+    return f"{storage_origin(request)}{PREFIX}{STORAGE}/{task.id}.mp4?{query}"
 
 
 def task_status(state: SandboxState, task: SeedanceTask) -> str:

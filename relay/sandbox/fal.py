@@ -45,7 +45,7 @@ from starlette.types import Scope
 from .content import content_etag, marked_content_length, padded_head, serve_bytes
 from .errors import ProviderError, exception_handlers
 from .gate import ProviderGate
-from .provider import Provider, header
+from .provider import Provider, header, origin, storage_origin
 from .state import FalRequest, FalStore, SandboxState, sandbox_state
 from .storage import leaked_credential
 
@@ -117,18 +117,6 @@ def caller(request: Request) -> tuple[SandboxState, FalStore, str]:
         raise detail(401, "Missing authorization header: send 'Authorization: Key <FAL_KEY>'.")
     state = sandbox_state(request)
     return state, state.fal, key
-
-
-def origin(request: Request) -> str:
-    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-    return f"{request.url.scheme}://{host}"
-
-
-def cdn_origin(request: Request) -> str:
-    """The sandbox under loopback's other name: another origin than the queue's, the same server."""
-    host, port = request.url.hostname or "", request.url.port
-    other = {"127.0.0.1": "localhost", "localhost": "127.0.0.1"}.get(host, host)
-    return f"{request.url.scheme}://{other}" + (f":{port}" if port else "")
 
 
 def app_of(segments: list[str]) -> str:
@@ -232,7 +220,7 @@ async def result(request: Request) -> Response:
     if queued.outcome == "filtered":
         raise unprocessable("prompt", FILTERED_DETAIL, "content_policy_violation")
     length = queued.content_bytes or len(state.assets["video"].data)
-    url = f"{cdn_origin(request)}{CDN_PREFIX}/files/{queued.file_id}/output.mp4"
+    url = f"{storage_origin(request)}{CDN_PREFIX}/files/{queued.file_id}/output.mp4"
     video = {"url": url, "content_type": "video/mp4", "file_name": "output.mp4", "file_size": length}
     return JSONResponse({"video": video, "seed": int(queued.started * 1000) % 2**31})
 

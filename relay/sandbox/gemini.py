@@ -35,7 +35,7 @@ from starlette.types import Scope
 from .content import marked_content_length
 from .errors import ProviderError, exception_handlers
 from .gate import ProviderGate
-from .provider import Provider, header, query_value, short_id
+from .provider import Provider, header, origin, query_value, short_id
 from .state import GeminiStore, GeneratedFile, Operation, SandboxState, sandbox_state
 from .storage import signed_path
 
@@ -297,12 +297,6 @@ def outcome_of(prompt: str) -> str:
     if FILTER_MARKER in prompt:
         return "filtered"
     return "succeeded"
-
-
-def origin(request: Request) -> str:
-    """The scheme and authority the client used, so generated links point back at this sandbox."""
-    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-    return f"{request.url.scheme}://{host}"
 
 
 def is_done(state: SandboxState, operation: Operation) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+from starlette.requests import Request
 from starlette.types import Scope
 
 LOWER_ALNUM = string.ascii_lowercase + string.digits
@@ -56,3 +57,18 @@ def new_id(prefix: str) -> str:
 def short_id(length: int = 12) -> str:
     """Google-style resource ids: lower-case letters and digits (the Gemini SDK parses file ids as such)."""
     return "".join(secrets.choice(LOWER_ALNUM) for _ in range(length))
+
+
+def origin(request: Request) -> str:
+    """The scheme and authority the client used, so generated links point back at this sandbox."""
+    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    return f"{request.url.scheme}://{host}"
+
+
+def storage_origin(request: Request) -> str:
+    """The request's origin with 127.0.0.1 and localhost swapped: the same server on another origin,
+    as a provider's storage or CDN is, so the relay must fetch its links without the account's key."""
+    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    name, colon, port = host.rpartition(":")
+    swapped = {"127.0.0.1": "localhost", "localhost": "127.0.0.1"}.get(name.lower()) if colon else None
+    return f"{request.url.scheme}://{swapped}:{port}" if swapped else f"{request.url.scheme}://{host}"

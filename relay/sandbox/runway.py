@@ -53,7 +53,7 @@ from starlette.types import Scope
 from .content import content_etag, marked_content_length, padded_head, serve_bytes
 from .errors import ProviderError, exception_handlers
 from .gate import ProviderGate
-from .provider import Provider, bearer_token, header
+from .provider import Provider, bearer_token, header, storage_origin
 from .state import SandboxState, sandbox_state
 
 PREFIX: Final = "/runway"
@@ -300,21 +300,13 @@ def is_finished(state: SandboxState, task: RunwayTask) -> bool:
     return task.cancelled or elapsed_share(state, task) >= 1.0
 
 
-def cdn_origin(request: Request) -> str:
-    """The request's origin with 127.0.0.1 and localhost swapped: another origin on the same socket."""
-    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-    name, colon, port = host.rpartition(":")
-    swapped = {"127.0.0.1": "localhost", "localhost": "127.0.0.1"}.get(name.lower()) if colon else None
-    return f"{request.url.scheme}://{swapped}:{port}" if swapped else f"{request.url.scheme}://{host}"
-
-
 def signature(store: RunwayStore, task_id: str, expires: int) -> str:
     return hmac.new(store.url_key, f"{task_id}:{expires}".encode(), hashlib.sha256).hexdigest()
 
 
 def cdn_link(request: Request, state: SandboxState, store: RunwayStore, task: RunwayTask) -> str:
     expires = int(state.clock()) + URL_TTL_SECONDS
-    return f"{cdn_origin(request)}{PREFIX}{CDN}/{task.id}.mp4?_jwt={expires}.{signature(store, task.id, expires)}"
+    return f"{storage_origin(request)}{PREFIX}{CDN}/{task.id}.mp4?_jwt={expires}.{signature(store, task.id, expires)}"
 
 
 def task_resource(request: Request, state: SandboxState, store: RunwayStore, task: RunwayTask) -> dict[str, Any]:
