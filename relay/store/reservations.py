@@ -42,17 +42,25 @@ _USAGE_STATEMENTS = {
 def _usage(conn: Connection, of: str, name: str, *, since: float, now: float, exclude: str = "") -> Usage:
     """`of` is "key" or "account". Since the start of a day or month, the jobs' charges come
     from their running totals (relay.store.charges); since any other time, from the jobs."""
+    return _usages(conn, of, name, (since,), now=now, exclude=exclude)[since]
+
+
+def _usages(conn: Connection, of: str, name: str, starts: Sequence[float], *, now: float, exclude: str = "") -> dict[float, Usage]:
+    """`_usage` since each of `starts`: the creates in flight are read once for all of them."""
     jobs_sql, flying_sql = _USAGE_STATEMENTS[of]
-    charged = charged_in_period(conn, of, name, since, now)
-    if charged is None:
-        jobs = conn.execute(jobs_sql, (name, since)).fetchone()
-        charged = float(jobs["seconds"]), float(jobs["usd"])
     flying = conn.execute(flying_sql, (name, now, exclude, time.time())).fetchone()
-    return Usage(
-        in_flight=int(flying["n"]),
-        video_seconds=charged[0] + float(flying["seconds"]),
-        usd=charged[1] + float(flying["usd"]),
-    )
+    usages = {}
+    for since in starts:
+        charged = charged_in_period(conn, of, name, since, now)
+        if charged is None:
+            jobs = conn.execute(jobs_sql, (name, since)).fetchone()
+            charged = float(jobs["seconds"]), float(jobs["usd"])
+        usages[since] = Usage(
+            in_flight=int(flying["n"]),
+            video_seconds=charged[0] + float(flying["seconds"]),
+            usd=charged[1] + float(flying["usd"]),
+        )
+    return usages
 
 
 class Reservations(Aggregate):
@@ -100,9 +108,8 @@ class Reservations(Aggregate):
         """
         with self.transaction() as conn:
             conn.execute(f"DELETE FROM reservations WHERE expires_at <= ? OR NOT {_HELD_BY_LIVE_OWNER}", (now, time.time()))
-            current = _usage(conn, "key", key_name, since=now, now=now)
-            by_period = {start: _usage(conn, "key", key_name, since=start, now=now) for start in periods}
-            refused = refuse(current, by_period)
+            usages = _usages(conn, "key", key_name, (now, *periods), now=now)
+            refused = refuse(usages[now], {start: usages[start] for start in periods})
             if refused is None:
                 conn.execute(
                     "INSERT INTO reservations (id, key_name, account, video_seconds, usd, created_at, expires_at, owner)"
