@@ -29,10 +29,10 @@ OFFLOAD_SECRET = secrets.token_hex(32)
 
 
 def prepare_relay_database(
-    workdir: Path, upstream_base: str, *, database: str | None = None, source: Path | None = None
+    workdir: Path, upstream_base: str, *, database: str | None = None, source: Path | None = None, key_limits: tuple[str, ...] = KEY_LIMITS
 ) -> tuple[dict[str, str], str]:
     """A database (SQLite in `workdir` unless `database` names another) with one account on the mock
-    and one key with KEY_LIMITS; returns (env, key). With `source` (another checkout of the relay,
+    and one key with `key_limits` (KEY_LIMITS unless told); returns (env, key). With `source` (another checkout of the relay,
     bench/ab.py), its relayctl prepares the database and the env runs its code."""
     env = {
         **os.environ,
@@ -52,7 +52,7 @@ def prepare_relay_database(
         check=True,
         capture_output=True,
     )
-    issued = subprocess.run([*relayctl, "keys", "issue", "bench", *KEY_LIMITS, "--json"], env=env, check=True, capture_output=True)
+    issued = subprocess.run([*relayctl, "keys", "issue", "bench", *key_limits, "--json"], env=env, check=True, capture_output=True)
     return env, json.loads(issued.stdout)["key"]
 
 

@@ -159,6 +159,9 @@ def accounts_add(
       relayctl accounts add pro --type openai-responses --models sora-2-pro --token-stdin < key.txt
       relayctl accounts add az --type azure-openai --base-api https://res.openai.azure.com/openai/v1 --token-stdin < azure-key.txt
       relayctl accounts add veo --type gemini --token-stdin < gemini-key.txt
+      relayctl accounts add kling --type fal --models fal-ai/kling-video/v2.1/master/text-to-video --token-stdin < fal-key.txt
+      relayctl accounts add seedance --type byteplus --token-stdin < ark-key.txt
+      relayctl accounts add runway --type runway --token-stdin < runway-key.txt
     """
     if account_type == "openai":
         click.echo(CONSUMER_BACKEND_WARNING, err=True)

@@ -81,3 +81,20 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
     assert "| ≥ 10× LiteLLM's rate at p99 < 50 ms | not measured |" in markdown
     assert "## Relay on PostgreSQL ÷ relay on SQLite (same run)" in markdown
     assert results_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_cpu_per_request_compares_relays_side_by_side() -> None:
+    if nginx_binary() is None or shutil.which("wrk") is None:
+        reason = "nginx/wrk are missing: make test installs Debian's nginx-light and wrk"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cpu", "work", str(ROOT), "--rounds", "1", "--seconds", "1", "--no-limits"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    # The working tree twice (as `work` and as a directory): four figures, each a CPU cost.
+    assert len(lines) == 4 and all("CPU" in line and "µs/request" in line for line in lines), done.stdout
+    assert all(float(line.split("CPU")[1].split()[0]) > 0 for line in lines)
