@@ -33,7 +33,7 @@ from .pool import Upstream
 from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
 from .providers import account_type, model_name, public_json
 from .providers.operations import operations_for
-from .providers.passthrough import PASS_THROUGH, forwarded
+from .providers.passthrough import PASS_THROUGH, content_request, forwarded
 from .quota import Booking, book, require_served, unsupported
 from .records import KeyRecord, StoreUnavailable, Video
 from .scheduling import Admit, admit_any, choose_account, owner_account
@@ -266,18 +266,23 @@ async def retrieve_video(request: Request) -> Response:
     return passthrough(polled.answer, extra)
 
 
+async def forget_deleted(state: RelayState, video: Video) -> None:
+    """Mark the video deleted, then forget it here (other processes do at their next refresh)."""
+    await state.db(state.store.mark_video_deleted, video.id, state.clock())
+    state.videos.forget(video.id)
+
+
 async def delete_video(request: Request) -> Response:
     attempts, video, upstream = await followup(request)
     state = attempts.state
     answer = await operations_for(upstream).delete(attempts, upstream, video)
-    state.videos.forget(video.id)
     if answer is None:
-        await state.db(state.store.mark_video_deleted, video.id, state.clock())
+        await forget_deleted(state, video)
         return JSONResponse({"id": video.id, "object": "video.deleted", "deleted": True})
     resource = json_object(answer.body)
     # A 2xx that says `"deleted": false` kept the video: so does the relay.
     if answer.status < 300 and (resource is None or resource.get("deleted") is not False):
-        await state.db(state.store.mark_video_deleted, video.id, state.clock())
+        await forget_deleted(state, video)
     return passthrough(answer)
 
 
@@ -292,8 +297,7 @@ async def video_content(request: Request) -> Response:
     operations = operations_for(upstream)
     if operations is PASS_THROUGH and upstream.proxy is None and offload_requested(attempts.state.settings, request.headers):
         attempts.caller.facts.account = upstream.name
-        path = f"/videos/{quote(video.id)}/content" + (f"?variant={variant}" if variant is not None else "")
-        return offloaded(forwarded(attempts.caller.headers, upstream, "GET", path, None, content=True), attempts.state.settings)
+        return offloaded(content_request(attempts.caller.headers, upstream, video, variant), attempts.state.settings)
     opened = await operations.open_content(attempts, upstream, video, variant)
     if isinstance(opened, Answer):
         return passthrough(opened)

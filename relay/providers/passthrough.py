@@ -29,6 +29,13 @@ def forwarded(headers: Headers, upstream: Upstream, method: str, path: str, body
     )
 
 
+def content_request(headers: Headers, upstream: Upstream, video: Video, variant: str | None) -> Outgoing:
+    """The download of the video's bytes, as the relay (or a front nginx it hands it to) sends it."""
+    # The variant goes upstream only as the client gave it: the contract's default stays the upstream's.
+    path = f"/videos/{quote(video.id)}/content" + (f"?variant={variant}" if variant is not None else "")
+    return forwarded(headers, upstream, "GET", path, None, content=True)
+
+
 class PassThrough:
     async def create(self, attempts: Attempts, upstream: Upstream, *, kind: str, path: str, body: bytes, source: Video | None) -> Result:
         answer = await attempts.send(upstream, forwarded(attempts.caller.headers, upstream, "POST", path, body))
@@ -39,9 +46,7 @@ class PassThrough:
         return Polled(answer, json_object(answer.body) if answer.status == 200 else None, answer)
 
     async def open_content(self, attempts: Attempts, upstream: Upstream, video: Video, variant: str | None) -> upstream_http.Opened:
-        # The variant goes upstream only as the client gave it: the contract's default stays the upstream's.
-        path = f"/videos/{quote(video.id)}/content" + (f"?variant={variant}" if variant is not None else "")
-        return await attempts.open(upstream, forwarded(attempts.caller.headers, upstream, "GET", path, None, content=True))
+        return await attempts.open(upstream, content_request(attempts.caller.headers, upstream, video, variant))
 
     async def delete(self, attempts: Attempts, upstream: Upstream, video: Video) -> upstream_http.Answer:
         return await attempts.send(upstream, forwarded(attempts.caller.headers, upstream, "DELETE", f"/videos/{quote(video.id)}", None))
