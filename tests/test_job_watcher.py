@@ -128,6 +128,26 @@ def test_an_unauthorized_account_pauses_its_jobs_until_an_operator_resets_it(mak
     assert done.watch_stopped is None and done.charge_state == "settled"
 
 
+def test_a_pause_ends_with_the_job_and_a_give_up_keeps_its_reason(make_relay: Any, sandbox: Sandbox) -> None:
+    """However the end is seen (here straight after the pause, as when the upstream finished the
+    job meanwhile), a paused job that ends shows no pause; a given-up one keeps why it was."""
+    relay: Relay = make_relay()
+    relay.add_account("main", sandbox.base_api())
+    key = relay.issue_key()
+    paused, given_up = create(relay, key), create(relay, key)
+    store, now = relay.state.store, time.time()
+    claimed = store.claim_jobs_to_watch("worker-1", now=now + 60, lease_seconds=60, limit=5, holders_now=now)
+    assert {job.id for job in claimed} == {paused, given_up}
+    store.watch_later(paused, "worker-1", next_poll_at=now + 300, polled=True, reason="account_unauthorized")
+    store.stop_watching(given_up, "worker-1", reason="max_age")
+    for video_id in (paused, given_up):
+        assert store.update_video(video_id, status="completed", progress=100, expires_at=None, resource="{}", now=now)
+    ended = video(relay, paused)
+    assert ended.watch_stopped is None and ended.watch_next_at is None and ended.charge_state == "settled"
+    kept = video(relay, given_up)
+    assert kept.watch_stopped == "max_age" and kept.charge_state == "settled"
+
+
 def test_a_removed_accounts_jobs_stop_with_a_reason(make_relay: Any, sandbox: Sandbox) -> None:
     relay = watching(make_relay, sandbox, job_poll_seconds=0.5)
     key = relay.issue_key()

@@ -105,6 +105,10 @@ class Videos(Aggregate):
                 "   AND watch_next_at IS NULL AND watch_stopped IS NOT NULL THEN 'settled'"
                 "   WHEN charge_state != 'reserved' THEN charge_state"
                 "   WHEN ? = 'completed' THEN 'settled' WHEN ? = 'failed' THEN 'released' ELSE charge_state END,"
+                # A pause (the job still watched, waiting out its account's state) ends with the job;
+                # a give-up's reason stays, as the line above reads it.
+                " watch_stopped = CASE WHEN ? IN ('completed', 'failed') AND watch_next_at IS NOT NULL THEN NULL"
+                "   ELSE watch_stopped END,"
                 " watch_next_at = CASE WHEN ? IN ('completed', 'failed') OR watch_next_at IS NULL THEN NULL"
                 "   ELSE COALESCE(CAST(? AS double precision), watch_next_at) END"
                 " WHERE id = ? AND status NOT IN ('completed', 'failed')",
@@ -116,6 +120,7 @@ class Videos(Aggregate):
                     expires_at,
                     status,
                     now,
+                    status,
                     status,
                     status,
                     status,
