@@ -133,24 +133,16 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.flush()
 
     def flush(self) -> None:
-        with self.lock if self.lock is not None else _NO_LOCK:
+        self.acquire()
+        try:
             if self._buffer:
                 text, self._buffer, self._buffered_chars = "".join(self._buffer), [], 0
                 # A closed or broken stderr: nothing left to tell.
                 with contextlib.suppress(Exception):
                     self.stream.write(text)
             super().flush()
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
+        finally:
+            self.release()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -35,12 +35,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Scope
 
 from .content import content_etag, marked_content_length, padded_head, serve_bytes
 from .errors import ProviderError, exception_handlers
 from .gate import ProviderGate
-from .provider import Provider, bearer_token, header, short_id, storage_origin
+from .provider import Provider, bearer_credential, short_id, storage_origin
 from .state import BytePlusStore, SandboxState, SeedanceTask, sandbox_state
 from .storage import xml_error
 
@@ -140,12 +139,8 @@ def preset_reply(name: str, resets_in_seconds: float) -> dict[str, Any]:
 # --------------------------------------------------------------------------- request validation
 
 
-def byteplus_credential(scope: Scope) -> str | None:
-    return bearer_token(header(scope, "authorization"))
-
-
 def caller(request: Request) -> tuple[SandboxState, BytePlusStore, str]:
-    key = byteplus_credential(request.scope)
+    key = bearer_credential(request.scope)
     if key is None:
         raise unauthenticated()
     state = sandbox_state(request)
@@ -347,7 +342,7 @@ async def serve_video(request: Request) -> Response:
     return serve_bytes(request, state, padded_head(asset.data, length), length, asset.media_type, etag, range_refusal)
 
 
-BYTEPLUS: Final = Provider("byteplus", byteplus_credential, lambda: {"x-request-id": request_id()})
+BYTEPLUS: Final = Provider("byteplus", bearer_credential, lambda: {"x-request-id": request_id()})
 
 
 def byteplus_app(state: SandboxState) -> Starlette:

@@ -19,7 +19,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Scope
 
 from .content import content_etag, marked_content_length, padded_head, serve_bytes
 from .errors import ApiError, RouteError, error_envelope, exception_handlers, openai_route_error
@@ -36,7 +35,7 @@ from .forms import (
     video_reference,
 )
 from .gate import ProviderGate
-from .provider import Provider, bearer_token, header, new_id
+from .provider import Provider, bearer_credential, new_id
 from .state import VARIANT_ASSETS, Character, ContractStore, RateBucket, SandboxState, VideoJob, sandbox_state
 
 VIDEO_SIZES: Final = ("720x1280", "1280x720", "1024x1792", "1792x1024")
@@ -69,10 +68,6 @@ class ContractMount:
     route_error: RouteError = openai_route_error
 
 
-def openai_credential(scope: Scope) -> str | None:
-    return bearer_token(header(scope, "authorization"))
-
-
 def missing_bearer() -> ApiError:
     return ApiError(
         401,
@@ -81,7 +76,7 @@ def missing_bearer() -> ApiError:
     )
 
 
-OPENAI: Final = Provider("openai", openai_credential, lambda: {"x-request-id": new_id("req_")})
+OPENAI: Final = Provider("openai", bearer_credential, lambda: {"x-request-id": new_id("req_")})
 
 
 def contract_app(state: SandboxState, mount: ContractMount) -> Starlette:

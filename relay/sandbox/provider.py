@@ -42,6 +42,11 @@ def query_value(scope: Scope, name: str) -> str | None:
     return next((value for key, value in parse_qsl(query, keep_blank_values=True) if key == name), None)
 
 
+def bearer_credential(scope: Scope) -> str | None:
+    """The account credential of providers that take it as `Authorization: Bearer`."""
+    return bearer_token(header(scope, "authorization"))
+
+
 def bearer_token(authorization: str | None) -> str | None:
     if authorization is None:
         return None

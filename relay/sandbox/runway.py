@@ -48,12 +48,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import Scope
 
 from .content import content_etag, marked_content_length, padded_head, serve_bytes
 from .errors import ProviderError, exception_handlers
 from .gate import ProviderGate
-from .provider import Provider, bearer_token, header, storage_origin
+from .provider import Provider, bearer_credential, storage_origin
 from .state import SandboxState, sandbox_state
 
 PREFIX: Final = "/runway"
@@ -162,12 +161,8 @@ def preset_reply(name: str, resets_in_seconds: float) -> dict[str, Any]:
 # --------------------------------------------------------------------------- requests
 
 
-def runway_credential(scope: Scope) -> str | None:
-    return bearer_token(header(scope, "authorization"))
-
-
 def caller(request: Request) -> tuple[SandboxState, RunwayStore, str]:
-    key = runway_credential(request.scope)
+    key = bearer_credential(request.scope)
     if key is None:
         raise unauthorized()
     version = request.headers.get("x-runway-version")
@@ -380,7 +375,7 @@ def range_refusal(length: int) -> Response:
     return cdn_refusal(416, f"Requested range not satisfiable (the object is {length} bytes).")
 
 
-RUNWAY: Final = Provider("runway", runway_credential, lambda: {"x-request-id": str(uuid.uuid4())})
+RUNWAY: Final = Provider("runway", bearer_credential, lambda: {"x-request-id": str(uuid.uuid4())})
 
 
 def runway_app(state: SandboxState) -> Starlette:

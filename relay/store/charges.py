@@ -38,6 +38,19 @@ def add_charge(
     )
 
 
+def add_job_charge(conn: Connection, job: Any, sign: int = 1) -> None:
+    """`add_charge` for a job's row (key_name, account, charged_at, billable_seconds, usd)."""
+    add_charge(
+        conn,
+        key_name=job["key_name"],
+        account=job["account"],
+        charged_at=job["charged_at"],
+        video_seconds=job["billable_seconds"],
+        usd=job["usd"],
+        sign=sign,
+    )
+
+
 def charge_of(conn: Connection, video_id: str) -> Any:
     """The job's charge as it stands (read inside the transaction that may change it)."""
     return conn.execute(f"SELECT {_CHARGE_COLUMNS} FROM videos WHERE id = ?", (video_id,)).fetchone()
@@ -51,15 +64,7 @@ def note_charge_change(conn: Connection, before: Any, video_id: str) -> None:
     after = charge_of(conn, video_id)
     was, now = before["charge_state"] in COUNTED_STATES, after is not None and after["charge_state"] in COUNTED_STATES
     if was != now:
-        add_charge(
-            conn,
-            key_name=before["key_name"],
-            account=before["account"],
-            charged_at=before["charged_at"],
-            video_seconds=before["billable_seconds"],
-            usd=before["usd"],
-            sign=1 if now else -1,
-        )
+        add_job_charge(conn, before, sign=1 if now else -1)
 
 
 def charged_in_period(conn: Connection, subject: str, name: str, since: float, now: float) -> tuple[float, float] | None:

@@ -22,7 +22,7 @@ import sqlite_utils
 
 from ..records import SchemaTooNew
 from .backend import Aggregate, Connection
-from .charges import add_charge
+from .charges import add_job_charge
 from .location import Dialect
 
 
@@ -414,14 +414,7 @@ def _step_4_request_slots_and_charge_totals(conn: Connection, dialect: Dialect) 
         " WHERE charged_at IS NOT NULL AND charge_state IN ('reserved', 'settled')"
     )
     for row in rows.fetchall():
-        add_charge(
-            conn,
-            key_name=row["key_name"],
-            account=row["account"],
-            charged_at=row["charged_at"],
-            video_seconds=row["billable_seconds"],
-            usd=row["usd"],
-        )
+        add_job_charge(conn, row)
 
 
 # Append only: a released step never changes (databases out there ran it as it was). A step
