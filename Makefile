@@ -60,12 +60,15 @@ endef
 
 # The benchmark's mock upstream and load generator: Debian's nginx and wrk. Installing nginx
 # starts its system service on port 80 where a service manager runs; the benchmark starts its
-# own instance on a free loopback port, so the service is stopped and disabled again.
+# own instance on a free loopback port, so the service is stopped and disabled again. The nginx
+# configuration for offloaded downloads (docs/nginx/relay-offload.conf) names Debian's CA bundle,
+# which nginx reads at start: ca-certificates provides it.
 define ensure_bench_tools
-	@if ! command -v wrk >/dev/null || ! { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }; then \
+	@if ! command -v wrk >/dev/null || ! { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } \
+		|| [ ! -f /etc/ssl/certs/ca-certificates.crt ]; then \
 		if command -v apt-get >/dev/null; then \
-			echo "Installing Debian's nginx-light and wrk for the benchmark"; \
-			$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends nginx-light wrk || exit 1; \
+			echo "Installing Debian's nginx-light, wrk and ca-certificates for the benchmark"; \
+			$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends nginx-light wrk ca-certificates || exit 1; \
 			if command -v systemctl >/dev/null; then $(SUDO) systemctl disable --now nginx >/dev/null 2>&1 || true; fi; \
 		else \
 			echo "nginx and wrk are needed for the benchmark: install them"; exit 1; \

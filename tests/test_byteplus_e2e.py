@@ -158,4 +158,7 @@ def test_remix_and_characters_are_a_400_naming_the_type(relay_process: Any, sand
     with pytest.raises(openai.BadRequestError) as field:
         client.videos.create(model=PRO, prompt="A fox", extra_body={"character_ids": ["char_1"]})
     assert field.value.code == "invalid_value" and "byteplus" in str(field.value.message)
+    with pytest.raises(openai.BadRequestError) as thumbnail:
+        client.videos.download_content(video.id, variant="thumbnail")
+    assert thumbnail.value.code == "invalid_variant" and "byteplus" in str(thumbnail.value.message)
     assert sandbox.requests() == []
