@@ -96,7 +96,8 @@ class Videos(Aggregate):
         one waits until `next_poll_at`.
         """
         with self.transaction() as conn:
-            before = charge_of(conn, video_id)
+            # Only a final status moves a charge: progress news needs no read of it.
+            before = charge_of(conn, video_id) if status in TERMINAL_STATUSES else None
             cursor = conn.execute(
                 "UPDATE videos SET status = ?, progress = ?, resource = ?, updated_at = ?, expires_at = ?,"
                 " finished_at = CASE WHEN ? IN ('completed', 'failed') THEN ? ELSE NULL END,"
