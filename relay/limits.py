@@ -11,6 +11,7 @@ reserved + settled.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import secrets
@@ -260,8 +261,16 @@ def account_cap_summary(cap: float | None, used_today: Usage) -> dict[str, Any]:
 
 def period_bounds(period: str, now: float) -> tuple[float, float]:
     """Start and end of the UTC day or month that contains `now`."""
-    # Whole seconds: fromtimestamp rounds microseconds, which could land a hair past midnight.
-    moment = dt.datetime.fromtimestamp(math.floor(now), tz=dt.UTC)
+    # Both depend on the UTC day alone; a create asks a dozen times, all on the same day.
+    return _bounds_on_day(period, math.floor(now) // _SECONDS_PER_DAY)
+
+
+_SECONDS_PER_DAY = 86_400
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds_on_day(period: str, day: int) -> tuple[float, float]:
+    moment = dt.datetime.fromtimestamp(day * _SECONDS_PER_DAY, tz=dt.UTC)
     if period == "day":
         start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
         end = start + dt.timedelta(days=1)

@@ -72,10 +72,25 @@ def test_a_reservation_counts_only_while_its_owner_holds_its_lease(tmp_path: Pat
     assert {r["id"] for r in store.live_reservations(now)} == {"res_live", "res_old"}
     rows = {row["id"]: row for row in store.key_holdings("alice", now)}
     assert (rows["res_live"]["alive"], rows["res_stale"]["alive"], rows["res_old"]["alive"]) == (True, False, True)
-    # The next reservation's transaction deletes what a dead owner held.
+    # A new reservation does not count what a dead owner held; a live process's next lease renewal deletes it.
     reserve(store, "res_next", live.owner, now=now)
-    assert {row["id"] for row in store.key_holdings("alice", now)} == {"res_live", "res_old", "res_next"}
     assert store.key_usage("alice", since=now - 60, now=now).in_flight == 3
+    assert {row["id"] for row in store.key_holdings("alice", now)} == {"res_live", "res_old", "res_next", "res_stale"}
+    assert store.renew_holder(live, now=now, lease=10, exited=never_exited) == 1
+    assert {row["id"] for row in store.key_holdings("alice", now)} == {"res_live", "res_old", "res_next"}
+
+
+def test_a_lease_renewal_deletes_expired_reservations(tmp_path: Path) -> None:
+    store = Store(tmp_path / "relay.db")
+    store.ensure_schema()
+    now = time.time()
+    live = other_process()
+    store.renew_holder(live, now=now, lease=10, exited=never_exited)
+    reserve(store, "res_done", live.owner, now=now - 700)
+    reserve(store, "res_open", live.owner, now=now)
+    assert store.key_usage("alice", since=now - 600, now=now).in_flight == 1
+    store.renew_holder(live, now=now, lease=10, exited=never_exited)
+    assert [row[0] for row in run_sql(store, "SELECT id FROM reservations")] == ["res_open"]
 
 
 def test_renewing_a_lease_forgets_processes_that_are_gone(tmp_path: Path) -> None:

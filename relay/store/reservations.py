@@ -42,13 +42,17 @@ _USAGE_STATEMENTS = {
 def _usage(conn: Connection, of: str, name: str, *, since: float, now: float, exclude: str = "") -> Usage:
     """`of` is "key" or "account". Since the start of a day or month, the jobs' charges come
     from their running totals (relay.store.charges); since any other time, from the jobs."""
-    return _usages(conn, of, name, (since,), now=now, exclude=exclude)[since]
+    return _usages(conn, of, name, (since,), now=now, exclude=exclude)[1][since]
 
 
-def _usages(conn: Connection, of: str, name: str, starts: Sequence[float], *, now: float, exclude: str = "") -> dict[float, Usage]:
-    """`_usage` since each of `starts`: the creates in flight are read once for all of them."""
+def _usages(
+    conn: Connection, of: str, name: str, starts: Sequence[float], *, now: float, exclude: str = ""
+) -> tuple[Usage, dict[float, Usage]]:
+    """The creates in flight alone, and `_usage` since each of `starts`: the creates in flight
+    are read once for all of them."""
     jobs_sql, flying_sql = _USAGE_STATEMENTS[of]
     flying = conn.execute(flying_sql, (name, now, exclude, time.time())).fetchone()
+    in_flight = Usage(in_flight=int(flying["n"]), video_seconds=float(flying["seconds"]), usd=float(flying["usd"]))
     usages = {}
     for since in starts:
         charged = charged_in_period(conn, of, name, since, now)
@@ -56,11 +60,11 @@ def _usages(conn: Connection, of: str, name: str, starts: Sequence[float], *, no
             jobs = conn.execute(jobs_sql, (name, since)).fetchone()
             charged = float(jobs["seconds"]), float(jobs["usd"])
         usages[since] = Usage(
-            in_flight=int(flying["n"]),
-            video_seconds=charged[0] + float(flying["seconds"]),
-            usd=charged[1] + float(flying["usd"]),
+            in_flight=in_flight.in_flight,
+            video_seconds=charged[0] + in_flight.video_seconds,
+            usd=charged[1] + in_flight.usd,
         )
-    return usages
+    return in_flight, usages
 
 
 class Reservations(Aggregate):
@@ -106,10 +110,10 @@ class Reservations(Aggregate):
         Because this runs in one write transaction, concurrent creates racing for the last of
         a budget are admitted one at a time and cannot overspend it.
         """
+        # Expired rows and those of processes that are gone do not count here; renew_holder deletes them.
         with self.transaction() as conn:
-            conn.execute(f"DELETE FROM reservations WHERE expires_at <= ? OR NOT {_HELD_BY_LIVE_OWNER}", (now, time.time()))
-            usages = _usages(conn, "key", key_name, (now, *periods), now=now)
-            refused = refuse(usages[now], {start: usages[start] for start in periods})
+            flying, by_period = _usages(conn, "key", key_name, periods, now=now)
+            refused = refuse(flying, by_period)
             if refused is None:
                 conn.execute(
                     "INSERT INTO reservations (id, key_name, account, video_seconds, usd, created_at, expires_at, owner)"
@@ -187,6 +191,8 @@ class Reservations(Aggregate):
             others = conn.execute("SELECT * FROM holders WHERE id != ?", (holder.owner,)).fetchall()
             gone = [row["id"] for row in others if row["expires_at"] <= now or exited(dict(row))]
             conn.executemany("DELETE FROM holders WHERE id = ?", [(owner,) for owner in gone])
+            # Expired rows no longer count anywhere; clearing them here keeps them off the create's path.
+            conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
             return conn.execute("DELETE FROM reservations WHERE owner IS NOT NULL AND owner NOT IN (SELECT id FROM holders)").rowcount
 
     def release_holder(self, owner: str) -> None:
