@@ -51,7 +51,7 @@ class Backend(Protocol):
 
     def reading(self) -> AbstractContextManager[Connection]: ...
 
-    def transaction(self) -> AbstractContextManager[Connection]: ...
+    def transaction(self, *, durable: bool = True) -> AbstractContextManager[Connection]: ...
 
     def checkpoint_manually(self) -> None: ...
 
@@ -72,5 +72,9 @@ class Aggregate:
     def reading(self) -> AbstractContextManager[Connection]:
         return self._db.reading()
 
-    def transaction(self) -> AbstractContextManager[Connection]:
-        return self._db.transaction()
+    def transaction(self, *, durable: bool = True) -> AbstractContextManager[Connection]:
+        """A write transaction. `durable=False` for writes whose loss in a database crash harms
+        nothing (what they guard dies with the processes that wrote them, or they are kept
+        conservatively): PostgreSQL then answers the commit without waiting for its WAL flush.
+        Other transactions see it at once either way, and any later durable commit flushes it too."""
+        return self._db.transaction(durable=durable)

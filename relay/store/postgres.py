@@ -272,7 +272,7 @@ class PostgresBackend:
             yield _Statements(conn, self)
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[Connection]:
         """One write transaction, every replica's writers taking turns on the advisory lock."""
         if self.read_only:
             raise StoreUnavailable("it was opened read-only")
@@ -280,7 +280,11 @@ class PostgresBackend:
             try:
                 with conn.transaction():
                     statements = _Statements(conn, self)
-                    statements.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+                    if durable:
+                        statements.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+                    else:
+                        # One round trip for both; the setting ends with the transaction.
+                        statements.execute("SELECT pg_advisory_xact_lock(?), set_config('synchronous_commit', 'off', true)", (WRITE_LOCK,))
                     yield statements
             except psycopg.Error as error:
                 # BEGIN, COMMIT or ROLLBACK failed (statements translate their own errors).

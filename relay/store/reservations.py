@@ -21,6 +21,12 @@ R = TypeVar("R")
 # from versions without owners keep only their own expiry. Takes the current time.time().
 _HELD_BY_LIVE_OWNER = "(owner IS NULL OR owner IN (SELECT id FROM holders WHERE expires_at > ?))"
 
+# Slot claims, reservations and their releases commit without waiting for PostgreSQL's WAL flush
+# (transaction(durable=False)), sparing a create one flush. What a crash of the database server
+# can lose: those of the last moments (wal_writer_delay, 200 ms by default). A lost reservation
+# stops counting while its create is in flight (the job's own record is durable), a lost slot
+# claim lets a few requests past a per-minute limit, a lost release leaves a row that expires.
+
 # What a key or an account has used: (its charged jobs since a time, its creates in flight).
 # Charges 'reserved' and 'settled' count against budgets; 'released' ones do not.
 _USAGE_STATEMENTS = {
@@ -71,7 +77,7 @@ class Reservations(Aggregate):
     def take_request_slots(self, key_name: str, *, now: float, limit: int, window: float, wanted: int = 1) -> tuple[int, float]:
         """Admit up to `wanted` requests into the key's sliding window: (how many were granted,
         0.0) or, when the window is full, (0, seconds until a slot frees)."""
-        with self.transaction() as conn:
+        with self.transaction(durable=False) as conn:
             conn.execute("DELETE FROM request_log WHERE key_name = ? AND ts <= ?", (key_name, now - window))
             row = conn.execute(
                 "SELECT coalesce(sum(slots), 0) AS n, min(ts) AS oldest FROM request_log WHERE key_name = ?", (key_name,)
@@ -111,7 +117,7 @@ class Reservations(Aggregate):
         a budget are admitted one at a time and cannot overspend it.
         """
         # Expired rows and those of processes that are gone do not count here; renew_holder deletes them.
-        with self.transaction() as conn:
+        with self.transaction(durable=False) as conn:
             flying, by_period = _usages(conn, "key", key_name, periods, now=now)
             refused = refuse(flying, by_period)
             if refused is None:
@@ -137,7 +143,7 @@ class Reservations(Aggregate):
         owner: str | None = None,
     ) -> bool:
         """Book a create's seconds on a capped account if they fit under its daily cap."""
-        with self.transaction() as conn:
+        with self.transaction(durable=False) as conn:
             used = _usage(conn, "account", account, since=day_start, now=now, exclude=reservation_id)
             if not fits_account_cap(cap, used.video_seconds, video_seconds):
                 return False
@@ -149,7 +155,7 @@ class Reservations(Aggregate):
             return True
 
     def release_reservation(self, reservation_id: str) -> None:
-        with self.transaction() as conn:
+        with self.transaction(durable=False) as conn:
             conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
 
     def live_reservations(self, now: float) -> list[dict[str, Any]]:

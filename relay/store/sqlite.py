@@ -269,11 +269,13 @@ class SQLiteBackend:
         return self._reading
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[Connection]:
         """One write transaction (`BEGIN IMMEDIATE`): the statements run in it commit together or not at all.
 
         It holds the database's one write lock from the start, so a check and the write that
         depends on it (reserve, claim_session ...) see no other writer in between. Not reentrant.
+        `durable` changes nothing here: in WAL mode with synchronous=NORMAL no commit waits for
+        an fsync (a power cut may undo the last ones, never corrupt the file).
         """
         # Writers take turns here rather than in SQLite: a connection that finds the database
         # locked sleeps in SQLite's busy handler for up to tens of milliseconds at a time.
