@@ -117,7 +117,8 @@ def _held_line(process: dict[str, Any]) -> str:
     else:
         liveness = "alive" if process["alive"] else "gone, not counted"
         who = f"{process['process']} ({process['hostname']} pid {process['pid']}, {liveness})"
-    return f"{who}: {process['creates']} create(s), {process['video_seconds']:g} s, ${process['usd']:.2f} since {process['since']}"
+    ahead = f", {process['blocks']} budget block(s)" if process["blocks"] else ""
+    return f"{who}: {process['creates']} create(s){ahead}, {process['video_seconds']:g} s, ${process['usd']:.2f} since {process['since']}"
 
 
 @click.group()

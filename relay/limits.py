@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .budget_blocks import BLOCK_MAX_JOBS, HEADROOM_SHARE, is_block
 from .errors import RelayError
 from .holders import short
 from .pricing import DEFAULT_MODEL, DEFAULT_SECONDS, DEFAULT_SIZE, PriceTable, is_size
@@ -218,12 +219,13 @@ def holdings_summary(holdings: list[dict[str, Any]]) -> dict[str, Any]:
                 "pid": row["pid"],
                 "alive": row["alive"],
                 "creates": 0,
+                "blocks": 0,
                 "video_seconds": 0.0,
                 "usd": 0.0,
                 "since": row["created_at"],
             },
         )
-        process["creates"] += 1
+        process["blocks" if is_block(row["id"]) else "creates"] += 1
         process["video_seconds"] = round(process["video_seconds"] + row["video_seconds"], 3)
         process["usd"] = round(process["usd"] + row["usd"], 6)
     return {
@@ -448,6 +450,30 @@ def refusal_for(limits: Limits, terms: JobTerms, now: float) -> Callable[[Usage,
         return None
 
     return refuse
+
+
+def block_size_for(limits: Limits, terms: JobTerms, now: float) -> Callable[[dict[float, Usage]], int]:
+    """How many creates like this one a budget block holds (relay.budget_blocks), from the
+    key's usage per period: this one, plus one for each 1/HEADROOM_SHARE of what the tightest
+    limit has left after it, up to BLOCK_MAX_JOBS."""
+    starts = {period: period_bounds(period, now)[0] for period in PERIODS}
+
+    def size(by_period: dict[float, Usage]) -> int:
+        jobs = BLOCK_MAX_JOBS
+        for period in PERIODS:
+            used = by_period[starts[period]]
+            seconds_limit = limits.video_seconds_per_day if period == "day" else limits.video_seconds_per_month
+            for limit, per_job, used_amount in (
+                (seconds_limit, terms.video_seconds, used.video_seconds),
+                (limits.budget(period), terms.usd or 0.0, used.usd),
+            ):
+                if limit is None or per_job <= 0:
+                    continue
+                left_after = max(0.0, limit - used_amount - per_job)
+                jobs = min(jobs, 1 + int(left_after / (per_job * HEADROOM_SHARE)))
+        return max(1, jobs)
+
+    return size
 
 
 def period_starts(now: float) -> list[float]:

@@ -10,6 +10,7 @@ import functools
 import logging
 from dataclasses import dataclass, field
 
+from .budget_blocks import BLOCK_TAKE_SECONDS, Block, BudgetBlocks, Share, left_over, new_block_id
 from .errors import RelayError, shown
 from .limits import (
     RATE_WINDOW_SECONDS,
@@ -17,6 +18,7 @@ from .limits import (
     Limits,
     QuotaExceeded,
     account_capped,
+    block_size_for,
     check_allowed,
     new_reservation_id,
     period_bounds,
@@ -31,6 +33,7 @@ from .providers import account_type, unsupported_message
 from .recorder import QuotaSeen
 from .records import AccountQuota, KeyRecord
 from .state import RelayState
+from .store.reservations import BlockLeftover
 from .upstream import Headers
 
 log = logging.getLogger("relay.quota")
@@ -79,18 +82,29 @@ class Booking:
     now: float
     id: str = field(default_factory=new_reservation_id)
     written: bool = False
+    # The create's part of a budget block, when the key's budget is booked in blocks.
+    share: Share | None = None
 
     @property
-    def expires_at(self) -> float:
+    def lifetime(self) -> float:
         # Long enough for every attempt failover may make. A dead worker's booking stops counting
         # much sooner, when its lease lapses (relay.holders); this bounds rows without an owner.
         settings = self.state.settings
         per_attempt = settings.connect_timeout_seconds + settings.read_timeout_seconds
-        return self.now + per_attempt * (settings.max_failover + 1) + 60.0
+        return per_attempt * (settings.max_failover + 1) + 60.0
+
+    @property
+    def expires_at(self) -> float:
+        return self.now + self.lifetime
 
     @property
     def reservation_id(self) -> str | None:
         return self.id if self.written else None
+
+    @property
+    def block_share(self) -> BlockLeftover | None:
+        """What recording the job takes from its block's row."""
+        return None if self.share is None else (self.share.block.id, self.share.video_seconds, self.share.usd)
 
     async def admit(self, upstream: Upstream) -> bool:
         """Whether new work may go to the account: it serves the work's model (every candidate,
@@ -132,13 +146,20 @@ class Booking:
             raise counted(self.state, self.key, account_capped(period_bounds("day", self.now)[1], self.now))
 
     def taken(self) -> None:
-        """The job was recorded and its charge took the reservation's place."""
+        """The job was recorded and its charge took the reservation's (or block share's) place."""
         self.written = False
+        if self.share is not None:
+            BudgetBlocks.recorded(self.share)
+            self.share = None
 
     async def release(self) -> None:
         if self.written:
             self.written = False
             await self.state.db(self.state.store.release_reservation, self.id)
+        if self.share is not None:
+            share, self.share = self.share, None
+            if not BudgetBlocks.give_back(share):
+                await self.state.db(self.state.store.shrink_blocks, [(share.block.id, share.video_seconds, share.usd)])
 
 
 async def require_served(state: RelayState, kind: str, models: tuple[str, ...]) -> None:
@@ -186,7 +207,9 @@ async def book(state: RelayState, key: KeyRecord, terms: JobTerms, now: float) -
     except QuotaExceeded as error:
         raise counted(state, key, error) from None
     booking = Booking(state, key, terms, now)
-    if limits.reserves:
+    if limits.reserves and limits.max_concurrent_creates is None:
+        booking.share = await _block_share(state, key, limits, booking)
+    elif limits.reserves:
         refused = await state.db(
             state.store.reserve,
             booking.id,
@@ -203,6 +226,42 @@ async def book(state: RelayState, key: KeyRecord, terms: JobTerms, now: float) -
             raise counted(state, key, refused)
         booking.written = True
     return booking
+
+
+async def _block_share(state: RelayState, key: KeyRecord, limits: Limits, booking: Booking) -> Share:
+    """This create's share of the key's budget block, claiming a new block when the one in
+    memory cannot admit it (relay.budget_blocks); raises the refusal when the limits do."""
+    blocks, terms, now = state.budget_blocks, booking.terms, booking.now
+    usd = terms.usd or 0.0
+    share = blocks.take(key.name, key.limits_json, terms.video_seconds, usd, now)
+    if share is not None:
+        return share
+    async with blocks.claiming(key.name):
+        # A create of this process that waited here may find the block another one just claimed.
+        share = blocks.take(key.name, key.limits_json, terms.video_seconds, usd, now)
+        if share is not None:
+            return share
+        retiring = blocks.retire(key.name)
+        block = Block(new_block_id(), key.name, key.limits_json, claimed_at=now, seconds_left=0.0, usd_left=0.0)
+        refused, jobs = await state.db(
+            state.store.claim_budget_block,
+            block.id,
+            key_name=key.name,
+            video_seconds=terms.video_seconds,
+            usd=usd,
+            now=now,
+            # A create admitted at the end of the block's window still gets a booking's lifetime.
+            expires_at=now + BLOCK_TAKE_SECONDS + booking.lifetime,
+            periods=period_starts(now),
+            refuse=refusal_for(limits, terms, now),
+            size=block_size_for(limits, terms, now),
+            owner=state.holder.owner,
+            retiring=None if retiring is None else (retiring.id, *left_over(retiring)),
+        )
+        if refused is not None:
+            raise counted(state, key, refused)
+        block.seconds_left, block.usd_left = terms.video_seconds * jobs, usd * jobs
+        return blocks.install(block, terms.video_seconds, usd)
 
 
 # -- the upstream's own quota ---------------------------------------------------------------------

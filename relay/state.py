@@ -16,6 +16,7 @@ import anyio
 import anyio.to_thread
 
 from . import holders, multiprocess
+from .budget_blocks import BudgetBlocks
 from .config import ConfigError, Settings
 from .crypto import SecretBox, generate_key, read_key_file, resolve_keys
 from .jobs.gauges import BackgroundWorkCollector
@@ -63,6 +64,8 @@ class RelayState:
     videos: VideoCache = field(default_factory=VideoCache)
     # Requests-per-minute slots this process claimed in blocks and has not spent yet.
     request_slots: RequestSlots = field(default_factory=RequestSlots)
+    # Shares of keys' budgets this process claimed ahead (relay.budget_blocks).
+    budget_blocks: BudgetBlocks = field(default_factory=BudgetBlocks)
     # Requests this worker is handling; shutdown waits for the ones uvicorn cancelled to note their ends.
     requests_running: int = 0
     # Set when webhook events were written, so this worker's deliveries look for them at once.
@@ -283,12 +286,21 @@ async def _keep_lease(state: RelayState) -> None:
                 log.exception("could not give up this process's lease; it lapses on its own")
 
 
+async def write_off_idle_blocks(state: RelayState) -> None:
+    """What this process's budget blocks hold that their time to admit creates left unused stops
+    counting against their keys' limits."""
+    leftovers = state.budget_blocks.retire_idle(state.clock())
+    if leftovers:
+        await state.db(state.store.shrink_blocks, leftovers)
+
+
 async def _keep_config(state: RelayState) -> None:
     refreshes = Retrying("refresh keys and accounts (keeping the last good view)")
     while True:
         await anyio.sleep(state.settings.refresh_interval_seconds)
         try:
             await anyio.to_thread.run_sync(state.reload)
+            await write_off_idle_blocks(state)
             if state.settings.scheduler == "most-remaining":
                 # What the other workers saw of the upstreams' quotas.
                 for quota in await anyio.to_thread.run_sync(state.store.account_quotas):

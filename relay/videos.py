@@ -209,6 +209,7 @@ async def record_job(
             watch_next_at=now + next_poll_delay(state.settings, created_at=now, now=now, hint_seconds=None),
         ),
         reservation_id=booking.reservation_id,
+        block_share=booking.block_share,
     )
     booking.taken()
     if (holder.account, holder.key_name) != (account, key.name):

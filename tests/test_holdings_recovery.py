@@ -168,7 +168,7 @@ def test_keys_limits_shows_what_is_held_since_when_and_by_which_process(cli: Any
     by = {process["process"]: process for process in shown["held_by"]}
     assert by[live.owner[:8]] == {
         "process": live.owner[:8], "hostname": live.hostname, "pid": os.getpid(), "alive": True,
-        "creates": 1, "video_seconds": 4, "usd": 0.4, "since": shown["held_since"],
+        "creates": 1, "blocks": 0, "video_seconds": 4, "usd": 0.4, "since": shown["held_since"],
     }
     assert by[gone.owner[:8]]["alive"] is False and by[gone.owner[:8]]["creates"] == 1
 

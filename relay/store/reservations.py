@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..budget_blocks import DUST
 from ..limits import fits_account_cap
 from ..records import Usage
 from .backend import Aggregate, Connection
@@ -27,13 +28,17 @@ _HELD_BY_LIVE_OWNER = "(owner IS NULL OR owner IN (SELECT id FROM holders WHERE 
 # stops counting while its create is in flight (the job's own record is durable), a lost slot
 # claim lets a few requests past a per-minute limit, a lost release leaves a row that expires.
 
+# Rows of one create each: a budget block (relay.budget_blocks) is several creates' worth held
+# ahead, counted in what a key holds but not as a create in flight.
+_CREATES_IN_FLIGHT = "coalesce(sum(CASE WHEN substr(id, 1, 4) = 'blk_' THEN 0 ELSE 1 END), 0)"
+
 # What a key or an account has used: (its charged jobs since a time, its creates in flight).
 # Charges 'reserved' and 'settled' count against budgets; 'released' ones do not.
 _USAGE_STATEMENTS = {
     "key": (
         "SELECT coalesce(sum(billable_seconds), 0) AS seconds, coalesce(sum(usd), 0) AS usd FROM videos"
         " WHERE key_name = ? AND charged_at >= ? AND charge_state IN ('reserved', 'settled')",
-        "SELECT count(*) AS n, coalesce(sum(video_seconds), 0) AS seconds, coalesce(sum(usd), 0) AS usd"
+        f"SELECT {_CREATES_IN_FLIGHT} AS n, coalesce(sum(video_seconds), 0) AS seconds, coalesce(sum(usd), 0) AS usd"
         f" FROM reservations WHERE key_name = ? AND expires_at > ? AND id != ? AND {_HELD_BY_LIVE_OWNER}",
     ),
     "account": (
@@ -71,6 +76,16 @@ def _usages(
             usd=charged[1] + in_flight.usd,
         )
     return in_flight, usages
+
+
+# A block's id, and video seconds and USD its row gives up.
+BlockLeftover = tuple[str, float, float]
+
+
+def shrink_block(conn: Connection, block_id: str, video_seconds: float, usd: float) -> None:
+    """Take from a block's row (to a job's charge, or written off); gone once nothing is left."""
+    conn.execute("UPDATE reservations SET video_seconds = video_seconds - ?, usd = usd - ? WHERE id = ?", (video_seconds, usd, block_id))
+    conn.execute("DELETE FROM reservations WHERE id = ? AND video_seconds <= ? AND usd <= ?", (block_id, DUST, DUST))
 
 
 class Reservations(Aggregate):
@@ -127,6 +142,45 @@ class Reservations(Aggregate):
                     (reservation_id, key_name, video_seconds, usd, now, expires_at, owner),
                 )
             return refused
+
+    def claim_budget_block(
+        self,
+        block_id: str,
+        *,
+        key_name: str,
+        video_seconds: float,
+        usd: float,
+        now: float,
+        expires_at: float,
+        periods: Sequence[float],
+        refuse: Callable[[Usage, dict[float, Usage]], R | None],
+        size: Callable[[dict[float, Usage]], int],
+        owner: str | None,
+        retiring: BlockLeftover | None = None,
+    ) -> tuple[R | None, int]:
+        """`reserve` for a block (relay.budget_blocks): when `refuse` admits this create, write
+        `size` creates' worth as one row and return (None, that number); else (the refusal, 0).
+        `retiring` (the key's previous block and what it has left) is written off first."""
+        with self.transaction(durable=False) as conn:
+            if retiring is not None:
+                shrink_block(conn, *retiring)
+            flying, by_period = _usages(conn, "key", key_name, periods, now=now)
+            refused = refuse(flying, by_period)
+            if refused is not None:
+                return refused, 0
+            jobs = size(by_period)
+            conn.execute(
+                "INSERT INTO reservations (id, key_name, account, video_seconds, usd, created_at, expires_at, owner)"
+                " VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
+                (block_id, key_name, video_seconds * jobs, usd * jobs, now, expires_at, owner),
+            )
+            return None, jobs
+
+    def shrink_blocks(self, leftovers: Sequence[BlockLeftover]) -> None:
+        """Write off what blocks hold that no create will take (retired, or a share given back)."""
+        with self.transaction(durable=False) as conn:
+            for leftover in leftovers:
+                shrink_block(conn, *leftover)
 
     def claim_account_capacity(
         self,

@@ -8,6 +8,7 @@ from ..records import TERMINAL_STATUSES, Video
 from .backend import Aggregate, Connection
 from .charges import COUNTED_STATES, add_charge, charge_of, note_charge_change
 from .meta import bump_deletions
+from .reservations import BlockLeftover, shrink_block
 from .webhooks import enqueue_video_event
 
 # Pages of a key's live videos (list_videos), oldest or newest first; (created_at, id) is the cursor.
@@ -22,14 +23,17 @@ _NEXT_PAGE_DESC = (
 
 
 class Videos(Aggregate):
-    def insert_video(self, video: Video, *, reservation_id: str | None = None) -> Video:
-        """Record who owns a new job, its charge taking over from the create's reservation.
+    def insert_video(self, video: Video, *, reservation_id: str | None = None, block_share: BlockLeftover | None = None) -> Video:
+        """Record who owns a new job, its charge taking over from the create's reservation (or
+        its share of a budget block).
 
         A replayed id keeps its first owner: the record returned is the one that holds the id.
         """
         with self.transaction() as conn:
             if reservation_id is not None:
                 conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+            if block_share is not None:
+                shrink_block(conn, *block_share)
             inserted = conn.execute(
                 "INSERT INTO videos (id, account, key_name, kind, source_video_id, model, seconds, billable_seconds,"
                 " size, status, progress, created_at, recorded_at, updated_at, resource, usd, charge_state, charged_at,"
