@@ -59,6 +59,8 @@ class Settings:
     # gives no hint, how long before it is given up, and each account's share of this process's polls.
     # RELAY_JOB_WATCHER=0: this process leaves watching to others (replicas that run it share the jobs).
     job_watcher: bool = True
+    # RELAY_GC_FREEZE=0: the cycle collector keeps scanning what the process built to start.
+    gc_freeze: bool = True
     job_poll_seconds: float = 10.0
     job_max_age_seconds: float = 24 * 3600.0
     watcher_polls_per_minute: int = 60
@@ -187,6 +189,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         scheduler=_choice(env, "RELAY_SCHEDULER", ("lru", "most-remaining"), "lru"),
         image_url_hosts=_host_names(env, "RELAY_IMAGE_URL_HOSTS"),
         job_watcher=_choice(env, "RELAY_JOB_WATCHER", ("1", "0", "true", "false"), "1") in ("1", "true"),
+        gc_freeze=_choice(env, "RELAY_GC_FREEZE", ("1", "0", "true", "false"), "1") in ("1", "true"),
         job_poll_seconds=_number(env, "RELAY_JOB_POLL_SECONDS", 10.0, minimum=0.05),
         job_max_age_seconds=_number(env, "RELAY_JOB_MAX_AGE_SECONDS", 24 * 3600.0, minimum=1.0),
         watcher_polls_per_minute=int(_number(env, "RELAY_WATCHER_POLLS_PER_MINUTE", 60, minimum=1)),

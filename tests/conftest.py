@@ -143,6 +143,8 @@ def relay_settings(tmp_path: Path, **overrides: Any) -> Settings:
         # In-process relays move their clock by hand: the watcher's polls would land in the
         # middle of what a test counts. Its own tests turn it on.
         "job_watcher": False,
+        # Freezing the heap is for a process that runs one relay: a test process starts hundreds.
+        "gc_freeze": False,
     }
     values.update(overrides)
     values["database"] = parse_location(values["database"])
