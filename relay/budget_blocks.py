@@ -110,13 +110,10 @@ class BudgetBlocks:
         block.retired = True
         return block
 
-    def install(self, block: Block, video_seconds: float, usd: float) -> Share:
-        """A block just claimed becomes the key's active one; its first share is the claiming create's."""
+    def install(self, block: Block, *, seconds_left: float, usd_left: float) -> None:
+        """A block just claimed, holding this much, becomes the key's active one."""
+        block.seconds_left, block.usd_left = seconds_left, usd_left
         self._active[block.key_name] = block
-        block.seconds_left -= video_seconds
-        block.usd_left -= usd
-        block.outstanding += 1
-        return Share(block, video_seconds, usd)
 
     def retire_idle(self, now: float) -> list[tuple[str, float, float]]:
         """Retire the blocks whose time (or day) to admit is over; what their rows must write

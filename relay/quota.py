@@ -243,25 +243,40 @@ async def _block_share(state: RelayState, key: KeyRecord, limits: Limits, bookin
             return share
         retiring = blocks.retire(key.name)
         block = Block(new_block_id(), key.name, key.limits_json, claimed_at=now, seconds_left=0.0, usd_left=0.0)
-        refused, jobs = await state.db(
-            state.store.claim_budget_block,
-            block.id,
-            key_name=key.name,
-            video_seconds=terms.video_seconds,
-            usd=usd,
-            now=now,
-            # A create admitted at the end of the block's window still gets a booking's lifetime.
-            expires_at=now + BLOCK_TAKE_SECONDS + booking.lifetime,
-            periods=period_starts(now),
-            refuse=refusal_for(limits, terms, now),
-            size=block_size_for(limits, terms, now),
-            owner=state.holder.owner,
-            retiring=None if retiring is None else (retiring.id, *left_over(retiring)),
-        )
+        claimed: list[tuple[QuotaExceeded | None, int]] = []
+
+        def claim() -> None:
+            claimed.append(
+                state.store.claim_budget_block(
+                    block.id,
+                    key_name=key.name,
+                    video_seconds=terms.video_seconds,
+                    usd=usd,
+                    now=now,
+                    # A create admitted at the end of the block's window still gets a booking's lifetime.
+                    expires_at=now + BLOCK_TAKE_SECONDS + booking.lifetime,
+                    periods=period_starts(now),
+                    refuse=refusal_for(limits, terms, now),
+                    size=block_size_for(limits, terms, now),
+                    owner=state.holder.owner,
+                    retiring=None if retiring is None else (retiring.id, *left_over(retiring)),
+                )
+            )
+
+        try:
+            await state.db(claim)
+        finally:
+            # Written, even if this create was cancelled meanwhile: the block is this process's
+            # to use or write off, rather than held unused until its row expires.
+            if claimed and claimed[0][0] is None:
+                jobs = claimed[0][1]
+                blocks.install(block, seconds_left=terms.video_seconds * jobs, usd_left=usd * jobs)
+        refused = claimed[0][0]
         if refused is not None:
             raise counted(state, key, refused)
-        block.seconds_left, block.usd_left = terms.video_seconds * jobs, usd * jobs
-        return blocks.install(block, terms.video_seconds, usd)
+        share = blocks.take(key.name, key.limits_json, terms.video_seconds, usd, now)
+        assert share is not None, "a block just claimed holds at least the create that claimed it"
+        return share
 
 
 # -- the upstream's own quota ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ database, however many processes race for it."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import anyio
@@ -14,9 +15,10 @@ from hypothesis import given, strategies as st
 from test_quotas import NOON, Clock, limited_key, post
 from test_relay import assert_envelope
 
-from relay.budget_blocks import BLOCK_MAX_JOBS, BLOCK_TAKE_SECONDS, Block, BudgetBlocks
+from relay.budget_blocks import BLOCK_MAX_JOBS, BLOCK_TAKE_SECONDS, Block, BudgetBlocks, Share
 from relay.keys import set_limits
 from relay.limits import JobTerms, Limits, block_size_for, period_bounds
+from relay.quota import Booking, _block_share
 from relay.records import Usage
 from relay.state import write_off_idle_blocks
 
@@ -96,45 +98,50 @@ def test_what_a_block_holds_beyond_its_create_is_at_most_a_sixteenth_of_what_is_
 # -- one process's blocks in memory ------------------------------------------------------------
 
 
-def block(claimed_at: float = NOON, jobs: int = 4, limits_json: str | None = '{"usd_per_month": 100}') -> Block:
-    return Block("blk_1", "alice", limits_json, claimed_at=claimed_at, seconds_left=4.0 * jobs, usd_left=PRICE * jobs)
+def claimed(blocks: BudgetBlocks, claimed_at: float = NOON, jobs: int = 4) -> Share:
+    """A block of `jobs` creates' worth, installed as a claim leaves it; the claiming create's share."""
+    blocks.install(Block("blk_1", "alice", LIMITS_JSON, claimed_at=claimed_at, seconds_left=0.0, usd_left=0.0), seconds_left=4.0 * jobs, usd_left=PRICE * jobs)
+    share = blocks.take("alice", LIMITS_JSON, 4, PRICE, claimed_at)
+    assert share is not None
+    return share
+
+
+LIMITS_JSON = '{"usd_per_month": 100}'
 
 
 def test_shares_are_taken_while_the_block_admits_and_given_back_in_memory() -> None:
     blocks = BudgetBlocks()
-    first = blocks.install(block(), 4, PRICE)
-    limits_json = first.block.limits_json
-    shares = [blocks.take("alice", limits_json, 4, PRICE, NOON + 1) for _ in range(4)]
+    first = claimed(blocks)
+    shares = [blocks.take("alice", LIMITS_JSON, 4, PRICE, NOON + 1) for _ in range(4)]
     assert all(share is not None for share in shares[:3]) and shares[3] is None  # 4 creates' worth in all
     assert first.block.outstanding == 4
     assert BudgetBlocks.give_back(shares[0])  # type: ignore[arg-type]
-    assert blocks.take("alice", limits_json, 4, PRICE, NOON + 2) is not None
-    assert blocks.take("alice", limits_json, 4, PRICE, NOON + 2) is None
+    assert blocks.take("alice", LIMITS_JSON, 4, PRICE, NOON + 2) is not None
+    assert blocks.take("alice", LIMITS_JSON, 4, PRICE, NOON + 2) is None
     BudgetBlocks.recorded(first)
     assert first.block.outstanding == 3
 
 
 def test_a_block_stops_admitting_after_its_window_on_a_new_day_and_under_new_limits() -> None:
     blocks = BudgetBlocks()
-    blocks.install(block(claimed_at=NOON), 4, PRICE)
-    limits_json = '{"usd_per_month": 100}'
+    claimed(blocks, claimed_at=NOON)
     assert blocks.take("alice", '{"usd_per_month": 50}', 4, PRICE, NOON + 1) is None
-    assert blocks.take("alice", limits_json, 4, PRICE, NOON + BLOCK_TAKE_SECONDS) is None
+    assert blocks.take("alice", LIMITS_JSON, 4, PRICE, NOON + BLOCK_TAKE_SECONDS) is None
     day_end = period_bounds("day", NOON)[1]
-    blocks.install(block(claimed_at=day_end - 1), 4, PRICE)
-    assert blocks.take("alice", limits_json, 4, PRICE, day_end) is None
-    assert blocks.take("alice", limits_json, 4, PRICE, day_end - 0.5) is not None
+    claimed(blocks, claimed_at=day_end - 1)
+    assert blocks.take("alice", LIMITS_JSON, 4, PRICE, day_end) is None
+    assert blocks.take("alice", LIMITS_JSON, 4, PRICE, day_end - 0.5) is not None
 
 
 def test_retiring_an_idle_block_writes_off_what_no_create_took() -> None:
     blocks = BudgetBlocks()
-    share = blocks.install(block(jobs=4), 4, PRICE)
+    share = claimed(blocks, jobs=4)
     assert blocks.retire_idle(NOON + 1) == []
     (leftover,) = blocks.retire_idle(NOON + BLOCK_TAKE_SECONDS)
     assert leftover == ("blk_1", pytest.approx(12.0), pytest.approx(3 * PRICE))
     # A share of a retired block goes back to its row, not to memory.
     assert not BudgetBlocks.give_back(share)
-    assert blocks.take("alice", share.block.limits_json, 4, PRICE, NOON + 1) is None
+    assert blocks.take("alice", LIMITS_JSON, 4, PRICE, NOON + 1) is None
 
 
 # -- through the relay, on both databases ----------------------------------------------------
@@ -237,3 +244,31 @@ def test_processes_racing_for_a_budget_never_overspend_it(make_relay: Any, sandb
         relay.state.clock = lambda: NOON + 10**9  # past every block's window, as the refresh would find it
         anyio.run(write_off_idle_blocks, relay.state)
     assert rows(relays[0]) == []
+
+
+def test_a_create_cancelled_while_its_block_is_claimed_leaves_the_block_to_the_process(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = limited_key(relay, usd_per_month=1000)
+    store, state = relay.state.store, relay.state
+    real = store.claim_budget_block
+
+    def slow_claim(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)  # the client hangs up meanwhile
+        return real(*args, **kwargs)
+
+    store.claim_budget_block = slow_claim  # type: ignore[method-assign]
+
+    async def cancelled_create() -> None:
+        booking = Booking(state, store.key_by_name("alice"), terms(), clock.now)
+        with anyio.move_on_after(0.05) as scope:
+            await _block_share(state, booking.key, Limits(usd_per_month=1000), booking)
+        assert scope.cancelled_caught
+
+    anyio.run(cancelled_create)
+    ((block_id, _, usd),) = rows(relay)
+    assert usd == pytest.approx(PRICE * BLOCK_MAX_JOBS)  # written whole, no create took from it
+    store.claim_budget_block = real  # type: ignore[method-assign]
+    claims = claims_counted(relay)
+    assert post(relay, key).status_code == 200
+    assert claims == []  # the next create took from it
+    assert [row[0] for row in rows(relay)] == [block_id]
