@@ -77,8 +77,9 @@ def start_offload_front(workdir: Path, relay_host_port: str, secret: str) -> Ser
     port = free_port()
     (root / "site.conf").write_text(offload_site(relay_host_port, f"127.0.0.1:{port}", secret))
     temp_paths = "".join(f"    {kind}_temp_path {root / 'tmp' / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    # As Debian's nginx.conf has it: a worker per core, so concurrent downloads use every core.
     (root / "nginx.conf").write_text(
-        f"daemon off;\nworker_processes 1;\npid {root / 'nginx.pid'};\nerror_log {root / 'error.log'} warn;\n"
+        f"daemon off;\nworker_processes auto;\npid {root / 'nginx.pid'};\nerror_log {root / 'error.log'} warn;\n"
         f"events {{ worker_connections 1024; }}\nhttp {{\n    access_log off;\n{temp_paths}    include {root / 'site.conf'};\n}}\n"
     )
     process = subprocess.Popen(
