@@ -87,6 +87,25 @@ def test_nginx_streams_the_download_the_relay_hands_it(offloading: tuple[RelayPr
     assert "route=videos.content status=200 key=alice account=main" in relay.log()
 
 
+def test_nginx_obeys_no_offload_header_the_upstream_sends(offloading: tuple[RelayProcess, str, str, str], sandbox: Sandbox) -> None:
+    relay, front, key, _ = offloading
+    client, video_id = made_video(front, key)
+    expected = client.videos.download_content(video_id).content
+    # An upstream (or something between) answering the download with nginx's own control
+    # headers: obeyed, they would redirect nginx to fetch a URL of the upstream's choosing.
+    sandbox.fault(
+        path_contains="/content",
+        times=5,
+        headers={
+            "X-Accel-Redirect": "/_relay_offload",
+            "X-Relay-Upstream-URL": f"{sandbox.url}/_sandbox/requests",
+            "X-Accel-Buffering": "yes",
+        },
+    )
+    offloaded = client.videos.download_content(video_id)
+    assert offloaded.content == expected  # not what the named URL would have answered
+
+
 def test_the_relay_hands_nginx_the_upstream_request_only_with_the_secret(offloading: tuple[RelayProcess, str, str, str]) -> None:
     relay, front, key, secret = offloading
     _, video_id = made_video(front, key)
