@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any
 
 from conftest import Relay, Sandbox, run_sql
-from test_lifecycle import V
+from test_lifecycle import V, wait_completed
 from test_relay import assert_envelope, auth
 
 from relay.records import Video
@@ -55,6 +55,8 @@ def test_a_video_made_on_one_worker_is_found_on_another_and_deleted_on_one_is_go
     created = first.client.post(V, json={"prompt": "a cat", "seconds": "4", "size": "720x1280"}, headers=auth(key))
     assert created.status_code == 200
     video_id = created.json()["id"]
+    # Finished first: a retrieve that brings news forgets what it read (the job moved on).
+    wait_completed(first, key, video_id)
     # Never seen by the second worker before: read from the database, then remembered.
     assert second.client.get(f"{V}/{video_id}", headers=auth(key)).status_code == 200
     assert second.state.videos.get(video_id) is not None
