@@ -58,10 +58,23 @@ async def check_request_rate(state: RelayState, key: KeyRecord, now: float) -> N
     limit = limits_of(key).requests_per_minute
     if limit is None:
         return
-    if state.request_slots.take(key.name, now):
+    slots = state.request_slots
+    if slots.take(key.name, now):
         return
+    wanted = slots_per_claim(limit)
+    if wanted == 1:
+        await _claim_request_slots(state, key, limit, wanted, now)
+        return
+    async with slots.claiming(key.name):
+        # The block another request of this process claimed while this one waited.
+        now = state.clock()
+        if not slots.take(key.name, now):
+            await _claim_request_slots(state, key, limit, wanted, now)
+
+
+async def _claim_request_slots(state: RelayState, key: KeyRecord, limit: int, wanted: int, now: float) -> None:
     granted, wait = await state.db(
-        state.store.take_request_slots, key.name, now=now, limit=limit, window=RATE_WINDOW_SECONDS, wanted=slots_per_claim(limit)
+        state.store.take_request_slots, key.name, now=now, limit=limit, window=RATE_WINDOW_SECONDS, wanted=wanted
     )
     if not granted:
         raise counted(state, key, rate_refusal(limit, wait))

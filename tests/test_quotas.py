@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from typing import Any
 
@@ -84,6 +85,26 @@ def test_a_high_requests_per_minute_limit_is_claimed_in_blocks_and_still_holds(r
     assert relay.client.get(V, headers=auth(key)).status_code == 200
     assert_envelope(relay.client.get(V, headers=auth(key)), 429, "relay_rate_limited")
     assert quota_hits(relay, "alice", "requests_per_minute") == 1
+
+
+def test_requests_in_flight_when_a_block_runs_out_wait_for_one_claim(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+    relay.add_account("a", sandbox.base_api())
+    key = limited_key(relay, requests_per_minute=6000)  # blocks of 10 slots
+    statuses: list[int] = []
+
+    def client() -> None:
+        for _ in range(5):
+            statuses.append(relay.client.get(V, headers=auth(key)).status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 40
+    # Forty requests, four blocks of ten: no request claimed a block of its own while another's
+    # claim was on its way.
+    assert [tuple(row) for row in run_sql(relay.state.store, "SELECT slots FROM request_log WHERE key_name = 'alice'")] == [(10,)] * 4
 
 
 def test_video_seconds_per_day_resets_at_midnight_utc(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
