@@ -36,45 +36,38 @@ class Outcomes(Aggregate):
         session_touches: dict[str, tuple[float, float]],
         quotas: Sequence[AccountQuota] = (),
     ) -> None:
-        """Everything the recorder collected, in one transaction."""
+        """Everything the recorder collected, in one transaction.
+
+        The rows are built before the transaction: under load this thread waits for the GIL
+        between statements, and every writer waits for the write lock as long as it holds it.
+        """
+        quota_rows = [(q.account, q.observed_at, q.limit_requests, q.remaining_requests, q.resets_at) for q in quotas]
+        outcome_rows = [
+            (o.ts, o.request_id, o.key_name, o.account, o.account_type, o.route, o.upstream_status, o.error_class, o.latency_ms,
+             o.job_status)
+            for o in outcomes
+        ]
+        key_rows = [(ts, key_id) for key_id, ts in key_last_used.items()]
+        account_rows = [(ts, name) for name, ts in account_last_used.items()]
+        session_rows = [(used, expires, session_hash) for session_hash, (used, expires) in session_touches.items()]
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT INTO account_quota (account, observed_at, limit_requests, remaining_requests, resets_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account) DO UPDATE SET observed_at = excluded.observed_at,"
                 " limit_requests = excluded.limit_requests, remaining_requests = excluded.remaining_requests,"
                 " resets_at = excluded.resets_at WHERE excluded.observed_at >= account_quota.observed_at",
-                [(q.account, q.observed_at, q.limit_requests, q.remaining_requests, q.resets_at) for q in quotas],
+                quota_rows,
             )
             conn.executemany(
                 "INSERT INTO outcomes (ts, request_id, key_name, account, account_type, route, upstream_status,"
                 " error_class, latency_ms, job_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        o.ts,
-                        o.request_id,
-                        o.key_name,
-                        o.account,
-                        o.account_type,
-                        o.route,
-                        o.upstream_status,
-                        o.error_class,
-                        o.latency_ms,
-                        o.job_status,
-                    )
-                    for o in outcomes
-                ],
+                outcome_rows,
             )
-            conn.executemany(
-                "UPDATE keys SET last_used_at = greatest(last_used_at, ?) WHERE id = ?",
-                [(ts, key_id) for key_id, ts in key_last_used.items()],
-            )
-            conn.executemany(
-                "UPDATE accounts SET last_used_at = greatest(last_used_at, ?) WHERE name = ?",
-                [(ts, name) for name, ts in account_last_used.items()],
-            )
+            conn.executemany("UPDATE keys SET last_used_at = greatest(last_used_at, ?) WHERE id = ?", key_rows)
+            conn.executemany("UPDATE accounts SET last_used_at = greatest(last_used_at, ?) WHERE name = ?", account_rows)
             conn.executemany(
                 "UPDATE sessions SET last_used_at = greatest(last_used_at, ?), expires_at = greatest(expires_at, ?) WHERE session_hash = ?",
-                [(used, expires, session_hash) for session_hash, (used, expires) in session_touches.items()],
+                session_rows,
             )
 
     def list_outcomes(
