@@ -12,8 +12,8 @@ The block is sized so that little is held ahead near a limit: at most BLOCK_MAX_
 worth, and at most 1/HEADROOM_SHARE of what the tightest limit has left; under HEADROOM_SHARE
 creates' worth left, a block is this one create alone, exactly as a single reservation. It
 admits creates for BLOCK_TAKE_SECONDS, on the UTC day it was claimed and under the limits it was
-claimed for; then what is left of it is written off (`retire_idle_blocks`, within a refresh
-interval), so an idle process holds nothing ahead for long. A process that dies stops holding
+claimed for; then what is left of it is written off (`BudgetBlocks.retire_idle`, by the relay's
+refresh loop), so an idle process holds nothing ahead for long. A process that dies stops holding
 its blocks with its lease, like its reservations (relay.holders).
 
 Keys with a concurrency limit keep one reservation per create: that limit counts them.
@@ -121,8 +121,9 @@ class BudgetBlocks:
         idle = [key_name for key_name, block in self._active.items() if not block.admits(block.limits_json, now)]
         leftovers = []
         for key_name in idle:
-            block = self._active.pop(key_name)
-            block.retired = True
+            block = self.retire(key_name)
+            if block is None:
+                continue
             seconds, usd = left_over(block)
             if seconds > DUST or usd > DUST:
                 leftovers.append((block.id, seconds, usd))
