@@ -22,11 +22,13 @@ R = TypeVar("R")
 # from versions without owners keep only their own expiry. Takes the current time.time().
 _HELD_BY_LIVE_OWNER = "(owner IS NULL OR owner IN (SELECT id FROM holders WHERE expires_at > ?))"
 
-# Slot claims, reservations and their releases commit without waiting for PostgreSQL's WAL flush
-# (transaction(durable=False)), sparing a create one flush. What a crash of the database server
-# can lose: those of the last moments (wal_writer_delay, 200 ms by default). A lost reservation
-# stops counting while its create is in flight (the job's own record is durable), a lost slot
-# claim lets a few requests past a per-minute limit, a lost release leaves a row that expires.
+# Slot claims, reservations, budget blocks and their releases commit without waiting for
+# PostgreSQL's WAL flush (transaction(durable=False)), sparing a create one flush. What a crash
+# of the database server can lose: those of the last moments (wal_writer_delay, 200 ms by
+# default). A lost reservation stops counting while its create is in flight (the job's own record
+# is durable); a lost block, what its process admits from it in the rest of its 10 s (at most a
+# sixteenth of what the key had left); a lost slot claim lets a few requests past a per-minute
+# limit; a lost release or write-off leaves a row that expires.
 
 # Rows of one create each: a budget block (relay.budget_blocks) is several creates' worth held
 # ahead, counted in what a key holds but not as a create in flight.
