@@ -31,14 +31,13 @@ from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .content import content_etag, marked_content_length, padded_head, serve_bytes
-from .errors import ProviderError, exception_handlers
-from .gate import ProviderGate
+from .errors import ProviderError
+from .gate import provider_app
 from .provider import Provider, bearer_credential, short_id, storage_origin
 from .state import BytePlusStore, SandboxState, SeedanceTask, sandbox_state
 from .storage import xml_error
@@ -347,15 +346,14 @@ BYTEPLUS: Final = Provider("byteplus", bearer_credential, lambda: {"x-request-id
 
 def byteplus_app(state: SandboxState) -> Starlette:
     tasks = f"{API}/contents/generations/tasks"
-    app = Starlette(
-        routes=[
+    return provider_app(
+        state,
+        BYTEPLUS,
+        [
             Route(tasks, create_task, methods=["POST"]),
             Route(f"{tasks}/{{task_id}}", get_task, methods=["GET"]),
             Route(f"{tasks}/{{task_id}}", delete_task, methods=["DELETE"]),
             Route(f"{STORAGE}/{{object}}", serve_video, methods=["GET", "HEAD"]),
         ],
-        middleware=[Middleware(ProviderGate, state=state, provider=BYTEPLUS)],
-        exception_handlers=exception_handlers(route_error),
+        route_error,
     )
-    app.state.sandbox = state
-    return app

@@ -36,15 +36,14 @@ from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Scope
 
 from .content import content_etag, marked_content_length, padded_head, serve_bytes
-from .errors import ProviderError, exception_handlers
-from .gate import ProviderGate
+from .errors import ProviderError
+from .gate import provider_app
 from .provider import Provider, header, origin, storage_origin
 from .state import FalRequest, FalStore, SandboxState, sandbox_state
 from .storage import leaked_credential
@@ -254,25 +253,18 @@ CDN: Final = Provider("fal", lambda scope: fal_credential(scope) or leaked_crede
 
 
 def fal_app(state: SandboxState) -> Starlette:
-    app = Starlette(
-        routes=[
+    return provider_app(
+        state,
+        FAL,
+        [
             Route("/{app:path}/requests/{request_id}/status", status, methods=["GET"]),
             Route("/{app:path}/requests/{request_id}/cancel", cancel, methods=["PUT"]),
             Route("/{app:path}/requests/{request_id}", result, methods=["GET"]),
             Route("/{model_id:path}", submit, methods=["POST"]),
         ],
-        middleware=[Middleware(ProviderGate, state=state, provider=FAL)],
-        exception_handlers=exception_handlers(not_found),
+        not_found,
     )
-    app.state.sandbox = state
-    return app
 
 
 def cdn_app(state: SandboxState) -> Starlette:
-    app = Starlette(
-        routes=[Route("/files/{file_id}/output.mp4", serve_file, methods=["GET", "HEAD"])],
-        middleware=[Middleware(ProviderGate, state=state, provider=CDN)],
-        exception_handlers=exception_handlers(not_found),
-    )
-    app.state.sandbox = state
-    return app
+    return provider_app(state, CDN, [Route("/files/{file_id}/output.mp4", serve_file, methods=["GET", "HEAD"])], not_found)

@@ -20,13 +20,16 @@ import base64
 import contextlib
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .errors import RouteError, exception_handlers
 from .faults import FaultRule, Reply, canned_response, rule_reply, take_matching_rule
 from .provider import Provider
 from .state import SandboxState
@@ -156,6 +159,17 @@ async def apply_rule(rule: FaultRule, reply: Reply, app: ASGIApp, scope: Scope, 
         send = trickling(send, rule.chunk_bytes, rule.chunk_interval_seconds)
     responder = app if reply.status is None else canned_response(reply, reply.status)
     await responder(scope, receive, send)
+
+
+def provider_app(state: SandboxState, provider: Provider, routes: Sequence[BaseRoute], route_error: RouteError) -> Starlette:
+    """One emulated provider: its routes behind the fault gate, its own wording of a route error."""
+    app = Starlette(
+        routes=list(routes),
+        middleware=[Middleware(ProviderGate, state=state, provider=provider)],
+        exception_handlers=exception_handlers(route_error),
+    )
+    app.state.sandbox = state
+    return app
 
 
 class SandboxApp(Starlette):

@@ -26,15 +26,14 @@ from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Scope
 
 from .content import marked_content_length
-from .errors import ProviderError, exception_handlers
-from .gate import ProviderGate
+from .errors import ProviderError
+from .gate import provider_app
 from .provider import Provider, header, origin, query_value, short_id
 from .state import GeminiStore, GeneratedFile, Operation, SandboxState, sandbox_state
 from .storage import signed_path
@@ -370,14 +369,13 @@ GEMINI: Final = Provider("gemini", gemini_credential)
 
 
 def gemini_app(state: SandboxState) -> Starlette:
-    app = Starlette(
-        routes=[
+    return provider_app(
+        state,
+        GEMINI,
+        [
             Route("/models/{model}:predictLongRunning", predict_long_running, methods=["POST"]),
             Route("/models/{model}/operations/{operation_id}", get_operation, methods=["GET"]),
             Route("/files/{file_id}:download", download_file, methods=["GET"]),
         ],
-        middleware=[Middleware(ProviderGate, state=state, provider=GEMINI)],
-        exception_handlers=exception_handlers(html_not_found),
+        html_not_found,
     )
-    app.state.sandbox = state
-    return app

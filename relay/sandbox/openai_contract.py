@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .content import content_etag, marked_content_length, padded_head, serve_bytes
-from .errors import ApiError, RouteError, error_envelope, exception_handlers, openai_route_error
+from .errors import ApiError, RouteError, error_envelope, openai_route_error
 from .forms import (
     DEFAULT_MODEL,
     Fields,
@@ -34,7 +33,7 @@ from .forms import (
     read_fields,
     video_reference,
 )
-from .gate import ProviderGate
+from .gate import provider_app
 from .provider import Provider, bearer_credential, new_id
 from .state import VARIANT_ASSETS, Character, ContractStore, RateBucket, SandboxState, VideoJob, sandbox_state
 
@@ -80,12 +79,7 @@ OPENAI: Final = Provider("openai", bearer_credential, lambda: {"x-request-id": n
 
 
 def contract_app(state: SandboxState, mount: ContractMount) -> Starlette:
-    app = Starlette(
-        routes=contract_routes(),
-        middleware=[Middleware(ProviderGate, state=state, provider=mount.provider)],
-        exception_handlers=exception_handlers(mount.route_error),
-    )
-    app.state.sandbox = state
+    app = provider_app(state, mount.provider, contract_routes(), mount.route_error)
     app.state.mount = mount
     return app
 

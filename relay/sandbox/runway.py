@@ -44,14 +44,13 @@ from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .content import content_etag, marked_content_length, padded_head, serve_bytes
-from .errors import ProviderError, exception_handlers
-from .gate import ProviderGate
+from .errors import ProviderError
+from .gate import provider_app
 from .provider import Provider, bearer_credential, storage_origin
 from .state import SandboxState, sandbox_state
 
@@ -379,17 +378,17 @@ RUNWAY: Final = Provider("runway", bearer_credential, lambda: {"x-request-id": s
 
 
 def runway_app(state: SandboxState) -> Starlette:
-    app = Starlette(
-        routes=[
+    app = provider_app(
+        state,
+        RUNWAY,
+        [
             Route(f"{API}/text_to_video", create_task, methods=["POST"]),
             Route(f"{API}/image_to_video", create_task, methods=["POST"]),
             Route(API + "/tasks/{task_id}", get_task, methods=["GET"]),
             Route(API + "/tasks/{task_id}", delete_task, methods=["DELETE"]),
             Route(CDN + "/{task_id}.mp4", serve_video, methods=["GET"]),
         ],
-        middleware=[Middleware(ProviderGate, state=state, provider=RUNWAY)],
-        exception_handlers=exception_handlers(route_error),
+        route_error,
     )
-    app.state.sandbox = state
     app.state.runway = RunwayStore()
     return app

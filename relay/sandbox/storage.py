@@ -17,15 +17,13 @@ from xml.sax.saxutils import escape
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Scope
 
 from .content import content_etag, padded_head, serve_bytes
-from .errors import exception_handlers
-from .gate import ProviderGate
+from .gate import provider_app
 from .provider import Provider, bearer_token, header, query_value, short_id
 from .state import GeminiStore, SandboxState, sandbox_state
 
@@ -100,10 +98,4 @@ STORAGE: Final = Provider("gemini", leaked_credential, lambda: {"x-guploader-upl
 
 
 def storage_app(state: SandboxState) -> Starlette:
-    app = Starlette(
-        routes=[Route("/{file_id}", serve_object, methods=["GET"])],
-        middleware=[Middleware(ProviderGate, state=state, provider=STORAGE)],
-        exception_handlers=exception_handlers(route_error),
-    )
-    app.state.sandbox = state
-    return app
+    return provider_app(state, STORAGE, [Route("/{file_id}", serve_object, methods=["GET"])], route_error)
