@@ -133,6 +133,16 @@ class Relay:
         return self.client.get("/metrics").text
 
 
+class ManualClock:
+    """A clock the test moves by hand (`clock.now += 60`), given as a relay's or a sandbox's clock."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def relay_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database": tmp_path / "relay.db",

@@ -10,9 +10,9 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import Relay, Sandbox, run_sql
+from conftest import ManualClock, Relay, Sandbox, run_sql
 from hypothesis import given, strategies as st
-from test_quotas import NOON, Clock, limited_key, post
+from test_quotas import NOON, limited_key, post
 from test_relay import assert_envelope
 
 from relay.budget_blocks import BLOCK_MAX_JOBS, BLOCK_TAKE_SECONDS, Block, BudgetBlocks, Share
@@ -28,8 +28,8 @@ PRICE = 0.4
 
 
 @pytest.fixture
-def clock(relay: Relay) -> Clock:
-    clock = Clock()
+def clock(relay: Relay) -> ManualClock:
+    clock = ManualClock(NOON)
     relay.state.clock = clock
     return clock
 
@@ -147,7 +147,7 @@ def test_retiring_an_idle_block_writes_off_what_no_create_took() -> None:
 # -- through the relay, on both databases ----------------------------------------------------
 
 
-def test_far_from_the_budget_one_claim_books_many_creates(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_far_from_the_budget_one_claim_books_many_creates(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, usd_per_month=1000)
     claims = claims_counted(relay)
@@ -169,7 +169,7 @@ def test_far_from_the_budget_one_claim_books_many_creates(relay: Relay, sandbox:
     assert relay.state.store.key_usage("alice", since=period_bounds("month", clock.now)[0], now=clock.now).usd == pytest.approx(5 * PRICE)
 
 
-def test_near_the_budget_each_create_is_booked_alone_and_the_last_cent_is_usable(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_near_the_budget_each_create_is_booked_alone_and_the_last_cent_is_usable(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, usd_per_day=2.0)  # five creates, under sixteen: blocks of one
     claims = claims_counted(relay)
@@ -181,7 +181,7 @@ def test_near_the_budget_each_create_is_booked_alone_and_the_last_cent_is_usable
     assert charged(relay) == pytest.approx(2.0)
 
 
-def test_a_failed_create_gives_its_share_back_to_the_block(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_a_failed_create_gives_its_share_back_to_the_block(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, usd_per_month=1000)
     claims = claims_counted(relay)
@@ -195,7 +195,7 @@ def test_a_failed_create_gives_its_share_back_to_the_block(relay: Relay, sandbox
     assert charged(relay) == pytest.approx(2 * PRICE)
 
 
-def test_new_limits_end_the_block_and_write_off_its_rest(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_new_limits_end_the_block_and_write_off_its_rest(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, usd_per_month=1000)
     assert post(relay, key).status_code == 200
@@ -246,7 +246,7 @@ def test_processes_racing_for_a_budget_never_overspend_it(make_relay: Any, sandb
     assert rows(relays[0]) == []
 
 
-def test_a_create_cancelled_while_its_block_is_claimed_leaves_the_block_to_the_process(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_a_create_cancelled_while_its_block_is_claimed_leaves_the_block_to_the_process(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, usd_per_month=1000)
     store, state = relay.state.store, relay.state

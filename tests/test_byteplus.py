@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from conftest import ManualClock
 from hypothesis import given, settings, strategies as st
 from starlette.testclient import TestClient
 
@@ -382,21 +383,13 @@ def test_the_default_prices_name_seedance_models() -> None:
 # --------------------------------------------------------------------------- the emulator
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def sandbox(clock: FakeClock) -> TestClient:
+def sandbox(clock: ManualClock) -> TestClient:
     return TestClient(create_sandbox_app(complete_after_seconds=10, clock=clock))
 
 
@@ -411,7 +404,7 @@ def assert_ark_error(response: Any, status: int, code: str) -> dict[str, Any]:
     return error  # type: ignore[no-any-return]
 
 
-def test_a_task_is_queued_then_running_then_succeeded_with_a_video_that_needs_no_key(sandbox: TestClient, clock: FakeClock) -> None:
+def test_a_task_is_queued_then_running_then_succeeded_with_a_video_that_needs_no_key(sandbox: TestClient, clock: ManualClock) -> None:
     created = sandbox.post(TASKS, json=task_body(ratio="9:16", resolution="1080p", duration=6), headers=BEARER)
     assert created.status_code == 200 and set(created.json()) == {"id"}
     task_id = created.json()["id"]
@@ -476,14 +469,14 @@ def test_an_image_to_video_task_takes_a_data_url_or_an_image_url(sandbox: TestCl
 
 
 @pytest.mark.parametrize(("marker", "code"), [("[fail]", "InternalServiceError"), ("[filtered]", "OutputVideoSensitiveContentDetected")])
-def test_prompt_markers_end_the_task_failed(sandbox: TestClient, clock: FakeClock, marker: str, code: str) -> None:
+def test_prompt_markers_end_the_task_failed(sandbox: TestClient, clock: ManualClock, marker: str, code: str) -> None:
     task_id = sandbox.post(TASKS, json=task_body(prompt=f"A fox {marker}"), headers=BEARER).json()["id"]
     clock.now += 11
     failed = sandbox.get(f"{TASKS}/{task_id}", headers=BEARER).json()
     assert failed["status"] == "failed" and failed["error"]["code"] == code and "content" not in failed
 
 
-def test_delete_cancels_a_queued_task_refuses_a_running_one_and_deletes_a_finished_one(sandbox: TestClient, clock: FakeClock) -> None:
+def test_delete_cancels_a_queued_task_refuses_a_running_one_and_deletes_a_finished_one(sandbox: TestClient, clock: ManualClock) -> None:
     queued = sandbox.post(TASKS, json=task_body(), headers=BEARER).json()["id"]
     assert sandbox.delete(f"{TASKS}/{queued}", headers=BEARER).status_code == 200
     assert sandbox.get(f"{TASKS}/{queued}", headers=BEARER).json()["status"] == "cancelled"

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Relay, Sandbox, run_sql
+from conftest import ManualClock, Relay, Sandbox, run_sql
 from hypothesis import given, strategies as st
 from test_lifecycle import V, wait_completed
 from test_relay import assert_envelope, auth, metric_value, tokens_seen
@@ -23,17 +23,9 @@ NOON = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC).timestamp()
 BACKENDS = ("sqlite", "postgresql")
 
 
-class Clock:
-    def __init__(self, now: float = NOON) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(relay: Relay) -> Clock:
-    clock = Clock()
+def clock(relay: Relay) -> ManualClock:
+    clock = ManualClock(NOON)
     relay.state.clock = clock
     return clock
 
@@ -53,7 +45,7 @@ def quota_hits(relay: Relay, key: str, limit: str) -> float:
     return metric_value(relay, f'relay_quota_hits_total{{key="{key}",limit="{limit}"}}')
 
 
-def test_requests_per_minute_window_slides(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_requests_per_minute_window_slides(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, requests_per_minute=2)
     assert relay.client.get(V, headers=auth(key)).status_code == 200
@@ -70,7 +62,7 @@ def test_requests_per_minute_window_slides(relay: Relay, sandbox: Sandbox, clock
     assert len(sandbox.requests()) == 1  # nothing refused went upstream
 
 
-def test_a_high_requests_per_minute_limit_is_claimed_in_blocks_and_still_holds(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_a_high_requests_per_minute_limit_is_claimed_in_blocks_and_still_holds(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, requests_per_minute=1800)  # blocks of 3 slots
     for _ in range(4):
@@ -87,7 +79,7 @@ def test_a_high_requests_per_minute_limit_is_claimed_in_blocks_and_still_holds(r
     assert quota_hits(relay, "alice", "requests_per_minute") == 1
 
 
-def test_requests_in_flight_when_a_block_runs_out_wait_for_one_claim(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_requests_in_flight_when_a_block_runs_out_wait_for_one_claim(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, requests_per_minute=6000)  # blocks of 10 slots
     statuses: list[int] = []
@@ -107,7 +99,7 @@ def test_requests_in_flight_when_a_block_runs_out_wait_for_one_claim(relay: Rela
     assert [tuple(row) for row in run_sql(relay.state.store, "SELECT slots FROM request_log WHERE key_name = 'alice'")] == [(10,)] * 4
 
 
-def test_video_seconds_per_day_resets_at_midnight_utc(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_video_seconds_per_day_resets_at_midnight_utc(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, video_seconds_per_day=12)
     assert post(relay, key, seconds="8").status_code == 200
@@ -122,7 +114,7 @@ def test_video_seconds_per_day_resets_at_midnight_utc(relay: Relay, sandbox: San
     assert post(relay, key, seconds="12").status_code == 200
 
 
-def test_usd_budget_day_and_month(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_usd_budget_day_and_month(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     # sora-2 at 720x1280 is $0.10 a second: 8 s = $0.80, 4 s = $0.40.
     key = limited_key(relay, usd_per_day=1.2, usd_per_month=2.0)
@@ -143,7 +135,7 @@ def test_usd_budget_day_and_month(relay: Relay, sandbox: Sandbox, clock: Clock) 
     assert len(sandbox.requests()) == 3
 
 
-def test_failed_jobs_release_and_completed_jobs_settle_once(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_failed_jobs_release_and_completed_jobs_settle_once(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, usd_per_day=1.6)
     failing = post(relay, key, prompt="a cat [fail]", seconds="8").json()
@@ -160,7 +152,7 @@ def test_failed_jobs_release_and_completed_jobs_settle_once(relay: Relay, sandbo
     assert post(relay, key, seconds="8").status_code == 200  # the failed job's $0.80 is free again
 
 
-def test_upstream_refusal_releases_the_reservation(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_upstream_refusal_releases_the_reservation(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, usd_per_day=0.4, max_concurrent_creates=1)
     sandbox.fault(status=500, times=1)
@@ -169,7 +161,7 @@ def test_upstream_refusal_releases_the_reservation(relay: Relay, sandbox: Sandbo
     assert post(relay, key).status_code == 200  # neither the budget nor the concurrency slot was kept
 
 
-def test_concurrent_creates_limit(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_concurrent_creates_limit(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, max_concurrent_creates=1)
     # Another create of this key is on its way upstream (in another worker, say).
@@ -188,7 +180,7 @@ def test_concurrent_creates_limit(relay: Relay, sandbox: Sandbox, clock: Clock) 
     assert post(relay, key).status_code == 200
 
 
-def test_allowed_models_and_sizes(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_allowed_models_and_sizes(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, models=("sora-2",), sizes=("720x1280", "1280x720"))
     body = assert_envelope(post(relay, key, model="sora-2-pro"), 403, "relay_model_not_allowed")
@@ -201,7 +193,7 @@ def test_allowed_models_and_sizes(relay: Relay, sandbox: Sandbox, clock: Clock) 
     assert quota_hits(relay, "alice", "model") == 2 and quota_hits(relay, "alice", "size") == 1
 
 
-def test_budget_needs_a_price(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_budget_needs_a_price(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, usd_per_month=10)
     assert_envelope(post(relay, key, size="1792x1024"), 400, "relay_price_unknown")  # sora-2 has no price there
@@ -212,7 +204,7 @@ def test_budget_needs_a_price(relay: Relay, sandbox: Sandbox, clock: Clock) -> N
     assert video.usd == pytest.approx(0.8)
 
 
-def test_remix_is_priced_like_its_source(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_remix_is_priced_like_its_source(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, usd_per_day=6.0)
     source = post(relay, key, model="sora-2-pro", seconds="12", size="1792x1024").json()  # 12 s x $0.50 = $6
@@ -220,7 +212,7 @@ def test_remix_is_priced_like_its_source(relay: Relay, sandbox: Sandbox, clock: 
     assert_envelope(remix, 429, "relay_budget_exceeded")
 
 
-def test_a_remix_cannot_claim_to_be_cheaper_than_its_source(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_a_remix_cannot_claim_to_be_cheaper_than_its_source(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     # The relay cannot know whether an upstream honours a remix's own seconds, model or size, or
     # the source's: it books the dearer reading, and every model and size must be allowed.
     relay.add_account("a", sandbox.base_api())
@@ -234,7 +226,7 @@ def test_a_remix_cannot_claim_to_be_cheaper_than_its_source(relay: Relay, sandbo
     assert post(relay, key, seconds="0").status_code == 429  # a zero-length create books the default 4 s ($0.40)
 
 
-def test_unlimited_keys_touch_no_limit_tables(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_unlimited_keys_touch_no_limit_tables(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = relay.issue_key("bob")
     for _ in range(3):
@@ -246,7 +238,7 @@ def test_unlimited_keys_touch_no_limit_tables(relay: Relay, sandbox: Sandbox, cl
     assert (usage.video_seconds, usage.usd) == (24, pytest.approx(2.4))  # charges are recorded all the same
 
 
-def test_account_daily_cap(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_account_daily_cap(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api(), priority=1)
     relay.add_account("b", sandbox.base_api(), priority=2)
     relay.state.store.set_account_cap("a", 12)
@@ -266,7 +258,7 @@ def test_account_daily_cap(relay: Relay, sandbox: Sandbox, clock: Clock) -> None
     assert tokens_seen(sandbox)[-1] == "tok-a"  # a new UTC day: a is back
 
 
-def test_all_accounts_capped_is_503(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_all_accounts_capped_is_503(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     relay.state.store.set_account_cap("a", 4)
     relay.state.reload()
@@ -296,7 +288,7 @@ def test_upstream_quota_headers_reach_metrics_and_the_scheduler(make_relay: Any,
     assert quota["a"].resets_at is not None and quota["a"].resets_at == pytest.approx(time.time() + 60, abs=10)
 
 
-def test_video_seconds_per_month_resets_with_the_month(relay: Relay, sandbox: Sandbox, clock: Clock) -> None:
+def test_video_seconds_per_month_resets_with_the_month(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, video_seconds_per_month=16)
     clock.now = dt.datetime(2026, 12, 31, 23, 0, tzinfo=dt.UTC).timestamp()

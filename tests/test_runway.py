@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import TOKEN
+from conftest import TOKEN, ManualClock
 from hypothesis import given, settings, strategies as st
 from starlette.testclient import TestClient
 
@@ -509,24 +509,16 @@ def test_default_prices_cover_the_runway_models() -> None:
 # --------------------------------------------------------------------------- the emulator
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 KEY = {"Authorization": "Bearer key_one", "X-Runway-Version": "2024-11-06"}
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(0.0)
 
 
 @pytest.fixture
-def client(clock: Clock) -> TestClient:
+def client(clock: ManualClock) -> TestClient:
     return TestClient(create_sandbox_app(complete_after_seconds=3.0, clock=clock), base_url="http://127.0.0.1:9000")
 
 
@@ -537,7 +529,7 @@ def start(client: TestClient, prompt: str = "A fox", headers: dict[str, str] = K
     return answer.json()["id"]  # type: ignore[no-any-return]
 
 
-def test_the_emulator_runs_a_task_pending_running_then_succeeded_with_a_cdn_link(client: TestClient, clock: Clock) -> None:
+def test_the_emulator_runs_a_task_pending_running_then_succeeded_with_a_cdn_link(client: TestClient, clock: ManualClock) -> None:
     task_id = start(client, "A fox [bytes=5000]")
     seen = client.get(f"/runway/v1/tasks/{task_id}", headers=KEY).json()
     assert seen["status"] == "PENDING" and seen["id"] == task_id and seen["createdAt"].endswith("Z")
@@ -602,7 +594,7 @@ def test_the_emulator_takes_an_image_by_url_or_data_uri(client: TestClient) -> N
         assert answer.status_code == 200, answer.text
 
 
-def test_the_emulator_fails_tasks_by_prompt_marker_and_throttles(client: TestClient, clock: Clock) -> None:
+def test_the_emulator_fails_tasks_by_prompt_marker_and_throttles(client: TestClient, clock: ManualClock) -> None:
     failed, moderated, throttled = start(client, "x [fail]"), start(client, "x [moderated]"), start(client, "x [throttled]")
     assert client.get(f"/runway/v1/tasks/{throttled}", headers=KEY).json()["status"] == "THROTTLED"
     clock.now = 3.0
@@ -615,7 +607,7 @@ def test_the_emulator_fails_tasks_by_prompt_marker_and_throttles(client: TestCli
     assert client.get(f"/runway/v1/tasks/{moderated}", headers=KEY).json()["failureCode"] == "SAFETY.INPUT.TEXT"
 
 
-def test_the_emulator_scopes_tasks_per_key_and_cancels_or_deletes(client: TestClient, clock: Clock) -> None:
+def test_the_emulator_scopes_tasks_per_key_and_cancels_or_deletes(client: TestClient, clock: ManualClock) -> None:
     running, done = start(client), start(client)
     other = {**KEY, "Authorization": "Bearer key_two"}
     assert client.get(f"/runway/v1/tasks/{running}", headers=other).status_code == 404

@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from conftest import ManualClock
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -55,14 +56,6 @@ class JsonResponse(Protocol):
     def text(self) -> str: ...
 
     def json(self) -> Any: ...
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -217,7 +210,7 @@ def test_all_prefixes_serve_the_contract_and_unknown_routes_get_envelopes(client
 
 
 def test_lifecycle_progresses_to_completed() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     client = TestClient(create_sandbox_app(complete_after_seconds=10, clock=clock))
     video = create(client)
     url = f"/v1/videos/{video['id']}"
@@ -444,7 +437,7 @@ def test_videos_are_scoped_per_token(client: TestClient) -> None:
 
 
 def test_remix() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     client = TestClient(create_sandbox_app(complete_after_seconds=5, clock=clock))
     source = create(client, seconds="8", size="1024x1792")
     too_early = client.post(f"/v1/videos/{source['id']}/remix", json={"prompt": "again"}, headers=AUTH)

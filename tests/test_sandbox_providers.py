@@ -21,7 +21,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from conftest import Sandbox
+from conftest import ManualClock, Sandbox
 from starlette.testclient import TestClient
 
 from relay.sandbox import create_sandbox_app
@@ -47,14 +47,6 @@ PREDICT = f"/v1beta/models/{MODEL}:predictLongRunning"
 RESPONSE_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.PredictLongRunningResponse"
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake image").decode()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -214,7 +206,7 @@ def test_gemini_key_in_header_or_query_is_the_recorded_token(client: TestClient)
 
 
 def test_gemini_operation_runs_until_complete_after_then_names_its_samples() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     client = TestClient(create_sandbox_app(complete_after_seconds=10, clock=clock))
     name = start_operation(client, aspectRatio="9:16", resolution="1080p", durationSeconds=8, negativePrompt="dogs")
     clock.now = 1009.9
@@ -347,7 +339,7 @@ def test_storage_records_a_key_that_follows_the_redirect(client: TestClient) -> 
 
 
 def test_storage_links_are_signed_and_expire() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     client = TestClient(create_sandbox_app(complete_after_seconds=0, clock=clock))
     [uri] = sample_uris(finished(client, start_operation(client)))
     location = storage_link(client, uri)
@@ -362,7 +354,7 @@ def test_storage_links_are_signed_and_expire() -> None:
 
 
 def test_gemini_download_needs_the_owner_key_a_done_operation_and_alt_media() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     client = TestClient(create_sandbox_app(complete_after_seconds=10, clock=clock))
     name = start_operation(client)
     clock.now += 10

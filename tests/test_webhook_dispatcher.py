@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 
 import openai
 import pytest
+from conftest import ManualClock
 from test_webhook_sender import Receiver, running_receiver
 
 from relay import holders
@@ -35,14 +36,9 @@ T = TypeVar("T")
 DAY = 24 * 3600.0
 
 
-class Clock:
+def real_time_clock() -> ManualClock:
     """The relay's clock, moved by the tests; it starts at the real time so the SDK's replay window accepts timestamps."""
-
-    def __init__(self) -> None:
-        self.now = float(int(time.time()))
-
-    def __call__(self) -> float:
-        return self.now
+    return ManualClock(float(int(time.time())))
 
 
 @dataclass
@@ -159,7 +155,7 @@ class FakeState:
     # A FakeStore, or a real Store for the test that runs against one.
     store: Any
     settings: Settings
-    clock: Clock = field(default_factory=Clock)
+    clock: ManualClock = field(default_factory=real_time_clock)
     box: SecretBox = field(default_factory=lambda: SecretBox([generate_key().encode()]))
     metrics: Metrics = field(default_factory=lambda: Metrics(lambda: []))
     holder: holders.Holder = field(default_factory=holders.this_process)
