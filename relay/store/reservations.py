@@ -133,17 +133,20 @@ class Reservations(Aggregate):
         Because this runs in one write transaction, concurrent creates racing for the last of
         a budget are admitted one at a time and cannot overspend it.
         """
-        # Expired rows and those of processes that are gone do not count here; renew_holder deletes them.
-        with self.transaction(durable=False) as conn:
-            flying, by_period = _usages(conn, "key", key_name, periods, now=now)
-            refused = refuse(flying, by_period)
-            if refused is None:
-                conn.execute(
-                    "INSERT INTO reservations (id, key_name, account, video_seconds, usd, created_at, expires_at, owner)"
-                    " VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
-                    (reservation_id, key_name, video_seconds, usd, now, expires_at, owner),
-                )
-            return refused
+        # A reservation is a block of one create.
+        refused, _ = self.claim_budget_block(
+            reservation_id,
+            key_name=key_name,
+            video_seconds=video_seconds,
+            usd=usd,
+            now=now,
+            expires_at=expires_at,
+            periods=periods,
+            refuse=refuse,
+            size=lambda _usage: 1,
+            owner=owner,
+        )
+        return refused
 
     def claim_budget_block(
         self,
@@ -160,9 +163,12 @@ class Reservations(Aggregate):
         owner: str | None,
         retiring: BlockLeftover | None = None,
     ) -> tuple[R | None, int]:
-        """`reserve` for a block (relay.budget_blocks): when `refuse` admits this create, write
-        `size` creates' worth as one row and return (None, that number); else (the refusal, 0).
-        `retiring` (the key's previous block and what it has left) is written off first."""
+        """A budget block (relay.budget_blocks; `reserve` is a block of one create): when `refuse`
+        admits this create, write `size` creates' worth as one row and return (None, that
+        number); else (the refusal, 0).
+        `retiring` (the key's previous block and what it has left) is written off first.
+
+        Expired rows and those of processes that are gone do not count here; renew_holder deletes them."""
         with self.transaction(durable=False) as conn:
             if retiring is not None:
                 shrink_block(conn, *retiring)
