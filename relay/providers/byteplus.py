@@ -42,6 +42,7 @@ from .inputs import (
 )
 from .jobs import (
     CODE_BY_STATUS,
+    PATH_SEGMENT,
     Functions,
     answered_id,
     completed,
@@ -83,8 +84,6 @@ PARAM_OF_FIELD: Final = {
     "watermark": "watermark",
     "generate_audio": "generate_audio",
 }
-_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_TASK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _NAMED_FIELD = re.compile(r"`([A-Za-z_]+)`")
 _TRUE: Final = ("true", "1")
 _FALSE: Final = ("false", "0")
@@ -124,7 +123,7 @@ def duration_seconds(seconds: Any) -> int:
 
 
 def seedance_model(model: Any) -> str:
-    if not isinstance(model, str) or not _MODEL.fullmatch(model):
+    if not isinstance(model, str) or not PATH_SEGMENT.fullmatch(model):
         raise RelayError(
             400, "Name a Seedance model (such as seedance-1-0-pro-250528) for a byteplus account.", code="invalid_value", param="model"
         )
@@ -184,12 +183,12 @@ def with_image(request: CreateRequest, data: bytes, mime_type: str) -> CreateReq
 
 
 def created(answer: bytes, request: CreateRequest, video_id: str, now: float) -> dict[str, Any] | None:
-    task = answered_id(answer, "id", _TASK)
+    task = answered_id(answer, "id", PATH_SEGMENT)
     return {**video_object(video_id, request, now), JOB_FIELD: {"task": task, "status": "queued"}} if task else None
 
 
 def task_id(resource: dict[str, Any]) -> str | None:
-    return stored_id(resource, "task", _TASK)
+    return stored_id(resource, "task", PATH_SEGMENT)
 
 
 def poll_call(resource: dict[str, Any]) -> UpstreamCall | None:

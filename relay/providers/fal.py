@@ -45,7 +45,18 @@ from .inputs import (
     whole_seconds as checked_seconds,
     width_and_height,
 )
-from .jobs import Functions, answered_id, completed, failed, http_url, no_extensions, shown_message, translated_error, video_object
+from .jobs import (
+    PATH_SEGMENT,
+    Functions,
+    answered_id,
+    completed,
+    failed,
+    http_url,
+    no_extensions,
+    shown_message,
+    translated_error,
+    video_object,
+)
 
 ACCOUNT_TYPE: Final = "fal"
 DEFAULT_SECONDS: Final = "5"  # the default duration of most of fal's video models (Kling, Wan, Seedance)
@@ -64,7 +75,6 @@ PARAM_OF_FIELD: Final = {
 APP_NAMESPACES: Final = ("workflows", "comfy")
 ASPECT_RATIOS: Final = {"16:9": 16 / 9, "9:16": 9 / 16, "1:1": 1.0, "4:3": 4 / 3, "3:4": 3 / 4, "21:9": 21 / 9, "9:21": 9 / 21}
 RESOLUTIONS: Final = (480, 580, 720, 1080, 1440, 2160)
-_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _LEADING_NUMBER = re.compile(r"\s*([0-9]{1,3})(?:\.0+)?\s*s?\s*")
@@ -78,7 +88,7 @@ _CONTRACT_FIELDS: Final = frozenset({"prompt", "model", "seconds", "size"})
 def model_segments(model: Any) -> list[str]:
     """fal's model id, checked: 2 to 8 path segments of letters, digits, `.`, `_`, `-`."""
     segments = model.split("/") if isinstance(model, str) else []
-    if not 2 <= len(segments) <= 8 or not all(_SEGMENT.fullmatch(s) and s.strip(".") for s in segments):
+    if not 2 <= len(segments) <= 8 or not all(PATH_SEGMENT.fullmatch(s) and s.strip(".") for s in segments):
         raise RelayError(
             400,
             "Name a fal model id (such as fal-ai/kling-video/v2.1/master/text-to-video) for a fal account.",

@@ -40,7 +40,18 @@ from .inputs import (
     whole_seconds,
     width_and_height,
 )
-from .jobs import Functions, answered_id, completed, failed, http_url, shown_message, stored_id, translated_error, video_object
+from .jobs import (
+    PATH_SEGMENT,
+    Functions,
+    answered_id,
+    completed,
+    failed,
+    http_url,
+    shown_message,
+    stored_id,
+    translated_error,
+    video_object,
+)
 
 ACCOUNT_TYPE: Final = "gemini"
 DEFAULT_SIZE: Final = "1280x720"  # Veo's default: 16:9 at 720p
@@ -60,7 +71,6 @@ PARAM_OF_FIELD: Final = {
     "prompt": "prompt",
     "image": "input_reference",
 }
-_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _OPERATION = re.compile(r"models/[A-Za-z0-9._-]{1,128}/operations/[A-Za-z0-9._-]{1,256}")
 _NAMED_FIELD = re.compile(r"`([A-Za-z]+)")
 
@@ -92,7 +102,7 @@ def duration_seconds(seconds: Any) -> int:
 
 def veo_model(model: Any) -> str:
     name = model.removeprefix("models/") if isinstance(model, str) else ""
-    if not _MODEL.fullmatch(name):
+    if not PATH_SEGMENT.fullmatch(name):
         raise RelayError(400, "Name a Veo model (such as veo-3.0-generate-001) for a gemini account.", code="invalid_value", param="model")
     return name
 

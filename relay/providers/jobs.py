@@ -46,6 +46,10 @@ def video_object(video_id: str, request: CreateRequest, now: float) -> dict[str,
     }
 
 
+# A model name or an upstream's id that is safe as one segment of a URL path.
+PATH_SEGMENT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def answered_id(answer: bytes, key: str, pattern: re.Pattern[str]) -> str | None:
     """The job's id in a create answer (`{key: id}`), if it is one the relay may put in a URL path."""
     payload = json_object(answer)
