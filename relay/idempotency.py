@@ -47,7 +47,7 @@ async def idempotent(state: RelayState, request: Request, key: KeyRecord, route:
     if not 0 < len(idempotency_key) <= _MAX_KEY_LENGTH:
         raise RelayError(400, f"Idempotency-Key must be 1 to {_MAX_KEY_LENGTH} characters.", code="invalid_idempotency_key")
     digest = hashlib.sha256(route.encode() + b"\0" + request_fingerprint(body, request.headers.get("content-type"))).hexdigest()
-    outcome, stored = await state.db(
+    outcome, stored = await state.db_now(
         state.store.claim_idempotency,
         key.name,
         idempotency_key,
@@ -83,8 +83,8 @@ async def idempotent(state: RelayState, request: Request, key: KeyRecord, route:
     finally:
         if claim.answer is not None:
             status, content_type, answer_body = claim.answer
-            await state.db(
+            await state.db_now(
                 state.store.finish_idempotency, key.name, idempotency_key, status=status, content_type=content_type, body=answer_body
             )
         else:
-            await state.db(state.store.release_idempotency, key.name, idempotency_key)
+            await state.db_now(state.store.release_idempotency, key.name, idempotency_key)

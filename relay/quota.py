@@ -73,7 +73,7 @@ async def check_request_rate(state: RelayState, key: KeyRecord, now: float) -> N
 
 
 async def _claim_request_slots(state: RelayState, key: KeyRecord, limit: int, wanted: int, now: float) -> None:
-    granted, wait = await state.db(
+    granted, wait = await state.db_now(
         state.store.take_request_slots, key.name, now=now, limit=limit, window=RATE_WINDOW_SECONDS, wanted=wanted
     )
     if not granted:
@@ -132,7 +132,7 @@ class Booking:
         if cap is None:
             return True
         day_start, day_end = period_bounds("day", self.now)
-        fits = await self.state.db(
+        fits = await self.state.db_now(
             self.state.store.claim_account_capacity,
             self.id,
             key_name=self.key.name,
@@ -168,11 +168,11 @@ class Booking:
     async def release(self) -> None:
         if self.written:
             self.written = False
-            await self.state.db(self.state.store.release_reservation, self.id)
+            await self.state.db_now(self.state.store.release_reservation, self.id)
         if self.share is not None:
             share, self.share = self.share, None
             if not BudgetBlocks.give_back(share):
-                await self.state.db(self.state.store.shrink_blocks, [(share.block.id, share.video_seconds, share.usd)])
+                await self.state.db_now(self.state.store.shrink_blocks, [(share.block.id, share.video_seconds, share.usd)])
 
 
 async def require_served(state: RelayState, kind: str, models: tuple[str, ...]) -> None:
@@ -223,7 +223,7 @@ async def book(state: RelayState, key: KeyRecord, terms: JobTerms, now: float) -
     if limits.reserves and limits.max_concurrent_creates is None:
         booking.share = await _block_share(state, key, limits, booking)
     elif limits.reserves:
-        refused = await state.db(
+        refused = await state.db_now(
             state.store.reserve,
             booking.id,
             key_name=key.name,
@@ -277,7 +277,7 @@ async def _block_share(state: RelayState, key: KeyRecord, limits: Limits, bookin
             )
 
         try:
-            await state.db(claim)
+            await state.db_now(claim)
         finally:
             # Written, even if this create was cancelled meanwhile: the block is this process's
             # to use or write off, rather than held unused until its row expires.

@@ -26,7 +26,7 @@ from .pool import Pool, Upstream
 from .pricing import PriceTable
 from .recorder import Recorder
 from .records import Account, SchemaTooNew, StoreUnavailable
-from .store import Store
+from .store import NOT_NOW, Store
 from .store_threads import StoreThreads
 from .upstream import Client, close_client, make_client
 from .usage_metrics import UsageCollector
@@ -96,6 +96,17 @@ class RelayState:
         does: measured, 13-15 µs less CPU per call (of 34-37) than run_in_executor with asyncio.shield.
         """
         return await self.store_threads.run(function, *args, **kwargs)
+
+    async def db_now(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A short write on the request path: run on the spot when the database takes it without
+        waiting for a lock (SQLite, its write turn free), else as `db` does.
+
+        Only for calls of one or a few statements: the event loop does nothing else meanwhile.
+        """
+        done = self.store.run_now(function, *args, **kwargs)
+        if done is NOT_NOW:
+            return await self.store_threads.run(function, *args, **kwargs)
+        return done
 
     def reload(self) -> None:
         """Re-read keys and accounts if the database's configuration moved (blocking: call in a thread)."""

@@ -183,7 +183,7 @@ async def record_job(
         billable_seconds = booking.terms.video_seconds
     # The charge: this job's seconds at today's price, reserved until it completes or fails.
     usd = state.prices.cost(model_name(model or DEFAULT_MODEL), size or DEFAULT_SIZE, billable_seconds)
-    holder = await state.db(
+    holder = await state.db_now(
         state.store.insert_video,
         Video(
             id=video_id,
@@ -269,7 +269,7 @@ async def retrieve_video(request: Request) -> Response:
 
 async def forget_deleted(state: RelayState, video: Video) -> None:
     """Mark the video deleted, then forget it here (other processes do at their next refresh)."""
-    await state.db(state.store.mark_video_deleted, video.id, state.clock())
+    await state.db_now(state.store.mark_video_deleted, video.id, state.clock())
     state.videos.forget(video.id)
 
 
@@ -353,7 +353,7 @@ async def create_character(request: Request) -> Response:
     resource = json_object(answer.body) if answer.status < 300 else None
     character_id = text_value(resource.get("id")) if resource else None
     if character_id is not None:
-        await state.db(state.store.insert_character, character_id, account=upstream.name, key_name=key.name, now=state.clock())
+        await state.db_now(state.store.insert_character, character_id, account=upstream.name, key_name=key.name, now=state.clock())
     return passthrough(answer)
 
 

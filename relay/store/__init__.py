@@ -11,7 +11,10 @@ The records it reads and writes live in relay.records; they are re-exported here
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..records import (
     ACCOUNT_STATES,
@@ -37,7 +40,7 @@ from ..records import (
     WebhookEndpoint,
 )
 from .accounts import Accounts
-from .backend import Backend
+from .backend import NOT_NOW, Backend, NotNow
 from .idempotency import Idempotency
 from .keys import Keys
 from .location import DatabaseLocation, LocationError, parse_location
@@ -52,7 +55,11 @@ from .sqlite import BUSY_TIMEOUT_SECONDS, SQLiteBackend
 from .videos import Videos
 from .webhooks import EndpointLimitReached, Webhooks, enqueue_video_event
 
+T = TypeVar("T")
+
 __all__ = [
+    "NOT_NOW",
+    "NotNow",
     "ACCOUNT_STATES",
     "ACCOUNT_TYPES",
     "BUSY_TIMEOUT_SECONDS",
@@ -120,6 +127,11 @@ class Store(Schema, Meta, Keys, Accounts, Sessions, Videos, Reservations, Outcom
         """
         if self._db.down is not None:
             raise self._db.down
+
+    def run_now(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T | NotNow:
+        """`function(*args, **kwargs)` in this thread if the database can take it without waiting
+        for a lock (see the backends' run_now), else NOT_NOW, and nothing was run."""
+        return self._db.run_now(functools.partial(function, *args, **kwargs))
 
     def checkpoint_manually(self) -> None:
         self._db.checkpoint_manually()

@@ -14,12 +14,24 @@ booleans. A backend (relay.store.sqlite, relay.store.postgres) supplies what dif
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import enum
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from ..records import StoreUnavailable
 from .location import DatabaseLocation, Dialect
+
+T = TypeVar("T")
+
+
+class NotNow(enum.Enum):
+    """What `run_now` gives back when the call would have had to wait: it was not run."""
+
+    NOT_NOW = "not now"
+
+
+NOT_NOW: Literal[NotNow.NOT_NOW] = NotNow.NOT_NOW
 
 
 class Cursor(Protocol):
@@ -52,6 +64,8 @@ class Backend(Protocol):
     def reading(self) -> AbstractContextManager[Connection]: ...
 
     def transaction(self, *, durable: bool = True) -> AbstractContextManager[Connection]: ...
+
+    def run_now(self, call: Callable[[], T]) -> T | NotNow: ...
 
     def checkpoint_manually(self) -> None: ...
 

@@ -22,18 +22,20 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import psycopg
 import psycopg_pool
 from psycopg.rows import RowMaker
 
 from ..records import StoreBug, StoreUnavailable
-from .backend import Connection
+from .backend import NOT_NOW, Connection, NotNow
 from .location import DatabaseLocation, Dialect
+
+T = TypeVar("T")
 
 # pg_advisory_xact_lock's key for the store's write turn ("relay" in ASCII, to be recognisable in pg_locks).
 WRITE_LOCK = 0x72656C6179
@@ -289,6 +291,10 @@ class PostgresBackend:
             except psycopg.Error as error:
                 # BEGIN, COMMIT or ROLLBACK failed (statements translate their own errors).
                 raise self.translate(error) from None
+
+    def run_now(self, call: Callable[[], T]) -> T | NotNow:
+        """Never here: every call waits for the server, so it belongs in a thread."""
+        return NOT_NOW
 
     def checkpoint_manually(self) -> None:
         """SQLite's WAL checkpoints have no counterpart here: the server runs its own."""

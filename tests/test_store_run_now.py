@@ -1,0 +1,181 @@
+"""Store.run_now: a short write runs in the calling thread when the write turn is free this
+instant, and is handed back untouched (NOT_NOW) whenever it would have had to wait."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from relay.state import RelayState
+from relay.store import NOT_NOW, Store
+from relay.store_threads import StoreThreads
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(tmp_path / "relay.db")
+    store.ensure_schema()
+    with store.transaction() as conn:
+        conn.execute("CREATE TABLE scratch (value TEXT)")
+    yield store
+    store.close()
+
+
+def insert(store: Store, *values: str) -> int:
+    """One transaction per value; the calling thread's id."""
+    for value in values:
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO scratch (value) VALUES (?)", (value,))
+    return threading.get_ident()
+
+
+def values(store: Store) -> list[str]:
+    with store.reading() as conn:
+        return [row[0] for row in conn.execute("SELECT value FROM scratch ORDER BY rowid")]
+
+
+def test_a_free_turn_runs_the_call_in_this_thread_and_commits_it(store: Store) -> None:
+    assert store.run_now(insert, store, "a") == threading.get_ident()
+    assert values(store) == ["a"]
+    # Seen by another connection too: committed, not merely written in this one.
+    other = sqlite3.connect(store.location.sqlite_path())
+    assert other.execute("SELECT value FROM scratch").fetchall() == [("a",)]
+    other.close()
+
+
+def test_a_turn_held_by_another_thread_sends_the_call_back_at_once(store: Store) -> None:
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.transaction():
+            inside.set()
+            leave.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert inside.wait(5)
+    started = time.monotonic()
+    assert store.run_now(insert, store, "a") is NOT_NOW
+    assert time.monotonic() - started < 1.0
+    leave.set()
+    holder.join()
+    assert values(store) == []
+    assert store.run_now(insert, store, "b") == threading.get_ident()
+    assert values(store) == ["b"]
+
+
+def test_a_turn_held_by_another_process_sends_the_call_back(store: Store) -> None:
+    # A descriptor of its own is a lock of its own, as another process's would be.
+    other = os.open(f"{store.location.sqlite_path()}-lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        assert store.run_now(insert, store, "a") is NOT_NOW
+    finally:
+        fcntl.flock(other, fcntl.LOCK_UN)
+        os.close(other)
+    assert values(store) == []
+    assert store.run_now(insert, store, "b") == threading.get_ident()
+
+
+def test_a_program_outside_the_turns_holding_the_lock_sends_the_call_back_unwritten(store: Store) -> None:
+    outsider = sqlite3.connect(store.location.sqlite_path(), isolation_level=None)
+    outsider.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    try:
+        assert store.run_now(insert, store, "a") is NOT_NOW
+    finally:
+        outsider.execute("ROLLBACK")
+        outsider.close()
+    assert time.monotonic() - started < 1.0  # the busy timeout (10 s) was not waited out
+    assert values(store) == []
+    # The connection it used is still good, and again waits for no one.
+    assert store.run_now(insert, store, "b") == threading.get_ident()
+    assert values(store) == ["b"]
+
+
+def test_a_lock_taken_outside_the_turns_after_a_commit_is_waited_for(store: Store) -> None:
+    """Once a transaction of the call committed, it cannot be started over in a thread: the rest
+    waits for the lock like any writer, then the connection goes back to not waiting."""
+    outsider = sqlite3.connect(store.location.sqlite_path(), isolation_level=None, check_same_thread=False)
+
+    def first_then_locked_out() -> None:
+        insert(store, "first")
+        outsider.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.3, outsider.execute, ("COMMIT",)).start()
+        insert(store, "second")
+
+    started = time.monotonic()
+    assert store.run_now(first_then_locked_out) is None
+    assert time.monotonic() - started >= 0.25
+    assert values(store) == ["first", "second"]
+    outsider.close()
+    # Back to a busy timeout of 0 for the next call run now.
+    outsider = sqlite3.connect(store.location.sqlite_path(), isolation_level=None)
+    outsider.execute("BEGIN IMMEDIATE")
+    assert store.run_now(insert, store, "third") is NOT_NOW
+    outsider.execute("ROLLBACK")
+    outsider.close()
+
+
+def test_a_failing_call_rolls_back_and_leaves_the_turn_free(store: Store) -> None:
+    def fails() -> None:
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO scratch (value) VALUES ('lost')")
+            raise ValueError("the call's own failure")
+
+    with pytest.raises(ValueError):
+        store.run_now(fails)
+    assert values(store) == []
+    assert store.run_now(insert, store, "a") == threading.get_ident()
+    # A thread's transaction (which blocks on the turn) finds it free as well.
+    insert(store, "b")
+    assert values(store) == ["a", "b"]
+
+
+def test_run_now_is_not_reentrant_and_not_for_read_only_stores(store: Store, tmp_path: Path) -> None:
+    assert store.run_now(store.run_now, insert, store, "a") is NOT_NOW
+    assert values(store) == []
+    reader = Store(tmp_path / "relay.db", read_only=True)
+    try:
+        assert reader.run_now(values, reader) is NOT_NOW
+    finally:
+        reader.close()
+
+
+def test_db_now_runs_on_the_loop_thread_when_it_can_and_in_a_store_thread_when_it_cannot(store: Store) -> None:
+    state = RelayState.__new__(RelayState)
+    state.store = store
+    state.store_threads = StoreThreads(2, "test-store")
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.transaction():
+            inside.set()
+            leave.wait(5)
+
+    async def both() -> tuple[int, int, int]:
+        loop_thread = threading.get_ident()
+        free = await state.db_now(insert, store, "free")
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert inside.wait(5)
+        asyncio.get_running_loop().call_later(0.2, leave.set)
+        held = await state.db_now(insert, store, "held")
+        holder.join()
+        return loop_thread, free, held
+
+    try:
+        loop_thread, free, held = asyncio.run(both())
+    finally:
+        state.store_threads.shutdown()
+    assert free == loop_thread
+    assert held != loop_thread
+    assert values(store) == ["free", "held"]
