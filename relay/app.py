@@ -33,7 +33,7 @@ from .config import ConfigError, Settings, is_loopback_address, load_settings
 from .crypto import SecretKeyError
 from .errors import AnswerCutShort, ClientGone, RelayError, envelope, error_response
 from .jobs.watcher import run_watcher
-from .logs import RequestFacts, configure_logging, fields, flush_logs, log_format_from_env
+from .logs import RequestFacts, configure_logging, fields, flush_logs, log_format_from_env, log_info
 from .metrics import RelayRegistry
 from .metrics_server import listening_socket, serve_metrics
 from .records import StoreUnavailable
@@ -225,21 +225,20 @@ class RequestIdMiddleware:
                 # 499: the client went away before an answer started (nginx's convention).
                 metrics.requests.labels(route, str(status or 499)).inc()
                 metrics.overhead.labels(route).observe(overhead_ms / 1000)
-            if access_log.isEnabledFor(logging.INFO) and counted:
-                access_log.info(
+            if counted:
+                log_info(
+                    access_log,
                     "request",
-                    extra=fields(
-                        request_id=request_id,
-                        method=scope["method"],
-                        route=route,
-                        status=status or 499,
-                        key=facts.key,
-                        account=facts.account,
-                        error_class=facts.error_class,
-                        upstream_ms=round(facts.upstream_seconds * 1000, 3) if facts.account else None,
-                        overhead_ms=round(overhead_ms, 3),
-                        duration_ms=round((time.perf_counter() - started_at) * 1000, 3),
-                    ),
+                    request_id=request_id,
+                    method=scope["method"],
+                    route=route,
+                    status=status or 499,
+                    key=facts.key,
+                    account=facts.account,
+                    error_class=facts.error_class,
+                    upstream_ms=round(facts.upstream_seconds * 1000, 3) if facts.account else None,
+                    overhead_ms=round(overhead_ms, 3),
+                    duration_ms=round((time.perf_counter() - started_at) * 1000, 3),
                 )
             if state is not None:
                 state.requests_running -= 1
