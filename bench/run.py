@@ -233,7 +233,7 @@ def machine() -> dict[str, Any]:
 def versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    found = {name: version(name) for name in ("starlette", "uvicorn", "uvloop", "httptools", "aiohttp", "httpx", "psycopg", "psycopg-pool")}
+    found = {name: version(name) for name in ("starlette", "uvicorn", "uvloop", "httptools", "httpx", "psycopg", "psycopg-pool")}
     found["relay"] = _output(["git", "-C", str(REPO), "describe", "--always", "--dirty"]) or "unknown"
     found["nginx"] = _output([nginx_binary() or "nginx", "-v"]).removeprefix("nginx version: ")
     found["wrk"] = _output(["wrk", "-v"]).split(" [")[0].removeprefix("wrk ")

@@ -1,0 +1,776 @@
+"""relay.http1: the upstream HTTP/1.1 client, against servers on 127.0.0.1 that write their answers byte by byte."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from relay import http1, upstream
+from relay.http1.client import request_head
+
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+LIMITS = http1.Limits(
+    max_connections=8,
+    connect_timeout=5.0,
+    read_timeout=5.0,
+    idle_seconds=4.0,
+    read_buffer_bytes=64 * 1024,
+    max_header_line_bytes=1024,
+    max_head_bytes=8 * 1024,
+)
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+@pytest.fixture(params=list(LOOPS))
+def run(request: pytest.FixtureRequest) -> Iterator[Run]:
+    """Runs a coroutine in a new loop of each kind; the test fails if the loop's exception handler heard of anything."""
+    heard: list[dict[str, Any]] = []
+
+    def running(coroutine: Coroutine[Any, Any, Any]) -> Any:
+        loop = LOOPS[request.param]()
+        loop.set_exception_handler(lambda _, context: heard.append(context))
+        try:
+            return loop.run_until_complete(coroutine)
+        finally:
+            loop.close()
+
+    yield running
+    assert heard == []
+
+
+# -- a scripted server ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """Each accepted connection runs `script(reader, writer)`; requests are read with `request()`."""
+
+    port: int = 0
+    connections: int = 0
+    listening: asyncio.Server | None = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    heads: list[bytes] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+
+    def url(self, path: str = "/", scheme: str = "http", host: str = "127.0.0.1") -> str:
+        return f"{scheme}://{host}:{self.port}{path}"
+
+    async def stop(self) -> None:
+        """Stops listening, and ends the scripts still running."""
+        assert self.listening is not None
+        self.listening.close()
+        # Connections accepted a moment ago get their scripts started first.
+        await asyncio.sleep(0.01)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.listening.wait_closed()
+
+    async def request(self, reader: asyncio.StreamReader) -> bytes:
+        """One request's head (recorded with its body); b"" when the client closed the connection."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return b""
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+        self.heads.append(head)
+        self.bodies.append(await reader.readexactly(length))
+        return head
+
+
+Script = Callable[[Server, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def serve(script: Script, tls: ssl.SSLContext | None = None) -> Server:
+    server = Server()
+
+    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        server.tasks.add(task)
+        try:
+            await script(server, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, asyncio.CancelledError):
+            # Ended by stop() (asyncio's stream server reports a cancelled script as an error).
+            pass
+        finally:
+            writer.transport.abort()
+
+    server.listening = await asyncio.start_server(accepted, "127.0.0.1", 0, ssl=tls)
+    server.port = server.listening.sockets[0].getsockname()[1]
+    return server
+
+
+def answering(*answers: bytes) -> Script:
+    """Answers every request on a connection with the next of `answers` (the last one repeats)."""
+
+    async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = 0
+        while await server.request(reader):
+            writer.write(answers[min(index, len(answers) - 1)])
+            await writer.drain()
+            index += 1
+
+    return script
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+
+async def body_of(response: http1.Response) -> bytes:
+    received = b"".join([chunk async for chunk in response.chunks()])
+    response.release()
+    return received
+
+
+async def get(client: http1.Client, url: str, method: str = "GET", body: bytes | None = None) -> tuple[http1.Response, bytes]:
+    response = await client.open(method, url, [], body)
+    return response, await body_of(response)
+
+
+# -- framing -------------------------------------------------------------------------------------------
+
+
+def test_content_length_body_and_headers_as_received(run: Run) -> None:
+    async def main() -> None:
+        answer = b"HTTP/1.1 201 Created\r\nX-Dup: a\r\nx-dup: b\r\nX-Latin: caf\xe9\r\nContent-Length: 5\r\n\r\nhello"
+        server = await serve(answering(answer))
+        client = http1.Client(LIMITS)
+        response, body = await get(client, server.url())
+        assert (response.status, body) == (201, b"hello")
+        assert response.headers == [(b"X-Dup", b"a"), (b"x-dup", b"b"), (b"X-Latin", b"caf\xe9"), (b"Content-Length", b"5")]
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_chunked_body_with_trailers_then_reuse(run: Run) -> None:
+    async def main() -> None:
+        answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\nX-Trailer: t\r\n\r\n"
+        server = await serve(answering(answer))
+        client = http1.Client(LIMITS)
+        for _ in range(2):
+            response, body = await get(client, server.url())
+            assert body == b"abcdefg"
+            # Trailers come after the head was handed out: they are not among its headers.
+            assert response.headers == [(b"Transfer-Encoding", b"chunked")]
+        assert server.connections == 1
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_a_body_read_to_close_is_complete_and_its_connection_not_reused(run: Run) -> None:
+    async def main() -> None:
+        async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\n\r\npart one, ")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"part two")
+
+        server = await serve(script)
+        client = http1.Client(LIMITS)
+        _, body = await get(client, server.url())
+        assert body == b"part one, part two"
+        _, body = await get(client, server.url())
+        assert body == b"part one, part two"
+        assert server.connections == 2
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("method", "answer"),
+    [
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),
+        ("GET", b"HTTP/1.1 204 No Content\r\n\r\n"),
+        ("GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1000\r\nETag: x\r\n\r\n"),
+    ],
+)
+def test_answers_without_a_body_end_at_their_head_and_keep_the_connection(run: Run, method: str, answer: bytes) -> None:
+    async def main() -> None:
+        server = await serve(answering(answer, OK))
+        client = http1.Client(LIMITS)
+        response, body = await get(client, server.url(), method)
+        assert body == b""
+        _, body = await get(client, server.url())
+        assert body == b"hello"
+        assert server.connections == 1
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+@pytest.mark.parametrize("interim", [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"])
+def test_interim_answers_are_skipped(run: Run, interim: bytes) -> None:
+    async def main() -> None:
+        server = await serve(answering(interim + b"HTTP/1.1 200 OK\r\nX-Final: 1\r\nContent-Length: 2\r\n\r\nok"))
+        client = http1.Client(LIMITS)
+        response, body = await get(client, server.url(), "POST", b"{}")
+        assert (response.status, response.headers, body) == (200, [(b"X-Final", b"1"), (b"Content-Length", b"2")], b"ok")
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_a_101_is_returned_as_is_and_its_connection_dropped(run: Run) -> None:
+    async def main() -> None:
+        server = await serve(answering(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n", OK))
+        client = http1.Client(LIMITS)
+        response = await client.open("GET", server.url(), [])
+        assert response.status == 101
+        response.release()
+        assert client.pool.open_connections == 0
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_an_answer_that_is_not_http_is_a_protocol_error(run: Run) -> None:
+    async def main() -> None:
+        server = await serve(answering(b"SSH-2.0-OpenSSH\r\n\r\n"))
+        client = http1.Client(LIMITS)
+        with pytest.raises(http1.ProtocolError):
+            await client.open("GET", server.url(), [])
+        assert client.pool.open_connections == 0
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+# -- what is sent --------------------------------------------------------------------------------------
+
+
+def test_only_the_given_headers_plus_host_and_content_length_are_sent(run: Run) -> None:
+    async def main() -> None:
+        server = await serve(answering(OK))
+        client = http1.Client(LIMITS)
+        headers = [(b"authorization", b"Bearer k"), (b"X-Mixed-Case", b"v\xc3\xa9")]
+        await get(client, server.url("/v1/videos?after=a%2Fb&x=%20"), "GET")
+        await get(client, server.url("/v1/videos"), "POST")
+        response = await client.open("POST", server.url("/v1/videos"), headers, b'{"a":1}')
+        await body_of(response)
+        host = f"127.0.0.1:{server.port}".encode()
+        assert server.heads == [
+            b"GET /v1/videos?after=a%2Fb&x=%20 HTTP/1.1\r\nHost: " + host + b"\r\n\r\n",
+            b"POST /v1/videos HTTP/1.1\r\nHost: " + host + b"\r\nContent-Length: 0\r\n\r\n",
+            b"POST /v1/videos HTTP/1.1\r\nHost: "
+            + host
+            + b"\r\nauthorization: Bearer k\r\nX-Mixed-Case: v\xc3\xa9\r\nContent-Length: 7\r\n\r\n",
+        ]
+        assert server.bodies[2] == b'{"a":1}'
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        (b"x-a", b"one\r\nInjected: two"),
+        (b"x-a", b"one\ntwo"),
+        (b"x-a", b"nul\0"),
+        (b"bad name", b"v"),
+        (b"x:y", b"v"),
+        (b"", b"v"),
+        (b"Host", b"evil"),
+    ],
+)
+def test_a_header_that_cannot_be_written_is_refused_before_anything_is_sent(run: Run, header: tuple[bytes, bytes]) -> None:
+    async def main() -> None:
+        server = await serve(answering(OK))
+        client = http1.Client(LIMITS)
+        with pytest.raises(http1.InvalidRequest):
+            await client.open("GET", server.url(), [header])
+        assert server.connections == 0
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("url", "origin", "host", "target"),
+    [
+        ("http://example.com/a?b=c%20d", ("http", "example.com", 80), b"example.com", b"/a?b=c%20d"),
+        ("https://example.com:443", ("https", "example.com", 443), b"example.com", b"/"),
+        ("HTTPS://example.com:8443/x#frag", ("https", "example.com", 8443), b"example.com:8443", b"/x"),
+        ("http://[::1]:8080/v1", ("http", "::1", 8080), b"[::1]:8080", b"/v1"),
+        ("http://[::1]/v1", ("http", "::1", 80), b"[::1]", b"/v1"),
+    ],
+)
+def test_urls(url: str, origin: tuple[str, str, int], host: bytes, target: bytes) -> None:
+    parsed = http1.parse_url(url)
+    assert (parsed.origin, parsed.host, parsed.target) == (origin, host, target)
+    assert request_head("GET", parsed, [], None).startswith(b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\n")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/",
+        "http://user:pw@example.com/",
+        "http://[::1/",
+        "http://:80/",
+        "http://h:0/",
+        "http://h:99999/",
+        "http://h/a b",
+        "/a",
+    ],
+)
+def test_urls_refused(url: str) -> None:
+    with pytest.raises(http1.InvalidURL):
+        http1.parse_url(url)
+
+
+# -- pooling -------------------------------------------------------------------------------------------
+
+
+def test_keep_alive_reuses_one_connection(run: Run) -> None:
+    async def main() -> None:
+        server = await serve(answering(OK))
+        client = http1.Client(LIMITS)
+        for _ in range(5):
+            assert (await get(client, server.url()))[1] == b"hello"
+        assert server.connections == 1
+        assert client.pool.open_connections == 1
+        await client.aclose()
+        assert client.pool.open_connections == 0
+        await server.stop()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    ],
+)
+def test_no_reuse_after_connection_close_or_http_1_0(run: Run, answer: bytes) -> None:
+    async def main() -> None:
+        server = await serve(answering(answer))
+        client = http1.Client(LIMITS)
+        for _ in range(2):
+            assert (await get(client, server.url()))[1] == b"hello"
+        assert server.connections == 2
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_no_reuse_after_a_half_read_body(run: Run) -> None:
+    async def main() -> None:
+        async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await server.request(reader):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+                await writer.drain()
+
+        server = await serve(script)
+        client = http1.Client(LIMITS)
+        response = await client.open("GET", server.url(), [])
+        assert await response.read() == b"hello"
+        response.release()
+        response = await client.open("GET", server.url(), [])
+        response.release()
+        assert server.connections == 2
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_an_idle_connection_the_server_closed_is_not_reused(run: Run) -> None:
+    async def main() -> None:
+        async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # One answer per connection, kept alive by its head, then closed by the server while idle.
+            await server.request(reader)
+            writer.write(OK)
+            await writer.drain()
+
+        server = await serve(script)
+        client = http1.Client(LIMITS)
+        assert (await get(client, server.url()))[1] == b"hello"
+        await asyncio.sleep(0.1)
+        assert client.pool.open_connections == 0
+        assert (await get(client, server.url()))[1] == b"hello"
+        assert server.connections == 2
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_idle_connections_expire(run: Run) -> None:
+    async def main() -> None:
+        server = await serve(answering(OK))
+        client = http1.Client(replace(LIMITS, idle_seconds=0.2))
+        await get(client, server.url())
+        await asyncio.sleep(0.1)
+        await get(client, server.url())
+        assert (server.connections, client.pool.open_connections) == (1, 1)
+        await asyncio.sleep(0.4)
+        # Closed by the pool's own timer, not only when next asked for.
+        assert client.pool.open_connections == 0
+        await get(client, server.url())
+        assert server.connections == 2
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_the_connection_limit_makes_requests_wait_their_turn(run: Run) -> None:
+    async def main() -> None:
+        server = await serve(answering(OK))
+        client = http1.Client(replace(LIMITS, max_connections=1))
+        first = await client.open("GET", server.url("/first"), [])
+        order: list[str] = []
+
+        async def waiting(name: str) -> None:
+            _, body = await get(client, server.url(f"/{name}"))
+            order.append(name)
+
+        tasks = [asyncio.create_task(waiting(name)) for name in ("second", "third")]
+        await asyncio.sleep(0.1)
+        assert order == [] and server.connections == 1
+        await body_of(first)
+        await asyncio.gather(*tasks)
+        assert order == ["second", "third"]
+        assert server.connections == 1
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_a_waiter_for_another_origin_takes_the_place_of_an_idle_connection(run: Run) -> None:
+    async def main() -> None:
+        server = await serve(answering(OK))
+        client = http1.Client(replace(LIMITS, max_connections=1))
+        await get(client, server.url(host="127.0.0.1"))
+        # At once: not after the idle connection expired.
+        async with asyncio.timeout(1):
+            await get(client, server.url(host="localhost"))
+        assert (server.connections, client.pool.open_connections) == (2, 1)
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+# -- limits and failures -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 2000 + b"\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: %s\r\n" % (n, b"a" * 500) for n in range(40)) + b"Content-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 " + b"O" * 2000 + b"\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+def test_a_head_over_the_limits_is_a_protocol_error(run: Run, answer: bytes) -> None:
+    async def main() -> None:
+        server = await serve(answering(answer))
+        client = http1.Client(LIMITS)
+        with pytest.raises(http1.ProtocolError):
+            await client.open("GET", server.url(), [])
+        assert client.pool.open_connections == 0
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"],
+)
+def test_a_body_that_ends_early_raises_after_what_arrived(run: Run, answer: bytes) -> None:
+    async def main() -> None:
+        async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.request(reader)
+            writer.write(answer)
+
+        server = await serve(script)
+        client = http1.Client(LIMITS)
+        response = await client.open("GET", server.url(), [])
+        assert await response.read() == b"hello"
+        with pytest.raises(http1.ConnectionClosed):
+            await response.read()
+        response.release()
+        assert client.pool.open_connections == 0
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_read_timeouts_on_the_head_and_on_the_body(run: Run) -> None:
+    async def main() -> None:
+        async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await server.request(reader)
+            if b"/body" in head:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+            await asyncio.sleep(5)
+
+        server = await serve(script)
+        client = http1.Client(replace(LIMITS, read_timeout=0.2))
+        with pytest.raises(http1.ReadTimeout):
+            await client.open("GET", server.url("/head"), [])
+        response = await client.open("GET", server.url("/body"), [])
+        assert await response.read() == b"hello"
+        with pytest.raises(http1.ReadTimeout):
+            await response.read()
+        response.release()
+        assert client.pool.open_connections == 0
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_the_read_timeout_counts_from_the_last_bytes(run: Run) -> None:
+    async def main() -> None:
+        async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.request(reader)
+            # A head trickling in for longer than the read timeout, never silent that long.
+            for piece in (b"HTTP/1.1 200 OK\r\n", b"X-A: 1\r\n", b"X-B: 2\r\n", b"Content-Length: 0\r\n", b"\r\n"):
+                writer.write(piece)
+                await asyncio.sleep(0.1)
+
+        server = await serve(script)
+        client = http1.Client(replace(LIMITS, read_timeout=0.3))
+        assert (await get(client, server.url()))[0].status == 200
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_connect_refused_and_no_address_are_connect_errors(run: Run) -> None:
+    async def main() -> None:
+        server = await serve(answering(OK))
+        await server.stop()
+        client = http1.Client(LIMITS)
+        with pytest.raises(http1.ConnectError):
+            await client.open("GET", server.url(), [])
+        with pytest.raises(http1.ConnectError):
+            await client.open("GET", "http://no-such-host.invalid/", [])
+        assert client.pool.open_connections == 0
+        await client.aclose()
+
+    run(main())
+
+
+def test_a_handshake_that_never_ends_is_a_connect_timeout(run: Run) -> None:
+    async def main() -> None:
+        async def silent(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(5)
+
+        server = await serve(silent)
+        client = http1.Client(replace(LIMITS, connect_timeout=0.2))
+        with pytest.raises(http1.ConnectTimeout):
+            await client.open("GET", server.url(scheme="https"), [])
+        assert client.pool.open_connections == 0
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_cancelled_requests_leave_no_connection_to_reuse(run: Run) -> None:
+    async def main() -> None:
+        async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while head := await server.request(reader):
+                if b"/slow-head" in head:
+                    await asyncio.sleep(0.3)
+                if b"/mid-body" in head:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+                    await writer.drain()
+                    await asyncio.sleep(0.3)
+                    writer.write(b"world")
+                else:
+                    writer.write(OK)
+                await writer.drain()
+
+        server = await serve(script)
+        client = http1.Client(LIMITS)
+        # Mid-body: the rest of this answer must not be read as the next one's.
+        response = await client.open("GET", server.url("/mid-body"), [])
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                async for _ in response.chunks():
+                    pass
+        response.release()
+        # Waiting for the head.
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await client.open("GET", server.url("/slow-head"), [])
+        assert client.pool.open_connections == 0
+        response, body = await get(client, server.url("/done"))
+        assert body == b"hello"
+        assert server.connections == 3
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+def test_a_slow_consumer_keeps_the_buffer_bounded(run: Run) -> None:
+    async def main() -> None:
+        total = 64 << 20
+        block = b"x" * (1 << 20)
+
+        async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+            for _ in range(total // len(block)):
+                writer.write(block)
+                await writer.drain()
+
+        server = await serve(script)
+        client = http1.Client(LIMITS)
+        response = await client.open("GET", server.url(), [])
+        received, peak, reads = 0, 0, 0
+        while chunk := await response.read():
+            received += len(chunk)
+            reads += 1
+            if reads <= 20:
+                # Slow at first: the server could send megabytes meanwhile.
+                await asyncio.sleep(0.02)
+            peak = max(peak, response.connection.buffered)
+        assert received == total
+        # The pause comes once the buffer holds read_buffer_bytes; one more socket read may land on top.
+        assert peak <= LIMITS.read_buffer_bytes + 512 * 1024, peak
+        response.release()
+        assert client.pool.open_connections == 1
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+# -- TLS -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    directory = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_with_a_trusted_self_signed_certificate(run: Run, certificate: tuple[Path, Path]) -> None:
+    cert_path, key_path = certificate
+
+    async def main() -> None:
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_context.load_cert_chain(cert_path, key_path)
+        names: list[str | None] = []
+        server_context.sni_callback = lambda _, name, __: names.append(name)  # type: ignore[assignment,func-returns-value]
+        server = await serve(answering(OK), tls=server_context)
+        trusting = ssl.create_default_context(cafile=str(cert_path))
+        client = http1.Client(LIMITS, ssl_context=trusting)
+        for host in ("localhost", "localhost", "127.0.0.1"):
+            assert (await get(client, server.url(scheme="https", host=host)))[1] == b"hello"
+        assert server.connections == 2
+        # SNI carries the host name, and nothing for an address.
+        assert names == ["localhost", None]
+        await client.aclose()
+        # The default context (certifi's CAs) does not trust it: nothing could be sent.
+        client = http1.Client(LIMITS)
+        with pytest.raises(http1.ConnectError):
+            await client.open("GET", server.url(scheme="https", host="localhost"), [])
+        await client.aclose()
+        await server.stop()
+
+    run(main())
+
+
+# -- through relay.upstream ----------------------------------------------------------------------------
+
+
+async def opened(client: http1.Client, url: str, headers: list[tuple[bytes, bytes]] | None = None) -> upstream.Opened:
+    return await upstream.open_response(client, "GET", url, headers=headers or [], body=None, head_timeout=5, credential="sk-secret-value")
+
+
+def test_upstream_failures_are_classified(run: Run) -> None:
+    async def main() -> None:
+        async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await server.request(reader)
+            if b"/short" in head:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+            elif b"/garbage" in head:
+                writer.write(b"garbage\r\n\r\n")
+            else:
+                await asyncio.sleep(5)
+
+        server = await serve(script)
+        client = http1.Client(replace(LIMITS, read_timeout=0.2))
+        with pytest.raises(upstream.UpstreamFailure) as failure:
+            await opened(client, server.url("/silent"))
+        assert (failure.value.error_class, failure.value.before_send) == ("timeout", False)
+        with pytest.raises(upstream.UpstreamFailure) as failure:
+            await opened(client, server.url("/garbage"))
+        assert (failure.value.error_class, failure.value.before_send) == ("connection_error", False)
+        answer = await opened(client, server.url("/short"))
+        with pytest.raises(upstream.UpstreamFailure) as failure:
+            await upstream.read_answer(answer, max_bytes=100, body_timeout=5, credential="sk-secret-value")
+        assert (failure.value.error_class, failure.value.before_send) == ("connection_error", False)
+        await server.stop()
+        with pytest.raises(upstream.UpstreamFailure) as failure:
+            await opened(client, server.url("/refused"))
+        assert (failure.value.error_class, failure.value.before_send) == ("connection_error", True)
+        assert "127.0.0.1" not in failure.value.message
+        with pytest.raises(upstream.RequestNotSendable):
+            await opened(client, server.url(), [(b"user-agent", b"Caf\xe9")])
+        await upstream.close_client(client)
+
+    run(main())
