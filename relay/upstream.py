@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import ipaddress
 import re
 import time
 import zlib
@@ -170,7 +169,7 @@ def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     hostport = authority.rpartition("@")[2]
     if hostport.startswith("["):
         host, bracket, after = hostport[1:].partition("]")
-        if not bracket or not _is_ipv6(host):
+        if not bracket or not http1.is_ipv6(host):
             return "has an IPv6 host that is not of the form [address]"
         if after and not after.startswith(":"):
             return "has something other than :port after its IPv6 host"
@@ -190,14 +189,6 @@ def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     except (ValueError, TypeError, httpx.InvalidURL):
         return "does not parse as a URL"
     return None
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def shown_url(url: str | None) -> str | None:

@@ -29,6 +29,9 @@ from relay.state import RelayState
 from relay.store.location import parse_location
 from relay.store.schema import TABLE_NAMES
 
+# `run`: a test's coroutine on each kind of event loop (tests/event_loops.py).
+pytest_plugins = ["event_loops"]
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

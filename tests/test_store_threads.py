@@ -13,30 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
+from event_loops import LOOPS
 
 from relay.state import STORE_THREADS
 from relay.store_threads import StoreThreads
-
-LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
-
-
-@pytest.fixture(params=list(LOOPS))
-def run(request: pytest.FixtureRequest) -> Iterator[Callable[[Coroutine[Any, Any, Any]], Any]]:
-    """Runs a coroutine in a new loop of each kind; the test fails if the loop's exception handler
-    heard of anything (say, an outcome set on a future that was cancelled already)."""
-    heard: list[dict[str, Any]] = []
-
-    def running(coroutine: Coroutine[Any, Any, Any]) -> Any:
-        loop = LOOPS[request.param]()
-        loop.set_exception_handler(lambda _, context: heard.append(context))
-        try:
-            return loop.run_until_complete(coroutine)
-        finally:
-            loop.close()
-
-    yield running
-    assert heard == []
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ can answer (or not) ends as a result, the bytes and signature arrive as the SDK 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import email.utils
 import json
 import socket
@@ -23,10 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import openai
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from certificates import self_signed
 
 from relay.webhooks.sender import RESPONSE_READ_LIMIT, AttemptResult, make_client, retry_after_seconds, send_event
 from relay.webhooks.signing import new_secret
@@ -301,29 +297,6 @@ def test_the_delivery_connects_to_the_checked_address_with_the_name_as_host(rece
 )
 def test_retry_after_values(value: str | None, seconds: float | None) -> None:
     assert retry_after_seconds(value, 1_800_000_000.0) == seconds
-
-
-def self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    """A certificate for `name` (and its key), its own issuer."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return cert_path, key_path
 
 
 @pytest.mark.parametrize(("certified", "delivered"), [("hooks.test", True), ("other.test", False)])

@@ -2,7 +2,7 @@
 read timeouts on asyncio protocols, with httptools parsing the answers. No HTTP/2, proxies,
 redirects, cookies or decompression: the relay wants none of them on this path."""
 
-from .client import Client, Response, parse_url
+from .client import Client, Response, is_ipv6, parse_url
 from .connection import Limits
 from .errors import ConnectError, ConnectionClosed, ConnectTimeout, HTTPError, InvalidRequest, InvalidURL, ProtocolError, ReadTimeout
 
@@ -18,5 +18,6 @@ __all__ = [
     "ProtocolError",
     "ReadTimeout",
     "Response",
+    "is_ipv6",
     "parse_url",
 ]

@@ -59,7 +59,7 @@ def _origin(scheme: str, authority: str) -> tuple[Origin, bytes]:
         raise InvalidURL("a URL with user information")
     if authority.startswith("["):
         host, bracket, rest = authority[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")) or not _is_ipv6(host):
+        if not bracket or (rest and not rest.startswith(":")) or not is_ipv6(host):
             raise InvalidURL("an IPv6 host that is not of the form [address]")
         port_text, shown = rest[1:], f"[{host}]"
     else:
@@ -79,7 +79,8 @@ def _origin(scheme: str, authority: str) -> tuple[Origin, bytes]:
     return (scheme, host, port), host_header.encode("ascii")
 
 
-def _is_ipv6(text: str) -> bool:
+def is_ipv6(text: str) -> bool:
+    """Whether `text` is an IPv6 address (as written between a URL's brackets)."""
     try:
         ipaddress.IPv6Address(text)
     except ValueError:
