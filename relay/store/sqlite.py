@@ -6,7 +6,9 @@ Several uvicorn workers and the CLI share one database file, so:
   interleave;
 - writers queue on a lock (threads) and a lock file (`<database>-lock`, processes) before
   that, so a waiting writer wakes when its turn comes instead of sleeping in SQLite's busy
-  handler; WAL checkpoints run in the recorder's thread, not in commits on the request path.
+  handler; WAL checkpoints run in the recorder's thread, not in commits on the request path;
+- a short write on the request path runs in the event loop's thread when the turn is free at
+  that instant (`run_now`), and in a store thread otherwise.
 
 Driver errors stop here: a connection made by `SQLiteBackend` turns the operational ones (locked past
 the busy timeout, I/O error, disk full, file gone or damaged) into `StoreUnavailable`, in its
@@ -355,7 +357,7 @@ class SQLiteBackend:
         try:
             super(_Connection, conn).execute("BEGIN IMMEDIATE")
             return
-        except sqlite3.OperationalError as error:
+        except sqlite3.DatabaseError as error:
             if getattr(error, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
                 raise _translate(error, conn) from None
         if not immediate.committed:
