@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,18 @@ def answering(*answers: bytes) -> Script:
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 
 
+@contextlib.asynccontextmanager
+async def serving(script: Script, limits: http1.Limits = LIMITS) -> AsyncIterator[tuple[Server, http1.Client]]:
+    """A scripted server and a client; both closed at the end, whatever the test found."""
+    server = await serve(script)
+    client = http1.Client(limits)
+    try:
+        yield server, client
+    finally:
+        await client.aclose()
+        await server.stop()
+
+
 async def body_of(response: http1.Response) -> bytes:
     received = b"".join([chunk async for chunk in response.chunks()])
     response.release()
@@ -123,13 +136,10 @@ async def get(client: http1.Client, url: str, method: str = "GET", body: bytes |
 def test_content_length_body_and_headers_as_received(run: Run) -> None:
     async def main() -> None:
         answer = b"HTTP/1.1 201 Created\r\nX-Dup: a\r\nx-dup: b\r\nX-Latin: caf\xe9\r\nContent-Length: 5\r\n\r\nhello"
-        server = await serve(answering(answer))
-        client = http1.Client(LIMITS)
-        response, body = await get(client, server.url())
-        assert (response.status, body) == (201, b"hello")
-        assert response.headers == [(b"X-Dup", b"a"), (b"x-dup", b"b"), (b"X-Latin", b"caf\xe9"), (b"Content-Length", b"5")]
-        await client.aclose()
-        await server.stop()
+        async with serving(answering(answer)) as (server, client):
+            response, body = await get(client, server.url())
+            assert (response.status, body) == (201, b"hello")
+            assert response.headers == [(b"X-Dup", b"a"), (b"x-dup", b"b"), (b"X-Latin", b"caf\xe9"), (b"Content-Length", b"5")]
 
     run(main())
 
@@ -137,16 +147,13 @@ def test_content_length_body_and_headers_as_received(run: Run) -> None:
 def test_chunked_body_with_trailers_then_reuse(run: Run) -> None:
     async def main() -> None:
         answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\nX-Trailer: t\r\n\r\n"
-        server = await serve(answering(answer))
-        client = http1.Client(LIMITS)
-        for _ in range(2):
-            response, body = await get(client, server.url())
-            assert body == b"abcdefg"
-            # Trailers come after the head was handed out: they are not among its headers.
-            assert response.headers == [(b"Transfer-Encoding", b"chunked")]
-        assert server.connections == 1
-        await client.aclose()
-        await server.stop()
+        async with serving(answering(answer)) as (server, client):
+            for _ in range(2):
+                response, body = await get(client, server.url())
+                assert body == b"abcdefg"
+                # Trailers come after the head was handed out: they are not among its headers.
+                assert response.headers == [(b"Transfer-Encoding", b"chunked")]
+            assert server.connections == 1
 
     run(main())
 
@@ -160,15 +167,12 @@ def test_a_body_read_to_close_is_complete_and_its_connection_not_reused(run: Run
             await asyncio.sleep(0.05)
             writer.write(b"part two")
 
-        server = await serve(script)
-        client = http1.Client(LIMITS)
-        _, body = await get(client, server.url())
-        assert body == b"part one, part two"
-        _, body = await get(client, server.url())
-        assert body == b"part one, part two"
-        assert server.connections == 2
-        await client.aclose()
-        await server.stop()
+        async with serving(script) as (server, client):
+            _, body = await get(client, server.url())
+            assert body == b"part one, part two"
+            _, body = await get(client, server.url())
+            assert body == b"part one, part two"
+            assert server.connections == 2
 
     run(main())
 
@@ -183,15 +187,12 @@ def test_a_body_read_to_close_is_complete_and_its_connection_not_reused(run: Run
 )
 def test_answers_without_a_body_end_at_their_head_and_keep_the_connection(run: Run, method: str, answer: bytes) -> None:
     async def main() -> None:
-        server = await serve(answering(answer, OK))
-        client = http1.Client(LIMITS)
-        response, body = await get(client, server.url(), method)
-        assert body == b""
-        _, body = await get(client, server.url())
-        assert body == b"hello"
-        assert server.connections == 1
-        await client.aclose()
-        await server.stop()
+        async with serving(answering(answer, OK)) as (server, client):
+            response, body = await get(client, server.url(), method)
+            assert body == b""
+            _, body = await get(client, server.url())
+            assert body == b"hello"
+            assert server.connections == 1
 
     run(main())
 
@@ -199,39 +200,31 @@ def test_answers_without_a_body_end_at_their_head_and_keep_the_connection(run: R
 @pytest.mark.parametrize("interim", [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"])
 def test_interim_answers_are_skipped(run: Run, interim: bytes) -> None:
     async def main() -> None:
-        server = await serve(answering(interim + b"HTTP/1.1 200 OK\r\nX-Final: 1\r\nContent-Length: 2\r\n\r\nok"))
-        client = http1.Client(LIMITS)
-        response, body = await get(client, server.url(), "POST", b"{}")
-        assert (response.status, response.headers, body) == (200, [(b"X-Final", b"1"), (b"Content-Length", b"2")], b"ok")
-        await client.aclose()
-        await server.stop()
+        async with serving(answering(interim + b"HTTP/1.1 200 OK\r\nX-Final: 1\r\nContent-Length: 2\r\n\r\nok")) as (server, client):
+            response, body = await get(client, server.url(), "POST", b"{}")
+            assert (response.status, response.headers, body) == (200, [(b"X-Final", b"1"), (b"Content-Length", b"2")], b"ok")
 
     run(main())
 
 
 def test_a_101_is_returned_as_is_and_its_connection_dropped(run: Run) -> None:
     async def main() -> None:
-        server = await serve(answering(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n", OK))
-        client = http1.Client(LIMITS)
-        response = await client.open("GET", server.url(), [])
-        assert response.status == 101
-        response.release()
-        assert client.pool.open_connections == 0
-        await client.aclose()
-        await server.stop()
+        switching = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+        async with serving(answering(switching, OK)) as (server, client):
+            response = await client.open("GET", server.url(), [])
+            assert response.status == 101
+            response.release()
+            assert client.pool.open_connections == 0
 
     run(main())
 
 
 def test_an_answer_that_is_not_http_is_a_protocol_error(run: Run) -> None:
     async def main() -> None:
-        server = await serve(answering(b"SSH-2.0-OpenSSH\r\n\r\n"))
-        client = http1.Client(LIMITS)
-        with pytest.raises(http1.ProtocolError):
-            await client.open("GET", server.url(), [])
-        assert client.pool.open_connections == 0
-        await client.aclose()
-        await server.stop()
+        async with serving(answering(b"SSH-2.0-OpenSSH\r\n\r\n")) as (server, client):
+            with pytest.raises(http1.ProtocolError):
+                await client.open("GET", server.url(), [])
+            assert client.pool.open_connections == 0
 
     run(main())
 
@@ -241,24 +234,21 @@ def test_an_answer_that_is_not_http_is_a_protocol_error(run: Run) -> None:
 
 def test_only_the_given_headers_plus_host_and_content_length_are_sent(run: Run) -> None:
     async def main() -> None:
-        server = await serve(answering(OK))
-        client = http1.Client(LIMITS)
-        headers = [(b"authorization", b"Bearer k"), (b"X-Mixed-Case", b"v\xc3\xa9")]
-        await get(client, server.url("/v1/videos?after=a%2Fb&x=%20"), "GET")
-        await get(client, server.url("/v1/videos"), "POST")
-        response = await client.open("POST", server.url("/v1/videos"), headers, b'{"a":1}')
-        await body_of(response)
-        host = f"127.0.0.1:{server.port}".encode()
-        assert server.heads == [
-            b"GET /v1/videos?after=a%2Fb&x=%20 HTTP/1.1\r\nHost: " + host + b"\r\n\r\n",
-            b"POST /v1/videos HTTP/1.1\r\nHost: " + host + b"\r\nContent-Length: 0\r\n\r\n",
-            b"POST /v1/videos HTTP/1.1\r\nHost: "
-            + host
-            + b"\r\nauthorization: Bearer k\r\nX-Mixed-Case: v\xc3\xa9\r\nContent-Length: 7\r\n\r\n",
-        ]
-        assert server.bodies[2] == b'{"a":1}'
-        await client.aclose()
-        await server.stop()
+        async with serving(answering(OK)) as (server, client):
+            headers = [(b"authorization", b"Bearer k"), (b"X-Mixed-Case", b"v\xc3\xa9")]
+            await get(client, server.url("/v1/videos?after=a%2Fb&x=%20"), "GET")
+            await get(client, server.url("/v1/videos"), "POST")
+            response = await client.open("POST", server.url("/v1/videos"), headers, b'{"a":1}')
+            await body_of(response)
+            host = f"127.0.0.1:{server.port}".encode()
+            assert server.heads == [
+                b"GET /v1/videos?after=a%2Fb&x=%20 HTTP/1.1\r\nHost: " + host + b"\r\n\r\n",
+                b"POST /v1/videos HTTP/1.1\r\nHost: " + host + b"\r\nContent-Length: 0\r\n\r\n",
+                b"POST /v1/videos HTTP/1.1\r\nHost: "
+                + host
+                + b"\r\nauthorization: Bearer k\r\nX-Mixed-Case: v\xc3\xa9\r\nContent-Length: 7\r\n\r\n",
+            ]
+            assert server.bodies[2] == b'{"a":1}'
 
     run(main())
 
@@ -277,13 +267,10 @@ def test_only_the_given_headers_plus_host_and_content_length_are_sent(run: Run) 
 )
 def test_a_header_that_cannot_be_written_is_refused_before_anything_is_sent(run: Run, header: tuple[bytes, bytes]) -> None:
     async def main() -> None:
-        server = await serve(answering(OK))
-        client = http1.Client(LIMITS)
-        with pytest.raises(http1.InvalidRequest):
-            await client.open("GET", server.url(), [header])
-        assert server.connections == 0
-        await client.aclose()
-        await server.stop()
+        async with serving(answering(OK)) as (server, client):
+            with pytest.raises(http1.InvalidRequest):
+                await client.open("GET", server.url(), [header])
+            assert server.connections == 0
 
     run(main())
 
@@ -349,13 +336,10 @@ def test_keep_alive_reuses_one_connection(run: Run) -> None:
 )
 def test_no_reuse_after_connection_close_or_http_1_0(run: Run, answer: bytes) -> None:
     async def main() -> None:
-        server = await serve(answering(answer))
-        client = http1.Client(LIMITS)
-        for _ in range(2):
-            assert (await get(client, server.url()))[1] == b"hello"
-        assert server.connections == 2
-        await client.aclose()
-        await server.stop()
+        async with serving(answering(answer)) as (server, client):
+            for _ in range(2):
+                assert (await get(client, server.url()))[1] == b"hello"
+            assert server.connections == 2
 
     run(main())
 
@@ -367,16 +351,13 @@ def test_no_reuse_after_a_half_read_body(run: Run) -> None:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
                 await writer.drain()
 
-        server = await serve(script)
-        client = http1.Client(LIMITS)
-        response = await client.open("GET", server.url(), [])
-        assert await response.read() == b"hello"
-        response.release()
-        response = await client.open("GET", server.url(), [])
-        response.release()
-        assert server.connections == 2
-        await client.aclose()
-        await server.stop()
+        async with serving(script) as (server, client):
+            response = await client.open("GET", server.url(), [])
+            assert await response.read() == b"hello"
+            response.release()
+            response = await client.open("GET", server.url(), [])
+            response.release()
+            assert server.connections == 2
 
     run(main())
 
@@ -389,73 +370,61 @@ def test_an_idle_connection_the_server_closed_is_not_reused(run: Run) -> None:
             writer.write(OK)
             await writer.drain()
 
-        server = await serve(script)
-        client = http1.Client(LIMITS)
-        assert (await get(client, server.url()))[1] == b"hello"
-        await asyncio.sleep(0.1)
-        assert client.pool.open_connections == 0
-        assert (await get(client, server.url()))[1] == b"hello"
-        assert server.connections == 2
-        await client.aclose()
-        await server.stop()
+        async with serving(script) as (server, client):
+            assert (await get(client, server.url()))[1] == b"hello"
+            await asyncio.sleep(0.1)
+            assert client.pool.open_connections == 0
+            assert (await get(client, server.url()))[1] == b"hello"
+            assert server.connections == 2
 
     run(main())
 
 
 def test_idle_connections_expire(run: Run) -> None:
     async def main() -> None:
-        server = await serve(answering(OK))
-        client = http1.Client(replace(LIMITS, idle_seconds=0.2))
-        await get(client, server.url())
-        await asyncio.sleep(0.1)
-        await get(client, server.url())
-        assert (server.connections, client.pool.open_connections) == (1, 1)
-        await asyncio.sleep(0.4)
-        # Closed by the pool's own timer, not only when next asked for.
-        assert client.pool.open_connections == 0
-        await get(client, server.url())
-        assert server.connections == 2
-        await client.aclose()
-        await server.stop()
+        async with serving(answering(OK), replace(LIMITS, idle_seconds=0.2)) as (server, client):
+            await get(client, server.url())
+            await asyncio.sleep(0.1)
+            await get(client, server.url())
+            assert (server.connections, client.pool.open_connections) == (1, 1)
+            await asyncio.sleep(0.4)
+            # Closed by the pool's own timer, not only when next asked for.
+            assert client.pool.open_connections == 0
+            await get(client, server.url())
+            assert server.connections == 2
 
     run(main())
 
 
 def test_the_connection_limit_makes_requests_wait_their_turn(run: Run) -> None:
     async def main() -> None:
-        server = await serve(answering(OK))
-        client = http1.Client(replace(LIMITS, max_connections=1))
-        first = await client.open("GET", server.url("/first"), [])
-        order: list[str] = []
+        async with serving(answering(OK), replace(LIMITS, max_connections=1)) as (server, client):
+            first = await client.open("GET", server.url("/first"), [])
+            order: list[str] = []
 
-        async def waiting(name: str) -> None:
-            _, body = await get(client, server.url(f"/{name}"))
-            order.append(name)
+            async def waiting(name: str) -> None:
+                _, body = await get(client, server.url(f"/{name}"))
+                order.append(name)
 
-        tasks = [asyncio.create_task(waiting(name)) for name in ("second", "third")]
-        await asyncio.sleep(0.1)
-        assert order == [] and server.connections == 1
-        await body_of(first)
-        await asyncio.gather(*tasks)
-        assert order == ["second", "third"]
-        assert server.connections == 1
-        await client.aclose()
-        await server.stop()
+            tasks = [asyncio.create_task(waiting(name)) for name in ("second", "third")]
+            await asyncio.sleep(0.1)
+            assert order == [] and server.connections == 1
+            await body_of(first)
+            await asyncio.gather(*tasks)
+            assert order == ["second", "third"]
+            assert server.connections == 1
 
     run(main())
 
 
 def test_a_waiter_for_another_origin_takes_the_place_of_an_idle_connection(run: Run) -> None:
     async def main() -> None:
-        server = await serve(answering(OK))
-        client = http1.Client(replace(LIMITS, max_connections=1))
-        await get(client, server.url(host="127.0.0.1"))
-        # At once: not after the idle connection expired.
-        async with asyncio.timeout(1):
-            await get(client, server.url(host="localhost"))
-        assert (server.connections, client.pool.open_connections) == (2, 1)
-        await client.aclose()
-        await server.stop()
+        async with serving(answering(OK), replace(LIMITS, max_connections=1)) as (server, client):
+            await get(client, server.url(host="127.0.0.1"))
+            # At once: not after the idle connection expired.
+            async with asyncio.timeout(1):
+                await get(client, server.url(host="localhost"))
+            assert (server.connections, client.pool.open_connections) == (2, 1)
 
     run(main())
 
@@ -473,13 +442,10 @@ def test_a_waiter_for_another_origin_takes_the_place_of_an_idle_connection(run: 
 )
 def test_a_head_over_the_limits_is_a_protocol_error(run: Run, answer: bytes) -> None:
     async def main() -> None:
-        server = await serve(answering(answer))
-        client = http1.Client(LIMITS)
-        with pytest.raises(http1.ProtocolError):
-            await client.open("GET", server.url(), [])
-        assert client.pool.open_connections == 0
-        await client.aclose()
-        await server.stop()
+        async with serving(answering(answer)) as (server, client):
+            with pytest.raises(http1.ProtocolError):
+                await client.open("GET", server.url(), [])
+            assert client.pool.open_connections == 0
 
     run(main())
 
@@ -494,16 +460,13 @@ def test_a_body_that_ends_early_raises_after_what_arrived(run: Run, answer: byte
             await server.request(reader)
             writer.write(answer)
 
-        server = await serve(script)
-        client = http1.Client(LIMITS)
-        response = await client.open("GET", server.url(), [])
-        assert await response.read() == b"hello"
-        with pytest.raises(http1.ConnectionClosed):
-            await response.read()
-        response.release()
-        assert client.pool.open_connections == 0
-        await client.aclose()
-        await server.stop()
+        async with serving(script) as (server, client):
+            response = await client.open("GET", server.url(), [])
+            assert await response.read() == b"hello"
+            with pytest.raises(http1.ConnectionClosed):
+                await response.read()
+            response.release()
+            assert client.pool.open_connections == 0
 
     run(main())
 
@@ -516,18 +479,15 @@ def test_read_timeouts_on_the_head_and_on_the_body(run: Run) -> None:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
             await asyncio.sleep(5)
 
-        server = await serve(script)
-        client = http1.Client(replace(LIMITS, read_timeout=0.2))
-        with pytest.raises(http1.ReadTimeout):
-            await client.open("GET", server.url("/head"), [])
-        response = await client.open("GET", server.url("/body"), [])
-        assert await response.read() == b"hello"
-        with pytest.raises(http1.ReadTimeout):
-            await response.read()
-        response.release()
-        assert client.pool.open_connections == 0
-        await client.aclose()
-        await server.stop()
+        async with serving(script, replace(LIMITS, read_timeout=0.2)) as (server, client):
+            with pytest.raises(http1.ReadTimeout):
+                await client.open("GET", server.url("/head"), [])
+            response = await client.open("GET", server.url("/body"), [])
+            assert await response.read() == b"hello"
+            with pytest.raises(http1.ReadTimeout):
+                await response.read()
+            response.release()
+            assert client.pool.open_connections == 0
 
     run(main())
 
@@ -541,11 +501,8 @@ def test_the_read_timeout_counts_from_the_last_bytes(run: Run) -> None:
                 writer.write(piece)
                 await asyncio.sleep(0.1)
 
-        server = await serve(script)
-        client = http1.Client(replace(LIMITS, read_timeout=0.3))
-        assert (await get(client, server.url()))[0].status == 200
-        await client.aclose()
-        await server.stop()
+        async with serving(script, replace(LIMITS, read_timeout=0.3)) as (server, client):
+            assert (await get(client, server.url()))[0].status == 200
 
     run(main())
 
@@ -570,13 +527,10 @@ def test_a_handshake_that_never_ends_is_a_connect_timeout(run: Run) -> None:
         async def silent(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await asyncio.sleep(5)
 
-        server = await serve(silent)
-        client = http1.Client(replace(LIMITS, connect_timeout=0.2))
-        with pytest.raises(http1.ConnectTimeout):
-            await client.open("GET", server.url(scheme="https"), [])
-        assert client.pool.open_connections == 0
-        await client.aclose()
-        await server.stop()
+        async with serving(silent, replace(LIMITS, connect_timeout=0.2)) as (server, client):
+            with pytest.raises(http1.ConnectTimeout):
+                await client.open("GET", server.url(scheme="https"), [])
+            assert client.pool.open_connections == 0
 
     run(main())
 
@@ -596,25 +550,22 @@ def test_cancelled_requests_leave_no_connection_to_reuse(run: Run) -> None:
                     writer.write(OK)
                 await writer.drain()
 
-        server = await serve(script)
-        client = http1.Client(LIMITS)
-        # Mid-body: the rest of this answer must not be read as the next one's.
-        response = await client.open("GET", server.url("/mid-body"), [])
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.1):
-                async for _ in response.chunks():
-                    pass
-        response.release()
-        # Waiting for the head.
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.1):
-                await client.open("GET", server.url("/slow-head"), [])
-        assert client.pool.open_connections == 0
-        response, body = await get(client, server.url("/done"))
-        assert body == b"hello"
-        assert server.connections == 3
-        await client.aclose()
-        await server.stop()
+        async with serving(script) as (server, client):
+            # Mid-body: the rest of this answer must not be read as the next one's.
+            response = await client.open("GET", server.url("/mid-body"), [])
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    async for _ in response.chunks():
+                        pass
+            response.release()
+            # Waiting for the head.
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await client.open("GET", server.url("/slow-head"), [])
+            assert client.pool.open_connections == 0
+            response, body = await get(client, server.url("/done"))
+            assert body == b"hello"
+            assert server.connections == 3
 
     run(main())
 
@@ -631,25 +582,22 @@ def test_a_slow_consumer_keeps_the_buffer_bounded(run: Run) -> None:
                 writer.write(block)
                 await writer.drain()
 
-        server = await serve(script)
-        client = http1.Client(LIMITS)
-        response = await client.open("GET", server.url(), [])
-        received, peak, reads = 0, 0, 0
-        while chunk := await response.read():
-            received += len(chunk)
-            reads += 1
-            if reads <= 20:
-                # Slow at first: the server could send megabytes meanwhile.
-                await asyncio.sleep(0.02)
-            peak = max(peak, response.connection.buffered)
-        assert received == total
-        # The pause comes once the buffer holds twice read_buffer_bytes; one more socket read
-        # (at most 256 KiB, on asyncio and uvloop alike) may land on top.
-        assert peak <= 2 * LIMITS.read_buffer_bytes + 256 * 1024, peak
-        response.release()
-        assert client.pool.open_connections == 1
-        await client.aclose()
-        await server.stop()
+        async with serving(script) as (server, client):
+            response = await client.open("GET", server.url(), [])
+            received, peak, reads = 0, 0, 0
+            while chunk := await response.read():
+                received += len(chunk)
+                reads += 1
+                if reads <= 20:
+                    # Slow at first: the server could send megabytes meanwhile.
+                    await asyncio.sleep(0.02)
+                peak = max(peak, response.connection.buffered)
+            assert received == total
+            # The pause comes once the buffer holds twice read_buffer_bytes; one more socket read
+            # (at most 256 KiB, on asyncio and uvloop alike) may land on top.
+            assert peak <= 2 * LIMITS.read_buffer_bytes + 256 * 1024, peak
+            response.release()
+            assert client.pool.open_connections == 1
 
     run(main())
 
