@@ -15,12 +15,13 @@ from hypothesis import given, strategies as st
 from test_quotas import NOON, limited_key, post
 from test_relay import assert_envelope
 
-from relay.budget_blocks import BLOCK_MAX_JOBS, BLOCK_TAKE_SECONDS, Block, BudgetBlocks, Share
+from relay.budget_blocks import BLOCK_MAX_JOBS, DUST, BLOCK_TAKE_SECONDS, Block, BudgetBlocks, Share
 from relay.keys import set_limits
 from relay.limits import JobTerms, Limits, block_size_for, period_bounds
 from relay.quota import Booking, _block_share
 from relay.records import Usage
-from relay.store import NOT_NOW
+from relay.store import NOT_NOW, Store
+from relay.store.reservations import shrink_block
 from relay.state import write_off_idle_blocks
 
 BACKENDS = ("sqlite", "postgresql")
@@ -146,6 +147,49 @@ def test_retiring_an_idle_block_writes_off_what_no_create_took() -> None:
 
 
 # -- through the relay, on both databases ----------------------------------------------------
+
+
+class _Noting:
+    def __init__(self, conn: Any, statements: list[str]) -> None:
+        self.conn, self.statements = conn, statements
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:
+        self.statements.append(sql)
+        return self.conn.execute(sql, parameters)
+
+
+@pytest.mark.parametrize(
+    ("taken", "left"),
+    [
+        ((4.0, 0.4), (8.0, 0.8)),  # something left on both counts: shrunk
+        ((12.0, 0.8), (0.0, 0.4)),  # seconds used up, dollars not: kept
+        ((8.0, 1.2), (4.0, 0.0)),  # dollars used up, seconds not: kept
+        ((12.0, 1.2), None),  # nothing left: gone
+        ((12.0 - DUST / 2, 1.2 - DUST / 2), None),  # only rounding dust left: gone
+    ],
+)
+def test_a_take_shrinks_the_block_and_the_last_one_removes_it(database: str, taken: tuple[float, float], left: tuple[float, float] | None) -> None:
+    store = Store(database)
+    try:
+        store.ensure_schema()
+        store.claim_budget_block(
+            "blk_1", key_name="alice", video_seconds=4.0, usd=0.4, now=NOON, expires_at=NOON + 60, periods=[],
+            refuse=lambda *_: None, size=lambda _: 3, owner=None,
+        )
+        statements: list[str] = []
+        with store.transaction() as conn:
+            shrink_block(_Noting(conn, statements), "blk_1", *taken)
+        # A take that leaves something is one statement (a round trip on PostgreSQL).
+        assert len(statements) == (1 if left is not None else 2)
+        held = run_sql(store, "SELECT video_seconds, usd FROM reservations WHERE id = 'blk_1'")
+        assert [tuple(row) for row in held] == ([] if left is None else [(pytest.approx(left[0]), pytest.approx(left[1]))])
+        # A take from a block that is gone changes nothing.
+        with store.transaction() as conn:
+            shrink_block(conn, "blk_2", 4.0, 0.4)
+        assert len(run_sql(store, "SELECT id FROM reservations")) == len(held)
+    finally:
+        store.close()
+
 
 
 def test_far_from_the_budget_one_claim_books_many_creates(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:

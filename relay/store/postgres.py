@@ -160,6 +160,21 @@ class _Statements:
         return cursor
 
 
+# BEGIN and the writers' turn in one round trip: psycopg sends a query without parameters as one
+# simple query, which may hold several statements (psycopg's transaction() would send BEGIN alone).
+# Every write transaction paid that round trip: 150-250 us at c=1 on a busy machine (measured).
+_BEGIN_DURABLE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+# A write whose loss in a crash harms nothing lasting skips the commit's WAL flush; the setting
+# ends with the transaction.
+_BEGIN_NOT_DURABLE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}), set_config('synchronous_commit', 'off', true)"
+
+
+def _roll_back(conn: psycopg.Connection[Any]) -> None:
+    """End a failed or abandoned transaction; on a broken connection the pool discards it anyway."""
+    with suppress(psycopg.Error):
+        conn.execute("ROLLBACK")
+
+
 class PostgresBackend:
     """One per process: a pool of connections to one PostgreSQL database."""
 
@@ -280,16 +295,19 @@ class PostgresBackend:
             raise StoreUnavailable("it was opened read-only")
         with self._borrowed() as conn:
             try:
-                with conn.transaction():
-                    statements = _Statements(conn, self)
-                    if durable:
-                        statements.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
-                    else:
-                        # One round trip for both; the setting ends with the transaction.
-                        statements.execute("SELECT pg_advisory_xact_lock(?), set_config('synchronous_commit', 'off', true)", (WRITE_LOCK,))
-                    yield statements
+                conn.execute(_BEGIN_DURABLE if durable else _BEGIN_NOT_DURABLE)
             except psycopg.Error as error:
-                # BEGIN, COMMIT or ROLLBACK failed (statements translate their own errors).
+                _roll_back(conn)
+                raise self.translate(error) from None
+            try:
+                yield _Statements(conn, self)
+            except BaseException:
+                _roll_back(conn)
+                raise
+            try:
+                conn.execute("COMMIT")
+            except psycopg.Error as error:
+                _roll_back(conn)
                 raise self.translate(error) from None
 
     def run_now(self, call: Callable[[], T]) -> T | NotNow:
