@@ -1,7 +1,7 @@
-"""The relay on SQLite at an earlier commit against the working tree's, in the same interleaved rounds.
+"""The relay at an earlier commit against the working tree's, in the same interleaved rounds.
 
     python -m bench.ab <commit> [--later <commit>] [--rounds 3] [--workers 1 --workers 2]
-                       [--concurrency 16] [--download-mib 1024] [--out bench/results]
+                       [--concurrency 16] [--download-mib 1024] [--postgres] [--out bench/results]
 
 Two `make bench` runs days apart differ by whatever else the shared machine was doing, which can
 be more than the change being looked for. Here both relays run side by side against the same nginx
@@ -10,6 +10,9 @@ as `make bench`'s targets do, so a noisy neighbour slows both alike. The earlier
 extracted with `git archive` into a temporary directory (the repository itself is left alone) and
 runs on this virtualenv's packages. With --later, the later side is a commit extracted the same way
 instead of the working tree, so that uncommitted edits and later commits stay out of the comparison.
+
+With --postgres, each side has a database of its own on one throwaway PostgreSQL cluster with
+`make bench`'s production durability (fsync and synchronous_commit on) instead of SQLite.
 
 With --download-mib, each round also downloads the mock's file of that size once directly and once
 through each one-worker relay, in rotating order (bench/streaming.py's client).
@@ -21,7 +24,7 @@ far a single pairing moves on a shared machine.
 Both are started the same way, but two processes on 2 shared cores are never placed identically:
 repeat with the order swapped (--earlier-first / default later-first) before trusting a few percent.
 
-Writes <date>-ab-<commit>[-<later commit>]-<earlier|later>-first.json and .md to --out.
+Writes <date>-ab-<commit>[-<later commit>][-pg]-<earlier|later>-first.json and .md to --out.
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.postgres_cluster import fresh_database
+
 from .mock import start_nginx
+from .postgres import cluster_for_bench
 from .procs import Server, workspace
 from .run import CONCURRENCIES, OPERATIONS, log, machine, measure_latency, measure_throughput, median
 from .streaming import WARM_UP_BYTES, content_urls, download
@@ -58,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, action="append", help="worker counts; repeat (default 1 and 2)")
     parser.add_argument("--earlier-first", action="store_true", help="start the earlier relay first (placement check)")
     parser.add_argument("--download-mib", type=int, default=0, help="also time downloads of a file this large (0: none)")
+    parser.add_argument("--postgres", action="store_true", help="both relays on PostgreSQL (a throwaway cluster) instead of SQLite")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     args.concurrency = tuple(args.concurrency or CONCURRENCIES)
@@ -70,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         source = stack.enter_context(extracted(commit))
         later_source = stack.enter_context(extracted(later)) if args.later else None
         workdir, servers = stack.enter_context(workspace("relay-ab-"))
+        cluster = stack.enter_context(cluster_for_bench("production")) if args.postgres else None
         mock = start_nginx(workdir, file_bytes=max(args.download_mib, 1) * 1024 * 1024)
         servers.append(mock)
         upstream = mock.url + "/v1"
@@ -77,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         order = [("earlier", source), ("later", later_source)]
         for side, tree in order if args.earlier_first else reversed(order):
             (workdir / side).mkdir()
-            env, key = prepare_relay_database(workdir / side, upstream, source=tree)
+            database = stack.enter_context(fresh_database(cluster)) if cluster is not None else None
+            env, key = prepare_relay_database(workdir / side, upstream, database=database, source=tree)
             sides[side] = (env, key, tree)
         for env, _, tree in sides.values():
             if tree is not None:
@@ -103,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "earlier": commit,
         "later": later,
+        "database": "postgresql" if args.postgres else "sqlite",
         "started_first": next(iter(sides)),
         "settings": {
             "rounds": args.rounds,
@@ -117,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_seconds": round(time.monotonic() - started, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    pair = f"{commit}-{later}" if args.later else commit
+    pair = (f"{commit}-{later}" if args.later else commit) + ("-pg" if args.postgres else "")
     stem = args.out / f"{results['date'][:10]}-ab-{pair}-{results['started_first']}-first"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     text = markdown(results)
@@ -127,10 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL (fsync and synchronous_commit on)"}
+
+
 def markdown(results: dict[str, Any]) -> str:
     earlier, later = results["earlier"], results["later"]
     lines = [
-        f"# The relay on SQLite: {earlier} against {later}, {results['date']}",
+        f"# The relay on {DATABASES[results.get('database', 'sqlite')]}: {earlier} against {later}, {results['date']}",
         "",
         f"{results['machine']['cores']} cores, {results['settings']['rounds']} interleaved rounds, the {results['started_first']} "
         f"relay started first; took {results['duration_seconds']:.0f} s. Ratios are later ÷ earlier: below 1 is less added "

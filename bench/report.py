@@ -213,6 +213,7 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
             if offloaded
             else []
         ),
+        *_floor_rows(streamed),
         "",
         f"- Slow reader ({streamed['slow_reader']['target_mb_per_second']:.0f} MB/s): relay RSS growth "
         f"{streamed['slow_reader']['rss']['growth_mib']:.1f} MiB.",
@@ -223,6 +224,28 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
         "Versions: " + ", ".join(f"{name} {version}" for name, version in results["versions"].items() if version) + ".",
     ]
     return "\n".join(lines) + "\n"
+
+
+FLOORS = {
+    "floor-copy": "a proxy that only copies (bench/floor_proxy.py)",
+    "floor-splice": "a proxy that only splices (bench/floor_proxy.py --splice)",
+}
+
+
+def _floor_rows(streamed: dict[str, Any]) -> list[str]:
+    """What share of the direct rate a proxy that does nothing else keeps, in the same rounds."""
+    rows = []
+    for name, title in FLOORS.items():
+        if name not in streamed:
+            continue
+        single, concurrent = streamed[name]["single"], streamed[name]["concurrent"]
+        rows += [
+            f"| one download, {title} | {single['direct_mb_per_second']:.0f} | {single['relay_mb_per_second']:.0f} | "
+            f"{single['ratio_relay_to_direct']:.2f} | — |",
+            f"| {concurrent['clients']} concurrent downloads, {title} | {concurrent['direct_mb_per_second']:.0f} | "
+            f"{concurrent['relay_mb_per_second']:.0f} | {concurrent['ratio_relay_to_direct']:.2f} | — |",
+        ]
+    return rows
 
 
 def _postgresql_section(results: dict[str, Any]) -> list[str]:

@@ -9,6 +9,9 @@ each promise with one client used for both paths, so any difference is the relay
 3. a slow reader: memory stays flat and the bytes arrive at the reader's pace;
 4. a client that hangs up mid-stream: memory returns and nginx stops writing (upstream released).
 
+The first two also run through bench/floor_proxy.py (a proxy that does nothing but pass the bytes,
+copying or splicing), which shows what share of the direct rate any proxy keeps on this machine.
+
 Run with `python -m bench.streaming`: nginx with a 1 GiB file, a one-worker relay, JSON on stdout.
 """
 
@@ -17,11 +20,12 @@ from __future__ import annotations
 import json
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +33,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .mock import start_nginx, start_offload_front, writing_connections
-from .procs import Server, cpu_seconds, rss_bytes, workspace
+from .procs import Server, cpu_seconds, free_port, rss_bytes, wait_until_listening, workspace
 from .report import RSS_GROWTH_MIB as RSS_GROWTH_LIMIT_MIB
-from .targets import OFFLOAD_SECRET, create_video, prepare_relay_database, start_relay
+from .targets import OFFLOAD_SECRET, REPO, create_video, prepare_relay_database, start_relay
 
 MIB = 1024 * 1024
 MB = 1_000_000
@@ -413,6 +417,21 @@ def offload_front(workdir: Path, relay: Server, servers: list[Server]) -> Server
     return Server("offloaded", f"{nginx.url}/openai/v1", relay.process, nginx.port, key=relay.key)
 
 
+def floor_proxies(mock: Server, servers: list[Server]) -> list[Server]:
+    """bench/floor_proxy.py in front of the mock, copying and splicing (added to `servers`), as
+    Servers whose url is the mock's API through them."""
+    started = []
+    for mode in ("copy", "splice"):
+        port = free_port()
+        command = [sys.executable, "-m", "bench.floor_proxy", "--upstream", f"127.0.0.1:{mock.port}", "--port", str(port)]
+        process = subprocess.Popen([*command, *(["--splice"] if mode == "splice" else [])], cwd=REPO)
+        proxy = Server(f"floor-{mode}", f"http://127.0.0.1:{port}/v1", process, port)
+        servers.append(proxy)
+        wait_until_listening(proxy)
+        started.append(proxy)
+    return started
+
+
 def _auth(relay: Server) -> dict[str, str]:
     return {"Authorization": f"Bearer {relay.key}"}
 
@@ -424,10 +443,12 @@ def file_size(url: str) -> int:
         return int(answer.headers["Content-Length"])
 
 
-def run_streaming(mock: Server, relay: Server, video_id: str, *, rounds: int, front: Server | None = None) -> dict[str, Any]:
+def run_streaming(
+    mock: Server, relay: Server, video_id: str, *, rounds: int, front: Server | None = None, floors: Sequence[Server] = ()
+) -> dict[str, Any]:
     """All four measurements, in an order where each starts with nginx writing nothing; with
     `front` (nginx in front of the relay, downloads offloaded: relay.offload), the first two
-    again through it."""
+    again through it; with `floors` (floor_proxies), the first two through each of them."""
     started = time.perf_counter()
     direct_url, relay_url = content_urls(mock, relay, video_id)
     file_bytes = file_size(direct_url)
@@ -445,6 +466,12 @@ def run_streaming(mock: Server, relay: Server, video_id: str, *, rounds: int, fr
         result["offloaded"] = {
             "single": single_downloads(direct_url, front_url, front, rounds=rounds),
             "concurrent": concurrent_downloads(direct_url, front_url, front, rounds=rounds, file_bytes=file_bytes),
+        }
+    for floor in floors:
+        _, floor_url = content_urls(mock, floor, video_id)
+        result[floor.name] = {
+            "single": single_downloads(direct_url, floor_url, floor, rounds=rounds),
+            "concurrent": concurrent_downloads(direct_url, floor_url, floor, rounds=rounds, file_bytes=file_bytes),
         }
     result["slow_reader"] = slow_reader(relay_url, relay, mock)
     result["disconnect"] = disconnecting_client(relay_url, relay, mock)
@@ -464,7 +491,8 @@ def main() -> None:
         relay = start_relay(workdir, env, key, workers=1)
         servers.append(relay)
         front = offload_front(workdir, relay, servers)
-        result = run_streaming(mock, relay, create_video(relay), rounds=3, front=front)
+        floors = floor_proxies(mock, servers)
+        result = run_streaming(mock, relay, create_video(relay), rounds=3, front=front, floors=floors)
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
 

@@ -261,3 +261,6 @@ def test_ab_table_sets_each_relay_against_the_same_direct_run() -> None:
     assert "| added latency p50 ms, create, c=1 | 0.100 | 0.800 | 1.000 | 1.25 |" in text
     assert "| added latency p99 ms, retrieve, c=1 | 0.500 | 2.000 | 2.000 | 1.00 |" in text
     assert "| peak rate, retrieve, c=16, 1w | 100,000 | 1,000 | 990 | 0.99 |" in text
+    # Results from before the database was recorded were on SQLite; --postgres says so in the title.
+    assert text.startswith("# The relay on SQLite: abc1234 against def5678")
+    assert ab.markdown({**results, "database": "postgresql"}).startswith("# The relay on PostgreSQL (fsync and synchronous_commit on):")

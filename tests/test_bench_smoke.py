@@ -74,12 +74,18 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
     assert streamed["slow_reader"]["download"]["body_bytes"] > 0
     assert streamed["disconnect"]["download"]["disconnected_early"] is True
     assert streamed["disconnect"]["upstream_release"]["released"] is True
+    # The floor: proxies that only pass bytes (copying, splicing) carry whole downloads too.
+    for floor in ("floor-copy", "floor-splice"):
+        assert streamed[floor]["single"]["relay_mb_per_second"] > 0
+        assert all(run["complete"] for run in streamed[floor]["single"]["relay_runs"])
+        assert streamed[floor]["concurrent"]["failures"] == []
 
     met = results["summary"]["targets_met"]
     assert met["throughput_vs_litellm"] is None  # not measured without LiteLLM
     markdown = results_path.with_suffix(".md").read_text()
     assert "| ≥ 10× LiteLLM's rate at p99 < 50 ms | not measured |" in markdown
     assert "## Relay on PostgreSQL ÷ relay on SQLite (same run)" in markdown
+    assert "| one download, a proxy that only splices (bench/floor_proxy.py --splice) |" in markdown
     assert results_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
