@@ -15,7 +15,7 @@ from hypothesis import given, strategies as st
 from test_quotas import NOON, limited_key, post
 from test_relay import assert_envelope
 
-from relay.budget_blocks import BLOCK_MAX_JOBS, DUST, BLOCK_TAKE_SECONDS, Block, BudgetBlocks, Share
+from relay.budget_blocks import BLOCK_MAX_JOBS, BLOCK_TAKE_SECONDS, DUST, Block, BudgetBlocks, Share
 from relay.keys import set_limits
 from relay.limits import JobTerms, Limits, block_size_for, period_bounds
 from relay.quota import Booking, _block_share
@@ -189,7 +189,6 @@ def test_a_take_shrinks_the_block_and_the_last_one_removes_it(database: str, tak
         assert len(run_sql(store, "SELECT id FROM reservations")) == len(held)
     finally:
         store.close()
-
 
 
 def test_far_from_the_budget_one_claim_books_many_creates(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
