@@ -577,6 +577,9 @@ def test_a_slow_consumer_keeps_the_buffer_bounded(run: Run) -> None:
 
         async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await server.request(reader)
+            # drain() then returns only once the last block has reached the socket: the server
+            # aborts the connection when the script ends, which would drop what is still queued.
+            writer.transport.set_write_buffer_limits(high=0)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
             for _ in range(total // len(block)):
                 writer.write(block)
