@@ -188,7 +188,6 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
         lines += ["", *_postgresql_section(results)]
 
     streamed = results["streaming"]
-    single, concurrent = streamed["single"], streamed["concurrent"]
     offloaded = streamed.get("offloaded")
     lines += [
         "",
@@ -196,23 +195,8 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
         "",
         "| measurement | direct MB/s | relay MB/s | relay ÷ direct | relay RSS growth MiB |",
         "|---|---|---|---|---|",
-        f"| one download | {single['direct_mb_per_second']:.0f} | {single['relay_mb_per_second']:.0f} | "
-        f"{single['ratio_relay_to_direct']:.2f} | {single['relay_rss_growth_max_mib']:.1f} |",
-        f"| {concurrent['clients']} concurrent downloads | {concurrent['direct_mb_per_second']:.0f} | "
-        f"{concurrent['relay_mb_per_second']:.0f} | {concurrent['ratio_relay_to_direct']:.2f} | "
-        f"{concurrent['relay_rss_growth_max_mib']:.1f} |",
-        *(
-            [
-                f"| one download, behind nginx, offloaded | {offloaded['single']['direct_mb_per_second']:.0f} | "
-                f"{offloaded['single']['relay_mb_per_second']:.0f} | {offloaded['single']['ratio_relay_to_direct']:.2f} | "
-                f"{offloaded['single']['relay_rss_growth_max_mib']:.1f} |",
-                f"| {offloaded['concurrent']['clients']} concurrent downloads, behind nginx, offloaded | "
-                f"{offloaded['concurrent']['direct_mb_per_second']:.0f} | {offloaded['concurrent']['relay_mb_per_second']:.0f} | "
-                f"{offloaded['concurrent']['ratio_relay_to_direct']:.2f} | {offloaded['concurrent']['relay_rss_growth_max_mib']:.1f} |",
-            ]
-            if offloaded
-            else []
-        ),
+        *_download_rows(streamed, ""),
+        *(_download_rows(offloaded, ", behind nginx, offloaded") if offloaded else []),
         *_floor_rows(streamed),
         "",
         f"- Slow reader ({streamed['slow_reader']['target_mb_per_second']:.0f} MB/s): relay RSS growth "
@@ -236,15 +220,22 @@ def _floor_rows(streamed: dict[str, Any]) -> list[str]:
     """What share of the direct rate a proxy that does nothing else keeps, in the same rounds."""
     rows = []
     for name, title in FLOORS.items():
-        if name not in streamed:
-            continue
-        single, concurrent = streamed[name]["single"], streamed[name]["concurrent"]
-        rows += [
-            f"| one download, {title} | {single['direct_mb_per_second']:.0f} | {single['relay_mb_per_second']:.0f} | "
-            f"{single['ratio_relay_to_direct']:.2f} | — |",
-            f"| {concurrent['clients']} concurrent downloads, {title} | {concurrent['direct_mb_per_second']:.0f} | "
-            f"{concurrent['relay_mb_per_second']:.0f} | {concurrent['ratio_relay_to_direct']:.2f} | — |",
-        ]
+        if name in streamed:
+            rows += _download_rows(streamed[name], f", {title}", rss=False)
+    return rows
+
+
+def _download_rows(measured: dict[str, Any], where: str, *, rss: bool = True) -> list[str]:
+    """One download and the concurrent ones, direct and through the relay (or what stands in
+    for it); RSS only where it is the relay's."""
+    rows = []
+    single, concurrent = measured["single"], measured["concurrent"]
+    for label, run in (("one download", single), (f"{concurrent['clients']} concurrent downloads", concurrent)):
+        growth = f"{run['relay_rss_growth_max_mib']:.1f}" if rss else "—"
+        rows.append(
+            f"| {label}{where} | {run['direct_mb_per_second']:.0f} | {run['relay_mb_per_second']:.0f} | "
+            f"{run['ratio_relay_to_direct']:.2f} | {growth} |"
+        )
     return rows
 
 

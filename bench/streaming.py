@@ -461,17 +461,13 @@ def run_streaming(
     warm_up(direct_url, relay_url, relay)
     result["single"] = single_downloads(direct_url, relay_url, relay, rounds=rounds)
     result["concurrent"] = concurrent_downloads(direct_url, relay_url, relay, rounds=rounds, file_bytes=file_bytes)
-    if front is not None:
-        _, front_url = content_urls(mock, front, video_id)
-        result["offloaded"] = {
-            "single": single_downloads(direct_url, front_url, front, rounds=rounds),
-            "concurrent": concurrent_downloads(direct_url, front_url, front, rounds=rounds, file_bytes=file_bytes),
-        }
-    for floor in floors:
-        _, floor_url = content_urls(mock, floor, video_id)
-        result[floor.name] = {
-            "single": single_downloads(direct_url, floor_url, floor, rounds=rounds),
-            "concurrent": concurrent_downloads(direct_url, floor_url, floor, rounds=rounds, file_bytes=file_bytes),
+    proxies = {"offloaded": front} if front is not None else {}
+    proxies.update((floor.name, floor) for floor in floors)
+    for name, proxy in proxies.items():
+        _, proxy_url = content_urls(mock, proxy, video_id)
+        result[name] = {
+            "single": single_downloads(direct_url, proxy_url, proxy, rounds=rounds),
+            "concurrent": concurrent_downloads(direct_url, proxy_url, proxy, rounds=rounds, file_bytes=file_bytes),
         }
     result["slow_reader"] = slow_reader(relay_url, relay, mock)
     result["disconnect"] = disconnecting_client(relay_url, relay, mock)
