@@ -350,6 +350,7 @@ async def load_across(
                 target = index % len(replicas)
                 result = await post_create(client, replicas[target], index, keys[(index // len(replicas)) % len(keys)])
                 results.append((target, result))
+                await result.pause_as_asked()
 
         tasks = [worker() for _ in range(concurrency)]
         if watcher is not None:

@@ -128,6 +128,13 @@ class Result:
     error: str | None = None
     seconds: float = 0.0
     finished: float = 0.0  # time.monotonic() when the answer (or the error) came
+    retry_after: float | None = None  # the answer's Retry-After, in seconds
+
+    async def pause_as_asked(self) -> None:
+        """Wait as a 503's Retry-After asks (every account cooling down at once), as the SDK does:
+        a load generator that does not would spend its whole request budget in that second."""
+        if self.status == 503 and self.retry_after is not None:
+            await asyncio.sleep(self.retry_after)
 
     @property
     def error_code(self) -> str | None:
@@ -175,6 +182,8 @@ async def post_create(client: httpx.AsyncClient, relay: RelayProcess, index: int
     else:
         result.status = response.status_code
         result.request_id = response.headers.get("x-request-id")
+        retry_after = response.headers.get("retry-after")
+        result.retry_after = float(retry_after) if retry_after and retry_after.isdigit() else None
         try:
             result.body = response.json()
         except ValueError:
@@ -205,7 +214,9 @@ async def load(
                 index = next(numbers)
                 if index >= total:
                     return
-                results.append(await post_create(client, relay, index, keys[index % len(keys)]))
+                result = await post_create(client, relay, index, keys[index % len(keys)])
+                results.append(result)
+                await result.pause_as_asked()
 
         tasks = [worker() for _ in range(concurrency)]
         if watcher is not None:
