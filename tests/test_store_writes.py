@@ -1,4 +1,5 @@
-"""Writes stay short: WAL checkpoints in the recorder's thread, writers taking turns on a lock file."""
+"""Writes stay short: WAL checkpoints in the recorder's thread, writers taking turns on a lock file.
+After a busy stretch the WAL file is cut back to its limit."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from relay import recorder as recorder_module
 from relay.recorder import Recorder
-from relay.store import Outcome, Store
+from relay.store import Outcome, Store, sqlite as sqlite_backend
 
 # Over SQLite's automatic threshold (1,000 pages): a commit on the request path would checkpoint.
 WRITES = 1_500
@@ -70,6 +71,33 @@ def test_commits_leave_checkpoints_to_the_recorder(tmp_path: Path, monkeypatch: 
         # The recorder copied the WAL into the database, so the next commit starts the WAL afresh.
         request_path_writes(store, 1)
         assert wal_frames(path) < 10
+    finally:
+        recorder.close()
+        store.close()
+
+
+def test_the_wal_file_shrinks_back_once_a_checkpoint_lets_it_start_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy stretch grows the WAL past the limit; once the recorder's checkpoint has caught up,
+    the next commit starts it over and cuts its file back to the limit."""
+    limit = 256 * 1024
+    monkeypatch.setattr(sqlite_backend, "WAL_SIZE_LIMIT_BYTES", limit)
+    path = tmp_path / "relay.db"
+    store = Store(path)
+    store.ensure_schema()
+    monkeypatch.setattr(recorder_module, "_CHECKPOINT_INTERVAL_SECONDS", 3600.0)
+    recorder = Recorder(store)
+    recorder.start()
+    try:
+        recorder.put(outcome())
+        assert recorder.flush()
+        request_path_writes(store, WRITES)
+        assert wal_bytes(path) > 4 * limit
+
+        monkeypatch.setattr(recorder_module, "_CHECKPOINT_INTERVAL_SECONDS", 0.0)
+        recorder.put(outcome())
+        assert recorder.flush()
+        request_path_writes(store, 1)
+        assert wal_bytes(path) <= limit
     finally:
         recorder.close()
         store.close()

@@ -40,6 +40,14 @@ T = TypeVar("T")
 # (StoreUnavailable); RELAY_DATABASE_BUSY_TIMEOUT_SECONDS sets it for the relay.
 BUSY_TIMEOUT_SECONDS = 10.0
 
+# The size the WAL file is cut back to when it starts over after a checkpoint. Under writes that
+# never pause (hundreds of creates a second) a checkpoint cannot catch up, the WAL grows as long as
+# they last, and without a limit its file would keep that size for good: 335 MiB beside a 32 MiB
+# database after 40,000 creates at concurrency 1 (measured). Below the limit it is left alone, so
+# a busy relay does not shrink and regrow it at every checkpoint. The cut is the first commit's
+# after the WAL starts over, under the write lock: 13 ms for 270 MiB here, once per busy stretch.
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+
 # Errors that say the code is wrong, not that the database is unavailable: they pass unchanged.
 _BUGS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.NotSupportedError)
 
@@ -266,6 +274,7 @@ class SQLiteBackend:
             else:
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             with self._lock:
                 if self._manual_checkpoints:
