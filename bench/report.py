@@ -197,7 +197,7 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
         "|---|---|---|---|---|",
         *_download_rows(streamed, ""),
         *(_download_rows(offloaded, ", behind nginx, offloaded") if offloaded else []),
-        *_floor_rows(streamed),
+        *_other_proxy_rows(streamed),
         "",
         f"- Slow reader ({streamed['slow_reader']['target_mb_per_second']:.0f} MB/s): relay RSS growth "
         f"{streamed['slow_reader']['rss']['growth_mib']:.1f} MiB.",
@@ -210,16 +210,18 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-FLOORS = {
+# The relay with two workers, and proxies that do nothing else, measured in the same rounds.
+OTHER_PROXIES = {
+    "relay-2w": "the relay with 2 workers",
     "floor-copy": "a proxy that only copies (bench/floor_proxy.py)",
     "floor-splice": "a proxy that only splices (bench/floor_proxy.py --splice)",
 }
 
 
-def _floor_rows(streamed: dict[str, Any]) -> list[str]:
-    """What share of the direct rate a proxy that does nothing else keeps, in the same rounds."""
+def _other_proxy_rows(streamed: dict[str, Any]) -> list[str]:
+    """What share of the direct rate each of OTHER_PROXIES keeps, where it was measured."""
     rows = []
-    for name, title in FLOORS.items():
+    for name, title in OTHER_PROXIES.items():
         if name in streamed:
             rows += _download_rows(streamed[name], f", {title}", rss=False)
     return rows

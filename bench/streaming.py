@@ -444,11 +444,20 @@ def file_size(url: str) -> int:
 
 
 def run_streaming(
-    mock: Server, relay: Server, video_id: str, *, rounds: int, front: Server | None = None, floors: Sequence[Server] = ()
+    mock: Server,
+    relay: Server,
+    video_id: str,
+    *,
+    rounds: int,
+    front: Server | None = None,
+    floors: Sequence[Server] = (),
+    more_workers: Server | None = None,
 ) -> dict[str, Any]:
     """All four measurements, in an order where each starts with nginx writing nothing; with
     `front` (nginx in front of the relay, downloads offloaded: relay.offload), the first two
-    again through it; with `floors` (floor_proxies), the first two through each of them."""
+    again through it; with `floors` (floor_proxies), the first two through each of them; with
+    `more_workers` (the relay with several workers, on the same database), the first two
+    through it too: one worker is one core, which 8 downloads at once keep busy."""
     started = time.perf_counter()
     direct_url, relay_url = content_urls(mock, relay, video_id)
     file_bytes = file_size(direct_url)
@@ -463,6 +472,8 @@ def run_streaming(
     result["concurrent"] = concurrent_downloads(direct_url, relay_url, relay, rounds=rounds, file_bytes=file_bytes)
     proxies = {"offloaded": front} if front is not None else {}
     proxies.update((floor.name, floor) for floor in floors)
+    if more_workers is not None:
+        proxies[more_workers.name] = more_workers
     for name, proxy in proxies.items():
         _, proxy_url = content_urls(mock, proxy, video_id)
         result[name] = {

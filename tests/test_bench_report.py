@@ -139,6 +139,22 @@ def test_markdown_table() -> None:
     assert "| the same behind nginx, downloads offloaded (one, and 8 concurrent) | not measured |" in report.markdown(results, "c.png")
 
 
+def test_the_other_proxies_rows_follow_what_was_measured() -> None:
+    """The relay with 2 workers and the floor proxies each get their two rows, without RSS (not
+    the measured relay's), and only when measured; the verdicts stay the one-worker relay's."""
+    results = passing_results()
+    streamed = results["streaming"]
+    streamed["relay-2w"] = copy.deepcopy(streamed["offloaded"])
+    streamed["relay-2w"]["concurrent"].update(relay_mb_per_second=1200.0, ratio_relay_to_direct=0.48)
+    results["summary"] = report.summarize(results)
+    text = report.markdown(results, "c.png")
+    assert "| 8 concurrent downloads, the relay with 2 workers | 2500 | 1200 | 0.48 | — |" in text
+    assert results["summary"]["targets_met"]["download_ratio"] is True
+    assert "a proxy that only copies" not in text
+    del streamed["relay-2w"]
+    assert "the relay with 2 workers" not in report.markdown(results, "c.png")
+
+
 def test_pacing_brings_the_offered_rate_down() -> None:
     flat_out = Run(connections=64, delay_ms=0, requests=1000, seconds=1.0, errors=0, p50_us=20_000, p90_us=0, p99_us=0, max_us=0)
     # 64 connections at half of 1000/s: each spends 128 ms per request, 20 of them waiting for the answer.

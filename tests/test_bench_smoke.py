@@ -35,7 +35,7 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
     done = subprocess.run(
         [
             sys.executable, "-m", "bench.run", "--rounds", "1", "--seconds", "1", "--throughput-seconds", "1",
-            "--concurrency", "16", "--workers", "1", "--replicas", "2", "--file-mib", "128", "--no-litellm",
+            "--concurrency", "16", "--workers", "1", "--workers", "2", "--replicas", "2", "--file-mib", "128", "--no-litellm",
             "--out", str(tmp_path),
         ],
         cwd=ROOT,
@@ -54,8 +54,8 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
             assert by_target["direct"]["errors"] == by_target[relay]["errors"] == 0
             assert 0 < by_target["direct"]["p50_us"] < by_target[relay]["p50_us"]  # a relay adds something; never nothing
         slot = results["throughput"][operation]["16"]
-        assert set(slot) == {"direct", "relay-1w", "relay-pg-2r"}
-        for relay in ("relay-1w", "relay-pg-2r"):
+        assert set(slot) == {"direct", "relay-1w", "relay-2w", "relay-pg-2r"}
+        for relay in ("relay-1w", "relay-2w", "relay-pg-2r"):
             assert slot[relay]["peak_rate"] > 0 and slot[relay]["search"]
             assert all(run["errors"] == 0 for run in slot[relay]["search"])
 
@@ -74,11 +74,12 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
     assert streamed["slow_reader"]["download"]["body_bytes"] > 0
     assert streamed["disconnect"]["download"]["disconnected_early"] is True
     assert streamed["disconnect"]["upstream_release"]["released"] is True
-    # The floor: proxies that only pass bytes (copying, splicing) carry whole downloads too.
-    for floor in ("floor-copy", "floor-splice"):
-        assert streamed[floor]["single"]["relay_mb_per_second"] > 0
-        assert all(run["complete"] for run in streamed[floor]["single"]["relay_runs"])
-        assert streamed[floor]["concurrent"]["failures"] == []
+    # The relay with two workers, and the floor (proxies that only pass bytes, copying or
+    # splicing), carry whole downloads too.
+    for proxy in ("relay-2w", "floor-copy", "floor-splice"):
+        assert streamed[proxy]["single"]["relay_mb_per_second"] > 0
+        assert all(run["complete"] for run in streamed[proxy]["single"]["relay_runs"])
+        assert streamed[proxy]["concurrent"]["failures"] == []
 
     met = results["summary"]["targets_met"]
     assert met["throughput_vs_litellm"] is None  # not measured without LiteLLM
@@ -86,6 +87,7 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
     assert "| ≥ 10× LiteLLM's rate at p99 < 50 ms | not measured |" in markdown
     assert "## Relay on PostgreSQL ÷ relay on SQLite (same run)" in markdown
     assert "| one download, a proxy that only splices (bench/floor_proxy.py --splice) |" in markdown
+    assert "| 8 concurrent downloads, the relay with 2 workers |" in markdown
     assert results_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
