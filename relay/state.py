@@ -99,7 +99,8 @@ class RelayState:
 
     async def db_now(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A short write on the request path: run on the spot when the database takes it without
-        waiting for a lock (SQLite, its write turn free), else as `db` does.
+        waiting for a lock (SQLite, its write turn free or handed back by another thread within a
+        millisecond), else as `db` does.
 
         Only for calls of one or a few statements: the event loop does nothing else meanwhile.
         """
