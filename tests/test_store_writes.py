@@ -8,6 +8,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -50,30 +52,41 @@ def outcome() -> Outcome:
     return Outcome(time.time(), "req_1", "k", "a", "openai-responses", "videos.create", 200, "none", 1.0)
 
 
-def test_commits_leave_checkpoints_to_the_recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "relay.db"
+@contextmanager
+def busy_wal(path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], None]]:
+    """A store whose recorder holds its checkpoints back while WRITES commits fill the WAL; yields
+    what lets it checkpoint at last and then makes one more commit."""
     store = Store(path)
     store.ensure_schema()
     monkeypatch.setattr(recorder_module, "_CHECKPOINT_INTERVAL_SECONDS", 3600.0)
     recorder = Recorder(store)
     recorder.start()
+
+    def checkpoint_then_commit() -> None:
+        monkeypatch.setattr(recorder_module, "_CHECKPOINT_INTERVAL_SECONDS", 0.0)
+        recorder.put(outcome())
+        assert recorder.flush()
+        request_path_writes(store, 1)
+
     try:
         recorder.put(outcome())
         assert recorder.flush()
         request_path_writes(store, WRITES)
-        # No commit checkpointed, so the WAL kept every write (an automatic checkpoint would have
-        # let it start over at about 1,000 pages). Its size tells without checkpointing it.
-        assert wal_bytes(path) > WRITES * FRAME_BYTES
-
-        monkeypatch.setattr(recorder_module, "_CHECKPOINT_INTERVAL_SECONDS", 0.0)
-        recorder.put(outcome())
-        assert recorder.flush()
-        # The recorder copied the WAL into the database, so the next commit starts the WAL afresh.
-        request_path_writes(store, 1)
-        assert wal_frames(path) < 10
+        yield checkpoint_then_commit
     finally:
         recorder.close()
         store.close()
+
+
+def test_commits_leave_checkpoints_to_the_recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "relay.db"
+    with busy_wal(path, monkeypatch) as checkpoint_then_commit:
+        # No commit checkpointed, so the WAL kept every write (an automatic checkpoint would have
+        # let it start over at about 1,000 pages). Its size tells without checkpointing it.
+        assert wal_bytes(path) > WRITES * FRAME_BYTES
+        # The recorder copies the WAL into the database, so the next commit starts the WAL afresh.
+        checkpoint_then_commit()
+        assert wal_frames(path) < 10
 
 
 def test_the_wal_file_shrinks_back_once_a_checkpoint_lets_it_start_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,25 +95,10 @@ def test_the_wal_file_shrinks_back_once_a_checkpoint_lets_it_start_over(tmp_path
     limit = 256 * 1024
     monkeypatch.setattr(sqlite_backend, "WAL_SIZE_LIMIT_BYTES", limit)
     path = tmp_path / "relay.db"
-    store = Store(path)
-    store.ensure_schema()
-    monkeypatch.setattr(recorder_module, "_CHECKPOINT_INTERVAL_SECONDS", 3600.0)
-    recorder = Recorder(store)
-    recorder.start()
-    try:
-        recorder.put(outcome())
-        assert recorder.flush()
-        request_path_writes(store, WRITES)
+    with busy_wal(path, monkeypatch) as checkpoint_then_commit:
         assert wal_bytes(path) > 4 * limit
-
-        monkeypatch.setattr(recorder_module, "_CHECKPOINT_INTERVAL_SECONDS", 0.0)
-        recorder.put(outcome())
-        assert recorder.flush()
-        request_path_writes(store, 1)
+        checkpoint_then_commit()
         assert wal_bytes(path) <= limit
-    finally:
-        recorder.close()
-        store.close()
 
 
 def test_without_a_recorder_commits_checkpoint_as_usual(tmp_path: Path) -> None:
