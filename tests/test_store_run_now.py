@@ -66,7 +66,7 @@ def test_a_turn_another_thread_keeps_past_the_wait_sends_the_call_back(store: St
     assert inside.wait(5)
     started = time.monotonic()
     assert store.run_now(insert, store, "a") is NOT_NOW
-    assert 0.05 <= time.monotonic() - started < 1.0
+    assert 0.04 <= time.monotonic() - started < 1.0  # waited (about 0.05 s), then gave up
     leave.set()
     holder.join()
     assert values(store) == []
