@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.concurrency = tuple(args.concurrency or CONCURRENCIES)
     args.workers = tuple(args.workers or (1, 2))
+    if 1 not in args.workers:
+        # Measured only after minutes of load otherwise: the report's latency rows are one worker's.
+        parser.error("--workers must include 1: latency (and downloads) are measured on one worker")
     commit = _git("rev-parse", "--short", args.commit)
     later = _git("rev-parse", "--short", args.later) if args.later else _git("describe", "--always", "--dirty")
 
