@@ -117,11 +117,12 @@ def main(argv: list[str] | None = None) -> int:
             args,
         )
         log(f"throughput done after {time.monotonic() - started:.0f} s")
-        front = streaming.offload_front(workdir, relays[1], servers)
-        floors = streaming.floor_proxies(mock, servers)
-        streamed = streaming.run_streaming(
-            mock, relays[1], video[relays[1].name], rounds=args.rounds, front=front, floors=floors, more_workers=relays.get(2)
-        )
+        proxies = [
+            streaming.offload_front(workdir, relays[1], servers),
+            *streaming.floor_proxies(mock, servers),
+            *([relays[2]] if 2 in relays else []),
+        ]
+        streamed = streaming.run_streaming(mock, relays[1], video[relays[1].name], rounds=args.rounds, proxies=proxies)
         log(f"streaming done after {time.monotonic() - started:.0f} s")
 
         results = {

@@ -443,21 +443,11 @@ def file_size(url: str) -> int:
         return int(answer.headers["Content-Length"])
 
 
-def run_streaming(
-    mock: Server,
-    relay: Server,
-    video_id: str,
-    *,
-    rounds: int,
-    front: Server | None = None,
-    floors: Sequence[Server] = (),
-    more_workers: Server | None = None,
-) -> dict[str, Any]:
-    """All four measurements, in an order where each starts with nginx writing nothing; with
-    `front` (nginx in front of the relay, downloads offloaded: relay.offload), the first two
-    again through it; with `floors` (floor_proxies), the first two through each of them; with
-    `more_workers` (the relay with several workers, on the same database), the first two
-    through it too: one worker is one core, which 8 downloads at once keep busy."""
+def run_streaming(mock: Server, relay: Server, video_id: str, *, rounds: int, proxies: Sequence[Server] = ()) -> dict[str, Any]:
+    """All four measurements, in an order where each starts with nginx writing nothing; then the
+    first two again through each of `proxies`, under its name: nginx in front of the relay with
+    downloads offloaded (offload_front), the proxies that only pass bytes (floor_proxies), the
+    relay with more workers (one worker is one core, which 8 downloads at once keep busy)."""
     started = time.perf_counter()
     direct_url, relay_url = content_urls(mock, relay, video_id)
     file_bytes = file_size(direct_url)
@@ -470,13 +460,9 @@ def run_streaming(
     warm_up(direct_url, relay_url, relay)
     result["single"] = single_downloads(direct_url, relay_url, relay, rounds=rounds)
     result["concurrent"] = concurrent_downloads(direct_url, relay_url, relay, rounds=rounds, file_bytes=file_bytes)
-    proxies = {"offloaded": front} if front is not None else {}
-    proxies.update((floor.name, floor) for floor in floors)
-    if more_workers is not None:
-        proxies[more_workers.name] = more_workers
-    for name, proxy in proxies.items():
+    for proxy in proxies:
         _, proxy_url = content_urls(mock, proxy, video_id)
-        result[name] = {
+        result[proxy.name] = {
             "single": single_downloads(direct_url, proxy_url, proxy, rounds=rounds),
             "concurrent": concurrent_downloads(direct_url, proxy_url, proxy, rounds=rounds, file_bytes=file_bytes),
         }
@@ -497,9 +483,8 @@ def main() -> None:
         env, key = prepare_relay_database(workdir, f"{mock.url}/v1")
         relay = start_relay(workdir, env, key, workers=1)
         servers.append(relay)
-        front = offload_front(workdir, relay, servers)
-        floors = floor_proxies(mock, servers)
-        result = run_streaming(mock, relay, create_video(relay), rounds=3, front=front, floors=floors)
+        proxies = [offload_front(workdir, relay, servers), *floor_proxies(mock, servers)]
+        result = run_streaming(mock, relay, create_video(relay), rounds=3, proxies=proxies)
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
 
