@@ -23,26 +23,9 @@ NOW = 1_790_000_000.0
 
 def _video(video_id: str) -> Video:
     return Video(
-        id=video_id,
-        account="acct",
-        key_name="alice",
-        kind="create",
-        source_video_id=None,
-        model="sora-2",
-        seconds="4",
-        billable_seconds=4.0,
-        size="720x1280",
-        status="queued",
-        progress=0,
-        created_at=NOW,
-        recorded_at=NOW,
-        finished_at=None,
-        deleted_at=None,
-        resource="{}",
-        usd=0.4,
-        charge_state="reserved",
-        charged_at=NOW,
-        watch_next_at=NOW + 5,
+        id=video_id, account="acct", key_name="alice", kind="create", source_video_id=None, model="sora-2", seconds="4",
+        billable_seconds=4.0, size="720x1280", status="queued", progress=0, created_at=NOW, recorded_at=NOW,
+        finished_at=None, deleted_at=None, resource="{}", usd=0.4, charge_state="reserved", charged_at=NOW, watch_next_at=NOW + 5,
     )
 
 
@@ -71,9 +54,7 @@ def _round_trips(store: Store, work: Callable[[], object]) -> list[str]:
                 pool.putconn(conn)
         # Lines read "<time>\tF\t<length>\tQuery\t \"BEGIN; ...\"": F for what the client sent.
         lines = [line.split("\t") for line in trace.read_text().splitlines()]
-    return [
-        fields[4].strip() if fields[3] == "Query" else "Sync" for fields in lines if fields[1] == "F" and fields[3] in ("Query", "Sync")
-    ]
+    return [fields[4].strip() if fields[3] == "Query" else "Sync" for fields in lines if fields[1] == "F" and fields[3] in ("Query", "Sync")]
 
 
 def test_a_write_transaction_that_reads_nothing_is_one_round_trip(postgres_database_url: str) -> None:
@@ -101,16 +82,8 @@ def test_a_jobs_record_waits_only_for_the_insert_and_the_commit(postgres_databas
     try:
         for n in range(7):
             store.claim_budget_block(
-                f"blk_{n}",
-                key_name="alice",
-                video_seconds=40.0,
-                usd=4.0,
-                now=NOW,
-                expires_at=NOW + 60,
-                periods=[],
-                refuse=lambda *_: None,
-                size=lambda _: 3,
-                owner=None,
+                f"blk_{n}", key_name="alice", video_seconds=40.0, usd=4.0, now=NOW, expires_at=NOW + 60, periods=[],
+                refuse=lambda *_: None, size=lambda _: 3, owner=None,
             )
             video = _video(f"video_{n}")
             sent = _round_trips(store, lambda: store.insert_video(video, block_share=(f"blk_{n}", 4.0, 0.4)))
