@@ -86,14 +86,14 @@ BlockLeftover = tuple[str, float, float]
 
 def shrink_block(conn: Connection, block_id: str, video_seconds: float, usd: float) -> None:
     """Take from a block's row (to a job's charge, or written off); gone once nothing is left."""
-    # Two statements that read nothing, whichever take it is: on PostgreSQL they ride with the
-    # transaction's next round trip instead of waiting for a row count. The last take deletes
-    # the row, and the UPDATE then finds nothing.
-    conn.execute(
-        "DELETE FROM reservations WHERE id = ? AND video_seconds - ? <= ? AND usd - ? <= ?",
-        (block_id, video_seconds, DUST, usd, DUST),
+    # Most takes leave something: one statement then (a round trip on PostgreSQL), two for the last.
+    shrunk = conn.execute(
+        "UPDATE reservations SET video_seconds = video_seconds - ?, usd = usd - ?"
+        " WHERE id = ? AND NOT (video_seconds - ? <= ? AND usd - ? <= ?)",
+        (video_seconds, usd, block_id, video_seconds, DUST, usd, DUST),
     )
-    conn.execute("UPDATE reservations SET video_seconds = video_seconds - ?, usd = usd - ? WHERE id = ?", (video_seconds, usd, block_id))
+    if shrunk.rowcount == 0:
+        conn.execute("DELETE FROM reservations WHERE id = ?", (block_id,))
 
 
 class Reservations(Aggregate):
