@@ -188,3 +188,55 @@ def test_replicas_starting_together_on_postgresql_run_a_new_step_once(
     finally:
         for store in stores:
             store.close()
+
+
+def _indexes_on_videos(store: Store) -> set[str]:
+    if store.dialect == "sqlite":
+        statement = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'videos'"
+    else:
+        statement = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'videos'"
+    return {row[0] for row in run_sql(store, statement)}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+def test_the_videos_account_index_is_gone_and_lookups_by_account_use_the_one_that_covers_them(database: str) -> None:
+    """videos (account) only repeated the leading column of videos (account, charged_at)."""
+    store = Store(database)
+    try:
+        store.ensure_schema()
+        indexes = _indexes_on_videos(store)
+        assert "idx_videos_account" not in indexes and "idx_videos_account_charged_at" in indexes
+        if store.dialect == "sqlite":
+            plan = run_sql(store, "EXPLAIN QUERY PLAN SELECT count(*) FROM videos WHERE account = 'a' AND deleted_at IS NULL")
+            assert "USING INDEX idx_videos_account_charged_at" in " ".join(str(row["detail"]) for row in plan)
+    finally:
+        store.close()
+
+
+def test_an_upgrade_drops_the_videos_account_index_and_a_repair_of_step_1_keeps_it_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    load_fixture(path)  # the release before migrations made the index
+    store = Store(path)
+    try:
+        assert "idx_videos_account" in _indexes_on_videos(store)
+        assert 5 in store.ensure_schema()
+        assert "idx_videos_account" not in _indexes_on_videos(store)
+        assert store.schema_status().pending == ()  # its absence is not a step 1 to repair
+    finally:
+        store.close()
+
+    # A database at today's version that falls short of step 1 elsewhere: the repair makes the
+    # index again, and step 5 drops it again.
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX idx_videos_key_name_created_at")
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    try:
+        assert store.schema_status().pending == (1, 5)
+        assert store.ensure_schema() == (1, 5)
+        indexes = _indexes_on_videos(store)
+        assert "idx_videos_key_name_created_at" in indexes and "idx_videos_account" not in indexes
+        assert store.schema_status().pending == () and store.schema_status().version == SCHEMA_VERSION
+    finally:
+        store.close()
