@@ -34,6 +34,7 @@ from psycopg.rows import RowMaker
 from ..records import StoreBug, StoreUnavailable
 from .backend import NOT_NOW, Connection, NotNow
 from .location import DatabaseLocation, Dialect
+from .postgres_statements import ConnectionStatements, Result, Row, command
 
 T = TypeVar("T")
 
@@ -102,35 +103,16 @@ def portable_to_pg(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
-class Row:
-    """A row that indexes by position and by column name, and converts with dict(), like sqlite3.Row."""
-
-    __slots__ = ("_index", "_values")
-
-    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
-        self._values = values
-        self._index = index
-
-    def __getitem__(self, key: int | str) -> Any:
-        return self._values[self._index[key]] if isinstance(key, str) else self._values[key]
-
-    def keys(self) -> list[str]:
-        return list(self._index)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __repr__(self) -> str:
-        return f"Row({dict(zip(self._index, self._values, strict=True))!r})"
-
-
 def _rows(cursor: Any) -> RowMaker[Row]:
     description = cursor.description
     index = {} if description is None else {column.name: i for i, column in enumerate(description)}
     return lambda values: Row(values, index)
+
+
+class _Connection(psycopg.Connection[Any]):
+    """A pooled connection, with what its statements keep between runs (see postgres_statements)."""
+
+    statements: ConnectionStatements
 
 
 class _Statements:
@@ -138,13 +120,13 @@ class _Statements:
 
     __slots__ = ("_backend", "_conn")
 
-    def __init__(self, conn: psycopg.Connection[Row], backend: PostgresBackend) -> None:
+    def __init__(self, conn: _Connection, backend: PostgresBackend) -> None:
         self._conn = conn
         self._backend = backend
 
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Row]:
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Result:
         try:
-            return self._conn.execute(portable_to_pg(sql), tuple(parameters))
+            return self._conn.statements.run(self._conn, sql, tuple(parameters))
         except psycopg.Error as error:
             raise self._backend.translate(error) from None
 
@@ -160,19 +142,19 @@ class _Statements:
         return cursor
 
 
-# BEGIN and the writers' turn in one round trip: psycopg sends a query without parameters as one
-# simple query, which may hold several statements (psycopg's transaction() would send BEGIN alone).
-# Every write transaction paid that round trip: 150-250 us at c=1 on a busy machine (measured).
-_BEGIN_DURABLE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+# BEGIN and the writers' turn in one round trip: one simple query may hold several statements
+# (psycopg's transaction() would send BEGIN alone). Every write transaction paid that round trip:
+# 150-250 us at c=1 on a busy machine (measured).
+_BEGIN_DURABLE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})".encode()
 # A write whose loss in a crash harms nothing lasting skips the commit's WAL flush; the setting
 # ends with the transaction.
-_BEGIN_NOT_DURABLE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}), set_config('synchronous_commit', 'off', true)"
+_BEGIN_NOT_DURABLE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}), set_config('synchronous_commit', 'off', true)".encode()
 
 
 def _roll_back(conn: psycopg.Connection[Any]) -> None:
     """End a failed or abandoned transaction; on a broken connection the pool discards it anyway."""
     with suppress(psycopg.Error):
-        conn.execute("ROLLBACK")
+        command(conn, b"ROLLBACK")
 
 
 class PostgresBackend:
@@ -200,7 +182,7 @@ class PostgresBackend:
         self._connect_failure: str | None = None
         backend = self
 
-        class NotingConnection(psycopg.Connection[Any]):
+        class NotingConnection(_Connection):
             @classmethod
             def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
                 try:
@@ -211,14 +193,16 @@ class PostgresBackend:
                 backend._connect_failure = None
                 return conn
 
-        def configure(conn: psycopg.Connection[Any]) -> None:
+        def configure(conn: _Connection) -> None:
             conn.row_factory = _rows
+            conn.prepare_threshold = None  # see postgres_statements
+            conn.statements = ConnectionStatements(conn)
             conn.execute(f"SET lock_timeout = {lock_timeout_ms}")
             if read_only:
                 # relayctl's listings and doctor: the server itself refuses any write.
                 conn.execute("SET default_transaction_read_only = on")
 
-        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
+        self._pool: psycopg_pool.ConnectionPool[_Connection] = psycopg_pool.ConnectionPool(
             location.raw,
             connection_class=NotingConnection,
             kwargs=_connect_options(location.raw),
@@ -272,7 +256,7 @@ class PostgresBackend:
         threading.Thread(target=check, name="relay-pool-check", daemon=True).start()
 
     @contextmanager
-    def _borrowed(self) -> Iterator[psycopg.Connection[Row]]:
+    def _borrowed(self) -> Iterator[_Connection]:
         try:
             conn = self._pool.getconn()
         except psycopg.Error as error:
@@ -295,7 +279,7 @@ class PostgresBackend:
             raise StoreUnavailable("it was opened read-only")
         with self._borrowed() as conn:
             try:
-                conn.execute(_BEGIN_DURABLE if durable else _BEGIN_NOT_DURABLE)
+                command(conn, _BEGIN_DURABLE if durable else _BEGIN_NOT_DURABLE)
             except psycopg.Error as error:
                 _roll_back(conn)
                 raise self.translate(error) from None
@@ -305,7 +289,7 @@ class PostgresBackend:
                 _roll_back(conn)
                 raise
             try:
-                conn.execute("COMMIT")
+                command(conn, b"COMMIT")
             except psycopg.Error as error:
                 _roll_back(conn)
                 raise self.translate(error) from None
