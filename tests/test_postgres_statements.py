@@ -1,0 +1,107 @@
+"""The store's statements on PostgreSQL go to libpq directly (relay/store/postgres_statements.py):
+values come back as psycopg's cursors give them, a statement is prepared on its second run and
+stays prepared through rollbacks, and a connection holds a bounded number of them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+from postgres_cluster import connect
+
+from relay.records import StoreBug
+from relay.store import Store, postgres_statements
+from relay.store.postgres import PoolSettings
+
+ONE_CONNECTION = PoolSettings(min_size=1, max_size=1, timeout_seconds=5.0)
+
+
+@pytest.fixture
+def store(postgres_database_url: str) -> Iterator[Store]:
+    made = Store(postgres_database_url, pool=ONE_CONNECTION)
+    made.ensure_schema()
+    with made.transaction() as conn:
+        conn.execute("CREATE TABLE scratch (id bigint PRIMARY KEY, t text, f double precision, b bytea, flag boolean, n bigint)")
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def _prepared(store: Store) -> dict[str, str]:
+    """The connection's prepared statements: name -> statement."""
+    with store.reading() as conn:
+        return {row["name"]: row["statement"] for row in conn.execute("SELECT name, statement FROM pg_prepared_statements")}
+
+
+VALUES = [
+    (1, "plain", 1.5, b"\x00\x01\xff", True, 2**62),
+    (2, "ünïcödé ☃ and 'quotes' and \\ backslash", -0.0, b"", False, -(2**62)),
+    (3, "", math.inf, None, None, None),
+    (4, None, None, b"x" * 70_000, None, 0),
+]
+
+
+def test_values_come_back_as_psycopg_gives_them(store: Store, postgres_database_url: str) -> None:
+    with store.transaction() as conn:
+        for row in VALUES:
+            assert conn.execute("INSERT INTO scratch (id, t, f, b, flag, n) VALUES (?, ?, ?, ?, ?, ?)", row).rowcount == 1
+    with store.reading() as conn:
+        assert conn.execute("UPDATE scratch SET n = n + ? WHERE id > ?", (1, 2)).rowcount == 2  # NULL + 1 stays NULL
+        ours = [tuple(row) for row in conn.execute("SELECT id, t, f, b, flag, n FROM scratch ORDER BY id")]
+        assert conn.execute("SELECT id FROM scratch WHERE f = ? AND t = ?", (1.5, "plain")).fetchone()["id"] == 1
+        nothing = conn.execute("SELECT id FROM scratch WHERE id = ?", (99,))
+        assert nothing.fetchone() is None and nothing.description == ("id",)
+    with connect(postgres_database_url) as other:
+        theirs = other.execute("SELECT id, t, f, b, flag, n FROM scratch ORDER BY id").fetchall()
+    assert ours == theirs
+    assert [row[:3] for row in ours[:3]] == [row[:3] for row in VALUES[:3]]
+    assert ours[3][5] == 1 and ours[2][5] is None
+
+
+def test_a_statement_is_prepared_on_its_second_run_and_stays_prepared_through_rollbacks(store: Store) -> None:
+    lookup = "SELECT t FROM scratch WHERE id = ?"
+
+    def prepared_lookups() -> list[str]:
+        return [name for name, statement in _prepared(store).items() if statement == "SELECT t FROM scratch WHERE id = $1"]
+
+    with store.reading() as conn:
+        conn.execute(lookup, (1,))
+    assert prepared_lookups() == []
+    with store.reading() as conn:
+        conn.execute(lookup, (1,))
+    (name,) = prepared_lookups()
+    assert name.startswith("relay_")
+    # psycopg's own executemany (the recorder's batches use it) prepares nothing: psycopg
+    # deallocates every prepared statement of a connection, this module's too, after a ROLLBACK
+    # it sees, once it has prepared one of its own.
+    for n in range(8):
+        with store.transaction() as conn:
+            conn.executemany("INSERT INTO scratch (id, t) VALUES (?, ?)", [(100 + 2 * n, "a"), (101 + 2 * n, "b")])
+    assert not [name for name in _prepared(store) if not name.startswith("relay_")]
+    with pytest.raises(StoreBug), store.transaction() as conn:
+        conn.execute(lookup, (100,))
+        conn.execute("SELECT no_such_column FROM scratch")
+    with store.reading() as conn:
+        assert conn.execute(lookup, (101,)).fetchone()["t"] == "b"
+    assert prepared_lookups() == [name]
+
+
+def test_a_connection_prepares_a_bounded_number_of_statements(postgres_database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres_statements, "PREPARED_PER_CONNECTION", 3)
+    store = Store(postgres_database_url, pool=ONE_CONNECTION)
+    try:
+        store.ensure_schema()
+        with store.transaction() as conn:
+            conn.execute("CREATE TABLE scratch (id bigint PRIMARY KEY, n bigint)")
+            conn.execute("INSERT INTO scratch (id, n) VALUES (?, ?)", (1, 7))
+        for _ in range(3):
+            for columns in range(1, 7):  # six shapes of one lookup
+                with store.reading() as conn:
+                    sql = "SELECT n FROM scratch WHERE id IN (" + ", ".join("?" * columns) + ")"
+                    assert conn.execute(sql, tuple(range(1, columns + 1))).fetchone()["n"] == 7
+        # The first three to run twice are prepared; the rest ran unprepared, and right.
+        assert len(_prepared(store)) == 3
+    finally:
+        store.close()
