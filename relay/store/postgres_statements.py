@@ -3,7 +3,7 @@
 psycopg's cursors cost 60-90 us of Python per statement on the benchmark's machine, on the
 request's path, where libpq's own blocking calls cost 5 (measured: an UPDATE by primary key took
 179 us through `Connection.execute` and 90 us through `PGconn.exec_prepared`). A job's record is
-five statements, a retrieve's lookup one. So the store's statements go to libpq here, with
+five statements, a video's lookup one. So the store's statements go to libpq here, with
 psycopg's adapters (its Transformer) dumping parameters and loading rows exactly as its cursors
 would, and its error classes for what fails. libpq's blocking calls release the GIL while they
 wait, as psycopg's own waits do.
@@ -29,6 +29,8 @@ from psycopg.errors import error_from_result
 # The store has a few hundred distinct statements; a statement built with a varying number of
 # placeholders would add one per shape.
 PREPARED_PER_CONNECTION = 512
+# Statements run once so far, waiting for a second run to be prepared.
+SEEN_PER_CONNECTION = 4096
 
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.EMPTY_QUERY)
 
@@ -102,13 +104,17 @@ class ConnectionStatements:
             values, types, formats = [], (), []
         key = (sql, types)
         name = self._prepared.get(key)
-        if name is None and key in self._seen and len(self._prepared) < PREPARED_PER_CONNECTION:
+        room = len(self._prepared) < PREPARED_PER_CONNECTION
+        if name is None and room and key in self._seen:
             name = f"relay_{len(self._prepared)}".encode()
             _checked(pgconn.prepare(name, numbered(sql), types), conn)
             self._prepared[key] = name
             self._seen.discard(key)
         if name is None:
-            self._seen.add(key)
+            if room:
+                if len(self._seen) >= SEEN_PER_CONNECTION:
+                    self._seen.clear()  # statements run once, forgotten: those run often come back
+                self._seen.add(key)
             result = _checked(pgconn.exec_params(numbered(sql), values, types, formats), conn)
         else:
             # NULLs go as None, as psycopg's own cursors send them (its stub says otherwise).
