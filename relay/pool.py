@@ -8,6 +8,7 @@ disk: least-recently-used order is kept in memory and written back in batches.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -49,8 +50,21 @@ class Pool:
         # The upstream's own request quota per account, newest observation first to win.
         self._quotas: dict[str, AccountQuota] = {}
         self._prefer_remaining = scheduler == "most-remaining"
+        # The accounts whose state this worker changed since a reload began reading the database
+        # (None: no reload under way), and the lock that keeps such a change and a reload's swap
+        # of the whole pool apart: a reload thread and the event loop both write the pool.
+        self._changed_since_read: set[str] | None = None
+        self._swap = threading.Lock()
 
-    def load(self, accounts: Iterable[Account], decrypt: Callable[[str], str | None]) -> None:
+    def reading(self) -> None:
+        """A reload is about to read the accounts: a state change applied from now on is fresher
+        than what it will read, and `load` keeps it."""
+        with self._swap:
+            self._changed_since_read = set()
+
+    def load(self, accounts: Iterable[Account], decrypt: Callable[[str], str | None]) -> bool:
+        """Replace the pool with `accounts`; True if it kept a state change fresher than they are
+        (see `reading`), so that the next reload reads the database again."""
         upstreams = {}
         for account in accounts:
             credential = decrypt(account.credential_encrypted)
@@ -68,12 +82,31 @@ class Pool:
             upstreams[account.name] = Upstream(account, credential, proxy, problem)
             stored = account.last_used_at or 0.0
             self._last_used[account.name] = max(stored, self._last_used.get(account.name, 0.0))
-        self._upstreams = upstreams
+        kept_fresher = False
+        with self._swap:
+            # A cooldown this worker stored after the read began (a 429 answered meanwhile) is not
+            # in what was read: keep it rather than send the next request to that account.
+            for name in self._changed_since_read or ():
+                mine, read = self._upstreams.get(name), upstreams.get(name)
+                if mine is not None and read is not None and _state_fields(mine.account) != _state_fields(read.account):
+                    fresher = mine.account
+                    account = replace(
+                        read.account,
+                        state=fresher.state,
+                        state_since=fresher.state_since,
+                        state_reason=fresher.state_reason,
+                        state_until=fresher.state_until,
+                    )
+                    upstreams[name] = replace(read, account=account)
+                    kept_fresher = True
+            self._changed_since_read = None
+            self._upstreams = upstreams
         # A changed configuration (a raised cap, say) deserves a fresh look at every account.
         self._capped_until.clear()
         for name in list(self._last_used):
             if name not in upstreams:
                 del self._last_used[name]
+        return kept_fresher
 
     def get(self, name: str) -> Upstream | None:
         return self._upstreams.get(name)
@@ -125,14 +158,17 @@ class Pool:
 
     def apply_state(self, name: str, state: str, *, now: float, reason: str | None, until: float | None) -> None:
         """Reflect a state change this worker just stored, before the next reload."""
-        upstream = self._upstreams.get(name)
-        if upstream is None:
-            return
-        account = upstream.account
-        since = account.state_since if account.state == state else now
-        self._upstreams[name] = replace(
-            upstream, account=replace(account, state=state, state_reason=reason, state_until=until, state_since=since)
-        )
+        with self._swap:
+            upstream = self._upstreams.get(name)
+            if upstream is None:
+                return
+            account = upstream.account
+            since = account.state_since if account.state == state else now
+            self._upstreams[name] = replace(
+                upstream, account=replace(account, state=state, state_reason=reason, state_until=until, state_since=since)
+            )
+            if self._changed_since_read is not None:
+                self._changed_since_read.add(name)
 
     def seconds_until_recovery(self, now: float) -> float | None:
         """When the earliest rate-limited account comes back, if any will by itself."""
@@ -143,3 +179,7 @@ class Pool:
         ]
         untils += [until for name, until in self._capped_until.items() if until > now and name in self._upstreams]
         return max(0.0, min(untils) - now) if untils else None
+
+
+def _state_fields(account: Account) -> tuple[str, float | None, str | None, float | None]:
+    return account.state, account.state_since, account.state_reason, account.state_until

@@ -121,14 +121,17 @@ class RelayState:
                 # re-reading it here, before the accounts, always finds a key that decrypts them.
                 self.box = SecretBox(read_key_file(self.settings.key_file))
             standing_before = {upstream.name: _standing(upstream.account) for upstream in self.pool.all()}
-            self.pool.load(self.store.list_accounts(), self.box.decrypt_or_none)
+            self.pool.reading()
+            kept_fresher = self.pool.load(self.store.list_accounts(), self.box.decrypt_or_none)
             for upstream in self.pool.all():
                 if standing_before.get(upstream.name) != _standing(upstream.account):
                     # An operator's reset or rotation, or a verdict from another worker, starts the count afresh.
                     self.server_failures.pop(upstream.name, None)
             self.prices = PriceTable(self.store.list_prices())
             self.keys.clear()
-            self.config_version = version
+            # With a fresher state kept, the next reload reads the database again, which by then
+            # holds it (or an operator's later change, which then wins).
+            self.config_version = -1 if kept_fresher else version
 
 
 def _standing(account: Account) -> tuple[str, float | None, str | None]:

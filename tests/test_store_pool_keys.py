@@ -213,3 +213,29 @@ def test_concurrent_429s_from_several_workers_make_one_cooldown(tmp_path: Path) 
     assert NOW <= account.state_since <= NOW + 0.008  # the first report's time, kept by the others
     assert sorted(evicted) == [0] * 7 + [1]  # the session was evicted exactly once
     assert store.account("b").state == "active"
+
+
+def test_a_cooldown_applied_while_a_reload_reads_survives_the_reload_and_the_next_reads_the_database(
+    opened: tuple[Store, SecretBox],
+) -> None:
+    """A 429 answered while another thread reloads the accounts: the reload read the account
+    before the cooldown was stored, and must not put it back in rotation."""
+    store, box = opened
+    add(store, box, "a")
+    add(store, box, "b")
+    pool = pool_of(store, box)
+    pool.reading()
+    read = store.list_accounts()  # the reload's read, before the cooldown below is stored
+    store.set_account_state("a", "rate_limited", now=NOW, until=NOW + 60)
+    pool.apply_state("a", "rate_limited", now=NOW, reason="upstream 429", until=NOW + 60)
+    assert pool.load(read, box.decrypt_or_none) is True  # kept, so the next reload reads again
+    assert pool.usable("a", NOW + 1) is None and pool.pick(NOW + 1).name == "b"  # type: ignore[union-attr]
+    # The next reload reads the database, which holds the cooldown by then: nothing to keep.
+    pool.reading()
+    assert pool.load(store.list_accounts(), box.decrypt_or_none) is False
+    assert pool.usable("a", NOW + 1) is None
+    # An operator's reset stored after this worker's own change wins at the next reload.
+    reset_account(store, "a", now=NOW + 2)
+    pool.reading()
+    assert pool.load(store.list_accounts(), box.decrypt_or_none) is False
+    assert pool.usable("a", NOW + 3) is not None
