@@ -7,10 +7,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from postgres_cluster import connect
 
-from relay.records import StoreBug
+from relay.records import StoreBug, StoreUnavailable
 from relay.store import Store, postgres_statements
 from relay.store.postgres import PoolSettings
 
@@ -30,9 +31,10 @@ def store(postgres_database_url: str) -> Iterator[Store]:
 
 
 def _prepared(store: Store) -> dict[str, str]:
-    """The connection's prepared statements: name -> statement."""
+    """The connection's prepared statements but this query: name -> statement."""
     with store.reading() as conn:
-        return {row["name"]: row["statement"] for row in conn.execute("SELECT name, statement FROM pg_prepared_statements")}
+        rows = conn.execute("SELECT name, statement FROM pg_prepared_statements WHERE statement NOT LIKE ?", ("%pg_prepared_statements%",))
+        return {row["name"]: row["statement"] for row in rows}
 
 
 VALUES = [
@@ -73,19 +75,56 @@ def test_a_statement_is_prepared_on_its_second_run_and_stays_prepared_through_ro
         conn.execute(lookup, (1,))
     (name,) = prepared_lookups()
     assert name.startswith("relay_")
-    # psycopg's own executemany (the recorder's batches use it) prepares nothing: psycopg
-    # deallocates every prepared statement of a connection, this module's too, after a ROLLBACK
-    # it sees, once it has prepared one of its own.
-    for n in range(8):
+    # executemany (the recorder's batches) has psycopg prepare its statement: the server plans
+    # it once, not once per row.
+    for n in range(3):
         with store.transaction() as conn:
             conn.executemany("INSERT INTO scratch (id, t) VALUES (?, ?)", [(100 + 2 * n, "a"), (101 + 2 * n, "b")])
-    assert not [name for name in _prepared(store) if not name.startswith("relay_")]
+    assert [statement for statement in _prepared(store).values() if statement.startswith("INSERT INTO scratch")]
     with pytest.raises(StoreBug), store.transaction() as conn:
         conn.execute(lookup, (100,))
         conn.execute("SELECT no_such_column FROM scratch")
     with store.reading() as conn:
         assert conn.execute(lookup, (101,)).fetchone()["t"] == "b"
     assert prepared_lookups() == [name]
+
+
+def test_a_connection_whose_prepared_statements_were_dropped_forgets_them(store: Store) -> None:
+    """psycopg runs DEALLOCATE ALL after a ROLLBACK it sees itself, once it has prepared something."""
+    lookup = "SELECT t FROM scratch WHERE id = ?"
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO scratch (id, t) VALUES (?, ?)", (1, "one"))
+    pool = store._db._pool  # type: ignore[attr-defined]
+
+    def dropped(by_psycopg: bool) -> None:
+        conn = pool.getconn()
+        if by_psycopg:
+            with conn.transaction():  # psycopg prepares executemany's statement, then rolls back
+                conn.prepare_threshold = 0
+                conn.cursor().executemany("UPDATE scratch SET t = t WHERE id = %s", [(1,)])
+                conn.prepare_threshold = None
+                raise psycopg.Rollback()
+        else:
+            conn.pgconn.exec_(b"DEALLOCATE ALL")
+        pool.putconn(conn)
+        assert not _prepared(store)
+
+    for _ in range(2):
+        with store.reading() as statements:
+            statements.execute(lookup, (1,))
+    dropped(by_psycopg=True)
+    with store.reading() as statements:  # outside a transaction: run unprepared, and right
+        assert statements.execute(lookup, (1,)).fetchone()["t"] == "one"
+    for _ in range(2):  # and prepared again on its second run
+        with store.reading() as statements:
+            assert statements.execute(lookup, (1,)).fetchone()["t"] == "one"
+    assert "SELECT t FROM scratch WHERE id = $1" in _prepared(store).values()
+    dropped(by_psycopg=False)
+    # Inside a transaction the lost statement cannot be run again: the caller gets a 503's error.
+    with pytest.raises(StoreUnavailable, match="prepared statements"), store.transaction() as statements:
+        statements.execute(lookup, (1,))
+    with store.reading() as statements:
+        assert statements.execute(lookup, (1,)).fetchone()["t"] == "one"
 
 
 def test_a_connection_prepares_a_bounded_number_of_statements(postgres_database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,9 +9,11 @@ would, and its error classes for what fails. libpq's blocking calls release the 
 wait, as psycopg's own waits do.
 
 A statement is prepared on its second run on a connection (psycopg's cursors wait for the fifth),
-up to PREPARED_PER_CONNECTION distinct ones; the rest run unprepared. psycopg must not prepare
-statements of its own on these connections (prepare_threshold None): after a ROLLBACK it runs,
-it deallocates every prepared statement of the connection, this module's too.
+up to PREPARED_PER_CONNECTION distinct ones; the rest run unprepared. psycopg prepares the
+statements of `executemany` (the recorder's batches) itself; after a ROLLBACK it sees it would
+deallocate every prepared statement of the connection, this module's too. It sees none (the
+store's transactions end here), but should it, the first statement to find its name gone
+makes this connection forget them all.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ PREPARED_PER_CONNECTION = 512
 SEEN_PER_CONNECTION = 4096
 
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.EMPTY_QUERY)
+_NO_SUCH_STATEMENT = b"26000"
 
 
 class Row:
@@ -85,13 +88,14 @@ class Result:
 class ConnectionStatements:
     """What one connection keeps between statements: its Transformer and its prepared statements."""
 
-    __slots__ = ("_prepared", "_seen", "_transformer")
+    __slots__ = ("_named", "_prepared", "_seen", "_transformer")
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._transformer = Transformer(conn)
         # (statement, parameter types) -> the name it is prepared under
         self._prepared: dict[tuple[str, tuple[int, ...]], bytes] = {}
         self._seen: set[tuple[str, tuple[int, ...]]] = set()
+        self._named = 0  # names are never reused, in case a forgotten one still exists
 
     def run(self, conn: psycopg.Connection[Any], sql: str, parameters: Sequence[Any]) -> Result:
         """Run `sql` (the store's portable SQL, `?` placeholders) with `parameters`; psycopg's errors."""
@@ -106,7 +110,8 @@ class ConnectionStatements:
         name = self._prepared.get(key)
         room = len(self._prepared) < PREPARED_PER_CONNECTION
         if name is None and room and key in self._seen:
-            name = f"relay_{len(self._prepared)}".encode()
+            name = f"relay_{self._named}".encode()
+            self._named += 1
             _checked(pgconn.prepare(name, numbered(sql), types), conn)
             self._prepared[key] = name
             self._seen.discard(key)
@@ -118,7 +123,15 @@ class ConnectionStatements:
             result = _checked(pgconn.exec_params(numbered(sql), values, types, formats), conn)
         else:
             # NULLs go as None, as psycopg's own cursors send them (its stub says otherwise).
-            result = _checked(pgconn.exec_prepared(name, cast(Sequence[bytes], values), formats), conn)
+            prepared = pgconn.exec_prepared(name, cast(Sequence[bytes], values), formats)
+            if prepared is not None and prepared.error_field(pq.DiagnosticField.SQLSTATE) == _NO_SUCH_STATEMENT:
+                # The connection's prepared statements were dropped (psycopg runs DEALLOCATE ALL
+                # after a ROLLBACK it sees): forget ours; outside a transaction, run it unprepared.
+                self._prepared.clear()
+                self._seen.clear()
+                if pgconn.transaction_status == pq.TransactionStatus.IDLE:
+                    prepared = pgconn.exec_params(numbered(sql), values, types, formats)
+            result = _checked(prepared, conn)
         rowcount = -1 if result.command_tuples is None else result.command_tuples
         if result.status != pq.ExecStatus.TUPLES_OK:
             return Result([], rowcount, None)
