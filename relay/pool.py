@@ -56,15 +56,16 @@ class Pool:
         self._changed_since_read: set[str] | None = None
         self._swap = threading.Lock()
 
-    def reading(self) -> None:
-        """A reload is about to read the accounts: a state change applied from now on is fresher
-        than what it will read, and `load` keeps it."""
+    def reload(self, read: Callable[[], Iterable[Account]], decrypt: Callable[[str], str | None]) -> bool:
+        """`load` what `read()` returns, keeping any state change this worker applies while it
+        reads: fresher than what was read. True if one was kept (see `load`)."""
         with self._swap:
             self._changed_since_read = set()
+        return self.load(read(), decrypt)
 
     def load(self, accounts: Iterable[Account], decrypt: Callable[[str], str | None]) -> bool:
         """Replace the pool with `accounts`; True if it kept a state change fresher than they are
-        (see `reading`), so that the next reload reads the database again."""
+        (see `reload`), so that the next reload reads the database again."""
         upstreams = {}
         for account in accounts:
             credential = decrypt(account.credential_encrypted)

@@ -121,8 +121,7 @@ class RelayState:
                 # re-reading it here, before the accounts, always finds a key that decrypts them.
                 self.box = SecretBox(read_key_file(self.settings.key_file))
             standing_before = {upstream.name: _standing(upstream.account) for upstream in self.pool.all()}
-            self.pool.reading()
-            kept_fresher = self.pool.load(self.store.list_accounts(), self.box.decrypt_or_none)
+            kept_fresher = self.pool.reload(self.store.list_accounts, self.box.decrypt_or_none)
             for upstream in self.pool.all():
                 if standing_before.get(upstream.name) != _standing(upstream.account):
                     # An operator's reset or rotation, or a verdict from another worker, starts the count afresh.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -224,18 +225,19 @@ def test_a_cooldown_applied_while_a_reload_reads_survives_the_reload_and_the_nex
     add(store, box, "a")
     add(store, box, "b")
     pool = pool_of(store, box)
-    pool.reading()
-    read = store.list_accounts()  # the reload's read, before the cooldown below is stored
-    store.set_account_state("a", "rate_limited", now=NOW, until=NOW + 60)
-    pool.apply_state("a", "rate_limited", now=NOW, reason="upstream 429", until=NOW + 60)
-    assert pool.load(read, box.decrypt_or_none) is True  # kept, so the next reload reads again
+
+    def read_then_cooldown() -> list[Any]:
+        read = store.list_accounts()  # the reload's read, before the cooldown below is stored
+        store.set_account_state("a", "rate_limited", now=NOW, until=NOW + 60)
+        pool.apply_state("a", "rate_limited", now=NOW, reason="upstream 429", until=NOW + 60)
+        return read
+
+    assert pool.reload(read_then_cooldown, box.decrypt_or_none) is True  # kept, so the next reload reads again
     assert pool.usable("a", NOW + 1) is None and pool.pick(NOW + 1).name == "b"  # type: ignore[union-attr]
     # The next reload reads the database, which holds the cooldown by then: nothing to keep.
-    pool.reading()
-    assert pool.load(store.list_accounts(), box.decrypt_or_none) is False
+    assert pool.reload(store.list_accounts, box.decrypt_or_none) is False
     assert pool.usable("a", NOW + 1) is None
     # An operator's reset stored after this worker's own change wins at the next reload.
     reset_account(store, "a", now=NOW + 2)
-    pool.reading()
-    assert pool.load(store.list_accounts(), box.decrypt_or_none) is False
+    assert pool.reload(store.list_accounts, box.decrypt_or_none) is False
     assert pool.usable("a", NOW + 3) is not None
