@@ -1,6 +1,7 @@
 """The store's statements on PostgreSQL go to libpq directly (relay/store/postgres_statements.py):
-values come back as psycopg's cursors give them, a statement is prepared on its second run and
-stays prepared through rollbacks, and a connection holds a bounded number of them."""
+values come back as psycopg's cursors give them, outside a transaction and pipelined in one; a
+statement is prepared on its second run and stays prepared through rollbacks, and a connection
+holds a bounded number of them. (How a pipelined transaction ends: test_postgres_transactions.py.)"""
 
 from __future__ import annotations
 
@@ -55,9 +56,13 @@ def test_values_come_back_as_psycopg_gives_them(store: Store, postgres_database_
         assert conn.execute("SELECT id FROM scratch WHERE f = ? AND t = ?", (1.5, "plain")).fetchone()["id"] == 1
         nothing = conn.execute("SELECT id FROM scratch WHERE id = ?", (99,))
         assert nothing.fetchone() is None and nothing.description == ("id",)
+    with store.transaction() as conn:  # pipelined
+        in_a_transaction = [tuple(row) for row in conn.execute("SELECT id, t, f, b, flag, n FROM scratch ORDER BY id")]
+        nothing = conn.execute("SELECT id FROM scratch WHERE id = ?", (99,))
+        assert nothing.fetchone() is None and nothing.description == ("id",)
     with connect(postgres_database_url) as other:
         theirs = other.execute("SELECT id, t, f, b, flag, n FROM scratch ORDER BY id").fetchall()
-    assert ours == theirs
+    assert ours == theirs == in_a_transaction
     assert [row[:3] for row in ours[:3]] == [row[:3] for row in VALUES[:3]]
     assert ours[3][5] == 1 and ours[2][5] is None
 
@@ -75,8 +80,8 @@ def test_a_statement_is_prepared_on_its_second_run_and_stays_prepared_through_ro
         conn.execute(lookup, (1,))
     (name,) = prepared_lookups()
     assert name.startswith("relay_")
-    # executemany (the recorder's batches) has psycopg prepare its statement: the server plans
-    # it once, not once per row.
+    # executemany (the recorder's batches) prepares its statement from its second row: the
+    # server plans it once, not once per row.
     for n in range(3):
         with store.transaction() as conn:
             conn.executemany("INSERT INTO scratch (id, t) VALUES (?, ?)", [(100 + 2 * n, "a"), (101 + 2 * n, "b")])

@@ -19,7 +19,6 @@ and users); those that say the code is wrong (constraint, syntax, data) become S
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,12 +28,11 @@ from typing import Any, Self, TypeVar
 
 import psycopg
 import psycopg_pool
-from psycopg.rows import RowMaker
 
 from ..records import StoreBug, StoreUnavailable
 from .backend import NOT_NOW, Connection, NotNow
 from .location import DatabaseLocation, Dialect
-from .postgres_statements import ConnectionStatements, Result, Row, command
+from .postgres_statements import ConnectionStatements, Result, command
 
 T = TypeVar("T")
 
@@ -98,18 +96,6 @@ def _connect_reason(error: psycopg.Error) -> str:
     return next((reason for pattern, reason in _REFUSALS if pattern.search(message)), _REASONS["08"])
 
 
-@functools.lru_cache(maxsize=1024)
-def portable_to_pg(sql: str) -> str:
-    """The store's SQL with `?` placeholders, in psycopg's `%s` style (a literal % doubled)."""
-    return sql.replace("%", "%%").replace("?", "%s")
-
-
-def _rows(cursor: Any) -> RowMaker[Row]:
-    description = cursor.description
-    index = {} if description is None else {column.name: i for i, column in enumerate(description)}
-    return lambda values: Row(values, index)
-
-
 class _Connection(psycopg.Connection[Any]):
     """A pooled connection, with what its statements keep between runs (see postgres_statements)."""
 
@@ -127,35 +113,25 @@ class _Statements:
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Result:
         try:
-            return self._conn.statements.run(self._conn, sql, tuple(parameters))
+            return self._conn.statements.run(sql, tuple(parameters))
         except psycopg.Error as error:
             raise self._backend.translate(error) from None
 
-    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> psycopg.Cursor[Row]:
-        """Many rows through psycopg's executemany (one round trip for all), its statement
-        prepared by psycopg: unprepared, the server plans each row again (a batch of 65 outcome
-        rows took 7.3-8.2 ms instead of 4.0-4.4, measured)."""
-        cursor = self._conn.cursor()
-        rows = [tuple(row) for row in parameters]
-        if not rows:
-            return cursor
-        self._conn.prepare_threshold = 0
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
+        """Many rows sent together, their statement prepared from the second row on (the server
+        plans it once: unprepared, a batch of 65 outcome rows took twice as long, measured)."""
         try:
-            cursor.executemany(portable_to_pg(sql), rows)
+            self._conn.statements.run_many(sql, parameters)
         except psycopg.Error as error:
             raise self._backend.translate(error) from None
-        finally:
-            self._conn.prepare_threshold = None
-        return cursor
 
 
-# BEGIN and the writers' turn in one round trip: one simple query may hold several statements
-# (psycopg's transaction() would send BEGIN alone). Every write transaction paid that round trip:
-# 150-250 us at c=1 on a busy machine (measured).
-_BEGIN_DURABLE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})".encode()
+# The writers' turn, sent in the transaction's pipeline right after its BEGIN (see
+# postgres_statements): it costs no round trip of its own.
+_LOCK_DURABLE = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 # A write whose loss in a crash harms nothing lasting skips the commit's WAL flush; the setting
 # ends with the transaction.
-_BEGIN_NOT_DURABLE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}), set_config('synchronous_commit', 'off', true)".encode()
+_LOCK_NOT_DURABLE = f"SELECT pg_advisory_xact_lock({WRITE_LOCK}), set_config('synchronous_commit', 'off', true)"
 
 
 def _roll_back(conn: psycopg.Connection[Any]) -> None:
@@ -201,9 +177,8 @@ class PostgresBackend:
                 return conn
 
         def configure(conn: _Connection) -> None:
-            conn.row_factory = _rows
-            conn.prepare_threshold = None  # its cursors prepare nothing but executemany's (below)
-            conn.statements = ConnectionStatements(conn)
+            conn.prepare_threshold = None  # psycopg's own statements (set-up, the pool's checks) prepare nothing
+            conn.statements = ConnectionStatements(conn, backend.translate)
             conn.execute(f"SET lock_timeout = {lock_timeout_ms}")
             if read_only:
                 # relayctl's listings and doctor: the server itself refuses any write.
@@ -285,21 +260,17 @@ class PostgresBackend:
         if self.read_only:
             raise StoreUnavailable("it was opened read-only")
         with self._borrowed() as conn:
+            statements = conn.statements
             try:
-                command(conn, _BEGIN_DURABLE if durable else _BEGIN_NOT_DURABLE)
-            except psycopg.Error as error:
-                _roll_back(conn)
-                raise self.translate(error) from None
-            try:
+                statements.begin(_LOCK_DURABLE if durable else _LOCK_NOT_DURABLE)
                 yield _Statements(conn, self)
-            except BaseException:
+                statements.commit()
+            except BaseException as failure:
+                statements.abandon()
                 _roll_back(conn)
+                if isinstance(failure, psycopg.Error):
+                    raise self.translate(failure) from None
                 raise
-            try:
-                command(conn, b"COMMIT")
-            except psycopg.Error as error:
-                _roll_back(conn)
-                raise self.translate(error) from None
 
     def run_now(self, call: Callable[[], T]) -> T | NotNow:
         """Never here: every call waits for the server, so it belongs in a thread."""

@@ -1,26 +1,33 @@
-"""One statement on a pooled PostgreSQL connection, through libpq directly.
+"""The store's statements on a pooled PostgreSQL connection, through libpq directly.
 
 psycopg's cursors cost 60-90 us of Python per statement on the benchmark's machine, on the
-request's path, where libpq's own blocking calls cost 5 (measured: an UPDATE by primary key took
-179 us through `Connection.execute` and 90 us through `PGconn.exec_prepared`). A job's record is
-five statements, a video's lookup one. So the store's statements go to libpq here, with
-psycopg's adapters (its Transformer) dumping parameters and loading rows exactly as its cursors
-would, and its error classes for what fails. libpq's blocking calls release the GIL while they
-wait, as psycopg's own waits do.
+request's path, where libpq's own calls cost 5 (measured: an UPDATE by primary key took 179 us
+through `Connection.execute` and 90 us through `PGconn.exec_prepared`). So the store's statements
+go to libpq here, with psycopg's adapters (its Transformer) dumping parameters and loading rows
+exactly as its cursors would, and its error classes for what fails.
+
+Outside a transaction a statement is one blocking call (libpq's, which releases the GIL while it
+waits). A write transaction is pipelined (libpq's pipeline mode): each statement is sent at once
+and its Result read only when the code asks for it (its rows or rowcount), so the statements a
+transaction never reads (BEGIN, the writers' lock, most UPDATEs) share round trips with the next
+one it does, and COMMIT with whatever precedes it. A job's record took 5 round trips; it takes 3.
+After a failed statement the server skips the rest until the end of the pipeline: reading any
+later Result, or committing, raises that first failure.
 
 A statement is prepared on its second run on a connection (psycopg's cursors wait for the fifth),
-up to PREPARED_PER_CONNECTION distinct ones; the rest run unprepared. psycopg prepares the
-statements of `executemany` (the recorder's batches) itself; after a ROLLBACK it sees it would
-deallocate every prepared statement of the connection, this module's too. It sees none (the
-store's transactions end here), but should it, the first statement to find its name gone
-makes this connection forget them all.
+up to PREPARED_PER_CONNECTION distinct ones; the rest run unprepared. Should the connection's
+prepared statements be dropped under it (psycopg runs DEALLOCATE ALL after a ROLLBACK it sees
+itself, once it has prepared something), the first statement to find its name gone makes this
+connection forget them all.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator, Sequence
+import select
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import psycopg
@@ -33,9 +40,13 @@ from psycopg.errors import error_from_result
 PREPARED_PER_CONNECTION = 512
 # Statements run once so far, waiting for a second run to be prepared.
 SEEN_PER_CONNECTION = 4096
+# Statements sent ahead of their answers at most: past it (a long executemany) the answers are
+# read before more is sent, so that neither side's socket fills while both wait to write.
+PIPELINE_DEPTH = 256
 
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.EMPTY_QUERY)
 _NO_SUCH_STATEMENT = b"26000"
+_PIPELINE_OFF = pq.PipelineStatus.OFF
 
 
 class Row:
@@ -65,19 +76,43 @@ class Row:
 
 class Result:
     """What a statement gave back: its rows (loaded at once), how many rows it touched, and its
-    columns' names (None for a statement that returns no rows, as with sqlite3's cursors)."""
+    columns' names (None for a statement that returns no rows, as with sqlite3's cursors).
 
-    __slots__ = ("_rows", "description", "rowcount")
+    A statement sent in a pipeline is read when one of these is first asked for; what failed
+    raises then, translated by the store's backend."""
 
-    def __init__(self, rows: list[Row], rowcount: int, description: tuple[str, ...] | None) -> None:
-        self._rows = rows
-        self.rowcount = rowcount
-        self.description = description
+    __slots__ = ("_description", "_error", "_pending", "_rowcount", "_rows", "_source")
+
+    def __init__(self, source: ConnectionStatements, *, pending: bool) -> None:
+        self._source = source
+        self._pending = pending
+        self._rows: list[Row] = []
+        self._rowcount = -1
+        self._description: tuple[str, ...] | None = None
+        self._error: psycopg.Error | None = None
+
+    def _settled(self) -> None:
+        if self._pending:
+            self._source.settle(self)
+        if self._error is not None:
+            raise self._source.translate(self._error) from None
+
+    @property
+    def rowcount(self) -> int:
+        self._settled()
+        return self._rowcount
+
+    @property
+    def description(self) -> tuple[str, ...] | None:
+        self._settled()
+        return self._description
 
     def fetchone(self) -> Row | None:
+        self._settled()
         return self._rows.pop(0) if self._rows else None
 
     def fetchall(self) -> list[Row]:
+        self._settled()
         rows, self._rows = self._rows, []
         return rows
 
@@ -85,76 +120,252 @@ class Result:
         return iter(self.fetchall())
 
 
+def _as_is(error: psycopg.Error) -> Exception:
+    return error
+
+
 class ConnectionStatements:
-    """What one connection keeps between statements: its Transformer and its prepared statements."""
+    """One connection's statements: its Transformer, its prepared statements, and the pipeline
+    of the write transaction under way (what was sent and not read yet)."""
 
-    __slots__ = ("_named", "_prepared", "_seen", "_transformer")
+    __slots__ = ("_conn", "_failure", "_named", "_poll", "_prepared", "_seen", "_sent", "_transformer", "_unflushed", "translate")
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], translate: Callable[[psycopg.Error], Exception] = _as_is) -> None:
+        self._conn = conn
+        self.translate = translate
         self._transformer = Transformer(conn)
         # (statement, parameter types) -> the name it is prepared under
         self._prepared: dict[tuple[str, tuple[int, ...]], bytes] = {}
         self._seen: set[tuple[str, tuple[int, ...]]] = set()
         self._named = 0  # names are never reused, in case a forgotten one still exists
+        # Sent, in order, not read yet: the Result to fill (None for a statement nobody reads),
+        # and for a PREPARE the statement's key (to forget it, should the PREPARE fail).
+        self._sent: deque[tuple[Result | None, tuple[str, tuple[int, ...]] | None]] = deque()
+        self._failure: psycopg.Error | None = None  # the pipeline's first failure
+        self._unflushed = False
+        self._poll = select.poll()
+        self._poll.register(conn.pgconn.socket, select.POLLIN)
 
-    def run(self, conn: psycopg.Connection[Any], sql: str, parameters: Sequence[Any]) -> Result:
-        """Run `sql` (the store's portable SQL, `?` placeholders) with `parameters`; psycopg's errors."""
+    # -- statements ------------------------------------------------------------------------
+
+    def run(self, sql: str, parameters: Sequence[Any]) -> Result:
+        """Run `sql` (the store's portable SQL, `?` placeholders) with `parameters`: at once
+        outside a transaction (psycopg's errors raised), sent in the transaction's pipeline in one."""
         transformer = self._transformer
-        pgconn = conn.pgconn
+        pgconn = self._conn.pgconn
         if parameters:
             values = transformer.dump_sequence(parameters, [PyFormat.AUTO] * len(parameters))
             types, formats = tuple(transformer.types or ()), list(transformer.formats or ())
         else:
             values, types, formats = [], (), []
         key = (sql, types)
-        name = self._prepared.get(key)
-        room = len(self._prepared) < PREPARED_PER_CONNECTION
-        if name is None and room and key in self._seen:
-            name = f"relay_{self._named}".encode()
-            self._named += 1
-            _checked(pgconn.prepare(name, numbered(sql), types), conn)
-            self._prepared[key] = name
-            self._seen.discard(key)
+        name, new = self._name(key)
+        if pgconn.pipeline_status != _PIPELINE_OFF:
+            return self._send(key, name, new, values, formats)
+        if new:
+            try:
+                self._checked(pgconn.prepare(cast(bytes, name), numbered(sql), types))
+            except psycopg.Error:
+                del self._prepared[key]
+                raise
         if name is None:
-            if room:
-                if len(self._seen) >= SEEN_PER_CONNECTION:
-                    self._seen.clear()  # statements run once, forgotten: those run often come back
-                self._seen.add(key)
-            result = _checked(pgconn.exec_params(numbered(sql), values, types, formats), conn)
+            result = self._checked(pgconn.exec_params(numbered(sql), values, types, formats))
         else:
             # NULLs go as None, as psycopg's own cursors send them (its stub says otherwise).
             prepared = pgconn.exec_prepared(name, cast(Sequence[bytes], values), formats)
             if prepared is not None and prepared.error_field(pq.DiagnosticField.SQLSTATE) == _NO_SUCH_STATEMENT:
-                # The connection's prepared statements were dropped (psycopg runs DEALLOCATE ALL
-                # after a ROLLBACK it sees): forget ours; outside a transaction, run it unprepared.
-                self._prepared.clear()
-                self._seen.clear()
+                self._forget_prepared()
                 if pgconn.transaction_status == pq.TransactionStatus.IDLE:
                     prepared = pgconn.exec_params(numbered(sql), values, types, formats)
-            result = _checked(prepared, conn)
-        rowcount = -1 if result.command_tuples is None else result.command_tuples
+            result = self._checked(prepared)
+        done = Result(self, pending=False)
+        self._fill(done, result)
+        return done
+
+    def run_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """`sql` once per row, sent together (psycopg's errors raised); in a pipeline of its own
+        (one implicit transaction) when no transaction is under way."""
+        pgconn = self._conn.pgconn
+        alone = pgconn.pipeline_status == _PIPELINE_OFF
+        if alone:
+            pgconn.enter_pipeline_mode()
+        try:
+            for row in rows:
+                self.run(sql, tuple(row))
+                if self._failure is not None:
+                    raise self._failure
+            failure = self._end() if alone else None
+        except BaseException:
+            if alone:
+                self.abandon()
+            raise
+        if failure is not None:
+            raise failure
+
+    def _name(self, key: tuple[str, tuple[int, ...]]) -> tuple[bytes | None, bool]:
+        """The name `key` is prepared under (None: run it unprepared), and whether to prepare it now."""
+        name = self._prepared.get(key)
+        if name is not None:
+            return name, False
+        if len(self._prepared) >= PREPARED_PER_CONNECTION:
+            return None, False
+        if key in self._seen:
+            name = f"relay_{self._named}".encode()
+            self._named += 1
+            self._prepared[key] = name
+            self._seen.discard(key)
+            return name, True
+        if len(self._seen) >= SEEN_PER_CONNECTION:
+            self._seen.clear()  # statements run once, forgotten: those run often come back
+        self._seen.add(key)
+        return None, False
+
+    def _forget_prepared(self) -> None:
+        self._prepared.clear()
+        self._seen.clear()
+
+    def _checked(self, result: pq.abc.PGresult | None) -> pq.abc.PGresult:
+        if result is None or result.status not in _OK:
+            raise self._failure_of(result)
+        return result
+
+    def _failure_of(self, result: pq.abc.PGresult | None) -> psycopg.Error:
+        if result is None or self._conn.pgconn.status == pq.ConnStatus.BAD:
+            return psycopg.OperationalError("the connection to the database server was lost")
+        return error_from_result(result, encoding=self._conn.info.encoding)
+
+    def _fill(self, into: Result, result: pq.abc.PGresult) -> None:
+        into._pending = False
+        into._rowcount = -1 if result.command_tuples is None else result.command_tuples
         if result.status != pq.ExecStatus.TUPLES_OK:
-            return Result([], rowcount, None)
+            return
         index = {(result.fname(i) or b"").decode(): i for i in range(result.nfields)}
-        rows: list[Row] = []
+        into._description = tuple(index)
         if result.ntuples:
+            transformer = self._transformer
             transformer.set_pgresult(result)
-            rows = transformer.load_rows(0, result.ntuples, lambda values: Row(values, index))
+            into._rows = transformer.load_rows(0, result.ntuples, lambda values: Row(values, index))
             transformer.set_pgresult(None)
-        return Result(rows, rowcount, tuple(index))
+
+    # -- a write transaction's pipeline ------------------------------------------------------
+
+    def begin(self, lock: str) -> None:
+        """Start a pipelined transaction: BEGIN and `lock` (the writers' turn), sent, not read."""
+        pgconn = self._conn.pgconn
+        pgconn.enter_pipeline_mode()
+        pgconn.send_query_params(b"BEGIN", None)
+        self._sent.append((None, None))
+        self.run(lock, ())
+
+    def commit(self) -> None:
+        """COMMIT, sent with whatever is still unread; raises the pipeline's first failure."""
+        self._conn.pgconn.send_query_params(b"COMMIT", None)
+        self._sent.append((None, None))
+        failure = self._end()
+        if failure is not None:
+            raise failure
+
+    def abandon(self) -> None:
+        """End the pipeline (a failure or the caller's exception): what was sent runs to the end
+        or is skipped, the transaction is left for the caller to roll back. A connection that
+        cannot leave pipeline mode is closed, so its pool discards it."""
+        if self._conn.pgconn.pipeline_status == _PIPELINE_OFF:
+            return
+        try:
+            self._end()
+        except psycopg.Error:
+            self._conn.close()
+        finally:
+            self._sent.clear()
+            self._failure = None
+            self._unflushed = False
+
+    def settle(self, result: Result) -> None:
+        """Read what was sent up to `result` (translated errors raised)."""
+        try:
+            self._read(until=result)
+        except psycopg.Error as error:
+            raise self.translate(error) from None
+        if result._pending:  # its transaction ended (abandoned) before it was read
+            result._pending = False
+            result._error = psycopg.OperationalError("the transaction ended before the statement's answer was read")
+
+    def _send(self, key: tuple[str, tuple[int, ...]], name: bytes | None, new: bool, values: Sequence[Any], formats: list[Any]) -> Result:
+        pgconn = self._conn.pgconn
+        sql, types = key
+        if new:
+            pgconn.send_prepare(cast(bytes, name), numbered(sql), types)
+            self._sent.append((None, key))
+        if name is None:
+            pgconn.send_query_params(numbered(sql), values, types, formats)
+        else:
+            pgconn.send_query_prepared(name, cast(Sequence[bytes], values), formats)
+        result = Result(self, pending=True)
+        self._sent.append((result, None))
+        self._unflushed = True
+        if len(self._sent) >= PIPELINE_DEPTH:
+            self._read(until=None)
+        return result
+
+    def _end(self) -> psycopg.Error | None:
+        """Sync the pipeline, read everything up to the sync, leave pipeline mode; the first
+        failure of a statement (raised: the connection's own)."""
+        pgconn = self._conn.pgconn
+        pgconn.pipeline_sync()
+        self._unflushed = False
+        self._read(until=None)
+        synced = self._next_result()
+        if synced is None or synced.status != pq.ExecStatus.PIPELINE_SYNC:
+            raise self._failure_of(None)
+        pgconn.exit_pipeline_mode()
+        failure, self._failure = self._failure, None
+        return failure
+
+    def _read(self, *, until: Result | None) -> None:
+        """Read the answers to what was sent, in order, up to `until` (None: all of them)."""
+        if self._unflushed:
+            pgconn = self._conn.pgconn
+            pgconn.send_flush_request()
+            pgconn.flush()
+            self._unflushed = False
+        while self._sent:
+            result, prepared = self._sent.popleft()
+            answer = self._next_result()
+            if answer is None or self._next_result() is not None:  # each answer ends with a None
+                raise self._failure_of(None)
+            if answer.status in _OK:
+                if result is not None:
+                    self._fill(result, answer)
+            else:
+                if self._failure is None:
+                    self._failure = self._failure_of(answer)
+                    if answer.error_field(pq.DiagnosticField.SQLSTATE) == _NO_SUCH_STATEMENT:
+                        self._forget_prepared()
+                if prepared is not None:
+                    self._prepared.pop(prepared, None)
+                if result is not None:
+                    result._pending = False
+                    result._error = self._failure
+            if until is not None and result is until:
+                return
+
+    def _next_result(self) -> pq.abc.PGresult | None:
+        # libpq's PQgetResult blocks holding the GIL: wait for the socket here instead (poll
+        # releases it), so the event loop runs while the server works.
+        pgconn = self._conn.pgconn
+        while pgconn.is_busy():
+            self._poll.poll()
+            pgconn.consume_input()
+        return pgconn.get_result()
 
 
 def command(conn: psycopg.Connection[Any], sql: bytes) -> None:
-    """Statements without parameters or rows (BEGIN, COMMIT, ROLLBACK, ...) as one simple query."""
-    _checked(conn.pgconn.exec_(sql), conn)
-
-
-def _checked(result: pq.abc.PGresult | None, conn: psycopg.Connection[Any]) -> pq.abc.PGresult:
+    """A statement without parameters or rows (ROLLBACK, ...) as one simple query."""
+    result = conn.pgconn.exec_(sql)
     if result is None or result.status not in _OK:
         if result is None or conn.pgconn.status == pq.ConnStatus.BAD:
             raise psycopg.OperationalError("the connection to the database server was lost")
         raise error_from_result(result, encoding=conn.info.encoding)
-    return result
 
 
 @functools.lru_cache(maxsize=1024)
