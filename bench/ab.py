@@ -1,7 +1,8 @@
 """The relay at an earlier commit against the working tree's, in the same interleaved rounds.
 
     python -m bench.ab <commit> [--later <commit>] [--rounds 3] [--workers 1 --workers 2]
-                       [--concurrency 16] [--download-mib 1024] [--postgres] [--out bench/results]
+                       [--concurrency 16] [--download-mib 1024] [--postgres [--pg-delay-ms 0.5]]
+                       [--out bench/results]
 
 Two `make bench` runs days apart differ by whatever else the shared machine was doing, which can
 be more than the change being looked for. Here both relays run side by side against the same nginx
@@ -12,7 +13,9 @@ runs on this virtualenv's packages. With --later, the later side is a commit ext
 instead of the working tree, so that uncommitted edits and later commits stay out of the comparison.
 
 With --postgres, each side has a database of its own on one throwaway PostgreSQL cluster with
-`make bench`'s production durability (fsync and synchronous_commit on) instead of SQLite.
+`make bench`'s production durability (fsync and synchronous_commit on) instead of SQLite. With
+--pg-delay-ms as well, the relays reach it through bench/delay_proxy.py, which delays every byte by
+that much in each direction: a database on another host, as in production.
 
 With --download-mib, each round also downloads the mock's file of that size once directly and once
 through each one-worker relay, in rotating order (bench/streaming.py's client).
@@ -43,11 +46,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.postgres_cluster import fresh_database
+from tests.postgres_cluster import Cluster, fresh_database
 
 from .mock import start_nginx
 from .postgres import cluster_for_bench
-from .procs import Server, workspace
+from .procs import Server, free_port, wait_until_listening, workspace
 from .run import CONCURRENCIES, OPERATIONS, log, machine, measure_latency, measure_throughput, median
 from .streaming import WARM_UP_BYTES, content_urls, download
 from .targets import REPO, UPSTREAM_TOKEN, create_video, prepare_relay_database, start_relay
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--earlier-first", action="store_true", help="start the earlier relay first (placement check)")
     parser.add_argument("--download-mib", type=int, default=0, help="also time downloads of a file this large (0: none)")
     parser.add_argument("--postgres", action="store_true", help="both relays on PostgreSQL (a throwaway cluster) instead of SQLite")
+    parser.add_argument("--pg-delay-ms", type=float, default=0.0, help="with --postgres: one-way delay to the database")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     args.concurrency = tuple(args.concurrency or CONCURRENCIES)
@@ -81,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         later_source = stack.enter_context(extracted(later)) if args.later else None
         workdir, servers = stack.enter_context(workspace("relay-ab-"))
         cluster = stack.enter_context(cluster_for_bench("production")) if args.postgres else None
+        link = start_delay_proxy(cluster, args.pg_delay_ms) if cluster is not None and args.pg_delay_ms else None
+        if link is not None:
+            servers.append(link)
         mock = start_nginx(workdir, file_bytes=max(args.download_mib, 1) * 1024 * 1024)
         servers.append(mock)
         upstream = mock.url + "/v1"
@@ -89,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         for side, tree in order if args.earlier_first else reversed(order):
             (workdir / side).mkdir()
             database = stack.enter_context(fresh_database(cluster)) if cluster is not None else None
+            if cluster is not None and database is not None and link is not None:
+                database = database.replace(f"@{cluster.host}:{cluster.port}/", f"@127.0.0.1:{link.port}/")
             env, key = prepare_relay_database(workdir / side, upstream, database=database, source=tree)
             sides[side] = (env, key, tree)
         for env, _, tree in sides.values():
@@ -116,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "earlier": commit,
         "later": later,
         "database": "postgresql" if args.postgres else "sqlite",
+        **({"database_delay_ms": args.pg_delay_ms} if args.postgres and args.pg_delay_ms else {}),
         "started_first": next(iter(sides)),
         "settings": {
             "rounds": args.rounds,
@@ -131,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     pair = (f"{commit}-{later}" if args.later else commit) + ("-pg" if args.postgres else "")
+    pair += f"-delay{args.pg_delay_ms:g}ms" if args.postgres and args.pg_delay_ms else ""
     stem = args.out / f"{results['date'][:10]}-ab-{pair}-{results['started_first']}-first"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     text = markdown(results)
@@ -146,7 +157,9 @@ DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL (fsync and synchronou
 def markdown(results: dict[str, Any]) -> str:
     earlier, later = results["earlier"], results["later"]
     lines = [
-        f"# The relay on {DATABASES[results.get('database', 'sqlite')]}: {earlier} against {later}, {results['date']}",
+        f"# The relay on {DATABASES[results.get('database', 'sqlite')]}"
+        + (f", {results['database_delay_ms']:g} ms away each way" if results.get("database_delay_ms") else "")
+        + f": {earlier} against {later}, {results['date']}",
         "",
         f"{results['machine']['cores']} cores, {results['settings']['rounds']} interleaved rounds, the {results['started_first']} "
         f"relay started first; took {results['duration_seconds']:.0f} s. Ratios are later ÷ earlier: below 1 is less added "
@@ -237,6 +250,26 @@ def measure_downloads(mock: Server, relays: list[Server], video: dict[str, str],
     }
 
 
+def start_delay_proxy(cluster: Cluster, delay_ms: float) -> Server:
+    """bench/delay_proxy.py in front of the cluster, on a free loopback port."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "bench.delay_proxy",
+        "--to",
+        f"{cluster.host}:{cluster.port}",
+        "--port",
+        str(port),
+        "--delay-ms",
+        str(delay_ms),
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    link = Server("database-link", f"postgresql://127.0.0.1:{port}", process, port)
+    wait_until_listening(link)
+    return link
+
+
 @contextlib.contextmanager
 def extracted(commit: str) -> Iterator[Path]:
     """The commit's files in a temporary directory, without touching the repository's work tree."""
@@ -251,7 +284,11 @@ def _check_runs_from(env: dict[str, str], source: Path) -> None:
     """The earlier relay's processes import the extracted code, not this checkout's."""
     found = subprocess.run(
         [sys.executable, "-P", "-c", "import relay, ops; print(relay.__file__); print(ops.__file__)"],
-        env=env, cwd=source, capture_output=True, text=True, check=True,
+        env=env,
+        cwd=source,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     if not all(Path(path).is_relative_to(source) for path in found):
         raise RuntimeError(f"the earlier relay would import {found}, not the code under {source}")
