@@ -86,14 +86,13 @@ BlockLeftover = tuple[str, float, float]
 
 def shrink_block(conn: Connection, block_id: str, video_seconds: float, usd: float) -> None:
     """Take from a block's row (to a job's charge, or written off); gone once nothing is left."""
-    # Most takes leave something: one statement then (a round trip on PostgreSQL), two for the last.
-    shrunk = conn.execute(
-        "UPDATE reservations SET video_seconds = video_seconds - ?, usd = usd - ?"
-        " WHERE id = ? AND NOT (video_seconds - ? <= ? AND usd - ? <= ?)",
-        (video_seconds, usd, block_id, video_seconds, DUST, usd, DUST),
+    # Two statements whose answers nobody reads: on PostgreSQL they travel with the transaction's
+    # next round trip, where an UPDATE whose count decided on a DELETE took one of its own.
+    conn.execute(
+        "DELETE FROM reservations WHERE id = ? AND video_seconds - ? <= ? AND usd - ? <= ?",
+        (block_id, video_seconds, DUST, usd, DUST),
     )
-    if shrunk.rowcount == 0:
-        conn.execute("DELETE FROM reservations WHERE id = ?", (block_id,))
+    conn.execute("UPDATE reservations SET video_seconds = video_seconds - ?, usd = usd - ? WHERE id = ?", (video_seconds, usd, block_id))
 
 
 class Reservations(Aggregate):
