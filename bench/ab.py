@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     pair = (f"{commit}-{later}" if args.later else commit) + ("-pg" if args.postgres else "")
-    pair += f"-delay{args.pg_delay_ms:g}ms" if args.postgres and args.pg_delay_ms else ""
+    # In microseconds: a dot in the name would be taken for the suffix.
+    pair += f"-delay{round(args.pg_delay_ms * 1000)}us" if args.postgres and args.pg_delay_ms else ""
     stem = args.out / f"{results['date'][:10]}-ab-{pair}-{results['started_first']}-first"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     text = markdown(results)
