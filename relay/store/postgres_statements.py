@@ -174,6 +174,8 @@ class ConnectionStatements:
             # NULLs go as None, as psycopg's own cursors send them (its stub says otherwise).
             prepared = pgconn.exec_prepared(name, cast(Sequence[bytes], values), formats)
             if prepared is not None and prepared.error_field(pq.DiagnosticField.SQLSTATE) == _NO_SUCH_STATEMENT:
+                # The connection's prepared statements were dropped under it: forget ours; outside
+                # a transaction, run this one unprepared.
                 self._forget_prepared()
                 if pgconn.transaction_status == pq.TransactionStatus.IDLE:
                     prepared = pgconn.exec_params(numbered(sql), values, types, formats)
