@@ -99,6 +99,15 @@ def test_a_jobs_record_is_two_round_trips(postgres_database_url: str) -> None:
 
         record("video_first")
         assert _round_trips(store, lambda: record("video_second")) == ["Flush", "Sync"]
+
+        # The job watcher's news of progress reads nothing; a final status reads what it moves.
+        def news(status: str) -> bool:
+            return store.update_video("video_second", status=status, progress=50, expires_at=None, resource="{}", now=now + 1)
+
+        assert _round_trips(store, lambda: news("in_progress")) == ["Sync"]
+        assert store.video("video_second").status == "in_progress"  # type: ignore[union-attr]
+        assert len(_round_trips(store, lambda: news("completed"))) > 1
+        assert store.video("video_second").charge_state == "settled"  # type: ignore[union-attr]
         assert store.video("video_second") is not None
         with store.reading() as statements:
             left = statements.execute("SELECT video_seconds FROM reservations WHERE id = ?", ("blk_1",)).fetchone()

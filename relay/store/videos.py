@@ -134,7 +134,8 @@ class Videos(Aggregate):
                     video_id,
                 ),
             )
-            finished = cursor.rowcount == 1 and status in TERMINAL_STATUSES
+            # Progress news reads no answer: on PostgreSQL its transaction is one round trip.
+            finished = status in TERMINAL_STATUSES and cursor.rowcount == 1
             if finished:
                 note_charge_change(conn, before, video_id)
                 row = conn.execute("SELECT key_name FROM videos WHERE id = ?", (video_id,)).fetchone()
