@@ -116,8 +116,25 @@ def test_a_jobs_record_is_two_round_trips(postgres_database_url: str) -> None:
         store.close()
 
 
+def _out_of_pipeline_mode(store: Store) -> None:
+    pool = store._db._pool  # type: ignore[attr-defined]
+    conn = pool.getconn()
+    try:
+        assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+    finally:
+        pool.putconn(conn)
+
+
+def _unchanged(store: Store) -> None:
+    """What the test's failed transaction wrote did not stay."""
+    with store.reading() as statements:
+        assert statements.execute("SELECT value FROM meta WHERE key = ?", ("schema_version",)).fetchone()["value"] != "changed"
+
+
 def _idle_and_unlocked(url: str, store: Store, caplog: pytest.LogCaptureFixture) -> None:
-    """The pooled connection took no transaction back with it, and nobody holds the writers' lock."""
+    """The pooled connection took no transaction back with it (nor pipeline mode), and nobody holds
+    the writers' lock."""
+    _out_of_pipeline_mode(store)
     # The pool would roll back what a connection brought back, with a warning naming the server.
     assert not [record for record in caplog.records if record.name.startswith("psycopg")]
     with connect(url, autocommit=True) as other:
@@ -130,11 +147,11 @@ def _idle_and_unlocked(url: str, store: Store, caplog: pytest.LogCaptureFixture)
 def test_a_failed_statement_rolls_the_transaction_back(postgres_database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     store = _store(postgres_database_url)
     try:
+        # Its answer read by nobody: the COMMIT reports it, and nothing of the transaction stays.
         with pytest.raises(StoreBug), store.transaction() as statements:
             statements.execute("UPDATE meta SET value = 'changed' WHERE key = ?", ("schema_version",))
             statements.execute("SELECT no_such_column FROM meta")
-        with store.reading() as statements:
-            assert statements.execute("SELECT value FROM meta WHERE key = ?", ("schema_version",)).fetchone()["value"] != "changed"
+        _unchanged(store)
         _idle_and_unlocked(postgres_database_url, store, caplog)
     finally:
         store.close()
@@ -146,8 +163,7 @@ def test_an_error_in_the_callers_code_rolls_back(postgres_database_url: str, cap
         with pytest.raises(KeyError), store.transaction(durable=False) as statements:
             statements.execute("UPDATE meta SET value = 'changed' WHERE key = ?", ("schema_version",))
             raise KeyError("the caller's own failure")
-        with store.reading() as statements:
-            assert statements.execute("SELECT value FROM meta WHERE key = ?", ("schema_version",)).fetchone()["value"] != "changed"
+        _unchanged(store)
         _idle_and_unlocked(postgres_database_url, store, caplog)
     finally:
         store.close()
@@ -170,33 +186,16 @@ def test_a_writers_turn_that_never_comes_is_unavailable_and_leaves_nothing_open(
         store.close()
 
 
-def _out_of_pipeline_mode(store: Store) -> None:
-    pool = store._db._pool  # type: ignore[attr-defined]
-    conn = pool.getconn()
-    try:
-        assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
-    finally:
-        pool.putconn(conn)
-
-
-def test_a_failure_nobody_read_fails_the_commit_and_later_reads(postgres_database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failure_fails_every_later_read_while_earlier_answers_stand(postgres_database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     store = _store(postgres_database_url)
     try:
-        # Read by nobody: the COMMIT reports it, and nothing of the transaction stays.
-        with pytest.raises(StoreBug), store.transaction() as statements:
-            statements.execute("UPDATE meta SET value = 'changed' WHERE key = ?", ("schema_version",))
-            statements.execute("UPDATE meta SET no_such_column = 1")
-        _out_of_pipeline_mode(store)
-        # A statement sent before the failure reads as it ran; one sent after raises the failure.
         with pytest.raises(StoreBug), store.transaction() as statements:
             before = statements.execute("SELECT value FROM meta WHERE key = ?", ("schema_version",))
             statements.execute("SELECT no_such_column FROM meta")
             after = statements.execute("UPDATE meta SET value = 'changed' WHERE key = ?", ("schema_version",))
             assert before.fetchone()["value"] != "changed"
             after.rowcount  # noqa: B018 (reading it raises)
-        with store.reading() as statements:
-            assert statements.execute("SELECT value FROM meta WHERE key = ?", ("schema_version",)).fetchone()["value"] != "changed"
-        _out_of_pipeline_mode(store)
+        _unchanged(store)
         _idle_and_unlocked(postgres_database_url, store, caplog)
     finally:
         store.close()
