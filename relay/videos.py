@@ -206,7 +206,7 @@ async def record_job(
             charge_state="reserved",
             charged_at=booking.now,
             # The watcher's first poll, unless a client's retrieve brings news before.
-            watch_next_at=now + next_poll_delay(state.settings, created_at=now, now=now, hint_seconds=None),
+            watch_next_at=now + next_poll_delay(state.settings, recorded_at=now, now=now, hint_seconds=None),
         ),
         reservation_id=booking.reservation_id,
         block_share=booking.block_share,

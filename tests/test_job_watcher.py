@@ -175,6 +175,19 @@ def test_a_job_past_the_maximum_age_is_given_up_and_a_late_completion_still_char
     assert video(relay, video_id).charge_state == "settled"
 
 
+def test_a_jobs_age_counts_from_when_the_relay_recorded_it(make_relay: Any, sandbox: Sandbox) -> None:
+    """An upstream's created_at is another clock (a gateway's, or a constant in a mock): a job it
+    dates a year back is polled as the young job it is, not given up as past the maximum age."""
+    relay = watching(make_relay, sandbox, job_max_age_seconds=3600)
+    key = relay.issue_key()
+    video_id = create(relay, key, prompt="Slowly [never]")
+    with relay.state.store.transaction() as conn:
+        conn.execute("UPDATE videos SET created_at = created_at - ? WHERE id = ?", (365 * 86400.0, video_id))
+    eventually(lambda: len(polls(sandbox, video_id)) >= 3)
+    assert video(relay, video_id).watch_stopped is None
+    assert metric(relay, 'relay_watcher_stops_total{reason="max_age"}') == 0
+
+
 def test_a_clients_news_counts_as_the_watchers_poll(make_relay: Any, sandbox: Sandbox) -> None:
     relay = watching(make_relay, sandbox, job_poll_seconds=30)
     key = relay.issue_key()

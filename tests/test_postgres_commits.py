@@ -1,5 +1,6 @@
 """Which write transactions wait for PostgreSQL's WAL flush: a create's reservation and the other
-admission writes do not (they are safe to lose in a server crash), the job's record does."""
+admission writes do not, nor the job watcher's leases and next-poll times (they are safe to lose
+in a server crash); the job's record and what settles it do."""
 
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def test_a_transaction_that_need_not_be_durable_commits_without_waiting_for_the_
         store.close()
 
 
-def test_admission_writes_skip_the_flush_and_the_job_record_does_not(postgres_database_url: str) -> None:
-    store = _store(postgres_database_url)
+def _noting_durability(store: Store) -> list[tuple[str, bool]]:
+    """Each write transaction's synchronous_commit and what it asked for, as they happen."""
     asked: list[tuple[str, bool]] = []
     real_transaction = store._db.transaction
 
@@ -59,6 +60,21 @@ def test_admission_writes_skip_the_flush_and_the_job_record_does_not(postgres_da
             yield conn
 
     store._db.transaction = noting  # type: ignore[method-assign]
+    return asked
+
+
+def _job(now: float) -> Video:
+    return Video(
+        id="video_1", account="a", key_name="alice", kind="create", source_video_id=None, model="sora-2", seconds="4",
+        billable_seconds=4.0, size="720x1280", status="queued", progress=0, created_at=now, recorded_at=now,
+        finished_at=None, deleted_at=None, resource="{}", usd=0.4, charge_state="reserved", charged_at=now,
+        watch_next_at=now + 10,
+    )  # fmt: skip
+
+
+def test_admission_writes_skip_the_flush_and_the_job_record_does_not(postgres_database_url: str) -> None:
+    store = _store(postgres_database_url)
+    asked = _noting_durability(store)
     now = time.time()
     try:
         store.take_request_slots("alice", now=now, limit=10, window=60, wanted=1)
@@ -67,16 +83,31 @@ def test_admission_writes_skip_the_flush_and_the_job_record_does_not(postgres_da
         store.reserve("res_2", key_name="alice", video_seconds=4, usd=0.4, now=now, expires_at=now + 60, periods=[], refuse=lambda *_: None)
         assert asked == [("off", False)] * 4
         asked.clear()
-        store.insert_video(
-            Video(
-                id="video_1", account="a", key_name="alice", kind="create", source_video_id=None, model="sora-2", seconds="4",
-                billable_seconds=4.0, size="720x1280", status="queued", progress=0, created_at=now, recorded_at=now,
-                finished_at=None, deleted_at=None, resource="{}", usd=0.4, charge_state="reserved", charged_at=now,
-                watch_next_at=now + 10,
-            ),
-            reservation_id="res_2",
-        )
+        store.insert_video(_job(now), reservation_id="res_2")
         assert asked == [("on", True)]
         assert store.key_usage("alice", since=now - 60, now=now).in_flight == 0
+    finally:
+        store.close()
+
+
+def test_the_watchers_leases_and_next_polls_skip_the_flush_and_a_settled_job_does_not(postgres_database_url: str) -> None:
+    """The job watcher claims up to 16 jobs a round and gives back those its pace defers: on a
+    disk that takes milliseconds to flush, each durable commit held every replica's writers'
+    turn that long, and a create's record queued behind a round's worth (measured: creates of
+    70-125 ms once a second with the database 0.5 ms away). A lost lease or next-poll time
+    only has a job polled again sooner; what settles a job's charge stays durable."""
+    store = _store(postgres_database_url)
+    asked = _noting_durability(store)
+    now = time.time()
+    try:
+        store.insert_video(_job(now - 20))
+        asked.clear()
+        (claimed,) = store.claim_jobs_to_watch("holder_1", now=now, lease_seconds=60, limit=16, holders_now=now)
+        store.watch_later(claimed.id, "holder_1", next_poll_at=now + 5, polled=True)
+        assert asked == [("off", False)] * 2
+        asked.clear()
+        store.update_video(claimed.id, status="completed", progress=100, expires_at=None, resource="{}", now=now)
+        assert asked == [("on", True)]
+        assert store.video(claimed.id).charge_state == "settled"  # type: ignore[union-attr]
     finally:
         store.close()

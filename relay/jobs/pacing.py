@@ -25,10 +25,12 @@ def poll_hint_seconds(headers: Mapping[str, str]) -> float | None:
     return min(_MAX_HINT_SECONDS, max(_MIN_HINT_SECONDS, int(raw.strip()) / 1000))
 
 
-def next_poll_delay(settings: Settings, *, created_at: float, now: float, hint_seconds: float | None) -> float:
+def next_poll_delay(settings: Settings, *, recorded_at: float, now: float, hint_seconds: float | None) -> float:
+    """Seconds until a job's next poll: the upstream's hint, else longer as the job ages (counted
+    from when the relay recorded it, on the relay's own clock)."""
     if hint_seconds is not None:
         return hint_seconds
-    age = max(0.0, now - created_at)
+    age = max(0.0, now - recorded_at)
     stretch = min(_MAX_STRETCH, max(1.0, age / _YOUNG_SECONDS))
     return settings.job_poll_seconds * stretch
 

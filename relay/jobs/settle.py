@@ -34,7 +34,7 @@ async def settle_status(state: RelayState, video: Video, resource: dict[str, Any
         expires_at=json_number(resource.get("expires_at")),
         resource=json.dumps(resource),
         now=now,
-        next_poll_at=now + next_poll_delay(state.settings, created_at=video.created_at, now=now, hint_seconds=hint_seconds),
+        next_poll_at=now + next_poll_delay(state.settings, recorded_at=video.recorded_at, now=now, hint_seconds=hint_seconds),
     )
     if not finished:
         return None

@@ -95,7 +95,9 @@ async def _watch_guarded(state: RelayState, pacer: AccountPacer, video: Video) -
 async def watch(state: RelayState, pacer: AccountPacer, video: Video) -> None:
     """One claimed job: poll it if its account may be polled now, else say when to look again."""
     owner, now, settings = state.holder.owner, state.clock(), state.settings
-    if now - video.created_at > settings.job_max_age_seconds:
+    # A job's age counts from when this relay recorded it: the upstream's created_at is another
+    # clock (a gateway's, or a constant), and a job it dates far back would be given up unpolled.
+    if now - video.recorded_at > settings.job_max_age_seconds:
         await _stop(state, video, "max_age")
         return
     upstream = state.pool.get(video.account)
@@ -148,7 +150,7 @@ async def _poll(state: RelayState, upstream: Upstream, video: Video) -> None:
             return
     state.metrics.watcher_polls.labels(result).inc()
     now = state.clock()
-    delay = next_poll_delay(state.settings, created_at=video.created_at, now=now, hint_seconds=hint)
+    delay = next_poll_delay(state.settings, recorded_at=video.recorded_at, now=now, hint_seconds=hint)
     reason = "not_found" if result == "not_found" else None
     await state.db(state.store.watch_later, video.id, state.holder.owner, next_poll_at=now + delay, polled=True, reason=reason)
 

@@ -156,7 +156,10 @@ class Videos(Aggregate):
             # Most rounds find nothing due: a read spares every worker a write lock each second.
             if conn.execute("SELECT 1 FROM videos WHERE watch_next_at <= ? LIMIT 1", (now,)).fetchone() is None:
                 return []
-        with self.transaction() as conn:
+        # Leases and next-poll times commit without waiting for PostgreSQL's WAL flush: a round
+        # writes up to one per claimed job, and each flush held every replica's writers' turn
+        # (creates waited behind them). Losing them in a database crash only has jobs polled again.
+        with self.transaction(durable=False) as conn:
             rows = conn.execute(
                 "SELECT * FROM videos WHERE watch_next_at <= ? AND deleted_at IS NULL AND status NOT IN ('completed', 'failed')"
                 " AND (watch_until IS NULL OR watch_until < ? OR watch_owner NOT IN (SELECT id FROM holders WHERE expires_at > ?))"
@@ -172,7 +175,7 @@ class Videos(Aggregate):
 
     def watch_later(self, video_id: str, owner: str, *, next_poll_at: float, polled: bool, reason: str | None = None) -> None:
         """Give a claimed job back until `next_poll_at`; `reason` says why it waits (shown while it does)."""
-        with self.transaction() as conn:
+        with self.transaction(durable=False) as conn:  # see claim_jobs_to_watch
             conn.execute(
                 "UPDATE videos SET watch_next_at = CASE WHEN watch_next_at IS NULL THEN NULL ELSE ? END, watch_owner = NULL,"
                 " watch_until = NULL, watch_stopped = ?, watch_polls = COALESCE(watch_polls, 0) + ?"
