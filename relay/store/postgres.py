@@ -32,7 +32,7 @@ import psycopg_pool
 from ..records import StoreBug, StoreUnavailable
 from .backend import NOT_NOW, Connection, NotNow
 from .location import DatabaseLocation, Dialect
-from .postgres_statements import ConnectionStatements, Result, command
+from .postgres_statements import ConnectionStatements, Result
 
 T = TypeVar("T")
 
@@ -132,12 +132,6 @@ _LOCK_DURABLE = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 # A write whose loss in a crash harms nothing lasting skips the commit's WAL flush; the setting
 # ends with the transaction.
 _LOCK_NOT_DURABLE = f"SELECT pg_advisory_xact_lock({WRITE_LOCK}), set_config('synchronous_commit', 'off', true)"
-
-
-def _roll_back(conn: psycopg.Connection[Any]) -> None:
-    """End a failed or abandoned transaction; on a broken connection the pool discards it anyway."""
-    with suppress(psycopg.Error):
-        command(conn, b"ROLLBACK")
 
 
 class PostgresBackend:
@@ -266,8 +260,7 @@ class PostgresBackend:
                 yield _Statements(conn, self)
                 statements.commit()
             except BaseException as failure:
-                statements.abandon()
-                _roll_back(conn)
+                statements.roll_back()
                 if isinstance(failure, psycopg.Error):
                     raise self.translate(failure) from None
                 raise

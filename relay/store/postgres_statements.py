@@ -23,6 +23,7 @@ connection forget them all.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import select
@@ -269,8 +270,8 @@ class ConnectionStatements:
 
     def abandon(self) -> None:
         """End the pipeline (a failure or the caller's exception): what was sent runs to the end
-        or is skipped, the transaction is left for the caller to roll back. A connection that
-        cannot leave pipeline mode is closed, so its pool discards it."""
+        or is skipped; an explicit transaction is left for `roll_back`. A connection that cannot
+        leave pipeline mode is closed, so its pool discards it."""
         if self._conn.pgconn.pipeline_status == _PIPELINE_OFF:
             return
         try:
@@ -281,6 +282,13 @@ class ConnectionStatements:
             self._sent.clear()
             self._failure = None
             self._unflushed = False
+
+    def roll_back(self) -> None:
+        """End a failed or abandoned transaction: its pipeline, then a ROLLBACK. On a broken
+        connection (closed by `abandon`, or failing here) the pool discards it anyway."""
+        self.abandon()
+        with contextlib.suppress(psycopg.Error):
+            self._checked(self._conn.pgconn.exec_(b"ROLLBACK"))
 
     def settle(self, result: Result) -> None:
         """Read what was sent up to `result` (translated errors raised)."""
@@ -359,15 +367,6 @@ class ConnectionStatements:
             self._poll.poll()
             pgconn.consume_input()
         return pgconn.get_result()
-
-
-def command(conn: psycopg.Connection[Any], sql: bytes) -> None:
-    """A statement without parameters or rows (ROLLBACK, ...) as one simple query."""
-    result = conn.pgconn.exec_(sql)
-    if result is None or result.status not in _OK:
-        if result is None or conn.pgconn.status == pq.ConnStatus.BAD:
-            raise psycopg.OperationalError("the connection to the database server was lost")
-        raise error_from_result(result, encoding=conn.info.encoding)
 
 
 @functools.lru_cache(maxsize=1024)
