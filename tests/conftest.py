@@ -234,7 +234,15 @@ class RelayProcess:
     url: str
     env: dict[str, str]
     log_path: Path
-    pid: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        """SIGTERM, as an operator's supervisor stops it: the relay shuts down gracefully."""
+        stop(self.process)
 
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -305,7 +313,7 @@ def relay_process(tmp_path: Path) -> Iterator[Any]:
         started.append(process)
         url = f"http://127.0.0.1:{port}"
         wait_until_serving(f"{url}/healthz", process)
-        return RelayProcess(url=url, env=env, log_path=log_path, pid=process.pid)
+        return RelayProcess(url=url, env=env, log_path=log_path, process=process)
 
     yield start
     for process in started:

@@ -73,7 +73,8 @@ def test_openai_sdk_create_through_relay(relay_process: Any, sandbox: Sandbox) -
 
 
 def test_cli_changes_reach_a_running_relay_with_two_workers(relay_process: Any, sandbox: Sandbox) -> None:
-    relay = relay_process(workers=2)
+    # Without the job watcher, every upstream request the sandbox sees is one this test sent.
+    relay = relay_process(workers=2, extra_env={"RELAY_JOB_WATCHER": "0"})
     key = operator_setup(relay, sandbox)  # no account yet
     headers = {"Authorization": f"Bearer {key}"}
     create = {"prompt": "a cat"}
@@ -105,14 +106,18 @@ def test_cli_changes_reach_a_running_relay_with_two_workers(relay_process: Any, 
     assert relay.relayctl("keys", "revoke", "alice").returncode == 0
     eventually(all_workers(401))
 
-    # Both workers recorded outcomes into the one database (each recorder writes its batch within
-    # a fraction of a second; on a loaded machine, later).
+    # Both workers record an outcome for every upstream request into the one database: while they
+    # run (each recorder writes its batch within a fraction of a second; on a loaded machine,
+    # later), and still after a graceful stop.
     def recorded() -> int:
         with contextlib.closing(sqlite3.connect(relay.env["RELAY_DATABASE"])) as db:
             return int(db.execute("SELECT count(*) FROM outcomes").fetchone()[0])
 
-    eventually(lambda: recorded() >= len(sandbox.requests()), within=10.0)
-    assert recorded() == len(sandbox.requests())
+    sent_upstream = len(sandbox.requests())
+    eventually(lambda: recorded() == sent_upstream, within=10.0)
+    relay.stop()
+    assert recorded() == len(sandbox.requests()) == sent_upstream
+    assert "Traceback" not in relay.log()
 
 
 def test_metrics_and_health_from_a_process(relay_process: Any, sandbox: Sandbox) -> None:

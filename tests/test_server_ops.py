@@ -88,7 +88,7 @@ def procfile(tmp_path: Path) -> Iterator[Any]:
         url = f"http://127.0.0.1:{port}"
         if serving:
             wait_until_serving(f"{url}/healthz", process)
-        return Started(process, RelayProcess(url=url, env=env, log_path=stderr, pid=process.pid), stdout, stderr)
+        return Started(process, RelayProcess(url=url, env=env, log_path=stderr, process=process), stdout, stderr)
 
     yield start
     for process in started:
