@@ -121,11 +121,13 @@ postgresql-tools:
 test: lint $(VENV)/.installed-docs $(SDK2_VENV)/.installed prometheus-tools postgresql-tools bench-tools
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-# The linter and the strict type checker on relay/ and ops/ (configured in pyproject.toml); a
-# finding fails `make test`. mypy reads matplotlib's types (ops/dashboard_pictures.py), hence docs.
+# The linter and the formatter's check on all the Python, and the strict type checker on relay/,
+# ops/ and bench/ (configured in pyproject.toml); a finding fails `make test`. mypy reads
+# matplotlib's types (ops/dashboard_pictures.py), hence docs.
 lint: $(VENV)/.installed-docs
-	$(BIN)/ruff check relay ops
-	$(BIN)/mypy relay ops
+	$(BIN)/ruff check relay ops tests bench
+	$(BIN)/ruff format --check relay ops tests bench
+	$(BIN)/mypy relay ops bench
 
 # Regenerate dashboards/*.json from ops/dashboards.py.
 dashboards: $(VENV)/.installed-run

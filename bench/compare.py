@@ -59,9 +59,12 @@ def figures(earlier: dict[str, Any], later: dict[str, Any]) -> list[Figure]:
             key = f"{quantile}_us"
             found.append(
                 Figure(
-                    f"{quantile} ms, {operation}, c=1, relay-1w", "latency",
-                    before["relay-1w"][key] / 1000, before["direct"][key] / 1000,
-                    by_target["relay-1w"][key] / 1000, by_target["direct"][key] / 1000,
+                    f"{quantile} ms, {operation}, c=1, relay-1w",
+                    "latency",
+                    before["relay-1w"][key] / 1000,
+                    before["direct"][key] / 1000,
+                    by_target["relay-1w"][key] / 1000,
+                    by_target["direct"][key] / 1000,
                 )
             )
     for operation, by_concurrency in later["throughput"].items():
@@ -73,8 +76,12 @@ def figures(earlier: dict[str, Any], later: dict[str, Any]) -> list[Figure]:
                 for key, title in (("rate_within_p99_limit", "rate with p99 < 50 ms"), ("peak_rate", "peak rate")):
                     found.append(
                         Figure(
-                            f"{title}, {operation}, c={connections}, {name}", "rate",
-                            before[name][key], before["direct"][key], by_target[name][key], by_target["direct"][key],
+                            f"{title}, {operation}, c={connections}, {name}",
+                            "rate",
+                            before[name][key],
+                            before["direct"][key],
+                            by_target[name][key],
+                            by_target["direct"][key],
                         )
                     )
     return found

@@ -42,8 +42,14 @@ def wrk(url: str, operation: str, *, key: str, connections: int, seconds: float,
     threads = min(connections, 2)
     command = [
         shutil.which("wrk") or "/usr/bin/wrk",
-        f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-        "-s", str(WRK_DIR / f"{operation}.lua"), url,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_DIR / f"{operation}.lua"),
+        url,
     ]
     env = {**os.environ, "BENCH_KEY": key, "BENCH_WRK_DIR": str(WRK_DIR), "BENCH_DELAY_MS": str(delay_ms)}
     output = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout

@@ -33,11 +33,10 @@ def start_nginx(workdir: Path, *, file_bytes: int) -> Server:
     port = free_port()
     config = TEMPLATE.read_text().replace("@ROOT@", str(root)).replace("@PORT@", str(port))
     (root / "nginx.conf").write_text(config)
-    process = subprocess.Popen(
-        [nginx, "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=open(root / "stderr.log", "wb"),
-    )
+    with open(root / "stderr.log", "wb") as stderr:
+        process = subprocess.Popen(
+            [nginx, "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")], stdout=subprocess.DEVNULL, stderr=stderr
+        )
     server = Server("nginx", f"http://127.0.0.1:{port}", process, port)
     wait_until_listening(server)
     return server
@@ -82,9 +81,8 @@ def start_offload_front(workdir: Path, relay_host_port: str, secret: str) -> Ser
         f"daemon off;\nworker_processes auto;\npid {root / 'nginx.pid'};\nerror_log {root / 'error.log'} warn;\n"
         f"events {{ worker_connections 1024; }}\nhttp {{\n    access_log off;\n{temp_paths}    include {root / 'site.conf'};\n}}\n"
     )
-    process = subprocess.Popen(
-        [nginx, "-c", str(root / "nginx.conf")], stdout=subprocess.DEVNULL, stderr=open(root / "stderr.log", "wb")
-    )
+    with open(root / "stderr.log", "wb") as stderr:
+        process = subprocess.Popen([nginx, "-c", str(root / "nginx.conf")], stdout=subprocess.DEVNULL, stderr=stderr)
     server = Server("front", f"http://127.0.0.1:{port}", process, port)
     wait_until_listening(server)
     return server

@@ -116,15 +116,12 @@ def start_balancer(root: Path, backends: list[Server]) -> Server:
     (root / "tmp").mkdir(parents=True, exist_ok=True)
     port = free_port()
     upstreams = "\n".join(f"        server 127.0.0.1:{backend.port};" for backend in backends)
-    config = (
-        BALANCER_TEMPLATE.read_text().replace("@ROOT@", str(root)).replace("@PORT@", str(port)).replace("@UPSTREAMS@", upstreams)
-    )
+    config = BALANCER_TEMPLATE.read_text().replace("@ROOT@", str(root)).replace("@PORT@", str(port)).replace("@UPSTREAMS@", upstreams)
     (root / "nginx.conf").write_text(config)
-    process = subprocess.Popen(
-        [nginx, "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=open(root / "stderr.log", "wb"),
-    )
+    with open(root / "stderr.log", "wb") as stderr:
+        process = subprocess.Popen(
+            [nginx, "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")], stdout=subprocess.DEVNULL, stderr=stderr
+        )
     server = Server("balancer", f"http://127.0.0.1:{port}", process, port)
     try:
         wait_until_listening(server)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 # Targets, all relative to a baseline measured in the same run.
 ADDED_P50_MS = 0.5
@@ -164,7 +165,13 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
     for check, met in summary["targets_met"].items():
         lines.append(f"| {names[check]} | {'not measured' if met is None else 'yes' if met else '**no**'} |")
 
-    lines += ["", "## Latency at concurrency 1 (median of rounds)", "", "| operation | target | p50 ms | p99 ms | added p50 ms | added p99 ms |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Latency at concurrency 1 (median of rounds)",
+        "",
+        "| operation | target | p50 ms | p99 ms | added p50 ms | added p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
     for operation, by_target in results["latency"].items():
         for name, figures in by_target.items():
             added = summary["added_latency_ms"].get(name, {}).get(operation)
@@ -174,9 +181,7 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
             )
 
     lines += ["", "## Throughput: highest rate with p99 < 50 ms and no errors (requests/s, median of rounds)", ""]
-    lines += _throughput_table(
-        results, lambda slot: f"{slot['rate_within_p99_limit']:.0f}", summary["relay_vs_litellm_throughput"]
-    )
+    lines += _throughput_table(results, lambda slot: f"{slot['rate_within_p99_limit']:.0f}", summary["relay_vs_litellm_throughput"])
     lines += ["", "## Peak throughput without a latency limit (requests/s, median of rounds; p99 ms in brackets)", ""]
     lines += _throughput_table(
         results,
@@ -284,9 +289,7 @@ def _postgresql_section(results: dict[str, Any]) -> list[str]:
         for operation, by_concurrency in results["throughput"].items():
             for connections in by_concurrency:
                 label = f"{operation} c={connections}"
-                lines.append(
-                    f"| {label} | {_ratio_cell(gains, f'sqlite {label}')} | {_ratio_cell(gains, f'postgresql {label}')} |"
-                )
+                lines.append(f"| {label} | {_ratio_cell(gains, f'sqlite {label}')} | {_ratio_cell(gains, f'postgresql {label}')} |")
     return lines
 
 
@@ -297,9 +300,7 @@ def _ratio_cell(ratios: Mapping[str, float | None], label: str) -> str:
     return "SQLite 0" if ratio is None else f"{ratio:.2f}×"
 
 
-def _throughput_table(
-    results: dict[str, Any], cell: Callable[[dict[str, Any]], str], ratios: Mapping[str, float | None]
-) -> list[str]:
+def _throughput_table(results: dict[str, Any], cell: Callable[[dict[str, Any]], str], ratios: Mapping[str, float | None]) -> list[str]:
     """One row per operation and concurrency: each target's `cell`, then relay ÷ LiteLLM per worker count."""
     targets = _target_names(results)
     rows = ["| operation | concurrency | " + " | ".join(targets) + " | relay ÷ LiteLLM (1w, 2w) |", "|---" * (len(targets) + 3) + "|"]

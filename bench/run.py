@@ -53,9 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--throughput-seconds", type=int, default=int(os.environ.get("BENCH_THROUGHPUT_SECONDS", "2")), help="per throughput run"
     )
-    parser.add_argument(
-        "--concurrency", type=int, action="append", help=f"throughput concurrency; repeat (default {CONCURRENCIES})"
-    )
+    parser.add_argument("--concurrency", type=int, action="append", help=f"throughput concurrency; repeat (default {CONCURRENCIES})")
     parser.add_argument("--workers", type=int, action="append", help=f"worker counts; repeat (default {WORKER_COUNTS})")
     parser.add_argument("--file-mib", type=int, default=int(os.environ.get("BENCH_FILE_MIB", "1024")), help="download size")
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (no comparison column)")
@@ -64,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         "--replicas", type=int, action="append", help=f"PostgreSQL replica counts; repeat (default {postgres.REPLICA_COUNTS})"
     )
     parser.add_argument(
-        "--pg-durability", choices=sorted(postgres.DURABILITY), default=os.environ.get("BENCH_PG_DURABILITY", "production"),
+        "--pg-durability",
+        choices=sorted(postgres.DURABILITY),
+        default=os.environ.get("BENCH_PG_DURABILITY", "production"),
         help="production: PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on); throwaway: all off",
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"streaming done after {time.monotonic() - started:.0f} s")
 
         results = {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "settings": {
                 "rounds": args.rounds,
                 "latency_seconds_per_run": args.seconds,
@@ -196,8 +196,12 @@ def measure_throughput(targets: list[Server], video: dict[str, str], args: argpa
                     rounds = searched.setdefault((operation, connections, target.name), [])
                     rounds.append(
                         best_rate(
-                            url_for(target, operation, video), operation, key=target.key, connections=connections,
-                            seconds=args.throughput_seconds, resume=rounds[-1][0] if rounds else None,
+                            url_for(target, operation, video),
+                            operation,
+                            key=target.key,
+                            connections=connections,
+                            seconds=args.throughput_seconds,
+                            resume=rounds[-1][0] if rounds else None,
                         )
                     )
     result: dict[str, Any] = {}
@@ -241,9 +245,7 @@ def versions() -> dict[str, str]:
     found["relay"] = _output(["git", "-C", str(REPO), "describe", "--always", "--dirty"]) or "unknown"
     found["nginx"] = _output([nginx_binary() or "nginx", "-v"]).removeprefix("nginx version: ")
     found["wrk"] = _output(["wrk", "-v"]).split(" [")[0].removeprefix("wrk ")
-    found["litellm"] = _output(
-        [str(LITELLM_VENV / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"]
-    )
+    found["litellm"] = _output([str(LITELLM_VENV / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"])
     return found
 
 

@@ -17,6 +17,7 @@ Run with `python -m bench.streaming`: nginx with a 1 GiB file, a one-worker rela
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import statistics
@@ -278,7 +279,7 @@ def single_downloads(direct_url: str, relay_url: str, relay: Server, *, rounds: 
         [run.mb_per_second for run in relay_runs],
         memory,
         # CPU seconds over wall seconds near 1.0 means the one worker is the bottleneck.
-        relay_cpu_share=[round(cpu / run.seconds, 2) for cpu, run in zip(relay_cpu, relay_runs)],
+        relay_cpu_share=[round(cpu / run.seconds, 2) for cpu, run in zip(relay_cpu, relay_runs, strict=True)],
         direct_runs=[run.as_dict() for run in direct_runs],
         relay_runs=[run.as_dict() for run in relay_runs],
     )
@@ -325,7 +326,7 @@ def _parallel(url: str, headers: dict[str, str], slices: list[tuple[int, int]]) 
         results[index] = download(url, headers={**headers, "Range": f"bytes={first}-{last}"})
 
     started = time.perf_counter()
-    _run_threads([lambda index=index: fetch(index) for index in range(len(slices))])
+    _run_threads([functools.partial(fetch, index) for index in range(len(slices))])
     seconds = time.perf_counter() - started
     done = [result for result in results if result is not None]
     failures = [result.as_dict() for result in done if result.status != 206 or not result.complete]
@@ -387,9 +388,7 @@ def wait_for_release(mock: Server, timeout: float = RELEASE_TIMEOUT) -> dict[str
     return {"released": writing == 0, "seconds": round(time.perf_counter() - started, 3), "writing_connections": writing}
 
 
-def _comparison(
-    direct_rates: list[float], relay_rates: list[float], memory: list[RssSamples], **extra: Any
-) -> dict[str, Any]:
+def _comparison(direct_rates: list[float], relay_rates: list[float], memory: list[RssSamples], **extra: Any) -> dict[str, Any]:
     direct = statistics.median(direct_rates)
     relayed = statistics.median(relay_rates)
     growth = [rss.growth for rss in memory]

@@ -12,9 +12,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .procs import Server, free_port, give_up, wait_until_listening
-
 from relay.crypto import generate_key
+
+from .procs import Server, free_port, give_up, wait_until_listening
 
 REPO = Path(__file__).resolve().parent.parent
 RELAY_BIN = Path(sys.executable).parent
@@ -56,23 +56,33 @@ def prepare_relay_database(
     return env, json.loads(issued.stdout)["key"]
 
 
-def start_relay(
-    workdir: Path, env: dict[str, str], key: str, *, workers: int, name: str | None = None, cwd: Path = REPO
-) -> Server:
+def start_relay(workdir: Path, env: dict[str, str], key: str, *, workers: int, name: str | None = None, cwd: Path = REPO) -> Server:
     """The relay with the flags `make run` and the Procfile use: uvicorn, uvloop, httptools."""
     name = name or f"relay-{workers}w"
     port = free_port()
-    process = subprocess.Popen(
-        [
-            str(RELAY_BIN / "uvicorn"), "relay.app:app", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-        ],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / f"{name}.log", "wb"),
-        start_new_session=True,
-    )
+    with open(workdir / f"{name}.log", "wb") as log_file:
+        process = subprocess.Popen(
+            [
+                str(RELAY_BIN / "uvicorn"),
+                "relay.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            start_new_session=True,
+        )
     server = Server(name, f"http://127.0.0.1:{port}/openai/v1", process, port, key=key)
     wait_until_listening(server)
     return server
@@ -89,16 +99,25 @@ def litellm_available() -> bool:
 def start_litellm(workdir: Path, upstream_base: str, *, workers: int) -> Server:
     """LiteLLM's proxy from its own virtualenv (bench/litellm/), against the same mock upstream."""
     port = free_port()
-    process = subprocess.Popen(
-        [
-            str(LITELLM_VENV / "bin" / "python"), str(REPO / "bench" / "litellm" / "launch.py"),
-            "--port", str(port), "--upstream", upstream_base, "--workers", str(workers), "--master-key", LITELLM_MASTER_KEY,
-        ],
-        cwd=workdir,
-        stdout=open(workdir / f"litellm-{workers}w.log", "wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(workdir / f"litellm-{workers}w.log", "wb") as log_file:
+        process = subprocess.Popen(
+            [
+                str(LITELLM_VENV / "bin" / "python"),
+                str(REPO / "bench" / "litellm" / "launch.py"),
+                "--port",
+                str(port),
+                "--upstream",
+                upstream_base,
+                "--workers",
+                str(workers),
+                "--master-key",
+                LITELLM_MASTER_KEY,
+            ],
+            cwd=workdir,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = Server(f"litellm-{workers}w", f"http://127.0.0.1:{port}/v1", process, port, key=LITELLM_MASTER_KEY)
     wait_until_listening(server, timeout=180)
     # The port opens before every worker has loaded its config; each says so once it has.

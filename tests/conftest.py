@@ -26,6 +26,7 @@ from relay.config import Settings
 from relay.crypto import generate_key
 from relay.keys import issue_key
 from relay.state import RelayState
+from relay.store import Store
 from relay.store.location import parse_location
 from relay.store.schema import TABLE_NAMES
 
@@ -88,9 +89,7 @@ class Sandbox:
 @pytest.fixture(scope="session")
 def sandbox_process() -> Iterator[Sandbox]:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "relay.sandbox", "--port", str(port), "--complete-after", "0.3"], cwd=ROOT
-    )
+    process = subprocess.Popen([sys.executable, "-m", "relay.sandbox", "--port", str(port), "--complete-after", "0.3"], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(f"{url}/_sandbox/faults", process)
@@ -114,7 +113,9 @@ class Relay:
     state: RelayState
     settings: Settings
 
-    def add_account(self, name: str, base_api: str, *, token: str | None = None, priority: int = 100, type: str = "openai-responses") -> None:
+    def add_account(
+        self, name: str, base_api: str, *, token: str | None = None, priority: int = 100, type: str = "openai-responses"
+    ) -> None:
         add_account(
             self.state.store,
             self.state.box,
@@ -254,15 +255,20 @@ class RelayProcess:
         return self.log_path.read_text(errors="replace")
 
     def relayctl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / "relayctl"), *args], env=self.env, input=input, capture_output=True, text=True, timeout=60
-        )
+        return subprocess.run([str(BIN / "relayctl"), *args], env=self.env, input=input, capture_output=True, text=True, timeout=60)
 
     def add_accounts(self, sandbox: Sandbox, *names: str) -> None:
         """As an operator would: `relayctl accounts add NAME ... --token-stdin`, token tok-NAME."""
         for name in names:
             done = self.relayctl(
-                "accounts", "add", name, "--type", "openai-responses", "--token-stdin", "--base-api", sandbox.base_api(),
+                "accounts",
+                "add",
+                name,
+                "--type",
+                "openai-responses",
+                "--token-stdin",
+                "--base-api",
+                sandbox.base_api(),
                 input=f"tok-{name}\n",
             )
             assert done.returncode == 0, done.stderr

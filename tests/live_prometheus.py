@@ -174,7 +174,9 @@ def start_stack(workdir: Path, rules: Path) -> LiveStack:
         sandbox_port, relay_port, prometheus_port = free_port(), free_port(), free_port()
         sandbox = subprocess.Popen(
             [sys.executable, "-m", "relay.sandbox", "--port", str(sandbox_port), "--complete-after", "0.3"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(workdir / "sandbox.log").open("wb"),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=(workdir / "sandbox.log").open("wb"),
         )
         processes.append(sandbox)
         sandbox_url = f"http://127.0.0.1:{sandbox_port}"
@@ -197,7 +199,10 @@ def start_stack(workdir: Path, rules: Path) -> LiveStack:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         relay = subprocess.Popen(
             [str(BIN / "uvicorn"), "relay.app:app", "--host", "127.0.0.1", "--port", str(relay_port), "--workers", "2", "--no-access-log"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(workdir / "relay.log").open("wb"),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(workdir / "relay.log").open("wb"),
         )
         processes.append(relay)
         relay_url = f"http://127.0.0.1:{relay_port}"
@@ -225,7 +230,9 @@ def start_stack(workdir: Path, rules: Path) -> LiveStack:
                 f"--web.listen-address=127.0.0.1:{prometheus_port}",
                 "--storage.tsdb.retention.time=1d",
             ],
-            cwd=workdir, stdout=subprocess.DEVNULL, stderr=(workdir / "prometheus.log").open("wb"),
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=(workdir / "prometheus.log").open("wb"),
         )
         processes.append(prometheus)
         prometheus_url = f"http://127.0.0.1:{prometheus_port}"

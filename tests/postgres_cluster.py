@@ -170,8 +170,20 @@ def _init(runner: _Runner, cluster: Cluster) -> None:
     runner.chown(password_file)
     try:
         done = runner.run(
-            "initdb", "--pgdata", str(cluster.data), "--username", cluster.user, "--pwfile", str(password_file),
-            "--auth", "scram-sha-256", "--encoding", "UTF8", "--no-locale", "--no-sync", "--no-instructions",
+            "initdb",
+            "--pgdata",
+            str(cluster.data),
+            "--username",
+            cluster.user,
+            "--pwfile",
+            str(password_file),
+            "--auth",
+            "scram-sha-256",
+            "--encoding",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+            "--no-instructions",
             timeout=INITDB_TIMEOUT_SECONDS,
         )
     finally:

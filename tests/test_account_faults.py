@@ -32,7 +32,14 @@ def store_of(relay: RelayProcess) -> tuple[Store, SecretBox]:
 def add_legacy(relay: RelayProcess, name: str, base_api: str, *, priority: int, proxy: str | None = None) -> None:
     """An account as an older relayctl could store it: straight into the table, unchecked."""
     store, box = store_of(relay)
-    store.insert_account(name=name, type="openai-responses", credential_encrypted=box.encrypt(f"tok-{name}"), base_api=base_api, priority=priority, now=time.time())
+    store.insert_account(
+        name=name,
+        type="openai-responses",
+        credential_encrypted=box.encrypt(f"tok-{name}"),
+        base_api=base_api,
+        priority=priority,
+        now=time.time(),
+    )
     if proxy:
         store.set_account_proxy(name, box.encrypt(proxy))
 

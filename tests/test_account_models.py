@@ -113,7 +113,9 @@ def test_model_lists_keep_their_order_without_repeats() -> None:
 
 
 def test_relayctl_sets_shows_and_clears_an_accounts_models(cli: Any) -> None:
-    added = cli("accounts", "add", "pro", "--type", "openai-responses", "--token-stdin", "--models", "sora-2-pro,sora-2", "--json", input=TOKEN)
+    added = cli(
+        "accounts", "add", "pro", "--type", "openai-responses", "--token-stdin", "--models", "sora-2-pro,sora-2", "--json", input=TOKEN
+    )
     assert json.loads(added.output)["models"] == ["sora-2-pro", "sora-2"]
     listed = cli("accounts", "list")
     header, _, row = listed.output.splitlines()[:3]

@@ -48,8 +48,16 @@ def test_relayctl_adds_an_azure_account(cli: Any) -> None:
     refused = cli("accounts", "add", "az", "--type", "azure-openai", "--token-stdin", input=TOKEN, code=1)
     assert "--base-api is required" in refused.output
     added = cli(
-        "accounts", "add", "az", "--type", "azure-openai", "--token-stdin",
-        "--base-api", "https://res.openai.azure.com/openai/v1", "--json", input=TOKEN,
+        "accounts",
+        "add",
+        "az",
+        "--type",
+        "azure-openai",
+        "--token-stdin",
+        "--base-api",
+        "https://res.openai.azure.com/openai/v1",
+        "--json",
+        input=TOKEN,
     )
     assert json.loads(added.output)["type"] == "azure-openai"
     listed = json.loads(cli("accounts", "list", "--json").output)

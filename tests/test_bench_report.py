@@ -250,9 +250,7 @@ def test_comparing_two_runs_takes_each_against_its_own_direct_baseline() -> None
     assert latency.baselined_ratio == pytest.approx(0.5 / 0.4)
     # PostgreSQL and LiteLLM targets are not part of the SQLite path.
     assert not [title for title in found if "pg" in title or "litellm" in title]
-    assert "| peak rate, create, c=16, relay-1w | 2,500 (60,000) | 2,000 (48,000) | 0.80 | 1.00 |" in compare.markdown(
-        earlier, later
-    )
+    assert "| peak rate, create, c=16, relay-1w | 2,500 (60,000) | 2,000 (48,000) | 0.80 | 1.00 |" in compare.markdown(earlier, later)
 
 
 def test_ab_table_sets_each_relay_against_the_same_direct_run() -> None:

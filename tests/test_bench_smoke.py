@@ -34,9 +34,28 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
         pytest.skip(reason)
     done = subprocess.run(
         [
-            sys.executable, "-m", "bench.run", "--rounds", "1", "--seconds", "1", "--throughput-seconds", "1",
-            "--concurrency", "16", "--workers", "1", "--workers", "2", "--replicas", "2", "--file-mib", "128", "--no-litellm",
-            "--out", str(tmp_path),
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--rounds",
+            "1",
+            "--seconds",
+            "1",
+            "--throughput-seconds",
+            "1",
+            "--concurrency",
+            "16",
+            "--workers",
+            "1",
+            "--workers",
+            "2",
+            "--replicas",
+            "2",
+            "--file-mib",
+            "128",
+            "--no-litellm",
+            "--out",
+            str(tmp_path),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -99,7 +118,10 @@ def test_cpu_per_request_compares_relays_side_by_side() -> None:
         pytest.skip(reason)
     done = subprocess.run(
         [sys.executable, "-m", "bench.cpu", "work", str(ROOT), "--rounds", "1", "--seconds", "1", "--no-limits"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()

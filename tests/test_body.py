@@ -104,9 +104,15 @@ def test_ambiguous_dispositions(disposition: bytes) -> None:
 
 
 def test_bare_line_feeds_and_repeated_dispositions_are_refused() -> None:
-    bare_lf = b'--B\nContent-Disposition: form-data; name="model"\n\nsora-2-pro\r\n--B\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nx\r\n--B--\r\n'
+    bare_lf = (
+        b'--B\nContent-Disposition: form-data; name="model"\n\nsora-2-pro\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nx\r\n--B--\r\n'
+    )
     assert refused(bare_lf, "multipart/form-data; boundary=B") == "invalid_multipart"
-    twice = b'--B\r\nContent-Disposition: form-data; name="prompt"\r\nContent-Disposition: form-data; name="model"\r\n\r\nsora-2-pro\r\n--B--\r\n'
+    twice = (
+        b'--B\r\nContent-Disposition: form-data; name="prompt"\r\n'
+        b'Content-Disposition: form-data; name="model"\r\n\r\nsora-2-pro\r\n--B--\r\n'
+    )
     assert refused(twice, "multipart/form-data; boundary=B") == "invalid_multipart"
 
 
@@ -128,7 +134,10 @@ def test_other_content_types_are_refused(content_type: str | None) -> None:
     assert body_fields(b"", content_type, NAMES) == {}
 
 
-@given(st.binary(max_size=300), st.sampled_from(["application/json", "multipart/form-data; boundary=b", "text/plain", "", "multipart/form-data"]))
+@given(
+    st.binary(max_size=300),
+    st.sampled_from(["application/json", "multipart/form-data; boundary=b", "text/plain", "", "multipart/form-data"]),
+)
 def test_body_fields_only_raises_relay_errors(body: bytes, content_type: str) -> None:
     try:
         fields = body_fields(body, content_type, NAMES)

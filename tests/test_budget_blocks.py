@@ -20,9 +20,9 @@ from relay.keys import set_limits
 from relay.limits import JobTerms, Limits, block_size_for, period_bounds
 from relay.quota import Booking, _block_share
 from relay.records import Usage
+from relay.state import write_off_idle_blocks
 from relay.store import NOT_NOW, Store
 from relay.store.reservations import shrink_block
-from relay.state import write_off_idle_blocks
 
 BACKENDS = ("sqlite", "postgresql")
 # sora-2 at 720x1280, 4 s: $0.40 a create.
@@ -102,7 +102,11 @@ def test_what_a_block_holds_beyond_its_create_is_at_most_a_sixteenth_of_what_is_
 
 def claimed(blocks: BudgetBlocks, claimed_at: float = NOON, jobs: int = 4) -> Share:
     """A block of `jobs` creates' worth, installed as a claim leaves it; the claiming create's share."""
-    blocks.install(Block("blk_1", "alice", LIMITS_JSON, claimed_at=claimed_at, seconds_left=0.0, usd_left=0.0), seconds_left=4.0 * jobs, usd_left=PRICE * jobs)
+    blocks.install(
+        Block("blk_1", "alice", LIMITS_JSON, claimed_at=claimed_at, seconds_left=0.0, usd_left=0.0),
+        seconds_left=4.0 * jobs,
+        usd_left=PRICE * jobs,
+    )
     share = blocks.take("alice", LIMITS_JSON, 4, PRICE, claimed_at)
     assert share is not None
     return share
@@ -178,13 +182,23 @@ class _Answer:
         ((12.0 - DUST / 2, 1.2 - DUST / 2), None),  # only rounding dust left: gone
     ],
 )
-def test_a_take_shrinks_the_block_and_the_last_one_removes_it(database: str, taken: tuple[float, float], left: tuple[float, float] | None) -> None:
+def test_a_take_shrinks_the_block_and_the_last_one_removes_it(
+    database: str, taken: tuple[float, float], left: tuple[float, float] | None
+) -> None:
     store = Store(database)
     try:
         store.ensure_schema()
         store.claim_budget_block(
-            "blk_1", key_name="alice", video_seconds=4.0, usd=0.4, now=NOON, expires_at=NOON + 60, periods=[],
-            refuse=lambda *_: None, size=lambda _: 3, owner=None,
+            "blk_1",
+            key_name="alice",
+            video_seconds=4.0,
+            usd=0.4,
+            now=NOON,
+            expires_at=NOON + 60,
+            periods=[],
+            refuse=lambda *_: None,
+            size=lambda _: 3,
+            owner=None,
         )
         read: list[str] = []
         with store.transaction() as conn:
@@ -223,7 +237,9 @@ def test_far_from_the_budget_one_claim_books_many_creates(relay: Relay, sandbox:
     assert relay.state.store.key_usage("alice", since=period_bounds("month", clock.now)[0], now=clock.now).usd == pytest.approx(5 * PRICE)
 
 
-def test_near_the_budget_each_create_is_booked_alone_and_the_last_cent_is_usable(relay: Relay, sandbox: Sandbox, clock: ManualClock) -> None:
+def test_near_the_budget_each_create_is_booked_alone_and_the_last_cent_is_usable(
+    relay: Relay, sandbox: Sandbox, clock: ManualClock
+) -> None:
     relay.add_account("a", sandbox.base_api())
     key = limited_key(relay, usd_per_day=2.0)  # five creates, under sixteen: blocks of one
     claims = claims_counted(relay)

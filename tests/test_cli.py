@@ -51,7 +51,17 @@ def test_accounts_add_list_reset(cli: Any, tmp_path: Path) -> None:
         ("main", "https://api.openai.com/v1", 100, "active"),
     ]
     table = cli("accounts", "list").output
-    assert table.splitlines()[0].split() == ["name", "type", "base_api", "priority", "models", "state", "until", "last_used", "error_rate_1h"]
+    assert table.splitlines()[0].split() == [
+        "name",
+        "type",
+        "base_api",
+        "priority",
+        "models",
+        "state",
+        "until",
+        "last_used",
+        "error_rate_1h",
+    ]
     assert "All accounts are active." in cli("cooldowns").output
     cli("accounts", "disable", "gw")
     cooldowns = json.loads(cli("cooldowns", "--json").output)
@@ -93,11 +103,31 @@ def test_wrong_secret_key_is_one_clear_line(cli: Any, monkeypatch: pytest.Monkey
 
 def test_every_command_has_help_with_an_example(cli: Any) -> None:
     commands = [
-        ("keys", "issue"), ("keys", "list"), ("keys", "show"), ("keys", "revoke"), ("keys", "rotate"), ("keys", "permissions"),
-        ("accounts", "add"), ("accounts", "list"), ("accounts", "show"), ("accounts", "reset"), ("accounts", "enable"),
-        ("accounts", "disable"), ("accounts", "priority"), ("accounts", "rotate"), ("accounts", "remove"),
-        ("cooldowns",), ("cooldowns", "clear"), ("sessions", "list"), ("sessions", "evict"),
-        ("outcomes",), ("outcomes", "summary"), ("doctor",), ("secrets", "generate-key"), ("secrets", "rotate"), ("sandbox",),
+        ("keys", "issue"),
+        ("keys", "list"),
+        ("keys", "show"),
+        ("keys", "revoke"),
+        ("keys", "rotate"),
+        ("keys", "permissions"),
+        ("accounts", "add"),
+        ("accounts", "list"),
+        ("accounts", "show"),
+        ("accounts", "reset"),
+        ("accounts", "enable"),
+        ("accounts", "disable"),
+        ("accounts", "priority"),
+        ("accounts", "rotate"),
+        ("accounts", "remove"),
+        ("cooldowns",),
+        ("cooldowns", "clear"),
+        ("sessions", "list"),
+        ("sessions", "evict"),
+        ("outcomes",),
+        ("outcomes", "summary"),
+        ("doctor",),
+        ("secrets", "generate-key"),
+        ("secrets", "rotate"),
+        ("sandbox",),
     ]
     for command in commands:
         assert "Example" in cli(*command, "--help").output, command
@@ -119,7 +149,10 @@ def test_operator_slips_get_one_clear_line(cli: Any, tmp_path: Path) -> None:
     assert "is not a relay database" in cli("accounts", "list", "--db", str(not_a_database), code=1).output
     assert "is not a relay database" in cli("doctor", "--db", str(not_a_database), code=1).output
     assert "no relay database at" in cli("sessions", "list", "--db", str(tmp_path / "typo" / "relay.db"), code=1).output
-    assert "no relay database at" in cli("accounts", "rotate", "main", "--token", TOKEN, "--db", str(tmp_path / "typo" / "relay.db"), code=1).output
+    assert (
+        "no relay database at"
+        in cli("accounts", "rotate", "main", "--token", TOKEN, "--db", str(tmp_path / "typo" / "relay.db"), code=1).output
+    )
     assert not (tmp_path / "typo").exists()
 
     cli("accounts", "add", "main", "--type", "openai-responses", "--token", TOKEN)

@@ -22,7 +22,9 @@ from relay.crypto import parse_keys
 
 def key_columns(db: Path, name: str) -> tuple[Any, ...]:
     with sqlite3.connect(db) as conn:
-        return tuple(conn.execute("SELECT salt, hash, expires_at, previous_valid_until, limits FROM keys WHERE name = ?", (name,)).fetchone())
+        return tuple(
+            conn.execute("SELECT salt, hash, expires_at, previous_valid_until, limits FROM keys WHERE name = ?", (name,)).fetchone()
+        )
 
 
 def write_key_columns(db: Path, name: str, **values: Any) -> None:
@@ -88,8 +90,18 @@ def test_the_largest_limits_are_accepted(cli: Any) -> None:
     cli("keys", "issue", "k")
     shown = json.loads(
         cli(
-            "keys", "limits", "k", "--requests-per-minute", "1000000", "--max-concurrent-creates", "100000",
-            "--usd-per-month", "1e9", "--video-seconds-per-day", "1000000000", "--json",
+            "keys",
+            "limits",
+            "k",
+            "--requests-per-minute",
+            "1000000",
+            "--max-concurrent-creates",
+            "100000",
+            "--usd-per-month",
+            "1e9",
+            "--video-seconds-per-day",
+            "1000000000",
+            "--json",
         ).output
     )
     assert shown["requests_per_minute"] == 1_000_000 and shown["usd_per_month"] == 1e9

@@ -15,9 +15,9 @@ from ops.observe_cmd import percentile, summarize
 from relay.config import Settings
 from relay.crypto import SecretBox, generate_key, read_key_file
 from relay.keys import key_id_of, matches
+from relay.records import WebhookEndpoint
 from relay.sessions import session_hash
 from relay.state import open_store
-from relay.records import WebhookEndpoint
 from relay.store import Outcome, Video
 from relay.store.location import parse_location
 
@@ -74,9 +74,22 @@ def test_accounts_show_priority_rotate_remove(cli: Any, tmp_path: Path) -> None:
     assert "empty" in cli("accounts", "rotate", "main", "--token-stdin", input="\n", code=1).output
     store.insert_video(
         Video(
-            id="video_1", account="main", key_name="alice", kind="create", source_video_id=None, model="sora-2",
-            seconds="4", billable_seconds=4.0, size="720x1280", status="queued", progress=0, created_at=NOW,
-            recorded_at=NOW, finished_at=None, deleted_at=None, resource="{}",
+            id="video_1",
+            account="main",
+            key_name="alice",
+            kind="create",
+            source_video_id=None,
+            model="sora-2",
+            seconds="4",
+            billable_seconds=4.0,
+            size="720x1280",
+            status="queued",
+            progress=0,
+            created_at=NOW,
+            recorded_at=NOW,
+            finished_at=None,
+            deleted_at=None,
+            resource="{}",
         )
     )
     refused = cli("accounts", "remove", "main", code=1).output
@@ -94,9 +107,22 @@ def test_remove_allowed_once_videos_expired(cli: Any, tmp_path: Path) -> None:
     store = store_of(tmp_path)
     store.insert_video(
         Video(
-            id="video_2", account="old", key_name="alice", kind="create", source_video_id=None, model="sora-2",
-            seconds="4", billable_seconds=4.0, size="720x1280", status="queued", progress=0, created_at=NOW,
-            recorded_at=NOW, finished_at=None, deleted_at=None, resource="{}",
+            id="video_2",
+            account="old",
+            key_name="alice",
+            kind="create",
+            source_video_id=None,
+            model="sora-2",
+            seconds="4",
+            billable_seconds=4.0,
+            size="720x1280",
+            status="queued",
+            progress=0,
+            created_at=NOW,
+            recorded_at=NOW,
+            finished_at=None,
+            deleted_at=None,
+            resource="{}",
         )
     )
     store.update_video("video_2", status="completed", progress=100, expires_at=time.time() - 10, resource="{}", now=time.time())
@@ -114,7 +140,9 @@ def test_characters_keep_an_account_like_videos(cli: Any, tmp_path: Path) -> Non
 def test_cooldowns_clear_and_watch(cli: Any, tmp_path: Path) -> None:
     add(cli, "main")
     store = store_of(tmp_path)
-    store.set_account_state("main", "rate_limited", now=time.time(), until=time.time() + 120, reason="upstream 429", last_error="Rate limit reached")
+    store.set_account_state(
+        "main", "rate_limited", now=time.time(), until=time.time() + 120, reason="upstream 429", last_error="Rate limit reached"
+    )
     rows = json.loads(cli("cooldowns", "--json").output)
     assert rows[0]["account"] == "main" and 110 < rows[0]["seconds_left"] <= 120 and rows[0]["last_error"] == "Rate limit reached"
     watched = cli("cooldowns", "--watch", "--interval", "0.05", "--count", "2").output
@@ -161,7 +189,10 @@ def test_outcomes_filters_and_summary(cli: Any, tmp_path: Path) -> None:
     now = time.time()
     rows = [
         Outcome(now - 7200, "req_old", "alice", "a", "openai-responses", "videos.create", 200, "none", 10.0),
-        *[Outcome(now - 60 + i, f"req_{i}", "alice", "a", "openai-responses", "videos.create", 200, "none", float(i)) for i in range(1, 19)],
+        *[
+            Outcome(now - 60 + i, f"req_{i}", "alice", "a", "openai-responses", "videos.create", 200, "none", float(i))
+            for i in range(1, 19)
+        ],
         Outcome(now - 30, "req_429", "bob", "a", "openai-responses", "videos.create", 429, "rate_limited", 100.0),
         Outcome(now - 20, "req_500", "bob", "b", "openai-responses", "videos.retrieve", 500, "server_error", 200.0),
     ]
@@ -238,9 +269,20 @@ def test_secrets_rotate_reencrypts_webhook_signing_secrets(cli: Any, tmp_path: P
     secret, previous = "whsec_" + "A" * 44, "whsec_" + "B" * 44
     now = time.time()
     endpoint = WebhookEndpoint(
-        id="we_" + "0" * 32, key_name="alice", name="hooks", url="https://hooks.example.com/", event_types=("video.completed",),
-        secret_encrypted=old.encrypt(secret), secret_hint="whsec_...AAAA", previous_secret_encrypted=old.encrypt(previous),
-        previous_secret_until=now + 3600, created_at=now, updated_at=now, disabled_at=None, disabled_reason=None, failing_since=None,
+        id="we_" + "0" * 32,
+        key_name="alice",
+        name="hooks",
+        url="https://hooks.example.com/",
+        event_types=("video.completed",),
+        secret_encrypted=old.encrypt(secret),
+        secret_hint="whsec_...AAAA",
+        previous_secret_encrypted=old.encrypt(previous),
+        previous_secret_until=now + 3600,
+        created_at=now,
+        updated_at=now,
+        disabled_at=None,
+        disabled_reason=None,
+        failing_since=None,
     )
     store.create_webhook_endpoint(endpoint)
     assert "Re-encrypted 1 credential(s) and 1 webhook endpoint(s)' signing secrets under" in cli("secrets", "rotate").output

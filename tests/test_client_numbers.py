@@ -68,7 +68,7 @@ def test_content_length_in_other_digits_is_refused(keyed: tuple[Relay, dict[str,
 
     for declared in ("1_0", "\u0661\u0660", "+2", "-1"):
         with pytest.raises(RelayError) as caught:
-            anyio.run(lambda: read_body(chunks(), declared_length=declared, limit=100))
+            anyio.run(lambda declared=declared: read_body(chunks(), declared_length=declared, limit=100))
         assert caught.value.code == "invalid_content_length"
 
 

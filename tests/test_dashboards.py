@@ -32,12 +32,24 @@ ALERTS = ROOT / "dashboards" / "alerts.yml"
 METRIC_NAME = re.compile(r"\brelay_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
+
 def fake_account(name: str) -> Account:
     now = time.time()
     return Account(
-        id=1, name=name, type="openai-responses", base_api="http://127.0.0.1:9/v1", priority=1, enabled=True,
-        state="rate_limited", state_reason="test", state_since=now, state_until=now + 30, last_error=None,
-        last_used_at=None, created_at=now, credential_encrypted="x",
+        id=1,
+        name=name,
+        type="openai-responses",
+        base_api="http://127.0.0.1:9/v1",
+        priority=1,
+        enabled=True,
+        state="rate_limited",
+        state_reason="test",
+        state_since=now,
+        state_until=now + 30,
+        last_error=None,
+        last_used_at=None,
+        created_at=now,
+        credential_encrypted="x",
     )
 
 
@@ -313,8 +325,7 @@ def test_docs_say_which_metrics_come_from_the_database() -> None:
     doc = documented()
     for name, source in sources().items():
         assert doc[name]["source"] == {"process": "per process", "database": "database"}[source], (
-            f"docs/metrics.md: {name}'s 'across instances' should start with "
-            f"{'per process' if source == 'process' else 'database'}:"
+            f"docs/metrics.md: {name}'s 'across instances' should start with {'per process' if source == 'process' else 'database'}:"
         )
 
 
@@ -334,8 +345,20 @@ def test_docs_name_the_panels_and_alerts_that_use_each_metric() -> None:
 def test_labels_are_closed_sets_or_operator_names() -> None:
     # Never ids, prompts, sessions or secrets.
     allowed = {
-        "account", "account_type", "route", "status", "status_class", "error_class", "state", "reason",
-        "from_error_class", "key", "model", "limit", "period", "result",
+        "account",
+        "account_type",
+        "route",
+        "status",
+        "status_class",
+        "error_class",
+        "state",
+        "reason",
+        "from_error_class",
+        "key",
+        "model",
+        "limit",
+        "period",
+        "result",
     }
     for name, (_, labels) in exported().items():
         assert set(labels) <= allowed, name
@@ -356,17 +379,23 @@ def test_alert_rules_check(promtool: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     names = {rule["alert"] for rule in alert_rules()}
     assert names == {
-        "RelayAllAccountsUnavailable", "RelayAccountUnauthorized", "RelayUpstream429RateHigh", "RelayErrorRatioHigh",
-        "RelayDown", "RelayNotScraped", "RelayBudgetNearlyExhausted",
-        "RelayWebhookBacklogGrowing", "RelayWebhookEndpointDisabled", "RelayJobsGivenUp", "RelayWatcherRateLimited",
+        "RelayAllAccountsUnavailable",
+        "RelayAccountUnauthorized",
+        "RelayUpstream429RateHigh",
+        "RelayErrorRatioHigh",
+        "RelayDown",
+        "RelayNotScraped",
+        "RelayBudgetNearlyExhausted",
+        "RelayWebhookBacklogGrowing",
+        "RelayWebhookEndpointDisabled",
+        "RelayJobsGivenUp",
+        "RelayWatcherRateLimited",
     }
 
 
 def test_alert_rules_unit_tests(promtool: str) -> None:
     tests = ROOT / "dashboards" / "alerts.test.yml"
-    done = subprocess.run(
-        [promtool, "test", "rules", tests.name], cwd=tests.parent, capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([promtool, "test", "rules", tests.name], cwd=tests.parent, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     # Every alert is tested both firing and not firing.
     cases = [case for test in yaml.safe_load(tests.read_text())["tests"] for case in test["alert_rule_test"]]

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -49,9 +50,7 @@ def test_openai_sdk_create_through_relay(relay_process: Any, sandbox: Sandbox) -
     relay = relay_process()
     key = operator_setup(relay, sandbox, "main")
     client = sdk(relay, key)
-    video = client.videos.create(
-        prompt="A drone shot of surfers riding sunrise waves", model="sora-2", seconds="8", size="1280x720"
-    )
+    video = client.videos.create(prompt="A drone shot of surfers riding sunrise waves", model="sora-2", seconds="8", size="1280x720")
     assert video.id.startswith("video_") and video.status == "queued"
     assert video.seconds == "8" and video.size == "1280x720"
     [seen] = sandbox.requests()
@@ -87,7 +86,12 @@ def test_cli_changes_reach_a_running_relay_with_two_workers(relay_process: Any, 
         return lambda: all(status() == expected for _ in range(6))
 
     assert status() == 503
-    assert relay.relayctl("accounts", "add", "a", "--type", "openai-responses", "--token", "tok-a", "--base-api", sandbox.base_api()).returncode == 0
+    assert (
+        relay.relayctl(
+            "accounts", "add", "a", "--type", "openai-responses", "--token", "tok-a", "--base-api", sandbox.base_api()
+        ).returncode
+        == 0
+    )
     eventually(all_workers(200))
 
     sandbox.fault(preset="unauthorized", times=1)
@@ -126,7 +130,10 @@ def test_metrics_and_health_from_a_process(relay_process: Any, sandbox: Sandbox)
     httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": "x"}, headers={"Authorization": f"Bearer {key}"})
     assert httpx.get(f"{relay.url}/healthz").json() == {"status": "ok", "database": "ok"}
     text = httpx.get(f"{relay.url}/metrics").text
-    assert 'relay_upstream_requests_total{account="main",account_type="openai-responses",error_class="none",route="videos.create",status_class="2xx"} 1.0' in text
+    assert (
+        'relay_upstream_requests_total{account="main",account_type="openai-responses",'
+        'error_class="none",route="videos.create",status_class="2xx"} 1.0'
+    ) in text
     assert key not in text and "tok-main" not in text
 
 
@@ -178,7 +185,7 @@ def test_key_file_announced_once_and_no_secret_in_logs(relay_process: Any, sandb
     log = relay.log()
     assert log.count("created a new secret key file") == 1, log
     assert "upstream error" in log
-    secrets = [key, "tok-a", "tok-b", open(key_file).read().strip(), "rk-0123456789abcdef-guess"]
+    secrets = [key, "tok-a", "tok-b", Path(key_file).read_text().strip(), "rk-0123456789abcdef-guess"]
     for secret in secrets:
         assert secret not in log
         assert secret not in httpx.get(f"{relay.url}/metrics").text
@@ -214,7 +221,9 @@ def test_rotations_and_cooldown_clears_reach_a_running_relay(relay_process: Any,
     key = operator_setup(relay, sandbox, "a", "b")
 
     def create(with_key: str) -> httpx.Response:
-        return httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": "x"}, headers={"Authorization": f"Bearer {with_key}"}, timeout=10)
+        return httpx.post(
+            f"{relay.url}/openai/v1/videos", json={"prompt": "x"}, headers={"Authorization": f"Bearer {with_key}"}, timeout=10
+        )
 
     # a's credential dies: the relay marks it unauthorized and moves on to b.
     def states() -> dict[str, str]:
@@ -292,7 +301,22 @@ def test_no_secret_anywhere_an_operator_or_attacker_could_look(relay_process: An
     relay = relay_process(workers=2, extra_env={"RELAY_SECRET_KEY": ""})
     key = operator_setup(relay, sandbox, "a", "b")
     proxy_password = "proxy-pa55word"
-    assert relay.relayctl("accounts", "add", "c", "--type", "openai-responses", "--token", "tok-c", "--base-api", sandbox.base_api(), "--proxy", f"http://u:{proxy_password}@127.0.0.1:9").returncode == 0
+    assert (
+        relay.relayctl(
+            "accounts",
+            "add",
+            "c",
+            "--type",
+            "openai-responses",
+            "--token",
+            "tok-c",
+            "--base-api",
+            sandbox.base_api(),
+            "--proxy",
+            f"http://u:{proxy_password}@127.0.0.1:9",
+        ).returncode
+        == 0
+    )
     rotated = json.loads(relay.relayctl("keys", "rotate", "alice", "--grace", "1h", "--json").stdout)["key"]
     headers = {"Authorization": f"Bearer {rotated}"}
     for preset in ("rate_limited", "unauthorized", "server_error", None):
@@ -301,16 +325,24 @@ def test_no_secret_anywhere_an_operator_or_attacker_could_look(relay_process: An
         httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": "x"}, headers=headers, timeout=10)
     httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": "x"}, headers={"Authorization": f"Bearer {key}x"})
     time.sleep(0.5)
-    secret_key = open(relay.env["RELAY_DATABASE"] + ".key").read().split()[0]
+    secret_key = Path(relay.env["RELAY_DATABASE"] + ".key").read_text().split()[0]
     secrets = [key, rotated, key.split("-", 2)[2], rotated.split("-", 2)[2], "tok-a", "tok-b", "tok-c", proxy_password, secret_key]
     cli_outputs = [
         relay.relayctl(*command).stdout + relay.relayctl(*command).stderr
         for command in [
-            ("keys", "list"), ("keys", "show", "alice", "--json"), ("accounts", "list", "--json"), ("accounts", "show", "c"),
-            ("cooldowns", "--json"), ("outcomes", "--json"), ("outcomes", "summary"), ("sessions", "list"), ("doctor",),
+            ("keys", "list"),
+            ("keys", "show", "alice", "--json"),
+            ("accounts", "list", "--json"),
+            ("accounts", "show", "c"),
+            ("cooldowns", "--json"),
+            ("outcomes", "--json"),
+            ("outcomes", "summary"),
+            ("sessions", "list"),
+            ("doctor",),
         ]
     ]
-    database = b"".join(open(path, "rb").read() for path in (relay.env["RELAY_DATABASE"], relay.env["RELAY_DATABASE"] + "-wal") if os.path.exists(path))
+    files = [Path(relay.env["RELAY_DATABASE"]), Path(relay.env["RELAY_DATABASE"] + "-wal")]
+    database = b"".join(path.read_bytes() for path in files if path.exists())
     places = {"log": relay.log(), "metrics": httpx.get(f"{relay.url}/metrics").text, "cli": "\n".join(cli_outputs)}
     for secret in secrets:
         for place, text in places.items():
@@ -331,7 +363,9 @@ def test_slow_uploading_client_does_not_hold_up_others(relay_process: Any, sandb
         for index in range(0, len(body), 40):
             slow.sendall(body[index : index + 40])
             # Meanwhile other clients are served at once.
-            quick = httpx.post(f"{relay.url}/openai/v1/videos", json={"prompt": "quick"}, headers={"Authorization": f"Bearer {key}"}, timeout=5)
+            quick = httpx.post(
+                f"{relay.url}/openai/v1/videos", json={"prompt": "quick"}, headers={"Authorization": f"Bearer {key}"}, timeout=5
+            )
             assert quick.status_code == 200
             time.sleep(0.3)
         answer = slow.recv(65536)
@@ -343,11 +377,13 @@ def test_a_client_that_hangs_up_mid_body_is_a_quiet_499(relay_process: Any, sand
     relay = relay_process()
     key = operator_setup(relay, sandbox, "a")
     port = int(relay.url.rsplit(":", 1)[1])
-    for framing in (b"Content-Length: 50\r\n\r\n{\"pr", b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"):
+    for framing in (b'Content-Length: 50\r\n\r\n{"pr', b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"):
         with socket.create_connection(("127.0.0.1", port)) as conn:
             conn.sendall(
-                b"POST /openai/v1/videos HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer " + key.encode()
-                + b"\r\nContent-Type: application/json\r\n" + framing
+                b"POST /openai/v1/videos HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer "
+                + key.encode()
+                + b"\r\nContent-Type: application/json\r\n"
+                + framing
             )
             time.sleep(0.2)
     eventually(lambda: 'relay_requests_total{route="videos.create",status="499"} 2.0' in httpx.get(f"{relay.url}/metrics").text)

@@ -45,7 +45,14 @@ def test_a_403_that_refuses_the_account_fails_over_like_a_401(relay: Relay, sand
     relay.add_account("a", sandbox.base_api(), priority=1)
     relay.add_account("b", sandbox.base_api(), priority=2)
     key = relay.issue_key()
-    deactivated = {"error": {"message": "This account has been deactivated.", "type": "invalid_request_error", "param": None, "code": "account_deactivated"}}
+    deactivated = {
+        "error": {
+            "message": "This account has been deactivated.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "account_deactivated",
+        }
+    }
     sandbox.fault(status=403, body=deactivated, token="tok-a", times=1)
     assert relay.client.post(V, json=CREATE, headers=auth(key)).status_code == 200
     assert attempts(relay) == [("a", 403, "unauthorized"), ("b", 200, "none")]

@@ -38,9 +38,20 @@ def last_outcome(relay: Relay) -> tuple[int | None, str]:
 
 
 @pytest.mark.parametrize(
-    ("status", "error_class"), [(400, "client_error"), (403, "client_error"), (404, "client_error"), (409, "client_error"), (500, "server_error"), (502, "server_error"), (503, "server_error")]
+    ("status", "error_class"),
+    [
+        (400, "client_error"),
+        (403, "client_error"),
+        (404, "client_error"),
+        (409, "client_error"),
+        (500, "server_error"),
+        (502, "server_error"),
+        (503, "server_error"),
+    ],
 )
-def test_other_statuses_pass_through_and_leave_the_account_active(solo: tuple[Relay, str], sandbox: Sandbox, status: int, error_class: str) -> None:
+def test_other_statuses_pass_through_and_leave_the_account_active(
+    solo: tuple[Relay, str], sandbox: Sandbox, status: int, error_class: str
+) -> None:
     relay, key = solo
     body = {"error": {"message": f"upstream says {status}", "type": "x", "param": None, "code": f"c{status}"}}
     sandbox.fault(status=status, body=body, times=1, headers={"retry-after": "3"})
@@ -53,7 +64,12 @@ def test_other_statuses_pass_through_and_leave_the_account_active(solo: tuple[Re
 
 @pytest.mark.parametrize(
     ("raw_body", "content_type"),
-    [("<html>Bad gateway</html>", "text/html"), ("", "application/json"), ("{not json", "application/json"), ("\x00\xff", "application/octet-stream")],
+    [
+        ("<html>Bad gateway</html>", "text/html"),
+        ("", "application/json"),
+        ("{not json", "application/json"),
+        ("\x00\xff", "application/octet-stream"),
+    ],
 )
 def test_malformed_error_bodies_pass_through(solo: tuple[Relay, str], sandbox: Sandbox, raw_body: str, content_type: str) -> None:
     relay, key = solo
@@ -231,14 +247,25 @@ def scripted() -> Iterator[ScriptedUpstream]:
     server.close()
 
 
-VIDEO = {"id": "video_gz1", "object": "video", "status": "queued", "model": "sora-2", "seconds": "4", "size": "720x1280", "progress": 0, "created_at": 1}
+VIDEO = {
+    "id": "video_gz1",
+    "object": "video",
+    "status": "queued",
+    "model": "sora-2",
+    "seconds": "4",
+    "size": "720x1280",
+    "progress": 0,
+    "created_at": 1,
+}
 
 
 def test_a_compressed_answer_is_decoded_and_the_job_recorded(make_relay: Any, scripted: ScriptedUpstream) -> None:
     relay = make_relay()
     relay.add_account("gz", scripted.base_api)
     key = relay.issue_key()
-    scripted.replies.append(http_reply("200 OK", {"content-type": "application/json", "content-encoding": "gzip"}, gzip.compress(json.dumps(VIDEO).encode())))
+    scripted.replies.append(
+        http_reply("200 OK", {"content-type": "application/json", "content-encoding": "gzip"}, gzip.compress(json.dumps(VIDEO).encode()))
+    )
     response = send(relay, key)
     assert response.status_code == 200 and response.json() == VIDEO
     assert relay.client.get(V, headers=auth(key)).json()["data"][0]["id"] == "video_gz1"
@@ -306,7 +333,12 @@ def test_a_redirect_on_a_download_is_a_502(make_relay: Any, scripted: ScriptedUp
 
 def test_a_download_the_upstream_breaks_off_is_a_failure_not_a_crash(relay_process: Any, scripted: ScriptedUpstream) -> None:
     relay = relay_process()
-    assert relay.relayctl("accounts", "add", "cut", "--type", "openai-responses", "--token", "tok-cut", "--base-api", scripted.base_api).returncode == 0
+    assert (
+        relay.relayctl(
+            "accounts", "add", "cut", "--type", "openai-responses", "--token", "tok-cut", "--base-api", scripted.base_api
+        ).returncode
+        == 0
+    )
     key = relay.issue_key("alice")
     scripted.replies.append(http_reply("200 OK", {"content-type": "application/json"}, json.dumps(VIDEO).encode()))
     assert httpx.post(f"{relay.url}{V}", json=CREATE, headers=auth(key)).status_code == 200
@@ -314,7 +346,10 @@ def test_a_download_the_upstream_breaks_off_is_a_failure_not_a_crash(relay_proce
     with pytest.raises(httpx.RemoteProtocolError):  # the client can tell: fewer bytes than promised
         httpx.get(f"{relay.url}{V}/video_gz1/content", headers=auth(key))
     metrics = httpx.get(f"{relay.url}/metrics").text
-    assert 'relay_upstream_requests_total{account="cut",account_type="openai-responses",error_class="connection_error",route="videos.content",status_class="2xx"} 1.0' in metrics
+    assert (
+        'relay_upstream_requests_total{account="cut",account_type="openai-responses",'
+        'error_class="connection_error",route="videos.content",status_class="2xx"} 1.0'
+    ) in metrics
     log = relay.log()
     assert "upstream broke off an answer" in log
     assert "Traceback" not in log and "unhandled error" not in log, log
@@ -353,7 +388,14 @@ def test_an_answer_body_trickled_a_byte_at_a_time_still_times_out(make_relay: An
 
 def test_an_upstream_echoing_the_credential_does_not_pass_it_on(solo: tuple[Relay, str], sandbox: Sandbox) -> None:
     relay, key = solo
-    echoed = {"error": {"message": "Bad request; you sent Authorization: Bearer tok-a", "type": "invalid_request_error", "param": None, "code": "bad"}}
+    echoed = {
+        "error": {
+            "message": "Bad request; you sent Authorization: Bearer tok-a",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "bad",
+        }
+    }
     sandbox.fault(status=400, body=echoed, headers={"x-ratelimit-limit-requests": "tok-a"}, times=1)
     response = send(relay, key)
     assert response.status_code == 400 and "tok-a" not in response.text and "tok-a" not in str(response.headers)

@@ -123,7 +123,9 @@ def test_remix_and_edits_of_a_veo_video_stay_a_400_naming_the_type(relay: Relay,
     veo_account(relay, sandbox)
     key = relay.issue_key()
     source = completed_video(relay, sandbox, key)
-    remix = assert_envelope(relay.client.post(f"{V}/{source['id']}/remix", json={"prompt": "x"}, headers=auth(key)), 400, "unsupported_for_account_type")
+    remix = assert_envelope(
+        relay.client.post(f"{V}/{source['id']}/remix", json={"prompt": "x"}, headers=auth(key)), 400, "unsupported_for_account_type"
+    )
     assert remix["message"].startswith("Remix requests are not supported on gemini accounts")
     edit = relay.client.post(f"{V}/edits", json={"video": {"id": source["id"]}, "prompt": "x"}, headers=auth(key))
     assert assert_envelope(edit, 400, "unsupported_for_account_type")["message"].startswith("Edit requests")

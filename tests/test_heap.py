@@ -18,9 +18,25 @@ from relay.video_cache import VideoCache
 
 def video(number: int) -> Video:
     return Video(
-        id=f"video_{number}", account="a", key_name="alice", kind="create", source_video_id=None, model="sora-2",
-        seconds="4", billable_seconds=4.0, size="720x1280", status="queued", progress=0, created_at=1.0, recorded_at=1.0,
-        finished_at=None, deleted_at=None, resource='{"id": "video_1"}', usd=0.4, charge_state="reserved", charged_at=1.0,
+        id=f"video_{number}",
+        account="a",
+        key_name="alice",
+        kind="create",
+        source_video_id=None,
+        model="sora-2",
+        seconds="4",
+        billable_seconds=4.0,
+        size="720x1280",
+        status="queued",
+        progress=0,
+        created_at=1.0,
+        recorded_at=1.0,
+        finished_at=None,
+        deleted_at=None,
+        resource='{"id": "video_1"}',
+        usd=0.4,
+        charge_state="reserved",
+        charged_at=1.0,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -27,11 +28,21 @@ from relay.state import RelayState
 from relay.store import Store
 
 CREATE = "/openai/v1/videos"
+
+
 def reserve(store: Store, reservation_id: str, owner: str | None, *, now: float) -> None:
     store.reserve(
-        reservation_id, key_name="alice", video_seconds=4, usd=0.4, now=now, expires_at=now + 600, periods=[],
-        refuse=lambda *_: None, owner=owner,
+        reservation_id,
+        key_name="alice",
+        video_seconds=4,
+        usd=0.4,
+        now=now,
+        expires_at=now + 600,
+        periods=[],
+        refuse=lambda *_: None,
+        owner=owner,
     )
+
 
 # Admission, budgets and records must hold on either database.
 BACKENDS = ("sqlite", "postgresql")
@@ -167,8 +178,15 @@ def test_keys_limits_shows_what_is_held_since_when_and_by_which_process(cli: Any
     assert 5 <= shown["held_for_seconds"] < 60
     by = {process["process"]: process for process in shown["held_by"]}
     assert by[live.owner[:8]] == {
-        "process": live.owner[:8], "hostname": live.hostname, "pid": os.getpid(), "alive": True,
-        "creates": 1, "blocks": 0, "video_seconds": 4, "usd": 0.4, "since": shown["held_since"],
+        "process": live.owner[:8],
+        "hostname": live.hostname,
+        "pid": os.getpid(),
+        "alive": True,
+        "creates": 1,
+        "blocks": 0,
+        "video_seconds": 4,
+        "usd": 0.4,
+        "since": shown["held_since"],
     }
     assert by[gone.owner[:8]]["alive"] is False and by[gone.owner[:8]]["creates"] == 1
 
@@ -200,10 +218,8 @@ def test_a_relay_killed_with_creates_in_flight_holds_nothing_once_a_new_one_star
     sandbox.fault(method="POST", path_contains="/videos", delay_seconds=30)
 
     def send() -> None:
-        try:
+        with contextlib.suppress(httpx.TransportError):  # the relay is killed under it
             httpx.post(f"{relay.url}{CREATE}", json=create, headers=headers, timeout=30, trust_env=False)
-        except httpx.TransportError:
-            pass  # the relay is killed under it
 
     senders = [threading.Thread(target=send) for _ in range(2)]
     for sender in senders:

@@ -197,9 +197,39 @@ def percent(raw: bytes) -> str:
 
 
 TRICKY_SEGMENTS = [
-    "videos", "edits", "extensions", "characters", "content", "remix", "v1", "openai", "healthz", "metrics",
-    "..", ".", "%2e%2e", "%2E%2E%2F", "..%2f..%2f", "%00", "%ff", "%c0%ae", "%2f", "%5c", "%25", "%", "%zz",
-    "", "video_123", "char_1", "~", "@", ";", ",", "*", "%20", "+",
+    "videos",
+    "edits",
+    "extensions",
+    "characters",
+    "content",
+    "remix",
+    "v1",
+    "openai",
+    "healthz",
+    "metrics",
+    "..",
+    ".",
+    "%2e%2e",
+    "%2E%2E%2F",
+    "..%2f..%2f",
+    "%00",
+    "%ff",
+    "%c0%ae",
+    "%2f",
+    "%5c",
+    "%25",
+    "%",
+    "%zz",
+    "",
+    "video_123",
+    "char_1",
+    "~",
+    "@",
+    ";",
+    ",",
+    "*",
+    "%20",
+    "+",
 ]
 SEGMENTS = st.one_of(
     st.sampled_from(TRICKY_SEGMENTS),
@@ -210,17 +240,34 @@ SEGMENTS = st.one_of(
 )
 PREFIXES = st.sampled_from(
     [
-        "/openai/v1/videos", "/openai/videos", "/openai/v1", "/openai", "", "/healthz", "/metrics",
-        "/OPENAI/V1/VIDEOS", "/openai//v1/videos", "/openai/v1/videos/characters", "/openai/v2/videos",
+        "/openai/v1/videos",
+        "/openai/videos",
+        "/openai/v1",
+        "/openai",
+        "",
+        "/healthz",
+        "/metrics",
+        "/OPENAI/V1/VIDEOS",
+        "/openai//v1/videos",
+        "/openai/v1/videos/characters",
+        "/openai/v2/videos",
     ]
 )
 
 
 TEMPLATES = st.sampled_from(
     [
-        "{base}/videos", "{base}/videos/{x}", "{base}/videos/{x}/content", "{base}/videos/{x}/remix",
-        "{base}/videos/edits", "{base}/videos/extensions", "{base}/videos/characters", "{base}/videos/characters/{x}",
-        "{base}/videos/{x}/{x}", "/healthz", "/metrics",
+        "{base}/videos",
+        "{base}/videos/{x}",
+        "{base}/videos/{x}/content",
+        "{base}/videos/{x}/remix",
+        "{base}/videos/edits",
+        "{base}/videos/extensions",
+        "{base}/videos/characters",
+        "{base}/videos/characters/{x}",
+        "{base}/videos/{x}/{x}",
+        "/healthz",
+        "/metrics",
     ]
 )
 
@@ -256,19 +303,40 @@ def header_values(draw: st.DrawFn) -> bytes:
     if kind == 0:
         words = draw(st.lists(st.binary(min_size=1, max_size=20).map(lambda b: bytes(_VISIBLE[x % len(_VISIBLE)] for x in b)), max_size=5))
         separators = draw(st.lists(st.sampled_from([b" ", b"\t", b"   ", b" \t "]), min_size=len(words), max_size=len(words)))
-        return b"".join(word + sep for word, sep in zip(words, separators)).rstrip(b" \t")
+        return b"".join(word + sep for word, sep in zip(words, separators, strict=True)).rstrip(b" \t")
     if kind == 1:
         return draw(st.sampled_from([b"x", b"\xff", b"\xc3\xa9", b"caf\xe9", b"\x80\x81", b"a\tb"])) * draw(st.integers(1, 70_000))
     if kind == 2:
-        return draw(st.sampled_from([b"", b"Bearer", b"Bearer  ", b"null", b"undefined", b"*", b"0", b"-1", b"rk-", b"rk-0123456789abcdef-"])).rstrip()
-    return draw(st.text(max_size=40).map(lambda s: s.encode("utf-8").strip()).filter(lambda b: all(c in _VISIBLE or c in b" \t" for c in b)))
+        return draw(
+            st.sampled_from([b"", b"Bearer", b"Bearer  ", b"null", b"undefined", b"*", b"0", b"-1", b"rk-", b"rk-0123456789abcdef-"])
+        ).rstrip()
+    return draw(
+        st.text(max_size=40).map(lambda s: s.encode("utf-8").strip()).filter(lambda b: all(c in _VISIBLE or c in b" \t" for c in b))
+    )
 
 
 HEADER_NAMES = st.sampled_from(
     [
-        "authorization", "x-api-key", "session-id", "x-session-id", "session_id", "idempotency-key", "content-type",
-        "user-agent", "accept", "openai-organization", "openai-project", "oai-device-id", "cookie", "range",
-        "if-none-match", "x-forwarded-for", "transfer-encoding", "connection", "expect", "host",
+        "authorization",
+        "x-api-key",
+        "session-id",
+        "x-session-id",
+        "session_id",
+        "idempotency-key",
+        "content-type",
+        "user-agent",
+        "accept",
+        "openai-organization",
+        "openai-project",
+        "oai-device-id",
+        "cookie",
+        "range",
+        "if-none-match",
+        "x-forwarded-for",
+        "transfer-encoding",
+        "connection",
+        "expect",
+        "host",
     ]
 ) | st.text(alphabet=string.ascii_letters + string.digits + "-_!#$%&'*+.^`|~", min_size=1, max_size=30)
 
@@ -296,9 +364,7 @@ def auth_variants(key: str) -> list[tuple[str, bool]]:
     ]
 
 
-JSON_SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=40), st.integers(-(10**60), 10**60)
-)
+JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=40), st.integers(-(10**60), 10**60))
 JSON_VALUES = st.recursive(
     JSON_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12
 )
@@ -322,22 +388,48 @@ def request_objects(video_id: str) -> st.SearchStrategy[dict[str, Any]]:
 
 
 JSON_TYPES = st.sampled_from(
-    ["application/json", "APPLICATION/JSON", "application/json; charset=utf-8", "application/json;charset=latin-1",
-     "application/json; charset=\u00ff\u00fe", "application/vnd.api+json", "application/json; boundary=zz"]
+    [
+        "application/json",
+        "APPLICATION/JSON",
+        "application/json; charset=utf-8",
+        "application/json;charset=latin-1",
+        "application/json; charset=\u00ff\u00fe",
+        "application/vnd.api+json",
+        "application/json; boundary=zz",
+    ]
 )
 OTHER_TYPES = st.sampled_from(
-    [None, "", "text/plain", "application/octet-stream", "application/x-www-form-urlencoded", "multipart/form-data",
-     "multipart/form-data; boundary=", 'multipart/form-data; boundary=""', "multipart/form-data; boundary=zz",
-     'multipart/form-data; boundary="zz"', "; boundary=zz", ";;;", "multipart/mixed; boundary=zz", "*/*",
-     "multipart/form-data; charset=utf-8", "multipart/form-data; boundary=" + "b" * 300, "application/jsonx",
-     "text/json", "multipart/form-data; BOUNDARY=zz", "multipart/form-data ; boundary = zz"]
+    [
+        None,
+        "",
+        "text/plain",
+        "application/octet-stream",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "multipart/form-data; boundary=",
+        'multipart/form-data; boundary=""',
+        "multipart/form-data; boundary=zz",
+        'multipart/form-data; boundary="zz"',
+        "; boundary=zz",
+        ";;;",
+        "multipart/mixed; boundary=zz",
+        "*/*",
+        "multipart/form-data; charset=utf-8",
+        "multipart/form-data; boundary=" + "b" * 300,
+        "application/jsonx",
+        "text/json",
+        "multipart/form-data; BOUNDARY=zz",
+        "multipart/form-data ; boundary = zz",
+    ]
 )
 
 
 @st.composite
 def multipart_bodies(draw: st.DrawFn, video_id: str) -> tuple[str, bytes]:
     boundary = draw(st.text(alphabet=string.ascii_letters + string.digits + "'()+_,-./:=?", min_size=1, max_size=70))
-    names = st.sampled_from(["prompt", "model", "seconds", "size", "session_id", "video[id]", "video", "input_reference[image_url]", "name"]) | st.text(max_size=10)
+    names = st.sampled_from(
+        ["prompt", "model", "seconds", "size", "session_id", "video[id]", "video", "input_reference[image_url]", "name"]
+    ) | st.text(max_size=10)
     parts = []
     for _ in range(draw(st.integers(0, 5))):
         name = draw(names)
@@ -351,13 +443,22 @@ def multipart_bodies(draw: st.DrawFn, video_id: str) -> tuple[str, bytes]:
         )
         disposition = draw(
             st.sampled_from(
-                [f'form-data; name="{name}"', f"form-data; name={name}", f'form-data; name="{name}"; filename="f.bin"',
-                 f"form-data; name*=UTF-8''{quote(name)}", "form-data", f'form-data; filename="x"; name="{name}"', ""]
+                [
+                    f'form-data; name="{name}"',
+                    f"form-data; name={name}",
+                    f'form-data; name="{name}"; filename="f.bin"',
+                    f"form-data; name*=UTF-8''{quote(name)}",
+                    "form-data",
+                    f'form-data; filename="x"; name="{name}"',
+                    "",
+                ]
             )
         )
         head = f"Content-Disposition: {disposition}\r\n" if disposition else ""
         if draw(st.booleans()):
-            head += draw(st.sampled_from(["Content-Type: application/octet-stream\r\n", "Content-Type: text/plain; charset=\u00ff\r\n", "X: y\r\n"]))
+            head += draw(
+                st.sampled_from(["Content-Type: application/octet-stream\r\n", "Content-Type: text/plain; charset=\u00ff\r\n", "X: y\r\n"])
+            )
         parts.append(f"--{boundary}\r\n{head}\r\n".encode() + value + b"\r\n")
     body = b"".join(parts) + (f"--{boundary}--\r\n".encode() if draw(st.booleans()) else b"")
     mutation = draw(st.integers(0, 4))
@@ -370,9 +471,14 @@ def multipart_bodies(draw: st.DrawFn, video_id: str) -> tuple[str, bytes]:
         body = body[:at] + draw(st.binary(max_size=40)) + body[at:]
     content_type = draw(
         st.sampled_from(
-            [f"multipart/form-data; boundary={boundary}", f'multipart/form-data; boundary="{boundary}"',
-             f"MULTIPART/FORM-DATA; Boundary={boundary}; charset=utf-8", "multipart/form-data",
-             "multipart/form-data; boundary=", f"multipart/form-data; boundary={boundary}x"]
+            [
+                f"multipart/form-data; boundary={boundary}",
+                f'multipart/form-data; boundary="{boundary}"',
+                f"MULTIPART/FORM-DATA; Boundary={boundary}; charset=utf-8",
+                "multipart/form-data",
+                "multipart/form-data; boundary=",
+                f"multipart/form-data; boundary={boundary}x",
+            ]
         )
     )
     return content_type, body
@@ -406,9 +512,22 @@ def bodies(draw: st.DrawFn, video_id: str) -> tuple[str | None, bytes]:
         cut = document[: draw(st.integers(0, max(0, len(document) - 1)))]
         return draw(JSON_TYPES), cut + draw(st.sampled_from([b"", b",", b"}}", b"\x00", b"\xff", b"'", b"/*"]))
     if kind == "garbage":
-        return draw(JSON_TYPES), draw(st.text(max_size=200).map(str.encode) | st.sampled_from(
-            [b"{oops", b"\xef\xbb\xbf{}", b"NaN", b"[1,]", b'{"a":1,}', b"\xff\xfe{\x00}\x00", b'{"prompt": "\\x41"}', b"{" * 3, b'"\\ud800']
-        ))
+        return draw(JSON_TYPES), draw(
+            st.text(max_size=200).map(str.encode)
+            | st.sampled_from(
+                [
+                    b"{oops",
+                    b"\xef\xbb\xbf{}",
+                    b"NaN",
+                    b"[1,]",
+                    b'{"a":1,}',
+                    b"\xff\xfe{\x00}\x00",
+                    b'{"prompt": "\\x41"}',
+                    b"{" * 3,
+                    b'"\\ud800',
+                ]
+            )
+        )
     if kind == "deep":
         return draw(JSON_TYPES), draw(deep_json())
     if kind == "multipart":
@@ -531,20 +650,47 @@ def test_route_table(relay: Relay, sandbox: Sandbox, method: str, path: str, sta
 @FUZZ
 @given(
     data=st.data(),
-    route=st.sampled_from([("POST", "/openai/v1/videos"), ("GET", "/openai/v1/videos"), ("GET", "/openai/v1/videos/video_nope"), ("POST", "/openai/videos/edits")]),
+    route=st.sampled_from(
+        [
+            ("POST", "/openai/v1/videos"),
+            ("GET", "/openai/v1/videos"),
+            ("GET", "/openai/v1/videos/video_nope"),
+            ("POST", "/openai/videos/edits"),
+        ]
+    ),
     extra=st.lists(st.tuples(HEADER_NAMES, header_values()), max_size=6),
     n_auth=st.integers(0, 3),
     n_api_key=st.integers(0, 2),
 )
-def test_generated_headers(relay: Relay, sandbox: Sandbox, data: st.DataObject, route: tuple[str, str], extra: list[tuple[str, bytes]], n_auth: int, n_api_key: int) -> None:
+def test_generated_headers(
+    relay: Relay, sandbox: Sandbox, data: st.DataObject, route: tuple[str, str], extra: list[tuple[str, bytes]], n_auth: int, n_api_key: int
+) -> None:
     w = world(relay, sandbox)
     variants = auth_variants(w.key)
     authorizations = [data.draw(st.sampled_from(variants)) for _ in range(n_auth)]
-    api_keys = [data.draw(st.sampled_from([(w.key, True), (" " + w.key, True), ("", False), (w.key + "\u00e9", False), ("Bearer " + w.key, False), ("rk-" + "f" * 16 + "-x", False)])) for _ in range(n_api_key)]
+    api_keys = [
+        data.draw(
+            st.sampled_from(
+                [
+                    (w.key, True),
+                    (" " + w.key, True),
+                    ("", False),
+                    (w.key + "\u00e9", False),
+                    ("Bearer " + w.key, False),
+                    ("rk-" + "f" * 16 + "-x", False),
+                ]
+            )
+        )
+        for _ in range(n_api_key)
+    ]
     headers: list[tuple[bytes, bytes]] = [(b"authorization", value.encode("utf-8")) for value, _ in authorizations]
     headers += [(b"x-api-key", value.encode("utf-8")) for value, _ in api_keys]
     # The extras may not carry credentials of their own: that would muddle the expectation.
-    extra = [(name, value) for name, value in extra if name.lower() not in ("authorization", "x-api-key", "host", "transfer-encoding", "content-length")]
+    extra = [
+        (name, value)
+        for name, value in extra
+        if name.lower() not in ("authorization", "x-api-key", "host", "transfer-encoding", "content-length")
+    ]
     headers += [(name.encode(), value) for name, value in extra]
     method, path = route
     content = json.dumps(CREATE).encode() if method == "POST" else None
@@ -582,7 +728,9 @@ def test_generated_headers(relay: Relay, sandbox: Sandbox, data: st.DataObject, 
         ("application/json", b'{"prompt": "x", "seconds": ' + b"9" * 5_000 + b"}", 400, "invalid_json"),
     ],
 )
-def test_weird_content_types_answered_by_the_relay(relay: Relay, sandbox: Sandbox, content_type: str, body: bytes, status: int, code: str) -> None:
+def test_weird_content_types_answered_by_the_relay(
+    relay: Relay, sandbox: Sandbox, content_type: str, body: bytes, status: int, code: str
+) -> None:
     w = world(relay, sandbox)
     for path in ("/openai/v1/videos", "/openai/v1/videos/characters", "/openai/v1/videos/edits", "/openai/v1/videos/extensions"):
         response = send(relay, "POST", path, headers={**bearer(w.key), "content-type": content_type.encode()}, content=body)
@@ -667,7 +815,11 @@ def test_random_bytes_on_follow_up_routes(relay: Relay, sandbox: Sandbox, body: 
     headers: dict[str, Any] = bearer(w.key)
     if content_type is not None:
         headers["content-type"] = content_type.encode("utf-8")
-    for method, path in (("POST", "/openai/v1/videos/characters"), ("GET", "/openai/v1/videos"), ("DELETE", "/openai/v1/videos/video_nope")):
+    for method, path in (
+        ("POST", "/openai/v1/videos/characters"),
+        ("GET", "/openai/v1/videos"),
+        ("DELETE", "/openai/v1/videos/video_nope"),
+    ):
         clear_requests(sandbox)
         content: Any = iter([body[i : i + 997] for i in range(0, len(body), 997)]) if chunked else body
         response = send(relay, method, path, headers=headers, content=content)
@@ -695,14 +847,23 @@ def canonical_limit(raw: str | None) -> int | None:
 
 
 @FUZZ
-@given(data=st.data(), limit=LIMITS, order=ORDERS, junk=st.none() | st.binary(max_size=40).map(percent) | st.text(max_size=30).map(lambda s: quote(s, safe="=&;+%")))
-def test_list_query_strings(relay: Relay, sandbox: Sandbox, data: st.DataObject, limit: str | None, order: str | None, junk: str | None) -> None:
+@given(
+    data=st.data(),
+    limit=LIMITS,
+    order=ORDERS,
+    junk=st.none() | st.binary(max_size=40).map(percent) | st.text(max_size=30).map(lambda s: quote(s, safe="=&;+%")),
+)
+def test_list_query_strings(
+    relay: Relay, sandbox: Sandbox, data: st.DataObject, limit: str | None, order: str | None, junk: str | None
+) -> None:
     w = world(relay, sandbox)
     if not w.videos:
         for _ in range(3):
             w.videos.append(relay.client.post("/openai/v1/videos", json=CREATE, headers=bearer(w.key)).json()["id"])
         clear_requests(sandbox)
-    after = data.draw(st.one_of(st.none(), st.just(""), st.sampled_from(w.videos), st.text(max_size=30), st.just("video_" + "0" * 32)), label="after")
+    after = data.draw(
+        st.one_of(st.none(), st.just(""), st.sampled_from(w.videos), st.text(max_size=30), st.just("video_" + "0" * 32)), label="after"
+    )
     params = {name: value for name, value in (("limit", limit), ("order", order), ("after", after)) if value is not None}
     query = urlencode(params)
     if junk is not None:
@@ -874,6 +1035,7 @@ def test_no_key_and_bad_keys_on_every_route(relay: Relay, sandbox: Sandbox) -> N
 # -- findings -------------------------------------------------------------------------------------------
 # The tests below pin bugs these properties found; they fail until the relay is fixed.
 
+
 @pytest.mark.parametrize(
     "path, field",
     [
@@ -888,10 +1050,7 @@ def test_json_lone_surrogate_escapes(relay: Relay, sandbox: Sandbox, path: str, 
     """`"\\ud800"` is grammatical JSON that decodes to a string UTF-8 cannot encode."""
     w = world(relay, sandbox)
     value = '"\\ud800"'
-    if field == "video.id":
-        body = f'{{"prompt": "x", "video": {{"id": {value}}}}}'
-    else:
-        body = f'{{"prompt": "x", "session_id": {value}}}'
+    body = f'{{"prompt": "x", "video": {{"id": {value}}}}}' if field == "video.id" else f'{{"prompt": "x", "session_id": {value}}}'
     response = send(relay, "POST", path, headers={**bearer(w.key), "content-type": "application/json"}, content=body.encode())
     sane(relay, sandbox, response, "POST")
     # No id or session can hold a lone surrogate: the relay says so instead of guessing.
@@ -933,10 +1092,16 @@ def test_upstream_echo_of_a_lone_surrogate_model(relay: Relay, sandbox: Sandbox)
     it then cannot track. (A fault rule plays the upstream.)
     """
     w = world(relay, sandbox)
-    resource = '{"id": "video_surrogate", "object": "video", "model": "\\ud800", "status": "queued", "progress": 0, "created_at": 1, "seconds": "4", "size": "720x1280"}'
+    resource = (
+        '{"id": "video_surrogate", "object": "video", "model": "\\ud800", "status": "queued", "progress": 0, '
+        '"created_at": 1, "seconds": "4", "size": "720x1280"}'
+    )
     sandbox.fault(status=200, raw_body=resource, content_type="application/json", times=1)
     response = send(
-        relay, "POST", "/openai/v1/videos", headers={**bearer(w.key), "content-type": "application/json"},
+        relay,
+        "POST",
+        "/openai/v1/videos",
+        headers={**bearer(w.key), "content-type": "application/json"},
         content=b'{"prompt": "x", "model": "sora-2"}',
     )
     assert response.status_code == 200, response.text[:300]
@@ -947,7 +1112,9 @@ def test_another_keys_video_cannot_be_smuggled_into_an_edit(relay: Relay, sandbo
     w = world(relay, sandbox)
     own = w.video()
     bob = relay.issue_key("bob")
-    theirs = relay.client.post("/openai/v1/videos", json={**CREATE, "model": "sora-2-pro", "size": "1792x1024"}, headers=bearer(bob)).json()["id"]
+    theirs = relay.client.post(
+        "/openai/v1/videos", json={**CREATE, "model": "sora-2-pro", "size": "1792x1024"}, headers=bearer(bob)
+    ).json()["id"]
     clear_requests(sandbox)
 
     def edit(parts: list[bytes]) -> httpx.Response:
@@ -957,7 +1124,9 @@ def test_another_keys_video_cannot_be_smuggled_into_an_edit(relay: Relay, sandbo
         )
 
     prompt = b'form-data; name="prompt"\r\n\r\nx'
-    repeated = edit([prompt, b'form-data; name="video[id]"\r\n\r\n' + own.encode(), b'form-data; name="video[id]"\r\n\r\n' + theirs.encode()])
+    repeated = edit(
+        [prompt, b'form-data; name="video[id]"\r\n\r\n' + own.encode(), b'form-data; name="video[id]"\r\n\r\n' + theirs.encode()]
+    )
     assert repeated.status_code == 400 and assert_envelope(repeated, code="duplicate_field")
     # Read quote-aware, this is the field video[id] (not a file), so ownership is checked.
     disguised = edit([prompt, b'form-data; name="video[id]"; x="; filename=z"\r\n\r\n' + theirs.encode()])
@@ -970,7 +1139,11 @@ def test_another_keys_video_cannot_be_smuggled_into_an_edit(relay: Relay, sandbo
 def test_two_content_types_are_refused(relay: Relay, sandbox: Sandbox) -> None:
     # The relay would read the first and an upstream might read the last.
     w = world(relay, sandbox)
-    headers = [("authorization", f"Bearer {w.key}"), ("content-type", "application/json"), ("content-type", "multipart/form-data; boundary=B")]
+    headers = [
+        ("authorization", f"Bearer {w.key}"),
+        ("content-type", "application/json"),
+        ("content-type", "multipart/form-data; boundary=B"),
+    ]
     response = relay.client.post("/openai/v1/videos", content=b'{"prompt": "x", "model": "sora-2"}', headers=headers)
     assert response.status_code == 400 and assert_envelope(response, code="invalid_request_headers")
     assert upstream_requests(sandbox) == []

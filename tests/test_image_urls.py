@@ -79,7 +79,10 @@ def test_an_image_from_a_listed_host_becomes_the_instance_image(make_relay: Any,
     created = create_with(relay, key, f"{images}/ref.png")
     assert created.status_code == 200, created.text
     (sent,) = sandbox.requests()
-    assert json.loads(base64.b64decode(sent["body_b64"]))["instances"][0]["image"] == {"bytesBase64Encoded": base64.b64encode(PNG).decode(), "mimeType": "image/png"}
+    assert json.loads(base64.b64decode(sent["body_b64"]))["instances"][0]["image"] == {
+        "bytesBase64Encoded": base64.b64encode(PNG).decode(),
+        "mimeType": "image/png",
+    }
     # The client's key and the account's key stay with the relay.
     assert not any(name.lower() in ("authorization", "x-goog-api-key") for name in Images.seen[0])
 

@@ -36,7 +36,11 @@ def test_create_poll_download(relay: Relay, sandbox: Sandbox) -> None:
     video = create(relay, key)
     stored = relay.state.store.video(video["id"])
     assert stored is not None and (stored.account, stored.key_name, stored.model, stored.seconds, stored.size) == (
-        "a", "alice", "sora-2", "8", "1280x720"
+        "a",
+        "alice",
+        "sora-2",
+        "8",
+        "1280x720",
     )
     retrieved = relay.client.get(f"{V}/{video['id']}", headers=auth(key))
     assert retrieved.status_code == 200
@@ -84,7 +88,9 @@ def test_follow_ups_go_to_the_owner_even_when_rate_limited(relay: Relay, sandbox
     assert remix.status_code == 200, remix.text
     assert remix.json()["remixed_from_video_id"] == video["id"]
     edit = relay.client.post(f"{V}/edits", json={"prompt": "in pastel", "video": {"id": video["id"]}}, headers=auth(key))
-    extension = relay.client.post(f"{V}/extensions", json={"prompt": "go on", "seconds": "4", "video": {"id": video["id"]}}, headers=auth(key))
+    extension = relay.client.post(
+        f"{V}/extensions", json={"prompt": "go on", "seconds": "4", "video": {"id": video["id"]}}, headers=auth(key)
+    )
     assert edit.status_code == 200 and extension.status_code == 200, (edit.text, extension.text)
     fresh = create(relay, key)  # new work avoids the rate-limited account
     assert set(tokens_seen(sandbox)[:-1]) == {"tok-a"} and tokens_seen(sandbox)[-1] == "tok-b"
@@ -155,7 +161,13 @@ def test_list_pages_with_cursors(relay: Relay, sandbox: Sandbox) -> None:
     everything = relay.client.get(V, headers=auth(key)).json()
     assert [v["id"] for v in everything["data"]] == newest_first and everything["has_more"] is False
     assert all(v["object"] == "video" for v in everything["data"])
-    for query, param in [("?limit=0", "limit"), ("?limit=101", "limit"), ("?limit=x", "limit"), ("?order=up", "order"), ("?after=video_nope", "after")]:
+    for query, param in [
+        ("?limit=0", "limit"),
+        ("?limit=101", "limit"),
+        ("?limit=x", "limit"),
+        ("?order=up", "order"),
+        ("?after=video_nope", "after"),
+    ]:
         assert assert_envelope(relay.client.get(V + query, headers=auth(key)), 400)["param"] == param
 
 
@@ -226,7 +238,9 @@ def test_multipart_edit_with_bracket_reference_goes_to_owner(relay: Relay, sandb
         f'--{boundary}\r\nContent-Disposition: form-data; name="video[id]"\r\n\r\n{video["id"]}\r\n--{boundary}--\r\n'
     ).encode()
     for _ in range(2):
-        response = relay.client.post(f"{V}/edits", content=raw, headers={**auth(key), "content-type": f"multipart/form-data; boundary={boundary}"})
+        response = relay.client.post(
+            f"{V}/edits", content=raw, headers={**auth(key), "content-type": f"multipart/form-data; boundary={boundary}"}
+        )
         assert response.status_code == 200, response.text
     assert tokens_seen(sandbox) == ["tok-a", "tok-a"]
     assert base64.b64decode(sandbox.requests()[0]["body_b64"]) == raw

@@ -122,7 +122,9 @@ def test_log_info_writes_the_line_logging_would_write(formatter: logging.Formatt
     monkeypatch.setattr(time, "time_ns", lambda: int(now * 1e9))
     made: list[str] = []
     make_record = logging.Logger.makeRecord
-    monkeypatch.setattr(logging.Logger, "makeRecord", lambda self, *args, **kwargs: made.append(args[4]) or make_record(self, *args, **kwargs))
+    monkeypatch.setattr(
+        logging.Logger, "makeRecord", lambda self, *args, **kwargs: made.append(args[4]) or make_record(self, *args, **kwargs)
+    )
     log_info(child, "request", **ACCESS)
     assert made == []  # handed to the handler directly: no LogRecord
     child.info("request", extra=fields(**ACCESS))

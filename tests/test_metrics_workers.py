@@ -80,9 +80,10 @@ def test_two_workers_count_every_request_once(relay_process: Any, sandbox: Sandb
         assert value(found, "relay_upstream_requests_total", account="acct-a", route="videos.create") == creates
         assert value(found, "relay_upstream_request_duration_seconds_count", account="acct-a") == creates
         assert value(found, "relay_request_overhead_seconds_count", route="videos.list") == lists + refused
-        assert value(found, "relay_auth_failures_total", reason="unknown") + value(
-            found, "relay_auth_failures_total", reason="malformed"
-        ) == refused
+        assert (
+            value(found, "relay_auth_failures_total", reason="unknown") + value(found, "relay_auth_failures_total", reason="malformed")
+            == refused
+        )
         assert value(found, "relay_requests_in_flight") == 0
         # Database views appear once, not once per worker.
         assert value(found, "relay_account_state", account="acct-a", state="active") == 1

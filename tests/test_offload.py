@@ -74,9 +74,7 @@ def test_nginx_streams_the_download_the_relay_hands_it(offloading: tuple[RelayPr
     assert "user-agent" not in sent and "x-relay-offload" not in sent and "cookie" not in sent
     assert streamed_by_relay.request.headers["user-agent"]  # (the relay's own stream had one)
 
-    ranged = httpx.get(
-        f"{front}/openai/v1/videos/{video_id}/content", headers={"Authorization": f"Bearer {key}", "Range": "bytes=100-199"}
-    )
+    ranged = httpx.get(f"{front}/openai/v1/videos/{video_id}/content", headers={"Authorization": f"Bearer {key}", "Range": "bytes=100-199"})
     assert ranged.status_code == 206 and ranged.content == streamed_by_relay.content[100:200]
     assert ranged.headers["content-range"] == f"bytes 100-199/{PADDED}"
 

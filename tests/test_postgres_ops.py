@@ -32,8 +32,8 @@ from relay.config import ConfigError, Settings, load_settings
 from relay.crypto import generate_key
 from relay.holders import Holder
 from relay.keys import KeyCache, authenticate, issue_key, rotate_key
-from relay.state import open_store
 from relay.records import WebhookEndpoint
+from relay.state import open_store
 from relay.store import AccountQuota, KeyRecord, Outcome, Store, Video
 from relay.store.location import parse_location
 from relay.store.postgres import PostgresBackend
@@ -177,8 +177,20 @@ def populate(path: Path) -> Populated:
         secret = new_secret()
         store.create_webhook_endpoint(
             WebhookEndpoint(
-                "we_" + "1" * 32, "alice", "hook", "https://hooks.example/in", ("video.completed",), box.encrypt(secret),
-                secret_hint(secret), None, None, now - 30, now - 30, None, None, None,
+                "we_" + "1" * 32,
+                "alice",
+                "hook",
+                "https://hooks.example/in",
+                ("video.completed",),
+                box.encrypt(secret),
+                secret_hint(secret),
+                None,
+                None,
+                now - 30,
+                now - 30,
+                None,
+                None,
+                None,
             )
         )
         store.update_video(

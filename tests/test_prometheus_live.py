@@ -103,8 +103,11 @@ def test_alerts_after_the_workload(live: LiveStack) -> None:
     expect_alerts(
         live,
         firing={
-            "RelayAccountUnauthorized", "RelayUpstream429RateHigh", "RelayErrorRatioHigh",
-            "RelayWebhookEndpointDisabled", "RelayJobsGivenUp",
+            "RelayAccountUnauthorized",
+            "RelayUpstream429RateHigh",
+            "RelayErrorRatioHigh",
+            "RelayWebhookEndpointDisabled",
+            "RelayJobsGivenUp",
         },
         inactive={"RelayAllAccountsUnavailable", "RelayDown", "RelayNotScraped", "RelayWebhookBacklogGrowing", "RelayWatcherRateLimited"},
     )

@@ -23,7 +23,9 @@ def test_characters_never_go_to_an_account_whose_type_has_none(relay: Relay, san
     veo_account(relay, sandbox, priority=1)  # first in line, but Veo has no characters
     relay.add_account("sora", sandbox.base_api(), priority=2)
     key = relay.issue_key()
-    created = relay.client.post(f"{V}/characters", files={"video": ("c.mp4", b"\x00" * 64, "video/mp4")}, data={"name": "Mo"}, headers=auth(key))
+    created = relay.client.post(
+        f"{V}/characters", files={"video": ("c.mp4", b"\x00" * 64, "video/mp4")}, data={"name": "Mo"}, headers=auth(key)
+    )
     assert created.status_code == 200, created.text
     assert paths(sandbox) == ["/v1/videos/characters"]
 
@@ -31,7 +33,9 @@ def test_characters_never_go_to_an_account_whose_type_has_none(relay: Relay, san
 def test_a_pool_of_veo_accounts_only_refuses_characters_as_the_clients_400(relay: Relay, sandbox: Sandbox) -> None:
     veo_account(relay, sandbox)
     key = relay.issue_key()
-    refused = relay.client.post(f"{V}/characters", files={"video": ("c.mp4", b"\x00" * 64, "video/mp4")}, data={"name": "Mo"}, headers=auth(key))
+    refused = relay.client.post(
+        f"{V}/characters", files={"video": ("c.mp4", b"\x00" * 64, "video/mp4")}, data={"name": "Mo"}, headers=auth(key)
+    )
     error = assert_envelope(refused, 400, "unsupported_for_account_type")
     # Not retryable, and it names what the accounts do serve.
     assert "gemini" in error["message"] and "extensions" in error["message"] and "retry-after" not in refused.headers

@@ -17,7 +17,9 @@ def test_requests_travel_through_the_account_proxy(relay: Relay, sandbox: Sandbo
     unreachable = f"http://127.0.0.1:{free_port()}/v1"
     # The sandbox doubles as an HTTP forward proxy here: it receives the absolute-form request.
     proxy = sandbox.url.replace("http://", "http://relay:proxy-pass@")
-    add_account(relay.state.store, relay.state.box, name="proxied", type="openai-responses", credential="tok-p", base_api=unreachable, proxy=proxy)
+    add_account(
+        relay.state.store, relay.state.box, name="proxied", type="openai-responses", credential="tok-p", base_api=unreachable, proxy=proxy
+    )
     relay.state.reload()
     key = relay.issue_key()
     response = relay.client.post("/openai/v1/videos", json=CREATE, headers=auth(key))
@@ -34,9 +36,7 @@ def test_requests_travel_through_the_account_proxy(relay: Relay, sandbox: Sandbo
 def test_ambient_proxy_variables_are_ignored(relay_process: Any, sandbox: Sandbox) -> None:
     """Only an account's own proxy setting may reroute its credentials, not the environment's."""
     nowhere = f"http://127.0.0.1:{free_port()}"
-    relay = relay_process(
-        extra_env={name: nowhere for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")}
-    )
+    relay = relay_process(extra_env={name: nowhere for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")})
     relay.add_accounts(sandbox, "main")
     key = relay.issue_key("direct")
     response = httpx.post(f"{relay.url}/openai/v1/videos", json=CREATE, headers=auth(key), trust_env=False)

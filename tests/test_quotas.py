@@ -166,7 +166,16 @@ def test_concurrent_creates_limit(relay: Relay, sandbox: Sandbox, clock: ManualC
     key = limited_key(relay, max_concurrent_creates=1)
     # Another create of this key is on its way upstream (in another worker, say).
     store = relay.state.store
-    store.reserve("res_other", key_name="alice", video_seconds=4, usd=0.4, now=clock.now, expires_at=clock.now + 60, periods=[], refuse=lambda *_: None)
+    store.reserve(
+        "res_other",
+        key_name="alice",
+        video_seconds=4,
+        usd=0.4,
+        now=clock.now,
+        expires_at=clock.now + 60,
+        periods=[],
+        refuse=lambda *_: None,
+    )
     refused = post(relay, key)
     assert_envelope(refused, 429, "relay_concurrency_limited")
     assert "x-should-retry" not in refused.headers
@@ -175,7 +184,9 @@ def test_concurrent_creates_limit(relay: Relay, sandbox: Sandbox, clock: ManualC
     store.release_reservation("res_other")
     assert post(relay, key).status_code == 200
     clock.now += 1
-    store.reserve("res_dead", key_name="alice", video_seconds=4, usd=0.4, now=clock.now, expires_at=clock.now + 60, periods=[], refuse=lambda *_: None)
+    store.reserve(
+        "res_dead", key_name="alice", video_seconds=4, usd=0.4, now=clock.now, expires_at=clock.now + 60, periods=[], refuse=lambda *_: None
+    )
     clock.now += 61  # a dead worker's reservation lapses
     assert post(relay, key).status_code == 200
 
@@ -274,8 +285,16 @@ def test_upstream_quota_headers_reach_metrics_and_the_scheduler(make_relay: Any,
     relay.add_account("a", sandbox.base_api())
     relay.add_account("b", sandbox.base_api())
     key = relay.issue_key("alice")
-    sandbox.fault(token="tok-a", status=None, headers={"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "1m0s"})
-    sandbox.fault(token="tok-b", status=None, headers={"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "90", "x-ratelimit-reset-requests": "1m0s"})
+    sandbox.fault(
+        token="tok-a",
+        status=None,
+        headers={"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "1m0s"},
+    )
+    sandbox.fault(
+        token="tok-b",
+        status=None,
+        headers={"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "90", "x-ratelimit-reset-requests": "1m0s"},
+    )
     for _ in range(5):
         assert post(relay, key).status_code == 200
     # Least recently used would alternate; most-remaining sticks with b once it has seen both.

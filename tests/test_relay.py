@@ -77,10 +77,15 @@ def test_multipart_create_is_forwarded_byte_exact(relay: Relay, sandbox: Sandbox
     key = relay.issue_key()
     boundary = "----relaytest7MA4YWxkTrZu0gW"
     raw = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nA cat\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="input_reference[image_url]"\r\n\r\nhttps://example.invalid/cat.png\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="ref"; filename="x.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
-    ).encode() + bytes(range(256)) * 40 + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nA cat\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="input_reference[image_url]"\r\n\r\nhttps://example.invalid/cat.png\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="ref"; filename="x.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + bytes(range(256)) * 40
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     content_type = f"multipart/form-data; boundary={boundary}"
     response = relay.client.post("/openai/v1/videos", content=raw, headers={**auth(key), "Content-Type": content_type})
     assert response.status_code == 200, response.text
@@ -129,7 +134,15 @@ def test_header_allow_list(relay: Relay, sandbox: Sandbox) -> None:
     headers = dict(seen["headers"])
     forwarded = {
         name: headers.get(name)
-        for name in ("user-agent", "oai-device-id", "oai-latency-trace-id", "idempotency-key", "openai-organization", "openai-project", "accept")
+        for name in (
+            "user-agent",
+            "oai-device-id",
+            "oai-latency-trace-id",
+            "idempotency-key",
+            "openai-organization",
+            "openai-project",
+            "accept",
+        )
     }
     assert forwarded == {
         "user-agent": "MyApp/1.0",
@@ -345,7 +358,7 @@ def test_429_cooldown_from_each_hint_source(make_relay: Any, sandbox: Sandbox) -
         ("reset-requests", {"status": 429, "body": {"error": {"message": "x"}}, "headers": {"x-ratelimit-reset-requests": "1m4s"}}, 64),
         ("default", {"status": 429, "body": {"error": {"message": "x"}}}, 60),
     ]
-    for name, rule, expected in cases:
+    for name, rule, _ in cases:
         relay.add_account(name, sandbox.base_api())
         sandbox.fault(**rule, token=f"tok-{name}", times=1)
     # Same priority, never used: the scheduler takes them in name order.
@@ -462,8 +475,14 @@ def test_bad_bodies(make_relay: Any, sandbox: Sandbox) -> None:
     relay.add_account("a", sandbox.base_api())
     key = relay.issue_key()
     headers = auth(key)
-    assert_envelope(relay.client.post("/openai/v1/videos", content=b"{oops", headers={**headers, "content-type": "application/json"}), 400, "invalid_json")
-    assert_envelope(relay.client.post("/openai/v1/videos", content=b"x" * 2000, headers={**headers, "content-type": "application/json"}), 413)
+    assert_envelope(
+        relay.client.post("/openai/v1/videos", content=b"{oops", headers={**headers, "content-type": "application/json"}),
+        400,
+        "invalid_json",
+    )
+    assert_envelope(
+        relay.client.post("/openai/v1/videos", content=b"x" * 2000, headers={**headers, "content-type": "application/json"}), 413
+    )
     assert_envelope(relay.client.post("/openai/v1/videos", content=b"--x", headers={**headers, "content-type": "multipart/form-data"}), 400)
     assert sandbox.requests() == []
 
@@ -471,7 +490,16 @@ def test_bad_bodies(make_relay: Any, sandbox: Sandbox) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     body=st.binary(max_size=400) | st.text(max_size=200).map(str.encode),
-    content_type=st.sampled_from(["application/json", "multipart/form-data; boundary=zz", "multipart/form-data", "text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"]),
+    content_type=st.sampled_from(
+        [
+            "application/json",
+            "multipart/form-data; boundary=zz",
+            "multipart/form-data",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/json; charset=latin-1",
+        ]
+    ),
     session=st.text(max_size=40).filter(lambda s: all(32 <= ord(c) < 127 for c in s)),
 )
 def test_arbitrary_bodies_never_get_a_relay_500(relay: Relay, sandbox: Sandbox, body: bytes, content_type: str, session: str) -> None:

@@ -42,9 +42,7 @@ pytestmark = pytest.mark.e2e
 CREATE_PATH = "/openai/v1/videos"
 
 
-def start_replicas(
-    relay_process: Any, tmp_path: Path, database_url: str, count: int = 3, **env: str
-) -> list[RelayProcess]:
+def start_replicas(relay_process: Any, tmp_path: Path, database_url: str, count: int = 3, **env: str) -> list[RelayProcess]:
     """`count` relays on one database, sharing only its URL and the secret key."""
     shared = {"RELAY_DATABASE": database_url, "RELAY_SECRET_KEY": generate_key(), **env}
     replicas = []
@@ -152,9 +150,7 @@ def test_an_operator_change_reaches_every_replica_within_about_a_second(
     with httpx.Client(timeout=10, trust_env=False) as client:
 
         def every_replica_answers(status: int) -> bool:
-            return all(
-                client.get(f"{replica.url}{CREATE_PATH}", headers=headers(key)).status_code == status for replica in replicas
-            )
+            return all(client.get(f"{replica.url}{CREATE_PATH}", headers=headers(key)).status_code == status for replica in replicas)
 
         wait_for(lambda: every_replica_answers(200), 5, "the new key working everywhere")
         revoked = replicas[2].relayctl("keys", "revoke", "alice")
@@ -453,7 +449,5 @@ def test_a_replica_killed_mid_load_loses_nothing_the_others_or_the_database_ackn
     print(f"\nkilled one replica of 3 mid-load: {len(created)} videos acknowledged, none lost; holdings freed in {took:.1f} s")
     # Its videos are served by the others.
     before_kill = next(r for target, r in answered if target == 0 and r.status == 200)
-    seen = httpx.get(
-        f"{survivor.url}{CREATE_PATH}/{before_kill.body['id']}", headers=headers(keys[0][1]), timeout=10, trust_env=False
-    )
+    seen = httpx.get(f"{survivor.url}{CREATE_PATH}/{before_kill.body['id']}", headers=headers(keys[0][1]), timeout=10, trust_env=False)
     assert seen.status_code == 200, seen.text

@@ -79,6 +79,9 @@ def test_every_route_is_named_whatever_its_ids(relay: Relay, route: Any, prefix:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.sampled_from(["GET", "POST", "DELETE", "PUT", "PATCH"]), st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=60))
+@given(
+    st.sampled_from(["GET", "POST", "DELETE", "PUT", "PATCH"]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=60),
+)
 def test_whatever_a_client_sends_the_name_is_from_the_closed_set(relay: Relay, method: str, tail: str) -> None:
     assert named(relay, method, "/openai/v1/" + tail.lstrip("/")) in ROUTE_NAMES

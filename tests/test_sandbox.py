@@ -63,9 +63,7 @@ def client() -> TestClient:
     return TestClient(create_sandbox_app(complete_after_seconds=0))
 
 
-def create(
-    client: TestClient, prompt: str = "a calico cat", headers: dict[str, str] = AUTH, **extra: Any
-) -> dict[str, Any]:
+def create(client: TestClient, prompt: str = "a calico cat", headers: dict[str, str] = AUTH, **extra: Any) -> dict[str, Any]:
     response = client.post("/v1/videos", json={"prompt": prompt, **extra}, headers=headers)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
@@ -98,9 +96,7 @@ def add_fault(client: TestClient, **rule: Any) -> str:
 
 
 def test_create_json_returns_full_queued_resource(client: TestClient) -> None:
-    response = client.post(
-        "/v1/videos", json={"prompt": "a cat", "model": "sora-2-pro", "seconds": "8", "size": "1792x1024"}, headers=AUTH
-    )
+    response = client.post("/v1/videos", json={"prompt": "a cat", "model": "sora-2-pro", "seconds": "8", "size": "1792x1024"}, headers=AUTH)
     assert response.status_code == 200
     video = response.json()
     assert set(video) == VIDEO_KEYS
@@ -140,9 +136,7 @@ def test_create_defaults_and_rate_limit_headers_count_down(client: TestClient) -
 def test_create_multipart_with_bracket_keys_and_file(client: TestClient) -> None:
     response = client.post(
         "/v1/videos",
-        files=form(
-            prompt="from form", seconds="12", size="1280x720", **{"input_reference[image_url]": "https://x/y.png"}
-        ),
+        files=form(prompt="from form", seconds="12", size="1280x720", **{"input_reference[image_url]": "https://x/y.png"}),
         headers=AUTH,
     )
     assert response.status_code == 200, response.text
@@ -182,7 +176,7 @@ def test_create_validation_errors(client: TestClient, payload: dict[str, Any], p
         (b"{not json", "application/json"),
         (b"[1, 2]", "application/json"),
         (b"prompt=x", "application/x-www-form-urlencoded"),
-        (b"--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nx", "multipart/form-data; boundary=b"),
+        (b'--b\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nx', "multipart/form-data; boundary=b"),
     ],
 )
 def test_create_rejects_unparseable_bodies(client: TestClient, body: bytes, content_type: str) -> None:
@@ -190,9 +184,7 @@ def test_create_rejects_unparseable_bodies(client: TestClient, body: bytes, cont
     assert_error(response, 400)
 
 
-@pytest.mark.parametrize(
-    "headers", [{}, {"Authorization": "Bearer "}, {"Authorization": "Basic abc"}, {"Authorization": "sk-x"}]
-)
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer "}, {"Authorization": "Basic abc"}, {"Authorization": "sk-x"}])
 def test_missing_or_malformed_auth_is_401(client: TestClient, headers: dict[str, str]) -> None:
     assert_error(client.post("/v1/videos", json={"prompt": "x"}, headers=headers), 401)
     assert_error(client.get("/v1/videos", headers=headers), 401)
@@ -250,9 +242,7 @@ def test_fail_marker_ends_failed_with_moderation_error(client: TestClient) -> No
         ("spritesheet", "spritesheet.jpg", "image/jpeg"),
     ],
 )
-def test_content_variants_are_the_asset_files(
-    client: TestClient, variant: str | None, filename: str, media_type: str
-) -> None:
+def test_content_variants_are_the_asset_files(client: TestClient, variant: str | None, filename: str, media_type: str) -> None:
     video = create(client)
     params = {"variant": variant} if variant else {}
     response = client.get(f"/v1/videos/{video['id']}/content", params=params, headers=AUTH)
@@ -271,7 +261,7 @@ def test_content_rejects_bad_variant(client: TestClient) -> None:
 
 def assert_padded_mp4(data: bytes, total: int) -> None:
     assert len(data) == total
-    assert data[:len(SAMPLE_MP4)] == SAMPLE_MP4 and data[4:8] == b"ftyp"
+    assert data[: len(SAMPLE_MP4)] == SAMPLE_MP4 and data[4:8] == b"ftyp"
     assert struct.unpack(">I4s", data[len(SAMPLE_MP4) : len(SAMPLE_MP4) + 8]) == (total - len(SAMPLE_MP4), b"free")
     assert not any(data[len(SAMPLE_MP4) + 8 :])
 
@@ -450,7 +440,11 @@ def test_remix() -> None:
     body = remix.json()
     assert set(body) == VIDEO_KEYS
     assert (body["status"], body["remixed_from_video_id"], body["seconds"], body["size"], body["prompt"]) == (
-        "queued", source["id"], "8", "1024x1792", "again"
+        "queued",
+        source["id"],
+        "8",
+        "1024x1792",
+        "again",
     )
 
 
@@ -461,9 +455,7 @@ def test_edits_json_multipart_and_upload(client: TestClient) -> None:
     assert (as_json.status_code, as_json.json()["seconds"], as_json.json()["prompt"]) == (200, "12", "make it red")
     as_form = client.post("/v1/videos/edits", files=form(prompt="blue", **{"video[id]": source["id"]}), headers=AUTH)
     assert (as_form.status_code, as_form.json()["seconds"]) == (200, "12")
-    uploaded = client.post(
-        "/v1/videos/edits", data={"prompt": "green"}, files={"video": ("in.mp4", SAMPLE_MP4, "video/mp4")}, headers=AUTH
-    )
+    uploaded = client.post("/v1/videos/edits", data={"prompt": "green"}, files={"video": ("in.mp4", SAMPLE_MP4, "video/mp4")}, headers=AUTH)
     assert uploaded.status_code == 200 and uploaded.json()["remixed_from_video_id"] is None
     assert_error(client.post("/v1/videos/edits", json={"prompt": "no source"}, headers=AUTH), 400, "video")
     assert_error(client.post("/v1/videos/edits", json={"video": {"id": "video_x"}, "prompt": "p"}, headers=AUTH), 404)
@@ -471,13 +463,9 @@ def test_edits_json_multipart_and_upload(client: TestClient) -> None:
 
 def test_extensions_report_stitched_seconds(client: TestClient) -> None:
     source = create(client, seconds="8")
-    as_json = client.post(
-        "/v1/videos/extensions", json={"video": {"id": source["id"]}, "prompt": "more", "seconds": "4"}, headers=AUTH
-    )
+    as_json = client.post("/v1/videos/extensions", json={"video": {"id": source["id"]}, "prompt": "more", "seconds": "4"}, headers=AUTH)
     assert (as_json.status_code, as_json.json()["seconds"]) == (200, "12")
-    as_form = client.post(
-        "/v1/videos/extensions", files=form(prompt="more", seconds="12", **{"video[id]": source["id"]}), headers=AUTH
-    )
+    as_form = client.post("/v1/videos/extensions", files=form(prompt="more", seconds="12", **{"video[id]": source["id"]}), headers=AUTH)
     assert (as_form.status_code, as_form.json()["seconds"]) == (200, "20")
     missing = client.post("/v1/videos/extensions", json={"video": {"id": source["id"]}, "prompt": "more"}, headers=AUTH)
     assert_error(missing, 400, "seconds", "missing_required_parameter")
@@ -747,9 +735,10 @@ def test_reset_in_process_raises_read_error() -> None:
 
 
 def test_requests_record_raw_headers_and_exact_body(client: TestClient) -> None:
-    body = b"--XyZ\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nhi\r\n--XyZ\r\n" \
-        b"Content-Disposition: form-data; name=\"input_reference\"; filename=\"r.bin\"\r\n\r\n" \
-        + bytes(range(256)) + b"\r\n--XyZ--\r\n"
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nhi\r\n--XyZ\r\n'
+        b'Content-Disposition: form-data; name="input_reference"; filename="r.bin"\r\n\r\n' + bytes(range(256)) + b"\r\n--XyZ--\r\n"
+    )
     headers = [
         ("X-First", "1"),
         ("Authorization", f"Bearer {TOKEN}"),
@@ -811,9 +800,7 @@ def live_sandbox() -> Iterator[tuple[str, Starlette]]:
     sock.close()
 
 
-def test_reset_over_tcp_drops_the_connection(
-    live_sandbox: tuple[str, Starlette], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_reset_over_tcp_drops_the_connection(live_sandbox: tuple[str, Starlette], caplog: pytest.LogCaptureFixture) -> None:
     base_url, _ = live_sandbox
     with httpx.Client(base_url=base_url) as http_client:
         http_client.delete("/_sandbox/faults")

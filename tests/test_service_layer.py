@@ -38,8 +38,15 @@ BOX = SecretBox([generate_key().encode()])
 
 def claim(store: Store, reservation: str, seconds: float, cap: float, now: float) -> bool:
     return store.claim_account_capacity(
-        reservation, key_name="k", account="a", video_seconds=seconds, usd=0.0, cap=cap,
-        day_start=period_bounds("day", now)[0], now=now, expires_at=now + 600,
+        reservation,
+        key_name="k",
+        account="a",
+        video_seconds=seconds,
+        usd=0.0,
+        cap=cap,
+        day_start=period_bounds("day", now)[0],
+        now=now,
+        expires_at=now + 600,
     )
 
 
@@ -74,11 +81,19 @@ def test_add_account_with_proxy_is_one_transaction(store: Store) -> None:
             "CREATE FUNCTION no_proxy() RETURNS trigger LANGUAGE plpgsql AS"
             " $$ BEGIN RAISE integrity_constraint_violation USING MESSAGE = 'proxy refused'; END $$",
         )
-        run_sql(store, "CREATE TRIGGER no_proxy BEFORE INSERT OR UPDATE OF proxy ON accounts FOR EACH ROW"
-                " WHEN (NEW.proxy IS NOT NULL) EXECUTE FUNCTION no_proxy()")
+        run_sql(
+            store,
+            "CREATE TRIGGER no_proxy BEFORE INSERT OR UPDATE OF proxy ON accounts FOR EACH ROW"
+            " WHEN (NEW.proxy IS NOT NULL) EXECUTE FUNCTION no_proxy()",
+        )
     with pytest.raises(StoreBug, match="Integrity"):
         add_account(
-            store, BOX, name="a", type="openai-responses", credential=TOKEN, base_api="http://127.0.0.1:9/v1",
+            store,
+            BOX,
+            name="a",
+            type="openai-responses",
+            credential=TOKEN,
+            base_api="http://127.0.0.1:9/v1",
             proxy="http://127.0.0.1:3128",
         )
     assert store.list_accounts() == []
@@ -116,8 +131,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes] | None]:
     """Every file's mtime and bytes. The -shm file is SQLite's shared lock memory, which every reader
     maps and marks (mode=ro included), not database content: only its presence counts."""
     return {
-        path.name: None if path.name.endswith("-shm") else (path.stat().st_mtime_ns, path.read_bytes())
-        for path in sorted(folder.iterdir())
+        path.name: None if path.name.endswith("-shm") else (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(folder.iterdir())
     }
 
 

@@ -275,7 +275,11 @@ def test_soak_random_faults_two_workers(relay_process: Any, sandbox: Sandbox) ->
     videos = {row[0]: (row[1], row[2]) for row in query(relay, "SELECT id, key_name, account FROM videos")}
     missing = [r.body["id"] for r in created if r.body["id"] not in videos]
     assert not missing, f"{len(missing)} of {len(created)} created videos have no row, e.g. {missing[:3]}"
-    wrong = [(r.body["id"], r.key_name, videos[r.body["id"]]) for r in created if videos[r.body["id"]][0] != r.key_name or videos[r.body["id"]][1] not in ACCOUNTS]
+    wrong = [
+        (r.body["id"], r.key_name, videos[r.body["id"]])
+        for r in created
+        if videos[r.body["id"]][0] != r.key_name or videos[r.body["id"]][1] not in ACCOUNTS
+    ]
     assert not wrong, f"{len(wrong)} video rows with the wrong key or account, e.g. {wrong[:3]}"
     assert len(videos) == len(created), f"{len(videos)} video rows for {len(created)} successful creates"
 
@@ -304,9 +308,7 @@ def test_soak_random_faults_two_workers(relay_process: Any, sandbox: Sandbox) ->
     assert {r["token"] for r in sandbox.requests()} <= {f"tok-{name}" for name in ACCOUNTS}
     for r in random.Random(0).sample(created, min(25, len(created))):
         owner = videos[r.body["id"]][1]
-        seen = httpx.get(
-            f"{sandbox.base_api()}/videos/{r.body['id']}", headers={"Authorization": f"Bearer tok-{owner}"}, trust_env=False
-        )
+        seen = httpx.get(f"{sandbox.base_api()}/videos/{r.body['id']}", headers={"Authorization": f"Bearer tok-{owner}"}, trust_env=False)
         assert seen.status_code == 200, (r.body["id"], owner, seen.text)
 
 
@@ -370,9 +372,7 @@ def test_kill_9_mid_load_leaves_a_sound_database(relay_process: Any, sandbox: Sa
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
-    results = asyncio.run(
-        load(relay, keys, total=100_000, concurrency=32, send_for=60, stop=lambda: bool(killed), watcher=kill_mid_load)
-    )
+    results = asyncio.run(load(relay, keys, total=100_000, concurrency=32, send_for=60, stop=lambda: bool(killed), watcher=kill_mid_load))
     wait_dead(killed, within=10)
     statuses = Counter(r.status if r.error is None else "transport_error" for r in results)
     print(f"\nkill -9: {len(killed)} processes killed; answers before and during the kill {dict(statuses)}")

@@ -45,11 +45,7 @@ def race(stores: list[Store], attempt: Callable[[Store, int], T], per_store: int
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
-    threads = [
-        threading.Thread(target=run, args=(store, i * per_store + j))
-        for i, store in enumerate(stores)
-        for j in range(per_store)
-    ]
+    threads = [threading.Thread(target=run, args=(store, i * per_store + j)) for i, store in enumerate(stores) for j in range(per_store)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -108,7 +104,9 @@ def test_block_claims_grant_exactly_the_limit_between_them(stores: list[Store]) 
 
 def test_concurrent_429s_make_one_cooldown_and_evict_the_session_once(stores: list[Store]) -> None:
     first = stores[0]
-    first.insert_account(name="a", type="openai-responses", credential_encrypted="sealed", base_api="http://127.0.0.1:9/v1", priority=100, now=NOW)
+    first.insert_account(
+        name="a", type="openai-responses", credential_encrypted="sealed", base_api="http://127.0.0.1:9/v1", priority=100, now=NOW
+    )
     first.claim_session("s", "a", replacing=None, now=NOW, ttl=600)
 
     def report(store: Store, index: int) -> int:

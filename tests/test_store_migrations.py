@@ -115,7 +115,11 @@ def test_a_version_1_database_missing_later_columns_gets_them_with_its_rows_kept
     }
     assert rows(path) == before  # status changes nothing
 
-    assert json.loads(cli("db", "upgrade", "--json").output) == {"database": str(path), "applied": list(range(1, SCHEMA_VERSION + 1)), "version": SCHEMA_VERSION}
+    assert json.loads(cli("db", "upgrade", "--json").output) == {
+        "database": str(path),
+        "applied": list(range(1, SCHEMA_VERSION + 1)),
+        "version": SCHEMA_VERSION,
+    }
     assert "nothing to do" in cli("db", "upgrade").output
     assert "pending       none" in cli("db", "status").output
     after = rows(path)
@@ -161,9 +165,7 @@ def test_a_new_step_runs_once_however_many_processes_start_together(tmp_path: Pa
         store.close()
 
 
-def test_replicas_starting_together_on_postgresql_run_a_new_step_once(
-    postgres_database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_replicas_starting_together_on_postgresql_run_a_new_step_once(postgres_database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each Store here has its own connection pool, as separate replicas do; the advisory lock
     every write transaction takes makes them take turns over the upgrade."""
     made = Store(postgres_database_url)

@@ -28,7 +28,16 @@ def opened(tmp_path: Path) -> tuple[Store, SecretBox]:
 
 
 def add(store: Store, box: SecretBox, name: str, priority: int = 100) -> None:
-    add_account(store, box, name=name, type="openai-responses", credential=f"sk-{name}-secret", base_api="http://127.0.0.1:9/v1", priority=priority, now=NOW)
+    add_account(
+        store,
+        box,
+        name=name,
+        type="openai-responses",
+        credential=f"sk-{name}-secret",
+        base_api="http://127.0.0.1:9/v1",
+        priority=priority,
+        now=NOW,
+    )
 
 
 def pool_of(store: Store, box: SecretBox) -> Pool:

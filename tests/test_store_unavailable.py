@@ -42,8 +42,15 @@ def write_locked(path: Path) -> Iterator[None]:
 
 def outcome(request_id: str) -> Outcome:
     return Outcome(
-        ts=time.time(), request_id=request_id, key_name="alice", account="a", account_type="openai-responses",
-        route="videos.retrieve", upstream_status=200, error_class="none", latency_ms=1.0,
+        ts=time.time(),
+        request_id=request_id,
+        key_name="alice",
+        account="a",
+        account_type="openai-responses",
+        route="videos.retrieve",
+        upstream_status=200,
+        error_class="none",
+        latency_ms=1.0,
     )
 
 
@@ -193,7 +200,10 @@ def test_background_tasks_log_an_outage_once_not_every_tick(caplog: pytest.LogCa
         retrying.succeeded()
         retrying.succeeded()
     lines = [record.getMessage() for record in caplog.records]
-    assert lines == ["could not renew the lease: the database is unavailable: it stayed locked; retrying", "the database answers again: renew the lease works"]
+    assert lines == [
+        "could not renew the lease: the database is unavailable: it stayed locked; retrying",
+        "the database answers again: renew the lease works",
+    ]
     assert not any(record.exc_info for record in caplog.records)
     caplog.clear()
     try:

@@ -27,7 +27,9 @@ BACKENDS = ("sqlite", "postgresql")
 
 def run_cli(relay: Relay, *args: str, code: int = 0) -> str:
     result = CliRunner().invoke(
-        relayctl, ["--help"] if not args else list(args), env={"RELAY_DATABASE": relay.settings.database.raw, "RELAY_SECRET_KEY": relay.settings.secret_key or ""}
+        relayctl,
+        ["--help"] if not args else list(args),
+        env={"RELAY_DATABASE": relay.settings.database.raw, "RELAY_SECRET_KEY": relay.settings.secret_key or ""},
     )
     assert result.exit_code == code, result.output
     return result.output
@@ -78,7 +80,8 @@ def test_usage_report_matches_hand_computed_figures(relay: Relay, sandbox: Sandb
     assert [(r["key"], r["usd"], r["usd_reserved"]) for r in rows] == [("alice", 2.0, 0), ("bob", 0, 1.2)]
     parsed = list(csv.DictReader(io.StringIO(run_cli(relay, "usage", "--by", "model", "--since", "7d", "--csv"))))
     assert [(r["model"], r["jobs"], r["video_seconds"], r["usd"]) for r in parsed] == [
-        ("sora-2", "3", "8.0", "0.8"), ("sora-2-pro", "1", "4.0", "1.2")
+        ("sora-2", "3", "8.0", "0.8"),
+        ("sora-2-pro", "1", "4.0", "1.2"),
     ]
     text = run_cli(relay, "usage", "--by", "account")
     assert text.splitlines()[0].split() == ["account", *figures]
@@ -112,7 +115,10 @@ def test_accounts_limits_and_show(cli: Any, tmp_path: Path) -> None:
     assert capped == {"name": "main", "max_video_seconds_per_day": 600, "video_seconds_today": 0, "capped": False}
     shown = json.loads(cli("accounts", "show", "main", "--json").output)
     assert shown["max_video_seconds_per_day"] == 600 and shown["upstream_requests_remaining"] is None
-    assert json.loads(cli("accounts", "limits", "main", "--max-video-seconds-per-day", "none", "--json").output)["max_video_seconds_per_day"] is None
+    assert (
+        json.loads(cli("accounts", "limits", "main", "--max-video-seconds-per-day", "none", "--json").output)["max_video_seconds_per_day"]
+        is None
+    )
     assert "not a number" in cli("accounts", "limits", "main", "--max-video-seconds-per-day", "x", code=2).output
     assert "from 0 to 1,000,000,000" in cli("accounts", "limits", "main", "--max-video-seconds-per-day", "-1", code=1).output
     assert "no account named 'nope'" in cli("accounts", "limits", "nope", code=1).output
@@ -158,10 +164,7 @@ def test_concurrent_creates_cannot_overspend_a_budget(relay_process: Any, sandbo
     async def race() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=relay.url, timeout=30) as client:
             return await asyncio.gather(
-                *[
-                    client.post("/openai/v1/videos", json={"prompt": f"cat {i}", "seconds": "4"}, headers=auth(key))
-                    for i in range(20)
-                ]
+                *[client.post("/openai/v1/videos", json={"prompt": f"cat {i}", "seconds": "4"}, headers=auth(key)) for i in range(20)]
             )
 
     answers = asyncio.run(race())

@@ -44,9 +44,7 @@ def test_the_cache_forgets_the_least_recently_used_and_everything_when_deletions
     assert cache.get("v5") is None
 
 
-def test_a_video_made_on_one_worker_is_found_on_another_and_deleted_on_one_is_gone_from_both(
-    make_relay: Any, sandbox: Sandbox
-) -> None:
+def test_a_video_made_on_one_worker_is_found_on_another_and_deleted_on_one_is_gone_from_both(make_relay: Any, sandbox: Sandbox) -> None:
     first: Relay = make_relay()
     second: Relay = make_relay(secret_key=first.settings.secret_key)
     first.add_account("a", sandbox.base_api())

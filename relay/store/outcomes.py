@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 from ..records import AccountQuota, Outcome
 from .backend import Aggregate
+
+# An Outcome's fields, in the order of the outcome table's columns that hold them.
+_OUTCOME_COLUMNS = (
+    "ts",
+    "request_id",
+    "key_name",
+    "account",
+    "account_type",
+    "route",
+    "upstream_status",
+    "error_class",
+    "latency_ms",
+    "job_status",
+)
+_INSERT_OUTCOME = f"INSERT INTO outcomes ({', '.join(_OUTCOME_COLUMNS)}) VALUES ({', '.join('?' * len(_OUTCOME_COLUMNS))})"
+_outcome_row = attrgetter(*_OUTCOME_COLUMNS)
 
 # The usage report's statements per grouping, made once from these fixed column names.
 _REPORT_COLUMNS = {"key": "key_name", "account": "account", "model": "model"}
@@ -42,11 +59,7 @@ class Outcomes(Aggregate):
         between statements, and every writer waits for the write lock as long as it holds it.
         """
         quota_rows = [(q.account, q.observed_at, q.limit_requests, q.remaining_requests, q.resets_at) for q in quotas]
-        outcome_rows = [
-            (o.ts, o.request_id, o.key_name, o.account, o.account_type, o.route, o.upstream_status, o.error_class, o.latency_ms,
-             o.job_status)
-            for o in outcomes
-        ]
+        outcome_rows = [_outcome_row(outcome) for outcome in outcomes]
         key_rows = [(ts, key_id) for key_id, ts in key_last_used.items()]
         account_rows = [(ts, name) for name, ts in account_last_used.items()]
         session_rows = [(used, expires, session_hash) for session_hash, (used, expires) in session_touches.items()]
@@ -59,8 +72,7 @@ class Outcomes(Aggregate):
                 quota_rows,
             )
             conn.executemany(
-                "INSERT INTO outcomes (ts, request_id, key_name, account, account_type, route, upstream_status,"
-                " error_class, latency_ms, job_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INSERT_OUTCOME,
                 outcome_rows,
             )
             conn.executemany("UPDATE keys SET last_used_at = greatest(last_used_at, ?) WHERE id = ?", key_rows)
