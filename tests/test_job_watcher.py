@@ -13,6 +13,7 @@ from conftest import Relay, Sandbox, run_sql
 from test_relay import CREATE, auth
 
 from relay.accounts import remove_account, reset_account
+from relay.jobs.pacing import AccountPacer
 from relay.records import Video
 
 BACKENDS = ("sqlite", "postgresql")
@@ -99,6 +100,30 @@ def test_watcher_polls_are_paced_per_account(make_relay: Any, sandbox: Sandbox) 
     elapsed = time.monotonic() - started
     sent = sum(len(polls(sandbox, video_id)) for video_id in ids)
     assert 1 <= sent <= 6 + elapsed * 1 + 1
+
+
+def test_the_pacer_tells_an_accounts_spare_polls_without_counting_them() -> None:
+    pacer = AccountPacer(per_minute=60)  # a burst of 6, then one a second
+    assert pacer.spare("a", now=100.0) == pacer.spare("a", now=100.0) == 6
+    for _ in range(6):
+        assert pacer.take("a", now=100.0) == 0.0
+    assert pacer.spare("a", now=100.0) == 0 and pacer.take("a", now=100.0) > 0
+    assert pacer.spare("a", now=102.5) == 2 and pacer.spare("b", now=100.0) == 6
+
+
+def test_jobs_an_account_may_not_poll_yet_wait_in_the_database_unclaimed(make_relay: Any, sandbox: Sandbox) -> None:
+    # Claimed only to be handed back, each cost a write under the writers' lock, every round.
+    relay = watching(make_relay, sandbox, watcher_polls_per_minute=60)
+    key = relay.issue_key()
+    first_due = {}
+    for n in range(20):
+        video_id = create(relay, key, prompt=f"Forever {n} [never]")
+        first_due[video_id] = video(relay, video_id).watch_next_at
+    time.sleep(2.0)
+    rows = run_sql(relay.state.store, "SELECT id, watch_next_at, watch_owner, watch_polls FROM videos")
+    unpolled = [row for row in rows if row["watch_polls"] == 0]
+    assert 0 < len(unpolled) < 20  # the pace polled some, not all
+    assert [(row["watch_next_at"], row["watch_owner"]) for row in unpolled] == [(first_due[row["id"]], None) for row in unpolled]
 
 
 def test_a_429_on_a_watcher_poll_rests_the_account_and_the_watcher(make_relay: Any, sandbox: Sandbox) -> None:

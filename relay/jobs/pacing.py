@@ -48,13 +48,21 @@ class AccountPacer:
     def _burst(self) -> float:
         return max(1.0, self.per_minute / 10)
 
+    def spare(self, account: str, now: float) -> int:
+        """How many polls the account may have now (none is counted)."""
+        return int(self._tokens_at(account, now))
+
     def take(self, account: str, now: float) -> float:
         """0 if a poll may go now (and it is counted); else the seconds until one may."""
         rate = self.per_minute / 60
-        tokens = min(self._burst, self._tokens.get(account, self._burst) + (now - self._stamps.get(account, now)) * rate)
+        tokens = self._tokens_at(account, now)
         self._stamps[account] = now
         if tokens >= 1:
             self._tokens[account] = tokens - 1
             return 0.0
         self._tokens[account] = tokens
         return (1 - tokens) / rate
+
+    def _tokens_at(self, account: str, now: float) -> float:
+        refilled = (now - self._stamps.get(account, now)) * self.per_minute / 60
+        return min(self._burst, self._tokens.get(account, self._burst) + refilled)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..records import TERMINAL_STATUSES, Video
@@ -144,17 +145,21 @@ class Videos(Aggregate):
 
     # -- the job watcher (relay.watcher) ---------------------------------------------------------
 
-    def claim_jobs_to_watch(self, owner: str, *, now: float, lease_seconds: float, limit: int, holders_now: float) -> list[Video]:
+    def claim_jobs_to_watch(
+        self, owner: str, *, now: float, lease_seconds: float, limit: int, holders_now: float, skip_accounts: Sequence[str] = ()
+    ) -> list[Video]:
         """Unfinished jobs due a poll, leased to `owner` (this process's holder id, relay.holders)
-        so one worker of one replica polls each at a time.
+        so one worker of one replica polls each at a time; none of `skip_accounts`' (which the
+        watcher may not poll now: claimed, they would only be handed back).
 
         A lease is anyone's again once it runs out, or as soon as its owner's holder lease has
         lapsed (compared at the holders' wall-clock `holders_now`): a process killed mid-poll
         hands its jobs over within RELAY_HOLDER_LEASE_SECONDS, not after the poll's long lease.
         """
+        skipped = f" AND account NOT IN ({', '.join('?' * len(skip_accounts))})" if skip_accounts else ""
         with self.reading() as conn:
             # Most rounds find nothing due: a read spares every worker a write lock each second.
-            if conn.execute("SELECT 1 FROM videos WHERE watch_next_at <= ? LIMIT 1", (now,)).fetchone() is None:
+            if conn.execute(f"SELECT 1 FROM videos WHERE watch_next_at <= ?{skipped} LIMIT 1", (now, *skip_accounts)).fetchone() is None:
                 return []
         # Leases and next-poll times commit without waiting for PostgreSQL's WAL flush: a round
         # writes up to one per claimed job, and each flush held every replica's writers' turn
@@ -163,8 +168,8 @@ class Videos(Aggregate):
             rows = conn.execute(
                 "SELECT * FROM videos WHERE watch_next_at <= ? AND deleted_at IS NULL AND status NOT IN ('completed', 'failed')"
                 " AND (watch_until IS NULL OR watch_until < ? OR watch_owner NOT IN (SELECT id FROM holders WHERE expires_at > ?))"
-                " ORDER BY watch_next_at LIMIT ?",
-                (now, now, holders_now, limit),
+                f"{skipped} ORDER BY watch_next_at LIMIT ?",
+                (now, now, holders_now, *skip_accounts, limit),
             ).fetchall()
             if rows:
                 conn.executemany(
