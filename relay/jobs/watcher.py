@@ -43,7 +43,8 @@ async def run_watcher(state: RelayState) -> None:
     as its poll ends, so one upstream that hangs until its read timeout holds one slot, not the
     watcher. Nor more than the accounts' pace allows now, and none of an account that may not be
     polled now: a job claimed only to be handed back cost a write under the writers' lock each
-    time, some 16 a second with a backlog on one account, which creates waited behind.
+    time, some 16 a second with a backlog on one account, which creates waited behind. (A job of
+    an account removed meanwhile is claimed, and given up, in the next round with a poll to spare.)
     """
     pacer = AccountPacer(state.settings.watcher_polls_per_minute)
     idle = min(1.0, state.settings.job_poll_seconds / 2)
@@ -64,8 +65,8 @@ async def run_watcher(state: RelayState) -> None:
             now = state.clock()
             spare = {upstream.name: pacer.spare(upstream.name, now) for upstream in state.pool.all()}
             free = _CONCURRENT_POLLS - running
-            # At least one: a job of an account no longer in the pool is not paced (it is given up).
-            limit = min(free, max(1, sum(spare.values())))
+            # With no account left, every job due is given up (its account is gone): none is paced.
+            limit = min(free, sum(spare.values())) if spare else free
             due: list[Video] = []
             if limit > 0:
                 try:
