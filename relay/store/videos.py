@@ -149,8 +149,8 @@ class Videos(Aggregate):
         self, owner: str, *, now: float, lease_seconds: float, limit: int, holders_now: float, skip_accounts: Sequence[str] = ()
     ) -> list[Video]:
         """Unfinished jobs due a poll, leased to `owner` (this process's holder id, relay.holders)
-        so one worker of one replica polls each at a time; none of `skip_accounts`' (which the
-        watcher may not poll now: claimed, they would only be handed back).
+        so one worker of one replica polls each at a time. None of the jobs of `skip_accounts`,
+        which the watcher may not poll now: claimed, they would only be handed back.
 
         A lease is anyone's again once it runs out, or as soon as its owner's holder lease has
         lapsed (compared at the holders' wall-clock `holders_now`): a process killed mid-poll
