@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from relay.records import StoreUnavailable
 from relay.state import RelayState
 from relay.store import NOT_NOW, Store, sqlite as sqlite_backend
 from relay.store_threads import StoreThreads
@@ -201,3 +202,47 @@ def test_db_now_runs_on_the_loop_thread_when_it_can_and_in_a_store_thread_when_i
     assert free == loop_thread
     assert held != loop_thread
     assert values(store) == ["free", "held"]
+
+
+def test_writes_behind_one_stuck_on_another_processs_turn_give_up_at_the_busy_timeout(tmp_path: Path) -> None:
+    # Another process holds the lock file's lock and does not let go (a relayctl stopped with
+    # Ctrl-Z): the first write waits for it without a limit; the others must not wait behind it.
+    store = Store(tmp_path / "relay.db", busy_timeout_seconds=0.3)
+    store.ensure_schema()
+    other_process = os.open(f"{store.location.sqlite_path()}-lock", os.O_RDWR)
+    fcntl.flock(other_process, fcntl.LOCK_EX)
+    stuck = threading.Thread(target=lambda: insert_nothing(store), daemon=True)
+    stuck.start()
+    outcome: list[BaseException | None] = []
+
+    def second_write() -> None:
+        try:
+            insert_nothing(store)
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    try:
+        deadline = time.monotonic() + 5
+        while not store._db._write_turn.locked():  # type: ignore[attr-defined]  # the stuck write holds the turn
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        second = threading.Thread(target=second_write, daemon=True)
+        started = time.monotonic()
+        second.start()
+        second.join(5)
+        assert not second.is_alive(), "the second write waited behind the stuck one past the busy timeout"
+        assert time.monotonic() - started >= 0.3
+        (error,) = outcome
+        assert isinstance(error, StoreUnavailable) and "busy timeout" in str(error)
+    finally:
+        fcntl.flock(other_process, fcntl.LOCK_UN)
+        os.close(other_process)
+        stuck.join(5)
+        store.close()
+    assert not stuck.is_alive()  # it went ahead once the other process let go
+
+
+def insert_nothing(store: Store) -> None:
+    with store.transaction() as conn:
+        conn.execute("SELECT 1")

@@ -348,8 +348,22 @@ class SQLiteBackend:
                 yield conn
             immediate.committed = True
             return
-        with self._write_turn, self._process_turn(), self._begun(self._conn(), None) as conn:
+        with self._thread_turn(), self._process_turn(), self._begun(self._conn(), None) as conn:
             yield conn
+
+    @contextmanager
+    def _thread_turn(self) -> Iterator[None]:
+        """This process's write turn, waited for up to the busy timeout, as SQLite's own lock is.
+
+        Its holder may be waiting, without a limit, for another process's turn (a lock file's
+        lock has no timed wait): one write stuck behind a stopped relayctl must not stop them all.
+        """
+        if not self._write_turn.acquire(timeout=self.busy_timeout_seconds):
+            raise StoreUnavailable(_REASONS[sqlite3.SQLITE_BUSY])
+        try:
+            yield
+        finally:
+            self._write_turn.release()
 
     @contextmanager
     def _begun(self, conn: _Connection, immediate: _Immediate | None) -> Iterator[Connection]:
