@@ -348,20 +348,14 @@ class SQLiteBackend:
                 yield conn
             immediate.committed = True
             return
-        with self._thread_turn(), self._process_turn(), self._begun(self._conn(), None) as conn:
-            yield conn
-
-    @contextmanager
-    def _thread_turn(self) -> Iterator[None]:
-        """This process's write turn, waited for up to the busy timeout, as SQLite's own lock is.
-
-        Its holder may be waiting, without a limit, for another process's turn (a lock file's
-        lock has no timed wait): one write stuck behind a stopped relayctl must not stop them all.
-        """
+        # This process's turn is waited for up to the busy timeout, as SQLite's own lock is: its
+        # holder may be waiting without a limit for another process's turn (a lock file's lock
+        # has no timed wait), and one write stuck behind a stopped relayctl must not stop them all.
         if not self._write_turn.acquire(timeout=self.busy_timeout_seconds):
             raise StoreUnavailable(_REASONS[sqlite3.SQLITE_BUSY])
         try:
-            yield
+            with self._process_turn(), self._begun(self._conn(), None) as conn:
+                yield conn
         finally:
             self._write_turn.release()
 
