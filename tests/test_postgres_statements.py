@@ -132,6 +132,38 @@ def test_a_connection_whose_prepared_statements_were_dropped_forgets_them(store:
         assert statements.execute(lookup, (1,)).fetchone()["t"] == "one"
 
 
+def test_a_prepared_select_of_a_table_that_gained_a_column_is_prepared_again(store: Store, postgres_database_url: str) -> None:
+    """A newer release's migration adds a column while this one runs: the server refuses a
+    prepared `SELECT *` of that table ("cached plan must not change result type")."""
+    lookup = "SELECT * FROM scratch WHERE id = ?"
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO scratch (id, t) VALUES (?, ?)", (1, "one"))
+
+    def add_column(name: str) -> None:
+        with connect(postgres_database_url, autocommit=True) as other:
+            other.execute(f"ALTER TABLE scratch ADD COLUMN {name} text DEFAULT 'new'")
+
+    for _ in range(2):
+        with store.reading() as statements:
+            statements.execute(lookup, (1,))
+    assert "SELECT * FROM scratch WHERE id = $1" in _prepared(store).values()
+    add_column("added")
+    with store.reading() as statements:  # outside a transaction: run unprepared, with the new column
+        assert dict(statements.execute(lookup, (1,)).fetchone())["added"] == "new"
+    assert not _prepared(store)  # the stale statements deallocated
+    for _ in range(2):  # and prepared again on its second run
+        with store.reading() as statements:
+            assert statements.execute(lookup, (1,)).fetchone()["added"] == "new"
+    assert "SELECT * FROM scratch WHERE id = $1" in _prepared(store).values()
+    add_column("added_again")
+    # Inside a transaction it cannot be run again: the caller gets a 503's error, once.
+    with pytest.raises(StoreUnavailable, match="columns changed"), store.transaction() as statements:
+        statements.execute(lookup, (1,)).fetchone()
+    assert not _prepared(store)
+    with store.transaction() as statements:
+        assert statements.execute(lookup, (1,)).fetchone()["added_again"] == "new"
+
+
 def test_a_connection_prepares_a_bounded_number_of_statements(postgres_database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(postgres_statements, "PREPARED_PER_CONNECTION", 3)
     store = Store(postgres_database_url, pool=ONE_CONNECTION)

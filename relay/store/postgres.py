@@ -54,6 +54,7 @@ class PoolSettings:
 _REASONS = {
     "55P03": "it stayed locked by another connection past the lock timeout",
     "26000": "a connection lost its prepared statements",
+    "0A000": "a table's columns changed under a prepared statement",
     "57014": "a statement ran past its timeout",
     "25006": "it is read-only",
     "42501": "the database user lacks a privilege the relay needs",

@@ -18,7 +18,10 @@ A statement is prepared on its second run on a connection (psycopg's cursors wai
 up to PREPARED_PER_CONNECTION distinct ones; the rest run unprepared. Should the connection's
 prepared statements be dropped under it (psycopg runs DEALLOCATE ALL after a ROLLBACK it sees
 itself, once it has prepared something), the first statement to find its name gone makes this
-connection forget them all.
+connection forget them all. Should a table gain a column (a newer release's migration, while
+this one still runs), the server refuses every prepared `SELECT *` of it, whose plan may not
+change its columns: the connection forgets and deallocates them all, and they are prepared
+again from their next runs.
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ PIPELINE_DEPTH = 256
 
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.EMPTY_QUERY)
 _NO_SUCH_STATEMENT = b"26000"
+# "cached plan must not change result type": a prepared statement's table changed its columns.
+# (Its SQLSTATE, feature_not_supported, is shared, but no statement of the store's uses a
+# feature PostgreSQL lacks, so from a prepared statement it means this.)
+_STALE_PLAN = b"0A000"
 _PIPELINE_OFF = pq.PipelineStatus.OFF
 
 
@@ -129,7 +136,19 @@ class ConnectionStatements:
     """One connection's statements: its Transformer, its prepared statements, and the pipeline
     of the write transaction under way (what was sent and not read yet)."""
 
-    __slots__ = ("_conn", "_failure", "_named", "_poll", "_prepared", "_seen", "_sent", "_transformer", "_unflushed", "translate")
+    __slots__ = (
+        "_conn",
+        "_failure",
+        "_named",
+        "_poll",
+        "_prepared",
+        "_seen",
+        "_sent",
+        "_stale",
+        "_transformer",
+        "_unflushed",
+        "translate",
+    )
 
     def __init__(self, conn: psycopg.Connection[Any], translate: Callable[[psycopg.Error], Exception] = _as_is) -> None:
         self._conn = conn
@@ -143,6 +162,7 @@ class ConnectionStatements:
         # and for a PREPARE the statement's key (to forget it, should the PREPARE fail).
         self._sent: deque[tuple[Result | None, tuple[str, tuple[int, ...]] | None]] = deque()
         self._failure: psycopg.Error | None = None  # the pipeline's first failure
+        self._stale = False  # prepared statements to deallocate once no transaction is under way
         self._unflushed = False
         self._poll = select.poll()
         self._poll.register(conn.pgconn.socket, select.POLLIN)
@@ -174,11 +194,13 @@ class ConnectionStatements:
         else:
             # NULLs go as None, as psycopg's own cursors send them (its stub says otherwise).
             prepared = pgconn.exec_prepared(name, cast(Sequence[bytes], values), formats)
-            if prepared is not None and prepared.error_field(pq.DiagnosticField.SQLSTATE) == _NO_SUCH_STATEMENT:
-                # The connection's prepared statements were dropped under it: forget ours; outside
-                # a transaction, run this one unprepared.
-                self._forget_prepared()
+            state = None if prepared is None else prepared.error_field(pq.DiagnosticField.SQLSTATE)
+            if state in (_NO_SUCH_STATEMENT, _STALE_PLAN):
+                # The connection's prepared statements were dropped under it, or one's table
+                # changed: forget ours; outside a transaction, run this one unprepared.
+                self._forget_prepared(stale=state == _STALE_PLAN)
                 if pgconn.transaction_status == pq.TransactionStatus.IDLE:
+                    self._deallocate_stale()
                     prepared = pgconn.exec_params(numbered(sql), values, types, formats)
             result = self._checked(prepared)
         done = Result(self, pending=False)
@@ -223,9 +245,18 @@ class ConnectionStatements:
         self._seen.add(key)
         return None, False
 
-    def _forget_prepared(self) -> None:
+    def _forget_prepared(self, *, stale: bool = False) -> None:
+        """Forget every prepared statement; `stale`: they still exist on the server, and are
+        deallocated once no transaction is under way (`_deallocate_stale`)."""
         self._prepared.clear()
         self._seen.clear()
+        self._stale = self._stale or stale
+
+    def _deallocate_stale(self) -> None:
+        if self._stale:
+            self._stale = False
+            with contextlib.suppress(psycopg.Error):
+                self._checked(self._conn.pgconn.exec_(b"DEALLOCATE ALL"))
 
     def _checked(self, result: pq.abc.PGresult | None) -> pq.abc.PGresult:
         if result is None or result.status not in _OK:
@@ -289,6 +320,7 @@ class ConnectionStatements:
         self.abandon()
         with contextlib.suppress(psycopg.Error):
             self._checked(self._conn.pgconn.exec_(b"ROLLBACK"))
+            self._deallocate_stale()
 
     def settle(self, result: Result) -> None:
         """Read what was sent up to `result` (translated errors raised)."""
@@ -349,8 +381,9 @@ class ConnectionStatements:
             else:
                 if self._failure is None:
                     self._failure = self._failure_of(answer)
-                    if answer.error_field(pq.DiagnosticField.SQLSTATE) == _NO_SUCH_STATEMENT:
-                        self._forget_prepared()
+                    state = answer.error_field(pq.DiagnosticField.SQLSTATE)
+                    if state in (_NO_SUCH_STATEMENT, _STALE_PLAN):
+                        self._forget_prepared(stale=state == _STALE_PLAN)
                 if prepared is not None:
                     self._prepared.pop(prepared, None)
                 if result is not None:
