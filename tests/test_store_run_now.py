@@ -5,6 +5,7 @@ it would have had to wait longer, or for another process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -204,43 +205,144 @@ def test_db_now_runs_on_the_loop_thread_when_it_can_and_in_a_store_thread_when_i
     assert values(store) == ["free", "held"]
 
 
-def test_writes_behind_one_stuck_on_another_processs_turn_give_up_at_the_busy_timeout(tmp_path: Path) -> None:
-    # Another process holds the lock file's lock and does not let go (a relayctl stopped with
-    # Ctrl-Z): the first write waits for it without a limit; the others must not wait behind it.
-    store = Store(tmp_path / "relay.db", busy_timeout_seconds=0.3)
-    store.ensure_schema()
-    other_process = os.open(f"{store.location.sqlite_path()}-lock", os.O_RDWR)
+@contextlib.contextmanager
+def held_by_another_process(store: Store) -> Iterator[int]:
+    """The lock file's lock, held as another process holds it (a descriptor of its own is a lock
+    of its own); let go on leaving, if still held."""
+    other_process = os.open(f"{store.location.sqlite_path()}-lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(other_process, fcntl.LOCK_EX)
-    stuck = threading.Thread(target=lambda: insert_nothing(store), daemon=True)
-    stuck.start()
-    outcome: list[BaseException | None] = []
-
-    def second_write() -> None:
-        try:
-            insert_nothing(store)
-            outcome.append(None)
-        except BaseException as error:
-            outcome.append(error)
-
     try:
-        deadline = time.monotonic() + 5
-        while not store._db._write_turn.locked():  # type: ignore[attr-defined]  # the stuck write holds the turn
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        second = threading.Thread(target=second_write, daemon=True)
-        started = time.monotonic()
-        second.start()
-        second.join(5)
-        assert not second.is_alive(), "the second write waited behind the stuck one past the busy timeout"
-        assert time.monotonic() - started >= 0.3
-        (error,) = outcome
-        assert isinstance(error, StoreUnavailable) and "busy timeout" in str(error)
+        yield other_process
     finally:
         fcntl.flock(other_process, fcntl.LOCK_UN)
         os.close(other_process)
-        stuck.join(5)
+
+
+def timed_write(store: Store) -> tuple[float, BaseException | None]:
+    started = time.monotonic()
+    try:
+        insert_nothing(store)
+    except BaseException as error:
+        return time.monotonic() - started, error
+    return time.monotonic() - started, None
+
+
+def bounded_write(store: Store) -> BaseException | None:
+    """`timed_write` in a thread of its own, which must end within 5 s: a write that waits
+    without a limit fails the test instead of hanging it."""
+    outcome: list[tuple[float, BaseException | None]] = []
+    writer = threading.Thread(target=lambda: outcome.append(timed_write(store)), daemon=True)
+    writer.start()
+    writer.join(5)
+    assert not writer.is_alive(), "a write waited without a limit"
+    return outcome[0][1]
+
+
+def free_for_another_process(store: Store) -> bool:
+    other = os.open(f"{store.location.sqlite_path()}-lock", os.O_RDWR)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(other)  # lets go of it, if taken
+    return True
+
+
+def test_writes_behind_another_process_that_keeps_the_turn_give_up_at_the_busy_timeout(tmp_path: Path) -> None:
+    # Another process holds the lock file's lock and does not let go (a relayctl stopped with
+    # Ctrl-Z): no write waits for it past the busy timeout, the first no more than the others.
+    store = Store(tmp_path / "relay.db", busy_timeout_seconds=0.3)
+    store.ensure_schema()
+    outcomes: list[tuple[float, BaseException | None]] = []
+    try:
+        with held_by_another_process(store):
+            writers = [threading.Thread(target=lambda: outcomes.append(timed_write(store)), daemon=True) for _ in range(3)]
+            for writer in writers:
+                writer.start()
+            for writer in writers:
+                writer.join(5)
+            assert not any(writer.is_alive() for writer in writers), "a write waited past the busy timeout"
+            for waited, error in outcomes:
+                assert waited >= 0.3
+                assert isinstance(error, StoreUnavailable) and "busy timeout" in str(error)
+        # Once the other process lets go, writes go ahead, and this process does not keep the lock.
+        assert bounded_write(store) is None
+        deadline = time.monotonic() + 5
+        while not free_for_another_process(store):
+            assert time.monotonic() < deadline, "the lock stayed held by a write that gave up"
+            time.sleep(0.01)
+    finally:
         store.close()
-    assert not stuck.is_alive()  # it went ahead once the other process let go
+
+
+def test_a_write_gets_the_turn_the_moment_another_process_lets_go(tmp_path: Path) -> None:
+    store = Store(tmp_path / "relay.db", busy_timeout_seconds=5)
+    store.ensure_schema()
+    try:
+        with held_by_another_process(store) as other_process:
+            outcome: list[tuple[float, BaseException | None]] = []
+            writer = threading.Thread(target=lambda: outcome.append(timed_write(store)), daemon=True)
+            writer.start()
+            time.sleep(0.2)
+            assert writer.is_alive()
+            fcntl.flock(other_process, fcntl.LOCK_UN)
+            writer.join(5)
+        ((waited, error),) = outcome
+        assert error is None and 0.2 <= waited < 2
+    finally:
+        store.close()
+
+
+def test_the_turn_a_write_gave_up_on_is_taken_by_the_next_and_never_held_twice(tmp_path: Path) -> None:
+    # A write that gave up leaves its wait for the lock pending: the next write takes it over,
+    # and while a write holds the lock no other process gets it.
+    store = Store(tmp_path / "relay.db", busy_timeout_seconds=0.3)
+    store.ensure_schema()
+    with store.transaction() as conn:
+        conn.execute("CREATE TABLE scratch (value TEXT)")
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def long_write() -> None:
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO scratch (value) VALUES ('long')")
+            inside.set()
+            leave.wait(5)
+
+    try:
+        with held_by_another_process(store) as other_process:
+            assert isinstance(bounded_write(store), StoreUnavailable)
+            store._db.busy_timeout_seconds = 5  # type: ignore[attr-defined]
+            writer = threading.Thread(target=long_write, daemon=True)
+            writer.start()
+            time.sleep(0.1)
+            assert not inside.is_set()
+            fcntl.flock(other_process, fcntl.LOCK_UN)
+            assert inside.wait(5)
+            assert not free_for_another_process(store)
+            leave.set()
+            writer.join(5)
+        assert free_for_another_process(store)
+        assert values(store) == ["long"]
+    finally:
+        leave.set()
+        store.close()
+
+
+def test_closing_with_a_wait_for_the_lock_pending_does_not_hang(tmp_path: Path) -> None:
+    store = Store(tmp_path / "relay.db", busy_timeout_seconds=0.2)
+    store.ensure_schema()
+    with held_by_another_process(store):
+        assert isinstance(bounded_write(store), StoreUnavailable)
+        closer = threading.Thread(target=store.close, daemon=True)
+        closer.start()
+        closer.join(5)
+        assert not closer.is_alive()
+    deadline = time.monotonic() + 5
+    while not free_for_another_process(store):  # the helper let go of what it got for nobody
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def insert_nothing(store: Store) -> None:
