@@ -31,7 +31,7 @@ class LockFile:
     def __init__(self, path: str) -> None:
         self._path = path
         self._fd: int | None = None
-        self._state = threading.Condition()
+        self._state = threading.Condition(threading.Lock())
         self._helper: threading.Thread | None = None
         self._waiting = False  # the helper is in a blocking flock
         self._wanted = False  # a writer waits for the helper
@@ -71,7 +71,7 @@ class LockFile:
 
     def _try(self) -> bool:
         try:
-            fcntl.flock(self._fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd if self._fd is not None else self._fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
         return True
