@@ -96,15 +96,59 @@ def test_a_turn_another_thread_hands_back_within_the_wait_runs_the_call_here(sto
     assert values(store) == ["held", "a"]
 
 
-def test_a_turn_held_by_another_process_sends_the_call_back(store: Store) -> None:
-    # A descriptor of its own is a lock of its own, as another process's would be.
-    other = os.open(f"{store.location.sqlite_path()}-lock", os.O_RDWR | os.O_CREAT)
-    fcntl.flock(other, fcntl.LOCK_EX)
+@contextlib.contextmanager
+def held_by_another_process(store: Store) -> Iterator[int]:
+    """The lock file's lock, held as another process holds it (a descriptor of its own is a lock
+    of its own); let go on leaving, if still held."""
+    other_process = os.open(f"{store.location.sqlite_path()}-lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(other_process, fcntl.LOCK_EX)
     try:
-        assert store.run_now(insert, store, "a") is NOT_NOW
+        yield other_process
     finally:
-        fcntl.flock(other, fcntl.LOCK_UN)
-        os.close(other)
+        fcntl.flock(other_process, fcntl.LOCK_UN)
+        os.close(other_process)
+
+
+def timed_write(store: Store) -> tuple[float, BaseException | None]:
+    started = time.monotonic()
+    try:
+        insert_nothing(store)
+    except BaseException as error:
+        return time.monotonic() - started, error
+    return time.monotonic() - started, None
+
+
+def write_in_thread(store: Store) -> tuple[threading.Thread, list[tuple[float, BaseException | None]]]:
+    """`timed_write` started in a thread of its own; its outcome lands in the list."""
+    outcome: list[tuple[float, BaseException | None]] = []
+    writer = threading.Thread(target=lambda: outcome.append(timed_write(store)), daemon=True)
+    writer.start()
+    return writer, outcome
+
+
+def bounded_write(store: Store) -> BaseException | None:
+    """`timed_write` in a thread of its own, which must end within 5 s: a write that waits
+    without a limit fails the test instead of hanging it."""
+    writer, outcome = write_in_thread(store)
+    writer.join(5)
+    assert not writer.is_alive(), "a write waited without a limit"
+    return outcome[0][1]
+
+
+def free_for_another_process(store: Store) -> bool:
+    other = os.open(f"{store.location.sqlite_path()}-lock", os.O_RDWR)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(other)  # lets go of it, if taken
+    return True
+
+
+def test_a_turn_held_by_another_process_sends_the_call_back(store: Store) -> None:
+    with held_by_another_process(store):
+        assert store.run_now(insert, store, "a") is NOT_NOW
     assert values(store) == []
     assert store.run_now(insert, store, "b") == threading.get_ident()
 
@@ -205,50 +249,6 @@ def test_db_now_runs_on_the_loop_thread_when_it_can_and_in_a_store_thread_when_i
     assert values(store) == ["free", "held"]
 
 
-@contextlib.contextmanager
-def held_by_another_process(store: Store) -> Iterator[int]:
-    """The lock file's lock, held as another process holds it (a descriptor of its own is a lock
-    of its own); let go on leaving, if still held."""
-    other_process = os.open(f"{store.location.sqlite_path()}-lock", os.O_RDWR | os.O_CREAT)
-    fcntl.flock(other_process, fcntl.LOCK_EX)
-    try:
-        yield other_process
-    finally:
-        fcntl.flock(other_process, fcntl.LOCK_UN)
-        os.close(other_process)
-
-
-def timed_write(store: Store) -> tuple[float, BaseException | None]:
-    started = time.monotonic()
-    try:
-        insert_nothing(store)
-    except BaseException as error:
-        return time.monotonic() - started, error
-    return time.monotonic() - started, None
-
-
-def bounded_write(store: Store) -> BaseException | None:
-    """`timed_write` in a thread of its own, which must end within 5 s: a write that waits
-    without a limit fails the test instead of hanging it."""
-    outcome: list[tuple[float, BaseException | None]] = []
-    writer = threading.Thread(target=lambda: outcome.append(timed_write(store)), daemon=True)
-    writer.start()
-    writer.join(5)
-    assert not writer.is_alive(), "a write waited without a limit"
-    return outcome[0][1]
-
-
-def free_for_another_process(store: Store) -> bool:
-    other = os.open(f"{store.location.sqlite_path()}-lock", os.O_RDWR)
-    try:
-        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(other)  # lets go of it, if taken
-    return True
-
-
 def test_writes_behind_another_process_that_keeps_the_turn_give_up_at_the_busy_timeout(tmp_path: Path) -> None:
     # Another process holds the lock file's lock and does not let go (a relayctl stopped with
     # Ctrl-Z): no write waits for it past the busy timeout, the first no more than the others.
@@ -281,9 +281,7 @@ def test_a_write_gets_the_turn_the_moment_another_process_lets_go(tmp_path: Path
     store.ensure_schema()
     try:
         with held_by_another_process(store) as other_process:
-            outcome: list[tuple[float, BaseException | None]] = []
-            writer = threading.Thread(target=lambda: outcome.append(timed_write(store)), daemon=True)
-            writer.start()
+            writer, outcome = write_in_thread(store)
             time.sleep(0.2)
             assert writer.is_alive()
             fcntl.flock(other_process, fcntl.LOCK_UN)

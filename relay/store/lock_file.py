@@ -71,7 +71,7 @@ class LockFile:
 
     def _try(self) -> bool:
         try:
-            fcntl.flock(self._fd if self._fd is not None else self._fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
         return True

@@ -230,7 +230,8 @@ class SQLiteBackend:
         self._lock = threading.Lock()
         self._write_turn = threading.Lock()
         self._manual_checkpoints = False
-        self._lock_file = LockFile(f"{self.path}-lock")
+        self._lock_path = f"{self.path}-lock"
+        self._lock_file = LockFile(self._lock_path)
         # Never set: a SQLite file is local, so it is never out of reach the way a server is; its
         # failures (a lock held past the busy timeout, the disk) are found by each call itself.
         self.down: StoreUnavailable | None = None
@@ -444,7 +445,7 @@ class SQLiteBackend:
         self._local = threading.local()
         with self._write_turn:
             self._lock_file.close()
-            self._lock_file = LockFile(f"{self.path}-lock")
+            self._lock_file = LockFile(self._lock_path)
 
     def integrity_check(self) -> str:
         """'ok', or what SQLite's quick_check found wrong."""
