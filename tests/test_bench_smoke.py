@@ -128,3 +128,30 @@ def test_cpu_per_request_compares_relays_side_by_side() -> None:
     # The working tree twice (as `work` and as a directory): four figures, each a CPU cost.
     assert len(lines) == 4 and all("CPU" in line and "µs/request" in line for line in lines), done.stdout
     assert all(float(line.split("CPU")[1].split()[0]) > 0 for line in lines)
+
+
+def test_claims_benchmark_times_a_claim_with_and_without_a_backlog() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.claims",
+            "work",
+            "--backlog",
+            "200",
+            "--rounds",
+            "2",
+            "--claims-per-round",
+            "1",
+            "--database",
+            "sqlite",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("work")]
+    assert [(row[0], row[1], " ".join(row[2:4])) for row in rows] == [("work", "sqlite", "finds one"), ("work", "sqlite", "finds none")]
+    assert all(float(figure) > 0 for row in rows for figure in row[4:]), done.stdout

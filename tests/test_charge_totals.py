@@ -117,7 +117,9 @@ def test_totals_equal_the_sum_of_the_jobs_charges(store: Store, steps: list[tupl
         if action == "record":
             store.insert_video(job(number, key=key, account=account, charged_at=now, seconds=seconds, usd=seconds * 0.1))
         elif action == "give_up":
-            claimed = store.claim_jobs_to_watch(OWNER, now=now + 10_000, lease_seconds=60, limit=100, holders_now=now)
+            claimed = store.claim_jobs_to_watch(
+                OWNER, per_account={"a": 100, "b": 100}, limit=100, now=now + 10_000, lease_seconds=60, holders_now=now
+            )
             if any(video.id == video_id for video in claimed):
                 store.stop_watching(video_id, OWNER, reason="max_age")
             for video in claimed:

@@ -12,7 +12,7 @@ import pytest
 from conftest import Relay, Sandbox, run_sql
 from test_relay import CREATE, auth
 
-from relay.accounts import remove_account, reset_account
+from relay.accounts import remove_account, reset_account, set_enabled
 from relay.jobs.pacing import AccountPacer
 from relay.records import Video
 
@@ -126,6 +126,29 @@ def test_jobs_an_account_may_not_poll_yet_wait_in_the_database_unclaimed(make_re
     assert [(row["watch_next_at"], row["watch_owner"]) for row in unpolled] == [(first_due[row["id"]], None) for row in unpolled]
 
 
+def test_each_account_gives_the_watcher_only_the_jobs_it_has_polls_for(make_relay: Any, sandbox: Sandbox) -> None:
+    """With one account's backlog older than another's, a claim of the oldest due jobs across
+    accounts took the backlog's, up to the other's spare polls, and handed them back."""
+    relay = watching(make_relay, sandbox, watcher_polls_per_minute=60)
+    key = relay.issue_key()
+    first_due = {}
+    for n in range(20):
+        video_id = create(relay, key, prompt=f"Forever {n} [never]")
+        first_due[video_id] = video(relay, video_id).watch_next_at
+    relay.add_account("second", sandbox.base_api())
+    set_enabled(relay.state.store, "main", False)  # new work goes to "second"; main's jobs are still polled
+    relay.state.reload()
+    for n in range(20):
+        video_id = create(relay, key, prompt=f"Forever too {n} [never]")
+        first_due[video_id] = video(relay, video_id).watch_next_at
+    time.sleep(2.0)
+    rows = run_sql(relay.state.store, "SELECT id, account, watch_next_at, watch_owner, watch_polls FROM videos")
+    assert {row["account"] for row in rows if row["watch_polls"]} == {"main", "second"}
+    unpolled = [row for row in rows if row["watch_polls"] == 0]
+    assert {row["account"] for row in unpolled} == {"main", "second"}  # the pace polled some of each, not all
+    assert [(row["watch_next_at"], row["watch_owner"]) for row in unpolled] == [(first_due[row["id"]], None) for row in unpolled]
+
+
 def test_a_429_on_a_watcher_poll_rests_the_account_and_the_watcher(make_relay: Any, sandbox: Sandbox) -> None:
     relay = watching(make_relay, sandbox)
     key = relay.issue_key()
@@ -162,7 +185,7 @@ def test_a_pause_ends_with_the_job_and_a_give_up_keeps_its_reason(make_relay: An
     key = relay.issue_key()
     paused, given_up = create(relay, key), create(relay, key)
     store, now = relay.state.store, time.time()
-    claimed = store.claim_jobs_to_watch("worker-1", now=now + 60, lease_seconds=60, limit=5, holders_now=now)
+    claimed = store.claim_jobs_to_watch("worker-1", per_account={"main": 5}, limit=5, now=now + 60, lease_seconds=60, holders_now=now)
     assert {job.id for job in claimed} == {paused, given_up}
     store.watch_later(paused, "worker-1", next_poll_at=now + 300, polled=True, reason="account_unauthorized")
     store.stop_watching(given_up, "worker-1", reason="max_age")
@@ -266,7 +289,9 @@ def test_a_dead_processs_claims_are_taken_over_once_its_holder_lease_lapses(make
     key = quiet.issue_key()
     video_id = create(quiet, key)
     now = time.time()
-    (claimed,) = quiet.state.store.claim_jobs_to_watch("dead-process", now=now + 60, lease_seconds=3600, limit=5, holders_now=now)
+    (claimed,) = quiet.state.store.claim_jobs_to_watch(
+        "dead-process", per_account={"main": 5}, limit=5, now=now + 60, lease_seconds=3600, holders_now=now
+    )
     assert claimed.id == video_id
     # The same database and key; its own holder is live. (It adds "main" again: already there.)
     relay: Relay = make_relay(job_watcher=True, job_poll_seconds=0.1, secret_key=quiet.settings.secret_key)

@@ -102,7 +102,7 @@ def test_the_watchers_leases_and_next_polls_skip_the_flush_and_a_settled_job_doe
     try:
         store.insert_video(_job(now - 20))
         asked.clear()
-        (claimed,) = store.claim_jobs_to_watch("holder_1", now=now, lease_seconds=60, limit=16, holders_now=now)
+        (claimed,) = store.claim_jobs_to_watch("holder_1", per_account={"a": 6}, limit=16, now=now, lease_seconds=60, holders_now=now)
         store.watch_later(claimed.id, "holder_1", next_poll_at=now + 5, polled=True)
         assert asked == [("off", False)] * 2
         asked.clear()

@@ -242,3 +242,27 @@ def test_an_upgrade_drops_the_videos_account_index_and_a_repair_of_step_1_keeps_
         assert store.schema_status().pending == () and store.schema_status().version == SCHEMA_VERSION
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+def test_step_6_indexes_the_watched_jobs_by_account_and_drops_the_index_by_due_time(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as older:
+        older.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:5])
+        older.setattr(schema, "SCHEMA_VERSION", 5)
+        store = Store(database)
+        assert store.ensure_schema() == (1, 2, 3, 4, 5)
+    try:
+        assert "idx_videos_watch_next_at" in _indexes_on_videos(store)
+        run_sql(
+            store,
+            "INSERT INTO videos (id, account, key_name, kind, status, created_at, recorded_at, resource, watch_next_at)"
+            " VALUES ('video_1', 'a', 'alice', 'create', 'queued', 1, 1, '{}', 1)",
+        )
+        assert store.ensure_schema() == tuple(range(6, SCHEMA_VERSION + 1))
+        indexes = _indexes_on_videos(store)
+        assert "idx_videos_watching" in indexes and "idx_videos_watch_next_at" not in indexes
+        claimed = store.claim_jobs_to_watch("worker-1", per_account={"a": 1}, limit=1, now=2, lease_seconds=60, holders_now=2)
+        assert [video.id for video in claimed] == ["video_1"]
+        assert store.ensure_schema() == ()
+    finally:
+        store.close()

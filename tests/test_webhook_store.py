@@ -424,7 +424,7 @@ def test_a_version_2_database_upgrades_to_3_with_its_unfinished_jobs_watched(dat
         store.close()
 
 
-def test_step_3_indexes_claiming_and_listing(store: Store) -> None:
+def test_the_indexes_that_claim_and_list_deliveries_and_jobs(store: Store) -> None:
     if store.dialect == "sqlite":
         names = {row[0] for row in run_sql(store, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     else:
@@ -434,7 +434,7 @@ def test_step_3_indexes_claiming_and_listing(store: Store) -> None:
         "idx_webhook_deliveries_endpoint_id_created_at",
         "idx_webhook_endpoints_key_name_created_at",
         "idx_webhook_attempts_delivery_id_ts",
-        "idx_videos_watch_next_at",
+        "idx_videos_watching",
     } <= names
 
 

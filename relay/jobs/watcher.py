@@ -34,6 +34,9 @@ _CONCURRENT_POLLS = 16
 # An unauthorized account's jobs wait (no upstream call) and are looked at again this often, so
 # they resume by themselves once an operator rotates or resets the account.
 _PAUSED_SECONDS = 300.0  # at most; 30 poll intervals when those are shorter
+# How often the watcher looks for jobs of accounts no longer in the pool while the configuration
+# stays as it is: a look reads every job watched, where a round reads only what it claims.
+_ORPHANS_SECONDS = 300.0
 
 
 async def run_watcher(state: RelayState) -> None:
@@ -41,10 +44,11 @@ async def run_watcher(state: RelayState) -> None:
 
     No rounds: a claim takes only as many jobs as there are free slots, and each slot is refilled
     as its poll ends, so one upstream that hangs until its read timeout holds one slot, not the
-    watcher. Nor more than the accounts' pace allows now, and none of an account that may not be
-    polled now: a job claimed only to be handed back cost a write under the writers' lock each
-    time, some 16 a second with a backlog on one account, which creates waited behind. (A job of
-    an account removed meanwhile is claimed, and given up, in the next round with a poll to spare.)
+    watcher. Nor more of an account than its pace allows now: a job claimed only to be handed
+    back cost a write under the writers' lock each time, some 16 a second with a backlog on one
+    account, which creates waited behind. The jobs of an account removed meanwhile are claimed
+    (and given up) when the relay's configuration changes, and every _ORPHANS_SECONDS in case
+    another replica recorded one after its account was gone here.
     """
     pacer = AccountPacer(state.settings.watcher_polls_per_minute)
     idle = min(1.0, state.settings.job_poll_seconds / 2)
@@ -52,6 +56,9 @@ async def run_watcher(state: RelayState) -> None:
     lease = state.settings.connect_timeout_seconds + 2 * state.settings.read_timeout_seconds + 30
     claims = Retrying("claim jobs to watch (they wait in the database meanwhile)")
     running = 0
+    # The configuration version the watcher last looked for orphans under, and when it looks again anyway.
+    orphans_looked_for: int | None = None
+    orphans_next_look = 0.0
 
     async def watch_one(video: Video) -> None:
         nonlocal running
@@ -60,29 +67,38 @@ async def run_watcher(state: RelayState) -> None:
         finally:
             running -= 1
 
+    def claim(spare: dict[str, int], free: int, now: float, orphans: bool) -> tuple[list[Video], bool]:
+        """The jobs to poll now, and whether orphans may be left (their claim filled every slot)."""
+        store, owner, holders_now = state.store, state.holder.owner, time.time()
+        due = []
+        if orphans:
+            due = store.claim_orphaned_jobs(
+                owner, accounts=sorted(spare), limit=free, now=now, lease_seconds=lease, holders_now=holders_now
+            )
+        orphans_left = len(due) == free
+        if not orphans_left:
+            due += store.claim_jobs_to_watch(
+                owner, per_account=spare, limit=free - len(due), now=now, lease_seconds=lease, holders_now=holders_now
+            )
+        return due, orphans_left
+
     async with anyio.create_task_group() as tasks:
         while True:
             now = state.clock()
             spare = {upstream.name: pacer.spare(upstream.name, now) for upstream in state.pool.all()}
             free = _CONCURRENT_POLLS - running
-            # With no account left, every job due is given up (its account is gone): none is paced.
-            limit = min(free, sum(spare.values())) if spare else free
+            version = state.config_version
+            orphans = version != orphans_looked_for or now >= orphans_next_look
             due: list[Video] = []
-            if limit > 0:
+            if free > 0 and (orphans or any(spare.values())):
                 try:
-                    due = await state.db(
-                        state.store.claim_jobs_to_watch,
-                        state.holder.owner,
-                        now=now,
-                        lease_seconds=lease,
-                        limit=limit,
-                        holders_now=time.time(),
-                        skip_accounts=sorted(name for name, polls in spare.items() if polls == 0),
-                    )
+                    due, orphans_left = await state.db(claim, spare, free, now, orphans)
                 except Exception as error:
                     claims.failed(error)
                 else:
                     claims.succeeded()
+                    if orphans:
+                        orphans_looked_for, orphans_next_look = version, now if orphans_left else now + _ORPHANS_SECONDS
             for video in due:
                 running += 1
                 tasks.start_soon(watch_one, video)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..records import TERMINAL_STATUSES, Video
@@ -21,6 +22,26 @@ _NEXT_PAGE_ASC = (
 _NEXT_PAGE_DESC = (
     "SELECT * FROM videos WHERE key_name = ? AND deleted_at IS NULL AND (created_at, id) < (?, ?) ORDER BY created_at DESC, id DESC LIMIT ?"
 )
+
+
+# A watched job the watcher may claim: not deleted nor finished, and not leased to a live process.
+# With `watch_next_at IS NOT NULL` (which a due time implies), what idx_videos_watching holds.
+_CLAIMABLE = (
+    "deleted_at IS NULL AND status NOT IN ('completed', 'failed')"
+    " AND (watch_until IS NULL OR watch_until < ? OR watch_owner NOT IN (SELECT id FROM holders WHERE expires_at > ?))"
+)
+
+
+@functools.cache
+def _due_of_accounts(accounts: int) -> str:
+    """The claimable jobs of `accounts` accounts, each account's oldest due first up to its own
+    limit, then the oldest of them all up to the claim's limit."""
+    parts = " UNION ALL ".join(
+        f"SELECT * FROM (SELECT * FROM videos WHERE account = ? AND watch_next_at <= ? AND {_CLAIMABLE}"
+        f" ORDER BY watch_next_at LIMIT ?) AS account_{n}"
+        for n in range(accounts)
+    )
+    return f"SELECT * FROM ({parts}) AS due ORDER BY watch_next_at LIMIT ?"
 
 
 class Videos(Aggregate):
@@ -146,36 +167,55 @@ class Videos(Aggregate):
     # -- the job watcher (relay.watcher) ---------------------------------------------------------
 
     def claim_jobs_to_watch(
-        self, owner: str, *, now: float, lease_seconds: float, limit: int, holders_now: float, skip_accounts: Sequence[str] = ()
+        self, owner: str, *, per_account: Mapping[str, int], limit: int, now: float, lease_seconds: float, holders_now: float
     ) -> list[Video]:
-        """Unfinished jobs due a poll, leased to `owner` (this process's holder id, relay.holders)
-        so one worker of one replica polls each at a time. None of the jobs of `skip_accounts`,
-        which the watcher may not poll now: claimed, they would only be handed back.
+        """Unfinished jobs due a poll, oldest due first: at most `per_account[name]` of each
+        account (the polls it has to spare), `limit` in all, and none of an account not named.
+        They are leased to `owner` (this process's holder id, relay.holders), so one worker of
+        one replica polls each at a time.
 
-        A lease is anyone's again once it runs out, or as soon as its owner's holder lease has
-        lapsed (compared at the holders' wall-clock `holders_now`): a process killed mid-poll
-        hands its jobs over within RELAY_HOLDER_LEASE_SECONDS, not after the poll's long lease.
+        Each account's jobs are read through videos (account, watch_next_at), so the work is the
+        jobs claimed, however many wait on accounts with no poll to spare. A lease is anyone's
+        again once it runs out, or as soon as its owner's holder lease has lapsed (compared at the
+        holders' wall-clock `holders_now`): a process killed mid-poll hands its jobs over within
+        RELAY_HOLDER_LEASE_SECONDS, not after the poll's long lease.
         """
-        skipped = f" AND account NOT IN ({', '.join('?' * len(skip_accounts))})" if skip_accounts else ""
+        wanted = [(name, n) for name, n in sorted(per_account.items()) if n > 0]
+        if not wanted or limit <= 0:
+            return []
+        # Padded to a power of two, the statement has a few shapes, not one per number of accounts
+        # (each shape is a prepared statement on PostgreSQL); a padding part matches no job.
+        wanted += [("", 0)] * ((1 << (len(wanted) - 1).bit_length()) - len(wanted))
+        statement = _due_of_accounts(len(wanted))
+        parameters: list[Any] = []
+        for name, n in wanted:
+            parameters += (name, now, now, holders_now, n)
+        parameters.append(limit)
+        return self._claim(statement, parameters, owner, lease_until=now + lease_seconds)
+
+    def claim_orphaned_jobs(
+        self, owner: str, *, accounts: Sequence[str], limit: int, now: float, lease_seconds: float, holders_now: float
+    ) -> list[Video]:
+        """Watched jobs whose account is none of `accounts` (it was removed), due or not (nothing
+        else will claim them), leased as in claim_jobs_to_watch, for the watcher to give up. It
+        reads every watched job, so the watcher asks when the configuration changes and now and then."""
+        others = f" AND account NOT IN ({', '.join('?' * len(accounts))})" if accounts else ""
+        statement = f"SELECT * FROM videos WHERE watch_next_at IS NOT NULL AND {_CLAIMABLE}{others} ORDER BY watch_next_at LIMIT ?"
+        return self._claim(statement, [now, holders_now, *accounts, limit], owner, lease_until=now + lease_seconds)
+
+    def _claim(self, statement: str, parameters: Sequence[Any], owner: str, *, lease_until: float) -> list[Video]:
         with self.reading() as conn:
             # Most rounds find nothing due: a read spares every worker a write lock each second.
-            if conn.execute(f"SELECT 1 FROM videos WHERE watch_next_at <= ?{skipped} LIMIT 1", (now, *skip_accounts)).fetchone() is None:
+            if conn.execute(statement, parameters).fetchone() is None:
                 return []
         # Leases and next-poll times commit without waiting for PostgreSQL's WAL flush: a round
         # writes up to one per claimed job, and each flush held every replica's writers' turn
         # (creates waited behind them). Losing them in a database crash only has jobs polled again.
         with self.transaction(durable=False) as conn:
-            rows = conn.execute(
-                "SELECT * FROM videos WHERE watch_next_at <= ? AND deleted_at IS NULL AND status NOT IN ('completed', 'failed')"
-                " AND (watch_until IS NULL OR watch_until < ? OR watch_owner NOT IN (SELECT id FROM holders WHERE expires_at > ?))"
-                f"{skipped} ORDER BY watch_next_at LIMIT ?",
-                (now, now, holders_now, *skip_accounts, limit),
-            ).fetchall()
+            rows = conn.execute(statement, parameters).fetchall()
             if rows:
-                conn.executemany(
-                    "UPDATE videos SET watch_owner = ?, watch_until = ? WHERE id = ?",
-                    [(owner, now + lease_seconds, row["id"]) for row in rows],
-                )
+                leases = [(owner, lease_until, row["id"]) for row in rows]
+                conn.executemany("UPDATE videos SET watch_owner = ?, watch_until = ? WHERE id = ?", leases)
             return [_video(row) for row in rows]
 
     def watch_later(self, video_id: str, owner: str, *, next_poll_at: float, polled: bool, reason: str | None = None) -> None:
