@@ -1,5 +1,6 @@
 """The job watcher's claims in the database: each account's due jobs up to the polls it has to
-spare, the jobs of accounts no longer in the pool, and a claim's work bounded by what it claims."""
+spare, the jobs of accounts no longer in the pool, and a claim's work bounded by what it claims
+(as is the count of jobs in flight, by the jobs unfinished)."""
 
 from __future__ import annotations
 
@@ -163,6 +164,26 @@ def test_a_claims_work_does_not_grow_with_the_backlog_of_an_account_with_no_poll
         finally:
             store.close()
     assert work[2_000] < 2 * work[20], work
+
+
+def test_counting_the_jobs_in_flight_reads_the_unfinished_ones_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every scrape counts them; it used to read every job the relay ever recorded."""
+    steps = _counting_vm_steps(monkeypatch)
+    work = {}
+    for finished in (20, 2_000):
+        store = Store(tmp_path / f"finished-{finished}.db")
+        store.ensure_schema()
+        try:
+            for n in range(finished):
+                store.insert_video(job(f"video_done_{n}", "a", None))
+                store.update_video(f"video_done_{n}", status="completed", progress=100, expires_at=None, resource="{}", now=NOW)
+            store.insert_video(job("video_running", "a", NOW + 5))
+            steps[0] = 0
+            assert store.jobs_in_flight() == {"in_progress": 1}
+            work[finished] = steps[0]
+        finally:
+            store.close()
+    assert work[2_000] < 2 * work[20] + 2, work
 
 
 _JOB = st.tuples(

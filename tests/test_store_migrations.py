@@ -245,7 +245,9 @@ def test_an_upgrade_drops_the_videos_account_index_and_a_repair_of_step_1_keeps_
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
-def test_step_6_indexes_the_watched_jobs_by_account_and_drops_the_index_by_due_time(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_step_6_indexes_the_unfinished_jobs_by_account_and_drops_the_index_by_due_time(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with monkeypatch.context() as older:
         older.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:5])
         older.setattr(schema, "SCHEMA_VERSION", 5)
@@ -260,7 +262,7 @@ def test_step_6_indexes_the_watched_jobs_by_account_and_drops_the_index_by_due_t
         )
         assert store.ensure_schema() == tuple(range(6, SCHEMA_VERSION + 1))
         indexes = _indexes_on_videos(store)
-        assert "idx_videos_watching" in indexes and "idx_videos_watch_next_at" not in indexes
+        assert "idx_videos_unfinished" in indexes and "idx_videos_watch_next_at" not in indexes
         claimed = store.claim_jobs_to_watch("worker-1", per_account={"a": 1}, limit=1, now=2, lease_seconds=60, holders_now=2)
         assert [video.id for video in claimed] == ["video_1"]
         assert store.ensure_schema() == ()

@@ -434,7 +434,7 @@ def test_the_indexes_that_claim_and_list_deliveries_and_jobs(store: Store) -> No
         "idx_webhook_deliveries_endpoint_id_created_at",
         "idx_webhook_endpoints_key_name_created_at",
         "idx_webhook_attempts_delivery_id_ts",
-        "idx_videos_watching",
+        "idx_videos_unfinished",
     } <= names
 
 

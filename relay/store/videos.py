@@ -24,8 +24,8 @@ _NEXT_PAGE_DESC = (
 )
 
 
-# A watched job the watcher may claim: not deleted nor finished, and not leased to a live process.
-# With `watch_next_at IS NOT NULL` (which a due time implies), what idx_videos_watching holds.
+# A watched job the watcher may claim: not deleted nor finished (the terms of idx_videos_unfinished,
+# as written there, so both databases see that it serves), and not leased to a live process.
 _CLAIMABLE = (
     "deleted_at IS NULL AND status NOT IN ('completed', 'failed')"
     " AND (watch_until IS NULL OR watch_until < ? OR watch_owner NOT IN (SELECT id FROM holders WHERE expires_at > ?))"
@@ -174,7 +174,7 @@ class Videos(Aggregate):
         They are leased to `owner` (this process's holder id, relay.holders), so one worker of
         one replica polls each at a time.
 
-        Each account's jobs are read through videos (account, watch_next_at), so the work is the
+        Each account's jobs are read through idx_videos_unfinished, so the work is the
         jobs claimed, however many wait on accounts with no poll to spare. A lease is anyone's
         again once it runs out, or as soon as its owner's holder lease has lapsed (compared at the
         holders' wall-clock `holders_now`): a process killed mid-poll hands its jobs over within
