@@ -162,17 +162,43 @@ def test_a_429_on_a_watcher_poll_rests_the_account_and_the_watcher(make_relay: A
     assert video(relay, video_id).watch_next_at is not None  # still watched, later
 
 
-def test_an_unauthorized_account_pauses_its_jobs_until_an_operator_resets_it(make_relay: Any, sandbox: Sandbox) -> None:
+def test_an_unauthorized_accounts_jobs_wait_unclaimed_until_an_operator_resets_it(make_relay: Any, sandbox: Sandbox) -> None:
     relay = watching(make_relay, sandbox)
     key = relay.issue_key()
     sandbox.fault(preset="unauthorized", method="GET", times=1)
-    video_id = create(relay, key)
-    eventually(lambda: video(relay, video_id).watch_stopped == "account_unauthorized")
-    seen = len(polls(sandbox, video_id))
-    time.sleep(0.5)
-    assert len(polls(sandbox, video_id)) == seen  # no upstream call while it is unauthorized
+    ids = [create(relay, key, prompt=f"Waiting {n} [never]") for n in range(5)]
+    eventually(lambda: relay.state.store.account("main").state == "unauthorized")  # type: ignore[union-attr]
+    time.sleep(0.3)  # polls already under way end
+    seen = sum(len(polls(sandbox, video_id)) for video_id in ids)
+
+    def jobs() -> list[tuple[str, float, str | None, int]]:
+        rows = run_sql(relay.state.store, "SELECT id, watch_next_at, watch_owner, watch_polls FROM videos ORDER BY id")
+        return [(row["id"], row["watch_next_at"], row["watch_owner"], row["watch_polls"]) for row in rows]
+
+    waiting = jobs()
+    time.sleep(0.5)  # five poll intervals
+    assert sum(len(polls(sandbox, video_id)) for video_id in ids) == seen  # no upstream call while it is unauthorized
+    # Nor claimed and handed back, each a write, every round: they wait in the database, due.
+    assert jobs() == waiting
+    assert all(owner is None and due <= time.time() for _, due, owner, _ in waiting)
     reset_account(relay.state.store, "main")
+    relay.state.reload()
+    eventually(lambda: sum(len(polls(sandbox, video_id)) for video_id in ids) >= seen + len(ids))
+
+
+def test_a_job_claimed_as_its_account_turns_unauthorized_is_paused_until_an_operator_resets_it(make_relay: Any, sandbox: Sandbox) -> None:
+    quiet: Relay = make_relay()  # no watcher: the job is claimed and paused as a watcher would
+    quiet.add_account("main", sandbox.base_api())
+    key = quiet.issue_key()
+    video_id = create(quiet, key)
+    store, now = quiet.state.store, time.time()
+    (claimed,) = store.claim_jobs_to_watch("worker-1", per_account={"main": 1}, limit=1, now=now + 60, lease_seconds=60, holders_now=now)
+    store.watch_later(claimed.id, "worker-1", next_poll_at=now + 300, polled=False, reason="account_unauthorized")
+    relay: Relay = make_relay(job_watcher=True, job_poll_seconds=0.1, secret_key=quiet.settings.secret_key)
+    time.sleep(0.5)
+    assert polls(sandbox, video_id) == [] and video(relay, video_id).watch_stopped == "account_unauthorized"
     # The reset makes the paused job due at once (not after its pause of 30 poll intervals).
+    reset_account(store, "main")
     done = eventually(lambda: (v := video(relay, video_id)).status == "completed" and v)
     assert done.watch_stopped is None and done.charge_state == "settled"
 

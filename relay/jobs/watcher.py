@@ -21,7 +21,7 @@ from ..errors import RelayError
 from ..logs import fields
 from ..pool import Upstream
 from ..providers.operations import operations_for
-from ..records import StoreUnavailable, Video
+from ..records import Account, StoreUnavailable, Video
 from ..state import RelayState, Retrying
 from .pacing import AccountPacer, next_poll_delay, poll_hint_seconds
 from .settle import is_news, settle_status
@@ -85,7 +85,7 @@ async def run_watcher(state: RelayState) -> None:
     async with anyio.create_task_group() as tasks:
         while True:
             now = state.clock()
-            spare = {upstream.name: pacer.spare(upstream.name, now) for upstream in state.pool.all()}
+            spare = {upstream.name: _spare_polls(upstream, pacer, now) for upstream in state.pool.all()}
             free = _CONCURRENT_POLLS - running
             version = state.config_version
             orphans = version != orphans_looked_for or now >= orphans_next_look
@@ -104,6 +104,21 @@ async def run_watcher(state: RelayState) -> None:
                 tasks.start_soon(watch_one, video)
             if len(due) < free or free == 0:
                 await anyio.sleep(idle)
+
+
+def _spare_polls(upstream: Upstream, pacer: AccountPacer, now: float) -> int:
+    """The polls the watcher may spend on an account now: none while it is unauthorized or
+    rests after a 429, so that its jobs wait in the database, due, rather than each be claimed
+    and handed back (with a backlog, some every round for as long as the account is out)."""
+    account = upstream.account
+    if account.state == "unauthorized" or _resting_until(account, now) is not None:
+        return 0
+    return pacer.spare(upstream.name, now)
+
+
+def _resting_until(account: Account, now: float) -> float | None:
+    """When an account resting after a 429 is back (None: it is not resting)."""
+    return account.state_until if account.effective_state(now) == "rate_limited" else None
 
 
 async def _watch_guarded(state: RelayState, pacer: AccountPacer, video: Video) -> None:
@@ -132,14 +147,17 @@ async def watch(state: RelayState, pacer: AccountPacer, video: Video) -> None:
         await _stop(state, video, "account_removed")
         return
     account = upstream.account
+    # The account turned unauthorized or began to rest since the claim (its later jobs are not
+    # claimed until it is back, see _spare_polls).
     if account.state == "unauthorized":
         state.metrics.watcher_polls.labels("paused").inc()
         paused_until = now + min(_PAUSED_SECONDS, 30 * settings.job_poll_seconds)
         await state.db(state.store.watch_later, video.id, owner, next_poll_at=paused_until, polled=False, reason="account_unauthorized")
         return
-    if account.effective_state(now) == "rate_limited" and account.state_until is not None:
+    back = _resting_until(account, now)
+    if back is not None:
         # The account rests; its clients come first when it is back.
-        await state.db(state.store.watch_later, video.id, owner, next_poll_at=account.state_until + 1, polled=False)
+        await state.db(state.store.watch_later, video.id, owner, next_poll_at=back + 1, polled=False)
         return
     wait = pacer.take(account.name, now)
     if wait > 0:
