@@ -54,7 +54,7 @@ def _prepare(location: str, backlog: int) -> None:
     store = Store(location)
     try:
         store.ensure_schema()
-        with store._db.transaction() as conn:
+        with store.transaction() as conn:
             conn.executemany(
                 "INSERT INTO videos (id, account, key_name, kind, status, created_at, recorded_at, resource, watch_next_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -79,7 +79,7 @@ def _claimer(store: Any) -> Any:
 
 def _holder_alive(store: Any, alive: bool) -> None:
     """Whether the claiming process counts as alive: its lease on quiet's job holds, or not."""
-    with store._db.transaction() as conn:
+    with store.transaction() as conn:
         conn.execute("UPDATE holders SET expires_at = ? WHERE id = 'bench'", (NOW + 3600 if alive else 0,))
 
 
