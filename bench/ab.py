@@ -281,6 +281,19 @@ def extracted(commit: str) -> Iterator[Path]:
         yield Path(directory)
 
 
+@contextlib.contextmanager
+def source_of(given: str) -> Iterator[Path | None]:
+    """A relay's source as the benchmarks take it: None for `work` (the working tree), a
+    directory holding a relay's source as given, or a commit, extracted."""
+    if given == "work":
+        yield None
+    elif Path(given).is_dir():
+        yield Path(given)
+    else:
+        with extracted(given) as directory:
+            yield directory
+
+
 def _check_runs_from(env: dict[str, str], source: Path) -> None:
     """The earlier relay's processes import the extracted code, not this checkout's."""
     found = subprocess.run(

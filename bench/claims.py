@@ -146,18 +146,9 @@ def _run_worker(source: Path, arguments: list[str]) -> Any:
     return json.loads(done.stdout) if done.stdout.strip() else None
 
 
-@contextlib.contextmanager
-def _source(relay: str) -> Iterator[Path]:
-    if relay == "work":
-        yield REPO
-        return
-    from .ab import extracted
-
-    with extracted(relay) as directory:
-        yield directory
-
-
 def main() -> None:
+    from .ab import source_of
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("relays", nargs="*", default=["work"])
     parser.add_argument("--backlog", type=int, default=10_000)
@@ -170,7 +161,8 @@ def main() -> None:
     for kind in args.database.split(","):
         with tempfile.TemporaryDirectory(prefix="relay-claims-") as directory, _places(kind, Path(directory)) as make:
             for relay in args.relays:
-                with _source(relay) as source:
+                with source_of(relay) as given_source:
+                    source = given_source or REPO
                     locations = {name: make(f"{relay}-{name}") for name in ("none", "backlog")}
                     for name, backlog in (("none", 0), ("backlog", args.backlog)):
                         _run_worker(source, ["prepare", locations[name], str(backlog)])

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from . import targets
-from .ab import extracted
+from .ab import source_of
 from .load import wrk
 from .mock import start_nginx
 from .procs import cpu_seconds, workspace
@@ -41,12 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         sources: dict[str, Path | None] = {}
         for given in args.relays:
-            if given == "work":
-                sources[given] = None
-            elif Path(given).is_dir():
-                sources[Path(given).name] = Path(given)
-            else:
-                sources[given] = stack.enter_context(extracted(given))
+            source = stack.enter_context(source_of(given))
+            sources[Path(given).name if Path(given).is_dir() else given] = source
         workdir, servers = stack.enter_context(workspace("relay-cpu-"))
         mock = start_nginx(workdir, file_bytes=1 << 20)
         servers.append(mock)

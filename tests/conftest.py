@@ -190,6 +190,15 @@ def database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
 
 
 @pytest.fixture
+def store(database: str) -> Iterator[Store]:
+    """The store on this test's database (see `database`), its schema made."""
+    opened = Store(database)
+    opened.ensure_schema()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
 def make_relay(tmp_path: Path, database: str) -> Iterator[Any]:
     opened: list[TestClient] = []
 

@@ -5,9 +5,7 @@ given up by the watcher, completed after being given up; across day and month bo
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
-import pytest
 from conftest import run_sql
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -19,14 +17,6 @@ BACKENDS = ("sqlite", "postgresql")
 # Just before midnight at the end of a month: jobs land on both sides of a day and month boundary.
 EDGE = dt.datetime(2026, 11, 30, 23, 59, 0, tzinfo=dt.UTC).timestamp()
 OWNER = "watcher-1"
-
-
-@pytest.fixture
-def store(database: str) -> Iterator[Store]:
-    opened = Store(database)
-    opened.ensure_schema()
-    yield opened
-    opened.close()
 
 
 def job(number: int, *, key: str, account: str, charged_at: float, seconds: float, usd: float) -> Video:

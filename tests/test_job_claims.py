@@ -4,7 +4,7 @@ spare, the jobs of accounts no longer in the pool, and a claim's work bounded by
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,6 @@ from relay.store.sqlite import SQLiteBackend
 T0 = 1_800_000_000.0
 NOW = T0 + 1_000.0
 BOTH = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
-
-
-@pytest.fixture
-def store(database: str) -> Iterator[Store]:
-    opened = Store(database)
-    opened.ensure_schema()
-    yield opened
-    opened.close()
 
 
 def job(video_id: str, account: str, due: float | None) -> Video:
@@ -142,47 +134,58 @@ def _counting_vm_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return steps
 
 
+def _steps_by_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fill: Callable[[Store, int], None], measured: Callable[[Store], None]
+) -> dict[int, int]:
+    """The VM steps `measured` takes on a SQLite database `fill` gave 20, and then 2,000, of something."""
+    steps = _counting_vm_steps(monkeypatch)
+    work = {}
+    for size in (20, 2_000):
+        store = Store(tmp_path / f"size-{size}.db")
+        store.ensure_schema()
+        try:
+            fill(store, size)
+            steps[0] = 0
+            measured(store)
+            work[size] = steps[0]
+        finally:
+            store.close()
+    return work
+
+
 def test_a_claims_work_does_not_grow_with_the_backlog_of_an_account_with_no_poll_to_spare(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a backlog on one account, the claim used to read every one of its due jobs each
     round (a 10,000-job backlog: about 9 ms, most of it in the write transaction)."""
-    steps = _counting_vm_steps(monkeypatch)
-    work = {}
-    for backlog in (20, 2_000):
-        store = Store(tmp_path / f"backlog-{backlog}.db")
-        store.ensure_schema()
-        try:
-            for n in range(backlog):
-                store.insert_video(job(f"video_busy_{n}", "busy", T0 + n * 0.01))
-            store.insert_video(job("video_quiet", "quiet", NOW - 1))
-            store.insert_video(job("video_quiet_later", "quiet", NOW + 10))
-            steps[0] = 0
-            assert claim(store, {"busy": 0, "quiet": 6}) == ["video_quiet"]
-            assert claim(store, {"busy": 0, "quiet": 6}, owner="worker-2") == []
-            work[backlog] = steps[0]
-        finally:
-            store.close()
+
+    def fill(store: Store, backlog: int) -> None:
+        for n in range(backlog):
+            store.insert_video(job(f"video_busy_{n}", "busy", T0 + n * 0.01))
+        store.insert_video(job("video_quiet", "quiet", NOW - 1))
+        store.insert_video(job("video_quiet_later", "quiet", NOW + 10))
+
+    def claims(store: Store) -> None:
+        assert claim(store, {"busy": 0, "quiet": 6}) == ["video_quiet"]
+        assert claim(store, {"busy": 0, "quiet": 6}, owner="worker-2") == []
+
+    work = _steps_by_size(tmp_path, monkeypatch, fill, claims)
     assert work[2_000] < 2 * work[20], work
 
 
 def test_counting_the_jobs_in_flight_reads_the_unfinished_ones_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every scrape counts them; it used to read every job the relay ever recorded."""
-    steps = _counting_vm_steps(monkeypatch)
-    work = {}
-    for finished in (20, 2_000):
-        store = Store(tmp_path / f"finished-{finished}.db")
-        store.ensure_schema()
-        try:
-            for n in range(finished):
-                store.insert_video(job(f"video_done_{n}", "a", None))
-                store.update_video(f"video_done_{n}", status="completed", progress=100, expires_at=None, resource="{}", now=NOW)
-            store.insert_video(job("video_running", "a", NOW + 5))
-            steps[0] = 0
-            assert store.jobs_in_flight() == {"in_progress": 1}
-            work[finished] = steps[0]
-        finally:
-            store.close()
+
+    def fill(store: Store, finished: int) -> None:
+        for n in range(finished):
+            store.insert_video(job(f"video_done_{n}", "a", None))
+            store.update_video(f"video_done_{n}", status="completed", progress=100, expires_at=None, resource="{}", now=NOW)
+        store.insert_video(job("video_running", "a", NOW + 5))
+
+    def count(store: Store) -> None:
+        assert store.jobs_in_flight() == {"in_progress": 1}
+
+    work = _steps_by_size(tmp_path, monkeypatch, fill, count)
     assert work[2_000] < 2 * work[20] + 2, work
 
 

@@ -44,6 +44,16 @@ def create(relay: Relay, key: str, prompt: str = "A lighthouse") -> str:
     return str(created.json()["id"])
 
 
+def never_ending_jobs(relay: Relay, key: str, prompt: str, count: int = 20) -> dict[str, float | None]:
+    """Jobs the sandbox never finishes, by id, with when each is first due a poll (read as soon as
+    it is created, before the watcher can have moved it)."""
+    first_due = {}
+    for n in range(count):
+        video_id = create(relay, key, prompt=f"{prompt} {n} [never]")
+        first_due[video_id] = video(relay, video_id).watch_next_at
+    return first_due
+
+
 def video(relay: Relay, video_id: str) -> Video:
     found = relay.state.store.video(video_id)
     assert found is not None
@@ -115,10 +125,7 @@ def test_jobs_an_account_may_not_poll_yet_wait_in_the_database_unclaimed(make_re
     # Claimed only to be handed back, each cost a write under the writers' lock, every round.
     relay = watching(make_relay, sandbox, watcher_polls_per_minute=60)
     key = relay.issue_key()
-    first_due = {}
-    for n in range(20):
-        video_id = create(relay, key, prompt=f"Forever {n} [never]")
-        first_due[video_id] = video(relay, video_id).watch_next_at
+    first_due = never_ending_jobs(relay, key, "Forever")
     time.sleep(2.0)
     rows = run_sql(relay.state.store, "SELECT id, watch_next_at, watch_owner, watch_polls FROM videos")
     unpolled = [row for row in rows if row["watch_polls"] == 0]
@@ -131,16 +138,11 @@ def test_each_account_gives_the_watcher_only_the_jobs_it_has_polls_for(make_rela
     accounts took the backlog's, up to the other's spare polls, and handed them back."""
     relay = watching(make_relay, sandbox, watcher_polls_per_minute=60)
     key = relay.issue_key()
-    first_due = {}
-    for n in range(20):
-        video_id = create(relay, key, prompt=f"Forever {n} [never]")
-        first_due[video_id] = video(relay, video_id).watch_next_at
+    first_due = never_ending_jobs(relay, key, "Forever")
     relay.add_account("second", sandbox.base_api())
     set_enabled(relay.state.store, "main", False)  # new work goes to "second"; main's jobs are still polled
     relay.state.reload()
-    for n in range(20):
-        video_id = create(relay, key, prompt=f"Forever too {n} [never]")
-        first_due[video_id] = video(relay, video_id).watch_next_at
+    first_due |= never_ending_jobs(relay, key, "Forever too")
     time.sleep(2.0)
     rows = run_sql(relay.state.store, "SELECT id, account, watch_next_at, watch_owner, watch_polls FROM videos")
     assert {row["account"] for row in rows if row["watch_polls"]} == {"main", "second"}

@@ -25,14 +25,6 @@ from tests.conftest import BIN, TOKEN, run_sql
 BACKENDS = ("sqlite", "postgresql")
 
 
-@pytest.fixture
-def store(database: str) -> Iterator[Store]:
-    store = Store(database)
-    store.ensure_schema()
-    yield store
-    store.close()
-
-
 BOX = SecretBox([generate_key().encode()])
 
 

@@ -5,7 +5,6 @@ deliveries claimed under a lease by one owner at a time, attempts recorded, and 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,6 @@ BACKENDS = ("sqlite", "postgresql")
 
 T0 = 1_800_000_000.0
 DAY = 86400.0
-
-
-@pytest.fixture
-def store(database: str) -> Iterator[Store]:
-    opened = Store(database)
-    opened.ensure_schema()
-    yield opened
-    opened.close()
 
 
 def endpoint(
