@@ -265,7 +265,7 @@ class Attempts:
             background=BackgroundTask(opened.close),
         )
 
-    async def _relay_bytes(self, upstream: Upstream, opened: upstream_http.Opened, latency: float) -> AsyncIterator[bytes]:
+    async def _relay_bytes(self, upstream: Upstream, opened: upstream_http.Opened, latency: float) -> AsyncIterator[bytes | memoryview]:
         """The body as it comes. The attempt is recorded when it ends: a download the upstream breaks
         off is a failure of that account, though its status line said 200."""
         kind = "none"

@@ -85,7 +85,7 @@ class Opened:
 
     status: int
     headers: Headers
-    chunks: Callable[[], AsyncIterator[bytes]]
+    chunks: Callable[[], AsyncIterator[bytes | memoryview]]
     close: Callable[[], Awaitable[None]]
     started: float
 
@@ -215,10 +215,11 @@ Client = http1.Client | httpx.AsyncClient
 # answer head (interim 1xx answers included).
 MAX_HEADER_LINE_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 256 * 1024
-# Bytes buffered per read of a body: fewer, larger chunks mean fewer trips through the event
-# loop when a download is copied through. Measured on a 1 GiB download: 256 KiB gave about
-# 950 MB/s; 1 MiB gave 1,100 MB/s but tripled memory growth with 8 downloads at once.
-READ_BUFFER_BYTES = 256 * 1024
+# What one read of a large body may take, and how much may wait unread before reading pauses.
+# Measured on 1 GiB downloads through a one-worker relay (docs/performance.md, twelfth pass),
+# against reads of at most 256 KiB: 512 KiB kept 1.37x the rate for one download and 1.20x for 8
+# at once, with half the memory growth; 1 MiB did no better for 8 at once and held twice the memory.
+READ_BUFFER_BYTES = 512 * 1024
 # An idle connection is dropped after this long, before servers drop it (uvicorn's and Node's
 # default is 5 s): a create written onto a connection the server has just closed fails after
 # sending, which the relay must treat as a possible render and cannot retry.
@@ -550,7 +551,7 @@ async def _open_http1(client: http1.Client, method: str, url: str, *, headers: l
         except http1.InvalidRequest as exc:
             raise RequestNotSendable(str(exc)) from None
 
-    async def chunks() -> AsyncIterator[bytes]:
+    async def chunks() -> AsyncIterator[bytes | memoryview]:
         with _http1_failures_classified(started):
             async for chunk in response.chunks():
                 yield chunk

@@ -115,13 +115,14 @@ class Response:
         self.status = connection.status
         self.headers = connection.headers
 
-    async def read(self) -> bytes:
-        """The body that has arrived since the last call (at least some), or b"" at its end."""
+    async def read(self) -> bytes | memoryview:
+        """Body that has arrived since the last call (at least some), or b"" at its end: a view of
+        the buffer it was read into when it can be (see Connection.read)."""
         if self._done:
             raise ConnectionClosed("the answer was already released")
         return await self._connection.read()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[bytes | memoryview]:
         while chunk := await self.read():
             yield chunk
 

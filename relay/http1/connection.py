@@ -1,5 +1,12 @@
-"""One HTTP/1.1 connection: it writes a request, parses the answer with httptools as bytes arrive,
-and stops reading from the socket while it holds twice `read_buffer_bytes` of body unread."""
+"""One HTTP/1.1 connection: it writes a request, reads the answer into a buffer of its own, parses
+its head with httptools, and stops reading from the socket while it holds `read_buffer_bytes` of
+body unread.
+
+A body framed by Content-Length is not parsed at all: its bytes are handed out as views of the
+buffer they were read into (no copy), and a buffer is never written again once a view of it has
+been handed out. Measured on a 1 GiB download through a one-worker relay, this and its larger
+reads (a plain asyncio Protocol on uvloop gets at most 256 KiB per read, as a new bytes object)
+are what separated the relay from a proxy that only copies (docs/performance.md, twelfth pass)."""
 
 from __future__ import annotations
 
@@ -20,7 +27,8 @@ class Limits:
     # The longest the upstream may send nothing while an answer's head or body is awaited.
     read_timeout: float
     idle_seconds: float
-    # Reading pauses while twice this much body is buffered unread.
+    # The buffer a read goes into (so the most one read takes), and how much body may wait unread
+    # before reading pauses.
     read_buffer_bytes: int
     # One status or header line, and the whole head (interim answers included).
     max_header_line_bytes: int
@@ -35,7 +43,13 @@ class _Unexpected(Exception):
     pass
 
 
-class Connection(asyncio.Protocol):
+# The buffer for heads and small bodies. Only a body longer than this gets a buffer of
+# `read_buffer_bytes`, so an idle pooled connection holds no more than this.
+_SMALL_BUFFER_BYTES = 64 * 1024
+_NO_BUFFER = bytearray()
+
+
+class Connection(asyncio.BufferedProtocol):
     """The protocol of one connection, and the state of the exchange in progress on it.
 
     An exchange: `send`, then `head()`, then `read()` until it returns b"". The owner decides
@@ -64,7 +78,19 @@ class Connection(asyncio.Protocol):
         # the bytes of its header lines (interim answers' and trailers' too).
         self._head_bytes = 0
         self._header_bytes = 0
-        self._chunks: list[bytes] = []
+        # Allocated at the first read. Bytes read into it so far; while `_lent`, a view of it is out
+        # there, so it is only ever written past that point (and replaced when nearly full).
+        self._buffer = _NO_BUFFER
+        self._view = memoryview(self._buffer)
+        self._filled = 0
+        self._lent = False
+        # A Content-Length body read straight from the buffer: the bytes still to come (None when
+        # the parser frames the body), and where the unread part of it starts in the buffer.
+        self._body_left: int | None = None
+        self._body_from = 0
+        self._body_seen = 0
+        # Body handed over and not yet read: httptools' copies, and views of buffers left full.
+        self._chunks: list[bytes | memoryview] = []
         self._buffered = 0
         self._paused = False
         self._error: HTTPError | None = None
@@ -79,6 +105,7 @@ class Connection(asyncio.Protocol):
         self.busy = True
         self.status, self.headers, self.head_done, self.complete, self.keep_alive = 0, [], False, False, False
         self._head_only, self._interim, self._head_bytes, self._header_bytes, self._error = head_only, False, 0, 0, None
+        self._body_left, self._body_seen = None, 0
         # A parser per exchange: after a HEAD answer one would still wait for the body its head announced.
         self._parser = httptools.HttpResponseParser(self)
         if body and len(body) > 65536:
@@ -94,14 +121,16 @@ class Connection(asyncio.Protocol):
                 raise self._error
             await self._wait()
 
-    async def read(self) -> bytes:
-        """All the body that has arrived since the last call (waiting for some), or b"" at its end."""
+    async def read(self) -> bytes | memoryview:
+        """Body that has arrived since the last call (waiting for some), or b"" at its end.
+
+        A view stays valid for good: its buffer is never written again.
+        """
         while True:
-            if self._chunks:
-                chunks = self._chunks
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                self._chunks, self._buffered = [], 0
-                if self._paused and not self.closed and self.transport is not None:
+            data = self._take()
+            if data:
+                self._buffered -= len(data)
+                if self._paused and self._buffered < self._limits.read_buffer_bytes and not self.closed and self.transport is not None:
                     self._paused = False
                     self.transport.resume_reading()
                 return data
@@ -110,6 +139,19 @@ class Connection(asyncio.Protocol):
             if self._error is not None:
                 raise self._error
             await self._wait()
+
+    def _take(self) -> bytes | memoryview:
+        """The oldest unread body: what the parser or full buffers handed over, else the buffer's own."""
+        if self._chunks:
+            chunks = self._chunks
+            self._chunks = []
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if self._body_from < self._filled and self._body_left is not None:
+            data = self._view[self._body_from : self._filled]
+            self._body_from = self._filled
+            self._lent = True
+            return data
+        return b""
 
     @property
     def buffered(self) -> int:
@@ -124,7 +166,10 @@ class Connection(asyncio.Protocol):
     def finish(self) -> None:
         """The exchange is over and the connection goes back to idle (only when `reusable`)."""
         self.busy = False
-        self._chunks, self._buffered, self._parser = [], 0, None
+        self._chunks, self._buffered, self._parser, self._body_left = [], 0, None, None
+        if self._lent or len(self._buffer) > _SMALL_BUFFER_BYTES:
+            # Idle, it keeps no large buffer and none a view may still point into.
+            self._new_buffer(0)
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
@@ -184,14 +229,58 @@ class Connection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, though they behave as one.
         self.transport = cast(asyncio.Transport, transport)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        room = len(self._buffer) - self._filled
+        # Reads into the last eighth of a buffer would be many and small.
+        if room <= len(self._buffer) // 8:
+            large = self._body_left is not None and self._body_left > _SMALL_BUFFER_BYTES
+            self._new_buffer(self._limits.read_buffer_bytes if large else _SMALL_BUFFER_BYTES)
+        return self._view[self._filled :]
+
+    def _new_buffer(self, size: int) -> None:
+        """Reading goes on in a fresh buffer; the unread body left in the old one is handed over."""
+        if self._body_left is not None and self._body_from < self._filled:
+            self._chunks.append(self._view[self._body_from : self._filled])
+        self._buffer = bytearray(size) if size else _NO_BUFFER
+        self._view = memoryview(self._buffer)
+        self._filled = self._body_from = 0
+        self._lent = False
+
+    def buffer_updated(self, nbytes: int) -> None:
+        start = self._filled
+        self._filled += nbytes
+        if self._body_left is not None:
+            self._body_received(start, nbytes)
+        else:
+            self._parse(self._view[start : self._filled])
+            if not self._lent:
+                # httptools copied what it kept: the buffer can be read into again from its start.
+                self._filled = 0
+            self._body_from = self._filled
+        self._pause_if_behind()
+        self._wake()
+
+    def _body_received(self, start: int, nbytes: int) -> None:
+        """Bytes of a Content-Length body, left where they were read until `read()` takes them."""
+        assert self._body_left is not None
+        if not self.busy or self.complete:
+            self._unasked()
+            self._filled = start
+            return
+        if nbytes > self._body_left:
+            # More than the answer announced: this connection's framing can no longer be trusted.
+            self.keep_alive = False
+            self._filled = start + self._body_left
+            nbytes = self._body_left
+        self._body_left -= nbytes
+        self._buffered += nbytes
+        if self._body_left == 0:
+            self.complete = True
+
+    def _parse(self, data: memoryview) -> None:
         parser = self._parser
         if not self.busy or self.complete or parser is None:
-            # Bytes no request asked for (or after the answer ended): this connection's framing
-            # can no longer be trusted.
-            self.keep_alive = False
-            if not self.busy:
-                self.abort()
+            self._unasked()
             return
         if not self.head_done:
             self._head_bytes += len(data)
@@ -209,14 +298,35 @@ class Connection(asyncio.Protocol):
                 self._fail(ProtocolError("the answer is not valid HTTP/1.1"))
         if not self.head_done and self._head_bytes > self._limits.max_head_bytes:
             self._fail(ProtocolError("the answer's head is over the size limits"))
-        if self._buffered >= 2 * self._limits.read_buffer_bytes and not self._paused and self.transport is not None:
-            # The consumer is behind: let the kernel's buffers and TCP's window hold the rest. At
-            # twice the buffer, as aiohttp's high-water mark: pausing at once (a socket read on
-            # uvloop is up to 256 KiB) paused and resumed the socket at every read, and 8
-            # downloads at once went 1,100 -> 800 MB/s (measured with bench.streaming).
+        if self.head_done and not self.complete and self._error is None:
+            length = self._content_length()
+            if length is not None:
+                # The parser has framed what arrived with the head; the rest is read as it lies.
+                self._body_left = length - self._body_seen
+
+    def _unasked(self) -> None:
+        """Bytes no request asked for (or after the answer ended): this connection's framing can no
+        longer be trusted."""
+        self.keep_alive = False
+        if not self.busy:
+            self.abort()
+
+    def _pause_if_behind(self) -> None:
+        if self._buffered >= self._limits.read_buffer_bytes and not self._paused and self.transport is not None:
+            # The consumer is behind: let the kernel's buffers and TCP's window hold the rest.
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
+
+    def _content_length(self) -> int | None:
+        """The body's length when the head gives exactly one Content-Length and no Transfer-Encoding."""
+        found = None
+        for name, value in self.headers:
+            lowered = name.lower()
+            if lowered == b"transfer-encoding" or (lowered == b"content-length" and found is not None):
+                return None
+            if lowered == b"content-length":
+                found = value.strip()
+        return int(found) if found is not None and found.isdigit() else None
 
     def eof_received(self) -> bool | None:
         return None
@@ -280,6 +390,7 @@ class Connection(asyncio.Protocol):
             return
         self._chunks.append(body)
         self._buffered += len(body)
+        self._body_seen += len(body)
 
     def on_message_complete(self) -> None:
         if self._interim:
