@@ -17,8 +17,9 @@ With --postgres, each side has a database of its own on one throwaway PostgreSQL
 --pg-delay-ms as well, the relays reach it through bench/delay_proxy.py, which delays every byte by
 that much in each direction: a database on another host, as in production.
 
-With --download-mib, each round also downloads the mock's file of that size once directly and once
-through each one-worker relay, in rotating order (bench/streaming.py's client).
+With --download-mib, each round also downloads the mock's file of that size directly and through
+each one-worker relay, in rotating order (bench/streaming.py's client): once whole, and once as 8
+Range slices at once.
 
 Every figure is the median of the rounds; the last column is the range of the rounds' own
 later ÷ earlier ratios (each round's two relays measured minutes apart at most), which shows how
@@ -52,7 +53,7 @@ from .mock import start_nginx
 from .postgres import cluster_for_bench
 from .procs import Server, free_port, wait_until_listening, workspace
 from .run import CONCURRENCIES, OPERATIONS, log, machine, measure_latency, measure_throughput, median
-from .streaming import WARM_UP_BYTES, content_urls, download
+from .streaming import CONCURRENT, WARM_UP_BYTES, content_urls, download, parallel_downloads, range_slices
 from .targets import REPO, UPSTREAM_TOKEN, create_video, prepare_relay_database, start_relay
 
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"latency done after {time.monotonic() - started:.0f} s")
         throughput = measure_throughput([direct, *relays.values()], video, args)
         log(f"throughput done after {time.monotonic() - started:.0f} s")
-        downloads = measure_downloads(mock, one_worker, video, args.rounds) if args.download_mib else None
+        downloads = measure_downloads(mock, one_worker, video, args.rounds, args.download_mib * 1024 * 1024) if args.download_mib else None
         if downloads is not None:
             log(f"downloads done after {time.monotonic() - started:.0f} s")
 
@@ -192,11 +193,14 @@ def markdown(results: dict[str, Any]) -> str:
                         f"{before:,.0f} | {after:,.0f} | {_ratio(after, before)} | {spread} |"
                     )
     downloads = results.get("downloads")
-    if downloads:
-        before, after = downloads["earlier-1w"]["mb_per_second"], downloads["later-1w"]["mb_per_second"]
-        spread = _spread(downloads["earlier-1w"]["rounds_mb_per_second"], downloads["later-1w"]["rounds_mb_per_second"])
+    for key, title in (("mb_per_second", "download MB/s"), ("concurrent_mb_per_second", f"{CONCURRENT} downloads at once, MB/s")):
+        if not downloads or key not in downloads["direct"]:
+            continue  # results written before the concurrent downloads were measured
+        before, after = downloads["earlier-1w"][key], downloads["later-1w"][key]
+        rounds = key.replace("mb_per_second", "rounds_mb_per_second")
+        spread = _spread(downloads["earlier-1w"][rounds], downloads["later-1w"][rounds])
         lines.append(
-            f"| download MB/s, {results['settings']['download_mib']} MiB, 1w | {downloads['direct']['mb_per_second']:,.0f} | "
+            f"| {title}, {results['settings']['download_mib']} MiB, 1w | {downloads['direct'][key]:,.0f} | "
             f"{before:,.0f} | {after:,.0f} | {_ratio(after, before)} | {spread} |"
         )
     return "\n".join(lines) + "\n"
@@ -227,8 +231,9 @@ def _spread(before: list[float], after: list[float]) -> str:
     return f"{min(ratios):.2f}–{max(ratios):.2f}"
 
 
-def measure_downloads(mock: Server, relays: list[Server], video: dict[str, str], rounds: int) -> dict[str, Any]:
-    """One whole-file download per target per round, in rotating order, medians of the rounds."""
+def measure_downloads(mock: Server, relays: list[Server], video: dict[str, str], rounds: int, file_bytes: int) -> dict[str, Any]:
+    """Per target per round, in rotating order: one whole-file download, then the file again as
+    CONCURRENT Range slices at once (bench/streaming.py's two cases); medians of the rounds."""
     urls = {relay.name: content_urls(mock, relay, video[relay.name])[1] for relay in relays}
     urls["direct"] = content_urls(mock, relays[0], video[relays[0].name])[0]
     headers = {relay.name: {"Authorization": f"Bearer {relay.key}"} for relay in relays}
@@ -237,17 +242,28 @@ def measure_downloads(mock: Server, relays: list[Server], video: dict[str, str],
     for relay in relays:
         download(urls[relay.name], headers={**headers[relay.name], "Range": f"bytes=0-{WARM_UP_BYTES - 1}"})
     names = ["direct", *(relay.name for relay in relays)]
-    measured: dict[str, list[float]] = {name: [] for name in names}
+    slices = range_slices(file_bytes, CONCURRENT)
+    single: dict[str, list[float]] = {name: [] for name in names}
+    concurrent: dict[str, list[float]] = {name: [] for name in names}
     for round_number in range(rounds):
         shift = round_number % len(names)
         for name in names[shift:] + names[:shift]:
             run = download(urls[name], headers=headers.get(name, {}))
             if run.status != 200 or not run.complete:
                 raise RuntimeError(f"{name}: a download answered {run.status} with {run.body_bytes} bytes")
-            measured[name].append(run.mb_per_second)
+            single[name].append(run.mb_per_second)
+            rate, failures = parallel_downloads(urls[name], headers.get(name, {}), slices)
+            if failures:
+                raise RuntimeError(f"{name}: concurrent downloads went wrong: {failures[:2]}")
+            concurrent[name].append(rate)
     return {
-        name: {"mb_per_second": round(median(rates), 1), "rounds_mb_per_second": [round(rate, 1) for rate in rates]}
-        for name, rates in measured.items()
+        name: {
+            "mb_per_second": round(median(single[name]), 1),
+            "rounds_mb_per_second": [round(rate, 1) for rate in single[name]],
+            "concurrent_mb_per_second": round(median(concurrent[name]), 1),
+            "concurrent_rounds_mb_per_second": [round(rate, 1) for rate in concurrent[name]],
+        }
+        for name in names
     }
 
 

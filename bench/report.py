@@ -220,6 +220,7 @@ OTHER_PROXIES = {
     "relay-2w": "the relay with 2 workers",
     "floor-copy": "a proxy that only copies (bench/floor_proxy.py)",
     "floor-splice": "a proxy that only splices (bench/floor_proxy.py --splice)",
+    "floor-uvicorn": "uvicorn alone, answering from memory (bench/floor_uvicorn.py)",
 }
 
 

@@ -10,7 +10,9 @@ each promise with one client used for both paths, so any difference is the relay
 4. a client that hangs up mid-stream: memory returns and nginx stops writing (upstream released).
 
 The first two also run through bench/floor_proxy.py (a proxy that does nothing but pass the bytes,
-copying or splicing), which shows what share of the direct rate any proxy keeps on this machine.
+copying or splicing), which shows what share of the direct rate any proxy keeps on this machine,
+and from bench/floor_uvicorn.py (uvicorn answering from memory), which shows what the relay's
+response path alone could pass on.
 
 Run with `python -m bench.streaming`: nginx with a 1 GiB file, a one-worker relay, JSON on stdout.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -36,7 +39,7 @@ from urllib.parse import urlsplit
 from .mock import start_nginx, start_offload_front, writing_connections
 from .procs import Server, cpu_seconds, free_port, rss_bytes, wait_until_listening, workspace
 from .report import RSS_GROWTH_MIB as RSS_GROWTH_LIMIT_MIB
-from .targets import OFFLOAD_SECRET, REPO, create_video, prepare_relay_database, start_relay
+from .targets import OFFLOAD_SECRET, RELAY_BIN, RELAY_UVICORN_FLAGS, REPO, create_video, prepare_relay_database, start_relay
 
 MIB = 1024 * 1024
 MB = 1_000_000
@@ -290,17 +293,17 @@ def concurrent_downloads(
 ) -> dict[str, Any]:
     """Each client takes its own 1/`clients` slice by Range, so a round moves the file once per path."""
     auth = _auth(relay)
-    slices = _slices(file_bytes, clients)
+    slices = range_slices(file_bytes, clients)
     direct_rates: list[float] = []
     relay_rates: list[float] = []
     memory: list[RssSamples] = []
     failures: list[dict[str, Any]] = []
     for _ in range(rounds):
-        rate, bad = _parallel(direct_url, {}, slices)
+        rate, bad = parallel_downloads(direct_url, {}, slices)
         direct_rates.append(rate)
         failures += bad
         with sampled_rss(relay.process.pid) as rss:
-            rate, bad = _parallel(relay_url, auth, slices)
+            rate, bad = parallel_downloads(relay_url, auth, slices)
         relay_rates.append(rate)
         memory.append(rss)
         failures += bad
@@ -312,12 +315,12 @@ def concurrent_downloads(
     }
 
 
-def _slices(file_bytes: int, clients: int) -> list[tuple[int, int]]:
+def range_slices(file_bytes: int, clients: int) -> list[tuple[int, int]]:
     size = file_bytes // clients
     return [(index * size, (index + 1) * size - 1) for index in range(clients)]
 
 
-def _parallel(url: str, headers: dict[str, str], slices: list[tuple[int, int]]) -> tuple[float, list[dict[str, Any]]]:
+def parallel_downloads(url: str, headers: dict[str, str], slices: list[tuple[int, int]]) -> tuple[float, list[dict[str, Any]]]:
     """Aggregate MB/s from first connect to last byte; returns also any download that went wrong."""
     results: list[Download | None] = [None] * len(slices)
 
@@ -417,17 +420,26 @@ def offload_front(workdir: Path, relay: Server, servers: list[Server]) -> Server
 
 
 def floor_proxies(mock: Server, servers: list[Server]) -> list[Server]:
-    """bench/floor_proxy.py in front of the mock, copying and splicing (added to `servers`), as
-    Servers whose url is the mock's API through them."""
+    """bench/floor_proxy.py in front of the mock, copying and splicing, and bench/floor_uvicorn.py
+    serving a file of the mock's size from memory (all added to `servers`), as Servers whose url
+    stands for the mock's API."""
     started = []
     for mode in ("copy", "splice"):
         port = free_port()
         command = [sys.executable, "-m", "bench.floor_proxy", "--upstream", f"127.0.0.1:{mock.port}", "--port", str(port)]
         process = subprocess.Popen([*command, *(["--splice"] if mode == "splice" else [])], cwd=REPO)
-        proxy = Server(f"floor-{mode}", f"http://127.0.0.1:{port}/v1", process, port)
+        started.append(Server(f"floor-{mode}", f"http://127.0.0.1:{port}/v1", process, port))
+    port = free_port()
+    process = subprocess.Popen(
+        [str(RELAY_BIN / "uvicorn"), "bench.floor_uvicorn:app", "--port", str(port), *RELAY_UVICORN_FLAGS],
+        cwd=REPO,
+        env={**os.environ, "FLOOR_UVICORN_BYTES": str(file_size(f"{mock.url}/v1/videos/any/content"))},
+        stdout=subprocess.DEVNULL,
+    )
+    started.append(Server("floor-uvicorn", f"http://127.0.0.1:{port}/v1", process, port))
+    for proxy in started:
         servers.append(proxy)
         wait_until_listening(proxy)
-        started.append(proxy)
     return started
 
 

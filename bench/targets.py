@@ -56,6 +56,10 @@ def prepare_relay_database(
     return env, json.loads(issued.stdout)["key"]
 
 
+# How `make run` and the Procfile serve the relay (host and port aside).
+RELAY_UVICORN_FLAGS = ("--loop", "uvloop", "--http", "httptools", "--no-access-log")
+
+
 def start_relay(workdir: Path, env: dict[str, str], key: str, *, workers: int, name: str | None = None, cwd: Path = REPO) -> Server:
     """The relay with the flags `make run` and the Procfile use: uvicorn, uvloop, httptools."""
     name = name or f"relay-{workers}w"
@@ -71,11 +75,7 @@ def start_relay(workdir: Path, env: dict[str, str], key: str, *, workers: int, n
                 str(port),
                 "--workers",
                 str(workers),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
+                *RELAY_UVICORN_FLAGS,
             ],
             cwd=cwd,
             env=env,

@@ -93,9 +93,9 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
     assert streamed["slow_reader"]["download"]["body_bytes"] > 0
     assert streamed["disconnect"]["download"]["disconnected_early"] is True
     assert streamed["disconnect"]["upstream_release"]["released"] is True
-    # The relay with two workers, and the floor (proxies that only pass bytes, copying or
-    # splicing), carry whole downloads too.
-    for proxy in ("relay-2w", "floor-copy", "floor-splice"):
+    # The relay with two workers, the floor (proxies that only pass bytes, copying or splicing)
+    # and uvicorn answering from memory carry whole downloads too.
+    for proxy in ("relay-2w", "floor-copy", "floor-splice", "floor-uvicorn"):
         assert streamed[proxy]["single"]["relay_mb_per_second"] > 0
         assert all(run["complete"] for run in streamed[proxy]["single"]["relay_runs"])
         assert streamed[proxy]["concurrent"]["failures"] == []
@@ -106,6 +106,7 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
     assert "| ≥ 10× LiteLLM's rate at p99 < 50 ms | not measured |" in markdown
     assert "## Relay on PostgreSQL ÷ relay on SQLite (same run)" in markdown
     assert "| one download, a proxy that only splices (bench/floor_proxy.py --splice) |" in markdown
+    assert "| 8 concurrent downloads, uvicorn alone, answering from memory (bench/floor_uvicorn.py) |" in markdown
     assert "| 8 concurrent downloads, the relay with 2 workers |" in markdown
     assert results_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
