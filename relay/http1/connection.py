@@ -230,12 +230,18 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        room = len(self._buffer) - self._filled
+        wanted = self._buffer_size_wanted()
         # Reads into the last eighth of a buffer would be many and small.
-        if room <= len(self._buffer) // 8:
-            large = self._body_left is not None and self._body_left > _SMALL_BUFFER_BYTES
-            self._new_buffer(self._limits.read_buffer_bytes if large else _SMALL_BUFFER_BYTES)
+        if len(self._buffer) < wanted or len(self._buffer) - self._filled <= len(self._buffer) // 8:
+            self._new_buffer(wanted)
         return self._view[self._filled :]
+
+    def _buffer_size_wanted(self) -> int:
+        """Large while a long body is on its way, small for heads and short bodies."""
+        if self._body_left is not None:
+            return self._limits.read_buffer_bytes if self._body_left > _SMALL_BUFFER_BYTES else _SMALL_BUFFER_BYTES
+        # Framed by chunks or by the connection's end: how long it is, is not known.
+        return self._limits.read_buffer_bytes if self.head_done and not self.complete else _SMALL_BUFFER_BYTES
 
     def _new_buffer(self, size: int) -> None:
         """Reading goes on in a fresh buffer; the unread body left in the old one is handed over."""
