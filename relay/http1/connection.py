@@ -89,6 +89,10 @@ class Connection(asyncio.BufferedProtocol):
         self._body_left: int | None = None
         self._body_from = 0
         self._body_seen = 0
+        # Whether the body's framing has been looked at (once its head is in), and so the size
+        # of the buffer the next reads want: large while a long body is on its way.
+        self._body_framed = False
+        self._read_size = _SMALL_BUFFER_BYTES
         # Body handed over and not yet read: httptools' copies, and views of buffers left full.
         self._chunks: list[bytes | memoryview] = []
         self._buffered = 0
@@ -105,7 +109,7 @@ class Connection(asyncio.BufferedProtocol):
         self.busy = True
         self.status, self.headers, self.head_done, self.complete, self.keep_alive = 0, [], False, False, False
         self._head_only, self._interim, self._head_bytes, self._header_bytes, self._error = head_only, False, 0, 0, None
-        self._body_left, self._body_seen = None, 0
+        self._body_left, self._body_seen, self._body_framed, self._read_size = None, 0, False, _SMALL_BUFFER_BYTES
         # A parser per exchange: after a HEAD answer one would still wait for the body its head announced.
         self._parser = httptools.HttpResponseParser(self)
         if body and len(body) > 65536:
@@ -127,31 +131,28 @@ class Connection(asyncio.BufferedProtocol):
         A view stays valid for good: its buffer is never written again.
         """
         while True:
-            data = self._take()
-            if data:
-                self._buffered -= len(data)
-                if self._paused and self._buffered < self._limits.read_buffer_bytes and not self.closed and self.transport is not None:
-                    self._paused = False
-                    self.transport.resume_reading()
-                return data
-            if self.complete:
+            data: bytes | memoryview
+            if self._chunks:
+                # The oldest first: what the parser or full buffers handed over.
+                chunks = self._chunks
+                self._chunks = []
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            elif self._body_left is not None and self._body_from < self._filled:
+                data = self._view[self._body_from : self._filled]
+                self._body_from = self._filled
+                self._lent = True
+            elif self.complete:
                 return b""
-            if self._error is not None:
+            elif self._error is not None:
                 raise self._error
-            await self._wait()
-
-    def _take(self) -> bytes | memoryview:
-        """The oldest unread body: what the parser or full buffers handed over, else the buffer's own."""
-        if self._chunks:
-            chunks = self._chunks
-            self._chunks = []
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if self._body_from < self._filled and self._body_left is not None:
-            data = self._view[self._body_from : self._filled]
-            self._body_from = self._filled
-            self._lent = True
+            else:
+                await self._wait()
+                continue
+            self._buffered -= len(data)
+            if self._paused and self._buffered < self._limits.read_buffer_bytes and not self.closed and self.transport is not None:
+                self._paused = False
+                self.transport.resume_reading()
             return data
-        return b""
 
     @property
     def buffered(self) -> int:
@@ -166,7 +167,7 @@ class Connection(asyncio.BufferedProtocol):
     def finish(self) -> None:
         """The exchange is over and the connection goes back to idle (only when `reusable`)."""
         self.busy = False
-        self._chunks, self._buffered, self._parser, self._body_left = [], 0, None, None
+        self._chunks, self._buffered, self._parser, self._body_left, self._read_size = [], 0, None, None, _SMALL_BUFFER_BYTES
         if self._lent or len(self._buffer) > _SMALL_BUFFER_BYTES:
             # Idle, it keeps no large buffer and none a view may still point into.
             self._new_buffer(0)
@@ -230,18 +231,12 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        wanted = self._buffer_size_wanted()
+        size = len(self._buffer)
         # Reads into the last eighth of a buffer would be many and small.
-        if len(self._buffer) < wanted or len(self._buffer) - self._filled <= len(self._buffer) // 8:
-            self._new_buffer(wanted)
-        return self._view[self._filled :]
-
-    def _buffer_size_wanted(self) -> int:
-        """Large while a long body is on its way, small for heads and short bodies."""
-        if self._body_left is not None:
-            return self._limits.read_buffer_bytes if self._body_left > _SMALL_BUFFER_BYTES else _SMALL_BUFFER_BYTES
-        # Framed by chunks or by the connection's end: how long it is, is not known.
-        return self._limits.read_buffer_bytes if self.head_done and not self.complete else _SMALL_BUFFER_BYTES
+        if size < self._read_size or size - self._filled <= size // 8:
+            self._new_buffer(self._read_size)
+        # Most reads start a fresh or rewound buffer: no slice to make.
+        return self._view[self._filled :] if self._filled else self._view
 
     def _new_buffer(self, size: int) -> None:
         """Reading goes on in a fresh buffer; the unread body left in the old one is handed over."""
@@ -263,7 +258,10 @@ class Connection(asyncio.BufferedProtocol):
                 # httptools copied what it kept: the buffer can be read into again from its start.
                 self._filled = 0
             self._body_from = self._filled
-        self._pause_if_behind()
+        if self._buffered >= self._limits.read_buffer_bytes and not self._paused:
+            # The consumer is behind: let the kernel's buffers and TCP's window hold the rest.
+            self._paused = True
+            cast(asyncio.Transport, self.transport).pause_reading()
         self._wake()
 
     def _body_received(self, start: int, nbytes: int) -> None:
@@ -304,11 +302,17 @@ class Connection(asyncio.BufferedProtocol):
                 self._fail(ProtocolError("the answer is not valid HTTP/1.1"))
         if not self.head_done and self._head_bytes > self._limits.max_head_bytes:
             self._fail(ProtocolError("the answer's head is over the size limits"))
-        if self.head_done and not self.complete and self._error is None:
+        if self.head_done and not self._body_framed and not self.complete and self._error is None:
+            self._body_framed = True
             length = self._content_length()
-            if length is not None:
+            if length is None:
+                # Framed by chunks or by the connection's end: how long it is, is not known.
+                self._read_size = self._limits.read_buffer_bytes
+            else:
                 # The parser has framed what arrived with the head; the rest is read as it lies.
                 self._body_left = length - self._body_seen
+                if self._body_left > _SMALL_BUFFER_BYTES:
+                    self._read_size = self._limits.read_buffer_bytes
 
     def _unasked(self) -> None:
         """Bytes no request asked for (or after the answer ended): this connection's framing can no
@@ -316,12 +320,6 @@ class Connection(asyncio.BufferedProtocol):
         self.keep_alive = False
         if not self.busy:
             self.abort()
-
-    def _pause_if_behind(self) -> None:
-        if self._buffered >= self._limits.read_buffer_bytes and not self._paused and self.transport is not None:
-            # The consumer is behind: let the kernel's buffers and TCP's window hold the rest.
-            self._paused = True
-            self.transport.pause_reading()
 
     def _content_length(self) -> int | None:
         """The body's length when the head gives exactly one Content-Length and no Transfer-Encoding."""
