@@ -234,7 +234,7 @@ class Connection(asyncio.BufferedProtocol):
         size = len(self._buffer)
         # Reads into the last eighth of a buffer would be many and small. A Content-Length body
         # fills the small buffer before it gets a large one: taking a large one at once cost 8
-        # downloads at once a sixth of their rate, measured three times (docs/performance.md,
+        # downloads at once a fifth of their rate, in four runs (docs/performance.md,
         # twelfth pass). A parsed body gets one at once (it leaves nothing in the buffer).
         if size - self._filled <= size // 8 or (size < self._read_size and self._body_left is None):
             self._new_buffer(self._read_size)
