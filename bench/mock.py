@@ -11,6 +11,7 @@ from pathlib import Path
 from .procs import Server, free_port, wait_until_listening
 
 TEMPLATE = Path(__file__).parent / "mock" / "nginx.conf.template"
+BALANCER_TEMPLATE = Path(__file__).parent / "mock" / "balancer.conf.template"
 # What operators copy to put the relay behind nginx with downloads offloaded (relay.offload).
 OFFLOAD_SITE = Path(__file__).resolve().parent.parent / "docs" / "nginx" / "relay-offload.conf"
 
@@ -85,4 +86,27 @@ def start_offload_front(workdir: Path, relay_host_port: str, secret: str) -> Ser
         process = subprocess.Popen([nginx, "-c", str(root / "nginx.conf")], stdout=subprocess.DEVNULL, stderr=stderr)
     server = Server("front", f"http://127.0.0.1:{port}", process, port)
     wait_until_listening(server)
+    return server
+
+
+def start_balancer(root: Path, backends: list[Server]) -> Server:
+    """nginx in the foreground on a free loopback port, passing requests to `backends` in turn."""
+    nginx = nginx_binary()
+    if nginx is None:
+        raise RuntimeError("nginx is missing: `make bench-tools` installs Debian's nginx-light and wrk")
+    (root / "tmp").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    upstreams = "\n".join(f"        server 127.0.0.1:{backend.port};" for backend in backends)
+    config = BALANCER_TEMPLATE.read_text().replace("@ROOT@", str(root)).replace("@PORT@", str(port)).replace("@UPSTREAMS@", upstreams)
+    (root / "nginx.conf").write_text(config)
+    with open(root / "stderr.log", "wb") as stderr:
+        process = subprocess.Popen(
+            [nginx, "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")], stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    server = Server("balancer", f"http://127.0.0.1:{port}", process, port)
+    try:
+        wait_until_listening(server)
+    except RuntimeError as error:
+        said = "".join(path.read_text(errors="replace") for path in (root / "stderr.log", root / "error.log") if path.exists())
+        raise RuntimeError(f"{error}; nginx said: {said.strip() or 'nothing'}") from None
     return server

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,11 +25,10 @@ from typing import Any
 from relay.config import pool_settings
 from tests.postgres_cluster import Cluster, connect, find_bin_dir, start_cluster
 
-from .mock import nginx_binary
-from .procs import Server, free_port, wait_until_listening
+from .mock import start_balancer
+from .procs import Server
 from .targets import prepare_relay_database, start_relay
 
-BALANCER_TEMPLATE = Path(__file__).parent / "mock" / "balancer.conf.template"
 REPLICA_COUNTS = (1, 2)
 # What each choice sets on the throwaway cluster. `production` is PostgreSQL's own default for
 # each; `throwaway` keeps tests/postgres_cluster.py's (all off: a crash can lose or corrupt data).
@@ -106,29 +104,6 @@ def start_targets(
             check_turns(balancer, processes)
             targets[replicas] = Server(name, balancer.url + "/openai/v1", balancer.process, balancer.port, key=key)
     return targets
-
-
-def start_balancer(root: Path, backends: list[Server]) -> Server:
-    """nginx in the foreground on a free loopback port, passing requests to `backends` in turn."""
-    nginx = nginx_binary()
-    if nginx is None:
-        raise RuntimeError("nginx is missing: `make bench-tools` installs Debian's nginx-light and wrk")
-    (root / "tmp").mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    upstreams = "\n".join(f"        server 127.0.0.1:{backend.port};" for backend in backends)
-    config = BALANCER_TEMPLATE.read_text().replace("@ROOT@", str(root)).replace("@PORT@", str(port)).replace("@UPSTREAMS@", upstreams)
-    (root / "nginx.conf").write_text(config)
-    with open(root / "stderr.log", "wb") as stderr:
-        process = subprocess.Popen(
-            [nginx, "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")], stdout=subprocess.DEVNULL, stderr=stderr
-        )
-    server = Server("balancer", f"http://127.0.0.1:{port}", process, port)
-    try:
-        wait_until_listening(server)
-    except RuntimeError as error:
-        said = "".join(path.read_text(errors="replace") for path in (root / "stderr.log", root / "error.log") if path.exists())
-        raise RuntimeError(f"{error}; nginx said: {said.strip() or 'nothing'}") from None
-    return server
 
 
 def check_turns(balancer: Server, replicas: list[Server]) -> None:

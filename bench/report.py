@@ -85,9 +85,26 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "offloaded_concurrent_download_ratio": offloaded["concurrent"]["ratio_relay_to_direct"] if offloaded else None,
         "targets_met": checks,
     }
+    if STACK_FLOOR in added and relay_added:
+        summary["relay_beyond_its_stack_ms"] = {
+            operation: {
+                quantile: round(figures[quantile] - added[STACK_FLOOR][operation][quantile], 3) for quantile in ("p50_ms", "p99_ms")
+            }
+            for operation, figures in relay_added.items()
+        }
     if any(name.startswith(PG_PREFIX) for by_target in latency.values() for name in by_target):
         summary["postgresql_vs_sqlite"] = versus_sqlite(results, added)
     return summary
+
+
+# Servers that do part of the relay's job and nothing else (bench/floors.py), timed at c=1 beside it.
+LATENCY_FLOORS = {
+    "floor-nginx": "nginx passing requests on (a proxy in C)",
+    "floor-copy": "a process passing bytes both ways (bench/floor_proxy.py)",
+    "floor-asgi": "uvicorn and the relay's upstream client passing requests on (bench/floor_asgi.py)",
+}
+# The relay's own stack without its work: what the relay adds beyond it is the relay's doing.
+STACK_FLOOR = "floor-asgi"
 
 
 # The relay on PostgreSQL with N replicas is "relay-pg-Nr"; its SQLite counterpart for throughput
@@ -180,6 +197,8 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
                 + (f"{added['p50_ms']:.3f} | {added['p99_ms']:.3f} |" if added else "— | — |")
             )
 
+    lines += _floor_rows(results)
+
     lines += ["", "## Throughput: highest rate with p99 < 50 ms and no errors (requests/s, median of rounds)", ""]
     lines += _throughput_table(results, lambda slot: f"{slot['rate_within_p99_limit']:.0f}", summary["relay_vs_litellm_throughput"])
     lines += ["", "## Peak throughput without a latency limit (requests/s, median of rounds; p99 ms in brackets)", ""]
@@ -213,6 +232,30 @@ def markdown(results: dict[str, Any], chart_name: str | None = None) -> str:
         "Versions: " + ", ".join(f"{name} {version}" for name, version in results["versions"].items() if version) + ".",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _floor_rows(results: dict[str, Any]) -> list[str]:
+    """The relay's added latency beside what each floor adds, and the part that is the relay's own work."""
+    summary = results["summary"]
+    added = summary["added_latency_ms"]
+    floors = [name for name in LATENCY_FLOORS if name in added]
+    if "relay-1w" not in added or not floors:
+        return []
+    lines = [
+        "",
+        "### What the relay adds beside servers that do part of its job (added ms at c=1, p50 / p99)",
+        "",
+        *(f"- {name}: {title}" for name, title in LATENCY_FLOORS.items() if name in floors),
+        "",
+        "| operation | relay-1w | " + " | ".join(floors) + " | relay-1w beyond floor-asgi |",
+        "|---" * (len(floors) + 3) + "|",
+    ]
+    beyond = summary.get("relay_beyond_its_stack_ms", {})
+    for operation in results["latency"]:
+        cells = [added[name][operation] for name in ("relay-1w", *floors)] + [beyond.get(operation)]
+        text = [f"{cell['p50_ms']:.3f} / {cell['p99_ms']:.3f}" if cell else "—" for cell in cells]
+        lines.append(f"| {operation} | " + " | ".join(text) + " |")
+    return lines
 
 
 # The relay with two workers, and proxies that do nothing else, measured in the same rounds.

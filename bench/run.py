@@ -6,6 +6,7 @@ and LiteLLM (1 and 2 workers), then measures in interleaved rounds (every target
 in rotating order, medians over rounds) so that a noisy neighbour slows all targets alike:
 
 - added latency at concurrency 1 (create and retrieve): relay or LiteLLM minus direct, p50 and p99;
+  and the same for servers that do part of the relay's job and nothing else (bench/floors.py);
 - throughput at concurrency 16 and 64: the highest rate with p99 < 50 ms and no errors;
 - streaming: see bench/streaming.py.
 
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import postgres, report, streaming
+from . import floors, postgres, report, streaming
 from .load import Run, best_rate, wrk
 from .mock import nginx_binary, start_nginx
 from .procs import Server, workspace
@@ -44,6 +45,7 @@ from .targets import (
 OPERATIONS = ("create", "retrieve")
 CONCURRENCIES = (16, 64)
 WORKER_COUNTS = (1, 2)
+MIB = 1024 * 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         # Entered first so that it stops last, once every relay on it has stopped.
         cluster = stack.enter_context(postgres.cluster_for_bench(args.pg_durability)) if args.replicas else None
         workdir, servers = stack.enter_context(workspace("relay-bench-"))
-        mock = start_nginx(workdir, file_bytes=args.file_mib * 1024 * 1024)
+        mock = start_nginx(workdir, file_bytes=args.file_mib * MIB)
         servers.append(mock)
         env, key = prepare_relay_database(workdir, mock.url + "/v1")
         relays: dict[int, Server] = {}
@@ -100,12 +102,17 @@ def main(argv: list[str] | None = None) -> int:
             for workers in args.workers:
                 litellms[workers] = start_litellm(workdir, mock.url + "/v1", workers=workers)
                 servers.append(litellms[workers])
+
+        floored = floors.start(floors.FOR_LATENCY + floors.FOR_DOWNLOADS, workdir, mock, servers, file_bytes=args.file_mib * MIB)
         log(f"servers up after {time.monotonic() - started:.0f} s")
 
         direct = Server("direct", mock.url + "/v1", mock.process, mock.port, key=UPSTREAM_TOKEN)
-        targets = [direct, *relays.values(), *on_postgres.values(), *litellms.values()]
+        latency_floors = [floor for floor in floored if floor.name in floors.FOR_LATENCY]
+        targets = [direct, *relays.values(), *on_postgres.values(), *litellms.values(), *latency_floors]
         video = {server.name: create_video(server) for server in targets}
-        latency = measure_latency([direct, relays[1], *on_postgres.values(), *([litellms[1]] if litellms else [])], video, args)
+        latency = measure_latency(
+            [direct, relays[1], *on_postgres.values(), *([litellms[1]] if litellms else []), *latency_floors], video, args
+        )
         log(f"latency done after {time.monotonic() - started:.0f} s")
         throughput = measure_throughput(
             [
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"throughput done after {time.monotonic() - started:.0f} s")
         proxies = [
             streaming.offload_front(workdir, relays[1], servers),
-            *streaming.floor_proxies(mock, servers),
+            *[floor for floor in floored if floor.name in floors.FOR_DOWNLOADS],
             *([relays[2]] if 2 in relays else []),
         ]
         streamed = streaming.run_streaming(mock, relays[1], video[relays[1].name], rounds=args.rounds, proxies=proxies)

@@ -12,7 +12,7 @@ each promise with one client used for both paths, so any difference is the relay
 The first two also run through bench/floor_proxy.py (a proxy that does nothing but pass the bytes,
 copying or splicing), which shows what share of the direct rate any proxy keeps on this machine,
 and from bench/floor_uvicorn.py (uvicorn answering from memory), which shows what the relay's
-response path alone could pass on.
+response path alone could pass on (bench/floors.py starts them).
 
 Run with `python -m bench.streaming`: nginx with a 1 GiB file, a one-worker relay, JSON on stdout.
 """
@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -36,10 +34,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import floors
 from .mock import start_nginx, start_offload_front, writing_connections
-from .procs import Server, cpu_seconds, free_port, rss_bytes, wait_until_listening, workspace
+from .procs import Server, cpu_seconds, rss_bytes, workspace
 from .report import RSS_GROWTH_MIB as RSS_GROWTH_LIMIT_MIB
-from .targets import OFFLOAD_SECRET, RELAY_BIN, RELAY_UVICORN_FLAGS, REPO, create_video, prepare_relay_database, start_relay
+from .targets import OFFLOAD_SECRET, create_video, prepare_relay_database, start_relay
 
 MIB = 1024 * 1024
 MB = 1_000_000
@@ -419,30 +418,6 @@ def offload_front(workdir: Path, relay: Server, servers: list[Server]) -> Server
     return Server("offloaded", f"{nginx.url}/openai/v1", relay.process, nginx.port, key=relay.key)
 
 
-def floor_proxies(mock: Server, servers: list[Server]) -> list[Server]:
-    """bench/floor_proxy.py in front of the mock, copying and splicing, and bench/floor_uvicorn.py
-    serving a file of the mock's size from memory (all added to `servers`), as Servers whose url
-    stands for the mock's API."""
-    started = []
-    for mode in ("copy", "splice"):
-        port = free_port()
-        command = [sys.executable, "-m", "bench.floor_proxy", "--upstream", f"127.0.0.1:{mock.port}", "--port", str(port)]
-        process = subprocess.Popen([*command, *(["--splice"] if mode == "splice" else [])], cwd=REPO)
-        started.append(Server(f"floor-{mode}", f"http://127.0.0.1:{port}/v1", process, port))
-    port = free_port()
-    process = subprocess.Popen(
-        [str(RELAY_BIN / "uvicorn"), "bench.floor_uvicorn:app", "--port", str(port), *RELAY_UVICORN_FLAGS],
-        cwd=REPO,
-        env={**os.environ, "FLOOR_UVICORN_BYTES": str(file_size(f"{mock.url}/v1/videos/any/content"))},
-        stdout=subprocess.DEVNULL,
-    )
-    started.append(Server("floor-uvicorn", f"http://127.0.0.1:{port}/v1", process, port))
-    for proxy in started:
-        servers.append(proxy)
-        wait_until_listening(proxy)
-    return started
-
-
 def _auth(relay: Server) -> dict[str, str]:
     return {"Authorization": f"Bearer {relay.key}"}
 
@@ -457,7 +432,7 @@ def file_size(url: str) -> int:
 def run_streaming(mock: Server, relay: Server, video_id: str, *, rounds: int, proxies: Sequence[Server] = ()) -> dict[str, Any]:
     """All four measurements, in an order where each starts with nginx writing nothing; then the
     first two again through each of `proxies`, under its name: nginx in front of the relay with
-    downloads offloaded (offload_front), the proxies that only pass bytes (floor_proxies), the
+    downloads offloaded (offload_front), the proxies that only pass bytes (bench/floors.py), the
     relay with more workers (one worker is one core, which 8 downloads at once keep busy)."""
     started = time.perf_counter()
     direct_url, relay_url = content_urls(mock, relay, video_id)
@@ -494,7 +469,8 @@ def main() -> None:
         env, key = prepare_relay_database(workdir, f"{mock.url}/v1")
         relay = start_relay(workdir, env, key, workers=1)
         servers.append(relay)
-        proxies = [offload_front(workdir, relay, servers), *floor_proxies(mock, servers)]
+        floored = floors.start(floors.FOR_DOWNLOADS, workdir, mock, servers, file_bytes=1024 * MIB)
+        proxies = [offload_front(workdir, relay, servers), *floored]
         result = run_streaming(mock, relay, create_video(relay), rounds=3, proxies=proxies)
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -68,10 +68,17 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
 
     for operation in ("create", "retrieve"):
         by_target = results["latency"][operation]
-        assert set(by_target) == {"direct", "relay-1w", "relay-pg-2r"}
-        for relay in ("relay-1w", "relay-pg-2r"):
+        floors = {"floor-nginx", "floor-copy", "floor-asgi"}
+        assert set(by_target) == {"direct", "relay-1w", "relay-pg-2r", *floors}
+        for relay in ("relay-1w", "relay-pg-2r", *floors):
+            # wrk counts answers other than 2xx and 3xx as errors: the floors pass creates and retrieves on.
             assert by_target["direct"]["errors"] == by_target[relay]["errors"] == 0
-            assert 0 < by_target["direct"]["p50_us"] < by_target[relay]["p50_us"]  # a relay adds something; never nothing
+            assert 0 < by_target["direct"]["p50_us"] < by_target[relay]["p50_us"]  # a proxy adds something; never nothing
+        beyond = results["summary"]["relay_beyond_its_stack_ms"][operation]
+        added = results["summary"]["added_latency_ms"]
+        assert beyond["p50_ms"] == pytest.approx(
+            added["relay-1w"][operation]["p50_ms"] - added["floor-asgi"][operation]["p50_ms"], abs=0.002
+        )
         slot = results["throughput"][operation]["16"]
         assert set(slot) == {"direct", "relay-1w", "relay-2w", "relay-pg-2r"}
         for relay in ("relay-1w", "relay-2w", "relay-pg-2r"):
@@ -108,6 +115,7 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
     assert "| one download, a proxy that only splices (bench/floor_proxy.py --splice) |" in markdown
     assert "| 8 concurrent downloads, uvicorn alone, answering from memory (bench/floor_uvicorn.py) |" in markdown
     assert "| 8 concurrent downloads, the relay with 2 workers |" in markdown
+    assert "| operation | relay-1w | floor-nginx | floor-copy | floor-asgi | relay-1w beyond floor-asgi |" in markdown
     assert results_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -1,0 +1,80 @@
+"""The least a proxy on the relay's own stack does: uvicorn and the relay's upstream client passing
+each request to one upstream and its answer back, and nothing else.
+
+    FLOOR_ASGI_UPSTREAM=http://127.0.0.1:8081 uvicorn bench.floor_asgi:app --loop uvloop --http httptools
+
+No key, routing, middleware, pricing, record, access log or metrics: the request's method, path,
+query, body and end-to-end headers go to the upstream as they came, and the answer's status,
+headers and body come back as they arrive. bench/run.py times creates and retrieves through it at
+concurrency 1, started with the relay's uvicorn flags, in the same rounds as the relay's, so the
+report shows what of the relay's added latency its stack alone (uvicorn, httptools, uvloop and
+relay.http1's client, in Python) costs on the day's machine, and what is the relay's own work.
+Loopback only.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from relay import http1
+from relay.upstream import IDLE_CONNECTION_SECONDS, MAX_HEAD_BYTES, MAX_HEADER_LINE_BYTES, READ_BUFFER_BYTES
+
+Scope = dict[str, Any]
+
+# Headers that describe one hop, not the message (RFC 9110 7.6.1).
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
+# And those relay.http1's client writes itself.
+_NOT_FORWARDED = _HOP_BY_HOP | {b"host", b"content-length"}
+
+
+def _limits() -> http1.Limits:
+    return http1.Limits(
+        max_connections=100,
+        connect_timeout=5.0,
+        read_timeout=60.0,
+        idle_seconds=IDLE_CONNECTION_SECONDS,
+        read_buffer_bytes=READ_BUFFER_BYTES,
+        max_header_line_bytes=MAX_HEADER_LINE_BYTES,
+        max_head_bytes=MAX_HEAD_BYTES,
+    )
+
+
+async def app(scope: Scope, receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(scope, receive, send)
+        return
+    client: http1.Client = scope["state"]["client"]
+    base: str = scope["state"]["upstream"]
+    body = bytearray()
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    query = scope["query_string"].decode("latin-1")
+    url = base + scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
+    headers = [(name, value) for name, value in scope["headers"] if name not in _NOT_FORWARDED]
+    answer = await client.open(scope["method"], url, headers, bytes(body) or None)
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": answer.status,
+                "headers": [(name, value) for name, value in answer.headers if name.lower() not in _HOP_BY_HOP],
+            }
+        )
+        async for chunk in answer.chunks():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        answer.release()
+
+
+async def _lifespan(scope: Scope, receive: Any, send: Any) -> None:
+    while (await receive())["type"] != "lifespan.shutdown":
+        scope["state"]["client"] = http1.Client(_limits())
+        scope["state"]["upstream"] = os.environ["FLOOR_ASGI_UPSTREAM"].rstrip("/")
+        await send({"type": "lifespan.startup.complete"})
+    await scope["state"]["client"].aclose()
+    await send({"type": "lifespan.shutdown.complete"})
