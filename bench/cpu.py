@@ -1,6 +1,6 @@
 """The relay's CPU per request, for several relays side by side: what a change costs or saves.
 
-    python -m bench.cpu <commit|directory|work> [...] [--rounds 3] [--seconds 3] [--no-limits]
+    python -m bench.cpu <commit|directory|work> [...] [--rounds 3] [--seconds 3] [--no-limits] [--floor]
 
 Latency on 2 shared cores moves with whatever else the machine does; the CPU a relay process
 (its event loop and its store and recorder threads together) spends per request moves much less.
@@ -9,6 +9,8 @@ or `work`, the working tree) gets its own SQLite database prepared by its own re
 benchmark's key (bench.targets.KEY_LIMITS, or none with --no-limits), and all take turns in
 interleaved rounds against one nginx mock: wrk at concurrency 1, retrieve then create. Prints,
 per relay and operation, the median over rounds of CPU microseconds per request and of wrk's p50.
+With --floor, bench/floor_asgi.py (uvicorn and the relay's upstream client passing requests on,
+nothing else) takes its turns too: what the relay's stack alone spends per request.
 
 Creates in a relay whose budgets sum the month's jobs grow slower round by round, as the run's
 own creates pile up: read the rounds, not only the median, for those.
@@ -22,7 +24,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from . import targets
+from . import floors, targets
 from .ab import source_of
 from .load import wrk
 from .mock import start_nginx
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=3, help="per wrk run")
     parser.add_argument("--no-limits", action="store_true", help="a key without limits")
+    parser.add_argument("--floor", action="store_true", help="also the relay's stack alone (bench/floor_asgi.py)")
     args = parser.parse_args(argv)
     limits = () if args.no_limits else targets.KEY_LIMITS
     with contextlib.ExitStack() as stack:
@@ -53,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             relay = targets.start_relay(workdir / name, env, key, workers=1, name=name, cwd=source or targets.REPO)
             servers.append(relay)
             relays[name] = (relay, {relay.name: targets.create_video(relay)})
+        if args.floor:
+            [floor] = floors.start(("floor-asgi",), workdir, mock, servers, file_bytes=1 << 20)
+            relays[floor.name] = (floor, {floor.name: targets.create_video(floor)})
         figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
         names = list(relays)
         for round_number in range(args.rounds):
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                     run = wrk(url, operation, key=relay.key, connections=1, seconds=args.seconds)
                     spent = cpu_seconds(relay.process.pid) - before
                     figures.setdefault((name, operation), []).append((spent / max(run.requests, 1) * 1e6, run.p50_us))
-    for (name, operation), rounds in figures.items():
+    for (name, operation), rounds in sorted(figures.items(), key=lambda item: item[0][1] != "retrieve"):
         cpu = statistics.median(value for value, _ in rounds)
         p50 = statistics.median(value for _, value in rounds)
         shown = ", ".join(f"{value:.0f}" for value, _ in rounds)

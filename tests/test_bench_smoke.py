@@ -126,7 +126,7 @@ def test_cpu_per_request_compares_relays_side_by_side() -> None:
             pytest.fail(reason)
         pytest.skip(reason)
     done = subprocess.run(
-        [sys.executable, "-m", "bench.cpu", "work", str(ROOT), "--rounds", "1", "--seconds", "1", "--no-limits"],
+        [sys.executable, "-m", "bench.cpu", "work", str(ROOT), "--rounds", "1", "--seconds", "1", "--no-limits", "--floor"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -134,9 +134,10 @@ def test_cpu_per_request_compares_relays_side_by_side() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    # The working tree twice (as `work` and as a directory): four figures, each a CPU cost.
-    assert len(lines) == 4 and all("CPU" in line and "µs/request" in line for line in lines), done.stdout
+    # The working tree twice (as `work` and as a directory) and the stack floor: six figures, each a CPU cost.
+    assert len(lines) == 6 and all("CPU" in line and "µs/request" in line for line in lines), done.stdout
     assert all(float(line.split("CPU")[1].split()[0]) > 0 for line in lines)
+    assert sum(line.split()[0] == "floor-asgi" for line in lines) == 2
 
 
 def test_claims_benchmark_times_a_claim_with_and_without_a_backlog() -> None:
