@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                     run = wrk(url, operation, key=relay.key, connections=1, seconds=args.seconds)
                     spent = cpu_seconds(relay.process.pid) - before
                     figures.setdefault((name, operation), []).append((spent / max(run.requests, 1) * 1e6, run.p50_us))
-    for (name, operation), rounds in sorted(figures.items(), key=lambda item: item[0][1] != "retrieve"):
+    for (name, operation), rounds in figures.items():
         cpu = statistics.median(value for value, _ in rounds)
         p50 = statistics.median(value for _, value in rounds)
         shown = ", ".join(f"{value:.0f}" for value, _ in rounds)
