@@ -110,6 +110,9 @@ show relayctl cooldowns
 
 step "Operator: a daily budget for demo-user; a create that would break it never reaches an upstream"
 show relayctl keys limits demo-user --usd-per-day 6 --max-concurrent-creates 4
+# Running relays follow a relayctl change within a second (RELAY_REFRESH_INTERVAL_SECONDS):
+# the next request must not race it.
+sleep 1
 show curl -sS "$RELAY/openai/v1/videos" -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
     -d '{"prompt": "An epic", "model": "sora-2-pro", "seconds": "12", "size": "1792x1024"}'
 echo
