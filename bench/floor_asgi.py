@@ -5,19 +5,32 @@ each request to one upstream and its answer back, and nothing else.
 
 No key, routing, middleware, pricing, record, access log or metrics: the request's method, path,
 query, body and end-to-end headers go to the upstream as they came, and the answer's status,
-headers and body come back as they arrive. bench/run.py times creates and retrieves through it at
-concurrency 1, started with the relay's uvicorn flags, in the same rounds as the relay's, so the
-report shows what of the relay's added latency its stack alone (uvicorn, httptools, uvloop and
-relay.http1's client, in Python) costs on the day's machine, and what is the relay's own work.
-Loopback only.
+headers and body come back as they arrive. `bench.floor_asgi:starlette_app` does the same through
+the relay's framework as the relay uses it: starlette with the relay's route table under a mount,
+one plain ASGI middleware wrapping `send` (as the relay's request-id middleware does, with none of
+its work), a Request read and a Response answered. bench/run.py times creates and retrieves
+through both at concurrency 1, started with the relay's uvicorn flags, in the same rounds as the
+relay's, so the report shows what of the relay's added latency its stack (uvicorn, httptools,
+uvloop and relay.http1's client, in Python) and then its framework cost on the day's machine, and
+what is the relay's own work. Loopback only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Send
+
 from relay import http1
+from relay.routes import ROUTES
 from relay.upstream import IDLE_CONNECTION_SECONDS, MAX_HEAD_BYTES, MAX_HEADER_LINE_BYTES, READ_BUFFER_BYTES
 
 Scope = dict[str, Any]
@@ -78,3 +91,71 @@ async def _lifespan(scope: Scope, receive: Any, send: Any) -> None:
         await send({"type": "lifespan.startup.complete"})
     await scope["state"]["client"].aclose()
     await send({"type": "lifespan.shutdown.complete"})
+
+
+# -- the same through starlette -----------------------------------------------------------------
+
+
+async def _forwarded(request: Request) -> Response:
+    state = request.app.state
+    body = await request.body()
+    query = request.scope["query_string"].decode("latin-1")
+    url = state.upstream + request.scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
+    headers = [(name, value) for name, value in request.scope["headers"] if name not in _NOT_FORWARDED]
+    answer = await state.client.open(request.method, url, headers, body or None)
+    try:
+        content = b"".join([bytes(chunk) async for chunk in answer.chunks()])
+    finally:
+        answer.release()
+    # Response sets content-length for the body it is given.
+    kept = {name.decode("latin-1"): value.decode("latin-1") for name, value in answer.headers if name.lower() not in _NOT_FORWARDED}
+    return Response(content, answer.status, headers=kept)
+
+
+class _SendWrapped:
+    """A plain ASGI middleware that passes every message through a `send` of its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+@contextlib.asynccontextmanager
+async def _client_kept(app: Starlette) -> AsyncIterator[None]:
+    app.state.client = http1.Client(_limits())
+    app.state.upstream = os.environ["FLOOR_ASGI_UPSTREAM"].rstrip("/")
+    yield
+    await app.state.client.aclose()
+
+
+async def _elsewhere(request: Request) -> Response:
+    return PlainTextResponse("not what is timed here")
+
+
+def _front_door() -> list[Route]:
+    """The relay's route table (relay.routes), path by path in its order, every route forwarding."""
+    methods: dict[str, list[str]] = {}
+    for route in ROUTES:
+        methods.setdefault(route.path, []).append(route.method)
+    return [Route(path, _forwarded, methods=listed) for path, listed in methods.items()]
+
+
+# As relay.app builds the relay's: two routes before the front door's mount, and the middleware.
+starlette_app = Starlette(
+    routes=[
+        Route("/healthz", _elsewhere, methods=["GET"]),
+        Route("/metrics", _elsewhere, methods=["GET"]),
+        Mount("/v1", routes=_front_door()),
+    ],
+    middleware=[Middleware(_SendWrapped)],
+    lifespan=_client_kept,
+)

@@ -8,6 +8,8 @@ cost on the day's machine:
   connections, a proxy in C;
 - floor-asgi (bench/floor_asgi.py): uvicorn with the relay's flags and the relay's upstream client
   passing requests on, the relay's stack without its work;
+- floor-starlette (the same module's starlette_app): the same through starlette with the relay's
+  route table and a middleware, the relay's stack and framework without its work;
 - floor-uvicorn (bench/floor_uvicorn.py): uvicorn answering downloads from memory, the relay's
   response path without an upstream.
 
@@ -27,7 +29,7 @@ from .procs import Server, free_port, wait_until_listening
 from .targets import RELAY_BIN, RELAY_UVICORN_FLAGS, REPO, UPSTREAM_TOKEN
 
 # Timed at concurrency 1 with creates and retrieves (bench/run.py).
-FOR_LATENCY = ("floor-nginx", "floor-copy", "floor-asgi")
+FOR_LATENCY = ("floor-nginx", "floor-copy", "floor-asgi", "floor-starlette")
 # Timed with one download and with concurrent ones (bench/streaming.py).
 FOR_DOWNLOADS = ("floor-copy", "floor-splice", "floor-uvicorn")
 
@@ -74,6 +76,10 @@ def _floor_asgi(workdir: Path, mock: Server, file_bytes: int) -> Server:
     return _uvicorn("bench.floor_asgi:app", "floor-asgi", {"FLOOR_ASGI_UPSTREAM": mock.url})
 
 
+def _floor_starlette(workdir: Path, mock: Server, file_bytes: int) -> Server:
+    return _uvicorn("bench.floor_asgi:starlette_app", "floor-starlette", {"FLOOR_ASGI_UPSTREAM": mock.url})
+
+
 def _floor_nginx(workdir: Path, mock: Server, file_bytes: int) -> Server:
     nginx = start_balancer(workdir / "floor-nginx", [mock])
     return Server("floor-nginx", f"{nginx.url}/v1", nginx.process, nginx.port, key=UPSTREAM_TOKEN)
@@ -85,4 +91,5 @@ _STARTERS: dict[str, Callable[[Path, Server, int], Server]] = {
     "floor-uvicorn": _floor_uvicorn,
     "floor-nginx": _floor_nginx,
     "floor-asgi": _floor_asgi,
+    "floor-starlette": _floor_starlette,
 }

@@ -85,13 +85,12 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "offloaded_concurrent_download_ratio": offloaded["concurrent"]["ratio_relay_to_direct"] if offloaded else None,
         "targets_met": checks,
     }
-    if STACK_FLOOR in added and relay_added:
-        summary["relay_beyond_its_stack_ms"] = {
-            operation: {
-                quantile: round(figures[quantile] - added[STACK_FLOOR][operation][quantile], 3) for quantile in ("p50_ms", "p99_ms")
+    for floor, name in BEYOND_FLOORS.items():
+        if floor in added and relay_added:
+            summary[name] = {
+                operation: {quantile: round(figures[quantile] - added[floor][operation][quantile], 3) for quantile in ("p50_ms", "p99_ms")}
+                for operation, figures in relay_added.items()
             }
-            for operation, figures in relay_added.items()
-        }
     if any(name.startswith(PG_PREFIX) for by_target in latency.values() for name in by_target):
         summary["postgresql_vs_sqlite"] = versus_sqlite(results, added)
     return summary
@@ -102,9 +101,11 @@ LATENCY_FLOORS = {
     "floor-nginx": "nginx passing requests on (a proxy in C)",
     "floor-copy": "a process passing bytes both ways (bench/floor_proxy.py)",
     "floor-asgi": "uvicorn and the relay's upstream client passing requests on (bench/floor_asgi.py)",
+    "floor-starlette": "the same through starlette with the relay's route table and a middleware (bench/floor_asgi.py)",
 }
-# The relay's own stack without its work: what the relay adds beyond it is the relay's doing.
-STACK_FLOOR = "floor-asgi"
+# The relay's stack, then its stack and framework, without its work: what the relay adds beyond
+# each, under these summary names, is the relay's doing.
+BEYOND_FLOORS = {"floor-asgi": "relay_beyond_its_stack_ms", "floor-starlette": "relay_beyond_its_framework_ms"}
 
 
 # The relay on PostgreSQL with N replicas is "relay-pg-Nr"; its SQLite counterpart for throughput
@@ -247,12 +248,12 @@ def _floor_rows(results: dict[str, Any]) -> list[str]:
         "",
         *(f"- {name}: {title}" for name, title in LATENCY_FLOORS.items() if name in floors),
         "",
-        "| operation | relay-1w | " + " | ".join(floors) + " | relay-1w beyond floor-asgi |",
-        "|---" * (len(floors) + 3) + "|",
+        "| operation | relay-1w | " + " | ".join(floors) + "".join(f" | relay-1w beyond {floor}" for floor in BEYOND_FLOORS) + " |",
+        "|---" * (len(floors) + len(BEYOND_FLOORS) + 2) + "|",
     ]
-    beyond = summary.get("relay_beyond_its_stack_ms", {})
     for operation in results["latency"]:
-        cells = [added[name][operation] for name in ("relay-1w", *floors)] + [beyond.get(operation)]
+        beyond = [summary.get(name, {}).get(operation) for name in BEYOND_FLOORS.values()]
+        cells = [added[name][operation] for name in ("relay-1w", *floors)] + beyond
         text = [f"{cell['p50_ms']:.3f} / {cell['p99_ms']:.3f}" if cell else "—" for cell in cells]
         lines.append(f"| {operation} | " + " | ".join(text) + " |")
     return lines

@@ -157,24 +157,28 @@ def test_the_other_proxies_rows_follow_what_was_measured() -> None:
 
 def test_the_floors_beside_the_relay_and_what_is_its_own_work() -> None:
     """Floors timed at c=1 get their added latency like any target, the relay's added latency
-    beyond the stack floor (floor-asgi) is the difference, and none of it touches a verdict."""
+    beyond the stack floor (floor-asgi) and the framework floor (floor-starlette) are the
+    differences, and none of it touches a verdict."""
     results = passing_results()
     for operation in ("create", "retrieve"):
         results["latency"][operation]["floor-nginx"] = _latency(80 + 40, 400 + 100)
         results["latency"][operation]["floor-asgi"] = _latency(80 + 250, 400 + 900)
+        results["latency"][operation]["floor-starlette"] = _latency(80 + 320, 400 + 1_000)
     results["summary"] = summary = report.summarize(results)
     assert summary["added_latency_ms"]["floor-asgi"]["create"] == {"p50_ms": 0.25, "p99_ms": 0.9}
     assert summary["relay_beyond_its_stack_ms"]["create"] == {"p50_ms": 0.15, "p99_ms": 1.0}
+    assert summary["relay_beyond_its_framework_ms"]["retrieve"] == {"p50_ms": 0.08, "p99_ms": 0.9}
     assert all(summary["targets_met"].values())
     text = report.markdown(results, "c.png")
-    assert "| operation | relay-1w | floor-nginx | floor-asgi | relay-1w beyond floor-asgi |" in text
-    assert "| retrieve | 0.400 / 1.900 | 0.040 / 0.100 | 0.250 / 0.900 | 0.150 / 1.000 |" in text
-    # Without the stack floor there is no "beyond" column to fill.
+    floors = "| floor-nginx | floor-asgi | floor-starlette |"
+    assert f"| operation | relay-1w {floors} relay-1w beyond floor-asgi | relay-1w beyond floor-starlette |" in text
+    assert "| retrieve | 0.400 / 1.900 | 0.040 / 0.100 | 0.250 / 0.900 | 0.320 / 1.000 | 0.150 / 1.000 | 0.080 / 0.900 |" in text
+    # Without a floor there is no difference to take from it: its column says so.
     for operation in ("create", "retrieve"):
         del results["latency"][operation]["floor-asgi"]
     results["summary"] = report.summarize(results)
     assert "relay_beyond_its_stack_ms" not in results["summary"]
-    assert "| create | 0.400 / 1.900 | 0.040 / 0.100 | — |" in report.markdown(results, "c.png")
+    assert "| create | 0.400 / 1.900 | 0.040 / 0.100 | 0.320 / 1.000 | — | 0.080 / 0.900 |" in report.markdown(results, "c.png")
 
 
 def test_pacing_brings_the_offered_rate_down() -> None:

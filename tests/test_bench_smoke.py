@@ -68,7 +68,7 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
 
     for operation in ("create", "retrieve"):
         by_target = results["latency"][operation]
-        floors = {"floor-nginx", "floor-copy", "floor-asgi"}
+        floors = {"floor-nginx", "floor-copy", "floor-asgi", "floor-starlette"}
         assert set(by_target) == {"direct", "relay-1w", "relay-pg-2r", *floors}
         for relay in ("relay-1w", "relay-pg-2r", *floors):
             # wrk counts answers other than 2xx and 3xx as errors: the floors pass creates and retrieves on.
@@ -115,7 +115,7 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
     assert "| one download, a proxy that only splices (bench/floor_proxy.py --splice) |" in markdown
     assert "| 8 concurrent downloads, uvicorn alone, answering from memory (bench/floor_uvicorn.py) |" in markdown
     assert "| 8 concurrent downloads, the relay with 2 workers |" in markdown
-    assert "| operation | relay-1w | floor-nginx | floor-copy | floor-asgi | relay-1w beyond floor-asgi |" in markdown
+    assert "| operation | relay-1w | floor-nginx | floor-copy | floor-asgi | floor-starlette | relay-1w beyond floor-asgi |" in markdown
     assert results_path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
