@@ -9,8 +9,9 @@ or `work`, the working tree) gets its own SQLite database prepared by its own re
 benchmark's key (bench.targets.KEY_LIMITS, or none with --no-limits), and all take turns in
 interleaved rounds against one nginx mock: wrk at concurrency 1, retrieve then create. Prints,
 per relay and operation, the median over rounds of CPU microseconds per request and of wrk's p50.
-With --floor, bench/floor_asgi.py (uvicorn and the relay's upstream client passing requests on,
-nothing else) takes its turns too: what the relay's stack alone spends per request.
+With --floor, bench/floor_asgi.py's two apps (uvicorn and the relay's upstream client passing
+requests on, nothing else; the same through starlette as the relay uses it) take their turns too:
+what the relay's stack, and its stack with its framework, spend per request.
 
 Creates in a relay whose budgets sum the month's jobs grow slower round by round, as the run's
 own creates pile up: read the rounds, not only the median, for those.
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=3, help="per wrk run")
     parser.add_argument("--no-limits", action="store_true", help="a key without limits")
-    parser.add_argument("--floor", action="store_true", help="also the relay's stack alone (bench/floor_asgi.py)")
+    parser.add_argument("--floor", action="store_true", help="also the relay's stack and framework alone (bench/floor_asgi.py)")
     args = parser.parse_args(argv)
     limits = () if args.no_limits else targets.KEY_LIMITS
     with contextlib.ExitStack() as stack:
@@ -57,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(relay)
             relays[name] = (relay, {relay.name: targets.create_video(relay)})
         if args.floor:
-            [floor] = floors.start(("floor-asgi",), workdir, mock, servers, file_bytes=1 << 20)
-            relays[floor.name] = (floor, {floor.name: targets.create_video(floor)})
+            for floor in floors.start(("floor-asgi", "floor-starlette"), workdir, mock, servers, file_bytes=1 << 20):
+                relays[floor.name] = (floor, {floor.name: targets.create_video(floor)})
         figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
         names = list(relays)
         for round_number in range(args.rounds):

@@ -134,10 +134,11 @@ def test_cpu_per_request_compares_relays_side_by_side() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    # The working tree twice (as `work` and as a directory) and the stack floor: six figures, each a CPU cost.
-    assert len(lines) == 6 and all("CPU" in line and "µs/request" in line for line in lines), done.stdout
+    # The working tree twice (as `work` and as a directory) and the two floors: eight figures, each a CPU cost.
+    assert len(lines) == 8 and all("CPU" in line and "µs/request" in line for line in lines), done.stdout
     assert all(float(line.split("CPU")[1].split()[0]) > 0 for line in lines)
-    assert sum(line.split()[0] == "floor-asgi" for line in lines) == 2
+    named = [line.split()[0] for line in lines]
+    assert named.count("floor-asgi") == named.count("floor-starlette") == 2
 
 
 def test_claims_benchmark_times_a_claim_with_and_without_a_backlog() -> None:
