@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -53,6 +53,17 @@ def _limits() -> http1.Limits:
     )
 
 
+def _client_and_upstream() -> tuple[http1.Client, str]:
+    return http1.Client(_limits()), os.environ["FLOOR_ASGI_UPSTREAM"].rstrip("/")
+
+
+def _upstream_request(scope: Mapping[str, Any], upstream: str) -> tuple[str, list[tuple[bytes, bytes]]]:
+    """The URL and headers the request goes upstream with: its path and query, its end-to-end headers."""
+    query = scope["query_string"].decode("latin-1")
+    url = upstream + scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
+    return url, [(name, value) for name, value in scope["headers"] if name not in _NOT_FORWARDED]
+
+
 async def app(scope: Scope, receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(scope, receive, send)
@@ -65,9 +76,7 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
-    query = scope["query_string"].decode("latin-1")
-    url = base + scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
-    headers = [(name, value) for name, value in scope["headers"] if name not in _NOT_FORWARDED]
+    url, headers = _upstream_request(scope, base)
     answer = await client.open(scope["method"], url, headers, bytes(body) or None)
     try:
         await send(
@@ -86,8 +95,7 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
 
 async def _lifespan(scope: Scope, receive: Any, send: Any) -> None:
     while (await receive())["type"] != "lifespan.shutdown":
-        scope["state"]["client"] = http1.Client(_limits())
-        scope["state"]["upstream"] = os.environ["FLOOR_ASGI_UPSTREAM"].rstrip("/")
+        scope["state"]["client"], scope["state"]["upstream"] = _client_and_upstream()
         await send({"type": "lifespan.startup.complete"})
     await scope["state"]["client"].aclose()
     await send({"type": "lifespan.shutdown.complete"})
@@ -99,9 +107,7 @@ async def _lifespan(scope: Scope, receive: Any, send: Any) -> None:
 async def _forwarded(request: Request) -> Response:
     state = request.app.state
     body = await request.body()
-    query = request.scope["query_string"].decode("latin-1")
-    url = state.upstream + request.scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
-    headers = [(name, value) for name, value in request.scope["headers"] if name not in _NOT_FORWARDED]
+    url, headers = _upstream_request(request.scope, state.upstream)
     answer = await state.client.open(request.method, url, headers, body or None)
     try:
         content = b"".join([bytes(chunk) async for chunk in answer.chunks()])
@@ -131,8 +137,7 @@ class _SendWrapped:
 
 @contextlib.asynccontextmanager
 async def _client_kept(app: Starlette) -> AsyncIterator[None]:
-    app.state.client = http1.Client(_limits())
-    app.state.upstream = os.environ["FLOOR_ASGI_UPSTREAM"].rstrip("/")
+    app.state.client, app.state.upstream = _client_and_upstream()
     yield
     await app.state.client.aclose()
 

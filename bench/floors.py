@@ -48,13 +48,13 @@ def start(names: tuple[str, ...], workdir: Path, mock: Server, servers: list[Ser
 
 
 def _floor_proxy(mode: str) -> Callable[[Path, Server, int], Server]:
-    def start(workdir: Path, mock: Server, file_bytes: int) -> Server:
+    def start_proxy(workdir: Path, mock: Server, file_bytes: int) -> Server:
         port = free_port()
         command = [sys.executable, "-m", "bench.floor_proxy", "--upstream", f"127.0.0.1:{mock.port}", "--port", str(port)]
         process = subprocess.Popen([*command, *(["--splice"] if mode == "splice" else [])], cwd=REPO)
         return Server(f"floor-{mode}", f"http://127.0.0.1:{port}/v1", process, port, key=UPSTREAM_TOKEN)
 
-    return start
+    return start_proxy
 
 
 def _uvicorn(app: str, name: str, env: dict[str, str]) -> Server:

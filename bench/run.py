@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         # Entered first so that it stops last, once every relay on it has stopped.
         cluster = stack.enter_context(postgres.cluster_for_bench(args.pg_durability)) if args.replicas else None
         workdir, servers = stack.enter_context(workspace("relay-bench-"))
-        mock = start_nginx(workdir, file_bytes=args.file_mib * MIB)
+        file_bytes = args.file_mib * MIB
+        mock = start_nginx(workdir, file_bytes=file_bytes)
         servers.append(mock)
         env, key = prepare_relay_database(workdir, mock.url + "/v1")
         relays: dict[int, Server] = {}
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                 litellms[workers] = start_litellm(workdir, mock.url + "/v1", workers=workers)
                 servers.append(litellms[workers])
 
-        floored = floors.start(floors.FOR_LATENCY + floors.FOR_DOWNLOADS, workdir, mock, servers, file_bytes=args.file_mib * MIB)
+        floored = floors.start(floors.FOR_LATENCY + floors.FOR_DOWNLOADS, workdir, mock, servers, file_bytes=file_bytes)
         log(f"servers up after {time.monotonic() - started:.0f} s")
 
         direct = Server("direct", mock.url + "/v1", mock.process, mock.port, key=UPSTREAM_TOKEN)

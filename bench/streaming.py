@@ -464,12 +464,13 @@ def run_streaming(mock: Server, relay: Server, video_id: str, *, rounds: int, pr
 
 def main() -> None:
     with workspace("bench-streaming-") as (workdir, servers):
-        mock = start_nginx(workdir, file_bytes=1024 * MIB)
+        file_bytes = 1024 * MIB
+        mock = start_nginx(workdir, file_bytes=file_bytes)
         servers.append(mock)
         env, key = prepare_relay_database(workdir, f"{mock.url}/v1")
         relay = start_relay(workdir, env, key, workers=1)
         servers.append(relay)
-        floored = floors.start(floors.FOR_DOWNLOADS, workdir, mock, servers, file_bytes=1024 * MIB)
+        floored = floors.start(floors.FOR_DOWNLOADS, workdir, mock, servers, file_bytes=file_bytes)
         proxies = [offload_front(workdir, relay, servers), *floored]
         result = run_streaming(mock, relay, create_video(relay), rounds=3, proxies=proxies)
         json.dump(result, sys.stdout, indent=2)
