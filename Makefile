@@ -76,7 +76,7 @@ define ensure_bench_tools
 	fi
 endef
 
-.PHONY: run test lint demo sandbox clean prometheus-tools postgresql-tools dashboards dashboard-pictures bench bench-tools
+.PHONY: run test lint demo sandbox clean bytecode prometheus-tools postgresql-tools dashboards dashboard-pictures bench bench-tools
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + ")")'
@@ -105,7 +105,13 @@ $(BENCH_VENV)/.installed: bench/litellm/requirements.txt bench/litellm/constrain
 	$(BENCH_VENV)/bin/pip install --quiet -c bench/litellm/constraints.txt -r bench/litellm/requirements.txt
 	@touch $@
 
-run: $(VENV)/.installed-run
+# The project's modules byte-compiled ahead (a no-op for those already compiled): where
+# PYTHONDONTWRITEBYTECODE is set, every relay worker and every relayctl would otherwise compile
+# them again as it starts, a tenth of a second of CPU each (the tests start over a thousand).
+bytecode: $(VENV)/.installed-run
+	@$(BIN)/python -m compileall -q relay ops bench
+
+run: $(VENV)/.installed-run bytecode
 	$(BIN)/uvicorn relay.app:app --host $(HOST) --port $(PORT) --workers $(WORKERS) --loop uvloop --http httptools --no-access-log \
 		--log-config relay/uvicorn-logging.json --timeout-graceful-shutdown $(RELAY_SHUTDOWN_TIMEOUT_SECONDS)
 
@@ -118,7 +124,7 @@ postgresql-tools:
 # The docs extra brings matplotlib, which the benchmark's smoke test draws its chart with.
 # Two test processes (pytest-xdist), a file each at a time: the suite's servers and clusters are
 # per file or per process, and two processes fill 2 cores.
-test: lint $(VENV)/.installed-docs $(SDK2_VENV)/.installed prometheus-tools postgresql-tools bench-tools
+test: lint $(VENV)/.installed-docs $(SDK2_VENV)/.installed prometheus-tools postgresql-tools bench-tools bytecode
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The linter and the formatter's check on all the Python, and the strict type checker on relay/,
@@ -142,13 +148,13 @@ bench-tools:
 
 # The relay (on SQLite, and on a throwaway PostgreSQL) beside direct calls and LiteLLM on loopback;
 # writes bench/results/<date>.{json,md,png}.
-bench: $(VENV)/.installed-docs $(BENCH_VENV)/.installed bench-tools postgresql-tools
+bench: $(VENV)/.installed-docs $(BENCH_VENV)/.installed bench-tools postgresql-tools bytecode
 	$(BIN)/python -m bench.run
 
-demo: $(VENV)/.installed-run
+demo: $(VENV)/.installed-run bytecode
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash docs/demo.sh
 
-sandbox: $(VENV)/.installed-run
+sandbox: $(VENV)/.installed-run bytecode
 	$(BIN)/relayctl sandbox --host $(HOST) --port 8090
 
 clean:

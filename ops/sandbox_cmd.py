@@ -6,26 +6,9 @@ import json
 import socket
 
 import click
-import uvicorn
-
-from relay.sandbox import create_sandbox_app
 
 # A job that takes longer than a day to complete is no test anyone waits for.
 MAX_COMPLETE_AFTER_SECONDS = 86400
-
-
-class _AnnouncingServer(uvicorn.Server):
-    """A uvicorn server that prints its address once it listens (with --port 0, the port it got)."""
-
-    def __init__(self, config: uvicorn.Config, *, as_json: bool) -> None:
-        super().__init__(config)
-        self.as_json = as_json
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started and self.servers and self.servers[0].sockets:
-            host, port = self.servers[0].sockets[0].getsockname()[:2]
-            announce(host, port, as_json=self.as_json)
 
 
 def announce(host: str, port: int, *, as_json: bool) -> None:
@@ -51,5 +34,20 @@ def announce(host: str, port: int, *, as_json: bool) -> None:
 
 
 def serve_sandbox(host: str, port: int, *, complete_after_seconds: float, fail: str | None, as_json: bool) -> None:
+    # The server and the emulators load here, not when relayctl starts: every other command,
+    # which operators and scripts run many times a day, starts without them.
+    import uvicorn
+
+    from relay.sandbox import create_sandbox_app
+
+    class AnnouncingServer(uvicorn.Server):
+        """Prints its address once it listens (with --port 0, the port it got)."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started and self.servers and self.servers[0].sockets:
+                bound_host, bound_port = self.servers[0].sockets[0].getsockname()[:2]
+                announce(bound_host, bound_port, as_json=as_json)
+
     app = create_sandbox_app(complete_after_seconds=complete_after_seconds, fail=fail)
-    _AnnouncingServer(uvicorn.Config(app, host=host, port=port, log_level="warning"), as_json=as_json).run()
+    AnnouncingServer(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()

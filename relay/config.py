@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .store.location import DatabaseLocation, LocationError, parse_location
-from .store.postgres import PoolSettings
+from .store.pool_settings import PoolSettings
 
 
 class ConfigError(ValueError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from conftest import TOKEN
 
 from relay.accounts import CONSUMER_BACKEND_WARNING
 from relay.crypto import generate_key
+from relay.store import Store
 
 
 def test_keys_issue_list_revoke(cli: Any, tmp_path: Path) -> None:
@@ -168,3 +171,20 @@ def test_operator_slips_get_one_clear_line(cli: Any, tmp_path: Path) -> None:
     assert "WIDTHxHEIGHT" in cli("keys", "limits", "alice", "--sizes", "foo", code=1).output
     assert "Revoked key 'alice'." in cli("keys", "revoke", "alice").output
     assert "already revoked" in cli("keys", "revoke", "alice").output
+
+
+def test_relayctl_and_a_relay_on_sqlite_load_neither_the_postgresql_driver_nor_the_server(tmp_path: Path) -> None:
+    # Operators and scripts run relayctl many times a day, and each relay worker starts anew:
+    # what only PostgreSQL users, `relayctl sandbox` or a schema change need loads when they do.
+    database = tmp_path / "relay.db"
+    made = Store(database)
+    made.ensure_schema()
+    made.close()
+    probe = (
+        "import sys, ops.cli, relay.app, relay.store\n"
+        "store = relay.store.Store(sys.argv[1]); store.ensure_schema(); store.schema_status(); store.close()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'psycopg', 'psycopg_pool', 'uvicorn', 'sqlite_utils'}))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('relay.sandbox')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(database)], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.splitlines() == ["[]", "[]"]

@@ -127,6 +127,17 @@ def test_a_version_1_database_missing_later_columns_gets_them_with_its_rows_kept
     assert {("limits", None)} <= set(next(iter(after["keys"])))
 
 
+def test_step_1s_shape_read_from_its_definitions_is_what_step_1_builds() -> None:
+    """The check above compares a database with step 1's shape, read from the tables' definitions
+    rather than built in a scratch database at every start: both must agree."""
+    conn = sqlite3.connect(":memory:")
+    schema._step_1_base_schema(conn, "sqlite")
+    built = schema._shape(conn) - {("index", name) for name in schema._STEP_1_INDEXES_DROPPED}
+    # SQLite's own indexes for text and composite primary keys come with the tables.
+    assert schema._step_1_shape() == {item for item in built if not item[1].startswith("sqlite_autoindex_")}
+    conn.close()
+
+
 def test_db_status_and_upgrade_refuse_a_missing_or_foreign_file(tmp_path: Path, cli: Any) -> None:
     assert "no relay database" in cli("db", "status", code=1).output
     assert not (tmp_path / "relay.db").exists()

@@ -46,7 +46,7 @@ from .keys import Keys
 from .location import DatabaseLocation, LocationError, parse_location
 from .meta import Meta
 from .outcomes import Outcomes
-from .postgres import PoolSettings, PostgresBackend
+from .pool_settings import PoolSettings
 from .prices import Prices
 from .reservations import Reservations
 from .schema import SCHEMA_VERSION, Schema, SchemaStatus
@@ -111,6 +111,8 @@ class Store(Schema, Meta, Keys, Accounts, Sessions, Videos, Reservations, Outcom
         if self.location.is_sqlite:
             backend = SQLiteBackend(self.location, read_only=read_only, busy_timeout_seconds=busy_timeout_seconds)
         else:
+            from .postgres import PostgresBackend  # only PostgreSQL users pay for importing the driver
+
             backend = PostgresBackend(self.location, read_only=read_only, busy_timeout_seconds=busy_timeout_seconds, pool=pool)
         self._db = backend
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .backend import Connection
 from .location import DatabaseLocation
-from .postgres import PoolSettings
+from .pool_settings import PoolSettings
 from .schema import TABLE_NAMES
 
 if TYPE_CHECKING:

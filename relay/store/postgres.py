@@ -23,7 +23,6 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 import psycopg
@@ -32,22 +31,13 @@ import psycopg_pool
 from ..records import StoreBug, StoreUnavailable
 from .backend import NOT_NOW, Connection, NotNow
 from .location import DatabaseLocation, Dialect
+from .pool_settings import PoolSettings
 from .postgres_statements import ConnectionStatements, Result
 
 T = TypeVar("T")
 
 # pg_advisory_xact_lock's key for the store's write turn ("relay" in ASCII, to be recognisable in pg_locks).
 WRITE_LOCK = 0x72656C6179
-
-
-@dataclass(frozen=True)
-class PoolSettings:
-    """A process's connections to PostgreSQL (RELAY_DATABASE_POOL_*)."""
-
-    min_size: int = 2
-    max_size: int = 10
-    # How long a store call waits for a free connection before the request gets a 503.
-    timeout_seconds: float = 5.0
 
 
 # Reasons by SQLSTATE (exact code first, then its two-character class): fixed words only.
