@@ -166,3 +166,17 @@ def test_claims_benchmark_times_a_claim_with_and_without_a_backlog() -> None:
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith("work")]
     assert [(row[0], row[1], " ".join(row[2:4])) for row in rows] == [("work", "sqlite", "finds one"), ("work", "sqlite", "finds none")]
     assert all(float(figure) > 0 for row in rows for figure in row[4:]), done.stdout
+
+
+def test_startup_benchmark_times_each_start_beside_a_bare_interpreter() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.startup", "work", "--rounds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    header, *rows = done.stdout.splitlines()
+    assert header.split()[0] == "start"
+    figures = {row.rsplit(None, 2)[0]: (float(row.split()[-2]), float(row.split()[-1])) for row in rows}
+    assert set(figures) == {"python -c pass", "work: relayctl --help", "work: relayctl keys list", "work: relay ready"}
+    assert figures["python -c pass"][1] == 1.0
+    # Each start does the bare interpreter's work and more: a figure that is not above it measured nothing.
+    assert all(ms > 0 and times > 1 for name, (ms, times) in figures.items() if name != "python -c pass")
