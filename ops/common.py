@@ -18,8 +18,8 @@ from relay.crypto import SecretBox, SecretKeyError
 from relay.errors import shown
 from relay.keys import KeyInputError
 from relay.limits import LimitInputError
+from relay.opening import open_store
 from relay.pricing import PriceInputError
-from relay.state import open_store
 from relay.store import AlreadyExists, LocationError, NotFound, Store, StoreUnavailable, parse_location
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -11,7 +11,7 @@ import httpx
 from relay.accounts import rotate_secret_key
 from relay.config import Settings
 from relay.crypto import SecretKeyError, generate_key, parse_keys
-from relay.state import open_store
+from relay.opening import open_store
 from relay.store import SCHEMA_VERSION, Store, StoreUnavailable
 from relay.upstream import base_api_problem, shown_url
 

@@ -15,7 +15,7 @@ from conftest import TOKEN
 from relay.accounts import AccountInputError, add_account, redact_proxy, set_base_api, set_priority, validate_base_api, validate_proxy
 from relay.config import Settings
 from relay.crypto import SecretBox, generate_key
-from relay.state import open_store
+from relay.opening import open_store
 from relay.store import Store
 from relay.store.location import parse_location
 from relay.upstream import shown_url

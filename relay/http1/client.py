@@ -151,10 +151,17 @@ class Client:
 
     def __init__(self, limits: Limits, ssl_context: ssl.SSLContext | None = None) -> None:
         self.limits = limits
-        # certifi's CA bundle: a fresh machine may have no system CA store.
-        self._ssl = ssl_context or ssl.create_default_context(cafile=certifi.where())
+        # Made at the first https connection (tls_context): loading the CA bundle costs each worker's
+        # start tens of milliseconds of CPU, for nothing where every upstream is plain http.
+        self._ssl = ssl_context
         self.pool = Pool(limits.max_connections, limits.idle_seconds)
         self._origins: dict[str, tuple[Origin, bytes]] = {}
+
+    def tls_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            # certifi's CA bundle: a fresh machine may have no system CA store.
+            self._ssl = ssl.create_default_context(cafile=certifi.where())
+        return self._ssl
 
     async def open(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes | None = None) -> Response:
         target = self._target(url)
@@ -191,5 +198,5 @@ class Client:
     async def _connect(self, origin: Origin) -> Connection:
         scheme, host, port = origin
         return await open_connection(
-            host, port, tls=self._ssl if scheme == "https" else None, limits=self.limits, factory=lambda: Connection(self.limits)
+            host, port, tls=self.tls_context() if scheme == "https" else None, limits=self.limits, factory=lambda: Connection(self.limits)
         )

@@ -66,7 +66,9 @@ async def run_deliveries(state: RelayState, *, interval: float = 1.0, batch: int
             if slots.saturated:
                 woken.set()
 
-    async with make_client() as client, anyio.create_task_group() as tasks:
+    client: httpx.AsyncClient | None = None
+    # The stack closes the client after the task group has ended every attempt.
+    async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as tasks:
         while True:
             woken.clear()
             wanted = min(batch, slots.free)
@@ -79,9 +81,14 @@ async def run_deliveries(state: RelayState, *, interval: float = 1.0, batch: int
                 else:
                     claims.succeeded()
                 slots.saturated = len(claimed) == wanted
-                for delivery, endpoint in claimed:
-                    slots.free -= 1
-                    tasks.start_soon(attempt, client, delivery, endpoint)
+                if claimed:
+                    if client is None:
+                        # Made for the first delivery: loading the CA bundle costs each worker's
+                        # start tens of milliseconds of CPU, for nothing on a relay without webhooks.
+                        client = await stack.enter_async_context(make_client())
+                    for delivery, endpoint in claimed:
+                        slots.free -= 1
+                        tasks.start_soon(attempt, client, delivery, endpoint)
                 if slots.saturated and slots.free > 0:
                     continue
             with contextlib.suppress(TimeoutError):
