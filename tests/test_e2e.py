@@ -78,8 +78,11 @@ def test_cli_changes_reach_a_running_relay_with_two_workers(relay_process: Any, 
     headers = {"Authorization": f"Bearer {key}"}
     create = {"prompt": "a cat"}
 
+    # A new connection for each request (none kept alive), so that requests reach both workers.
+    fresh = httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0))
+
     def status() -> int:
-        return httpx.post(f"{relay.url}/openai/v1/videos", json=create, headers=headers, timeout=10).status_code
+        return fresh.post(f"{relay.url}/openai/v1/videos", json=create, headers=headers).status_code
 
     def all_workers(expected: int) -> Callable[[], bool]:
         # Several requests in a row land on both workers.
@@ -117,6 +120,7 @@ def test_cli_changes_reach_a_running_relay_with_two_workers(relay_process: Any, 
         with contextlib.closing(sqlite3.connect(relay.env["RELAY_DATABASE"])) as db:
             return int(db.execute("SELECT count(*) FROM outcomes").fetchone()[0])
 
+    fresh.close()
     sent_upstream = len(sandbox.requests())
     eventually(lambda: recorded() == sent_upstream, within=10.0)
     relay.stop()

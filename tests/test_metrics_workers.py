@@ -55,17 +55,18 @@ def test_two_workers_count_every_request_once(relay_process: Any, sandbox: Sandb
     headers = {"Authorization": f"Bearer {key}"}
     lists, creates, refused = 60, 12, 9
 
-    def call(index: int) -> int:
-        # New connections each time, so uvicorn's workers share the load.
-        with httpx.Client(base_url=relay.url, timeout=20) as client:
-            if index < lists:
-                return client.get("/openai/v1/videos", headers=headers).status_code
-            if index < lists + creates:
-                body = {"prompt": "a lighthouse", "model": "sora-2", "seconds": "4", "size": "720x1280"}
-                return client.post("/openai/v1/videos", headers=headers, json=body).status_code
-            return client.get("/openai/v1/videos", headers={"Authorization": "Bearer rk-wrong"}).status_code
+    # A new connection for each request (none kept alive), so uvicorn's workers share the load.
+    client = httpx.Client(base_url=relay.url, timeout=20, limits=httpx.Limits(max_keepalive_connections=0))
 
-    with ThreadPoolExecutor(8) as pool:
+    def call(index: int) -> int:
+        if index < lists:
+            return client.get("/openai/v1/videos", headers=headers).status_code
+        if index < lists + creates:
+            body = {"prompt": "a lighthouse", "model": "sora-2", "seconds": "4", "size": "720x1280"}
+            return client.post("/openai/v1/videos", headers=headers, json=body).status_code
+        return client.get("/openai/v1/videos", headers={"Authorization": "Bearer rk-wrong"}).status_code
+
+    with client, ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(call, range(lists + creates + refused)))
     assert statuses.count(200) == lists + creates and statuses.count(401) == refused
 
