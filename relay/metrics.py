@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -74,12 +74,35 @@ class SessionCollector(Collector):
         )
 
 
+class WorkerFiles:
+    """The workers' metric files summed, as prometheus_client's MultiProcessCollector sums them,
+    less the empty ones. A worker creates its file before sizing it; the collector fails on an
+    empty file, and with it the whole scrape (prometheus/client_python#1199): at every worker's
+    start, and for good after a worker killed in between (uvicorn kills one that misses its
+    health check) left one behind. An empty file holds nothing to count."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def collect(self) -> Iterable[Metric]:
+        files = [str(file) for file in self.path.glob("*.db") if _has_content(file)]
+        merged: Iterable[Metric] = MultiProcessCollector.merge(files, accumulate=True)
+        return merged
+
+
+def _has_content(file: Path) -> bool:
+    try:
+        return file.stat().st_size > 0
+    except FileNotFoundError:  # a live gauge's file, removed as its worker exited
+        return False
+
+
 class RelayRegistry(CollectorRegistry):
     """What `/metrics` serves.
 
-    In multiprocess mode (several workers) the instruments below write to shared files and
-    reach the scrape through the MultiProcessCollector, summed over workers; registering them
-    here as well would serve this one worker's share beside the sum, so they are left out.
+    In multiprocess mode (several workers) the instruments below write to shared files, which
+    WorkerFiles sums over workers at each scrape; registering them here as well would serve
+    this one worker's share beside the sum, so they are left out.
     Scrape-time collectors (database views) register as usual and run once per scrape.
     """
 
@@ -87,7 +110,7 @@ class RelayRegistry(CollectorRegistry):
         super().__init__()
         self.multiprocess_dir = multiprocess_dir
         if multiprocess_dir is not None:
-            MultiProcessCollector(self, path=str(multiprocess_dir))
+            super().register(WorkerFiles(multiprocess_dir))
 
     def register(self, collector: Collector) -> None:
         if self.multiprocess_dir is not None and isinstance(collector, MetricWrapperBase):

@@ -156,6 +156,26 @@ def test_registry_sums_workers_and_reaps_dead_ones(tmp_path: Path, monkeypatch: 
         values.ValueClass = saved
 
 
+def test_a_workers_file_left_empty_does_not_fail_the_scrape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker creates its metric file before sizing it: one killed in between (uvicorn kills a
+    worker that misses its health check) leaves an empty file that prometheus_client's own
+    collector fails on, and with it every scrape from then on."""
+    from prometheus_client import generate_latest, values
+
+    monkeypatch.setenv(multiprocess.ENV, str(tmp_path))
+    saved = values.ValueClass
+    try:
+        assert multiprocess.configure() == tmp_path
+        values.ValueClass = values.MultiProcessValue(lambda: os.getpid())
+        Counter("demo_total", "demo", registry=None).inc(3)
+    finally:
+        values.ValueClass = saved
+    (tmp_path / f"counter_{2**22 + 9}.db").touch()
+    (tmp_path / f"gauge_livesum_{2**22 + 9}.db").touch()
+    found = samples(generate_latest(RelayRegistry(tmp_path)).decode())
+    assert value(found, "demo_total") == 3
+
+
 def test_metrics_on_their_own_port(relay_process: Any, sandbox: Sandbox) -> None:
     from conftest import free_port
 
