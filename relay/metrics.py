@@ -74,7 +74,7 @@ class SessionCollector(Collector):
         )
 
 
-class WorkerFiles:
+class WorkerFiles(Collector):
     """The workers' metric files summed, as prometheus_client's MultiProcessCollector sums them,
     less the empty ones. A worker creates its file before sizing it; the collector fails on an
     empty file, and with it the whole scrape (prometheus/client_python#1199): at every worker's
