@@ -70,10 +70,14 @@ def test_bench_runs_and_reports_every_measurement(tmp_path: Path) -> None:
         by_target = results["latency"][operation]
         floors = {"floor-nginx", "floor-copy", "floor-asgi", "floor-starlette"}
         assert set(by_target) == {"direct", "relay-1w", "relay-pg-2r", *floors}
-        for relay in ("relay-1w", "relay-pg-2r", *floors):
+        for target in ("relay-1w", "relay-pg-2r", *floors):
             # wrk counts answers other than 2xx and 3xx as errors: the floors pass creates and retrieves on.
-            assert by_target["direct"]["errors"] == by_target[relay]["errors"] == 0
-            assert 0 < by_target["direct"]["p50_us"] < by_target[relay]["p50_us"]  # a proxy adds something; never nothing
+            assert by_target["direct"]["errors"] == by_target[target]["errors"] == 0
+            assert by_target["direct"]["p50_us"] > 0 and by_target[target]["p50_us"] > 0
+        # The relays add ten times what one-second runs on a shared machine move by; a floor adds
+        # less than that (a direct run's p50 has come out above a floor's), so floors are not compared.
+        for relay in ("relay-1w", "relay-pg-2r"):
+            assert by_target["direct"]["p50_us"] < by_target[relay]["p50_us"]
         beyond = results["summary"]["relay_beyond_its_stack_ms"][operation]
         added = results["summary"]["added_latency_ms"]
         assert beyond["p50_ms"] == pytest.approx(
