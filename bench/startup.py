@@ -21,14 +21,13 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from . import targets
 from .ab import source_of
-from .procs import Server, cpu_seconds, free_port, stop, workspace
+from .procs import Server, cpu_seconds, stop, workspace
 
 BASELINE = "python -c pass"
 STARTS = ("relayctl --help", "relayctl keys list", "relay ready")
@@ -71,7 +70,7 @@ def starts_of(name: str, source: Path | None, workdir: Path, servers: list[Serve
     return {
         f"{name}: relayctl --help": lambda: child_cpu([*relayctl, "--help"], env),
         f"{name}: relayctl keys list": lambda: child_cpu([*relayctl, "keys", "list"], env),
-        f"{name}: relay ready": lambda: relay_ready_cpu(env, source or targets.REPO, servers),
+        f"{name}: relay ready": lambda: relay_ready_cpu(env, source or targets.REPO, workdir, servers),
     }
 
 
@@ -83,29 +82,13 @@ def child_cpu(command: list[str], env: dict[str, str]) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def relay_ready_cpu(env: dict[str, str], cwd: Path, servers: list[Server]) -> float:
+def relay_ready_cpu(env: dict[str, str], cwd: Path, workdir: Path, servers: list[Server]) -> float:
     """CPU seconds a relay took from its start until /healthz answered."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(targets.RELAY_BIN / "uvicorn"), "relay.app:app", "--host", "127.0.0.1", "--port", str(port), *targets.RELAY_UVICORN_FLAGS],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    server = Server("relay", f"http://127.0.0.1:{port}", process, port)
+    server = targets.start_relay(workdir, env, "", workers=1, name="relay-startup", cwd=cwd)
     servers.append(server)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the relay exited with {process.returncode} or did not answer /healthz in time")
-            try:
-                with urllib.request.urlopen(f"{server.url}/healthz", timeout=1):
-                    return cpu_seconds(process.pid)
-            except OSError:
-                time.sleep(0.02)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=10):
+            return cpu_seconds(server.process.pid)
     finally:
         stop(server)
         servers.remove(server)
