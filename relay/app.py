@@ -21,10 +21,8 @@ import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import multiprocess
@@ -37,7 +35,7 @@ from .logs import RequestFacts, configure_logging, fields, flush_logs, log_forma
 from .metrics import RelayRegistry
 from .metrics_server import listening_socket, serve_metrics
 from .records import StoreUnavailable
-from .routes import OTHER, front_door_router
+from .routes import OTHER, Route, RouteTable, route_path
 from .state import RelayState, build_state, keep_fresh
 from .webhooks.dispatcher import run_deliveries
 
@@ -117,19 +115,13 @@ def _exposition(registry: RelayRegistry) -> bytes:
     return generate_latest(registry)
 
 
-async def relay_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RelayError)
-    return error_response(exc)
-
-
 # The store has already waited out its busy timeout on this request: a retry a second later
 # finds the database back or answers just as fast.
 DATABASE_RETRY_AFTER_SECONDS = 1
 
 
-async def database_unavailable(request: Request, exc: Exception) -> Response:
+def database_unavailable(request: Request, exc: StoreUnavailable) -> Response:
     """503 for a database that is locked, failing or gone: the client retries; no traceback per request."""
-    assert isinstance(exc, StoreUnavailable)
     facts = request_facts(request)
     facts.error_class = "database_unavailable"
     log.warning("database unavailable: %s", exc.reason, extra=fields(request_id=request.state.request_id, key=facts.key))
@@ -143,13 +135,34 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+def http_error(request: Request, exc: HTTPException) -> Response:
     messages = {404: "Unknown route.", 405: f"Method {request.method} is not allowed on this route."}
     message = messages.get(exc.status_code, str(exc.detail))
     error = RelayError(exc.status_code, message, code="not_found" if exc.status_code == 404 else "method_not_allowed")
     error.headers.update(exc.headers or {})
     return error_response(error)
+
+
+def serve_routes(table: RouteTable) -> ASGIApp:
+    """The handler of the request's route, with the relay's own errors answered in the envelope."""
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        try:
+            route, scope["path_params"] = table.find(scope["method"], route_path(scope))
+            request_facts(request).route = route.name
+            response = await route.handler(request)
+        except RelayError as error:
+            response = error_response(error)
+        except HTTPException as error:
+            response = http_error(request, error)
+        except StoreUnavailable as error:
+            response = database_unavailable(request, error)
+        # Raised while the answer is being sent, an error has no envelope left to go in: the
+        # request-id middleware logs it and the server closes the connection.
+        await response(scope, receive, send)
+
+    return serve
 
 
 class RequestIdMiddleware:
@@ -259,9 +272,20 @@ CANCELLED_REQUESTS_GRACE_SECONDS = 1.0
 
 
 class RelayApp(Starlette):
-    """Starlette, minus the traceback after a start the relay refused (its reason is logged on one line)."""
+    """Starlette for the lifespan and the app's state; HTTP requests go to `serve_http` directly.
+
+    Also no traceback after a start the relay refused (its reason is logged on one line).
+    """
+
+    def __init__(self, serve_http: ASGIApp, lifespan: Any) -> None:
+        super().__init__(lifespan=lifespan)
+        self.serve_http = serve_http
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["app"] = self
+            await self.serve_http(scope, receive, send)
+            return
         if scope["type"] == "lifespan":
             send = self._quiet_refusal(send)
         await super().__call__(scope, receive, send)
@@ -334,20 +358,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             multiprocess.worker_exiting(metrics_dir)
             flush_logs()
 
-    relay = RelayApp(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            # No slash-fixing redirects: they answer with an empty body and a Location built from
-            # the client's Host header. A wrong path is a 404 in the error envelope.
-            Mount("/openai/v1", app=front_door_router()),
-            Mount("/openai", app=front_door_router()),
-        ],
-        middleware=[Middleware(RequestIdMiddleware)],
-        exception_handlers={RelayError: relay_error, HTTPException: http_error, StoreUnavailable: database_unavailable},
-        lifespan=lifespan,
-    )
-    relay.router.redirect_slashes = False
+    own = [Route("GET", "/healthz", OTHER, healthz), Route("GET", "/metrics", OTHER, metrics)]
+    # No slash-fixing redirects: they answer with an empty body and a Location built from the
+    # client's Host header. A wrong path is a 404 in the error envelope.
+    table = RouteTable(own, prefixes=["/openai/v1", "/openai"])
+    relay = RelayApp(RequestIdMiddleware(serve_routes(table)), lifespan=lifespan)
     return relay
 
 
