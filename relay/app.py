@@ -236,8 +236,8 @@ class RequestIdMiddleware:
             if metrics is not None:
                 metrics.in_flight.dec()
                 # 499: the client went away before an answer started (nginx's convention).
-                metrics.requests.labels(route, str(status or 499)).inc()
-                metrics.overhead.labels(route).observe(overhead_ms / 1000)
+                metrics.requests_by(route, str(status or 499)).inc()
+                metrics.overhead_by(route).observe(overhead_ms / 1000)
             if counted:
                 log_info(
                     access_log,

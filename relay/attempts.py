@@ -173,8 +173,8 @@ class Attempts:
     def _count(self, upstream: Upstream, status: int | None, kind: str, latency_seconds: float, job_status: str | None = None) -> None:
         """An attempt's metrics and outcome row."""
         account, state = upstream.account, self.state
-        state.metrics.upstream_requests.labels(account.name, account.type, self.route, status_class(status), kind).inc()
-        state.metrics.upstream_duration.labels(account.name, self.route).observe(latency_seconds)
+        state.metrics.upstream_requests_by(account.name, account.type, self.route, status_class(status), kind).inc()
+        state.metrics.upstream_duration_by(account.name, self.route).observe(latency_seconds)
         state.recorder.put(
             Outcome(
                 ts=state.clock(),

@@ -24,7 +24,8 @@ def relay_state(request: Request) -> RelayState:
 
 
 def request_facts(request: Request) -> RequestFacts:
-    facts: RequestFacts = request.state.facts
+    # From the scope itself: `request.state` makes an object around it for every request.
+    facts: RequestFacts = request.scope["state"]["facts"]
     return facts
 
 
@@ -40,7 +41,7 @@ class Caller:
 
 
 def caller_of(request: Request) -> Caller:
-    return Caller(request.state.request_id, request.method, request.headers, request_facts(request))
+    return Caller(request.scope["state"]["request_id"], request.method, request.headers, request_facts(request))
 
 
 def request_route(request: Request) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -116,6 +117,27 @@ class RelayRegistry(CollectorRegistry):
         if self.multiprocess_dir is not None and isinstance(collector, MetricWrapperBase):
             return
         super().register(collector)
+
+
+Labelled = TypeVar("Labelled", Counter, Histogram)
+
+
+def children_of(metric: Labelled) -> Callable[..., Labelled]:
+    """`metric.labels` for the request path: a child, once made, is found in a dict.
+
+    prometheus_client's `labels` checks the values and takes a lock at every call: 3.8 µs
+    against 1.5 with the child at hand (measured), four times a request. Children are never
+    removed from the relay's metrics, so one kept here is always the one the registry exports.
+    """
+    made: dict[tuple[str, ...], Labelled] = {}
+
+    def child(*values: str) -> Labelled:
+        found = made.get(values)
+        if found is None:
+            found = made[values] = metric.labels(*values)
+        return found
+
+    return child
 
 
 class Metrics:
@@ -246,6 +268,11 @@ class Metrics:
         ):
             for value in values:
                 counter.labels(value)
+        # The four a request updates, by label values (see `children_of`).
+        self.requests_by = children_of(self.requests)
+        self.overhead_by = children_of(self.overhead)
+        self.upstream_requests_by = children_of(self.upstream_requests)
+        self.upstream_duration_by = children_of(self.upstream_duration)
         self.registry.register(AccountStateCollector(accounts))
         if live_sessions is not None:
             self.registry.register(SessionCollector(live_sessions))

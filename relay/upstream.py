@@ -9,7 +9,7 @@ import re
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
@@ -344,7 +344,7 @@ async def open_response(
     if not 200 <= opened.status <= 599:
         await opened.close()
         raise UpstreamFailure("connection_error", f"status {opened.status} is not a final HTTP answer", time.perf_counter() - started)
-    return replace(opened, headers=headers_without_credential(opened.headers, credential))
+    return Opened(opened.status, headers_without_credential(opened.headers, credential), opened.chunks, opened.close, opened.started)
 
 
 async def read_answer(opened: Opened, *, max_bytes: int, body_timeout: float, credential: str) -> Answer:
