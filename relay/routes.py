@@ -5,8 +5,9 @@ are a closed set: a path that matches no route is `other`, whatever the client s
 
 `RouteTable` finds a request's route by starlette's rules for a table like this one (a route
 that takes the method before one that matches only the path, 405 with `Allow` for those, 404
-else) without starlette's router, mounts and middleware: on a retrieve, those layers cost about
-as much CPU as finding the key, its limits and the video's owner together.
+else) without starlette's router, mounts and middleware stack: those layers cost a retrieve
+about 40 µs of CPU (8 %) and a create about 45 µs (docs/performance.md, fifteenth pass).
+tests/test_routes.py checks the table against starlette's router on generated requests.
 """
 
 from __future__ import annotations
