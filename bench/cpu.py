@@ -10,8 +10,9 @@ benchmark's key (bench.targets.KEY_LIMITS, or none with --no-limits), and all ta
 interleaved rounds against one nginx mock: wrk at concurrency 1, retrieve then create. Prints,
 per relay and operation, the median over rounds of CPU microseconds per request and of wrk's p50.
 With --floor, bench/floor_asgi.py's two apps (uvicorn and the relay's upstream client passing
-requests on, nothing else; the same through starlette as the relay uses it) take their turns too:
-what the relay's stack, and its stack with its framework, spend per request.
+requests on, nothing else; the same through starlette's router, as the relay used it up to its
+fifteenth pass) take their turns too: what the relay's stack, and its stack with that
+framework, spend per request.
 
 Creates in a relay whose budgets sum the month's jobs grow slower round by round, as the run's
 own creates pile up: read the rounds, not only the median, for those.

@@ -6,7 +6,8 @@ each request to one upstream and its answer back, and nothing else.
 No key, routing, middleware, pricing, record, access log or metrics: the request's method, path,
 query, body and end-to-end headers go to the upstream as they came, and the answer's status,
 headers and body come back as they arrive. `bench.floor_asgi:starlette_app` does the same through
-the relay's framework as the relay uses it: starlette with the relay's route table under a mount,
+starlette as the relay used it up to its fifteenth pass (docs/performance.md), which found its
+routes through starlette's router: starlette with the relay's route table under a mount,
 one plain ASGI middleware wrapping `send` (as the relay's request-id middleware does, with none of
 its work), a Request read and a Response answered. bench/run.py times creates and retrieves
 through both at concurrency 1, started with the relay's uvicorn flags, in the same rounds as the
@@ -154,7 +155,7 @@ def _front_door() -> list[Route]:
     return [Route(path, _forwarded, methods=listed) for path, listed in methods.items()]
 
 
-# As relay.app builds the relay's: two routes before the front door's mount, and the middleware.
+# As relay.app built the relay's up to the fifteenth pass: two routes before the front door's mount, and the middleware.
 starlette_app = Starlette(
     routes=[
         Route("/healthz", _elsewhere, methods=["GET"]),

@@ -8,8 +8,9 @@ cost on the day's machine:
   connections, a proxy in C;
 - floor-asgi (bench/floor_asgi.py): uvicorn with the relay's flags and the relay's upstream client
   passing requests on, the relay's stack without its work;
-- floor-starlette (the same module's starlette_app): the same through starlette with the relay's
-  route table and a middleware, the relay's stack and framework without its work;
+- floor-starlette (the same module's starlette_app): the same through starlette's router with the
+  relay's route table and a middleware, the relay's stack and framework up to its fifteenth pass
+  without its work (since then the relay finds its routes without starlette's router);
 - floor-uvicorn (bench/floor_uvicorn.py): uvicorn answering downloads from memory, the relay's
   response path without an upstream.
 
