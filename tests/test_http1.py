@@ -636,6 +636,50 @@ def test_a_long_body_arrives_in_views_that_stay_valid_after_later_reads(run: Run
     run(main())
 
 
+@pytest.mark.parametrize("kept_every", [0, 7, 2])
+def test_buffers_are_read_into_again_only_once_no_view_of_them_is_left(run: Run, monkeypatch: pytest.MonkeyPatch, kept_every: int) -> None:
+    """A long body's buffers are reused once the views handed out of them are gone: a view kept
+    (every `kept_every`th) still holds its bytes after all the reads that followed, and a consumer
+    that keeps none gets its body through a few buffers, not one per refill."""
+    limits = replace(LIMITS, read_buffer_bytes=256 * 1024)
+    sent = random.Random(kept_every).randbytes(6 << 20)
+    made: list[int] = []
+
+    def counted(size: int = 0) -> bytearray:
+        made.append(size)
+        return bytearray(size)
+
+    monkeypatch.setattr(http1.connection, "bytearray", counted, raising=False)
+
+    async def main() -> None:
+        async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await server.request(reader):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(sent))
+                for at in range(0, len(sent), 100_000):
+                    writer.write(sent[at : at + 100_000])
+                    await writer.drain()
+
+        async with serving(script, limits) as (server, client):
+            response = await client.open("GET", server.url(), [])
+            received, kept = [], []
+            async for chunk in response.chunks():
+                received.append(bytes(chunk))
+                if kept_every and len(received) % kept_every == 0:
+                    kept.append((chunk, received[-1]))
+                del chunk
+            response.release()
+            assert b"".join(received) == sent
+            assert all(bytes(view) == copy for view, copy in kept)
+            refills = len(sent) // limits.read_buffer_bytes
+            large = [size for size in made if size == limits.read_buffer_bytes]
+            if kept_every == 0:
+                assert len(large) <= 3, len(large)
+            else:
+                assert len(large) < refills, (len(large), refills)
+
+    run(main())
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     body=st.binary(max_size=300_000) | st.integers(0, 300_000).map(lambda size: random.Random(size).randbytes(size)),

@@ -3,14 +3,16 @@ its head with httptools, and stops reading from the socket while it holds `read_
 body unread.
 
 A body framed by Content-Length is not parsed at all: its bytes are handed out as views of the
-buffer they were read into (no copy), and a buffer is never written again once a view of it has
-been handed out. Measured on a 1 GiB download through a one-worker relay, this and its larger
-reads (a plain asyncio Protocol on uvloop gets at most 256 KiB per read, as a new bytes object)
-are what separated the relay from a proxy that only copies (docs/performance.md, twelfth pass)."""
+buffer they were read into (no copy), and a buffer is not written again while any view of it is
+alive: read to its end, it is read into again only once the last view of it is gone. Measured
+on a 1 GiB download through a one-worker relay, this and its larger reads (a plain asyncio
+Protocol on uvloop gets at most 256 KiB per read, as a new bytes object) are what separated the
+relay from a proxy that only copies (docs/performance.md, twelfth and fifteenth passes)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -47,6 +49,14 @@ class _Unexpected(Exception):
 # `read_buffer_bytes`, so an idle pooled connection holds no more than this.
 _SMALL_BUFFER_BYTES = 64 * 1024
 _NO_BUFFER = bytearray()
+# A long body's last buffer, once read to its end, is kept to be read into again: two take turns
+# while the consumer sends the views of one and the socket fills the other. One spare per
+# connection keeps 8 downloads at once within the memory they took before (docs/performance.md).
+_SPARE_BUFFERS = 1
+# sys.getrefcount of a spare no view points into: the spares' list and the call's argument. Every
+# view of a buffer (slices of views too) shares one exporter object, which holds a reference to
+# the buffer for as long as any of them, or any buffer protocol user of them, is alive.
+_UNSHARED_REFCOUNT = 2
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -84,6 +94,8 @@ class Connection(asyncio.BufferedProtocol):
         self._view = memoryview(self._buffer)
         self._filled = 0
         self._lent = False
+        # Large buffers read to their end during this answer, each reused once no view of it is left.
+        self._spares: list[bytearray] = []
         # A Content-Length body read straight from the buffer: the bytes still to come (None when
         # the parser frames the body), and where the unread part of it starts in the buffer.
         self._body_left: int | None = None
@@ -128,7 +140,7 @@ class Connection(asyncio.BufferedProtocol):
     async def read(self) -> bytes | memoryview:
         """Body that has arrived since the last call (waiting for some), or b"" at its end.
 
-        A view stays valid for good: its buffer is never written again.
+        A view stays valid for as long as it is kept: its buffer is not written again meanwhile.
         """
         while True:
             data: bytes | memoryview
@@ -171,6 +183,7 @@ class Connection(asyncio.BufferedProtocol):
         if self._lent or len(self._buffer) > _SMALL_BUFFER_BYTES:
             # Idle, it keeps no large buffer and none a view may still point into.
             self._new_buffer(0)
+        self._spares = []
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
@@ -245,10 +258,27 @@ class Connection(asyncio.BufferedProtocol):
         """Reading goes on in a fresh buffer; the unread body left in the old one is handed over."""
         if self._body_left is not None and self._body_from < self._filled:
             self._chunks.append(self._view[self._body_from : self._filled])
-        self._buffer = bytearray(size) if size else _NO_BUFFER
+        used = self._buffer
+        self._buffer = self._unshared_spare(size) or (bytearray(size) if size else _NO_BUFFER)
         self._view = memoryview(self._buffer)
         self._filled = self._body_from = 0
         self._lent = False
+        if size > _SMALL_BUFFER_BYTES and len(used) == size:
+            # The oldest goes: a view may pin a spare for long (a slow client's), not the next one.
+            self._spares = [*self._spares[len(self._spares) + 1 - _SPARE_BUFFERS :], used]
+
+    def _unshared_spare(self, size: int) -> bytearray | None:
+        """A spare of `size` that no view points into any more (taken off the list), or None.
+
+        Reused, it saves zeroing a new buffer and the kernel's fresh pages for it: 4-7 % of a
+        download's CPU (docs/performance.md, twelfth pass). Its old bytes are never handed out:
+        views cover only what is read into it again.
+        """
+        spares = self._spares
+        for index in range(len(spares)):
+            if len(spares[index]) == size and sys.getrefcount(spares[index]) == _UNSHARED_REFCOUNT:
+                return spares.pop(index)
+        return None
 
     def buffer_updated(self, nbytes: int) -> None:
         start = self._filled
