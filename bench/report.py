@@ -31,6 +31,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                 "p99_ms": round((figures["p99_us"] - direct["p99_us"]) / 1000, 3),
             }
     relay_added = added.get("relay-1w", {})
+    # The latency targets hold on SQLite and on PostgreSQL (issue 16): the one-worker relay and,
+    # when measured, one replica on PostgreSQL (two replicas add the balancer's hop).
+    judged = [by_operation for name, by_operation in added.items() if name in LATENCY_JUDGED]
     throughput = results["throughput"]
     versus_litellm: dict[str, float | None] = {}
     peak_versus_litellm: dict[str, float] = {}
@@ -51,8 +54,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     single, concurrent = streamed["single"], streamed["concurrent"]
     offloaded = streamed.get("offloaded")
     checks = {
-        "added_p50_at_c1": all(figures["p50_ms"] <= ADDED_P50_MS for figures in relay_added.values()),
-        "added_p99_at_c1": all(figures["p99_ms"] <= ADDED_P99_MS for figures in relay_added.values()),
+        "added_p50_at_c1": all(figures["p50_ms"] <= ADDED_P50_MS for by_operation in judged for figures in by_operation.values()),
+        "added_p99_at_c1": all(figures["p99_ms"] <= ADDED_P99_MS for by_operation in judged for figures in by_operation.values()),
         # Where LiteLLM met p99 < 50 ms at no tested rate (None), any rate the relay did meet is
         # a larger multiple; a relay rate of 0 is a miss whatever LiteLLM did.
         "throughput_vs_litellm": all(
@@ -111,6 +114,7 @@ BEYOND_FLOORS = {"floor-asgi": "relay_beyond_its_stack_ms", "floor-starlette": "
 # The relay on PostgreSQL with N replicas is "relay-pg-Nr"; its SQLite counterpart for throughput
 # is the relay with as many workers ("relay-Nw"). At c=1 only one SQLite worker is measured.
 PG_PREFIX = "relay-pg-"
+LATENCY_JUDGED = ("relay-1w", f"{PG_PREFIX}1r")
 PG_REPLICAS = (1, 2)
 
 
