@@ -610,6 +610,19 @@ def test_a_slow_consumer_keeps_the_buffer_bounded(run: Run) -> None:
     run(main())
 
 
+def in_pieces(body: bytes) -> Script:
+    """Answers every request with `body` under Content-Length, written 100 KB at a time."""
+
+    async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await server.request(reader):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            for at in range(0, len(body), 100_000):
+                writer.write(body[at : at + 100_000])
+                await writer.drain()
+
+    return script
+
+
 def test_a_long_body_arrives_in_views_that_stay_valid_after_later_reads(run: Run) -> None:
     """A Content-Length body is handed out as views of the buffers it was read into, never copied:
     every view kept must still hold its bytes after all the reads that followed it."""
@@ -617,14 +630,7 @@ def test_a_long_body_arrives_in_views_that_stay_valid_after_later_reads(run: Run
     sent = random.Random(7).randbytes(3 << 20)
 
     async def main() -> None:
-        async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while await server.request(reader):
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(sent))
-                for at in range(0, len(sent), 100_000):
-                    writer.write(sent[at : at + 100_000])
-                    await writer.drain()
-
-        async with serving(script, limits) as (server, client):
+        async with serving(in_pieces(sent), limits) as (server, client):
             for _ in range(2):
                 response = await client.open("GET", server.url(), [])
                 kept = [chunk async for chunk in response.chunks()]
@@ -652,14 +658,7 @@ def test_buffers_are_read_into_again_only_once_no_view_of_them_is_left(run: Run,
     monkeypatch.setattr(http1.connection, "bytearray", counted, raising=False)
 
     async def main() -> None:
-        async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while await server.request(reader):
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(sent))
-                for at in range(0, len(sent), 100_000):
-                    writer.write(sent[at : at + 100_000])
-                    await writer.drain()
-
-        async with serving(script, limits) as (server, client):
+        async with serving(in_pieces(sent), limits) as (server, client):
             response = await client.open("GET", server.url(), [])
             received, kept = [], []
             async for chunk in response.chunks():
