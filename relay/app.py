@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
 from . import multiprocess
 from .caller import relay_state, request_facts
@@ -277,7 +277,7 @@ class RelayApp(Starlette):
     Also no traceback after a start the relay refused (its reason is logged on one line).
     """
 
-    def __init__(self, serve_http: ASGIApp, lifespan: Any) -> None:
+    def __init__(self, serve_http: ASGIApp, lifespan: Lifespan[Starlette]) -> None:
         super().__init__(lifespan=lifespan)
         self.serve_http = serve_http
 

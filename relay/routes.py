@@ -88,9 +88,9 @@ class _Path:
 
 
 def _parsed(template: str) -> tuple[tuple[str | None, ...], tuple[str, ...]]:
-    segments = tuple(None if part.startswith("{") else part for part in template.split("/"))
-    parameters = tuple(part[1:-1] for part in template.split("/") if part.startswith("{"))
-    return segments, parameters
+    parts = template.split("/")
+    segments = tuple(None if part.startswith("{") else part for part in parts)
+    return segments, tuple(part[1:-1] for part in parts if part.startswith("{"))
 
 
 class _Paths:
@@ -127,7 +127,8 @@ class RouteTable:
     def __init__(self, own: Sequence[Route], prefixes: Sequence[str], front_door: Sequence[Route] = ROUTES) -> None:
         self._own = _Paths(own)
         self._front_door = _Paths(front_door)
-        self._prefixes = tuple(prefixes)
+        # With their slash: "/openai/v1/videos" is under "/openai/v1", "/openai/v1x" is not.
+        self._prefixes = tuple(prefix + "/" for prefix in prefixes)
 
     def find(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         """The route and its path parameters; HTTPException 404, or 405 with `Allow`, if none."""
@@ -137,8 +138,8 @@ class RouteTable:
         # HEAD is served by the GET route, under its name.
         method = "GET" if method == "HEAD" else method
         for prefix in self._prefixes:
-            if path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] == "/":
-                return self._front_door.find(method, path[len(prefix) :])
+            if path.startswith(prefix):
+                return self._front_door.find(method, path[len(prefix) - 1 :])
         return self._own.find(method, path)
 
 

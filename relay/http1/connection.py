@@ -49,13 +49,10 @@ class _Unexpected(Exception):
 # `read_buffer_bytes`, so an idle pooled connection holds no more than this.
 _SMALL_BUFFER_BYTES = 64 * 1024
 _NO_BUFFER = bytearray()
-# A long body's last buffer, once read to its end, is kept to be read into again: two take turns
-# while the consumer sends the views of one and the socket fills the other. One spare per
-# connection keeps 8 downloads at once within the memory they took before (docs/performance.md).
-_SPARE_BUFFERS = 1
-# sys.getrefcount of a spare no view points into: the spares' list and the call's argument. Every
-# view of a buffer (slices of views too) shares one exporter object, which holds a reference to
-# the buffer for as long as any of them, or any buffer protocol user of them, is alive.
+# sys.getrefcount of a spare no view points into: the connection's attribute and the call's
+# argument. Every view of a buffer (slices of views too) shares one exporter object, which holds
+# a reference to the buffer for as long as any of them, or any buffer protocol user of them, is
+# alive.
 _UNSHARED_REFCOUNT = 2
 
 
@@ -94,8 +91,11 @@ class Connection(asyncio.BufferedProtocol):
         self._view = memoryview(self._buffer)
         self._filled = 0
         self._lent = False
-        # Large buffers read to their end during this answer, each reused once no view of it is left.
-        self._spares: list[bytearray] = []
+        # A long body's last buffer, read to its end, to be read into again once no view of it is
+        # left: it and the current one take turns while the consumer sends the views of one and
+        # the socket fills the other. One, not more: 8 downloads at once keep within the memory
+        # they took before (docs/performance.md, fifteenth pass).
+        self._spare: bytearray | None = None
         # A Content-Length body read straight from the buffer: the bytes still to come (None when
         # the parser frames the body), and where the unread part of it starts in the buffer.
         self._body_left: int | None = None
@@ -183,7 +183,7 @@ class Connection(asyncio.BufferedProtocol):
         if self._lent or len(self._buffer) > _SMALL_BUFFER_BYTES:
             # Idle, it keeps no large buffer and none a view may still point into.
             self._new_buffer(0)
-        self._spares = []
+        self._spare = None
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
@@ -264,21 +264,20 @@ class Connection(asyncio.BufferedProtocol):
         self._filled = self._body_from = 0
         self._lent = False
         if size > _SMALL_BUFFER_BYTES and len(used) == size:
-            # The oldest goes: a view may pin a spare for long (a slow client's), not the next one.
-            self._spares = [*self._spares[len(self._spares) + 1 - _SPARE_BUFFERS :], used]
+            # A spare a view still pins (a slow client's) gives way to this one.
+            self._spare = used
 
     def _unshared_spare(self, size: int) -> bytearray | None:
-        """A spare of `size` that no view points into any more (taken off the list), or None.
+        """The spare, taken, if it has `size` and no view points into it any more; else None.
 
         Reused, it saves zeroing a new buffer and the kernel's fresh pages for it: 4-7 % of a
         download's CPU (docs/performance.md, twelfth pass). Its old bytes are never handed out:
         views cover only what is read into it again.
         """
-        spares = self._spares
-        for index in range(len(spares)):
-            if len(spares[index]) == size and sys.getrefcount(spares[index]) == _UNSHARED_REFCOUNT:
-                return spares.pop(index)
-        return None
+        if self._spare is None or len(self._spare) != size or sys.getrefcount(self._spare) != _UNSHARED_REFCOUNT:
+            return None
+        spare, self._spare = self._spare, None
+        return spare
 
     def buffer_updated(self, nbytes: int) -> None:
         start = self._filled
