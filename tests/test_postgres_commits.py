@@ -1,6 +1,7 @@
 """Which write transactions wait for PostgreSQL's WAL flush: a create's reservation and the other
-admission writes do not, nor the job watcher's leases and next-poll times (they are safe to lose
-in a server crash); the job's record and what settles it do."""
+admission writes do not, nor the job watcher's leases and next-poll times, a job's progress news
+or the recorder's batches (they are safe to lose in a server crash); the job's record and what
+settles it do."""
 
 from __future__ import annotations
 
@@ -104,10 +105,40 @@ def test_the_watchers_leases_and_next_polls_skip_the_flush_and_a_settled_job_doe
         asked.clear()
         (claimed,) = store.claim_jobs_to_watch("holder_1", per_account={"a": 6}, limit=16, now=now, lease_seconds=60, holders_now=now)
         store.watch_later(claimed.id, "holder_1", next_poll_at=now + 5, polled=True)
-        assert asked == [("off", False)] * 2
+        store.update_video(claimed.id, status="in_progress", progress=50, expires_at=None, resource="{}", now=now)
+        assert asked == [("off", False)] * 3
         asked.clear()
         store.update_video(claimed.id, status="completed", progress=100, expires_at=None, resource="{}", now=now)
         assert asked == [("on", True)]
         assert store.video(claimed.id).charge_state == "settled"  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
+def test_a_failed_job_is_recorded_durably(postgres_database_url: str) -> None:
+    """A failure releases the job's reservation and writes its webhook event: not to be lost."""
+    store = _store(postgres_database_url)
+    asked = _noting_durability(store)
+    now = time.time()
+    try:
+        store.insert_video(_job(now))
+        asked.clear()
+        assert store.update_video("video_1", status="failed", progress=0, expires_at=None, resource="{}", now=now)
+        assert asked == [("on", True)]
+        assert store.video("video_1").charge_state == "released"  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
+def test_the_recorders_batches_skip_the_flush(postgres_database_url: str) -> None:
+    """Outcomes, last-used times, session touches and quota readings move no charge: a server
+    crash may take the last moments' batches, as a relay crash takes those still queued. Every
+    replica's writers waited out each batch's flush, 20 times a second per process."""
+    store = _store(postgres_database_url)
+    asked = _noting_durability(store)
+    now = time.time()
+    try:
+        store.write_batch([], {"key_1": now}, {"a": now}, {})
+        assert asked == [("off", False)]
     finally:
         store.close()

@@ -121,7 +121,10 @@ class Videos(Aggregate):
         crash can lose neither. News the caller brought counts as the watcher's poll: the next
         one waits until `next_poll_at`.
         """
-        with self.transaction() as conn:
+        # Progress news commits without waiting for PostgreSQL's WAL flush, as the watcher's leases
+        # do (claim_jobs_to_watch): losing it in a database crash only has the job polled again.
+        # A final status moves a charge and writes webhook events: that commit is durable.
+        with self.transaction(durable=status in TERMINAL_STATUSES) as conn:
             # Only a final status moves a charge: progress news needs no read of it.
             before = charge_of(conn, video_id) if status in TERMINAL_STATUSES else None
             cursor = conn.execute(
