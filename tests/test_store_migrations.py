@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from conftest import run_sql
 from test_store_concurrency import race
 
 from relay.config import ConfigError, Settings
+from relay.records import Video
 from relay.state import open_store
 from relay.store import SCHEMA_VERSION, Store, schema
 from relay.store.location import parse_location
@@ -226,30 +228,65 @@ def test_the_videos_account_index_is_gone_and_lookups_by_account_use_the_one_tha
         store.close()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+def test_the_videos_key_charge_index_is_gone_and_a_keys_charges_are_still_found_by_index(database: str) -> None:
+    """Budgets read the running totals; a key's charges since any other time go through videos
+    (key_name, created_at), and every job's record writes one index fewer."""
+    store = Store(database)
+    try:
+        store.ensure_schema()
+        indexes = _indexes_on_videos(store)
+        assert "idx_videos_key_name_charged_at" not in indexes and "idx_videos_key_name_created_at" in indexes
+        now = time.time()
+        store.insert_video(_charged_job("video_1", now - 30))
+        store.insert_video(_charged_job("video_2", now - 10))
+        usage = store.key_usage("alice", since=now - 20, now=now)  # not a day's or month's start
+        assert (usage.video_seconds, usage.usd) == (4.0, 0.4)
+        if store.dialect == "sqlite":
+            plan = run_sql(
+                store,
+                "EXPLAIN QUERY PLAN SELECT sum(usd) FROM videos WHERE key_name = 'alice' AND charged_at >= 0"
+                " AND charge_state IN ('reserved', 'settled')",
+            )
+            assert "USING INDEX idx_videos_key_name_created_at" in " ".join(str(row["detail"]) for row in plan)
+    finally:
+        store.close()
+
+
+def _charged_job(video_id: str, charged_at: float) -> Video:
+    return Video(
+        id=video_id, account="a", key_name="alice", kind="create", source_video_id=None, model="sora-2", seconds="4",
+        billable_seconds=4.0, size="720x1280", status="queued", progress=0, created_at=charged_at, recorded_at=charged_at,
+        finished_at=None, deleted_at=None, resource="{}", usd=0.4, charge_state="reserved", charged_at=charged_at,
+        watch_next_at=charged_at + 10,
+    )  # fmt: skip
+
+
 def test_an_upgrade_drops_the_videos_account_index_and_a_repair_of_step_1_keeps_it_dropped(tmp_path: Path) -> None:
     path = tmp_path / "relay.db"
     load_fixture(path)  # the release before migrations made the index
     store = Store(path)
     try:
-        assert "idx_videos_account" in _indexes_on_videos(store)
-        assert 5 in store.ensure_schema()
-        assert "idx_videos_account" not in _indexes_on_videos(store)
+        assert {"idx_videos_account", "idx_videos_key_name_charged_at"} <= _indexes_on_videos(store)
+        assert {5, 7} <= set(store.ensure_schema())
+        assert not {"idx_videos_account", "idx_videos_key_name_charged_at"} & _indexes_on_videos(store)
         assert store.schema_status().pending == ()  # its absence is not a step 1 to repair
     finally:
         store.close()
 
     # A database at today's version that falls short of step 1 elsewhere: the repair makes the
-    # index again, and step 5 drops it again.
+    # indexes again, and steps 5 and 7 drop them again.
     conn = sqlite3.connect(path)
     conn.execute("DROP INDEX idx_videos_key_name_created_at")
     conn.commit()
     conn.close()
     store = Store(path)
     try:
-        assert store.schema_status().pending == (1, 5)
-        assert store.ensure_schema() == (1, 5)
+        assert store.schema_status().pending == (1, 5, 7)
+        assert store.ensure_schema() == (1, 5, 7)
         indexes = _indexes_on_videos(store)
-        assert "idx_videos_key_name_created_at" in indexes and "idx_videos_account" not in indexes
+        assert "idx_videos_key_name_created_at" in indexes
+        assert "idx_videos_account" not in indexes and "idx_videos_key_name_charged_at" not in indexes
         assert store.schema_status().pending == () and store.schema_status().version == SCHEMA_VERSION
     finally:
         store.close()

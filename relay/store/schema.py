@@ -439,6 +439,13 @@ def _step_6_index_the_unfinished_jobs_by_account(conn: Connection, dialect: Dial
     conn.execute("DROP INDEX IF EXISTS idx_videos_watch_next_at")
 
 
+def _step_7_drop_the_videos_key_charge_index(conn: Connection, dialect: Dialect) -> None:
+    """Budgets read a key's charges from their running totals (step 4), so videos (key_name,
+    charged_at) served nothing a relay does: a key's charges since any other time (no caller
+    asks) are found through videos (key_name, created_at). Every job's record wrote it."""
+    conn.execute("DROP INDEX IF EXISTS idx_videos_key_name_charged_at")
+
+
 # Append only: a released step never changes (databases out there ran it as it was). A step
 # gets the connection of the upgrade's write transaction and the dialect it runs on.
 MIGRATIONS: tuple[Callable[[Connection, Dialect], None], ...] = (
@@ -448,10 +455,11 @@ MIGRATIONS: tuple[Callable[[Connection, Dialect], None], ...] = (
     _step_4_request_slots_and_charge_totals,
     _step_5_drop_the_videos_account_index,
     _step_6_index_the_unfinished_jobs_by_account,
+    _step_7_drop_the_videos_key_charge_index,
 )
 # Indexes step 1 makes that a later step drops, and that step: a repair of step 1 (below)
 # makes them again, so the step (idempotent) runs again after it.
-_STEP_1_INDEXES_DROPPED = {"idx_videos_account": 5}
+_STEP_1_INDEXES_DROPPED = {"idx_videos_account": 5, "idx_videos_key_name_charged_at": 7}
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
