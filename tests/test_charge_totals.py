@@ -119,3 +119,18 @@ def test_totals_equal_the_sum_of_the_jobs_charges(store: Store, steps: list[tupl
             status = {"complete": "completed", "fail": "failed", "progress": "in_progress"}[action]
             store.update_video(video_id, status=status, progress=None, expires_at=None, resource="{}", now=now)
     assert_totals_match(store, now)
+
+
+def test_a_replayed_id_keeps_its_first_record_and_is_charged_once(store: Store) -> None:
+    """The charge goes in before the job's row, on the condition that no job holds the id yet."""
+    run_sql(store, "DELETE FROM videos")
+    run_sql(store, "DELETE FROM charge_totals")
+    now = EDGE + 120
+    first = store.insert_video(job(1, key="alice", account="a", charged_at=now, seconds=4.0, usd=0.4))
+    again = store.insert_video(job(1, key="bob", account="a", charged_at=now, seconds=8.0, usd=0.8))
+    assert (first.key_name, again.key_name, again.billable_seconds) == ("alice", "alice", 4.0)
+    since = period_bounds("day", now)[0]
+    assert total(store, "key", "alice", "day", since) == (4.0, 0.4)
+    assert total(store, "key", "bob", "day", since) == (0.0, 0.0)
+    assert total(store, "account", "a", "day", since) == (4.0, 0.4)
+    assert_totals_match(store, now)

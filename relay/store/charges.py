@@ -19,23 +19,41 @@ COUNTED_STATES = ("reserved", "settled")
 _CHARGE_COLUMNS = "key_name, account, charged_at, charge_state, billable_seconds, usd"
 
 
+_ADDED_TO_TOTALS = (
+    " ON CONFLICT (subject, name, period, starts_at) DO UPDATE SET"
+    " video_seconds = charge_totals.video_seconds + excluded.video_seconds, usd = charge_totals.usd + excluded.usd"
+)
+
+
 def add_charge(
-    conn: Connection, *, key_name: str, account: str, charged_at: float, video_seconds: float | None, usd: float | None, sign: int = 1
+    conn: Connection,
+    *,
+    key_name: str,
+    account: str,
+    charged_at: float,
+    video_seconds: float | None,
+    usd: float | None,
+    sign: int = 1,
+    unless_recorded: str | None = None,
 ) -> None:
-    """Add (or with sign=-1 take away) one job's charge in its day's and month's totals."""
+    """Add (or with sign=-1 take away) one job's charge in its day's and month's totals; with
+    `unless_recorded` (a job's id), only if no job holds that id yet. Inside the write lock
+    nothing can record it between this statement and the job's own INSERT after it."""
     rows = [
         (subject, name, period, period_bounds(period, charged_at)[0], sign * (video_seconds or 0.0), sign * (usd or 0.0))
         for period in PERIODS
         for subject, name in (("key", key_name), ("account", account))
     ]
     # One statement for the four rows: one round trip on PostgreSQL, inside the write lock.
-    conn.execute(
-        "INSERT INTO charge_totals (subject, name, period, starts_at, video_seconds, usd) VALUES "
-        + ", ".join("(?, ?, ?, ?, ?, ?)" for _ in rows)
-        + " ON CONFLICT (subject, name, period, starts_at) DO UPDATE SET"
-        " video_seconds = charge_totals.video_seconds + excluded.video_seconds, usd = charge_totals.usd + excluded.usd",
-        tuple(value for row in rows for value in row),
-    )
+    values = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in rows)
+    parameters = tuple(value for row in rows for value in row)
+    if unless_recorded is None:
+        source = f"VALUES {values}"
+    else:
+        # A WHERE needs a SELECT; it also settles SQLite's reading of the ON CONFLICT after it.
+        source = f"SELECT * FROM (VALUES {values}) AS charge WHERE NOT EXISTS (SELECT 1 FROM videos WHERE id = ?)"
+        parameters += (unless_recorded,)
+    conn.execute(f"INSERT INTO charge_totals (subject, name, period, starts_at, video_seconds, usd) {source}{_ADDED_TO_TOTALS}", parameters)
 
 
 def add_job_charge(conn: Connection, job: Any, sign: int = 1) -> None:

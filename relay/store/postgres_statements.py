@@ -10,7 +10,7 @@ Outside a transaction a statement is one blocking call (libpq's, which releases 
 waits). A write transaction is pipelined (libpq's pipeline mode): each statement is sent at once
 and its Result read only when the code asks for it (its rows or rowcount), so the statements a
 transaction never reads (BEGIN, the writers' lock, most UPDATEs) share round trips with the next
-one it does, and COMMIT with whatever precedes it. A job's record took 5 round trips; it takes 2.
+one it does, and COMMIT with whatever precedes it. A job's record took 5 round trips; it takes 1.
 After a failed statement the server skips the rest until the end of the pipeline: reading any
 later Result, or committing, raises that first failure.
 

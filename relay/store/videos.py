@@ -50,12 +50,25 @@ class Videos(Aggregate):
         its share of a budget block).
 
         A replayed id keeps its first owner: the record returned is the one that holds the id.
+        Nothing in the transaction is read before it commits, so on PostgreSQL the whole record
+        (BEGIN, the writers' lock, the booking's release, the charge, the row, COMMIT) is one
+        round trip: the charge goes first, on the condition that no job holds the id yet.
         """
         with self.transaction() as conn:
             if reservation_id is not None:
                 conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
             if block_share is not None:
                 shrink_block(conn, *block_share)
+            if video.charged_at is not None and video.charge_state in COUNTED_STATES:
+                add_charge(
+                    conn,
+                    key_name=video.key_name,
+                    account=video.account,
+                    charged_at=video.charged_at,
+                    video_seconds=video.billable_seconds,
+                    usd=video.usd,
+                    unless_recorded=video.id,
+                )
             inserted = conn.execute(
                 "INSERT INTO videos (id, account, key_name, kind, source_video_id, model, seconds, billable_seconds,"
                 " size, status, progress, created_at, recorded_at, updated_at, resource, usd, charge_state, charged_at,"
@@ -83,17 +96,10 @@ class Videos(Aggregate):
                     None if video.status in TERMINAL_STATUSES else video.watch_next_at,
                 ),
             )
-            if inserted.rowcount == 1:
-                if video.charged_at is not None and video.charge_state in COUNTED_STATES:
-                    add_charge(
-                        conn,
-                        key_name=video.key_name,
-                        account=video.account,
-                        charged_at=video.charged_at,
-                        video_seconds=video.billable_seconds,
-                        usd=video.usd,
-                    )
-                return video
+        # Read once committed (on PostgreSQL its answer came back with the commit's).
+        if inserted.rowcount == 1:
+            return video
+        with self.reading() as conn:
             return _video(conn.execute("SELECT * FROM videos WHERE id = ?", (video.id,)).fetchone())
 
     def video(self, video_id: str) -> Video | None:
