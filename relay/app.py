@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette._utils import get_route_path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
 from . import multiprocess
-from .caller import relay_state, request_facts
+from .caller import relay_state, request_facts, request_id
 from .config import ConfigError, Settings, is_loopback_address, load_settings
 from .crypto import SecretKeyError
 from .errors import AnswerCutShort, ClientGone, RelayError, envelope, error_response
@@ -35,7 +36,7 @@ from .logs import RequestFacts, configure_logging, fields, flush_logs, log_forma
 from .metrics import RelayRegistry
 from .metrics_server import listening_socket, serve_metrics
 from .records import StoreUnavailable
-from .routes import OTHER, Route, RouteTable, route_path
+from .routes import OTHER, Route, RouteTable
 from .state import RelayState, build_state, keep_fresh
 from .webhooks.dispatcher import run_deliveries
 
@@ -124,7 +125,7 @@ def database_unavailable(request: Request, exc: StoreUnavailable) -> Response:
     """503 for a database that is locked, failing or gone: the client retries; no traceback per request."""
     facts = request_facts(request)
     facts.error_class = "database_unavailable"
-    log.warning("database unavailable: %s", exc.reason, extra=fields(request_id=request.state.request_id, key=facts.key))
+    log.warning("database unavailable: %s", exc.reason, extra=fields(request_id=request_id(request), key=facts.key))
     return error_response(
         RelayError(
             503,
@@ -149,7 +150,8 @@ def serve_routes(table: RouteTable) -> ASGIApp:
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
         try:
-            route, scope["path_params"] = table.find(scope["method"], route_path(scope))
+            # uvicorn's --root-path taken off the front by starlette's own rule, as its router did.
+            route, scope["path_params"] = table.find(scope["method"], get_route_path(scope))
             request_facts(request).route = route.name
             response = await route.handler(request)
         except RelayError as error:

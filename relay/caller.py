@@ -40,8 +40,13 @@ class Caller:
     facts: RequestFacts = field(default_factory=RequestFacts)
 
 
+def request_id(request: Request) -> str:
+    value: str = request.scope["state"]["request_id"]
+    return value
+
+
 def caller_of(request: Request) -> Caller:
-    return Caller(request.scope["state"]["request_id"], request.method, request.headers, request_facts(request))
+    return Caller(request_id(request), request.method, request.headers, request_facts(request))
 
 
 def request_route(request: Request) -> str:

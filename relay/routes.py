@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Scope
 
 from . import videos
 from .webhooks import endpoints as webhooks
@@ -141,14 +140,3 @@ class RouteTable:
             if path.startswith(prefix):
                 return self._front_door.find(method, path[len(prefix) - 1 :])
         return self._own.find(method, path)
-
-
-def route_path(scope: Scope) -> str:
-    """The path routes are matched on: uvicorn's --root-path taken off the front, as starlette did."""
-    path: str = scope["path"]
-    root_path: str = scope.get("root_path", "")
-    if not root_path or not path.startswith(root_path):
-        return path
-    if path == root_path:
-        return ""
-    return path[len(root_path) :] if path[len(root_path)] == "/" else path

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
+from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route as StarletteRoute, Router
 
-from relay.routes import OTHER, ROUTE_NAMES, ROUTES, Route, RouteTable, route_path
+from relay.routes import OTHER, ROUTE_NAMES, ROUTES, Route, RouteTable
 from tests.conftest import Relay
 
 
@@ -105,7 +106,7 @@ PREFIXES = ["/openai/v1", "/openai"]
 
 def routed_by_table(method: str, path: str, root_path: str = "") -> tuple[Any, ...]:
     try:
-        route, parameters = RouteTable(OWN, PREFIXES).find(method, route_path({"path": path, "root_path": root_path}))
+        route, parameters = RouteTable(OWN, PREFIXES).find(method, get_route_path({"path": path, "root_path": root_path}))
     except HTTPException as error:
         allowed = frozenset((error.headers or {}).get("Allow", "").split(", ")) - {""}
         return (error.status_code, allowed)

@@ -130,9 +130,10 @@ class Videos(Aggregate):
         # Progress news commits without waiting for PostgreSQL's WAL flush, as the watcher's leases
         # do (claim_jobs_to_watch): losing it in a database crash only has the job polled again.
         # A final status moves a charge and writes webhook events: that commit is durable.
-        with self.transaction(durable=status in TERMINAL_STATUSES) as conn:
+        final = status in TERMINAL_STATUSES
+        with self.transaction(durable=final) as conn:
             # Only a final status moves a charge: progress news needs no read of it.
-            before = charge_of(conn, video_id) if status in TERMINAL_STATUSES else None
+            before = charge_of(conn, video_id) if final else None
             cursor = conn.execute(
                 "UPDATE videos SET status = ?, progress = ?, resource = ?, updated_at = ?, expires_at = ?,"
                 " finished_at = CASE WHEN ? IN ('completed', 'failed') THEN ? ELSE NULL END,"
@@ -166,7 +167,7 @@ class Videos(Aggregate):
                 ),
             )
             # Progress news reads no answer: on PostgreSQL its transaction is one round trip.
-            finished = status in TERMINAL_STATUSES and cursor.rowcount == 1
+            finished = final and cursor.rowcount == 1
             if finished:
                 note_charge_change(conn, before, video_id)
                 row = conn.execute("SELECT key_name FROM videos WHERE id = ?", (video_id,)).fetchone()
