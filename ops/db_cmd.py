@@ -1,8 +1,9 @@
 """relayctl db: set up a database (and its folder and key file) where the relay will find it, see
-or run its schema migrations, and copy it to another database (SQLite to PostgreSQL)."""
+or run its schema migrations, prune old rows, and copy it to another database (SQLite to PostgreSQL)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,6 +11,7 @@ import click
 
 from relay.store import LocationError, SchemaTooNew, Store, StoreBug, StoreUnavailable, parse_location
 from relay.store.copy import CopyMismatch, TargetNotEmpty, copy_database
+from relay.store.retention import MIN_KEEP_DAYS, RetentionPolicy, count_prunable, prune
 
 from .common import database_options, open_db, relay_database_exists, settings_for
 from .output import emit_json, emit_record, emit_table
@@ -147,6 +149,64 @@ def db_copy(target: str, force: bool, db_path: str, as_json: bool) -> None:
         return
     emit_table([{"table": table, "rows": rows} for table, rows in copied.items()], ["table", "rows"], empty="no tables")
     click.echo(f"Copied {sum(copied.values())} rows from {source.location} to {destination}; every table's count matches.")
+
+
+def _keep_days(context: click.Context, parameter: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not MIN_KEEP_DAYS <= value < float("inf"):
+        raise click.BadParameter(f"must be a number of days >= {MIN_KEEP_DAYS:g}")
+    return value
+
+
+@db_group.command("prune")
+@click.option(
+    "--outcomes-older-than",
+    "outcomes_days",
+    type=float,
+    callback=_keep_days,
+    help="Delete outcomes older than this many days (default: $RELAY_KEEP_OUTCOMES_DAYS, else keep them).",
+)
+@click.option(
+    "--deliveries-older-than",
+    "deliveries_days",
+    type=float,
+    callback=_keep_days,
+    help="Delete finished webhook deliveries (and their attempts) older than this many days"
+    " (default: $RELAY_KEEP_WEBHOOK_DELIVERIES_DAYS, else keep them). Pending ones are never deleted.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@database_options
+def db_prune(outcomes_days: float | None, deliveries_days: float | None, dry_run: bool, db_path: str, as_json: bool) -> None:
+    """Delete rows nobody will read again, and history older than the windows given.
+
+    Always: expired sticky sessions, expired Idempotency-Key answers, and request-log rows a day
+    old. With a window: outcomes, and finished webhook deliveries. Jobs are never deleted. The
+    relay does the same every hour by itself (RELAY_PRUNE_INTERVAL_SECONDS) with the windows
+    of its environment; this is for a first clean-up, or a database no relay runs on. It deletes
+    in batches of 250 rows, so relays running on the database wait for one batch at most.
+
+    \b
+    Examples:
+      relayctl db prune --outcomes-older-than 90 --deliveries-older-than 30 --dry-run
+      relayctl db prune --outcomes-older-than 90 --deliveries-older-than 30
+    """
+    kept = settings_for(db_path).retention
+    policy = RetentionPolicy(
+        outcomes_days=kept.outcomes_days if outcomes_days is None else outcomes_days,
+        webhook_deliveries_days=kept.webhook_deliveries_days if deliveries_days is None else deliveries_days,
+    )
+    with _existing_store(db_path, read_only=dry_run) as store:
+        now = time.time()
+        counts = count_prunable(store, policy, now) if dry_run else prune(store, policy, now)
+    column = "would_delete" if dry_run else "deleted"
+    rows = [{"table": table, column: count} for table, count in counts.items()]
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(rows, ("table", column), empty="Nothing to prune.")
+    windows = (("outcomes", policy.outcomes_days), ("webhook deliveries", policy.webhook_deliveries_days))
+    kept_for_good = [name for name, days in windows if days is None]
+    if kept_for_good:
+        click.echo(f"Kept for good (no window given): {' and '.join(kept_for_good)}.")
 
 
 @contextmanager

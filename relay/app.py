@@ -36,6 +36,7 @@ from .logs import RequestFacts, configure_logging, fields, flush_logs, log_forma
 from .metrics import RelayRegistry
 from .metrics_server import listening_socket, serve_metrics
 from .records import StoreUnavailable
+from .retention import run_retention
 from .routes import OTHER, Route, RouteTable
 from .state import RelayState, build_state, keep_fresh
 from .webhooks.dispatcher import run_deliveries
@@ -337,6 +338,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 if configured.job_watcher:
                     tasks.start_soon(run_watcher, state)
                 tasks.start_soon(run_deliveries, state)
+                tasks.start_soon(run_retention, state)
                 if metrics_socket is not None:
                     tasks.start_soon(
                         serve_metrics,

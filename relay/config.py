@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .store.location import DatabaseLocation, LocationError, parse_location
 from .store.pool_settings import PoolSettings
+from .store.retention import MIN_KEEP_DAYS, RetentionPolicy
 
 
 class ConfigError(ValueError):
@@ -75,6 +76,10 @@ class Settings:
     # every request it passes to the relay, and its internal location that fetches from upstream.
     offload_secret: str | None = None
     offload_location: str = "/_relay_offload"
+    # What the database keeps (relay.store.retention): days of outcomes and of finished webhook
+    # deliveries (unset: for good); and how often each process prunes.
+    retention: RetentionPolicy = RetentionPolicy()
+    retention_interval_seconds: float = 3600.0
 
     @property
     def key_file(self) -> Path:
@@ -97,6 +102,20 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     if not value >= minimum or value == float("inf"):
         raise ConfigError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
     return value
+
+
+def _keep_days(env: Mapping[str, str], name: str) -> float | None:
+    """Days of history to keep; unset or empty keeps it for good."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        days = float(raw)
+    except ValueError:
+        days = float("nan")
+    if not MIN_KEEP_DAYS <= days < float("inf"):
+        raise ConfigError(f"{name} must be a number of days >= {MIN_KEEP_DAYS:g} (unset keeps them for good), got {raw!r}")
+    return days
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
@@ -199,6 +218,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_allow_private=_choice(env, "RELAY_WEBHOOK_ALLOW_PRIVATE", ("1", "0", "true", "false"), "0") in ("1", "true"),
         offload_secret=_offload_secret(env),
         offload_location=_offload_location(env),
+        retention=RetentionPolicy(
+            outcomes_days=_keep_days(env, "RELAY_KEEP_OUTCOMES_DAYS"),
+            webhook_deliveries_days=_keep_days(env, "RELAY_KEEP_WEBHOOK_DELIVERIES_DAYS"),
+        ),
+        retention_interval_seconds=_number(env, "RELAY_PRUNE_INTERVAL_SECONDS", 3600.0, minimum=1.0),
     )
 
 

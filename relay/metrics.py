@@ -18,6 +18,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from .records import ACCOUNT_STATES, Account
+from .store.retention import PRUNED_TABLES
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 # A webhook's first attempt takes milliseconds; retries follow the schedule up to hours later.
@@ -260,7 +261,14 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.pruned_rows = Counter(
+            "relay_pruned_rows_total",
+            "Rows the relay's pruning deleted, by table (docs/deployment.md, Pruning).",
+            ["table"],
+            registry=self.registry,
+        )
         for counter, values in (
+            (self.pruned_rows, PRUNED_TABLES),
             (self.watcher_polls, WATCHER_POLL_RESULTS),
             (self.watcher_stops, WATCHER_STOP_REASONS),
             (self.webhook_deliveries, WEBHOOK_RESULTS),

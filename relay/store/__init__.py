@@ -1,7 +1,7 @@
 """The relay's database: the schema and every query the relay and the CLI run.
 
 `Store` is assembled from one class per aggregate (keys, accounts, sessions, videos,
-reservations, outcomes, idempotency, prices, meta, webhooks), each holding that aggregate's statements in
+reservations, outcomes, idempotency, prices, meta, webhooks, retention), each holding that aggregate's statements in
 SQL both databases run, over a backend (`backend`: `reading()`, `transaction()`) chosen by the
 database's location: SQLite (`sqlite`) or PostgreSQL (`postgres`), and the versioned schema
 (`schema`). Call sites keep one object: `store.reserve(...)`.
@@ -49,6 +49,7 @@ from .outcomes import Outcomes
 from .pool_settings import PoolSettings
 from .prices import Prices
 from .reservations import Reservations
+from .retention import Retention
 from .schema import SCHEMA_VERSION, Schema, SchemaStatus
 from .sessions import Sessions
 from .sqlite import BUSY_TIMEOUT_SECONDS, SQLiteBackend
@@ -94,7 +95,7 @@ __all__ = [
 ]
 
 
-class Store(Schema, Meta, Keys, Accounts, Sessions, Videos, Reservations, Outcomes, Idempotency, Prices, Webhooks):
+class Store(Schema, Meta, Keys, Accounts, Sessions, Videos, Reservations, Outcomes, Idempotency, Prices, Webhooks, Retention):
     """One per process, safe to share between threads."""
 
     def __init__(
