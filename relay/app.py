@@ -151,6 +151,8 @@ def serve_routes(table: RouteTable) -> ASGIApp:
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
         try:
+            if _has_encoded_slash(scope.get("raw_path")):
+                raise HTTPException(404)
             # uvicorn's --root-path taken off the front by starlette's own rule, as its router did.
             route, scope["path_params"] = table.find(scope["method"], get_route_path(scope))
             request_facts(request).route = route.name
@@ -166,6 +168,12 @@ def serve_routes(table: RouteTable) -> ASGIApp:
         await response(scope, receive, send)
 
     return serve
+
+
+def _has_encoded_slash(raw_path: bytes | None) -> bool:
+    """Routes match the decoded path, where a %2F is a slash: `POST /videos/{id}%2Fremix` would
+    start a remix while a front proxy's rules saw a path no route has. No id holds a slash."""
+    return raw_path is not None and b"%2" in raw_path and (b"%2f" in raw_path or b"%2F" in raw_path)
 
 
 class RequestIdMiddleware:

@@ -12,7 +12,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .errors import RelayError
+from .errors import RelayError, shown
 
 _MAX_FIELD_BYTES = 4096
 
@@ -102,6 +102,8 @@ def _json_fields(body: bytes, names: frozenset[str]) -> dict[str, str]:
         raise RelayError(400, "The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(payload, dict):
         return {}
+    if _SURROGATE_ESCAPE.search(body) is not None:
+        _refuse_lone_surrogates(payload)
     found = {}
     for name in names:
         outer, bracket, _ = name.partition("[")
@@ -117,6 +119,31 @@ def _json_fields(body: bytes, names: frozenset[str]) -> dict[str, str]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             found[name] = json.dumps(value)
     return found
+
+
+# JSON's \uD800-\uDFFF escapes: a pair of them is one character beyond the BMP, one alone is no
+# character at all. Bodies without any skip the walk below.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(payload: dict[str, Any]) -> None:
+    """Any string in the body, not only the fields the relay reads, must be valid Unicode: the
+    upstream gets the body as it is, and one that cannot encode it answers 500 (the account then
+    counts a server error a client caused) or fails in ways of its own."""
+    for name, value in payload.items():
+        if not _all_valid_unicode(name) or not _all_valid_unicode(value):
+            field = shown(name.encode("utf-8", "backslashreplace").decode())
+            raise RelayError(400, f"The field '{field}' is not valid Unicode.", code="invalid_json", param=field)
+
+
+def _all_valid_unicode(value: Any) -> bool:
+    if isinstance(value, str):
+        return is_valid_unicode(value)
+    if isinstance(value, dict):
+        return all(_all_valid_unicode(key) and _all_valid_unicode(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_all_valid_unicode(item) for item in value)
+    return True
 
 
 def _duplicate_field(name: str) -> RelayError:

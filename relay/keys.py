@@ -11,11 +11,11 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
+from starlette.datastructures import Headers
 
 from .errors import RelayError
 from .limits import Limits, changed_limits
@@ -156,14 +156,26 @@ def allows(record: KeyRecord, service: str) -> bool:
     return "all" in record.permissions or service in record.permissions
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key from `Authorization: Bearer …` or, failing that, `x-api-key`."""
-    authorization = headers.get("authorization")
+_KEY_HEADERS = frozenset((b"authorization", b"x-api-key"))
+
+
+def presented_key(headers: Headers) -> str | None:
+    """The key from `Authorization: Bearer …` or, failing that, `x-api-key`.
+
+    Each header may come once: with two, a front proxy that checks the first and the relay
+    that read another would disagree about who is calling.
+    """
+    found: dict[bytes, str] = {}
+    for name, raw in headers.raw:
+        if name in _KEY_HEADERS:
+            if name in found:
+                raise AuthError(401, f"Send the relay key once: the request has more than one {name.decode()} header.", reason="malformed")
+            found[name] = raw.decode("latin-1")
+    authorization, api_key = found.get(b"authorization"), found.get(b"x-api-key")
     if authorization:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    api_key = headers.get("x-api-key")
     return api_key.strip() if api_key and api_key.strip() else None
 
 
@@ -200,7 +212,7 @@ class KeyCache:
         return record
 
 
-async def authenticate(headers: Mapping[str, str], cache: KeyCache, *, service: str, now: float) -> KeyRecord:
+async def authenticate(headers: Headers, cache: KeyCache, *, service: str, now: float) -> KeyRecord:
     presented = presented_key(headers)
     if presented is None:
         raise AuthError(

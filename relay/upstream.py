@@ -193,17 +193,20 @@ def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
 
 def shown_url(url: str | None) -> str | None:
     """`url` fit to print or log: what lies between `://` and the last `@` (the user information, a
-    user name included, since a proxy's may be a secret too) becomes `***`. Works on URLs that do not
-    parse, too (a legacy row may hold one): a password containing `/` or `#` still ends at the last `@`.
+    user name included, since a proxy's may be a secret too) becomes `***`, and so does anything
+    after a `?` or `#` (a key in a query string). Works on URLs that do not parse, too (a legacy
+    row may hold one): a password containing `/` or `#` still ends at the last `@`.
     """
-    if not url or "@" not in url:
+    if not url:
         return url
+    shown = url
     start = url.find("://")
     start = 0 if start < 0 else start + 3
     end = url.rfind("@")
-    if end < start:
-        return url
-    return url[:start] + "***" + url[end:]
+    if end >= start:
+        shown = url[:start] + "***" + url[end:]
+    cut = min((at for at in (shown.find("?"), shown.find("#")) if at >= 0), default=-1)
+    return shown if cut < 0 else shown[: cut + 1] + "***"
 
 
 # Accounts without an outbound proxy use the relay's own HTTP/1.1 client (relay.http1): per

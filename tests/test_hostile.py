@@ -1044,17 +1044,72 @@ def test_no_key_and_bad_keys_on_every_route(relay: Relay, sandbox: Sandbox) -> N
         ("/openai/v1/videos/edits", "session_id"),
         ("/openai/v1/videos/edits", "video.id"),
         ("/openai/v1/videos/extensions", "video.id"),
+        # Fields the relay does not read go upstream as they are: one that cannot encode them crashed (a 500).
+        ("/openai/v1/videos", "prompt"),
+        ("/openai/v1/videos", "metadata"),
+        ("/openai/v1/videos/edits", "\\udfff key"),
     ],
 )
 def test_json_lone_surrogate_escapes(relay: Relay, sandbox: Sandbox, path: str, field: str) -> None:
     """`"\\ud800"` is grammatical JSON that decodes to a string UTF-8 cannot encode."""
     w = world(relay, sandbox)
     value = '"\\ud800"'
-    body = f'{{"prompt": "x", "video": {{"id": {value}}}}}' if field == "video.id" else f'{{"prompt": "x", "session_id": {value}}}'
+    body = {
+        "video.id": f'{{"prompt": "x", "video": {{"id": {value}}}}}',
+        "prompt": '{"prompt": "a \\ud83d\\ude00 cat, then \\ud800 alone", "model": "sora-2"}',
+        "metadata": f'{{"prompt": "x", "metadata": {{"tags": ["ok", {value}]}}}}',
+        "session_id": f'{{"prompt": "x", "session_id": {value}}}',
+    }.get(field, f'{{"prompt": "x", "{field}": 1}}')
     response = send(relay, "POST", path, headers={**bearer(w.key), "content-type": "application/json"}, content=body.encode())
     sane(relay, sandbox, response, "POST")
     # No id or session can hold a lone surrogate: the relay says so instead of guessing.
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+
+
+def test_json_surrogate_pairs_are_characters(relay: Relay, sandbox: Sandbox) -> None:
+    """An escaped pair is one character beyond the BMP (an emoji): forwarded as sent."""
+    w = world(relay, sandbox)
+    body = b'{"prompt": "a \\ud83d\\ude00 cat", "model": "sora-2"}'
+    response = send(relay, "POST", "/openai/v1/videos", headers={**bearer(w.key), "content-type": "application/json"}, content=body)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "method, suffix",
+    [("POST", "%2Fremix"), ("POST", "%2fremix"), ("GET", "%2Fcontent"), ("DELETE", "%2Fcontent"), ("GET", "%2F")],
+)
+def test_an_encoded_slash_is_no_path_separator(relay: Relay, sandbox: Sandbox, method: str, suffix: str) -> None:
+    """`POST /videos/{id}%2Fremix` started a paid remix: the route table matched the decoded path,
+    while a front proxy's rules see a path no route has."""
+    w = world(relay, sandbox)
+    own = w.video()
+    clear_requests(sandbox)
+    body = json.dumps({"prompt": "again"}).encode() if method == "POST" else None
+    headers = {**bearer(w.key), "content-type": "application/json"}
+    response = send(relay, method, f"/openai/v1/videos/{own}{suffix}", headers=headers, content=body)
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found")
+    assert upstream_requests(sandbox) == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("authorization", "Bearer {bad}"), ("authorization", "Bearer {key}")],
+        [("authorization", "Bearer {key}"), ("authorization", "Bearer {key}")],
+        [("x-api-key", "{bad}"), ("x-api-key", "{key}")],
+    ],
+)
+def test_the_key_is_sent_once(relay: Relay, sandbox: Sandbox, headers: list[tuple[str, str]]) -> None:
+    """With two, the relay read the last while a front proxy checking the first saw another caller."""
+    w = world(relay, sandbox)
+    sent = [(name, value.format(key=w.key, bad="rk-nope")) for name, value in headers]
+    response = send(relay, "GET", "/openai/v1/videos", headers=sent)
+    assert (response.status_code, response.json()["error"]["code"]) == (401, "invalid_api_key")
+    assert "more than one" in response.json()["error"]["message"]
+    assert w.key not in response.text
+    # One of each is still fine: the Authorization header first, x-api-key otherwise.
+    both = [("authorization", f"Bearer {w.key}"), ("x-api-key", "rk-nope")]
+    assert send(relay, "GET", "/openai/v1/videos", headers=both).status_code == 200
 
 
 @pytest.mark.parametrize("name", ["user-agent", "accept", "content-type", "idempotency-key", "openai-project"])

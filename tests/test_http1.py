@@ -349,6 +349,27 @@ def test_no_reuse_after_connection_close_or_http_1_0(run: Run, answer: bytes) ->
     run(main())
 
 
+def test_no_reuse_after_a_server_error(run: Run) -> None:
+    """An ASGI server that crashed answers 500 and drops the connection a moment later: a request
+    written onto it in between would be lost, and a create could not be sent again."""
+
+    async def main() -> None:
+        async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.request(reader)
+            writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\n\r\noops!")
+            await writer.drain()
+            # Still logging the crash: the next request on this connection is read, then dropped.
+            await server.request(reader)
+            writer.close()
+
+        async with serving(script) as (server, client):
+            assert (await get(client, server.url(), "POST", b"{}"))[0].status == 500
+            response, body = await get(client, server.url(), "POST", b"{}")
+            assert (response.status, server.connections) == (500, 2)
+
+    run(main())
+
+
 def test_no_reuse_after_a_half_read_body(run: Run) -> None:
     async def main() -> None:
         async def script(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

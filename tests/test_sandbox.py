@@ -175,6 +175,8 @@ def test_create_validation_errors(client: TestClient, payload: dict[str, Any], p
     [
         (b"{not json", "application/json"),
         (b"[1, 2]", "application/json"),
+        # A lone surrogate escape: grammatical JSON, no character. It crashed the sandbox (a 500).
+        (b'{"prompt": "a \\ud800 cat"}', "application/json"),
         (b"prompt=x", "application/x-www-form-urlencoded"),
         (b'--b\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nx', "multipart/form-data; boundary=b"),
     ],

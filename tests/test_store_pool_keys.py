@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
+from starlette.datastructures import Headers
 
 from relay.accounts import AccountInputError, add_account, cooldowns, reset_account
 from relay.config import Settings
@@ -164,7 +165,7 @@ def test_a_rotated_key_works_before_the_cache_is_refreshed(opened: tuple[Store, 
     cache = KeyCache(store)
 
     def auth(key: str) -> str:
-        return anyio.run(lambda: authenticate({"authorization": f"Bearer {key}"}, cache, service="openai", now=NOW)).name
+        return anyio.run(lambda: authenticate(Headers({"authorization": f"Bearer {key}"}), cache, service="openai", now=NOW)).name
 
     assert auth(old) == "alice"  # now cached
     new = rotate_key(store, "alice", now=NOW).key  # another process rotates it; this cache is not cleared

@@ -414,7 +414,11 @@ class Connection(asyncio.BufferedProtocol):
             self._interim, self.headers = True, []
             return
         self.status = status
-        self.keep_alive = status != 101 and self._parser.should_keep_alive()
+        # A server answering 5xx is often about to drop the connection without saying so (an
+        # ASGI server closes it after logging the crash behind a 500): the next request written
+        # onto it would be lost, and a create could not be sent again. A new connection costs
+        # less than that, and 5xx answers are rare.
+        self.keep_alive = status != 101 and status < 500 and self._parser.should_keep_alive()
         self.head_done = True
         if self._head_only:
             self.complete = True

@@ -114,7 +114,10 @@ def parse_json_object(body: bytes) -> Fields:
         return {}
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        # "\ud800" is grammatical JSON for no character at all: a real API refuses it, as here,
+        # instead of failing later on a string it cannot encode.
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError, json.JSONDecodeError, RecursionError):
         raise ApiError(
             400,
             "We could not parse the JSON body of your request. The API expects a JSON payload, but what was sent was not valid JSON.",
