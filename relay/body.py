@@ -197,6 +197,7 @@ def _multipart_fields(body: bytes, boundary: bytes, names: frozenset[str]) -> di
     # Plain names a bracketed field is nested in (`video` for `video[id]`): as a text field it is ambiguous.
     containers = {name.partition("[")[0] for name in names if "[" in name}
     found: dict[str, str] = {}
+    uploaded: set[str] = set()  # containers sent as a file: `video` for an edit of an uploaded video
     position = 0 if body.startswith(delimiter) else body.find(b"\r\n" + delimiter)
     if position > 0:
         position += 2
@@ -205,6 +206,7 @@ def _multipart_fields(body: bytes, boundary: bytes, names: frozenset[str]) -> di
             raise _unframed()
         start = position + len(delimiter)
         if body[start : start + 2] == b"--":
+            _refuse_both_sources(found, uploaded)
             return found
         line_end = body.find(b"\r\n", start)
         if line_end == -1 or body[start:line_end].strip(b" \t"):
@@ -223,9 +225,24 @@ def _multipart_fields(body: bytes, boundary: bytes, names: frozenset[str]) -> di
             if len(value) > _MAX_FIELD_BYTES:
                 raise RelayError(400, f"The field '{name}' is longer than {_MAX_FIELD_BYTES} bytes.", code="invalid_value", param=name)
             found[name] = value.decode("utf-8", errors="replace")
-        elif name in containers and not is_file:
-            raise RelayError(400, f"Name a source video with the field '{name}[id]'.", code="invalid_multipart", param=name)
+        elif name in containers:
+            if not is_file:
+                raise RelayError(400, f"Name a source video with the field '{name}[id]'.", code="invalid_multipart", param=name)
+            uploaded.add(name)
         position = following + 2
+
+
+def _refuse_both_sources(found: dict[str, str], uploaded: set[str]) -> None:
+    """`video[id]` and a `video` file together: the relay would pick the account by the id and the
+    upstream might work on the file, or the other way round."""
+    for container in uploaded:
+        if f"{container}[id]" in found:
+            raise RelayError(
+                400,
+                f"Send either '{container}[id]' (a video of yours) or a '{container}' file, not both.",
+                code="invalid_multipart",
+                param=container,
+            )
 
 
 def _unframed() -> RelayError:

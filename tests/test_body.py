@@ -80,6 +80,13 @@ def test_a_source_video_is_named_one_way_only() -> None:
     assert refused(body, content_type, names) == "invalid_multipart"
     uploaded, content_type = multipart([("video", b"\x00mp4", "clip.mp4")])
     assert body_fields(uploaded, content_type, names) == {}
+    # Both an id and a file: the relay would pick the id's account, the upstream might edit the file.
+    for parts in (
+        [("video[id]", b"video_1", None), ("video", b"\x00mp4", "clip.mp4")],
+        [("video", b"\x00mp4", "clip.mp4"), ("video[id]", b"video_1", None)],
+    ):
+        both, content_type = multipart(parts)
+        assert refused(both, content_type, names) == "invalid_multipart"
 
 
 @pytest.mark.parametrize(

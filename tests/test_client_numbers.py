@@ -30,6 +30,16 @@ def test_list_limit_in_ascii_digits_still_works(keyed: tuple[Relay, dict[str, st
     assert relay.client.get("/openai/v1/videos", params={"limit": "007"}, headers=headers).status_code == 200
 
 
+def test_list_limit_zero_asks_only_whether_any_exist(keyed: tuple[Relay, dict[str, str]]) -> None:
+    """The contract's `limit` goes from 0 to 100."""
+    relay, headers = keyed
+    empty = relay.client.get("/openai/v1/videos", params={"limit": "0"}, headers=headers).json()
+    assert (empty["data"], empty["has_more"]) == ([], False)
+    assert relay.client.post("/openai/v1/videos", json={"prompt": "p"}, headers=headers).status_code == 200
+    page = relay.client.get("/openai/v1/videos", params={"limit": "0"}, headers=headers).json()
+    assert (page["data"], page["first_id"], page["has_more"]) == ([], None, True)
+
+
 @pytest.mark.parametrize(
     ("path", "param"),
     [

@@ -841,7 +841,7 @@ ORDERS = st.one_of(st.none(), st.sampled_from(["asc", "desc", "", "ASC", "Desc",
 def canonical_limit(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return 20
-    if re.fullmatch(r"[1-9][0-9]{0,2}", raw) and int(raw) <= 100:
+    if re.fullmatch(r"0|[1-9][0-9]{0,2}", raw) and int(raw) <= 100:
         return int(raw)
     return None
 

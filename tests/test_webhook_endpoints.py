@@ -305,7 +305,7 @@ def test_requests_the_relay_cannot_serve_are_400s_naming_the_param(relay_process
     endpoint = client.webhooks.create(name="x", url=receiver.url, event_types=["video.failed"])
     assert refused(lambda: client.webhooks.test(endpoint.id, event_type="batch.failed")).param == "event_type"
     assert refused(lambda: client.webhooks.update(endpoint.id, url="not a url")).param == "url"
-    assert refused(lambda: client.webhooks.list(limit=0)).param == "limit"
+    assert refused(lambda: client.webhooks.list(limit=-1)).param == "limit"
     assert refused(lambda: client.webhooks.list(limit=101)).param == "limit"
 
     path = f"/webhook_endpoints/{endpoint.id}"
