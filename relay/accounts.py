@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from .crypto import SecretBox, generate_key, read_key_file, write_key_file
 from .errors import shown
 from .keys import KeyInputError, validate_name
 from .limits import account_cap_summary, period_bounds
+from .pricing import MODEL_NAME_RULE, is_model_name
 from .providers import account_type
 from .records import ACCOUNT_TYPES, Account, NotFound
 from .store import Store
@@ -129,8 +129,6 @@ def add_account(
     )
 
 
-# A model as providers name them (sora-2, veo-3.1-generate-preview, models/veo-3.0 ...).
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}")
 MAX_MODELS = 100
 
 
@@ -142,10 +140,8 @@ def validate_models(models: Iterable[str] | None) -> tuple[str, ...] | None:
     if not names or len(names) > MAX_MODELS:
         raise AccountInputError(f"--models lists 1 to {MAX_MODELS} models (or 'none' for every model)")
     for model in names:
-        if not _MODEL_NAME.fullmatch(model):
-            raise AccountInputError(
-                f"model names are 1-128 characters: letters, digits and . _ : / @ - (not starting with a sign); got {shown(model)}"
-            )
+        if not is_model_name(model):
+            raise AccountInputError(f"model names are {MODEL_NAME_RULE}; got {shown(model)}")
     return names
 
 

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .budget_blocks import BLOCK_MAX_JOBS, HEADROOM_SHARE, is_block
-from .errors import RelayError
+from .errors import RelayError, shown
 from .holders import short
-from .pricing import DEFAULT_MODEL, DEFAULT_SECONDS, DEFAULT_SIZE, PriceTable, is_size
+from .pricing import DEFAULT_MODEL, DEFAULT_SECONDS, DEFAULT_SIZE, MODEL_NAME_RULE, PriceTable, is_model_name, is_size
 from .providers import default_seconds_for, model_name
 from .records import Usage, Video
 
@@ -177,6 +177,9 @@ def validate_limits(limits: Limits) -> Limits:
         values = getattr(limits, name)
         if values is not None and (not values or any(not v or len(v) > 128 for v in values)):
             raise LimitInputError(f"{name} must list at least one name of 1-128 characters")
+    for model in limits.models or ():
+        if not is_model_name(model):
+            raise LimitInputError(f"model names are {MODEL_NAME_RULE}; got {shown(model)}")
     if limits.sizes is not None:
         for size in limits.sizes:
             if not is_size(size):

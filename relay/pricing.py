@@ -18,13 +18,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .errors import shown
+
 if TYPE_CHECKING:
     from .store import Store
 
 ANY_SIZE = "*"
 # Far above any real price; keeps a job's cost (price x seconds) an ordinary number.
 MAX_USD_PER_SECOND = 1_000
-_SIZE = re.compile(r"[0-9]{1,5}x[0-9]{1,5}")
+# Leading zeros and zero sides name no frame a provider renders.
+_SIZE = re.compile(r"[1-9][0-9]{0,4}x[1-9][0-9]{0,4}")
+# A model as providers name them (sora-2, veo-3.1-generate-preview, models/veo-3.0, fal-ai/kling-video/...).
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}")
+MODEL_NAME_RULE = "1-128 characters: letters, digits and . _ : / @ - (not starting with a sign)"
 
 # The contract's defaults, used when a create leaves a field out.
 DEFAULT_MODEL = "sora-2"
@@ -129,6 +135,12 @@ def is_size(value: str) -> bool:
     return _SIZE.fullmatch(value) is not None
 
 
+def is_model_name(value: str) -> bool:
+    """A model name accounts, key limits and prices may hold: shown in tables and metrics labels,
+    so no spaces or control characters."""
+    return _MODEL_NAME.fullmatch(value) is not None
+
+
 class PriceInputError(ValueError):
     """A price or price file the relay cannot use."""
 
@@ -171,8 +183,8 @@ class PriceTable:
 
 def validate_price(model: str, size: str, usd_per_second: float) -> tuple[str, str, float]:
     model, size = model.strip(), size.strip()
-    if not model or len(model) > 128:
-        raise PriceInputError("a price needs a model name of 1-128 characters")
+    if not is_model_name(model):
+        raise PriceInputError(f"a price's model name is {MODEL_NAME_RULE}; got {shown(model)}")
     if size != ANY_SIZE and not is_size(size):
         raise PriceInputError(f"a price's size is WIDTHxHEIGHT in pixels, like 1280x720, or '*'; got {size!r}")
     if not (isinstance(usd_per_second, (int, float)) and math.isfinite(usd_per_second) and 0 <= usd_per_second <= MAX_USD_PER_SECOND):
