@@ -25,6 +25,7 @@ from relay.accounts import (
     set_models,
     set_priority,
     set_proxy,
+    validate_base_api,
     validate_models,
 )
 from relay.store import ACCOUNT_TYPES, Account, Store
@@ -166,6 +167,10 @@ def accounts_add(
     if account_type == "openai":
         click.echo(CONSUMER_BACKEND_WARNING, err=True)
     models = model_list(models_text) if models_text is not None else None
+    if base_api is not None and not base_api:
+        # An empty --base-api is a mistake, not a request for the type's default (leave the
+        # option out for that): refused with the words 'accounts base-api NAME ""' gets.
+        validate_base_api(base_api)
     credential = read_token(token, token_stdin)
     # Before the database is opened: refused input leaves nothing behind, not even a new database.
     checked_input(name=name, type=account_type, credential=credential, base_api=base_api, priority=priority, proxy=proxy)
@@ -401,6 +406,9 @@ def accounts_proxy(name: str, url: str | None, clear: bool, db_path: str, as_jso
       relayctl accounts proxy main socks5://127.0.0.1:1080
       relayctl accounts proxy main --clear
     """
+    if url is not None and not url.strip():
+        # Most likely an unset shell variable: clearing the proxy is asked for by name.
+        raise click.BadParameter("the proxy URL is empty: give one, or --clear (or 'none') to connect directly", param_hint="URL")
     if url is not None and url.lower() == "none":
         url, clear = None, True
     if (url is None) == (not clear):

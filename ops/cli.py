@@ -61,8 +61,15 @@ def main(ctx: click.Context, db_path: str | None, as_json: bool) -> None:
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
+def _host(context: click.Context, parameter: click.Parameter, host: str) -> str:
+    # An empty host makes the server listen on every interface: never what an empty variable meant.
+    if not host.strip():
+        raise click.BadParameter("is empty: give an address to listen on, like 127.0.0.1 (or 0.0.0.0 for every interface)")
+    return host
+
+
 @main.command("sandbox")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, callback=_host, help="The address to listen on.")
 @click.option("--port", default=8090, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option(
     "--complete-after",

@@ -7,6 +7,7 @@ import functools
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -156,9 +157,26 @@ def settings_for(db_path: str) -> Settings:
         raise click.ClickException(str(error)) from None
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """A file standing where one of a SQLite database's folders must be: no command can create
+    that folder, so saying it "does not exist" (and pointing at 'db init') would mislead."""
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists():
+            return None if folder.is_dir() else folder
+    return None
+
+
+def check_folder(path: Path | None, *, hint: str = "check --db or RELAY_DATABASE") -> None:
+    """Refuse a SQLite path under a file, naming that file (see file_in_the_way)."""
+    blocker = file_in_the_way(path) if path is not None else None
+    if blocker is not None:
+        raise click.ClickException(f"{blocker} is a file, not a folder, so no database can be at {path}: {hint}")
+
+
 def open_db(db_path: str, *, create: bool = False) -> tuple[Store, SecretBox]:
     """The relay's database, for a command that changes it. Only commands that set a relay up
     may create it: a mistyped --db must not look like a relay with no keys or accounts."""
+    check_folder(settings_for(db_path).database.path)
     if not create:
         _must_exist(db_path)
     return open_store(settings_for(db_path))
@@ -190,5 +208,6 @@ def relay_database_exists(settings: Settings) -> bool:
 
 def read_db(db_path: str) -> tuple[Store, SecretBox]:
     """The relay's database, for a command that only reads: nothing is written to it or beside it."""
+    check_folder(settings_for(db_path).database.path)
     _must_exist(db_path)
     return open_store(settings_for(db_path), read_only=True)

@@ -9,11 +9,12 @@ from contextlib import contextmanager
 
 import click
 
+from relay.opening import refuse_pending_migrations
 from relay.store import LocationError, SchemaTooNew, Store, StoreBug, StoreUnavailable, parse_location
 from relay.store.copy import CopyMismatch, TargetNotEmpty, copy_database
-from relay.store.retention import MIN_KEEP_DAYS, RetentionPolicy, count_prunable, prune
+from relay.store.retention import DAY_SECONDS, MIN_KEEP_DAYS, RetentionPolicy, count_prunable, prune
 
-from .common import database_options, open_db, relay_database_exists, settings_for
+from .common import DURATION, check_folder, database_options, open_db, relay_database_exists, settings_for
 from .output import emit_json, emit_record, emit_table
 
 
@@ -40,8 +41,12 @@ def db_init(db_path: str, as_json: bool) -> None:
     settings = settings_for(db_path)
     path = settings.database.path
     created = []
+    check_folder(path)
     if path is not None and not path.parent.is_dir():
-        path.parent.mkdir(mode=0o700, parents=True)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True)
+        except OSError as error:
+            raise click.ClickException(f"cannot create the folder {path.parent} ({error.strerror}): check --db or RELAY_DATABASE") from None
         created.append(str(path.parent))
     existed = relay_database_exists(settings)
     key_existed = settings.key_file.exists()
@@ -126,6 +131,14 @@ def db_copy(target: str, force: bool, db_path: str, as_json: bool) -> None:
         destination = parse_location(target)
     except LocationError as error:
         raise click.BadParameter(str(error), param_hint="--to") from None
+    check_folder(destination.path, hint="check --to")
+    if destination.path is not None and not destination.path.parent.is_dir():
+        # Not 'db init' for it: that would put a new key file beside the copy, one that cannot
+        # read the credentials copied under the source's key.
+        folder = destination.path.parent
+        raise click.ClickException(
+            f"the folder {folder} for the database {destination.path} does not exist: check --to, or create the folder first"
+        )
     with _existing_store(db_path, read_only=True) as source:
         if source.schema_status().pending:
             raise click.ClickException(f"{source.location} needs 'relayctl db upgrade' before it can be copied")
@@ -140,6 +153,9 @@ def db_copy(target: str, force: bool, db_path: str, as_json: bool) -> None:
             raise click.ClickException(f"{destination} cannot be opened or written ({error.reason})") from None
         except SchemaTooNew as error:
             raise click.ClickException(f"{destination}: {error}") from None
+        except OSError as error:
+            # A SQLite target the system will not let us create (permissions, a read-only disk).
+            raise click.ClickException(f"{destination} cannot be created ({error.strerror})") from None
         except StoreBug as error:
             # A row the target's column types refuse (an older version stored something odd):
             # nothing was written, the copy being one transaction.
@@ -151,27 +167,32 @@ def db_copy(target: str, force: bool, db_path: str, as_json: bool) -> None:
     click.echo(f"Copied {sum(copied.values())} rows from {source.location} to {destination}; every table's count matches.")
 
 
-def _keep_days(context: click.Context, parameter: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not MIN_KEEP_DAYS <= value < float("inf"):
-        raise click.BadParameter(f"must be a number of days >= {MIN_KEEP_DAYS:g}")
-    return value
+def _keep_days(context: click.Context, parameter: click.Parameter, seconds: float | None) -> float | None:
+    """A window given as a duration (90d, 12w), in the days RetentionPolicy counts."""
+    if seconds is None:
+        return None
+    if seconds < MIN_KEEP_DAYS * DAY_SECONDS:
+        raise click.BadParameter(f"must be at least {MIN_KEEP_DAYS:g}d (one day), like 90d or 12w")
+    return seconds / DAY_SECONDS
 
 
 @db_group.command("prune")
 @click.option(
     "--outcomes-older-than",
     "outcomes_days",
-    type=float,
+    type=DURATION,
     callback=_keep_days,
-    help="Delete outcomes older than this many days (default: $RELAY_KEEP_OUTCOMES_DAYS, else keep them).",
+    metavar="DURATION",
+    help="Delete outcomes older than this, e.g. 90d or 12w, at least 1d (default: $RELAY_KEEP_OUTCOMES_DAYS days, else keep them).",
 )
 @click.option(
     "--deliveries-older-than",
     "deliveries_days",
-    type=float,
+    type=DURATION,
     callback=_keep_days,
-    help="Delete finished webhook deliveries (and their attempts) older than this many days"
-    " (default: $RELAY_KEEP_WEBHOOK_DELIVERIES_DAYS, else keep them). Pending ones are never deleted.",
+    metavar="DURATION",
+    help="Delete finished webhook deliveries (and their attempts) older than this, e.g. 30d, at least 1d"
+    " (default: $RELAY_KEEP_WEBHOOK_DELIVERIES_DAYS days, else keep them). Pending ones are never deleted.",
 )
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @database_options
@@ -179,21 +200,27 @@ def db_prune(outcomes_days: float | None, deliveries_days: float | None, dry_run
     """Delete rows nobody will read again, and history older than the windows given.
 
     Always: expired sticky sessions, expired Idempotency-Key answers, and request-log rows a day
-    old. With a window: outcomes, and finished webhook deliveries. Jobs are never deleted. The
-    relay does the same every hour by itself (RELAY_PRUNE_INTERVAL_SECONDS) with the windows
-    of its environment; this is for a first clean-up, or a database no relay runs on. It deletes
-    in batches of 250 rows, so relays running on the database wait for one batch at most.
+    old. With a window (a duration like 90d, 12w or 2160h; at least a day): outcomes, and
+    finished webhook deliveries. Jobs are never deleted. The relay does the same every hour by
+    itself (RELAY_PRUNE_INTERVAL_SECONDS) with the windows of its environment; this is for a
+    first clean-up, or a database no relay runs on. It deletes in batches of 250 rows, so relays
+    running on the database wait for one batch at most. A database whose schema is behind this
+    release is refused: run 'relayctl db upgrade' first.
 
     \b
     Examples:
-      relayctl db prune --outcomes-older-than 90 --deliveries-older-than 30 --dry-run
-      relayctl db prune --outcomes-older-than 90 --deliveries-older-than 30
+      relayctl db prune --outcomes-older-than 90d --deliveries-older-than 30d --dry-run
+      relayctl db prune --outcomes-older-than 90d --deliveries-older-than 30d
     """
     kept = settings_for(db_path).retention
     policy = RetentionPolicy(
         outcomes_days=kept.outcomes_days if outcomes_days is None else outcomes_days,
         webhook_deliveries_days=kept.webhook_deliveries_days if deliveries_days is None else deliveries_days,
     )
+    # Checked read-only first: opening for writing would switch a SQLite file that is not the
+    # relay's (or is behind this release) to WAL before it is refused.
+    with _existing_store(db_path, read_only=True) as store:
+        refuse_pending_migrations(store, store.location)
     with _existing_store(db_path, read_only=dry_run) as store:
         now = time.time()
         counts = count_prunable(store, policy, now) if dry_run else prune(store, policy, now)

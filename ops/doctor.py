@@ -56,8 +56,16 @@ def check_database(settings: Settings) -> tuple[list[Check], Store | None]:
         checks.append(Check("database", "ok", f"PostgreSQL {details['server_version']} reachable at {location}"))
     schema = store.schema_status()
     if schema.pending or schema.version != SCHEMA_VERSION:
-        fix = "run the release that wrote it, or a newer one" if (schema.version or 0) > SCHEMA_VERSION else "relayctl db upgrade"
-        checks.append(Check("schema version", "fail", f"{schema.version} (this release: {SCHEMA_VERSION})", fix))
+        if schema.version is None:
+            # No version recorded: an empty database, or a file that is not the relay's.
+            detail, fix = (
+                f"no relay tables (this release: {SCHEMA_VERSION})",
+                "pass the right --db / RELAY_DATABASE, or relayctl db upgrade",
+            )
+        else:
+            fix = "run the release that wrote it, or a newer one" if schema.version > SCHEMA_VERSION else "relayctl db upgrade"
+            detail = f"{schema.version} (this release: {SCHEMA_VERSION})"
+        checks.append(Check("schema version", "fail", detail, fix))
         # The other checks read tables this release's schema names: not before an upgrade.
         return checks, None
     checks.append(Check("schema version", "ok", str(schema.version)))

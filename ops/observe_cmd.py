@@ -8,6 +8,7 @@ from collections import defaultdict
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from relay.accounts import cooldowns, reset_account
 from relay.outcomes import ERROR_CLASSES
@@ -15,7 +16,7 @@ from relay.sessions import evict_sessions
 from relay.store import Store
 
 from .common import DURATION, FiniteNumber, database_options, open_db, read_db
-from .output import emit, emit_json, timestamp
+from .output import emit, emit_json, emit_json_line, timestamp
 
 COOLDOWN_COLUMNS = ["account", "state", "reason", "since", "until", "seconds_left", "last_error"]
 SESSION_COLUMNS = ["session", "account", "age_seconds", "expires"]
@@ -37,7 +38,11 @@ def cooldown_rows(store: Store) -> list[dict[str, Any]]:
 
 
 @click.group("cooldowns", invoke_without_command=True)
-@click.option("--watch", is_flag=True, help="Refresh every --interval seconds until interrupted.")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Refresh every --interval seconds until interrupted. With --json, one compact JSON array per refresh, one per line (JSON Lines).",
+)
 @click.option("--interval", type=FiniteNumber(0.01, 86400), default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
 @click.option("--count", type=click.IntRange(1, 1_000_000), help="With --watch, stop after this many refreshes.")
 @database_options
@@ -45,14 +50,23 @@ def cooldown_rows(store: Store) -> list[dict[str, Any]]:
 def cooldowns_group(ctx: click.Context, watch: bool, interval: float, count: int | None, db_path: str, as_json: bool) -> None:
     """Accounts not serving new work: rate-limited, unauthorized or disabled; why and until when.
 
+    With --watch --json, each refresh prints one JSON array on a line of its own (JSON Lines),
+    so a script can read the stream line by line.
+
     \b
     Example:
       relayctl cooldowns
       relayctl cooldowns --watch
+      relayctl cooldowns --watch --json | jq -c 'map(.account)'
       relayctl cooldowns clear main
     """
     if ctx.invoked_subcommand is not None:
         return
+    if not watch:
+        # Without --watch there is one listing: a count or an interval would be silently ignored.
+        for name in ("count", "interval"):
+            if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+                raise click.UsageError(f"--{name} needs --watch")
     store, _ = read_db(db_path)
     shown = 0
     try:
@@ -60,7 +74,11 @@ def cooldowns_group(ctx: click.Context, watch: bool, interval: float, count: int
             if watch and not as_json:
                 click.clear()
                 click.echo(f"Cooldowns at {timestamp(time.time())} (Ctrl-C to stop)\n")
-            emit(cooldown_rows(store), COOLDOWN_COLUMNS, as_json=as_json, empty="All accounts are active.")
+            if watch and as_json:
+                # Indented arrays back to back are no JSON document: one compact array per line is.
+                emit_json_line(cooldown_rows(store))
+            else:
+                emit(cooldown_rows(store), COOLDOWN_COLUMNS, as_json=as_json, empty="All accounts are active.")
             shown += 1
             if not watch or (count is not None and shown >= count):
                 return
@@ -182,6 +200,11 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
+# The listing's filters that a summary has no use for (it takes its own --since): given before
+# `summary`, they would be silently ignored.
+_LISTING_ONLY = ("key_name", "since", "status", "error_class", "limit")
+
+
 @click.group("outcomes", invoke_without_command=True)
 @click.option("--account", help="Only this account.")
 @click.option("--key", "key_name", help="Only this relay key (by name).")
@@ -208,8 +231,18 @@ def outcomes_group(
     Example:
       relayctl outcomes --account main --since 1h --status 429
       relayctl outcomes summary --since 24h
+      relayctl outcomes --account main summary
     """
     if ctx.invoked_subcommand is not None:
+        given = [
+            param
+            for param in ctx.command.params
+            if param.name in _LISTING_ONLY and ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE
+        ]
+        if given:
+            names = ", ".join(param.opts[0] for param in given)
+            raise click.UsageError(f"only the listing takes {names}: '{ctx.invoked_subcommand}' takes --since and --account")
+        ctx.meta["relayctl.outcomes.account"] = account
         return
     since_ts = time.time() - since if since else None
     store, _ = read_db(db_path)
@@ -234,14 +267,20 @@ def outcomes_group(
 
 @outcomes_group.command("summary")
 @click.option("--since", type=DURATION, default="24h", show_default=True, help="Window, e.g. 1h, 24h, 7d.")
+@click.option("--account", help="Only this account (also taken before 'summary': relayctl outcomes --account main summary).")
 @database_options
-def outcomes_summary(since: float, db_path: str, as_json: bool) -> None:
+@click.pass_context
+def outcomes_summary(ctx: click.Context, since: float, account: str | None, db_path: str, as_json: bool) -> None:
     """Per account: requests, error classes, p50/p95 upstream latency.
 
     \b
     Example:
       relayctl outcomes summary --since 24h --json
+      relayctl outcomes summary --account main --since 1h
     """
+    if account is None:
+        account = ctx.meta.get("relayctl.outcomes.account")
     since_ts = time.time() - since
     store, _ = read_db(db_path)
-    emit(summarize(store.outcome_latencies(since=since_ts)), SUMMARY_COLUMNS, as_json=as_json, empty="No outcomes in that window.")
+    rows = [row for row in store.outcome_latencies(since=since_ts) if account is None or row["account"] == account]
+    emit(summarize(rows), SUMMARY_COLUMNS, as_json=as_json, empty="No outcomes in that window.")

@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,6 +35,11 @@ def timestamp(value: float | None) -> str | None:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
+
+
+def emit_json_line(data: Any) -> None:
+    """One compact JSON document on one line: a stream of them (JSON Lines) stays parseable."""
+    click.echo(json.dumps(data, separators=(",", ":")))
 
 
 def emit(rows: list[dict[str, Any]], columns: Sequence[str], *, as_json: bool, empty: str) -> None:
@@ -73,7 +79,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.3f}".rstrip("0").rstrip(".")
+        return plain_number(value)
     if isinstance(value, (list, tuple, set, frozenset)):
         text = ",".join(sorted(str(v) for v in value))
     elif isinstance(value, dict):
@@ -82,6 +88,28 @@ def _cell(value: Any) -> str:
         text = str(value)
     # Values can carry an upstream's words (an error message, a code): one cell, one line.
     return escape_controls(text)
+
+
+# Digits a float holds for certain: every decimal of up to 15 significant digits (every price,
+# budget or cap an operator types) comes back exactly, and a sum's binary noise
+# (0.1 + 0.2 = 0.30000000000000004) is rounded away.
+_SIGNIFICANT_DIGITS = 15
+# Past this a plain decimal is a row of zeros nobody reads: such values keep their exponent.
+_PLAIN_LIMIT = 1e15
+
+
+def plain_number(value: float) -> str:
+    """A float as a plain decimal, every significant digit kept: 0.0004, 0.00001, 0.0881, 2.5, 3."""
+    if not math.isfinite(value):
+        return str(value)
+    text = f"{value:.{_SIGNIFICANT_DIGITS}g}"
+    if "e" not in text or abs(value) >= _PLAIN_LIMIT:
+        return text
+    # Small numbers come out of "g" with an exponent (1e-05): spell out their leading zeros.
+    mantissa, exponent = text.split("e")
+    sign, digits = ("-", mantissa[1:]) if mantissa.startswith("-") else ("", mantissa)
+    whole, _, fraction = digits.partition(".")
+    return f"{sign}0.{'0' * (-int(exponent) - 1)}{whole}{fraction}"
 
 
 def emit_csv(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:

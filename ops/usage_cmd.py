@@ -10,7 +10,7 @@ import click
 from relay.pricing import PriceTable, parse_price_file, set_prices, unset_price, validate_price
 
 from .common import DURATION, database_options, open_db, read_db
-from .output import emit, emit_csv, emit_json, timestamp
+from .output import emit, emit_csv, emit_json, plain_number, timestamp
 
 USAGE_FIGURES = ["requests", "jobs", "completed", "failed", "video_seconds", "usd", "usd_reserved"]
 PRICE_COLUMNS = ["model", "size", "usd_per_second", "source"]
@@ -86,7 +86,7 @@ def prices_set(model: str, size: str, usd_per_second: float, db_path: str, as_js
     if as_json:
         emit_json({"model": row[0], "size": row[1], "usd_per_second": row[2]})
     else:
-        click.echo(f"{row[0]} at {row[1]} now costs ${row[2]:g} per second.")
+        click.echo(f"{row[0]} at {row[1]} now costs ${plain_number(row[2])} per second.")
 
 
 @prices.command("unset")
@@ -118,7 +118,14 @@ def prices_load(path: Path, db_path: str, as_json: bool) -> None:
     Example:
       relayctl prices load prices.json
     """
-    rows = parse_price_file(path.read_text())
+    try:
+        # utf-8-sig: spreadsheets save CSV with a byte-order mark, which is no part of the first model's name.
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{click.format_filename(path)} is not UTF-8 text: save it as UTF-8 (JSON or CSV)") from None
+    except OSError as error:
+        raise click.ClickException(f"{click.format_filename(path)} cannot be read ({error.strerror})") from None
+    rows = parse_price_file(text)
     store, _ = open_db(db_path, create=True)
     set_prices(store, rows)
     if as_json:

@@ -8,7 +8,7 @@ import logging
 from .config import ConfigError, Settings
 from .crypto import SecretBox, generate_key, resolve_keys
 from .records import SchemaTooNew, StoreUnavailable
-from .store import Store
+from .store import DatabaseLocation, Store
 
 log = logging.getLogger("relay")
 
@@ -48,7 +48,7 @@ def open_store(settings: Settings, *, read_only: bool = False) -> tuple[Store, S
 def _open_box(store: Store, settings: Settings, *, read_only: bool) -> SecretBox:
     try:
         if read_only:
-            _refuse_pending_migrations(store, settings)
+            refuse_pending_migrations(store, settings.database)
         else:
             store.ensure_schema()
         check = store.get_meta("secret_check")
@@ -74,13 +74,14 @@ def _open_box(store: Store, settings: Settings, *, read_only: bool) -> SecretBox
     return box
 
 
-def _refuse_pending_migrations(store: Store, settings: Settings) -> None:
+def refuse_pending_migrations(store: Store, database: DatabaseLocation) -> None:
+    """A database this release cannot read as it is: newer than it knows, or behind it."""
     status = store.schema_status()
     if status.version is not None and status.version > status.code_version:
         raise SchemaTooNew(f"the database has schema version {status.version}, newer than this release knows ({status.code_version})")
     pending = status.pending
     if pending:
         raise ConfigError(
-            f"{settings.database} needs schema migration(s) {', '.join(map(str, pending))} before this release can read it:"
-            f" run 'relayctl db upgrade --db {settings.database}' (or start the relay)"
+            f"{database} needs schema migration(s) {', '.join(map(str, pending))} before this release can read it:"
+            f" run 'relayctl db upgrade --db {database}' (or start the relay)"
         )

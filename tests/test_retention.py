@@ -177,11 +177,11 @@ def test_relayctl_db_prune(cli: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPa
     add_outcomes(store, now - 100 * DAY, now - 100 * DAY, now)
     add_delivery(store, "wd_old", state="delivered", created_at=now - 100 * DAY)
 
-    dry = json.loads(cli("db", "prune", "--outcomes-older-than", "90", "--dry-run", "--json").output)
+    dry = json.loads(cli("db", "prune", "--outcomes-older-than", "90d", "--dry-run", "--json").output)
     assert {"table": "outcomes", "would_delete": 2} in dry
     assert len(column(store, "SELECT id FROM outcomes")) == 3
 
-    shown = cli("db", "prune", "--outcomes-older-than", "90").output
+    shown = cli("db", "prune", "--outcomes-older-than", "90d").output
     assert shown.splitlines()[:2] == ["table        deleted", "-----------  -------"]
     assert "outcomes     2" in shown
     assert "Kept for good (no window given): webhook deliveries." in shown
@@ -193,8 +193,8 @@ def test_relayctl_db_prune(cli: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPa
     assert {"table": "webhook_deliveries", "deleted": 1} in done
     assert column(store, "SELECT id FROM webhook_deliveries") == []
 
-    refused = cli("db", "prune", "--deliveries-older-than", "0.5", code=2)
-    assert "must be a number of days >= 1" in refused.output
+    refused = cli("db", "prune", "--deliveries-older-than", "12h", code=2)
+    assert "must be at least 1d (one day)" in refused.output
     store.close()
 
 
