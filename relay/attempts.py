@@ -244,8 +244,10 @@ class Attempts:
     async def stream(self, upstream: Upstream, opened: upstream_http.Opened) -> Response:
         """The opened answer to the client: errors read whole and settled like any answer; a body
         streamed in constant memory, at the client's pace, and recorded when it ends."""
-        if opened.status >= 400 or is_redirect(opened.status):
+        if opened.status >= 400 or is_redirect(opened.status) or is_text(opened.headers.get("content-type")):
             # Errors are small and carry cooldown hints: read them whole and treat them like any other.
+            # So is text where bytes of a video or an image belong: read whole, a credential an
+            # upstream echoes in it is masked as in every other answer (a download is not looked into).
             answer = await self.read(upstream, opened)
             await self.settle(upstream, answer)
             return passthrough(answer)
@@ -319,6 +321,12 @@ class DownloadResponse(StreamingResponse):
             if close is not None:
                 with anyio.CancelScope(shield=True):
                     await close()
+
+
+def is_text(content_type: str | None) -> bool:
+    """JSON, XML or text/*: an answer to read, not a download's bytes to pass on."""
+    media = (content_type or "").partition(";")[0].strip().lower()
+    return media.startswith("text/") or media in ("application/json", "application/xml") or media.endswith(("+json", "+xml"))
 
 
 def passthrough(answer: upstream_http.Answer, extra_headers: dict[str, str] | None = None) -> Response:

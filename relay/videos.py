@@ -33,7 +33,7 @@ from .pool import Upstream
 from .pricing import DEFAULT_MODEL, DEFAULT_SIZE
 from .providers import account_type, model_name, public_json
 from .providers.operations import operations_for
-from .providers.passthrough import PASS_THROUGH, content_request, forwarded
+from .providers.passthrough import PASS_THROUGH, content_request, forwarded, video_path
 from .quota import Booking, book, require_served, unsupported
 from .records import KeyRecord, StoreUnavailable, Video
 from .scheduling import Admit, admit_any, choose_account, owner_account
@@ -126,7 +126,23 @@ async def new_job(
         finally:
             await booking.release()
         claim.keep(answer.status, answer.headers.get("content-type"), answer.body)
+        if answer.status >= 500:
+            # An upstream's 5xx may come after it started the render: an SDK's own retries (two by
+            # default) would start it again, as the relay itself does not.
+            return passthrough(answer, {"x-should-retry": "false"})
         return passthrough(answer)
+
+
+def is_followable_id(video_id: str) -> bool:
+    """An id the relay can put in an upstream path as one segment, and a client in its own: no
+    slash, no dot segment, nothing a log or a URL would read as something else. An upstream that
+    answered `video_x/../../admin` had the job watcher poll another path with the credential."""
+    return (
+        0 < len(video_id) <= 512
+        and video_id not in (".", "..")
+        and video_id.isprintable()
+        and not any(character in video_id for character in "/\\ ?#%")
+    )
 
 
 def refuse_unsupported(upstream: Upstream, kind: str) -> None:
@@ -170,6 +186,15 @@ async def record_job(
     video_id = text_value(resource.get("id"))
     if video_id is None:
         return  # an upstream that answers 2xx without a usable id gives nothing to follow up on
+    if not is_followable_id(video_id):
+        log.warning("upstream video id cannot be followed", extra=log_fields(account=account, route=kind))
+        raise WorkMayExist(
+            502,
+            f"The upstream answered with a video id ('{shown(video_id)}') that cannot name a path segment, so the new job"
+            " cannot be followed through the relay. An operator should check the account's base_api.",
+            code="upstream_invalid_id",
+            headers={"x-should-retry": "false"},
+        )
     seconds = text_value(resource.get("seconds")) or fields.get("seconds")
     # An extension's `seconds` is the stitched total; what was rendered is the request's `seconds`.
     rendered = fields.get("seconds") if kind == "extension" else seconds
@@ -233,7 +258,7 @@ async def remix_video(request: Request) -> Response:
     attempts, key = await attempts_for(request)
     video_id = request.path_params["video_id"]
     source = await owned_video(attempts.state, key, video_id)
-    return await new_job(request, kind="remix", upstream_path=f"/videos/{quote(video_id)}/remix", source=source, caller=(attempts, key))
+    return await new_job(request, kind="remix", upstream_path=f"{video_path(source)}/remix", source=source, caller=(attempts, key))
 
 
 async def edit_video(request: Request) -> Response:
@@ -365,7 +390,8 @@ async def retrieve_character(request: Request) -> Response:
     if owner is None or owner[1] != key.name:
         raise _not_found("character", character_id)
     upstream = await owner_account(state, owner[0])
-    answer = await attempts.send(upstream, forwarded(request.headers, upstream, "GET", f"/videos/characters/{quote(character_id)}", None))
+    path = f"/videos/characters/{quote(character_id, safe='')}"
+    answer = await attempts.send(upstream, forwarded(request.headers, upstream, "GET", path, None))
     return passthrough(answer)
 
 

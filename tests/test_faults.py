@@ -367,6 +367,18 @@ def test_an_id_another_key_holds_is_not_handed_to_a_second_caller(solo: tuple[Re
     assert relay.client.get(V, headers=auth(bob)).json()["data"] == []
 
 
+@pytest.mark.parametrize("video_id", ["video_x/../../../admin/delete-all", "..", ".", "video x", "video_1?a=b", "video\n1", "v" * 513])
+def test_an_id_that_cannot_be_one_path_segment_is_not_followed(solo: tuple[Relay, str], sandbox: Sandbox, video_id: str) -> None:
+    """The job watcher polled `/videos/video_x/../../../admin/delete-all` with the account's credential."""
+    relay, key = solo
+    template = send(relay, key).json()
+    sandbox.fault(status=200, body={**template, "id": video_id, "status": "queued"}, method="POST", times=1)
+    response = relay.client.post(V, json=CREATE, headers=auth(key))
+    assert_envelope(response, 502, "upstream_invalid_id")
+    assert response.headers["x-should-retry"] == "false"
+    assert [video["id"] for video in relay.client.get(V, headers=auth(key)).json()["data"]] == [template["id"]]
+
+
 def test_an_answer_body_trickled_a_byte_at_a_time_still_times_out(make_relay: Any, scripted: ScriptedUpstream) -> None:
     relay = make_relay(read_timeout_seconds=1.0)
     relay.add_account("drip", scripted.base_api)
@@ -400,6 +412,33 @@ def test_an_upstream_echoing_the_credential_does_not_pass_it_on(solo: tuple[Rela
     response = send(relay, key)
     assert response.status_code == 400 and "tok-a" not in response.text and "tok-a" not in str(response.headers)
     assert response.json()["error"]["message"] == "Bad request; you sent Authorization: Bearer [redacted]"
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain; charset=utf-8", "application/problem+json"])
+def test_a_download_answered_with_text_is_read_and_masked(solo: tuple[Relay, str], sandbox: Sandbox, content_type: str) -> None:
+    """A 2xx answer to a download whose body echoed the credential passed it on in full: downloads
+    are not looked into, but text where a video belongs is an answer like any other."""
+    relay, key = solo
+    video = send(relay, key).json()
+    body = {"id": video["id"], "debug": {"auth": "Bearer tok-a"}}
+    sandbox.fault(status=200, body=body, headers={"content-type": content_type}, path_contains="/content", times=1)
+    response = relay.client.get(f"{V}/{video['id']}/content", headers=auth(key))
+    assert response.status_code == 200 and "tok-a" not in response.text
+    assert "Bearer [redacted]" in response.text
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_an_upstream_5xx_to_new_work_tells_sdks_not_to_retry(solo: tuple[Relay, str], sandbox: Sandbox, status: int) -> None:
+    """The official SDK retried a create that got an upstream 500 twice: three renders for one call."""
+    relay, key = solo
+    video = send(relay, key).json()
+    sandbox.fault(status=status, body={"error": {"message": "upstream broke", "type": "server_error"}}, method="POST", times=1)
+    created = relay.client.post(V, json=CREATE, headers=auth(key))
+    assert (created.status_code, created.json()["error"]["message"]) == (status, "upstream broke")
+    assert created.headers["x-should-retry"] == "false"
+    sandbox.fault(status=status, body={"error": {"message": "upstream broke", "type": "server_error"}}, method="GET", times=1)
+    retrieved = relay.client.get(f"{V}/{video['id']}", headers=auth(key))
+    assert retrieved.status_code == status and "x-should-retry" not in retrieved.headers
 
 
 def test_a_delete_the_upstream_declined_keeps_the_video(solo: tuple[Relay, str], sandbox: Sandbox) -> None:

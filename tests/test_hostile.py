@@ -64,6 +64,7 @@ RELAY_CODES = frozenset(
         "metrics_token_required",
         "upstream_redirect",
         "upstream_id_conflict",
+        "upstream_invalid_id",
         "internal_error",
     }
 )

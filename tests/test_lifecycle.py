@@ -162,7 +162,7 @@ def test_list_pages_with_cursors(relay: Relay, sandbox: Sandbox) -> None:
     assert [v["id"] for v in everything["data"]] == newest_first and everything["has_more"] is False
     assert all(v["object"] == "video" for v in everything["data"])
     for query, param in [
-        ("?limit=0", "limit"),
+        ("?limit=-1", "limit"),
         ("?limit=101", "limit"),
         ("?limit=x", "limit"),
         ("?order=up", "order"),

@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import BIN, ROOT, Sandbox, free_port, run_sql, stop, wait_until_serving
 from postgres_cluster import Cluster, connect
+from starlette.datastructures import Headers
 from test_store_migrations import load_fixture
 
 from ops.cli import main as relayctl
@@ -287,7 +288,7 @@ def populate(path: Path) -> Populated:
 
 def authenticated(store: Store, key: str) -> KeyRecord:
     """The relay's own check of a presented key (relay.keys.authenticate), on this store."""
-    headers = {"authorization": f"Bearer {key}"}
+    headers = Headers({"authorization": f"Bearer {key}"})
     return anyio.run(functools.partial(authenticate, headers, KeyCache(store), service="openai", now=time.time()))
 
 

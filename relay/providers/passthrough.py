@@ -29,10 +29,15 @@ def forwarded(headers: Headers, upstream: Upstream, method: str, path: str, body
     )
 
 
+def video_path(video: Video) -> str:
+    """The video's upstream path: its id one path segment, whatever it holds."""
+    return f"/videos/{quote(video.id, safe='')}"
+
+
 def content_request(headers: Headers, upstream: Upstream, video: Video, variant: str | None) -> Outgoing:
     """The download of the video's bytes, as the relay (or a front nginx it hands it to) sends it."""
     # The variant goes upstream only as the client gave it: the contract's default stays the upstream's.
-    path = f"/videos/{quote(video.id)}/content" + (f"?variant={variant}" if variant is not None else "")
+    path = f"{video_path(video)}/content" + (f"?variant={variant}" if variant is not None else "")
     return forwarded(headers, upstream, "GET", path, None, content=True)
 
 
@@ -42,14 +47,14 @@ class PassThrough:
         return Result(answer, json_object(answer.body) if answer.status < 300 else None)
 
     async def retrieve(self, attempts: Attempts, upstream: Upstream, video: Video) -> Polled:
-        answer = await attempts.fetch(upstream, forwarded(attempts.caller.headers, upstream, "GET", f"/videos/{quote(video.id)}", None))
+        answer = await attempts.fetch(upstream, forwarded(attempts.caller.headers, upstream, "GET", video_path(video), None))
         return Polled(answer, json_object(answer.body) if answer.status == 200 else None, answer)
 
     async def open_content(self, attempts: Attempts, upstream: Upstream, video: Video, variant: str | None) -> upstream_http.Opened:
         return await attempts.open(upstream, content_request(attempts.caller.headers, upstream, video, variant))
 
     async def delete(self, attempts: Attempts, upstream: Upstream, video: Video) -> upstream_http.Answer:
-        return await attempts.send(upstream, forwarded(attempts.caller.headers, upstream, "DELETE", f"/videos/{quote(video.id)}", None))
+        return await attempts.send(upstream, forwarded(attempts.caller.headers, upstream, "DELETE", video_path(video), None))
 
 
 PASS_THROUGH: Final = PassThrough()
