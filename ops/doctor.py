@@ -10,7 +10,7 @@ import httpx
 
 from relay.accounts import rotate_secret_key
 from relay.config import Settings
-from relay.crypto import SecretKeyError, generate_key, parse_keys
+from relay.crypto import SecretBox, SecretKeyError, generate_key, parse_keys
 from relay.opening import open_store
 from relay.store import SCHEMA_VERSION, Store, StoreUnavailable
 from relay.upstream import base_api_problem, shown_url
@@ -72,7 +72,8 @@ def check_database(settings: Settings) -> tuple[list[Check], Store | None]:
     return checks, store
 
 
-def check_secret(db_path: str) -> list[Check]:
+def check_secret(db_path: str) -> tuple[list[Check], SecretBox | None]:
+    """The secret key's checks, and the box it opens (None when it cannot be used)."""
     settings = settings_for(db_path)
     if settings.secret_key:
         source = "RELAY_SECRET_KEY"
@@ -80,24 +81,26 @@ def check_secret(db_path: str) -> list[Check]:
         source = f"key file {settings.key_file}"
         if not settings.key_file.exists():
             missing = f"no RELAY_SECRET_KEY and no {settings.key_file}"
-            return [Check("secret key", "fail", missing, "set RELAY_SECRET_KEY or restore the key file")]
+            return [Check("secret key", "fail", missing, "set RELAY_SECRET_KEY or restore the key file")], None
         mode = settings.key_file.stat().st_mode & 0o777
         if mode & 0o077:
-            return [Check("secret key file mode", "fail", oct(mode), f"chmod 600 {settings.key_file}")]
+            return [Check("secret key file mode", "fail", oct(mode), f"chmod 600 {settings.key_file}")], None
     try:
         store, box = open_store(settings, read_only=True)
     except SecretKeyError as error:
-        return [Check("secret key", "fail", f"{source}: {error}", "use the key the database was written with")]
+        return [Check("secret key", "fail", f"{source}: {error}", "use the key the database was written with")], None
     checks = [Check("secret key", "ok", f"{source} matches the database")]
     unreadable = [a.name for a in store.list_accounts() if box.decrypt_or_none(a.credential_encrypted) is None]
     if unreadable:
         checks.append(Check("credentials", "fail", f"cannot decrypt: {', '.join(unreadable)}", "relayctl accounts rotate NAME for each"))
     else:
         checks.append(Check("credentials", "ok", "every credential decrypts"))
-    return checks
+    return checks, box
 
 
-def check_accounts(store: Store) -> list[Check]:
+def check_accounts(store: Store, box: SecretBox | None = None) -> list[Check]:
+    """Each account usable, and its base_api reachable the way the relay reaches it: through the
+    account's proxy, when it has one and the secret key opens it."""
     accounts = store.list_accounts()
     now = time.time()
     if not accounts:
@@ -111,19 +114,41 @@ def check_accounts(store: Store) -> list[Check]:
             "" if usable else "relayctl cooldowns, then accounts reset / rotate / enable",
         )
     ]
-    with httpx.Client(timeout=REACHABILITY_TIMEOUT_SECONDS, trust_env=False) as client:
+    with httpx.Client(timeout=REACHABILITY_TIMEOUT_SECONDS, trust_env=False) as direct:
         for account in accounts:
-            checks.append(reachability(client, account.name, account.base_api))
+            if account.proxy_encrypted is None:
+                checks.append(reachability(direct, account.name, account.base_api))
+                continue
+            proxy = box.decrypt_or_none(account.proxy_encrypted) if box is not None else None
+            if proxy is None:
+                checks.append(
+                    Check(f"reach {account.name}", "warn", "not tried: its proxy cannot be decrypted", "see the secret key check")
+                )
+                continue
+            try:
+                via = httpx.Client(timeout=REACHABILITY_TIMEOUT_SECONDS, trust_env=False, proxy=proxy)
+            except (ValueError, httpx.InvalidURL):
+                shown = shown_url(proxy)
+                checks.append(
+                    Check(
+                        f"reach {account.name}", "fail", f"its proxy {shown} cannot be used", f"relayctl accounts proxy {account.name} URL"
+                    )
+                )
+                continue
+            with via:
+                checks.append(reachability(via, account.name, account.base_api, proxy=proxy))
     return checks
 
 
-def reachability(client: httpx.Client, name: str, base_api: str) -> Check:
+def reachability(client: httpx.Client, name: str, base_api: str, *, proxy: str | None = None) -> Check:
     """Any HTTP answer means the base_api is reachable; no credential is sent.
 
     A base_api the relay cannot send to (stored before it was checked: a password in it, a port
     out of range) fails without being tried, and is shown with any password masked.
     """
     label, shown = f"reach {name}", shown_url(base_api)
+    if proxy is not None:
+        shown = f"{shown} through {shown_url(proxy)}"
     problem = base_api_problem(base_api)
     if problem:
         return Check(label, "fail", f"{shown}: {problem}", f"relayctl accounts base-api {name} URL")
@@ -157,8 +182,9 @@ def doctor(db_path: str, as_json: bool) -> None:
     """
     checks, store = check_database(settings_for(db_path))
     if store is not None:
-        checks += check_secret(db_path)
-        checks += check_accounts(store)
+        secret_checks, box = check_secret(db_path)
+        checks += secret_checks
+        checks += check_accounts(store, box)
         checks += check_keys(store)
     rows = [asdict(check) for check in checks]
     emit(rows, ["check", "status", "detail", "fix"], as_json=as_json, empty="")

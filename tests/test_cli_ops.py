@@ -237,6 +237,18 @@ def test_doctor(cli: Any, tmp_path: Path, sandbox_process: Any) -> None:
     assert TOKEN not in result.output
 
 
+def test_doctor_reaches_an_account_through_its_proxy(cli: Any, sandbox_process: Any) -> None:
+    """It said 'ok' for an account whose proxy was down, while every create on it failed."""
+    add(cli, "viaproxy", sandbox_process.base_api())
+    cli("accounts", "proxy", "viaproxy", f"http://user:pw-SECRET@127.0.0.1:{free_port()}")
+    result = cli("doctor", "--json", code=1)
+    check = {c["check"]: c for c in json.loads(result.output)}["reach viaproxy"]
+    assert check["status"] == "fail" and "through http://***@127.0.0.1:" in check["detail"], check
+    assert "pw-SECRET" not in result.output and TOKEN not in result.output
+    cli("accounts", "proxy", "viaproxy", "--clear")
+    assert {c["check"]: c for c in json.loads(cli("doctor", "--json").output)}["reach viaproxy"]["status"] == "ok"
+
+
 def test_doctor_reports_wrong_key(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     add(cli, "main")
     monkeypatch.setenv("RELAY_SECRET_KEY", generate_key())
