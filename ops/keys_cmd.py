@@ -137,7 +137,7 @@ def keys() -> None:
     help="Service the key may use; repeat for several (default: openai).",
 )
 @click.option("--expires-in", type=DURATION, help="Expire the key after this long, e.g. 30d, 12h, 2w.")
-@click.option("--note", help="Free text for operators (who it is for).")
+@click.option("--note", help="Free text for operators (who it is for), at most 500 characters.")
 @limit_options
 @database_options
 def keys_issue(

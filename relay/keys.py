@@ -62,6 +62,10 @@ def validate_name(name: str) -> str:
     return name
 
 
+# A note is a line in `keys list`: a reminder of who holds the key, not a document.
+MAX_NOTE_CHARACTERS = 500
+
+
 def issue_key(
     store: Store,
     name: str,
@@ -74,6 +78,8 @@ def issue_key(
 ) -> IssuedKey:
     validate_name(name)
     granted = validate_permissions(permissions)
+    if note is not None and len(note) > MAX_NOTE_CHARACTERS:
+        raise KeyInputError(f"a key's note is at most {MAX_NOTE_CHARACTERS} characters, got {len(note):,}")
     limits_json = changed_limits(Limits(), limits or {}).to_json()
     key_id = secrets.token_hex(_ID_HEX_LENGTH // 2)
     key = f"{PREFIX}{key_id}-{secrets.token_urlsafe(32)}"

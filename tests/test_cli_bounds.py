@@ -279,3 +279,9 @@ def test_sandbox_json_says_where_it_listens() -> None:
         assert veo.status_code == 200 and veo.json()["name"].startswith("models/veo-3.0-generate-001/operations/"), veo.text
     finally:
         stop(process)  # type: ignore[arg-type]
+
+
+def test_a_key_note_is_a_line_not_a_document(cli: Any) -> None:
+    assert "at most 500 characters" in cli("keys", "issue", "long", "--note", "n" * 501, code=1).output
+    assert json.loads(cli("keys", "list", "--json").output) == []  # nothing written
+    cli("keys", "issue", "short", "--note", "n" * 500)
