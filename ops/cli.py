@@ -79,7 +79,9 @@ def _host(context: click.Context, parameter: click.Parameter, host: str) -> str:
     help=f"Seconds until a job completes (at most {MAX_COMPLETE_AFTER_SECONDS:,}).",
 )
 @click.option("--fail", type=click.Choice(["429", "401", "402", "500", "slow"]), help="Answer every request with this failure.")
-@click.option("--json", "as_json", is_flag=True, help='Once listening, print {"url", "base_api", "host", "port"} as one JSON line.')
+@click.option(
+    "--json", "as_json", is_flag=True, help='Once listening, print {"url", "base_api", "base_apis", "host", "port"} as one JSON line.'
+)
 def sandbox(host: str, port: int, complete_after: float, fail: str | None, as_json: bool) -> None:
     """Run the local emulator of the Videos API (no credentials, no internet).
 

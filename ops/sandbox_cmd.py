@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import click
@@ -50,4 +51,10 @@ def serve_sandbox(host: str, port: int, *, complete_after_seconds: float, fail: 
                 announce(bound_host, bound_port, as_json=as_json)
 
     app = create_sandbox_app(complete_after_seconds=complete_after_seconds, fail=fail)
-    AnnouncingServer(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
+    try:
+        # Bound here: a port in use is one Error line, not uvicorn's log line and exit code 3.
+        listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise click.ClickException(f"cannot listen on {host}:{port} ({reason})") from None
+    AnnouncingServer(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])

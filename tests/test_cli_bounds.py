@@ -8,6 +8,7 @@ clear error and nothing written, and rows older versions wrote list, show and au
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -285,3 +286,11 @@ def test_a_key_note_is_a_line_not_a_document(cli: Any) -> None:
     assert "at most 500 characters" in cli("keys", "issue", "long", "--note", "n" * 501, code=1).output
     assert json.loads(cli("keys", "list", "--json").output) == []  # nothing written
     cli("keys", "issue", "short", "--note", "n" * 500)
+
+
+def test_the_sandbox_on_a_port_in_use_says_so_in_one_line() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run([str(BIN / "relayctl"), "sandbox", "--port", str(port)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"Error: cannot listen on 127.0.0.1:{port} (Address already in use)"
