@@ -11,6 +11,7 @@ import json
 import socket
 import sqlite3
 import subprocess
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +295,21 @@ def test_the_sandbox_on_a_port_in_use_says_so_in_one_line() -> None:
         done = subprocess.run([str(BIN / "relayctl"), "sandbox", "--port", str(port)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert done.stderr.strip() == f"Error: cannot listen on 127.0.0.1:{port} (Address already in use)"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["keys", "issue", "zz"], ["db", "init"], ["db", "upgrade"], ["accounts", "add", "a", "--type", "openai-responses", "--token", "t"]],
+)
+def test_another_applications_sqlite_file_is_left_as_it_is(cli: Any, tmp_path: Path, command: list[str]) -> None:
+    """A mistyped --db naming another application's SQLite file got the relay's tables and WAL mode."""
+    foreign = tmp_path / "crm.db"
+    with closing(sqlite3.connect(foreign)) as conn:
+        conn.execute("CREATE TABLE customers (id integer)")
+        conn.commit()
+    output = cli(*command, "--db", str(foreign), code=1).output
+    assert "holds another application's tables (customers) and no relay schema" in output
+    with closing(sqlite3.connect(foreign)) as conn:
+        assert [row[0] for row in conn.execute("SELECT name FROM sqlite_master")] == ["customers"]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("crm")) == ["crm.db"]

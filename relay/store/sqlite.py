@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -168,6 +168,23 @@ def _greatest(*values: Any) -> Any:
     return max(present) if present else None
 
 
+def _refuse_another_applications_file(path: Path) -> None:
+    """A file with tables but without the relay's `meta` (every relay database has it) belongs to
+    another application, behind a mistyped --db: the relay must not switch it to WAL or add its
+    tables. Read through SQLite (which keeps this process's locks on the file), read-only; a file
+    SQLite cannot read that way is left to the opening that follows, which reports it."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as conn:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+    except sqlite3.Error:
+        return
+    if names and "meta" not in names:
+        shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+        raise StoreUnavailable(f"it holds another application's tables ({shown}) and no relay schema")
+
+
 def _create_private(path: Path) -> None:
     """Create the database file 0600, before SQLite would create it 0644: it holds encrypted
     credentials and key hashes. SQLite gives the -wal and -shm files the database file's mode.
@@ -221,6 +238,8 @@ class SQLiteBackend:
     def __init__(self, location: DatabaseLocation, *, read_only: bool = False, busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS) -> None:
         self.location = location
         self.path = location.sqlite_path()
+        if not read_only:
+            _refuse_another_applications_file(self.path)
         self.busy_timeout_seconds = busy_timeout_seconds
         # Read-only (relayctl's listings, doctor, db status): SQLite's mode=ro, so nothing is
         # created, no journal mode is switched and no WAL is checkpointed into the file on close.
