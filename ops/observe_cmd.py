@@ -158,6 +158,8 @@ def sessions_evict(session: str | None, account: str | None, evict_all: bool, db
     if session is not None and len(session) < 8:
         raise click.UsageError("give at least 8 characters of the session hash")
     store, _ = open_db(db_path)
+    if account is not None:
+        store.account(account)  # an unknown name is an error, as in `sessions list`, not "Evicted 0"
     evicted = evict_sessions(store, account=account, session_prefix=session)
     if as_json:
         emit_json({"evicted": evicted})

@@ -226,3 +226,9 @@ def test_doctor_says_a_database_has_no_relay_tables(cli: Any, tmp_path: Path) ->
     schema = next(row for row in rows if row["check"] == "schema version")
     assert schema["status"] == "fail" and schema["detail"].startswith("no relay tables") and "None" not in schema["detail"]
     assert "no relay tables" in cli("doctor", "--db", str(database), code=1).output
+
+
+def test_sessions_evict_names_an_unknown_account_as_list_does(cli: Any) -> None:
+    cli("db", "init")
+    assert "no account named 'nope'" in cli("sessions", "list", "--account", "nope", code=1).output
+    assert "no account named 'nope'" in cli("sessions", "evict", "--account", "nope", code=1).output
