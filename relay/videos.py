@@ -44,6 +44,8 @@ from .upstream import Answer
 log = logging.getLogger("relay.videos")
 
 _FIELDS = frozenset({SESSION_FIELD, "model", "seconds", "size", "video[id]"})
+# A character is made from an uploaded video only: no source video by id, so no guidance about one.
+_CHARACTER_FIELDS = frozenset({SESSION_FIELD})
 CONTENT_VARIANTS = ("video", "thumbnail", "spritesheet")
 
 
@@ -365,7 +367,7 @@ async def create_character(request: Request) -> Response:
     attempts, key = await attempts_for(request)
     state = attempts.state
     body = await request_body(request, state)
-    fields = body_fields(body, request.headers.get("content-type"), _FIELDS)
+    fields = body_fields(body, request.headers.get("content-type"), _CHARACTER_FIELDS)
     session = session_id(fields, request.headers)
     await require_served(state, "character", ())
     admit = carrying("character", admit_any)

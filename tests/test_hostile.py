@@ -1203,3 +1203,18 @@ def test_two_content_types_are_refused(relay: Relay, sandbox: Sandbox) -> None:
     response = relay.client.post("/openai/v1/videos", content=b'{"prompt": "x", "model": "sora-2"}', headers=headers)
     assert response.status_code == 400 and assert_envelope(response, code="invalid_request_headers")
     assert upstream_requests(sandbox) == []
+
+
+@pytest.mark.parametrize(
+    "content, content_type",
+    [
+        (b'{"name": "Mossy", "video": "video_1"}', "application/json"),
+        (b'--B\r\nContent-Disposition: form-data; name="video"\r\n\r\nvideo_1\r\n--B--\r\n', "multipart/form-data; boundary=B"),
+    ],
+)
+def test_a_character_is_not_told_to_name_a_source_video(relay: Relay, sandbox: Sandbox, content: bytes, content_type: str) -> None:
+    """Characters take an uploaded video only: guidance about `video[id]` sent their callers astray."""
+    w = world(relay, sandbox)
+    response = send(relay, "POST", "/openai/v1/videos/characters", headers={**bearer(w.key), "content-type": content_type}, content=content)
+    assert response.status_code == 400
+    assert "video[id]" not in response.text and '{"id"' not in response.text
