@@ -95,7 +95,8 @@ class FiniteNumber(click.ParamType[int | float, Any]):
                 self.fail(f"{shown(value)!r} is not {'a whole number' if self.whole else 'a number'}", param, ctx)
         if not math.isfinite(number) or not self.low <= number <= self.high:
             self.fail(f"{shown(value)!r} is not in the range {_plain(self.low)} to {_plain(self.high)}", param, ctx)
-        return number
+        # -0 passes the range check and would be stored and shown as "-0": adding 0 makes it 0.
+        return number + 0 if self.whole else number + 0.0
 
 
 def _plain(number: float) -> str:

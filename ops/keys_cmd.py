@@ -83,7 +83,9 @@ def limit_changes(options: dict[str, Any]) -> dict[str, Any]:
             changes[field] = tuple(part.strip() for part in raw.split(",") if part.strip())
         else:
             try:
-                changes[field] = kind(raw)
+                # -0 passes a ">= 0" check and would be stored and shown as "-0"; it is falsy, so
+                # `or` makes it the 0 that was meant.
+                changes[field] = kind(raw) or kind(0)
             except ValueError:
                 raise click.BadParameter(f"{shown(raw)!r} is not a number (or 'none')", param_hint=option) from None
     return changes

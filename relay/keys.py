@@ -112,7 +112,11 @@ def rotate_key(store: Store, name: str, *, grace_seconds: float = 0.0, now: floa
         raise KeyInputError(f"key {name!r} is {record.state(now)}; issue a new key instead")
     key = f"{PREFIX}{record.id}-{secrets.token_urlsafe(32)}"
     salt = secrets.token_hex(16)
-    store.rotate_key_secret(name, salt=salt, hash=_hash(salt, key), grace_until=now + grace_seconds if grace_seconds > 0 else None, now=now)
+    grace_until = now + grace_seconds if grace_seconds > 0 else None
+    if grace_until is not None and record.expires_at is not None:
+        # The key itself stops at its expiry, old secret or new: a grace past it would promise more.
+        grace_until = min(grace_until, record.expires_at)
+    store.rotate_key_secret(name, salt=salt, hash=_hash(salt, key), grace_until=grace_until, now=now)
     return IssuedKey(record=store.key_by_name(name), key=key)
 
 

@@ -313,3 +313,19 @@ def test_another_applications_sqlite_file_is_left_as_it_is(cli: Any, tmp_path: P
         assert [row[0] for row in conn.execute("SELECT name FROM sqlite_master")] == ["customers"]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("crm")) == ["crm.db"]
+
+
+def test_a_rotation_grace_ends_with_the_key(cli: Any) -> None:
+    """It promised the old secret for 100 years on a key that expired in two weeks."""
+    issued = json.loads(cli("keys", "issue", "soon", "--expires-in", "14d", "--json").output)
+    cli("keys", "rotate", "soon", "--grace", "36500d")
+    shown = json.loads(cli("keys", "show", "soon", "--json").output)
+    assert shown["old_secret_valid_until"] == shown["expires"] == issued["expires"]
+
+
+def test_a_negative_zero_is_zero(cli: Any) -> None:
+    cli("keys", "issue", "z", "--usd-per-day", "-0", "--video-seconds-per-month", "-0.0")
+    shown = cli("keys", "limits", "z").output
+    assert "-0" not in shown
+    limits = json.loads(cli("keys", "show", "z", "--json").output)
+    assert str(limits["usd_per_day"]) == "0.0" and str(limits["video_seconds_per_month"]) == "0.0"
