@@ -116,7 +116,8 @@ def check_accounts(store: Store, box: SecretBox | None = None) -> list[Check]:
     ]
     with httpx.Client(timeout=REACHABILITY_TIMEOUT_SECONDS, trust_env=False) as direct:
         for account in accounts:
-            if account.proxy_encrypted is None:
+            if account.proxy_encrypted is None or base_api_problem(account.base_api):
+                # A base_api the relay cannot send to fails first, whatever its proxy.
                 checks.append(reachability(direct, account.name, account.base_api))
                 continue
             proxy = box.decrypt_or_none(account.proxy_encrypted) if box is not None else None
