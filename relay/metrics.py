@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -148,6 +148,10 @@ class Metrics:
         live_sessions: Callable[[float], int] | None = None,
         multiprocess_dir: Path | None = None,
     ) -> None:
+        # prometheus_client adds a `<name>_created` gauge to every counter and histogram in a
+        # single process (not under multiprocess mode): series docs/metrics.md does not list, and
+        # one worker would export what two do not. A process-wide switch, the same for every Metrics.
+        disable_created_metrics()
         self.registry = RelayRegistry(multiprocess_dir)
         self.requests = Counter(
             "relay_requests_total",

@@ -536,6 +536,16 @@ def test_reset_mid_answer_is_502(relay: Relay, sandbox: Sandbox) -> None:
     assert relay.state.store.account("a").state == "active"
 
 
+def test_one_process_exports_the_documented_series_only(relay: Relay, sandbox: Sandbox) -> None:
+    """prometheus_client's `<name>_created` gauges showed with one worker only, under names like
+    relay_videos_created that read as a count of videos."""
+    relay.add_account("a", sandbox.base_api())
+    relay.client.post("/openai/v1/videos", json=CREATE, headers=auth(relay.issue_key("alice")))
+    exposition = relay.metrics()
+    assert "relay_requests_total{" in exposition
+    assert [line for line in exposition.splitlines() if "_created" in line] == []
+
+
 def test_metrics_token(make_relay: Any) -> None:
     relay = make_relay(metrics_token="scrape-me")
     assert_envelope(relay.client.get("/metrics"), 401, "invalid_metrics_token")
