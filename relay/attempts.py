@@ -29,7 +29,7 @@ from .outcomes import answer_class, is_redirect, status_class, upstream_error
 from .pool import Upstream
 from .quota import note_upstream_quota
 from .records import Outcome
-from .scheduling import Admit, admit_any, mark_chosen, pick_admitted
+from .scheduling import Admit, admit_any, follow_failover, mark_chosen, pick_admitted
 from .state import RelayState
 
 log = logging.getLogger("relay.attempts")
@@ -199,12 +199,14 @@ class Attempts:
         *,
         may_fail_over: bool,
         admit: Admit = admit_any,
+        sticky: str | None = None,
     ) -> tuple[Upstream, upstream_http.Answer]:
         """New work: on 429/401/402, or a failure before anything was sent, try the next account `admit` accepts.
 
         Never after the request may have reached an upstream (read timeout, reset, 5xx): a
         duplicate render costs money. At most RELAY_MAX_FAILOVER extra attempts. `send` makes one
-        settled attempt on the account it is given.
+        settled attempt on the account it is given. A `sticky` session served by another account
+        than the first moves to it.
         """
         state = self.state
         tried = [upstream.name]
@@ -219,6 +221,8 @@ class Attempts:
             else:
                 reason = answer_class(answer.status, answer.body)
                 if reason not in FAILOVER_CLASSES:
+                    if sticky is not None and upstream.name != tried[0] and answer.status < 300:
+                        await follow_failover(state, sticky, upstream.name, first=tried[0])
                     return upstream, answer
             now = state.clock()
             following = (

@@ -62,6 +62,14 @@ async def choose_account(state: RelayState, sticky: str | None, *, route: str, a
     return chosen
 
 
+async def follow_failover(state: RelayState, sticky: str, served: str, *, first: str) -> None:
+    """New work that failed over is served by another account than the session's: the session
+    follows it, or its next request would go back to the account that just failed (or, once that
+    rested, to whichever is least recently used) and split the session's work."""
+    now = state.clock()
+    await state.db(state.store.claim_session, sticky, served, replacing=first, now=now, ttl=state.settings.sticky_ttl_seconds)
+
+
 async def owner_account(state: RelayState, name: str) -> Upstream:
     """The account that owns existing work. Rate limits and `disabled` do not stop reads of it."""
     owner = state.pool.get(name)

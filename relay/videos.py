@@ -93,13 +93,15 @@ async def new_job(
             await require_served(state, kind, terms.models)
         booking = await book(state, key, terms, state.clock())
         admit = carrying(kind, booking.admit)
+        sticky = None
         try:
             if source is not None:
                 upstream = await owner_account(state, source.account)
                 await booking.admit_owner(upstream)
             else:
                 session = session_id(fields, request.headers)
-                upstream = await choose_account(state, session_hash(session) if session else None, route=attempts.route, admit=admit)
+                sticky = session_hash(session) if session else None
+                upstream = await choose_account(state, sticky, route=attempts.route, admit=admit)
             refuse_unsupported(upstream, kind)
             sent: dict[str, dict[str, Any] | None] = {}
 
@@ -113,7 +115,7 @@ async def new_job(
             try:
                 # Work on an existing video must stay with its owner; everything else may move on, to
                 # an account of any provider: each builds its own request from the client's.
-                upstream, answer = await attempts.with_failover(upstream, send, may_fail_over=source is None, admit=admit)
+                upstream, answer = await attempts.with_failover(upstream, send, may_fail_over=source is None, admit=admit, sticky=sticky)
                 resource = sent.get(upstream.name)
                 if answer.status < 300 and resource is not None:
                     try:
@@ -371,12 +373,13 @@ async def create_character(request: Request) -> Response:
     session = session_id(fields, request.headers)
     await require_served(state, "character", ())
     admit = carrying("character", admit_any)
-    upstream = await choose_account(state, session_hash(session) if session else None, route=attempts.route, admit=admit)
+    sticky = session_hash(session) if session else None
+    upstream = await choose_account(state, sticky, route=attempts.route, admit=admit)
 
     async def send(candidate: Upstream) -> Answer:
         return await attempts.send(candidate, forwarded(request.headers, candidate, "POST", "/videos/characters", body))
 
-    upstream, answer = await attempts.with_failover(upstream, send, may_fail_over=True, admit=admit)
+    upstream, answer = await attempts.with_failover(upstream, send, may_fail_over=True, admit=admit, sticky=sticky)
     resource = json_object(answer.body) if answer.status < 300 else None
     character_id = text_value(resource.get("id")) if resource else None
     if character_id is not None:

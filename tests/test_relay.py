@@ -321,14 +321,30 @@ def test_sticky_mapping_evicted_when_account_fails(relay: Relay, sandbox: Sandbo
     headers = {**auth(key), "Session-Id": "s-1"}
     assert relay.client.post("/openai/v1/videos", json=CREATE, headers=headers).status_code == 200
     sandbox.fault(preset=preset, token="tok-a", times=1)
-    # The failure moves this request to b (failover) and drops a's session mappings.
+    # The failure moves this request to b (failover) and drops a's session mappings; the session
+    # follows the account that served it.
     assert relay.client.post("/openai/v1/videos", json=CREATE, headers=headers).status_code == 200
-    assert relay.state.store.session_account(session_hash("s-1"), time.time()) is None
+    assert relay.state.store.session_account(session_hash("s-1"), time.time()) == "b"
     assert relay.client.post("/openai/v1/videos", json=CREATE, headers=headers).status_code == 200
     assert relay.client.post("/openai/v1/videos", json=CREATE, headers=headers).status_code == 200
     assert tokens_seen(sandbox) == ["tok-a", "tok-a", "tok-b", "tok-b", "tok-b"]
     state = "rate_limited" if preset == "rate_limited" else "unauthorized"
     assert metric_value(relay, f'relay_sticky_evictions_total{{reason="{state}"}}') == 1
+
+
+def test_a_session_stays_on_the_account_a_failover_reached(relay: Relay, sandbox: Sandbox) -> None:
+    """With three accounts, the create after a failover went to the least recently used one:
+    the session's work was split between two accounts."""
+    relay.add_account("first", sandbox.base_api(), token="tok-first", priority=20)
+    relay.add_account("b", sandbox.base_api(), token="tok-b")
+    relay.add_account("c", sandbox.base_api(), token="tok-c")
+    key = relay.issue_key()
+    headers = {**auth(key), "Session-Id": "s-split"}
+    sandbox.fault(preset="rate_limited", token="tok-first", times=1)
+    for _ in range(4):
+        assert relay.client.post("/openai/v1/videos", json=CREATE, headers=headers).status_code == 200
+    seen = tokens_seen(sandbox)
+    assert seen[0] == "tok-first" and len(set(seen[1:])) == 1, seen
 
 
 def test_sticky_ttl(make_relay: Any, sandbox: Sandbox) -> None:
