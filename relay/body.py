@@ -111,10 +111,7 @@ def _json_fields(body: bytes, names: frozenset[str]) -> dict[str, str]:
             # `video` names a source video only as {"id": ...}; any other form could be read as one upstream.
             raise RelayError(400, f'The field \'{outer}\' must be an object like {{"id": "video_123"}}.', code="invalid_value", param=outer)
         value = _json_value(payload, name)
-        if isinstance(value, str):
-            if not is_valid_unicode(value):
-                # JSON can escape lone surrogates ("\ud800"); no id or session can contain one.
-                raise RelayError(400, f"The field '{name}' is not valid Unicode.", code="invalid_json", param=name)
+        if isinstance(value, str):  # valid Unicode: _refuse_lone_surrogates has seen to that
             found[name] = value
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             found[name] = json.dumps(value)

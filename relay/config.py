@@ -110,12 +110,9 @@ def _keep_days(env: Mapping[str, str], name: str) -> float | None:
     if raw is None or raw.strip() == "":
         return None
     try:
-        days = float(raw)
-    except ValueError:
-        days = float("nan")
-    if not MIN_KEEP_DAYS <= days < float("inf"):
-        raise ConfigError(f"{name} must be a number of days >= {MIN_KEEP_DAYS:g} (unset keeps them for good), got {raw!r}")
-    return days
+        return _number(env, name, 0.0, minimum=MIN_KEEP_DAYS)
+    except ConfigError:
+        raise ConfigError(f"{name} must be a number of days >= {MIN_KEEP_DAYS:g} (unset keeps them for good), got {raw!r}") from None
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:

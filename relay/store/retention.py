@@ -64,9 +64,7 @@ PRUNED_TABLES = tuple(rule.table for rule in (*EXPIRED_RULES, REQUEST_LOG_RULE, 
 
 class Retention(Aggregate):
     def prunable(self, rule: Rule, cutoff: float, *, limit: int = BATCH_ROWS) -> list[tuple[Any, ...]]:
-        """Up to `limit` keys of rows `rule` lets go at `cutoff`, read without the write lock."""
-        if not rule.keys:
-            return []
+        """Up to `limit` keys of rows `rule` (one with keys) lets go at `cutoff`, read without the write lock."""
         with self.reading() as conn:
             rows = conn.execute(
                 f"SELECT {', '.join(rule.keys)} FROM {rule.table} WHERE {rule.condition} LIMIT ?", (cutoff, limit)
